@@ -1,0 +1,1 @@
+"""flowforge-agent: pulls tasks for its queues and runs registered Python functions."""

@@ -1,0 +1,65 @@
+"""Binding a task function's parameters by name: ctx, upstream outputs, run parameters."""
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from flowforge.context import TaskContext
+from flowforge.introspect import CTX_NAME
+from protocol.messages import TaskDispatch
+
+_CTX, _NAMED, _VAR_KW = 0, 1, 2
+
+
+class BindError(Exception):
+    """A parameter has no value: neither a run parameter, an upstream output nor a default."""
+
+
+@dataclass(frozen=True, slots=True)
+class BindPlan:
+    """What each parameter of one function gets; computed once per function."""
+
+    slots: tuple[tuple[str, int, bool], ...]
+    """(name, kind, has_default) in signature order."""
+    is_async: bool
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any]) -> "BindPlan":
+        slots = []
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is p.VAR_POSITIONAL:
+                continue
+            if p.kind is p.VAR_KEYWORD:
+                slots.append((p.name, _VAR_KW, True))
+            elif p.name == CTX_NAME or getattr(p.annotation, "__name__", "") == "TaskContext":
+                slots.append((p.name, _CTX, False))
+            else:
+                slots.append((p.name, _NAMED, p.default is not p.empty))
+        return cls(slots=tuple(slots), is_async=inspect.iscoroutinefunction(fn))
+
+    def bind(self, task: TaskDispatch, ctx: TaskContext) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for name, kind, has_default in self.slots:
+            if kind == _CTX:
+                kwargs[name] = ctx
+            elif kind == _VAR_KW:
+                for key, value in task.params.items():
+                    kwargs.setdefault(key, value)
+            elif name in task.inputs:
+                kwargs[name] = msgspec.json.decode(task.inputs[name])
+            elif name in task.params:
+                kwargs[name] = task.params[name]
+            elif not has_default:
+                raise BindError(_missing(name, task.inputs, task.params))
+        return kwargs
+
+
+def _missing(name: str, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    return (
+        f"parameter {name!r} has no value: it is not a run parameter "
+        f"(got {sorted(params) or 'none'}) nor the output of an upstream task "
+        f"(got {sorted(inputs) or 'none'}); pass it with --param {name}=... or give it a default"
+    )

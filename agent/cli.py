@@ -1,0 +1,119 @@
+"""``flowforge-agent``: import user modules, then serve their functions on the given queues."""
+
+import argparse
+import logging
+import os
+import sys
+
+from agent.worker import Agent, AgentConfig
+from flowforge import runtime
+from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, env, options_from_args
+from flowforge.jetstream import DEFAULT_LEASE_S
+from flowforge.loader import LoadError, import_target
+from flowforge.registry import REGISTRY
+from protocol.errors import FlowForgeError, NotConnected
+from protocol.limits import is_valid_name
+
+log = logging.getLogger("flowforge.agent")
+
+EPILOG = """examples:
+  flowforge-agent --queue default --import examples.seed_pipelines
+  flowforge-agent --queue gpu --import examples/seed_pipelines.py --concurrency 1
+  FLOWFORGE_NATS_URL=nats://nats:4222 flowforge-agent --queue default --import myflows
+
+exit codes: 0 stopped cleanly, 2 usage or import error, 3 cannot reach NATS
+"""
+
+
+def _csv_env(name: str) -> list[str] | None:
+    value = env(name)
+    return [v for v in value.split(",") if v] if value else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flowforge-agent",
+        description="Run the tasks of the given queues with the functions of the imported modules.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--queue", "-q", action="append", dest="queues", metavar="NAME",
+                   help="queue to serve; repeatable [FLOWFORGE_QUEUES, comma-separated] "
+                   "(default: default)")
+    p.add_argument("--import", "-i", action="append", dest="imports", metavar="MODULE_OR_FILE",
+                   help="module (pkg.mod) or file (path/to/flows.py) whose flows to serve; "
+                   "repeatable [FLOWFORGE_IMPORTS, comma-separated]")
+    p.add_argument("--concurrency", "-c", type=int,
+                   default=int(env("CONCURRENCY", str(os.cpu_count() or 2)) or 2),
+                   help="tasks run at once [FLOWFORGE_CONCURRENCY] (default: %(default)s)")
+    p.add_argument("--lease", type=float, default=float(env("LEASE", str(DEFAULT_LEASE_S)) or 30),
+                   metavar="SECONDS", help="how long a task may go without a lease extension "
+                   "before it is redelivered [FLOWFORGE_LEASE] (default: %(default)s)")
+    p.add_argument("--grace", type=float, default=float(env("GRACE", "30") or 30),
+                   metavar="SECONDS", help="on SIGTERM, how long running tasks may finish "
+                   "[FLOWFORGE_GRACE] (default: %(default)s)")
+    p.add_argument("--agent-id", default=env("AGENT_ID", ""),
+                   help="[FLOWFORGE_AGENT_ID] (default: host-pid-random)")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
+                   help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
+    add_connection_args(p, nats_default=DEFAULT_NATS_URL)
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> AgentConfig:
+    """Validate options and import the user's modules; raises FlowForgeError or ValueError."""
+    queues = tuple(dict.fromkeys(ns.queues or _csv_env("QUEUES") or ["default"]))
+    for q in queues:
+        if not is_valid_name(q):
+            raise ValueError(f"--queue {q!r} is not a valid queue name")
+    imports = ns.imports or _csv_env("IMPORTS") or []
+    if not imports:
+        raise ValueError("give at least one --import MODULE_OR_FILE with the task functions")
+    if ns.concurrency < 1:
+        raise ValueError("--concurrency must be 1 or more")
+    if ns.agent_id and not is_valid_name(ns.agent_id):
+        raise ValueError(f"--agent-id {ns.agent_id!r} is not valid: letters, digits, '_', '-'")
+    for target in imports:
+        import_target(target)
+    return AgentConfig(
+        connect=options_from_args(ns),
+        queues=queues,
+        functions=dict(REGISTRY.functions),
+        concurrency=max(ns.concurrency, len(queues)),
+        lease_s=ns.lease,
+        grace_s=ns.grace,
+        agent_id=ns.agent_id,
+    )
+
+
+async def serve(config: AgentConfig) -> int:
+    agent = Agent(config)
+    try:
+        await agent.start()
+    except NotConnected as exc:
+        print(f"flowforge-agent: {exc}", file=sys.stderr)
+        await agent.shutdown()
+        return runtime.EXIT_NO_NATS
+    runtime.install_stop_signals(agent.request_stop)
+    log.info("agent %s serving queues %s with %d slots (%d functions)",
+             agent.agent_id, ", ".join(config.queues), config.concurrency, len(config.functions))
+    try:
+        await agent.run()
+    finally:
+        await agent.shutdown()
+    return runtime.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    runtime.setup_logging(ns.log_level)
+    try:
+        config = config_from_args(ns)
+    except (ValueError, LoadError, FlowForgeError) as exc:
+        print(f"flowforge-agent: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
+    return runtime.run(serve(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

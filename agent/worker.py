@@ -1,0 +1,320 @@
+"""The agent process: pull tasks for its queues within free slots, run them, report, ack."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+
+from agent.binding import BindPlan
+from agent.executor import execute
+from flowforge.connection import ConnectOptions, connect
+from flowforge.context import TaskContext
+from flowforge.jetstream import DEFAULT_LEASE_S, ensure_task_consumer
+from protocol.messages import (
+    AgentHeartbeat,
+    TaskDispatch,
+    TaskFailed,
+    TaskProgress,
+    TaskStarted,
+    TaskSucceeded,
+    dispatch_decoder,
+    encoder,
+)
+from protocol.subjects import Subjects
+
+log = logging.getLogger("flowforge.agent")
+
+IDLE_POLL_S = 5.0
+BUSY_POLL_S = 0.5
+REPORT_RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    connect: ConnectOptions
+    queues: tuple[str, ...]
+    functions: dict[str, Callable[..., Any]]
+    concurrency: int = 4
+    lease_s: float = DEFAULT_LEASE_S
+    grace_s: float = 30.0
+    heartbeat_s: float = 5.0
+    agent_id: str = ""
+
+
+def default_agent_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass(slots=True)
+class _Running:
+    msg: Msg
+    ctx: TaskContext | None
+
+
+class Agent:
+    """``async with Agent(config) as a: await a.run()``; ``shutdown()`` is idempotent."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        if config.concurrency < len(config.queues):
+            raise ValueError(
+                f"--concurrency {config.concurrency} is less than the number of queues "
+                f"({len(config.queues)}); each queue needs at least one slot"
+            )
+        self.config = config
+        self.agent_id = config.agent_id or default_agent_id()
+        self.subjects = Subjects(config.connect.namespace)
+        self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
+        self._free = config.concurrency
+        self._slot_freed = asyncio.Condition()
+        self._running: dict[int, _Running] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool = ThreadPoolExecutor(max_workers=config.concurrency,
+                                        thread_name_prefix="flowforge-task")
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._subs: dict[str, JetStreamContext.PullSubscription] = {}
+        self._stop = asyncio.Event()
+        self._closed = False
+        self._started_at = time.time()
+        self.completed = 0
+        self.ready = asyncio.Event()
+
+    async def __aenter__(self) -> "Agent":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}")
+        self._js = self._nc.jetstream()
+        for queue in self.config.queues:
+            await ensure_task_consumer(self._js, self.subjects, queue, self.config.lease_s)
+            self._subs[queue] = await self._js.pull_subscribe_bind(
+                self.subjects.task_consumer(queue), self.subjects.tasks_stream
+            )
+
+    async def run(self) -> None:
+        """Serve until ``request_stop()``; then hand back what did not start and finish the rest."""
+        async with asyncio.TaskGroup() as tg:
+            pullers = [tg.create_task(self._pull(q, s)) for q, s in self._subs.items()]
+            helpers = [tg.create_task(self._extend_leases()), tg.create_task(self._heartbeat())]
+            self.ready.set()
+            await self._stop.wait()
+            for puller in pullers:
+                puller.cancel()
+            await self._hand_back_buffered()
+            await self._finish_in_flight()
+            for helper in helpers:
+                helper.cancel()
+        await self._send_heartbeat(stopping=True)
+
+    # -- pulling within free slots ------------------------------------------------------
+
+    async def _take_slots(self, want: int) -> int:
+        async with self._slot_freed:
+            await self._slot_freed.wait_for(lambda: self._free > 0)
+            n = min(want, self._free)
+            self._free -= n
+            return n
+
+    async def _give_slots(self, n: int) -> None:
+        if n <= 0:
+            return
+        async with self._slot_freed:
+            self._free += n
+            self._slot_freed.notify_all()
+
+    async def _pull(self, queue: str, sub: JetStreamContext.PullSubscription) -> None:
+        busy = False
+        while True:
+            n = await self._take_slots(self.config.concurrency if busy else 1)
+            msgs: list[Msg] = []
+            try:
+                msgs = await sub.fetch(n, timeout=BUSY_POLL_S if busy else IDLE_POLL_S)
+            except (TimeoutError, NatsTimeout):
+                pass
+            except asyncio.CancelledError:
+                await self._give_slots(n)
+                raise
+            except Exception as exc:  # noqa: BLE001 - NATS reconnecting: try again shortly
+                log.debug("fetch on %s failed: %r", queue, exc)
+                await asyncio.sleep(0.5)
+            await self._give_slots(n - len(msgs))
+            busy = bool(msgs)
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    # -- one task -----------------------------------------------------------------------
+
+    async def _handle(self, msg: Msg) -> None:
+        key = id(msg)
+        self._running[key] = _Running(msg, None)
+        try:
+            await self._handle_inner(msg, key)
+        finally:
+            self._running.pop(key, None)
+            await self._give_slots(1)
+
+    async def _handle_inner(self, msg: Msg, key: int) -> None:
+        try:
+            task = dispatch_decoder.decode(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            log.error("dropping malformed task message on %s: %s", msg.subject, exc)
+            await msg.term()
+            return
+        fn = self.config.functions.get(task.function)
+        if fn is None:
+            await self._finish(msg, self._unknown_function(task))
+            return
+        ctx = TaskContext(
+            run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
+            params=task.params, agent_id=self.agent_id, sink=self._progress_sink(task),
+        )
+        self._running[key].ctx = ctx
+        await self._publish(task.run_id, TaskStarted(
+            run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
+            at=time.time(),
+        ))
+        report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
+                               self.agent_id)
+        await self._finish(msg, report)
+
+    def _unknown_function(self, task: TaskDispatch) -> TaskFailed:
+        log.warning("task %s/%s names unknown function %r", task.run_id, task.task, task.function)
+        return TaskFailed(
+            run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
+            at=time.time(), error_type="UnknownFunction",
+            message=(
+                f"agent {self.agent_id} has no function {task.function!r}: it runs only "
+                "functions registered by the modules it imported (--import); nothing was "
+                "imported for this message"
+            ),
+        )
+
+    async def _finish(self, msg: Msg, report: TaskSucceeded | TaskFailed) -> None:
+        """Store the terminal report durably, then ack the task (retrying while NATS is away)."""
+        assert self._js is not None
+        data = encoder.encode(report)
+        delay = 0.1
+        while True:
+            try:
+                await self._js.publish(self.subjects.report(report.run_id), data, timeout=5.0)
+                await msg.ack()
+                self.completed += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep trying; the lease is extended
+                log.warning("report for %s/%s not accepted yet (%r); retrying",
+                            report.run_id, report.task, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REPORT_RETRY_MAX_S)
+
+    def _progress_sink(self, task: TaskDispatch) -> Callable[[float | None, str | None], None]:
+        loop = asyncio.get_running_loop()
+
+        def sink(fraction: float | None, message: str | None) -> None:
+            report = TaskProgress(
+                run_id=task.run_id, task=task.task, attempt=task.attempt,
+                agent_id=self.agent_id, at=time.time(), fraction=fraction, message=message,
+            )
+            loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(self._publish(task.run_id, report))
+            )
+
+        return sink
+
+    async def _publish(self, run_id: str, report: Any) -> None:
+        """Best-effort report (started, progress): stored by the stream, not awaited."""
+        assert self._nc is not None
+        with contextlib.suppress(Exception):
+            await self._nc.publish(self.subjects.report(run_id), encoder.encode(report))
+
+    # -- background loops ----------------------------------------------------------------
+
+    async def _extend_leases(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.2, self.config.lease_s / 3))
+            for running in list(self._running.values()):
+                with contextlib.suppress(Exception):
+                    await running.msg.in_progress()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self._send_heartbeat()
+            await asyncio.sleep(self.config.heartbeat_s)
+
+    async def _send_heartbeat(self, stopping: bool = False) -> None:
+        if self._nc is None or self._nc.is_closed:
+            return
+        beat = AgentHeartbeat(
+            agent_id=self.agent_id, host=socket.gethostname(), pid=os.getpid(),
+            queues=self.config.queues, functions=tuple(sorted(self.config.functions)),
+            slots_total=self.config.concurrency, slots_busy=len(self._running),
+            started_at=self._started_at, at=time.time(), stopping=stopping,
+        )
+        with contextlib.suppress(Exception):
+            await self._nc.publish(self.subjects.heartbeat(self.agent_id), encoder.encode(beat))
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def _hand_back_buffered(self) -> None:
+        """Messages delivered to us but not started go back for immediate redelivery."""
+        for sub in self._subs.values():
+            queue = sub._sub._pending_queue  # nats-py keeps fetched-ahead messages here
+            while not queue.empty():
+                msg = queue.get_nowait()
+                if msg.data and msg.reply:
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+
+    async def _finish_in_flight(self) -> None:
+        if not self._tasks:
+            return
+        log.info("waiting up to %gs for %d running tasks", self.config.grace_s, len(self._tasks))
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.grace_s)
+        unfinished = list(self._running.values())
+        for running in unfinished:
+            if running.ctx is not None:
+                running.ctx._cancel()
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5.0)
+            for running in unfinished:
+                with contextlib.suppress(Exception):
+                    await running.msg.nak()
+            log.warning("handed back %d unfinished tasks for redelivery", len(unfinished))
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("agent %s stopped after %d tasks", self.agent_id, self.completed)

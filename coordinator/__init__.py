@@ -1,0 +1,1 @@
+"""flowforge-coordinator: stores flows, runs and task states; publishes ready tasks."""

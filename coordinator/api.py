@@ -1,0 +1,137 @@
+"""The coordinator API on ``<ns>.api.<noun>.<verb>``: strict decoding, replies with error codes."""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from coordinator.flows import FlowCache
+from coordinator.publisher import Publisher
+from coordinator.store import Store
+from coordinator.writer import Writer
+from flowforge.jetstream import ensure_task_consumer
+from protocol.api import (
+    API_REQUESTS,
+    ErrorBody,
+    FlowDetail,
+    GetFlow,
+    GetRun,
+    ListRejected,
+    ListRuns,
+    RegisteredFlow,
+    RegisterFlows,
+    Reply,
+    StartRun,
+)
+from protocol.dag import validate_flow
+from protocol.errors import BadRequest, ErrorCode, FlowForgeError, UnknownFlow, UnknownRun
+from protocol.messages import encoder
+from protocol.subjects import Subjects
+
+log = logging.getLogger("flowforge.coordinator.api")
+
+_decoders = {key: msgspec.json.Decoder(t) for key, t in API_REQUESTS.items()}
+
+
+class Api:
+    """Answers requests; anything that changes runs goes through the writer."""
+
+    def __init__(
+        self, store: Store, flows: FlowCache, writer: Writer, publisher: Publisher,
+        js: JetStreamContext, subjects: Subjects, lease_s: float,
+    ) -> None:
+        self.store = store
+        self.flows = flows
+        self.writer = writer
+        self.publisher = publisher
+        self.js = js
+        self.subjects = subjects
+        self.lease_s = lease_s
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._register_lock = asyncio.Lock()
+        self._handlers: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]] = {
+            ("flows", "register"): self.register_flows,
+            ("flows", "list"): lambda _: self.store.list_flows(),
+            ("flows", "get"): self.get_flow,
+            ("runs", "start"): self.writer.submit_start,
+            ("runs", "get"): self.get_run,
+            ("runs", "list"): self.list_runs,
+            ("rejected", "list"): self.list_rejected,
+        }
+
+    async def on_message(self, msg: Msg) -> None:
+        """Subscription callback: each request runs as its own task."""
+        task = asyncio.create_task(self._answer(msg))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        reply = await self.handle(msg.subject, msg.data)
+        if msg.reply:
+            try:
+                await msg.respond(encoder.encode(reply))
+            except Exception as exc:  # noqa: BLE001 - the client may be gone
+                log.debug("could not answer %s: %s", msg.subject, exc)
+
+    async def handle(self, subject: str, data: bytes) -> Reply:
+        parts = subject.split(".")
+        key = (parts[-2], parts[-1]) if len(parts) >= 4 else ("", "")
+        handler = self._handlers.get(key)
+        try:
+            if handler is None:
+                raise BadRequest(f"unknown API subject {subject!r}")
+            try:
+                request = _decoders[key].decode(data or b"{}")
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise BadRequest(f"invalid {key[0]}.{key[1]} request: {exc}") from None
+            return Reply(ok=True, result=await handler(request))
+        except FlowForgeError as exc:
+            return Reply(ok=False, error=ErrorBody(code=exc.code, message=exc.message))
+        except Exception as exc:
+            log.exception("API %s failed", subject)
+            return Reply(ok=False, error=ErrorBody(
+                code=ErrorCode.INTERNAL, message=f"internal error: {type(exc).__name__}: {exc}"
+            ))
+
+    async def register_flows(self, req: RegisterFlows) -> list[RegisteredFlow]:
+        for spec in req.flows:
+            validate_flow(spec)
+        out = []
+        async with self._register_lock:
+            for spec in req.flows:
+                version, changed = await self.store.register_flow(spec, req.replace)
+                self.flows.put(spec)
+                for queue in spec.queues():
+                    await ensure_task_consumer(self.js, self.subjects, queue, self.lease_s)
+                out.append(RegisteredFlow(name=spec.name, version=version, changed=changed))
+        summaries = {f.name: f for f in await self.store.list_flows()}
+        for spec in req.flows:
+            if spec.name in summaries:
+                await self.publisher.flow_event(summaries[spec.name])
+        return out
+
+    async def get_flow(self, req: GetFlow) -> FlowDetail:
+        row = await self.store.get_flow(req.name, req.version)
+        if row is None:
+            raise UnknownFlow(req.name)
+        spec, version, at = row
+        return FlowDetail(spec=spec, version=version, registered_at=at)
+
+    async def start_run(self, req: StartRun) -> Any:
+        return await self.writer.submit_start(req)
+
+    async def get_run(self, req: GetRun) -> Any:
+        detail = await self.store.get_run(req.run_id)
+        if detail is None:
+            raise UnknownRun(req.run_id)
+        return detail
+
+    async def list_runs(self, req: ListRuns) -> Any:
+        return await self.store.list_runs(req.flow, req.status, req.limit)
+
+    async def list_rejected(self, req: ListRejected) -> Any:
+        return await self.store.list_rejected(req.limit)

@@ -1,0 +1,108 @@
+"""``flowforge-coordinator``: parse options, start (embedded NATS if no URL), serve until signalled."""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from coordinator.service import Coordinator, CoordinatorConfig
+from flowforge import runtime
+from flowforge.connection import add_connection_args, env, options_from_args
+from flowforge.embedded import EmbeddedNats, EmbeddedNatsError
+from flowforge.jetstream import DEFAULT_LEASE_S
+from protocol.errors import NotConnected
+
+log = logging.getLogger("flowforge.coordinator")
+
+EPILOG = """examples:
+  flowforge-coordinator                          # embedded nats-server on 127.0.0.1:4222
+  flowforge-coordinator --listen 0.0.0.0:4222    # embedded, reachable from other hosts
+  flowforge-coordinator --nats nats://nats:4222 --db /data/flowforge.db
+
+exit codes: 0 stopped cleanly, 2 usage error, 3 cannot reach or start NATS
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flowforge-coordinator",
+        description="Store flows, runs and task states in SQLite; publish ready tasks on NATS.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_args(p, nats_default=None)
+    p.add_argument("--listen", default=env("LISTEN", "127.0.0.1:4222"), metavar="HOST:PORT",
+                   help="where the embedded nats-server listens when --nats is not given "
+                   "[FLOWFORGE_LISTEN] (default: %(default)s)")
+    p.add_argument("--data-dir", default=env("DATA_DIR", ".flowforge"), type=Path,
+                   help="where the database and embedded JetStream store live "
+                   "[FLOWFORGE_DATA_DIR] (default: %(default)s)")
+    p.add_argument("--db", default=env("DB"), type=Path, metavar="PATH",
+                   help="SQLite file [FLOWFORGE_DB] (default: DATA_DIR/flowforge.db)")
+    p.add_argument("--lease", type=float, default=float(env("LEASE", str(DEFAULT_LEASE_S)) or 30),
+                   metavar="SECONDS", help="task lease before redelivery [FLOWFORGE_LEASE] "
+                   "(default: %(default)s)")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
+                   help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
+    return p
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.lstrip("-").isdigit():
+        raise ValueError(f"--listen {value!r} is not HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+async def serve(ns: argparse.Namespace) -> int:
+    embedded = None
+    url = ns.nats
+    if not url:
+        host, port = parse_listen(ns.listen)
+        embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port)
+        try:
+            url = await embedded.start()
+        except EmbeddedNatsError as exc:
+            print(f"flowforge-coordinator: {exc}", file=sys.stderr)
+            return runtime.EXIT_NO_NATS
+        log.info("embedded nats-server listening on %s (JetStream store in %s)",
+                 url, embedded.store_dir)
+    config = CoordinatorConfig(
+        connect=options_from_args(ns, url),
+        db_path=ns.db or ns.data_dir / "flowforge.db",
+        lease_s=ns.lease,
+    )
+    coordinator = Coordinator(config)
+    try:
+        await coordinator.start()
+    except NotConnected as exc:
+        print(f"flowforge-coordinator: {exc}", file=sys.stderr)
+        await coordinator.shutdown()
+        if embedded:
+            await embedded.stop()
+        return runtime.EXIT_NO_NATS
+    runtime.install_stop_signals(coordinator.request_stop)
+    log.info("coordinator ready: db %s, NATS %s, namespace %r",
+             config.db_path, url, config.connect.namespace)
+    try:
+        await coordinator.run()
+    finally:
+        await coordinator.shutdown()
+        if embedded:
+            await embedded.stop()
+    return runtime.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        parse_listen(ns.listen)
+    except ValueError as exc:
+        print(f"flowforge-coordinator: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
+    runtime.setup_logging(ns.log_level)
+    return runtime.run(serve(ns))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

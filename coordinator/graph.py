@@ -1,0 +1,29 @@
+"""A flow definition compiled for scheduling: dependants and dependency counts by task."""
+
+from dataclasses import dataclass
+
+from protocol.flows import FlowSpec, TaskSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFlow:
+    spec: FlowSpec
+    version: str
+    tasks: dict[str, TaskSpec]
+    dependants: dict[str, tuple[str, ...]]
+    roots: tuple[str, ...]
+
+    @classmethod
+    def compile(cls, spec: FlowSpec) -> "CompiledFlow":
+        tasks = {t.name: t for t in spec.tasks}
+        dependants: dict[str, list[str]] = {name: [] for name in tasks}
+        for t in spec.tasks:
+            for dep in t.depends_on:
+                dependants[dep].append(t.name)
+        return cls(
+            spec=spec,
+            version=spec.version(),
+            tasks=tasks,
+            dependants={k: tuple(v) for k, v in dependants.items()},
+            roots=tuple(t.name for t in spec.tasks if not t.depends_on),
+        )

@@ -1,0 +1,89 @@
+"""Outgoing messages: ready tasks to JetStream (pipelined, deduplicated) and status events."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from protocol.messages import ErrorEvent, TaskDispatch, encoder
+from protocol.records import FlowSummary, RunRecord, TaskRecord
+from protocol.subjects import Subjects
+
+log = logging.getLogger("flowforge.coordinator.publisher")
+
+RETRY_EVERY_S = 1.0
+
+
+class Publisher:
+    """Publishes after commit. Failed task publishes are retried until they are stored."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, subjects: Subjects) -> None:
+        self._nc = nc
+        self._js = js
+        self._s = subjects
+        self._retry: dict[str, tuple[str, TaskDispatch]] = {}
+        self._waiters: set[asyncio.Task[None]] = set()
+        self.published = 0
+
+    async def dispatch(self, items: Iterable[tuple[str, TaskDispatch]]) -> None:
+        """Send tasks without awaiting each ack; acks are checked in the background."""
+        futures = []
+        for queue, msg in items:
+            msg_id = f"{msg.run_id}.{msg.task}.{msg.attempt}"
+            try:
+                fut = await self._js.publish_async(
+                    self._s.task(queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id}
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure means: retry later
+                log.warning("publish of %s failed (%s); will retry", msg_id, exc)
+                self._retry[msg_id] = (queue, msg)
+                continue
+            futures.append((msg_id, queue, msg, fut))
+        if futures:
+            waiter = asyncio.create_task(self._check_acks(futures))
+            self._waiters.add(waiter)
+            waiter.add_done_callback(self._waiters.discard)
+
+    async def _check_acks(self, futures: list[tuple[str, str, TaskDispatch, asyncio.Future]]) -> None:
+        results = await asyncio.gather(*(f for *_, f in futures), return_exceptions=True)
+        for (msg_id, queue, msg, _), result in zip(futures, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("task %s not stored by JetStream (%r); will retry", msg_id, result)
+                self._retry[msg_id] = (queue, msg)
+            else:
+                self.published += 1
+
+    async def retry_loop(self) -> None:
+        """Re-send tasks whose publish failed (e.g. while NATS restarted); same message id."""
+        while True:
+            await asyncio.sleep(RETRY_EVERY_S)
+            if self._retry:
+                pending, self._retry = self._retry, {}
+                await self.dispatch(pending.values())
+
+    async def wait_idle(self, timeout_s: float = 5.0) -> None:
+        if self._waiters:
+            await asyncio.wait(self._waiters, timeout=timeout_s)
+
+    # -- events: core publish, full new state of what changed -------------------------
+
+    async def task_events(self, records: Iterable[TaskRecord]) -> None:
+        for rec in records:
+            await self._nc.publish(self._s.task_event(rec.run_id, rec.task), encoder.encode(rec))
+
+    async def run_events(self, runs: Iterable[RunRecord]) -> None:
+        for run in runs:
+            await self._nc.publish(self._s.run_event(run.flow, run.run_id), encoder.encode(run))
+
+    async def flow_event(self, flow: FlowSummary) -> None:
+        await self._nc.publish(self._s.flow_event(flow.name), encoder.encode(flow))
+
+    async def error_event(
+        self, kind: str, subject: str, code: str, reason: str, rejected_id: int | None = None
+    ) -> None:
+        event = ErrorEvent(kind=kind, subject=subject, code=code, reason=reason, at=time.time(),
+                           rejected_id=rejected_id)
+        await self._nc.publish(self._s.error_event(kind), encoder.encode(event))

@@ -1,0 +1,272 @@
+"""The scheduler: a pure state machine from events (run started, report, timer) to changes."""
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from coordinator.graph import CompiledFlow
+from protocol.messages import TaskDispatch, TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
+from protocol.records import RunRecord, TaskRecord
+from protocol.states import TASK_FINAL, RunStatus, TaskStatus
+
+MAX_RETRY_DELAY_S = 3600.0
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one batch of events changed: persisted in one transaction, then published."""
+
+    tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    new_runs: list[str] = field(default_factory=list)
+    dispatches: list[tuple[str, TaskDispatch]] = field(default_factory=list)
+    timers: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.runs)
+
+
+@dataclass(slots=True)
+class RunState:
+    """One active run in memory: its tasks and how many dependencies each still waits for."""
+
+    run: RunRecord
+    flow: CompiledFlow
+    tasks: dict[str, TaskRecord]
+    waiting: dict[str, int]
+    open_count: int = 0
+    failed_count: int = 0
+
+
+_COUNT_RUNNING = (TaskStatus.RUNNING,)
+
+
+class Scheduler:
+    """Decides what runs next. No I/O: every method records its effects in ``Changes``."""
+
+    def __init__(self, *, rng: random.Random | None = None) -> None:
+        self.runs: dict[str, RunState] = {}
+        self._rng = rng or random.Random()
+
+    # -- run lifecycle -----------------------------------------------------------------
+
+    def start_run(self, run: RunRecord, flow: CompiledFlow, now: float, ch: Changes) -> None:
+        """A new run: every task pending, the roots queued."""
+        tasks = {
+            name: TaskRecord(run_id=run.run_id, task=name, queue=spec.queue)
+            for name, spec in flow.tasks.items()
+        }
+        waiting = {name: len(spec.depends_on) for name, spec in flow.tasks.items()}
+        state = RunState(run=run, flow=flow, tasks=tasks, waiting=waiting, open_count=len(tasks))
+        run.status = RunStatus.RUNNING
+        run.started_at = now
+        run.counts.total = len(tasks)
+        self.runs[run.run_id] = state
+        ch.new_runs.append(run.run_id)
+        ch.runs[run.run_id] = run
+        for rec in tasks.values():
+            ch.tasks[(run.run_id, rec.task)] = rec
+        for name in flow.roots:
+            self._queue(state, name, now, ch)
+
+    def restore(
+        self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
+        ch: Changes,
+    ) -> None:
+        """Rebuild an active run after a restart; re-publish what was queued."""
+        tasks = {r.task: r for r in records}
+        for name, spec in flow.tasks.items():  # tasks missing from the store start pending
+            if name not in tasks:
+                tasks[name] = TaskRecord(run_id=run.run_id, task=name, queue=spec.queue)
+                ch.tasks[(run.run_id, name)] = tasks[name]
+        waiting = {
+            name: sum(tasks[d].status is not TaskStatus.SUCCEEDED for d in spec.depends_on)
+            for name, spec in flow.tasks.items()
+        }
+        state = RunState(run=run, flow=flow, tasks=tasks, waiting=waiting)
+        state.open_count = sum(r.status not in TASK_FINAL for r in tasks.values())
+        state.failed_count = sum(
+            r.status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED) for r in tasks.values()
+        )
+        self.runs[run.run_id] = state
+        for rec in tasks.values():
+            if rec.status is TaskStatus.QUEUED:
+                ch.dispatches.append((rec.queue, self._dispatch(state, rec)))
+            elif rec.status is TaskStatus.RETRY_WAIT:
+                ch.timers.append((rec.retry_at or now, run.run_id, rec.task))
+            elif rec.status is TaskStatus.PENDING:
+                self._settle_pending(state, rec.task, now, ch)
+        self._maybe_finish(state, now, ch)
+
+    def _settle_pending(self, state: RunState, name: str, now: float, ch: Changes) -> None:
+        deps = state.flow.tasks[name].depends_on
+        if any(state.tasks[d].status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED,
+                                         TaskStatus.CANCELLED) for d in deps):
+            self._fail_downstream(state, state.flow.dependants.get(name, ()), now, ch, [name])
+        elif state.waiting[name] == 0:
+            self._queue(state, name, now, ch)
+
+    # -- reports -----------------------------------------------------------------------
+
+    def on_report(
+        self, msg: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress, now: float,
+        ch: Changes,
+    ) -> bool:
+        """Apply an agent's report; False when it is stale, duplicate or for an unknown run."""
+        state = self.runs.get(msg.run_id)
+        rec = state.tasks.get(msg.task) if state else None
+        if state is None or rec is None or rec.attempt != msg.attempt or rec.status in TASK_FINAL:
+            return False
+        if rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            return False
+        match msg:
+            case TaskStarted():
+                if rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id:
+                    return False
+                self._mark_running(state, rec, msg.agent_id, msg.at)
+            case TaskProgress():
+                self._mark_running(state, rec, msg.agent_id, rec.started_at or msg.at)
+                if msg.fraction is not None:
+                    rec.progress = msg.fraction
+                if msg.message is not None:
+                    rec.checkpoint, rec.checkpoint_at = msg.message, msg.at
+            case TaskSucceeded():
+                self._succeed(state, rec, msg, now, ch)
+            case TaskFailed():
+                self._fail(state, rec, msg, now, ch)
+        ch.tasks[(msg.run_id, msg.task)] = rec
+        ch.runs[msg.run_id] = state.run
+        return True
+
+    def _mark_running(self, state: RunState, rec: TaskRecord, agent_id: str, at: float) -> None:
+        if rec.status is not TaskStatus.RUNNING:
+            self._set(state, rec, TaskStatus.RUNNING)
+        rec.agent_id = agent_id
+        rec.started_at = at
+
+    def _succeed(
+        self, state: RunState, rec: TaskRecord, msg: TaskSucceeded, now: float, ch: Changes
+    ) -> None:
+        rec.agent_id = msg.agent_id
+        rec.started_at = rec.started_at or msg.started_at
+        rec.finished_at = msg.at
+        rec.output = msg.output
+        rec.progress = 1.0 if rec.progress is not None else None
+        rec.error_type = rec.error_message = rec.traceback = None
+        self._set(state, rec, TaskStatus.SUCCEEDED)
+        for child in state.flow.dependants.get(rec.task, ()):
+            state.waiting[child] -= 1
+            if state.waiting[child] == 0 and state.tasks[child].status is TaskStatus.PENDING:
+                self._queue(state, child, now, ch)
+        self._maybe_finish(state, now, ch)
+
+    def _fail(
+        self, state: RunState, rec: TaskRecord, msg: TaskFailed, now: float, ch: Changes
+    ) -> None:
+        rec.agent_id = msg.agent_id
+        rec.started_at = rec.started_at or msg.started_at
+        rec.finished_at = msg.at
+        rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
+        spec = state.flow.tasks[rec.task]
+        if rec.attempt <= spec.retries:
+            delay = self.retry_delay_s(spec.retry_delay_s, rec.attempt)
+            rec.retry_at = now + delay
+            self._set(state, rec, TaskStatus.RETRY_WAIT)
+            ch.timers.append((rec.retry_at, state.run.run_id, rec.task))
+            return
+        self._set(state, rec, TaskStatus.FAILED)
+        self._fail_downstream(state, state.flow.dependants.get(rec.task, ()), now, ch, [rec.task])
+        self._maybe_finish(state, now, ch)
+
+    def retry_delay_s(self, base_s: float, attempt: int) -> float:
+        """Exponential backoff from ``base_s``, capped, with up to 10% jitter."""
+        if base_s <= 0:
+            return 0.0
+        delay = min(base_s * 2 ** (attempt - 1), MAX_RETRY_DELAY_S)
+        return delay * (1 + self._rng.random() * 0.1)
+
+    def on_timer(self, run_id: str, task: str, now: float, ch: Changes) -> bool:
+        """A retry delay ran out: queue the next attempt."""
+        state = self.runs.get(run_id)
+        rec = state.tasks.get(task) if state else None
+        if state is None or rec is None or rec.status is not TaskStatus.RETRY_WAIT:
+            return False
+        self._queue(state, task, now, ch)
+        return True
+
+    def _fail_downstream(
+        self, state: RunState, children: Iterable[str], now: float, ch: Changes, cause: list[str]
+    ) -> None:
+        stack = list(children)
+        while stack:
+            name = stack.pop()
+            rec = state.tasks[name]
+            if rec.status is not TaskStatus.PENDING:
+                continue
+            rec.note = f"upstream {cause[0]!r} did not succeed"
+            rec.finished_at = now
+            self._set(state, rec, TaskStatus.UPSTREAM_FAILED)
+            ch.tasks[(state.run.run_id, name)] = rec
+            stack.extend(state.flow.dependants.get(name, ()))
+
+    # -- shared steps ----------------------------------------------------------------
+
+    def _queue(self, state: RunState, name: str, now: float, ch: Changes) -> None:
+        rec = state.tasks[name]
+        rec.attempt += 1
+        rec.queued_at = now
+        rec.retry_at = None
+        rec.started_at = rec.finished_at = None
+        self._set(state, rec, TaskStatus.QUEUED)
+        ch.tasks[(state.run.run_id, name)] = rec
+        ch.runs[state.run.run_id] = state.run
+        ch.dispatches.append((rec.queue, self._dispatch(state, rec)))
+
+    def _dispatch(self, state: RunState, rec: TaskRecord) -> TaskDispatch:
+        spec = state.flow.tasks[rec.task]
+        params = state.run.params
+        if not spec.accepts_all_params:
+            params = {p.name: params[p.name] for p in spec.params if p.name in params}
+        inputs = {
+            name: out for name in spec.inputs
+            if (out := state.tasks[name].output) is not None
+        }
+        return TaskDispatch(
+            run_id=state.run.run_id, flow=state.run.flow, version=state.flow.version,
+            task=rec.task, function=spec.function, attempt=rec.attempt, params=params,
+            inputs=inputs, timeout_s=spec.timeout_s, queued_at=rec.queued_at or 0.0,
+        )
+
+    def _set(self, state: RunState, rec: TaskRecord, status: TaskStatus) -> None:
+        old = rec.status
+        if old is status:
+            return
+        counts = state.run.counts
+        was_final, is_final = old in TASK_FINAL, status in TASK_FINAL
+        if not was_final and is_final:
+            state.open_count -= 1
+            counts.done += 1
+        elif was_final and not is_final:
+            state.open_count += 1
+            counts.done -= 1
+        failed = (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED)
+        state.failed_count += (status in failed) - (old in failed)
+        counts.failed = state.failed_count
+        counts.succeeded += (status is TaskStatus.SUCCEEDED) - (old is TaskStatus.SUCCEEDED)
+        counts.running += (status is TaskStatus.RUNNING) - (old is TaskStatus.RUNNING)
+        rec.status = status
+
+    def _maybe_finish(self, state: RunState, now: float, ch: Changes) -> None:
+        if state.open_count > 0:
+            return
+        run = state.run
+        run.status = RunStatus.FAILED if state.failed_count else RunStatus.SUCCEEDED
+        run.finished_at = now
+        ch.runs[run.run_id] = run
+        del self.runs[run.run_id]
+
+
+def output_of(rec: TaskRecord) -> object:
+    return None if rec.output is None else msgspec.json.decode(rec.output)

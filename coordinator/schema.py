@@ -1,0 +1,66 @@
+"""SQLite schema as numbered migrations, applied in order and recorded in PRAGMA user_version."""
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: flows, versions, runs, task instances, rejected messages
+    """
+    CREATE TABLE flows (
+        name TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        display_name TEXT NOT NULL DEFAULT '',
+        registered_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE flow_versions (
+        flow TEXT NOT NULL,
+        version TEXT NOT NULL,
+        spec BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (flow, version)
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        version TEXT NOT NULL,
+        status TEXT NOT NULL,
+        params BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        idempotency_key TEXT UNIQUE,
+        source TEXT NOT NULL,
+        counts BLOB NOT NULL
+    );
+    CREATE INDEX runs_by_flow ON runs (flow, created_at);
+    CREATE INDEX runs_by_status ON runs (status, created_at);
+    CREATE INDEX runs_by_created ON runs (created_at);
+    CREATE TABLE task_instances (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        queue TEXT NOT NULL,
+        agent_id TEXT,
+        queued_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        output BLOB,
+        error_type TEXT,
+        error_message TEXT,
+        traceback TEXT,
+        checkpoint TEXT,
+        checkpoint_at REAL,
+        progress REAL,
+        retry_at REAL,
+        note TEXT,
+        PRIMARY KEY (run_id, task)
+    ) WITHOUT ROWID;
+    CREATE TABLE rejected (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        subject TEXT NOT NULL,
+        code TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        received_at REAL NOT NULL
+    );
+    """,
+)

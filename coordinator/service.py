@@ -1,0 +1,178 @@
+"""The coordinator process: NATS wiring around the store, scheduler and writer."""
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+
+from coordinator.api import Api
+from coordinator.flows import FlowCache
+from coordinator.publisher import Publisher
+from coordinator.scheduler import Changes, Scheduler
+from coordinator.store import Store
+from coordinator.writer import Reports, StopWriter, Triggers, Writer
+from flowforge.connection import ConnectOptions, connect
+from flowforge.jetstream import DEFAULT_LEASE_S, ensure_streams, ensure_task_consumer
+from protocol.messages import AgentHeartbeat, heartbeat_decoder
+from protocol.subjects import API_QUEUE_GROUP, Subjects
+
+log = logging.getLogger("flowforge.coordinator")
+
+FETCH_BATCH = 1000
+FETCH_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    connect: ConnectOptions
+    db_path: Path
+    lease_s: float = DEFAULT_LEASE_S
+
+
+class Coordinator:
+    """``async with Coordinator(config) as c: await c.run()``; ``shutdown()`` is idempotent."""
+
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.config = config
+        self.subjects = Subjects(config.connect.namespace)
+        self.scheduler = Scheduler()
+        self.agents: dict[str, AgentHeartbeat] = {}
+        self._nc: NATS | None = None
+        self._store: Store | None = None
+        self._stop = asyncio.Event()
+        self._closed = False
+        self.writer: Writer | None = None
+        self.started = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._running = False
+
+    async def __aenter__(self) -> "Coordinator":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        self._store = await Store.open(self.config.db_path)
+        self._nc = await connect(self.config.connect, name="flowforge-coordinator")
+        js = self._nc.jetstream(publish_async_max_pending=8000)
+        await ensure_streams(js, self.subjects)
+        flows = FlowCache(self._store)
+        publisher = Publisher(self._nc, js, self.subjects)
+        self.writer = Writer(self._store, self.scheduler, flows, publisher,
+                             trigger_prefix=self.subjects.trigger(""))
+        self._js, self._flows, self._publisher = js, flows, publisher
+        self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
+                        self.config.lease_s)
+        for summary in await self._store.list_flows():
+            await flows.current(summary.name)
+        for queue in flows.queues():
+            await ensure_task_consumer(js, self.subjects, queue, self.config.lease_s)
+        await self._restore()
+
+    async def _restore(self) -> None:
+        """Rebuild active runs from SQLite and re-publish what was queued."""
+        assert self._store is not None and self.writer is not None
+        ch, now = Changes(), time.time()
+        runs = await self._store.active_runs()
+        for run in runs:
+            flow = await self._flows.version(run.flow, run.version)
+            tasks = await self._store.tasks_of(run.run_id)
+            self.scheduler.restore(run, flow, tasks, now, ch)
+        if ch:
+            await self._store.commit(ch)
+        await self._publisher.dispatch(ch.dispatches)
+        self.writer.arm_timers(ch.timers)
+        if runs:
+            log.info("resumed %d active runs, re-published %d queued tasks",
+                     len(runs), len(ch.dispatches))
+
+    async def run(self) -> None:
+        """Serve until ``shutdown()``; a crash of any loop stops the coordinator loudly."""
+        assert self._nc is not None and self.writer is not None
+        self._running = True
+        try:
+            await self._serve()
+        finally:
+            self._finished.set()
+
+    async def _serve(self) -> None:
+        assert self._nc is not None and self.writer is not None
+        nc, s = self._nc, self.subjects
+        subs = [
+            await nc.subscribe(s.wildcard("api"), queue=API_QUEUE_GROUP, cb=self._api.on_message),
+            await nc.subscribe(s.heartbeat("*"), cb=self._on_heartbeat),
+        ]
+        reports = await self._js.pull_subscribe_bind(s.reports_consumer, s.reports_stream)
+        triggers = await self._js.pull_subscribe_bind(s.triggers_consumer, s.triggers_stream)
+        self.started.set()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self.writer.run())
+                feeders = [
+                    tg.create_task(self._pull(reports, Reports)),
+                    tg.create_task(self._pull(triggers, Triggers)),
+                    tg.create_task(self._publisher.retry_loop()),
+                ]
+                await self._stop.wait()
+                for sub in subs:  # stop taking work
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                for feeder in feeders:
+                    feeder.cancel()
+                await self.writer.inbox.put(StopWriter())
+                await writer
+        finally:
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _pull(self, sub: JetStreamContext.PullSubscription, kind: type) -> None:
+        assert self.writer is not None
+        while True:
+            try:
+                msgs = await sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except Exception as exc:  # noqa: BLE001 - reconnecting: try again shortly
+                log.debug("fetch failed: %r", exc)
+                await asyncio.sleep(0.5)
+                continue
+            await self.writer.inbox.put(kind(msgs))
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            beat = heartbeat_decoder.decode(msg.data)
+        except Exception as exc:  # noqa: BLE001 - a bad heartbeat must not stop anything
+            log.debug("bad heartbeat on %s: %s", msg.subject, exc)
+            return
+        self.agents[beat.agent_id] = beat
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        """Stop taking work, finish the batch in hand, drain NATS, close the database last."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._running:
+            await self._finished.wait()
+        if self.writer is not None:
+            self.writer.cancel_timers()
+            await self._publisher.wait_idle()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.drain()
+        if self._store is not None:
+            await self._store.close()
+        log.info("coordinator stopped")

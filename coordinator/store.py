@@ -1,0 +1,266 @@
+"""Persistence in SQLite (aiosqlite, WAL): one transaction per batch of changes."""
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from coordinator.scheduler import Changes
+from coordinator.schema import MIGRATIONS
+from protocol.errors import FlowExists
+from protocol.flows import FlowSpec
+from protocol.limits import MAX_LIST_LIMIT
+from protocol.records import (
+    FlowSummary,
+    RejectedMessage,
+    RunCounts,
+    RunDetail,
+    RunRecord,
+    TaskRecord,
+)
+from protocol.states import RUN_FINAL, RunStatus, TaskStatus
+
+_enc = msgspec.json.Encoder()
+_spec_dec = msgspec.json.Decoder(FlowSpec)
+_counts_dec = msgspec.json.Decoder(RunCounts)
+_params_dec = msgspec.json.Decoder(dict[str, Any])
+
+_TASK_COLS = (
+    "run_id, task, status, attempt, queue, agent_id, queued_at, started_at, finished_at, "
+    "output, error_type, error_message, traceback, checkpoint, checkpoint_at, progress, "
+    "retry_at, note"
+)
+_RUN_COLS = (
+    "run_id, flow, version, status, params, created_at, started_at, finished_at, "
+    "idempotency_key, source, counts"
+)
+
+
+def _task_row(r: TaskRecord) -> tuple[Any, ...]:
+    return (
+        r.run_id, r.task, r.status.value, r.attempt, r.queue, r.agent_id, r.queued_at,
+        r.started_at, r.finished_at, None if r.output is None else bytes(r.output),
+        r.error_type, r.error_message, r.traceback, r.checkpoint, r.checkpoint_at,
+        r.progress, r.retry_at, r.note,
+    )
+
+
+def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
+    return TaskRecord(
+        run_id=row[0], task=row[1], status=TaskStatus(row[2]), attempt=row[3], queue=row[4],
+        agent_id=row[5], queued_at=row[6], started_at=row[7], finished_at=row[8],
+        output=None if row[9] is None else msgspec.Raw(row[9]), error_type=row[10],
+        error_message=row[11], traceback=row[12], checkpoint=row[13], checkpoint_at=row[14],
+        progress=row[15], retry_at=row[16], note=row[17],
+    )
+
+
+def _run_row(r: RunRecord) -> tuple[Any, ...]:
+    return (
+        r.run_id, r.flow, r.version, r.status.value, _enc.encode(r.params), r.created_at,
+        r.started_at, r.finished_at, r.idempotency_key, r.source, _enc.encode(r.counts),
+    )
+
+
+def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
+    return RunRecord(
+        run_id=row[0], flow=row[1], version=row[2], status=RunStatus(row[3]),
+        params=_params_dec.decode(row[4]), created_at=row[5], started_at=row[6],
+        finished_at=row[7], idempotency_key=row[8], source=row[9],
+        counts=_counts_dec.decode(row[10]),
+    )
+
+
+class Store:
+    """The coordinator's SQLite file. Only this module writes SQL."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path | str) -> "Store":
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db, path)
+        await store._migrate()
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            (current,) = await cur.fetchone() or (0,)
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number <= current:
+                continue
+            await self._db.executescript(
+                f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+            )
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- flows -----------------------------------------------------------------------
+
+    async def register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
+        """Store a definition; returns (version, changed). Raises FlowExists when refused."""
+        version, now = spec.version(), time.time()
+        async with self._db.execute("SELECT version FROM flows WHERE name = ?", (spec.name,)) as c:
+            row = await c.fetchone()
+        if row is not None and row[0] == version:
+            return version, False
+        if row is not None and not replace:
+            raise FlowExists(
+                f"flow {spec.name!r} is already registered with version {row[0]}; "
+                "pass clear_existing_flow_in_db=True (or --replace) to replace it"
+            )
+        await self._db.execute("BEGIN")
+        try:
+            await self._db.execute(
+                "INSERT OR IGNORE INTO flow_versions (flow, version, spec, created_at) "
+                "VALUES (?, ?, ?, ?)", (spec.name, version, _enc.encode(spec), now),
+            )
+            await self._db.execute(
+                "INSERT INTO flows (name, version, display_name, registered_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "version = excluded.version, display_name = excluded.display_name, "
+                "updated_at = excluded.updated_at",
+                (spec.name, version, spec.display_name, now, now),
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        return version, True
+
+    async def get_flow(self, name: str, version: str | None = None) -> tuple[FlowSpec, str, float] | None:
+        if version is None:
+            sql = ("SELECT v.spec, v.version, f.updated_at FROM flows f JOIN flow_versions v "
+                   "ON v.flow = f.name AND v.version = f.version WHERE f.name = ?")
+            args: tuple[Any, ...] = (name,)
+        else:
+            sql = "SELECT spec, version, created_at FROM flow_versions WHERE flow = ? AND version = ?"
+            args = (name, version)
+        async with self._db.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (_spec_dec.decode(row[0]), row[1], row[2])
+
+    async def list_flows(self) -> list[FlowSummary]:
+        sql = (
+            "SELECT f.name, f.version, f.display_name, f.updated_at, v.spec, "
+            "(SELECT run_id || ' ' || status FROM runs r WHERE r.flow = f.name "
+            " ORDER BY created_at DESC LIMIT 1) "
+            "FROM flows f JOIN flow_versions v ON v.flow = f.name AND v.version = f.version "
+            "ORDER BY f.name"
+        )
+        out = []
+        async with self._db.execute(sql) as cur:
+            async for name, version, display, at, spec_blob, last in cur:
+                spec = _spec_dec.decode(spec_blob)
+                run_id, status = last.split(" ") if last else (None, None)
+                out.append(FlowSummary(
+                    name=name, version=version, display_name=display, tasks=len(spec.tasks),
+                    queues=sorted(spec.queues()), registered_at=at, last_run_id=run_id,
+                    last_run_status=RunStatus(status) if status else None,
+                ))
+        return out
+
+    # -- runs --------------------------------------------------------------------------
+
+    async def commit(self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]] = ()) -> list[int]:
+        """Write one batch in one transaction; returns the ids of the rejected rows."""
+        ids: list[int] = []
+        await self._db.execute("BEGIN")
+        try:
+            if ch.runs:
+                await self._db.executemany(
+                    f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(11)})",
+                    [_run_row(r) for r in ch.runs.values()],
+                )
+            if ch.tasks:
+                await self._db.executemany(
+                    f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(18)})",
+                    [_task_row(t) for t in ch.tasks.values()],
+                )
+            now = time.time()
+            for subject, code, reason, raw in rejected:
+                cur = await self._db.execute(
+                    "INSERT INTO rejected (subject, code, reason, raw, received_at) "
+                    "VALUES (?, ?, ?, ?, ?)", (subject, code, reason, raw, now),
+                )
+                ids.append(cur.lastrowid or 0)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        return ids
+
+    async def get_run(self, run_id: str) -> RunDetail | None:
+        async with self._db.execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return RunDetail(run=_run_from_row(row), tasks=await self.tasks_of(run_id))
+
+    async def tasks_of(self, run_id: str) -> list[TaskRecord]:
+        async with self._db.execute(
+            f"SELECT {_TASK_COLS} FROM task_instances WHERE run_id = ?", (run_id,)
+        ) as cur:
+            return [_task_from_row(r) for r in await cur.fetchall()]
+
+    async def run_by_key(self, key: str) -> RunRecord | None:
+        async with self._db.execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE idempotency_key = ?", (key,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _run_from_row(row)
+
+    async def list_runs(
+        self, flow: str | None = None, status: RunStatus | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        where, args = [], []
+        if flow:
+            where.append("flow = ?")
+            args.append(flow)
+        if status:
+            where.append("status = ?")
+            args.append(status.value)
+        sql = f"SELECT {_RUN_COLS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        args.append(max(1, min(limit, MAX_LIST_LIMIT)))
+        async with self._db.execute(sql, args) as cur:
+            return [_run_from_row(r) for r in await cur.fetchall()]
+
+    async def active_runs(self) -> list[RunRecord]:
+        final = tuple(s.value for s in RUN_FINAL)
+        async with self._db.execute(
+            f"SELECT {_RUN_COLS} FROM runs WHERE status NOT IN ({_marks(len(final))}) "
+            "ORDER BY created_at", final,
+        ) as cur:
+            return [_run_from_row(r) for r in await cur.fetchall()]
+
+    async def list_rejected(self, limit: int = 50) -> list[RejectedMessage]:
+        async with self._db.execute(
+            "SELECT id, subject, reason, code, raw, received_at FROM rejected "
+            "ORDER BY id DESC LIMIT ?", (max(1, min(limit, MAX_LIST_LIMIT)),),
+        ) as cur:
+            return [
+                RejectedMessage(id=r[0], subject=r[1], reason=r[2], code=r[3], raw=bytes(r[4]),
+                                received_at=r[5])
+                for r in await cur.fetchall()
+            ]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)

@@ -1,0 +1,232 @@
+"""The single writer: applies batches of inputs to the scheduler, commits once, then publishes."""
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+import msgspec
+from nats.aio.msg import Msg
+
+from coordinator.flows import FlowCache
+from coordinator.publisher import Publisher
+from coordinator.scheduler import Changes, Scheduler
+from coordinator.store import Store
+from protocol.api import StartRun
+from protocol.dag import check_params
+from protocol.errors import BadRequest, ErrorCode, FlowForgeError, InvalidParams
+from protocol.limits import MAX_PARAMS_BYTES
+from protocol.messages import Trigger, encoder, report_decoder, trigger_decoder
+from protocol.records import RunRecord
+
+log = logging.getLogger("flowforge.coordinator.writer")
+
+MAX_ITEMS_PER_BATCH = 64
+
+
+def new_run_id() -> str:
+    """Time-ordered, 19 hex characters; valid as a NATS subject token."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+
+
+@dataclass(slots=True)
+class Reports:
+    msgs: list[Msg]
+
+
+@dataclass(slots=True)
+class Triggers:
+    msgs: list[Msg]
+
+
+@dataclass(slots=True)
+class Start:
+    request: StartRun
+    future: asyncio.Future[RunRecord]
+
+
+@dataclass(slots=True)
+class TimerFired:
+    run_id: str
+    task: str
+
+
+@dataclass(slots=True)
+class StopWriter:
+    """Finish what is queued before this, then return from ``run()``."""
+
+
+Input = Reports | Triggers | Start | TimerFired | StopWriter
+
+
+@dataclass(slots=True)
+class _Batch:
+    changes: Changes = field(default_factory=Changes)
+    acks: list[Msg] = field(default_factory=list)
+    rejected: list[tuple[str, str, str, bytes, Msg | None]] = field(default_factory=list)
+    replies: list[tuple[asyncio.Future[RunRecord], RunRecord | BaseException]] = field(
+        default_factory=list
+    )
+    keys: dict[str, RunRecord] = field(default_factory=dict)
+
+
+class Writer:
+    """Everything that changes runs goes through here, in order, one transaction per batch."""
+
+    def __init__(
+        self, store: Store, scheduler: Scheduler, flows: FlowCache, publisher: Publisher,
+        trigger_prefix: str,
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.flows = flows
+        self.publisher = publisher
+        self._trigger_prefix = trigger_prefix
+        self.inbox: asyncio.Queue[Input] = asyncio.Queue(maxsize=256)
+        self._timer_handles: set[asyncio.TimerHandle] = set()
+        self.on_commit: list[Callable[[Changes], None]] = []
+
+    async def submit_start(self, request: StartRun) -> RunRecord:
+        future: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
+        await self.inbox.put(Start(request, future))
+        return await future
+
+    async def run(self) -> None:
+        """Process batches until a StopWriter item; each batch is one transaction."""
+        while True:
+            items = [await self.inbox.get()]
+            while len(items) < MAX_ITEMS_PER_BATCH and not self.inbox.empty():
+                items.append(self.inbox.get_nowait())
+            stop = any(isinstance(i, StopWriter) for i in items)
+            await self.process([i for i in items if not isinstance(i, StopWriter)])
+            if stop:
+                return
+
+    async def process(self, items: list[Input]) -> None:
+        batch = _Batch()
+        now = time.time()
+        for item in items:
+            match item:
+                case Reports(msgs):
+                    self._reports(msgs, now, batch)
+                case Triggers(msgs):
+                    await self._triggers(msgs, now, batch)
+                case Start(request, future):
+                    try:
+                        batch.replies.append((future, await self._start(request, now, batch)))
+                    except FlowForgeError as exc:
+                        batch.replies.append((future, exc))
+                case TimerFired(run_id, task):
+                    self.scheduler.on_timer(run_id, task, now, batch.changes)
+                case StopWriter():
+                    pass
+        await self._commit_and_publish(batch)
+
+    async def _commit_and_publish(self, batch: _Batch) -> None:
+        ch = batch.changes
+        ids = await self.store.commit(ch, [r[:4] for r in batch.rejected])
+        await self.publisher.dispatch(ch.dispatches)
+        await self.publisher.task_events(ch.tasks.values())
+        await self.publisher.run_events(ch.runs.values())
+        for (subject, code, reason, _, msg), rid in zip(batch.rejected, ids, strict=True):
+            kind = subject.split(".")[1] if "." in subject else "message"
+            await self.publisher.error_event(kind, subject, code, reason, rid)
+            if msg is not None:
+                await msg.term()
+        for msg in batch.acks:
+            await msg.ack()
+        for future, result in batch.replies:
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self.arm_timers(ch.timers)
+        for hook in self.on_commit:
+            hook(ch)
+
+    def arm_timers(self, timers: list[tuple[float, str, str]]) -> None:
+        loop = asyncio.get_running_loop()
+        for at, run_id, task in timers:
+            delay = max(0.0, at - time.time())
+            handle = loop.call_later(delay, self._fire, run_id, task)
+            self._timer_handles.add(handle)
+
+    def _fire(self, run_id: str, task: str) -> None:
+        try:
+            self.inbox.put_nowait(TimerFired(run_id, task))
+        except asyncio.QueueFull:
+            asyncio.get_running_loop().call_later(0.05, self._fire, run_id, task)
+
+    def cancel_timers(self) -> None:
+        for handle in self._timer_handles:
+            handle.cancel()
+        self._timer_handles.clear()
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def _reports(self, msgs: list[Msg], now: float, batch: _Batch) -> None:
+        for msg in msgs:
+            try:
+                report = report_decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.warning("rejected report on %s: %s", msg.subject, exc)
+                batch.rejected.append(
+                    (msg.subject, ErrorCode.BAD_REQUEST, f"malformed report: {exc}", msg.data, msg)
+                )
+                continue
+            self.scheduler.on_report(report, now, batch.changes)
+            batch.acks.append(msg)
+
+    async def _triggers(self, msgs: list[Msg], now: float, batch: _Batch) -> None:
+        for msg in msgs:
+            flow = msg.subject[len(self._trigger_prefix):]
+            try:
+                trigger = _decode_trigger(msg.data)
+                key = trigger.idempotency_key or (msg.headers or {}).get("Nats-Msg-Id")
+                if key is None:  # a redelivery after a crash must not start a second run
+                    key = f"trigger:{msg.metadata.sequence.stream}"
+                request = StartRun(flow=flow, params=trigger.params, idempotency_key=key,
+                                   source="trigger")
+                await self._start(request, now, batch)
+            except FlowForgeError as exc:
+                log.warning("rejected trigger on %s: %s", msg.subject, exc.message)
+                batch.rejected.append((msg.subject, exc.code, exc.message, msg.data, msg))
+                continue
+            batch.acks.append(msg)
+
+    async def _start(self, request: StartRun, now: float, batch: _Batch) -> RunRecord:
+        flow = await self.flows.current(request.flow)
+        if len(encoder.encode(request.params)) > MAX_PARAMS_BYTES:
+            raise InvalidParams(
+                f"parameters are over {MAX_PARAMS_BYTES} bytes; pass a reference (a path or "
+                "a key) instead of the data"
+            )
+        check_params(request.flow, flow.spec.param_specs(), request.params)
+        key = request.idempotency_key
+        if key:
+            existing = batch.keys.get(key) or await self.store.run_by_key(key)
+            if existing is not None:
+                return existing
+        run = RunRecord(
+            run_id=new_run_id(), flow=request.flow, version=flow.version,
+            params=dict(request.params), created_at=now, idempotency_key=key,
+            source=request.source,
+        )
+        if key:
+            batch.keys[key] = run
+        self.scheduler.start_run(run, flow, now, batch.changes)
+        return run
+
+
+def _decode_trigger(data: bytes) -> Trigger:
+    if len(data) > MAX_PARAMS_BYTES + 1024:
+        raise BadRequest(f"trigger is {len(data)} bytes; the limit is {MAX_PARAMS_BYTES}")
+    try:
+        return trigger_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"invalid trigger: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"trigger is not valid JSON: {exc}") from None

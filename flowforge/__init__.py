@@ -1,0 +1,33 @@
+"""FlowForge SDK: define flows of Python tasks and run them over NATS."""
+
+from flowforge.client import Client
+from flowforge.connection import ConnectOptions
+from flowforge.context import TaskContext
+from flowforge.pipeline import Flow, register_task_pipeline
+from protocol.errors import (
+    CycleError,
+    DuplicateTask,
+    FlowForgeError,
+    FunctionNotImportable,
+    InvalidFlow,
+    InvalidOption,
+    UnknownDependency,
+)
+from protocol.states import RunStatus, TaskStatus
+
+__all__ = [
+    "Client",
+    "ConnectOptions",
+    "CycleError",
+    "DuplicateTask",
+    "Flow",
+    "FlowForgeError",
+    "FunctionNotImportable",
+    "InvalidFlow",
+    "InvalidOption",
+    "RunStatus",
+    "TaskContext",
+    "TaskStatus",
+    "UnknownDependency",
+    "register_task_pipeline",
+]

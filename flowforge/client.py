@@ -1,0 +1,193 @@
+"""Client: register flows, start, query and wait for runs, follow events — over NATS."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TypeVar
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from flowforge.connection import ConnectOptions, connect
+from flowforge.registry import REGISTRY
+from protocol.api import FlowDetail, RegisteredFlow, reply_decoder
+from protocol.errors import NotConnected, RemoteError
+from protocol.flows import FlowSpec
+from protocol.messages import ErrorEvent, encoder
+from protocol.records import (
+    FlowSummary,
+    RejectedMessage,
+    RunDetail,
+    RunRecord,
+    TaskRecord,
+)
+from protocol.states import RUN_FINAL, RunStatus
+from protocol.subjects import Subjects
+
+T = TypeVar("T")
+
+_run_dec = msgspec.json.Decoder(RunRecord)
+_task_dec = msgspec.json.Decoder(TaskRecord)
+_flow_dec = msgspec.json.Decoder(FlowSummary)
+_error_dec = msgspec.json.Decoder(ErrorEvent)
+
+Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent
+
+
+def decode_event(subject: str, data: bytes, namespace: str) -> Event | None:
+    """The record an event subject carries, or None for kinds this client does not know."""
+    kind = subject[len(namespace) + len(".events."):].split(".", 1)[0]
+    match kind:
+        case "run":
+            return _run_dec.decode(data)
+        case "task":
+            return _task_dec.decode(data)
+        case "flow":
+            return _flow_dec.decode(data)
+        case "error":
+            return _error_dec.decode(data)
+    return None
+
+
+class Client:
+    """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
+
+    def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:
+        self.options = options or ConnectOptions()
+        self.subjects = Subjects(self.options.namespace)
+        self.timeout_s = timeout_s
+        self._nc: NATS | None = None
+
+    async def connect(self) -> "Client":
+        if self._nc is None:
+            self._nc = await connect(self.options, name="flowforge-client")
+        return self
+
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+
+    async def __aenter__(self) -> "Client":
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def nc(self) -> NATS:
+        if self._nc is None:
+            raise NotConnected("Client is not connected: use `async with Client(...)`")
+        return self._nc
+
+    async def request(self, noun: str, verb: str, body: Any, result_type: type[T]) -> T:
+        """One API call; raises RemoteError with the coordinator's code on an error reply."""
+        try:
+            msg = await self.nc.request(
+                self.subjects.api(noun, verb), encoder.encode(body), timeout=self.timeout_s
+            )
+        except NoRespondersError:
+            raise NotConnected(
+                f"no coordinator is answering on {self.subjects.api(noun, verb)} "
+                f"(NATS {self.options.url}, namespace {self.options.namespace!r}); "
+                "start one with `flowforge-coordinator`"
+            ) from None
+        except NatsTimeout:
+            raise NotConnected(f"the coordinator did not answer {noun}.{verb} in "
+                               f"{self.timeout_s:g} s") from None
+        reply = reply_decoder.decode(msg.data)
+        if not reply.ok:
+            err = reply.error
+            raise RemoteError(err.code if err else "internal", err.message if err else "error")
+        return msgspec.convert(reply.result, result_type)
+
+    # -- flows -------------------------------------------------------------------------
+
+    async def register(
+        self, flows: Iterable[FlowSpec] | None = None, *, replace: bool | None = None
+    ) -> list[RegisteredFlow]:
+        """Store flow definitions (default: every flow registered in this process)."""
+        specs = list(flows) if flows is not None else list(REGISTRY.flows.values())
+        out: list[RegisteredFlow] = []
+        for flag in (True, False):
+            group = [
+                s for s in specs
+                if (replace if replace is not None else REGISTRY.replace.get(s.name, True)) is flag
+            ]
+            if group:
+                out += await self.request(
+                    "flows", "register", {"flows": group, "replace": flag}, list[RegisteredFlow]
+                )
+        return out
+
+    async def flows(self) -> list[FlowSummary]:
+        return await self.request("flows", "list", {}, list[FlowSummary])
+
+    async def flow(self, name: str, version: str | None = None) -> FlowDetail:
+        return await self.request("flows", "get", {"name": name, "version": version}, FlowDetail)
+
+    # -- runs ----------------------------------------------------------------------------
+
+    async def start(
+        self, flow: str, params: dict[str, Any] | None = None, *,
+        idempotency_key: str | None = None, source: str = "api",
+    ) -> RunRecord:
+        body = {"flow": flow, "params": params or {}, "idempotency_key": idempotency_key,
+                "source": source}
+        return await self.request("runs", "start", body, RunRecord)
+
+    async def get(self, run_id: str) -> RunDetail:
+        return await self.request("runs", "get", {"run_id": run_id}, RunDetail)
+
+    async def runs(
+        self, flow: str | None = None, status: RunStatus | str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        body = {"flow": flow, "status": status, "limit": limit}
+        return await self.request("runs", "list", body, list[RunRecord])
+
+    async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
+        return await self.request("rejected", "list", {"limit": limit}, list[RejectedMessage])
+
+    async def wait(self, run_id: str, timeout_s: float | None = None,
+                   poll_s: float = 2.0) -> RunDetail:
+        """Wait until the run is finished; follows events, re-checks every ``poll_s``."""
+        done = asyncio.Event()
+
+        async def on_event(msg: Any) -> None:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                if _run_dec.decode(msg.data).status in RUN_FINAL:
+                    done.set()
+
+        sub = await self.nc.subscribe(self.subjects.run_event("*", run_id), cb=on_event)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    detail = await self.get(run_id)
+                    if detail.run.status in RUN_FINAL:
+                        return detail
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(poll_s):
+                            await done.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    # -- events ------------------------------------------------------------------------
+
+    async def events(self, pattern: str = ">") -> AsyncIterator[Event]:
+        """Every status event under ``<ns>.events.<pattern>``, decoded, as it happens."""
+        sub = await self.nc.subscribe(f"{self.subjects.namespace}.events.{pattern}")
+        try:
+            async for msg in sub.messages:
+                try:
+                    event = decode_event(msg.subject, msg.data, self.subjects.namespace)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if event is not None:
+                    yield event
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

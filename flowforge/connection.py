@@ -1,0 +1,119 @@
+"""Connection options shared by every process: flags, FLOWFORGE_* variables, nats.connect."""
+
+import argparse
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+
+from protocol.errors import NotConnected
+from protocol.subjects import DEFAULT_NAMESPACE
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """How to reach NATS: URL plus optional credentials and TLS."""
+
+    url: str = DEFAULT_NATS_URL
+    namespace: str = DEFAULT_NAMESPACE
+    creds_file: str | None = None
+    nkey_seed_file: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+
+
+def env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"FLOWFORGE_{name}", default)
+
+
+def add_connection_args(parser: argparse.ArgumentParser, *, nats_default: str | None) -> None:
+    """Add --nats, --namespace and credential flags, each defaulting to FLOWFORGE_*."""
+    g = parser.add_argument_group("connection (each also read from FLOWFORGE_<NAME>)")
+    g.add_argument("--nats", default=env("NATS_URL", nats_default), metavar="URL",
+                   help="NATS server URL [FLOWFORGE_NATS_URL]")
+    g.add_argument("--namespace", default=env("NAMESPACE", DEFAULT_NAMESPACE),
+                   help="subject prefix, to run several deployments on one NATS "
+                   "[FLOWFORGE_NAMESPACE]")
+    g.add_argument("--creds", default=env("CREDS"), metavar="FILE",
+                   help="NATS credentials file [FLOWFORGE_CREDS]")
+    g.add_argument("--nkey", default=env("NKEY"), metavar="FILE",
+                   help="NKey seed file [FLOWFORGE_NKEY]")
+    g.add_argument("--user", default=env("USER"), help="[FLOWFORGE_USER]")
+    g.add_argument("--password", default=env("PASSWORD"), help="[FLOWFORGE_PASSWORD]")
+    g.add_argument("--token", default=env("TOKEN"), help="[FLOWFORGE_TOKEN]")
+    g.add_argument("--tls-cert", default=env("TLS_CERT"), metavar="FILE", help="[FLOWFORGE_TLS_CERT]")
+    g.add_argument("--tls-key", default=env("TLS_KEY"), metavar="FILE", help="[FLOWFORGE_TLS_KEY]")
+    g.add_argument("--tls-ca", default=env("TLS_CA"), metavar="FILE", help="[FLOWFORGE_TLS_CA]")
+
+
+def options_from_args(ns: argparse.Namespace, url: str | None = None) -> ConnectOptions:
+    return ConnectOptions(
+        url=url or ns.nats or DEFAULT_NATS_URL,
+        namespace=ns.namespace,
+        creds_file=ns.creds,
+        nkey_seed_file=ns.nkey,
+        user=ns.user,
+        password=ns.password,
+        token=ns.token,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        tls_ca=ns.tls_ca,
+    )
+
+
+def _tls(opts: ConnectOptions) -> ssl.SSLContext | None:
+    if not (opts.tls_ca or opts.tls_cert):
+        return None
+    ctx = ssl.create_default_context(cafile=opts.tls_ca)
+    if opts.tls_cert:
+        ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
+    return ctx
+
+
+async def connect(
+    opts: ConnectOptions,
+    *,
+    name: str,
+    reconnect: bool = True,
+    connect_timeout_s: float = 3.0,
+    on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> NATS:
+    """Connect, or raise NotConnected saying which URL could not be reached."""
+    kwargs: dict[str, Any] = {
+        "servers": [u.strip() for u in opts.url.split(",")],
+        "name": name,
+        "connect_timeout": connect_timeout_s,
+        "allow_reconnect": reconnect,
+        "max_reconnect_attempts": -1 if reconnect else 0,
+        "reconnect_time_wait": 0.5,
+        "user_credentials": opts.creds_file,
+        "nkeys_seed": opts.nkey_seed_file,
+        "user": opts.user,
+        "password": opts.password,
+        "token": opts.token,
+        "tls": _tls(opts),
+    }
+    if on_disconnect:
+        kwargs["disconnected_cb"] = on_disconnect
+    if on_reconnect:
+        kwargs["reconnected_cb"] = on_reconnect
+
+    async def _quiet_error(exc: Exception) -> None:
+        return None
+
+    kwargs["error_cb"] = _quiet_error
+    try:
+        return await nats.connect(**{k: v for k, v in kwargs.items() if v is not None})
+    except Exception as exc:  # nats raises several unrelated types here
+        raise NotConnected(f"cannot reach NATS at {opts.url}: {exc or type(exc).__name__}") from None

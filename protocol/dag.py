@@ -1,0 +1,161 @@
+"""Validation of flow definitions and the graph facts the scheduler needs (pure)."""
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from protocol.errors import (
+    CycleError,
+    DuplicateTask,
+    InvalidFlow,
+    InvalidOption,
+    InvalidParams,
+    UnknownDependency,
+)
+from protocol.flows import JSON_TYPES, FlowSpec, ParamSpec
+from protocol.limits import MAX_TASKS_PER_FLOW, is_valid_name
+
+
+def find_cycle(flow: str, deps: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A cycle as a path that starts and ends on the same task, or None."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = dict.fromkeys(deps, WHITE)
+    for root in deps:
+        if colour[root] != WHITE:
+            continue
+        stack: list[tuple[str, Iterable[str]]] = [(root, iter(deps[root]))]
+        path = [root]
+        colour[root] = GREY
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if colour.get(child) == GREY:
+                    return [*path[path.index(child):], child]
+                if colour.get(child) == WHITE:
+                    colour[child] = GREY
+                    path.append(child)
+                    stack.append((child, iter(deps[child])))
+                    break
+            else:
+                colour[node] = BLACK
+                stack.pop()
+                path.pop()
+    return None
+
+
+def validate_flow(spec: FlowSpec) -> None:
+    """Raise an InvalidFlow subclass naming the first offender, or return None."""
+    if not is_valid_name(spec.name):
+        raise InvalidFlow(
+            f"flow name {spec.name!r} is not valid: use letters, digits, '_' or '-', "
+            "starting with a letter or '_' (it becomes a NATS subject token)"
+        )
+    if not spec.tasks:
+        raise InvalidFlow(f"flow {spec.name!r} has no tasks")
+    if len(spec.tasks) > MAX_TASKS_PER_FLOW:
+        raise InvalidFlow(
+            f"flow {spec.name!r} has {len(spec.tasks)} tasks; the limit is {MAX_TASKS_PER_FLOW}"
+        )
+    names: set[str] = set()
+    for task in spec.tasks:
+        if task.name in names:
+            raise DuplicateTask(spec.name, task.name)
+        names.add(task.name)
+        _validate_task_fields(spec.name, task)
+    deps = {t.name: t.depends_on for t in spec.tasks}
+    for task in spec.tasks:
+        for dep in task.depends_on:
+            if dep not in names:
+                raise UnknownDependency(spec.name, task.name, dep)
+    cycle = find_cycle(spec.name, deps)
+    if cycle:
+        raise CycleError(spec.name, cycle)
+    ancestors = ancestors_of(deps)
+    for task in spec.tasks:
+        for name in task.inputs:
+            if name not in ancestors[task.name]:
+                raise InvalidOption(
+                    spec.name, task.name, name,
+                    f"the function takes a parameter named like task {name!r}, which is not "
+                    f"upstream of {task.name!r}; add {name!r} to depends_on or rename it",
+                )
+
+
+def _validate_task_fields(flow: str, task: Any) -> None:
+    if not is_valid_name(task.name):
+        raise InvalidFlow(
+            f"flow {flow!r}: task name {task.name!r} is not valid: use letters, digits, "
+            "'_' or '-', starting with a letter or '_'"
+        )
+    if not is_valid_name(task.queue):
+        raise InvalidOption(flow, task.name, "queue", f"{task.queue!r} is not a valid queue name")
+    if len(set(task.depends_on)) != len(task.depends_on):
+        raise InvalidOption(flow, task.name, "depends_on", "lists a task more than once")
+    if task.name in task.depends_on:
+        raise CycleError(flow, [task.name, task.name])
+    if ":" not in task.function:
+        raise InvalidOption(flow, task.name, "function", f"{task.function!r} is not module:name")
+    if task.retries < 0:
+        raise InvalidOption(flow, task.name, "retries", "must be 0 or more")
+    if task.retry_delay_s < 0:
+        raise InvalidOption(flow, task.name, "retry_delay", "must be 0 or more seconds")
+    if task.timeout_s is not None and task.timeout_s <= 0:
+        raise InvalidOption(flow, task.name, "timeout", "must be more than 0 seconds")
+    for p in task.params:
+        if p.type is not None and p.type not in JSON_TYPES:
+            raise InvalidOption(flow, task.name, p.name, f"unknown parameter type {p.type!r}")
+
+
+def ancestors_of(deps: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
+    """Every task's transitive dependencies (the graph must be acyclic)."""
+    memo: dict[str, frozenset[str]] = {}
+    for start in deps:
+        stack = [start]
+        while stack:
+            node = stack[-1]
+            if node in memo:
+                stack.pop()
+                continue
+            pending = [d for d in deps[node] if d not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            acc: set[str] = set()
+            for d in deps[node]:
+                acc.add(d)
+                acc |= memo[d]
+            memo[node] = frozenset(acc)
+            stack.pop()
+    return memo
+
+
+def _type_ok(expected: str | None, value: Any) -> bool:
+    match expected:
+        case None:
+            return True
+        case "int":
+            return isinstance(value, int) and not isinstance(value, bool)
+        case "float":
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        case "str":
+            return isinstance(value, str)
+        case "bool":
+            return isinstance(value, bool)
+        case "list":
+            return isinstance(value, list)
+        case "dict":
+            return isinstance(value, dict)
+    return True
+
+
+def check_params(flow: str, specs: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> None:
+    """Raise InvalidParams when a required parameter is missing or one has the wrong type."""
+    problems = []
+    for name, spec in specs.items():
+        if name not in params:
+            if spec.required:
+                problems.append(f"missing required parameter {name!r}")
+        elif not _type_ok(spec.type, params[name]):
+            got = type(params[name]).__name__
+            problems.append(f"parameter {name!r} must be {spec.type}, got {got}")
+    if problems:
+        raise InvalidParams(f"flow {flow!r}: " + "; ".join(problems))

@@ -1,0 +1,80 @@
+"""Flow and task definitions as stored and sent: what to run, in which order, where."""
+
+import hashlib
+
+import msgspec
+
+JSON_TYPES = ("int", "float", "str", "bool", "list", "dict")
+
+
+class ParamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A run parameter a task's function takes, from its signature."""
+
+    name: str
+    type: str | None = None
+    """One of JSON_TYPES when annotated with a plain type, else None (anything)."""
+    required: bool = True
+    """False when the function gives a default."""
+
+
+class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One task of a flow."""
+
+    name: str
+    function: str
+    """``module:qualname`` of a module-level function."""
+    depends_on: tuple[str, ...] = ()
+    queue: str = "default"
+    verbose_name: str = ""
+    group: str | None = None
+    """Nested tasks: drawn inside this group; no effect on execution."""
+    retries: int = 0
+    retry_delay_s: float = 0.0
+    timeout_s: float | None = None
+    params: tuple[ParamSpec, ...] = ()
+    """Run parameters the function takes."""
+    inputs: tuple[str, ...] = ()
+    """Upstream tasks whose outputs the function takes, by parameter name."""
+    accepts_all_params: bool = False
+    """The function takes ``**kwargs``: it gets every run parameter."""
+    is_async: bool = False
+    doc: str = ""
+    source: str = ""
+
+
+class FlowSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A flow: named tasks and their dependencies."""
+
+    name: str
+    tasks: tuple[TaskSpec, ...]
+    display_name: str = ""
+    description: str = ""
+
+    def version(self) -> str:
+        """Content hash: the same definition always gets the same version."""
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:12]
+
+    def queues(self) -> set[str]:
+        return {t.queue for t in self.tasks}
+
+    def param_specs(self, only: frozenset[str] | None = None) -> dict[str, ParamSpec]:
+        """Run parameters over all tasks (or ``only`` these), merged by name.
+
+        A parameter is required when any task needs it without a default; its type
+        is the first declared one.
+        """
+        merged: dict[str, ParamSpec] = {}
+        for task in self.tasks:
+            if only is not None and task.name not in only:
+                continue
+            for p in task.params:
+                old = merged.get(p.name)
+                if old is None:
+                    merged[p.name] = p
+                else:
+                    merged[p.name] = ParamSpec(
+                        name=p.name,
+                        type=old.type or p.type,
+                        required=old.required or p.required,
+                    )
+        return merged

@@ -1,0 +1,123 @@
+"""Messages between the parts: one tagged union per direction, codecs built once."""
+
+from typing import Any
+
+import msgspec
+
+from protocol import PROTOCOL_VERSION
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """Base of every tagged message."""
+
+    v: int = PROTOCOL_VERSION
+
+
+# coordinator -> agents, on <ns>.task.<queue>
+
+
+class TaskDispatch(Message, frozen=True, kw_only=True, tag="task.v1"):
+    """Run one attempt of one task."""
+
+    run_id: str
+    flow: str
+    version: str
+    task: str
+    function: str
+    attempt: int
+    params: dict[str, Any] = {}
+    inputs: dict[str, msgspec.Raw] = {}
+    timeout_s: float | None = None
+    queued_at: float = 0.0
+
+
+# agents -> coordinator, on <ns>.report.<run_id>
+
+
+class TaskStarted(Message, frozen=True, kw_only=True, tag="started.v1"):
+    run_id: str
+    task: str
+    attempt: int
+    agent_id: str
+    at: float
+
+
+class TaskSucceeded(Message, frozen=True, kw_only=True, tag="succeeded.v1"):
+    run_id: str
+    task: str
+    attempt: int
+    agent_id: str
+    at: float
+    started_at: float
+    output: msgspec.Raw
+
+
+class TaskFailed(Message, frozen=True, kw_only=True, tag="failed.v1"):
+    run_id: str
+    task: str
+    attempt: int
+    agent_id: str
+    at: float
+    started_at: float | None = None
+    error_type: str
+    message: str
+    traceback: str = ""
+
+
+class TaskProgress(Message, frozen=True, kw_only=True, tag="progress.v1"):
+    """``ctx.progress()`` or ``ctx.checkpoint()`` from inside a task."""
+
+    run_id: str
+    task: str
+    attempt: int
+    agent_id: str
+    at: float
+    fraction: float | None = None
+    message: str | None = None
+
+
+Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress
+TERMINAL_REPORTS = (TaskSucceeded, TaskFailed)
+
+
+# agents -> world, on <ns>.agent.heartbeat.<agent_id>
+
+
+class AgentHeartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
+    agent_id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    functions: tuple[str, ...]
+    slots_total: int
+    slots_busy: int
+    started_at: float
+    at: float
+    stopping: bool = False
+
+
+# anyone -> coordinator, on <ns>.trigger.<flow> (untagged: plain JSON from any client)
+
+
+class Trigger(msgspec.Struct, frozen=True, kw_only=True):
+    params: dict[str, Any] = {}
+    idempotency_key: str | None = None
+
+
+# coordinator -> world, on <ns>.events.error.<kind>
+
+
+class ErrorEvent(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    subject: str
+    code: str
+    reason: str
+    at: float
+    rejected_id: int | None = None
+
+
+report_decoder = msgspec.json.Decoder(Report)
+dispatch_decoder = msgspec.json.Decoder(TaskDispatch)
+heartbeat_decoder = msgspec.json.Decoder(AgentHeartbeat)
+trigger_decoder = msgspec.json.Decoder(Trigger)
+encoder = msgspec.json.Encoder()

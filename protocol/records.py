@@ -1,0 +1,85 @@
+"""Stored documents: a run and a task instance, as kept in SQLite and sent in events."""
+
+from typing import Any
+
+import msgspec
+
+from protocol.states import RunStatus, TaskStatus
+
+
+class TaskRecord(msgspec.Struct, kw_only=True):
+    """The full state of one task instance of a run."""
+
+    run_id: str
+    task: str
+    status: TaskStatus = TaskStatus.PENDING
+    attempt: int = 0
+    queue: str = "default"
+    agent_id: str | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    output: msgspec.Raw | None = None
+    """JSON of the function's return value, once succeeded."""
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+    checkpoint: str | None = None
+    checkpoint_at: float | None = None
+    progress: float | None = None
+    retry_at: float | None = None
+    """When the next attempt is due, while in retry_wait."""
+    note: str | None = None
+    """Why it is in this state when that is not obvious (e.g. skipped by a partial run)."""
+
+
+class RunCounts(msgspec.Struct, kw_only=True):
+    total: int = 0
+    done: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    running: int = 0
+
+
+class RunRecord(msgspec.Struct, kw_only=True):
+    """The full state of one run of a flow."""
+
+    run_id: str
+    flow: str
+    version: str
+    status: RunStatus = RunStatus.PENDING
+    params: dict[str, Any] = {}
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    idempotency_key: str | None = None
+    source: str = "api"
+    """How it was started: api, trigger, dev."""
+    counts: RunCounts = msgspec.field(default_factory=RunCounts)
+
+
+class RunDetail(msgspec.Struct, kw_only=True):
+    run: RunRecord
+    tasks: list[TaskRecord]
+
+
+class FlowSummary(msgspec.Struct, kw_only=True):
+    name: str
+    version: str
+    display_name: str = ""
+    tasks: int = 0
+    queues: list[str] = []
+    registered_at: float = 0.0
+    last_run_id: str | None = None
+    last_run_status: RunStatus | None = None
+
+
+class RejectedMessage(msgspec.Struct, kw_only=True):
+    """A message that could not be accepted, kept with its raw bytes and the reason."""
+
+    id: int
+    subject: str
+    reason: str
+    code: str
+    raw: bytes
+    received_at: float

@@ -1,0 +1,80 @@
+"""Every NATS subject and stream name, built from one namespace."""
+
+from dataclasses import dataclass
+
+from protocol.limits import NAMESPACE_RE
+
+DEFAULT_NAMESPACE = "flowforge"
+API_QUEUE_GROUP = "flowforge-coordinator"
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Subject and stream names for one namespace (default ``flowforge``)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not NAMESPACE_RE.match(self.namespace):
+            raise ValueError(
+                f"namespace {self.namespace!r} is not valid: use 1-32 lowercase letters, "
+                "digits, '_' or '-', starting with a letter"
+            )
+
+    # JetStream streams
+    @property
+    def tasks_stream(self) -> str:
+        return f"{self._stream_prefix}_TASKS"
+
+    @property
+    def reports_stream(self) -> str:
+        return f"{self._stream_prefix}_REPORTS"
+
+    @property
+    def triggers_stream(self) -> str:
+        return f"{self._stream_prefix}_TRIGGERS"
+
+    @property
+    def _stream_prefix(self) -> str:
+        return self.namespace.upper().replace("-", "_")
+
+    def task_consumer(self, queue: str) -> str:
+        return f"tasks_{queue}"
+
+    reports_consumer = "coordinator_reports"
+    triggers_consumer = "coordinator_triggers"
+
+    # subjects
+    def task(self, queue: str) -> str:
+        return f"{self.namespace}.task.{queue}"
+
+    def report(self, run_id: str) -> str:
+        return f"{self.namespace}.report.{run_id}"
+
+    def trigger(self, flow: str) -> str:
+        return f"{self.namespace}.trigger.{flow}"
+
+    def api(self, noun: str, verb: str) -> str:
+        return f"{self.namespace}.api.{noun}.{verb}"
+
+    def heartbeat(self, agent_id: str) -> str:
+        return f"{self.namespace}.agent.heartbeat.{agent_id}"
+
+    def run_event(self, flow: str, run_id: str) -> str:
+        return f"{self.namespace}.events.run.{flow}.{run_id}"
+
+    def task_event(self, run_id: str, task: str) -> str:
+        return f"{self.namespace}.events.task.{run_id}.{task}"
+
+    def flow_event(self, flow: str) -> str:
+        return f"{self.namespace}.events.flow.{flow}"
+
+    def error_event(self, kind: str) -> str:
+        return f"{self.namespace}.events.error.{kind}"
+
+    def agent_event(self, agent_id: str) -> str:
+        return f"{self.namespace}.events.agent.{agent_id}"
+
+    def wildcard(self, kind: str) -> str:
+        """``<ns>.<kind>.>``, e.g. ``wildcard('task')`` for the tasks stream."""
+        return f"{self.namespace}.{kind}.>"
