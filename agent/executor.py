@@ -74,7 +74,7 @@ async def execute(
         return _failed(task, agent_id, started, "TaskTimeout", str(exc), "")
     except OutputError as exc:
         return _failed(task, agent_id, started, "OutputError", str(exc), "")
-    except BaseException as exc:  # noqa: BLE001 - a task's exception is data
+    except BaseException as exc:
         return _failed(task, agent_id, started, type(exc).__name__, str(exc),
                        traceback.format_exc())
     return TaskSucceeded(

@@ -153,7 +153,7 @@ class Agent:
             except asyncio.CancelledError:
                 await self._give_slots(n)
                 raise
-            except Exception as exc:  # noqa: BLE001 - NATS reconnecting: try again shortly
+            except Exception as exc:
                 log.debug("fetch on %s failed: %r", queue, exc)
                 await asyncio.sleep(0.5)
             await self._give_slots(n - len(msgs))
@@ -223,7 +223,7 @@ class Agent:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - keep trying; the lease is extended
+            except Exception as exc:
                 log.warning("report for %s/%s not accepted yet (%r); retrying",
                             report.run_id, report.task, exc)
                 await asyncio.sleep(delay)

@@ -74,7 +74,7 @@ class Api:
         if msg.reply:
             try:
                 await msg.respond(encoder.encode(reply))
-            except Exception as exc:  # noqa: BLE001 - the client may be gone
+            except Exception as exc:
                 log.debug("could not answer %s: %s", msg.subject, exc)
 
     async def handle(self, subject: str, data: bytes) -> Reply:

@@ -4,8 +4,6 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import msgspec
-
 from coordinator.graph import CompiledFlow
 from protocol.messages import TaskDispatch, TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
@@ -229,10 +227,7 @@ class Scheduler:
         params = state.run.params
         if not spec.accepts_all_params:
             params = {p.name: params[p.name] for p in spec.params if p.name in params}
-        inputs = {
-            name: out for name in spec.inputs
-            if (out := state.tasks[name].output) is not None
-        }
+        inputs = {name: state.tasks[name].output for name in spec.inputs}
         return TaskDispatch(
             run_id=state.run.run_id, flow=state.run.flow, version=state.flow.version,
             task=rec.task, function=spec.function, attempt=rec.attempt, params=params,
@@ -266,7 +261,3 @@ class Scheduler:
         run.finished_at = now
         ch.runs[run.run_id] = run
         del self.runs[run.run_id]
-
-
-def output_of(rec: TaskRecord) -> object:
-    return None if rec.output is None else msgspec.json.decode(rec.output)

@@ -42,7 +42,7 @@ _RUN_COLS = (
 def _task_row(r: TaskRecord) -> tuple[Any, ...]:
     return (
         r.run_id, r.task, r.status.value, r.attempt, r.queue, r.agent_id, r.queued_at,
-        r.started_at, r.finished_at, None if r.output is None else bytes(r.output),
+        r.started_at, r.finished_at, bytes(r.output),
         r.error_type, r.error_message, r.traceback, r.checkpoint, r.checkpoint_at,
         r.progress, r.retry_at, r.note,
     )
@@ -52,7 +52,7 @@ def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
     return TaskRecord(
         run_id=row[0], task=row[1], status=TaskStatus(row[2]), attempt=row[3], queue=row[4],
         agent_id=row[5], queued_at=row[6], started_at=row[7], finished_at=row[8],
-        output=None if row[9] is None else msgspec.Raw(row[9]), error_type=row[10],
+        output=msgspec.Raw(row[9] or b"null"), error_type=row[10],
         error_message=row[11], traceback=row[12], checkpoint=row[13], checkpoint_at=row[14],
         progress=row[15], retry_at=row[16], note=row[17],
     )

@@ -6,6 +6,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
 import msgspec
 from nats.aio.msg import Msg
 

@@ -102,7 +102,7 @@ class Client:
         if not reply.ok:
             err = reply.error
             raise RemoteError(err.code if err else "internal", err.message if err else "error")
-        return msgspec.convert(reply.result, result_type)
+        return msgspec.json.decode(reply.result, type=result_type)
 
     # -- flows -------------------------------------------------------------------------
 

@@ -28,13 +28,12 @@ def _module_name_for(path: Path) -> tuple[Path, str]:
 
 def check_clashes(root: Path) -> None:
     """Refuse a project dir holding its own package named like one of ours."""
+    ours_root = Path(__file__).resolve().parent.parent  # our packages are installed side by side
     for name in OUR_PACKAGES:
         theirs = root / name
         if not (theirs.is_dir() or theirs.with_suffix(".py").is_file()):
             continue
-        ours = sys.modules.get(name)
-        ours_dir = Path(ours.__file__).parent.resolve() if ours and ours.__file__ else None
-        if theirs.is_dir() and ours_dir == theirs.resolve():
+        if theirs.is_dir() and theirs.resolve() == ours_root / name:
             continue
         raise LoadError(
             f"your project has its own '{name}' ({theirs}), which clashes with FlowForge's "

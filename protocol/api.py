@@ -79,4 +79,12 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("rejected", "list"): ListRejected,
 }
 
-reply_decoder = msgspec.json.Decoder(Reply)
+class RawReply(msgspec.Struct, frozen=True, kw_only=True):
+    """A reply as a client reads it: the result left as raw JSON for a typed decode."""
+
+    ok: bool
+    result: msgspec.Raw = msgspec.Raw(b"null")
+    error: ErrorBody | None = None
+
+
+reply_decoder = msgspec.json.Decoder(RawReply)

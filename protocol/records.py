@@ -6,6 +6,8 @@ import msgspec
 
 from protocol.states import RunStatus, TaskStatus
 
+NULL = msgspec.Raw(b"null")
+
 
 class TaskRecord(msgspec.Struct, kw_only=True):
     """The full state of one task instance of a run."""
@@ -19,8 +21,8 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     queued_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
-    output: msgspec.Raw | None = None
-    """JSON of the function's return value, once succeeded."""
+    output: msgspec.Raw = msgspec.field(default_factory=lambda: NULL)
+    """JSON of the function's return value (``null`` until it succeeded)."""
     error_type: str | None = None
     error_message: str | None = None
     traceback: str | None = None
