@@ -1,7 +1,9 @@
 """Running one task attempt: bind, call (loop or thread pool), check the output, build the report."""
 
 import asyncio
+import concurrent.futures
 import functools
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -74,13 +76,24 @@ async def execute(
         return _failed(task, agent_id, started, "TaskTimeout", str(exc), "")
     except OutputError as exc:
         return _failed(task, agent_id, started, "OutputError", str(exc), "")
-    except BaseException as exc:
-        return _failed(task, agent_id, started, type(exc).__name__, str(exc),
-                       traceback.format_exc())
+    except BaseException as exc:  # noqa: BLE001 - a task's exception is data
+        return _failed(task, agent_id, started, type(exc).__name__, str(exc), user_traceback(exc))
     return TaskSucceeded(
         run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=agent_id,
         at=time.time(), started_at=started, output=msgspec.Raw(output),
     )
+
+
+_OUR_FRAMES = (os.path.dirname(__file__), os.path.dirname(asyncio.__file__),
+               os.path.dirname(concurrent.futures.__file__))
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the task function down, without the agent's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_OUR_FRAMES):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
 async def _with_timeout(awaitable: Any, timeout_s: float | None) -> Any:

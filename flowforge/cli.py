@@ -1,0 +1,233 @@
+"""``flowforge``: the command-line client (register, run, runs, show, flows, graph) and ``dev``."""
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from flowforge import render, runtime
+from flowforge.client import Client
+from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
+from flowforge.loader import LoadError, import_target
+from flowforge.registry import REGISTRY
+from protocol.errors import FlowForgeError, NotConnected
+from protocol.states import RunStatus
+
+EPILOG = """examples:
+  flowforge dev examples/seed_pipelines.py --run pipeline_simple --headless
+  flowforge register examples.seed_pipelines
+  flowforge run pipeline_simple_ml --param n_rows=500 --wait
+  flowforge runs --flow pipeline_simple --status failed
+  flowforge show RUN_ID
+  flowforge graph pipeline_simple
+
+exit codes: 0 ok (run succeeded), 1 run failed or cancelled, 2 usage or connection error
+"""
+
+EXIT_CONNECTION = runtime.EXIT_USAGE
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``key=value``; the value is read as JSON when it parses (500, true, [1]) else as text."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--param {text!r} is not key=value")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def _params(ns: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if ns.params_json:
+        try:
+            loaded = json.loads(ns.params_json)
+        except json.JSONDecodeError as exc:
+            raise FlowForgeError(f"--params-json is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise FlowForgeError("--params-json must be a JSON object")
+        params.update(loaded)
+    params.update(dict(ns.param or []))
+    return params
+
+
+def _print_json(value: Any) -> None:
+    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--param", "-p", action="append", type=parse_param, metavar="KEY=VALUE",
+                   help="run parameter; VALUE is JSON when it parses, else text; repeatable")
+    p.add_argument("--params-json", metavar="JSON", help="all parameters as one JSON object")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flowforge", description="Define, run and inspect FlowForge flows.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cmd(name: str, help_text: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_text, description=help_text)
+        add_connection_args(c, nats_default=DEFAULT_NATS_URL)
+        c.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="how long to wait for each coordinator answer (default: %(default)s)")
+        return c
+
+    c = cmd("register", "send the flows defined by modules or files to the coordinator")
+    c.add_argument("targets", nargs="+", metavar="MODULE_OR_FILE")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("run", "start a run of a flow")
+    c.add_argument("flow")
+    _add_run_args(c)
+    c.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    c.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS")
+    c.add_argument("--idempotency-key", metavar="KEY",
+                   help="a second start with the same key returns the first run")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("runs", "list runs, newest first")
+    c.add_argument("--flow")
+    c.add_argument("--status", choices=[s.value for s in RunStatus])
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("show", "a run with each task's status, attempt, agent, times, output and error")
+    c.add_argument("run_id")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("flows", "list registered flows")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("graph", "draw a flow's DAG as text")
+    c.add_argument("flow")
+    c.add_argument("--json", action="store_true", help="print the flow definition as JSON")
+
+    c = cmd("rejected", "messages the coordinator refused (bad triggers), with reasons")
+    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    from flowforge.dev import add_dev_parser
+
+    add_dev_parser(sub)
+    return p
+
+
+async def _register(c: Client, ns: argparse.Namespace) -> int:
+    for target in ns.targets:
+        import_target(target)
+    if not REGISTRY.flows:
+        raise FlowForgeError(f"{', '.join(ns.targets)} defined no flows")
+    result = await c.register()
+    if ns.json:
+        _print_json(result)
+    for r in [] if ns.json else result:
+        print(f"{r.name:30} {r.version}  {'registered' if r.changed else 'unchanged'}")
+    return runtime.EXIT_OK
+
+
+async def _run(c: Client, ns: argparse.Namespace) -> int:
+    run = await c.start(ns.flow, _params(ns), idempotency_key=ns.idempotency_key, source="cli")
+    if not ns.wait:
+        if ns.json:
+            _print_json(run)
+        else:
+            print(f"started run {run.run_id} of {run.flow}")
+        return runtime.EXIT_OK
+    if not ns.json:
+        print(f"started run {run.run_id} of {run.flow}; waiting…", file=sys.stderr)
+    detail = await c.wait(run.run_id, timeout_s=ns.wait_timeout)
+    spec = (await c.flow(detail.run.flow, detail.run.version)).spec
+    if ns.json:
+        _print_json(detail)
+    else:
+        print(render.show_run(detail, spec))
+    return runtime.EXIT_OK if detail.run.status is RunStatus.SUCCEEDED else runtime.EXIT_FAILED
+
+
+async def _runs(c: Client, ns: argparse.Namespace) -> int:
+    runs = await c.runs(ns.flow, ns.status, ns.limit)
+    _print_json(runs) if ns.json else print(render.runs_table(runs))
+    return runtime.EXIT_OK
+
+
+async def _show(c: Client, ns: argparse.Namespace) -> int:
+    detail = await c.get(ns.run_id)
+    if ns.json:
+        _print_json(detail)
+        return runtime.EXIT_OK
+    try:
+        spec = (await c.flow(detail.run.flow, detail.run.version)).spec
+    except FlowForgeError:
+        spec = None
+    print(render.show_run(detail, spec))
+    return runtime.EXIT_OK
+
+
+async def _flows(c: Client, ns: argparse.Namespace) -> int:
+    flows = await c.flows()
+    _print_json(flows) if ns.json else print(render.flows_table(flows))
+    return runtime.EXIT_OK
+
+
+async def _graph(c: Client, ns: argparse.Namespace) -> int:
+    detail = await c.flow(ns.flow)
+    _print_json(detail) if ns.json else print(render.graph_text(detail.spec, detail.version))
+    return runtime.EXIT_OK
+
+
+async def _rejected(c: Client, ns: argparse.Namespace) -> int:
+    items = await c.rejected(ns.limit)
+    _print_json(items) if ns.json else print(render.rejected_table(items))
+    return runtime.EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
+    "register": _register, "run": _run, "runs": _runs, "show": _show, "flows": _flows,
+    "graph": _graph, "rejected": _rejected,
+}
+
+
+async def _client_command(ns: argparse.Namespace) -> int:
+    try:
+        async with Client(options_from_args(ns), timeout_s=ns.timeout) as client:
+            return await COMMANDS[ns.command](client, ns)
+    except NotConnected as exc:
+        print(f"flowforge {ns.command}: {exc}", file=sys.stderr)
+        return EXIT_CONNECTION
+    except (FlowForgeError, LoadError) as exc:
+        print(f"flowforge {ns.command}: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
+    except TimeoutError:
+        print(f"flowforge {ns.command}: timed out", file=sys.stderr)
+        return runtime.EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.command == "dev":
+        from flowforge.dev import dev_main
+
+        return dev_main(ns)
+    if ns.command == "register":
+        try:  # import before connecting: a bad definition is reported even with no coordinator
+            for target in ns.targets:
+                import_target(target)
+        except FlowForgeError as exc:
+            print(f"flowforge register: {exc}", file=sys.stderr)
+            return runtime.EXIT_USAGE
+    try:
+        return asyncio.run(_client_command(ns))
+    except KeyboardInterrupt:
+        return runtime.EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""``flowforge dev``: embedded NATS + coordinator + agents + progress in one process."""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flowforge import render, runtime
+from flowforge.client import Client
+from flowforge.connection import ConnectOptions
+from flowforge.embedded import EmbeddedNats, EmbeddedNatsError
+from flowforge.loader import import_target
+from flowforge.registry import REGISTRY
+from protocol.errors import FlowForgeError
+from protocol.records import RunRecord, TaskRecord
+from protocol.states import RUN_FINAL, RunStatus, TaskStatus
+from protocol.subjects import DEFAULT_NAMESPACE
+
+
+def add_dev_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "dev", help="run everything in one process: NATS, coordinator, agents, progress",
+        description="Start an embedded nats-server, a coordinator and one agent for every "
+        "queue the file's flows use; register the flows; optionally run one and follow it.",
+    )
+    c.add_argument("target", metavar="FILE_OR_MODULE")
+    c.add_argument("--run", metavar="FLOW", help="start this flow and exit when it finishes "
+                   "(0 succeeded, 1 failed)")
+    c.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
+                   help="run parameter; VALUE is JSON when it parses; repeatable")
+    c.add_argument("--headless", action="store_true",
+                   help="print progress lines instead of opening the dashboard")
+    c.add_argument("--data-dir", type=Path, default=Path(".flowforge"),
+                   help="database and JetStream store (default: %(default)s)")
+    c.add_argument("--listen", default="127.0.0.1:4222", metavar="HOST:PORT",
+                   help="embedded nats-server address; a free port is used when it is taken "
+                   "(default: %(default)s)")
+    c.add_argument("--concurrency", type=int, default=max(4, os.cpu_count() or 2))
+
+
+class Progress:
+    """Prints each task's transitions for one run as events arrive."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.early: list[TaskRecord] = []
+        self.last: dict[str, TaskStatus] = {}
+        self.t0 = time.time()
+
+    def on_task(self, rec: TaskRecord) -> None:
+        if self.run_id is None:
+            self.early.append(rec)
+            return
+        if rec.run_id != self.run_id or self.last.get(rec.task, TaskStatus.PENDING) is rec.status:
+            return
+        self.last[rec.task] = rec.status
+        detail = ""
+        if rec.status is TaskStatus.RUNNING and rec.agent_id:
+            detail = f"on {rec.agent_id}"
+        elif rec.status in (TaskStatus.SUCCEEDED, TaskStatus.FAILED):
+            detail = f"in {render.duration(rec.started_at, rec.finished_at)}"
+            if rec.error_type:
+                detail += f": {rec.error_type}: {render.cut(rec.error_message or '', 80)}"
+        elif rec.note:
+            detail = rec.note
+        print(f"{time.time() - self.t0:8.3f}s  {rec.task:32} {rec.status.value:16} {detail}",
+              flush=True)
+
+    def started(self, run_id: str) -> None:
+        self.run_id = run_id
+        early, self.early = self.early, []
+        for rec in early:
+            self.on_task(rec)
+
+
+async def _start_nats(ns: argparse.Namespace) -> EmbeddedNats:
+    from coordinator.cli import parse_listen
+
+    host, port = parse_listen(ns.listen)
+    server = EmbeddedNats(ns.data_dir / "nats", host=host, port=port)
+    try:
+        await server.start()
+    except EmbeddedNatsError:
+        server = EmbeddedNats(ns.data_dir / "nats", host=host, port=-1)
+        await server.start()
+    return server
+
+
+async def dev(ns: argparse.Namespace) -> int:  # noqa: C901 - one linear story
+    from agent.worker import Agent, AgentConfig
+    from coordinator.service import Coordinator, CoordinatorConfig
+    from flowforge.cli import parse_param
+
+    import_target(ns.target)
+    if not REGISTRY.flows:
+        raise FlowForgeError(f"{ns.target} defines no flows (call register_task_pipeline)")
+    if ns.run and ns.run not in REGISTRY.flows:
+        raise FlowForgeError(f"{ns.target} defines no flow {ns.run!r}; it defines "
+                             f"{', '.join(sorted(REGISTRY.flows))}")
+    params = dict(parse_param(p) for p in ns.param or [])
+    if not ns.headless:
+        print("(the dashboard is not part of this build yet: printing progress instead)",
+              file=sys.stderr)
+    server = await _start_nats(ns)
+    opts = ConnectOptions(url=server.url, namespace=DEFAULT_NAMESPACE)
+    queues = tuple(sorted({q for f in REGISTRY.flows.values() for q in f.queues()}))
+    coordinator = Coordinator(CoordinatorConfig(connect=opts, db_path=ns.data_dir / "flowforge.db"))
+    agent = Agent(AgentConfig(connect=opts, queues=queues, functions=dict(REGISTRY.functions),
+                              concurrency=max(ns.concurrency, len(queues)), grace_s=5.0))
+    print(f"nats-server {server.url} (store {server.store_dir}), database "
+          f"{ns.data_dir / 'flowforge.db'}, agent on {', '.join(queues)}", file=sys.stderr)
+    try:
+        await coordinator.start()
+        await agent.start()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(coordinator.run())
+            tg.create_task(agent.run())
+            try:
+                code = await _session(ns, opts, params, coordinator, agent)
+            finally:
+                agent.request_stop()
+                coordinator.request_stop()
+        return code
+    finally:
+        await agent.shutdown()
+        await coordinator.shutdown()
+        await server.stop()
+
+
+async def _session(ns: argparse.Namespace, opts: ConnectOptions, params: dict[str, Any],
+                   coordinator: Any, agent: Any) -> int:
+    async with Client(opts) as client:
+        await coordinator.started.wait()
+        for r in await client.register():
+            print(f"registered {r.name} ({r.version})", file=sys.stderr)
+        if not ns.run:
+            print(f"ready: try `flowforge run {next(iter(REGISTRY.flows))} --nats {opts.url}` "
+                  "in another terminal; Ctrl-C stops", file=sys.stderr)
+            stop = asyncio.Event()
+            runtime.install_stop_signals(stop.set)
+            await stop.wait()
+            return runtime.EXIT_OK
+        return await _follow(client, ns.run, params)
+
+
+async def _follow(client: Client, flow: str, params: dict[str, Any]) -> int:
+    progress = Progress()
+    finished = asyncio.Event()
+    final: dict[str, RunRecord] = {}
+
+    async def pump() -> None:
+        async for event in client.events():
+            if isinstance(event, TaskRecord):
+                progress.on_task(event)
+            elif isinstance(event, RunRecord) and event.run_id == progress.run_id \
+                    and event.status in RUN_FINAL:
+                final["run"] = event
+                finished.set()
+
+    pumper = asyncio.create_task(pump())
+    await asyncio.sleep(0)
+    try:
+        run = await client.start(flow, params, source="dev")
+        print(f"run {run.run_id} of {flow} started", flush=True)
+        progress.started(run.run_id)
+        detail = await client.wait(run.run_id)
+    finally:
+        pumper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pumper
+    spec = REGISTRY.flows[flow]
+    rows = [[t.task, t.status.value, str(t.attempt), render.duration(t.started_at, t.finished_at)]
+            for t in render.ordered(detail, spec)]
+    print()
+    print(render.table(["task", "status", "attempt", "duration"], rows))
+    for t in render.ordered(detail, spec):
+        if t.error_type:
+            print(f"\n── {t.task} failed: {t.error_type}: {t.error_message}\n{t.traceback or ''}")
+    r = detail.run
+    print(f"\nrun {r.run_id} {r.status.value} in {render.duration(r.started_at, r.finished_at)}"
+          f" ({r.counts.succeeded}/{r.counts.total} tasks succeeded)")
+    return runtime.EXIT_OK if r.status is RunStatus.SUCCEEDED else runtime.EXIT_FAILED
+
+
+def dev_main(ns: argparse.Namespace) -> int:
+    try:
+        return runtime.run(dev(ns))
+    except (FlowForgeError, EmbeddedNatsError) as exc:
+        print(f"flowforge dev: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
+    except KeyboardInterrupt:
+        return runtime.EXIT_INTERRUPTED

@@ -1,0 +1,170 @@
+"""Plain-text views for the CLI: tables, a run's tasks, a flow's DAG by stages."""
+
+import datetime as dt
+from collections.abc import Sequence
+
+import msgspec
+
+from protocol.flows import FlowSpec
+from protocol.records import FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
+from protocol.states import TaskStatus
+
+MAX_CELL = 60
+
+
+def clock(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else "-"
+
+
+def stamp(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def duration(start: float | None, end: float | None) -> str:
+    if not start or not end:
+        return "-"
+    s = end - start
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s" if s < 60 else f"{s / 60:.1f} min"
+
+
+def cut(text: str, width: int = MAX_CELL) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def runs_table(runs: Sequence[RunRecord]) -> str:
+    if not runs:
+        return "no runs"
+    return table(
+        ["run", "flow", "status", "started", "duration", "tasks"],
+        [
+            [r.run_id, r.flow, r.status.value, stamp(r.started_at or r.created_at),
+             duration(r.started_at, r.finished_at), f"{r.counts.done}/{r.counts.total}"]
+            for r in runs
+        ],
+    )
+
+
+def flows_table(flows: Sequence[FlowSummary]) -> str:
+    if not flows:
+        return "no flows registered"
+    return table(
+        ["flow", "version", "tasks", "queues", "registered", "last run"],
+        [
+            [f.name, f.version, str(f.tasks), ",".join(f.queues), stamp(f.registered_at),
+             f"{f.last_run_status.value} ({f.last_run_id})" if f.last_run_status else "-"]
+            for f in flows
+        ],
+    )
+
+
+def rejected_table(items: Sequence[RejectedMessage]) -> str:
+    if not items:
+        return "no rejected messages"
+    return table(
+        ["id", "received", "subject", "code", "reason", "raw"],
+        [[str(m.id), stamp(m.received_at), m.subject, m.code, cut(m.reason, 70),
+          cut(repr(m.raw)[2:-1], 30)] for m in items],
+    )
+
+
+def ordered(detail: RunDetail, spec: FlowSpec | None) -> list[TaskRecord]:
+    """Tasks in definition order when the flow is known, else by name."""
+    if spec is None:
+        return sorted(detail.tasks, key=lambda t: t.task)
+    rank = {t.name: i for i, t in enumerate(spec.tasks)}
+    return sorted(detail.tasks, key=lambda t: (rank.get(t.task, len(rank)), t.task))
+
+
+def show_run(detail: RunDetail, spec: FlowSpec | None) -> str:
+    run = detail.run
+    out = [
+        f"run {run.run_id}  flow {run.flow}  version {run.version}  {run.status.value.upper()}",
+        f"started {stamp(run.started_at)}  finished {stamp(run.finished_at)}  "
+        f"took {duration(run.started_at, run.finished_at)}  source {run.source}",
+        f"params {msgspec.json.encode(run.params).decode()}",
+        "",
+    ]
+    tasks = ordered(detail, spec)
+    out.append(table(
+        ["task", "status", "attempt", "agent", "started", "duration", "output"],
+        [[t.task, t.status.value, str(t.attempt), t.agent_id or "-", clock(t.started_at),
+          duration(t.started_at, t.finished_at),
+          cut(bytes(t.output).decode()) if t.status is TaskStatus.SUCCEEDED else "-"]
+         for t in tasks],
+    ))
+    for t in tasks:
+        if t.error_type or t.note or t.checkpoint:
+            out.append("")
+            out.append(f"── {t.task} ({t.status.value}, attempt {t.attempt})")
+            if t.checkpoint:
+                out.append(f"last checkpoint: {t.checkpoint} at {clock(t.checkpoint_at)}")
+            if t.note:
+                out.append(t.note)
+            if t.error_type:
+                out.append(f"{t.error_type}: {t.error_message}")
+            if t.traceback:
+                out.append(t.traceback.rstrip())
+    return "\n".join(out)
+
+
+def stages(spec: FlowSpec) -> list[list[str]]:
+    """Tasks grouped by longest distance from a root (stage 1 = no dependencies)."""
+    level: dict[str, int] = {}
+    deps = {t.name: t.depends_on for t in spec.tasks}
+
+    def depth(name: str) -> int:
+        stack = [name]
+        while stack:
+            node = stack[-1]
+            missing = [d for d in deps[node] if d not in level]
+            if missing:
+                stack.extend(missing)
+                continue
+            level[node] = 1 + max((level[d] for d in deps[node]), default=0)
+            stack.pop()
+        return level[name]
+
+    out: dict[int, list[str]] = {}
+    for t in spec.tasks:
+        out.setdefault(depth(t.name), []).append(t.name)
+    return [out[k] for k in sorted(out)]
+
+
+def graph_text(spec: FlowSpec, version: str) -> str:
+    """A flow's DAG as stages: each task with the tasks it waits for."""
+    by_name = {t.name: t for t in spec.tasks}
+    layers = stages(spec)
+    width = max(len(t.name) for t in spec.tasks)
+    out = [f"{spec.name}  ({len(spec.tasks)} tasks in {len(layers)} stages, version {version})"]
+    if spec.description:
+        out.append(spec.description)
+    for i, layer in enumerate(layers, start=1):
+        out.append("")
+        out.append(f"stage {i}")
+        for name in layer:
+            t = by_name[name]
+            line = f"  [{name}]".ljust(width + 5)
+            if t.depends_on:
+                line += " ◄── " + ", ".join(t.depends_on)
+            extras = []
+            if t.queue != "default":
+                extras.append(f"queue {t.queue}")
+            if t.group:
+                extras.append(f"group {t.group}")
+            if t.verbose_name:
+                extras.append(f'"{t.verbose_name}"')
+            if extras:
+                line += "   (" + "; ".join(extras) + ")"
+            out.append(line.rstrip())
+    return "\n".join(out)
