@@ -1,0 +1,68 @@
+"""Helpers for tests: console-script processes, waiting on conditions."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Proc:
+    """A console script started by a test; its output goes to a log file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                      cwd=cwd, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self._log.close()
+        return self.popen.returncode
+
+
+def run_cli(args: list[str], env: dict[str, str], timeout_s: float = 60.0,
+            cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """Run a console script to completion and capture its output."""
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout_s, check=False)
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], timeout_s: float = 20.0,
+                   every_s: float = 0.05) -> None:
+    """Wait until ``predicate()`` is true, polling; fail the test on timeout."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            result = predicate()
+            if isinstance(result, Awaitable):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(every_s)
+
+

@@ -1,0 +1,71 @@
+"""Flows used by the tests; importable by agents as ``tests.taskflows`` or by file path."""
+
+import asyncio
+import os
+import random
+import time
+
+from flowforge import TaskContext, register_task_pipeline
+
+RANDOM_DAG_SIZE = 60
+
+
+async def timed_step(ctx: TaskContext) -> dict:
+    """Sleeps a little and returns when it started and ended, and where it ran."""
+    start = time.time()
+    await asyncio.sleep(0.01 + (sum(map(ord, ctx.task)) % 7) / 200)
+    return {"start": start, "end": time.time(), "agent": ctx.agent_id}
+
+
+def which_agent(ctx: TaskContext) -> dict:
+    return {"agent": ctx.agent_id, "pid": os.getpid()}
+
+
+def returns_a_set() -> set:
+    return {object()}
+
+
+def returns_too_much() -> str:
+    return "x" * (300 * 1024)
+
+
+def ok_task() -> str:
+    return "fine"
+
+
+def _random_dag(seed: int, n: int) -> dict[str, dict]:
+    rng = random.Random(seed)
+    pipeline: dict[str, dict] = {}
+    names: list[str] = []
+    for i in range(n):
+        name = f"t{i:03d}"
+        k = rng.randint(0, min(3, len(names)))
+        pipeline[name] = {"function": timed_step, "depends_on": rng.sample(names, k)}
+        names.append(name)
+    return pipeline
+
+
+register_task_pipeline(flow_name="random_dag", pipeline=_random_dag(1234, RANDOM_DAG_SIZE))
+
+register_task_pipeline(
+    flow_name="wide",
+    pipeline={f"w{i}": {"function": timed_step, "depends_on": []} for i in range(8)},
+)
+
+register_task_pipeline(
+    flow_name="routing",
+    pipeline={
+        **{f"cpu{i}": {"function": which_agent, "depends_on": []} for i in range(6)},
+        **{f"gpu{i}": {"function": which_agent, "depends_on": [], "queue": "gpu"}
+           for i in range(3)},
+    },
+)
+
+register_task_pipeline(
+    flow_name="bad_outputs",
+    pipeline={
+        "not_json": {"function": returns_a_set, "depends_on": []},
+        "too_big": {"function": returns_too_much, "depends_on": []},
+        "fine": {"function": ok_task, "depends_on": []},
+    },
+)

@@ -1,0 +1,78 @@
+"""The engine end to end in one process: real NATS, real SQLite, in-process coordinator and agents."""
+
+import msgspec
+
+from flowforge.client import Client
+from protocol.states import RunStatus, TaskStatus
+from tests import taskflows
+
+
+def _outputs(detail) -> dict[str, dict]:
+    return {
+        t.task: msgspec.json.decode(t.output) for t in detail.tasks
+        if t.status is TaskStatus.SUCCEEDED
+    }
+
+
+async def test_no_task_starts_before_its_dependencies_succeeded_in_a_random_dag(
+    coordinator, start_agent, client: Client
+) -> None:
+    await start_agent(concurrency=4)
+    await client.register()
+    run = await client.start("random_dag")
+    detail = await client.wait(run.run_id, timeout_s=60)
+
+    assert detail.run.status is RunStatus.SUCCEEDED
+    out = _outputs(detail)
+    assert len(out) == taskflows.RANDOM_DAG_SIZE
+    spec = (await client.flow("random_dag")).spec
+    edges = [(dep, t.name) for t in spec.tasks for dep in t.depends_on]
+    assert len(edges) > 50
+    for dep, task in edges:
+        assert out[task]["start"] >= out[dep]["end"], f"{task} started before {dep} ended"
+
+
+async def test_independent_ready_tasks_overlap_on_an_agent_with_several_slots(
+    coordinator, start_agent, client: Client
+) -> None:
+    await start_agent(concurrency=4)
+    await client.register()
+    detail = await client.wait((await client.start("wide")).run_id, timeout_s=30)
+
+    spans = sorted((o["start"], o["end"]) for o in _outputs(detail).values())
+    overlapping = sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+    assert overlapping >= 1
+
+
+async def test_gpu_tasks_run_only_on_the_gpu_agent_and_two_agents_share_a_queue(
+    coordinator, start_agent, client: Client
+) -> None:
+    await start_agent(("default",), concurrency=1, agent_id="cpu-a")
+    await start_agent(("default",), concurrency=1, agent_id="cpu-b")
+    await start_agent(("gpu",), concurrency=1, agent_id="gpu-a")
+    await client.register()
+    detail = await client.wait((await client.start("routing")).run_id, timeout_s=30)
+
+    assert detail.run.status is RunStatus.SUCCEEDED
+    by_task = {t.task: t.agent_id for t in detail.tasks}
+    assert {by_task[f"gpu{i}"] for i in range(3)} == {"gpu-a"}
+    assert {by_task[f"cpu{i}"] for i in range(6)} == {"cpu-a", "cpu-b"}
+
+
+async def test_outputs_that_are_not_json_or_too_big_fail_with_advice_and_the_agent_keeps_serving(
+    coordinator, start_agent, client: Client
+) -> None:
+    await start_agent()
+    await client.register()
+    detail = await client.wait((await client.start("bad_outputs")).run_id, timeout_s=30)
+    tasks = {t.task: t for t in detail.tasks}
+
+    assert tasks["not_json"].status is TaskStatus.FAILED
+    assert tasks["not_json"].error_type == "OutputError"
+    assert "not JSON-serialisable" in (tasks["not_json"].error_message or "")
+    assert "returning a reference" in (tasks["not_json"].error_message or "")
+    assert tasks["too_big"].status is TaskStatus.FAILED
+    assert "over the limit" in (tasks["too_big"].error_message or "")
+    assert tasks["fine"].status is TaskStatus.SUCCEEDED
+    again = await client.wait((await client.start("bad_outputs")).run_id, timeout_s=30)
+    assert {t.task: t.status for t in again.tasks}["fine"] is TaskStatus.SUCCEEDED
