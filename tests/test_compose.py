@@ -1,0 +1,230 @@
+"""compose.yaml and the Dockerfile agree with the code: commands parse, imports resolve, queues are served.
+
+Docker is not needed: these tests read the files and check them against our parsers.
+"""
+
+import importlib
+import shlex
+import shutil
+import sys
+import tomllib
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from flowforge.loader import check_clashes, import_target
+from flowforge.registry import REGISTRY
+from protocol.flows import FlowSpec
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+SCRIPTS: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+NATS_URL = "nats://nats:4222"
+
+
+def built_from_our_dockerfile(service: dict[str, Any]) -> bool:
+    build = service.get("build")
+    if isinstance(build, dict):
+        return build.get("context", ".") == "." and build.get("dockerfile", "Dockerfile") == "Dockerfile"
+    return build == "."
+
+
+OUR_SERVICES = {name: s for name, s in SERVICES.items() if built_from_our_dockerfile(s)}
+AGENTS = {name: s for name, s in OUR_SERVICES.items() if s["command"][0] == "flowforge-agent"}
+
+
+def option_values(argv: list[str], option: str) -> list[str]:
+    """Every value given to a repeatable ``--option VALUE``."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == option]
+
+
+def depends_on(service: dict[str, Any]) -> set[str]:
+    deps = service.get("depends_on", [])
+    return set(deps if isinstance(deps, list) else deps.keys())
+
+
+def volume_targets(service: dict[str, Any]) -> dict[str, str]:
+    """Mount target -> source, for short-form ``source:target`` volumes."""
+    return {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs with line continuations joined and comments dropped."""
+    text = (REPO / "Dockerfile").read_text()
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
+    joined = "\n".join(lines).replace("\\\n", " ")
+    pairs = []
+    for line in joined.splitlines():
+        if line.strip():
+            keyword, _, args = line.strip().partition(" ")
+            pairs.append((keyword.upper(), args.strip()))
+    return pairs
+
+
+def final_stage() -> list[tuple[str, str]]:
+    instructions = dockerfile_instructions()
+    last_from = max(i for i, (kw, _) in enumerate(instructions) if kw == "FROM")
+    return instructions[last_from:]
+
+
+def flows_of(module_name: str) -> list[FlowSpec]:
+    """The flows a module registers, re-running it if another test emptied the registry."""
+    def registered() -> list[FlowSpec]:
+        return [f for f in REGISTRY.flows.values()
+                if any(t.function.startswith(f"{module_name}:") for t in f.tasks)]
+
+    if not registered():
+        importlib.reload(sys.modules[module_name])
+    return registered()
+
+
+@pytest.fixture
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working directory the agents' ``--import`` targets are resolved from."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # import_target prepends the cwd
+    return REPO
+
+
+def test_compose_defines_nats_the_coordinator_and_an_agent_per_queue() -> None:
+    assert {"nats", "coordinator", "agent-default", "agent-gpu"} <= SERVICES.keys()
+
+
+def test_nats_is_the_official_image_2_10_or_later_with_jetstream_on_a_named_volume() -> None:
+    nats = SERVICES["nats"]
+    name, _, tag = nats["image"].partition(":")
+    assert name in ("nats", "library/nats", "docker.io/library/nats")
+    major, minor = (int(part) for part in tag.split("-")[0].split(".")[:2])
+    assert (major, minor) >= (2, 10)
+    argv = nats["command"]
+    assert "-js" in argv or "--jetstream" in argv
+    store_dir = option_values(argv, "-sd") or option_values(argv, "--store_dir")
+    assert store_dir == ["/data"]
+    assert volume_targets(nats)["/data"] in COMPOSE["volumes"]
+
+
+def test_the_coordinator_keeps_its_database_on_a_named_volume_and_starts_after_nats() -> None:
+    coordinator = SERVICES["coordinator"]
+    argv = coordinator["command"]
+    assert argv[0] == "flowforge-coordinator"
+    assert option_values(argv, "--nats") == [NATS_URL]
+    (db,) = option_values(argv, "--db")
+    assert PurePosixPath(db).parent == PurePosixPath("/data")
+    assert volume_targets(coordinator)["/data"] in COMPOSE["volumes"]
+    assert "nats" in depends_on(coordinator)
+
+
+@pytest.mark.parametrize("name", ["agent-default", "agent-gpu"])
+def test_each_agent_imports_the_examples_and_connects_to_the_compose_nats(name: str) -> None:
+    agent = SERVICES[name]
+    assert name in AGENTS
+    assert option_values(agent["command"], "--import") == ["examples.seed_pipelines"]
+    assert option_values(agent["command"], "--nats") == [NATS_URL]
+    assert "nats" in depends_on(agent)
+
+
+def test_the_default_agent_serves_the_default_queue() -> None:
+    assert option_values(SERVICES["agent-default"]["command"], "--queue") == ["default"]
+
+
+def test_the_gpu_agent_serves_queue_gpu_and_reserves_an_nvidia_gpu() -> None:
+    agent = SERVICES["agent-gpu"]
+    assert option_values(agent["command"], "--queue") == ["gpu"]
+    devices = agent["deploy"]["resources"]["reservations"]["devices"]
+    assert any(
+        d["driver"] == "nvidia" and "gpu" in d["capabilities"]
+        and (d.get("count") == "all" or int(d.get("count", 0)) >= 1)
+        for d in devices
+    )
+
+
+@pytest.mark.parametrize("name", sorted(OUR_SERVICES))
+def test_every_compose_command_is_one_of_our_console_scripts_and_accepts_its_arguments(
+    name: str,
+) -> None:
+    argv = OUR_SERVICES[name]["command"]
+    assert isinstance(argv, list), "use the list form so argv is exact"
+    assert argv[0] in SCRIPTS, f"{argv[0]!r} is not in [project.scripts]"
+    module_name, _, func = SCRIPTS[argv[0]].partition(":")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, func))
+    try:
+        module.build_parser().parse_args(argv[1:])
+    except SystemExit as exc:
+        pytest.fail(f"{name}: {shlex.join(argv)} is rejected by its parser (exit {exc.code})")
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_every_agent_import_target_resolves_from_the_working_directory(
+    name: str, in_repo: Path
+) -> None:
+    for target in option_values(AGENTS[name]["command"], "--import"):
+        module = import_target(target)
+        assert flows_of(module.__name__), f"{target} registers no flows"
+
+
+def test_every_queue_the_example_flows_use_is_served_by_some_agent(in_repo: Path) -> None:
+    served = {q for agent in AGENTS.values() for q in option_values(agent["command"], "--queue")}
+    targets = {t for agent in AGENTS.values() for t in option_values(agent["command"], "--import")}
+    used = set()
+    for target in targets:
+        for flow in flows_of(import_target(target).__name__):
+            used |= flow.queues()
+    assert "gpu" in used  # the examples exercise more than the default queue
+    assert used <= served, f"no agent serves {sorted(used - served)}"
+
+
+def test_the_dockerfile_starts_from_python_3_11_or_later() -> None:
+    from_args = [w for w in final_stage()[0][1].split() if not w.startswith("--")]
+    image = from_args[0]  # FROM [--platform=...] IMAGE [AS NAME]
+    name, _, tag = image.partition(":")
+    assert name in ("python", "library/python", "docker.io/library/python")
+    major, minor = (int(part) for part in tag.split("-")[0].split(".")[:2])
+    assert (major, minor) >= (3, 11)
+
+
+def test_the_dockerfile_installs_the_project_with_pip() -> None:
+    runs = [shlex.split(args) for kw, args in final_stage() if kw == "RUN"]
+    assert any(
+        "pip" in words[i - 1] and words[i] == "install" and "." in words[i + 1:]
+        for words in runs for i in range(1, len(words))
+    )
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    users = [args for kw, args in final_stage() if kw == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+
+
+def test_the_image_working_directory_imports_the_examples_without_clashing_with_our_packages(
+    tmp_path: Path,
+) -> None:
+    """Rebuild the final WORKDIR from the Dockerfile's COPY lines and run the agent's clash check.
+
+    With the repository itself copied into the working directory, its ``agent/`` or
+    ``flowforge/`` would sit beside the installed packages and the agent would refuse to start.
+    """
+    workdir = PurePosixPath("/")
+    copies: list[tuple[str, PurePosixPath]] = []
+    for kw, args in final_stage():
+        if kw == "WORKDIR":
+            workdir = workdir / args
+        elif kw == "COPY" and not args.startswith("--from"):
+            *sources, dest = [w for w in shlex.split(args) if not w.startswith("--")]
+            copies += [(src, workdir / dest) for src in sources]
+    image_root = tmp_path / "image"
+    for src, dest in copies:
+        if not dest.is_relative_to(workdir):
+            continue
+        target = image_root / dest.relative_to(workdir)
+        source = REPO / src
+        if source.is_dir():
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+    assert (image_root / "examples" / "seed_pipelines.py").is_file()
+    check_clashes(image_root)
