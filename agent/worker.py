@@ -23,7 +23,7 @@ from agent.binding import BindPlan
 from agent.executor import execute
 from flowforge.connection import ConnectOptions, connect
 from flowforge.context import TaskContext
-from flowforge.jetstream import DEFAULT_LEASE_S, ensure_task_consumer
+from flowforge.jetstream import DEFAULT_LEASE_S, ensure_stream, ensure_task_consumer
 from protocol.messages import (
     AgentHeartbeat,
     TaskDispatch,
@@ -102,8 +102,11 @@ class Agent:
         await self.shutdown()
 
     async def start(self) -> None:
-        self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}")
+        self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
+                                 initial_attempts=20)
         self._js = self._nc.jetstream()
+        # Agents may start before any coordinator: make sure the task stream exists (idempotent).
+        await ensure_stream(self._js, self.subjects.tasks_stream, self.subjects.wildcard("task"))
         for queue in self.config.queues:
             await ensure_task_consumer(self._js, self.subjects, queue, self.config.lease_s)
             self._subs[queue] = await self._js.pull_subscribe_bind(

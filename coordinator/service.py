@@ -62,7 +62,8 @@ class Coordinator:
 
     async def start(self) -> None:
         self._store = await Store.open(self.config.db_path)
-        self._nc = await connect(self.config.connect, name="flowforge-coordinator")
+        self._nc = await connect(self.config.connect, name="flowforge-coordinator",
+                                 initial_attempts=20)
         js = self._nc.jetstream(publish_async_max_pending=8000)
         await ensure_streams(js, self.subjects)
         flows = FlowCache(self._store)

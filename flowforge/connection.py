@@ -85,6 +85,7 @@ async def connect(
     *,
     name: str,
     reconnect: bool = True,
+    initial_attempts: int = 2,
     connect_timeout_s: float = 3.0,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
@@ -95,7 +96,9 @@ async def connect(
         "name": name,
         "connect_timeout": connect_timeout_s,
         "allow_reconnect": reconnect,
-        "max_reconnect_attempts": -1 if reconnect else 0,
+        # nats-py retries the first connect as often as it reconnects; bound the first
+        # connect so a wrong URL fails fast, then reconnect forever once connected.
+        "max_reconnect_attempts": max(1, initial_attempts),
         "reconnect_time_wait": 0.5,
         "user_credentials": opts.creds_file,
         "nkeys_seed": opts.nkey_seed_file,
@@ -114,6 +117,9 @@ async def connect(
 
     kwargs["error_cb"] = _quiet_error
     try:
-        return await nats.connect(**{k: v for k, v in kwargs.items() if v is not None})
+        nc = await nats.connect(**{k: v for k, v in kwargs.items() if v is not None})
     except Exception as exc:  # nats raises several unrelated types here
-        raise NotConnected(f"cannot reach NATS at {opts.url}: {exc or type(exc).__name__}") from None
+        reason = str(exc) or type(exc).__name__
+        raise NotConnected(f"cannot reach NATS at {opts.url}: {reason}") from None
+    nc.options["max_reconnect_attempts"] = -1 if reconnect else 0
+    return nc

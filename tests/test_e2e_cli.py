@@ -1,0 +1,154 @@
+"""End to end with the real console scripts: coordinator, agents and the CLI as subprocesses."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from flowforge.client import Client
+from flowforge.connection import ConnectOptions
+from protocol.errors import NotConnected
+from tests.helpers import run_cli, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+async def cli(env: dict[str, str], *args: str, timeout_s: float = 60):
+    return await asyncio.to_thread(run_cli, ["flowforge", *args], env, timeout_s)
+
+
+async def coordinator_answers(url: str) -> bool:
+    try:
+        async with Client(ConnectOptions(url=url), timeout_s=1.0) as c:
+            await c.flows()
+        return True
+    except NotConnected:
+        return False
+
+
+@pytest.fixture
+async def stack(spawn, cli_env, nats_server, tmp_path: Path):
+    """Coordinator and two agents (default, gpu) as subprocesses on the test's nats-server."""
+    db = tmp_path / "ff.db"
+    coordinator = spawn("flowforge-coordinator", "--db", str(db))
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=20)
+    spawn("flowforge-agent", "--queue", "default", "--import", "examples.seed_pipelines")
+    spawn("flowforge-agent", "--queue", "gpu", "--import", "examples/seed_pipelines.py")
+    registered = await cli(cli_env, "register", "examples.seed_pipelines")
+    assert registered.returncode == 0, registered.stderr
+    return {"coordinator": coordinator, "db": db}
+
+
+@pytest.mark.parametrize("flow", ["pipeline_simple", "parallel_pipelines", "pipeline_simple_ml"])
+async def test_each_example_flow_runs_end_to_end_and_show_prints_its_outputs(
+    stack, cli_env, flow: str
+) -> None:
+    done = await cli(cli_env, "run", flow, "--param", "n_rows=50", "--wait", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    detail = json.loads(done.stdout)
+    assert detail["run"]["status"] == "succeeded"
+    assert all(t["status"] == "succeeded" for t in detail["tasks"])
+
+    shown = await cli(cli_env, "show", detail["run"]["run_id"])
+    assert shown.returncode == 0
+    assert "SUCCEEDED" in shown.stdout
+    for task in detail["tasks"]:
+        assert task["task"] in shown.stdout
+    if flow == "pipeline_simple_ml":
+        train = next(t for t in detail["tasks"] if t["task"] == "train_model")
+        assert train["output"]["algorithm"] == "linear_regression_gd"
+        assert '"algorithm":"linear_regression_gd"' in shown.stdout
+
+
+async def test_the_failing_example_reports_type_message_traceback_and_run_wait_exits_1(
+    stack, cli_env
+) -> None:
+    done = await cli(cli_env, "run", "pipeline_simple_with_failure", "--wait", "--json")
+    assert done.returncode == 1
+    detail = json.loads(done.stdout)
+    tasks = {t["task"]: t for t in detail["tasks"]}
+    assert detail["run"]["status"] == "failed"
+    assert tasks["faulty_transform"]["status"] == "failed"
+    assert tasks["faulty_transform"]["error_type"] == "NameError"
+    assert "undefined_variable" in tasks["faulty_transform"]["error_message"]
+    assert "faulty_transform" in tasks["faulty_transform"]["traceback"]
+    assert tasks["publish_results"]["status"] == "upstream_failed"
+    assert tasks["independent_summary"]["status"] == "succeeded"
+
+    shown = await cli(cli_env, "show", detail["run"]["run_id"])
+    assert "NameError: name 'undefined_variable' is not defined" in shown.stdout
+    assert "Traceback" in shown.stdout
+
+
+async def test_run_without_wait_prints_the_run_id_as_json(stack, cli_env) -> None:
+    started = await cli(cli_env, "run", "pipeline_simple", "--json")
+    assert started.returncode == 0
+    assert json.loads(started.stdout)["run_id"]
+
+
+async def test_flows_and_runs_survive_a_restart_of_the_coordinator(
+    stack, cli_env, spawn, nats_server
+) -> None:
+    done = await cli(cli_env, "run", "pipeline_simple", "--wait", "--json")
+    run_id = json.loads(done.stdout)["run"]["run_id"]
+    assert stack["coordinator"].stop() == 0
+
+    spawn("flowforge-coordinator", "--db", str(stack["db"]))
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=20)
+    flows = json.loads((await cli(cli_env, "flows", "--json")).stdout)
+    assert {f["name"] for f in flows} >= {"pipeline_simple", "pipeline_simple_ml"}
+    runs = json.loads((await cli(cli_env, "runs", "--json")).stdout)
+    assert run_id in {r["run_id"] for r in runs}
+    again = await cli(cli_env, "run", "pipeline_simple", "--wait")
+    assert again.returncode == 0
+
+
+async def test_runs_filters_by_flow_and_status_and_graph_draws_the_dag(stack, cli_env) -> None:
+    await cli(cli_env, "run", "pipeline_simple_with_failure", "--wait")
+    await cli(cli_env, "run", "parallel_pipelines", "--wait")
+    failed = json.loads((await cli(cli_env, "runs", "--status", "failed", "--json")).stdout)
+    assert {r["flow"] for r in failed} == {"pipeline_simple_with_failure"}
+    listed = await cli(cli_env, "runs", "--flow", "parallel_pipelines")
+    assert "parallel_pipelines" in listed.stdout
+    assert "pipeline_simple_with_failure" not in listed.stdout
+
+    graph = await cli(cli_env, "graph", "pipeline_simple")
+    assert graph.returncode == 0
+    assert "[clean_data]" in graph.stdout
+    assert "◄── fetch_data1, fetch_data2" in graph.stdout
+
+
+async def test_cli_commands_exit_2_with_a_clear_message_when_nothing_answers(tmp_path) -> None:
+    env = {**(await asyncio.to_thread(dict, __import__("os").environ)),
+           "FLOWFORGE_NATS_URL": "nats://127.0.0.1:1"}
+    result = await cli(env, "runs")
+    assert result.returncode == 2
+    assert "cannot reach NATS at nats://127.0.0.1:1" in result.stderr
+
+
+async def test_dev_runs_a_flow_headless_and_exits_0_or_1_with_a_summary(tmp_path, cli_env) -> None:
+    args = ["dev", "examples/seed_pipelines.py", "--headless", "--data-dir", str(tmp_path / "d"),
+            "--listen", "127.0.0.1:-1"]
+    ok = await cli(cli_env, *args, "--run", "pipeline_simple")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "some_post_process_function" in ok.stdout
+    assert "succeeded" in ok.stdout
+    assert "run " in ok.stdout and " succeeded in " in ok.stdout
+
+    bad = await cli(cli_env, *args, "--run", "pipeline_simple_with_failure")
+    assert bad.returncode == 1
+    assert "NameError" in bad.stdout
+    assert (tmp_path / "d" / "flowforge.db").is_file()
+
+
+async def test_a_standalone_coordinator_starts_its_embedded_nats_server(
+    spawn, tmp_path, cli_env
+) -> None:
+    port = 4300 + (hash(str(tmp_path)) % 500)
+    url = f"nats://127.0.0.1:{port}"
+    proc = spawn("flowforge-coordinator", "--listen", f"127.0.0.1:{port}",
+                 "--data-dir", str(tmp_path / "data"), env={"FLOWFORGE_NATS_URL": ""})
+    await wait_for(lambda: coordinator_answers(url), timeout_s=20)
+    assert "embedded nats-server listening on " + url in proc.log()
+    assert (tmp_path / "data" / "flowforge.db").is_file()

@@ -1,0 +1,1 @@
+"""flowforge-dashboard: the Textual terminal dashboard (arrives with its own issue)."""
