@@ -5,10 +5,20 @@ import contextlib
 import os
 import signal
 import subprocess
+import sysconfig
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(sysconfig.get_path("scripts"))
+OUR_SCRIPTS = ("flowforge", "flowforge-coordinator", "flowforge-agent", "flowforge-dashboard")
+
+
+def script(args: list[str]) -> list[str]:
+    """Our console scripts from this interpreter's environment, whether or not it is on PATH."""
+    if args and args[0] in OUR_SCRIPTS and (SCRIPTS / args[0]).is_file():
+        return [str(SCRIPTS / args[0]), *args[1:]]
+    return args
 
 
 class Proc:
@@ -18,7 +28,7 @@ class Proc:
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        self.popen = subprocess.Popen(script(args), stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                       cwd=cwd, start_new_session=True)
 
     @property
@@ -49,7 +59,7 @@ class Proc:
 def run_cli(args: list[str], env: dict[str, str], timeout_s: float = 60.0,
             cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """Run a console script to completion and capture its output."""
-    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True,
+    return subprocess.run(script(args), env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout_s, check=False)
 
 
