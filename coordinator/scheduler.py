@@ -119,6 +119,7 @@ class Scheduler:
             return False
         if rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return False
+        ch.tasks[(msg.run_id, msg.task)] = rec  # first, so events keep cause before effect
         match msg:
             case TaskStarted():
                 if rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id:
@@ -134,7 +135,6 @@ class Scheduler:
                 self._succeed(state, rec, msg, now, ch)
             case TaskFailed():
                 self._fail(state, rec, msg, now, ch)
-        ch.tasks[(msg.run_id, msg.task)] = rec
         ch.runs[msg.run_id] = state.run
         return True
 
