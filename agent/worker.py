@@ -289,6 +289,8 @@ class Agent:
                 if msg.data and msg.reply:
                     with contextlib.suppress(Exception):
                         await msg.nak()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _finish_in_flight(self) -> None:
         if not self._tasks:

@@ -114,6 +114,7 @@ class Coordinator:
         ]
         reports = await self._js.pull_subscribe_bind(s.reports_consumer, s.reports_stream)
         triggers = await self._js.pull_subscribe_bind(s.triggers_consumer, s.triggers_stream)
+        subs += [reports, triggers]  # unacked fetched messages are redelivered after a restart
         self.started.set()
         try:
             async with asyncio.TaskGroup() as tg:

@@ -69,3 +69,35 @@ register_task_pipeline(
         "fine": {"function": ok_task, "depends_on": []},
     },
 )
+
+
+async def slow(seconds: float = 0.5) -> dict:
+    """Sleeps, then says who finished it."""
+    await asyncio.sleep(seconds)
+    return {"slept": seconds, "pid": os.getpid()}
+
+
+async def very_slow() -> dict:
+    await asyncio.sleep(3600)
+    return {"slept": 3600, "pid": os.getpid()}
+
+
+def reports_progress(ctx: TaskContext) -> str:
+    for i in range(1, 5):
+        ctx.progress(i / 4, f"step {i} of 4")
+    ctx.checkpoint("all four steps done")
+    return "done"
+
+
+register_task_pipeline(
+    flow_name="shutdown_mix",
+    pipeline={
+        "short": {"function": slow, "depends_on": []},
+        "long": {"function": very_slow, "depends_on": []},
+    },
+)
+
+register_task_pipeline(
+    flow_name="progress",
+    pipeline={"work": {"function": reports_progress, "depends_on": []}},
+)
