@@ -1,5 +1,6 @@
 """Persistence in SQLite (aiosqlite, WAL): one transaction per batch of changes."""
 
+import asyncio
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -80,6 +81,9 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._tx = asyncio.Lock()
+        """One connection, so one transaction at a time: the writer's batches and the API's
+        flow registrations would otherwise interleave their BEGIN/COMMIT across awaits."""
 
     @classmethod
     async def open(cls, path: Path | str) -> "Store":
@@ -111,6 +115,10 @@ class Store:
 
     async def register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
         """Store a definition; returns (version, changed). Raises FlowExists when refused."""
+        async with self._tx:
+            return await self._register_flow(spec, replace)
+
+    async def _register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
         version, now = spec.version(), time.time()
         async with self._db.execute("SELECT version FROM flows WHERE name = ?", (spec.name,)) as c:
             row = await c.fetchone()
@@ -176,6 +184,10 @@ class Store:
 
     async def commit(self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]] = ()) -> list[int]:
         """Write one batch in one transaction; returns the ids of the rejected rows."""
+        async with self._tx:
+            return await self._commit(ch, rejected)
+
+    async def _commit(self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]]) -> list[int]:
         ids: list[int] = []
         await self._db.execute("BEGIN")
         try:
