@@ -1,6 +1,7 @@
 """Running a service from a console script: uvloop, signals, logging, exit codes."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -38,10 +39,8 @@ def install_stop_signals(stop: Callable[[], None]) -> None:
         stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread; Windows
             loop.add_signal_handler(sig, on_signal, sig.name)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
 
 
 def run(main: Coroutine[Any, Any, int]) -> int:

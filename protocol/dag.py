@@ -69,6 +69,11 @@ def validate_flow(spec: FlowSpec) -> None:
     cycle = find_cycle(spec.name, deps)
     if cycle:
         raise CycleError(spec.name, cycle)
+    _validate_inputs(spec, deps)
+
+
+def _validate_inputs(spec: FlowSpec, deps: Mapping[str, Sequence[str]]) -> None:
+    """A parameter named like a task must name one of its ancestors."""
     ancestors = ancestors_of(deps)
     for task in spec.tasks:
         for name in task.inputs:

@@ -1,5 +1,7 @@
 """The engine end to end in one process: real NATS, real SQLite, in-process coordinator and agents."""
 
+import itertools
+
 import msgspec
 
 from flowforge.client import Client
@@ -40,7 +42,7 @@ async def test_independent_ready_tasks_overlap_on_an_agent_with_several_slots(
     detail = await client.wait((await client.start("wide")).run_id, timeout_s=30)
 
     spans = sorted((o["start"], o["end"]) for o in _outputs(detail).values())
-    overlapping = sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+    overlapping = sum(1 for a, b in itertools.pairwise(spans) if b[0] < a[1])
     assert overlapping >= 1
 
 
