@@ -1,0 +1,45 @@
+"""Benchmark flows — a wide fan-out, a single task, a long chain — whose every task is a no-op.
+
+Agents import this module (``--import bench.flows``) to learn the one function they run;
+the full-size flows are defined at import so that registration is never needed for that.
+The benchmark process defines other sizes with ``fanout_flow``/``chain_flow`` as it needs.
+"""
+
+from flowforge import register_task_pipeline
+from protocol.flows import FlowSpec
+
+FANOUT_WIDTH = 1000
+CHAIN_LENGTH = 100
+
+
+def noop() -> None:
+    """Do nothing: the benchmark measures the engine, not the task (no parameters to bind)."""
+    return None
+
+
+def single_flow() -> FlowSpec:
+    """``bench_single``: one no-op task, the unit of the trigger workload."""
+    return register_task_pipeline(flow_name="bench_single", pipeline={"only": {"function": noop}})
+
+
+def fanout_flow(width: int = FANOUT_WIDTH) -> FlowSpec:
+    """``bench_fanout_<width>``: ``root`` → ``width`` parallel no-ops → ``join``."""
+    middle = [f"t{i:05d}" for i in range(width)]
+    pipeline: dict[str, dict[str, object]] = {"root": {"function": noop}}
+    pipeline.update({name: {"function": noop, "depends_on": ["root"]} for name in middle})
+    pipeline["join"] = {"function": noop, "depends_on": middle}
+    return register_task_pipeline(flow_name=f"bench_fanout_{width}", pipeline=pipeline)
+
+
+def chain_flow(length: int = CHAIN_LENGTH) -> FlowSpec:
+    """``bench_chain_<length>``: ``t0`` → ``t1`` → … → ``t<length-1>``, one after another."""
+    pipeline: dict[str, dict[str, object]] = {"t0": {"function": noop}}
+    pipeline.update(
+        {f"t{i}": {"function": noop, "depends_on": [f"t{i - 1}"]} for i in range(1, length)}
+    )
+    return register_task_pipeline(flow_name=f"bench_chain_{length}", pipeline=pipeline)
+
+
+single_flow()
+fanout_flow()
+chain_flow()

@@ -1,0 +1,240 @@
+"""A real FlowForge deployment for one workload: coordinator (embedded NATS) plus agents."""
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from flowforge import Client, ConnectOptions
+from flowforge.connection import connect
+from protocol.errors import NotConnected
+from protocol.messages import heartbeat_decoder
+from protocol.subjects import Subjects
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 15.0
+LOG_TAIL_LINES = 40
+
+
+class StackError(RuntimeError):
+    """A process of the stack did not start, or exited while it was needed."""
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def console_script(name: str, module: str) -> list[str]:
+    """The installed console script next to this interpreter, else ``python -m module``."""
+    script = Path(sysconfig.get_path("scripts")) / name
+    return [str(script)] if script.is_file() else [sys.executable, "-m", module]
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """``VmRSS`` (now) and ``VmHWM`` (peak) of a live process, in KiB, from /proc."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss_kib" if key == "VmRSS" else "peak_rss_kib"] = int(value.split()[0])
+    return out
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc), e.g. the coordinator's nats-server."""
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+@dataclass(slots=True)
+class Proc:
+    """One child process in its own process group, its stderr and stdout in a log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            return "\n".join(f"  [{self.name}] {line}" for line in text)
+        return f"  [{self.name}] (no log)"
+
+    def check_alive(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise StackError(f"{self.name} exited with code {code}:\n{self.tail()}")
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM, wait ``grace_s``, then SIGKILL the process group; returns the exit code."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while self.popen.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        if self.popen.poll() is None:
+            print(f"bench: {self.name} (pid {self.popen.pid}) did not exit within {grace_s:g} s "
+                  "of SIGTERM; killing it", file=sys.stderr)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)  # the group: also orphans it left
+        return self.popen.wait()
+
+
+def spawn(name: str, argv: list[str], log_path: Path) -> Proc:
+    with open(log_path, "wb") as log:
+        popen = subprocess.Popen(
+            argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Proc(name, popen, log_path)
+
+
+@dataclass(slots=True)
+class Stack:
+    """``async with Stack(workdir, agents=1, concurrency=16) as s: await s.client.start(...)``."""
+
+    workdir: Path
+    agents: int = 1
+    concurrency: int = 16
+    log_level: str = "INFO"
+    url: str = ""
+    coordinator: Proc | None = None
+    agent_procs: list[Proc] = field(default_factory=list)
+    nc: NATS | None = None
+    client: Client | None = None
+    subjects: Subjects = field(default_factory=Subjects)
+    stopped: dict[str, Any] = field(default_factory=dict)
+    """How long stopping took and the exit codes (filled by ``stop()``)."""
+    _agent_ids: set[str] = field(default_factory=set)
+
+    async def __aenter__(self) -> "Stack":
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the coordinator, wait until it answers, then start agents and await heartbeats."""
+        port = free_port()
+        self.url = f"nats://127.0.0.1:{port}"
+        self.coordinator = spawn("coordinator", [
+            *console_script("flowforge-coordinator", "coordinator.cli"),
+            "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.workdir / "data"),
+            "--log-level", self.log_level,
+        ], self.workdir / "coordinator.log")
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        self.nc = await self._connect_nats(deadline)
+        self.client = await self._wait_for_api(deadline)
+        await self.nc.subscribe(self.subjects.heartbeat("*"), cb=self._on_heartbeat)
+        for i in range(self.agents):
+            self.agent_procs.append(spawn(f"agent{i}", [
+                *console_script("flowforge-agent", "agent.cli"),
+                "--nats", self.url, "--queue", "default", "--import", "bench.flows",
+                "--concurrency", str(self.concurrency), "--log-level", self.log_level,
+            ], self.workdir / f"agent{i}.log"))
+        while len(self._agent_ids) < self.agents:
+            self._check(deadline, "agents to send a heartbeat", self.agent_procs)
+            await asyncio.sleep(0.05)
+
+    def _check(self, deadline: float, what: str, procs: list[Proc]) -> None:
+        for proc in procs:
+            proc.check_alive()
+        if time.monotonic() > deadline:
+            tails = "\n".join(p.tail() for p in procs)
+            raise StackError(f"gave up after {READY_TIMEOUT_S:g} s waiting for {what}:\n{tails}")
+
+    async def _connect_nats(self, deadline: float) -> NATS:
+        assert self.coordinator is not None
+        while True:
+            try:
+                return await connect(ConnectOptions(url=self.url), name="flowforge-bench",
+                                     reconnect=False, connect_timeout_s=1.0)
+            except NotConnected:
+                self._check(deadline, "the embedded nats-server", [self.coordinator])
+                await asyncio.sleep(0.1)
+
+    async def _wait_for_api(self, deadline: float) -> Client:
+        assert self.coordinator is not None
+        client = await Client(ConnectOptions(url=self.url), timeout_s=30.0).connect()
+        while True:
+            try:
+                await client.flows()
+                return client
+            except NotConnected:
+                self._check(deadline, "the coordinator API", [self.coordinator])
+                await asyncio.sleep(0.1)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        with contextlib.suppress(Exception):
+            self._agent_ids.add(heartbeat_decoder.decode(msg.data).agent_id)
+
+    def memory(self) -> dict[str, dict[str, int]]:
+        """Current and peak RSS of the coordinator, its nats-server and each agent."""
+        out: dict[str, dict[str, int]] = {}
+        if self.coordinator is not None:
+            out["coordinator"] = memory_kib(self.coordinator.popen.pid)
+            for pid in child_pids(self.coordinator.popen.pid):
+                with contextlib.suppress(OSError):
+                    if Path(f"/proc/{pid}/comm").read_text().strip() == "nats-server":
+                        out["nats-server"] = memory_kib(pid)
+        for proc in self.agent_procs:
+            out[proc.name] = memory_kib(proc.popen.pid)
+        return out
+
+    def log_tails(self) -> str:
+        procs = [p for p in (self.coordinator, *self.agent_procs) if p is not None]
+        return "\n".join(p.tail() for p in procs)
+
+    async def stop(self) -> None:
+        """Close connections, stop agents, then the coordinator (which stops NATS); idempotent.
+
+        Runs to the end even when the caller is cancelled (e.g. by Ctrl-C), then re-raises:
+        a half-done stop would leave processes running after the benchmark exits.
+        """
+        done = asyncio.ensure_future(self._stop())
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await done
+            raise
+
+    async def _stop(self) -> None:
+        client, self.client = self.client, None
+        nc, self.nc = self.nc, None
+        for closable in (client, nc):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    await closable.close()
+        started = time.monotonic()
+        codes = await asyncio.gather(*(p.stop() for p in self.agent_procs))
+        self.stopped = {"agents_s": time.monotonic() - started, "agent_exit_codes": codes}
+        if self.coordinator is not None:
+            started = time.monotonic()
+            code = await self.coordinator.stop()
+            self.stopped |= {"coordinator_s": time.monotonic() - started,
+                             "coordinator_exit_code": code}

@@ -1,0 +1,158 @@
+"""The measured workloads: a fan-out, a burst of trigger messages, a chain — one sample each."""
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+
+from bench.stack import Stack
+from flowforge import Client
+from protocol.records import RunRecord
+from protocol.states import RUN_FINAL, RunStatus
+
+POLL_S = 2.0
+"""Run events are core NATS (at most once); a listing every POLL_S catches any that were lost."""
+
+_run_dec = msgspec.json.Decoder(RunRecord)
+
+
+class WorkloadError(RuntimeError):
+    """A run failed, or did not finish before the deadline."""
+
+
+@dataclass(slots=True)
+class RunWatcher:
+    """Records, from run events and a periodic listing, when each run of a flow finished."""
+
+    stack: Stack
+    flow: str
+    finished: dict[str, tuple[float, RunStatus]] = field(default_factory=dict)
+    from_poll: int = 0
+    _sub: Any = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __aenter__(self) -> "RunWatcher":
+        assert self.stack.nc is not None
+        subject = self.stack.subjects.run_event(self.flow, "*")
+        self._sub = await self.stack.nc.subscribe(subject, cb=self._on_event)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+    async def _on_event(self, msg: Msg) -> None:
+        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+            self._record(_run_dec.decode(msg.data), time.perf_counter())
+
+    def _record(self, run: RunRecord, at: float) -> None:
+        if run.status in RUN_FINAL and run.run_id not in self.finished:
+            self.finished[run.run_id] = (at, run.status)
+            self._changed.set()
+
+    async def wait(self, done: Any, timeout_s: float, since_wall: float) -> None:
+        """Wait until ``done(self)`` is true; re-list runs created since ``since_wall``."""
+        client = self.stack.client
+        assert client is not None
+        try:
+            async with asyncio.timeout(timeout_s):
+                polled = time.monotonic()
+                while not done(self):
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_S):
+                            await self._changed.wait()
+                    if not done(self) and time.monotonic() - polled >= POLL_S:
+                        await self._poll(client, since_wall)
+                        polled = time.monotonic()
+        except TimeoutError:
+            raise WorkloadError(
+                f"{self.flow}: gave up after {timeout_s:g} s with {len(self.finished)} runs "
+                f"finished\n{self.stack.log_tails()}"
+            ) from None
+
+    async def _poll(self, client: Client, since_wall: float) -> None:
+        now = time.perf_counter()
+        for run in await client.runs(flow=self.flow, limit=1000):
+            fresh = run.created_at >= since_wall and run.run_id not in self.finished
+            if fresh and run.status in RUN_FINAL:
+                self._record(run, now)
+                self.from_poll += 1
+
+    def failures(self) -> list[str]:
+        return [rid for rid, (_, status) in self.finished.items() if status != RunStatus.SUCCEEDED]
+
+
+async def _explain_failure(client: Client, run_id: str) -> str:
+    detail = await client.get(run_id)
+    bad = [t for t in detail.tasks if t.status.value not in ("succeeded", "pending")]
+    first = bad[0] if bad else None
+    why = f"{first.task}: {first.error_type}: {first.error_message}" if first else "no task failed"
+    return f"run {run_id} ended {detail.run.status.value} ({why})"
+
+
+async def one_run(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:
+    """Start one run through the API and time it until its succeeded event arrives."""
+    client = stack.client
+    assert client is not None
+    async with RunWatcher(stack, flow) as watcher:
+        since = time.time()
+        t0 = time.perf_counter()
+        run = await client.start(flow, {})
+        await watcher.wait(lambda w: run.run_id in w.finished, timeout_s, since)
+        t1, status = watcher.finished[run.run_id]
+    if status != RunStatus.SUCCEEDED:
+        raise WorkloadError(await _explain_failure(client, run.run_id))
+    detail = await client.get(run.run_id)
+    done = sum(t.status.value == "succeeded" for t in detail.tasks)
+    if done != len(detail.tasks):
+        raise WorkloadError(f"run {run.run_id} succeeded with {done}/{len(detail.tasks)} tasks")
+    rec = detail.run
+    coordinator_s = (rec.finished_at or 0.0) - rec.created_at
+    return {"wall_s": t1 - t0, "tasks": done, "coordinator_s": coordinator_s,
+            "from_poll": watcher.from_poll}
+
+
+async def fanout(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:
+    """1 → N → 1: wall time from the start request to the run's succeeded event; tasks/s."""
+    sample = await one_run(stack, flow, timeout_s)
+    sample["tasks_per_s"] = sample["tasks"] / sample["wall_s"]
+    return sample
+
+
+async def chain(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:
+    """t0 → … → tN-1: wall time, and per hop (one dispatch-run-report cycle per task)."""
+    sample = await one_run(stack, flow, timeout_s)
+    sample["ms_per_hop"] = 1000.0 * sample["wall_s"] / sample["tasks"]
+    return sample
+
+
+async def triggers(
+    stack: Stack, flow: str, count: int, timeout_s: float, window: int = 1000
+) -> dict[str, Any]:
+    """``count`` trigger messages published pipelined on JetStream; time until all succeeded."""
+    client, nc = stack.client, stack.nc
+    assert client is not None and nc is not None
+    js = nc.jetstream(publish_async_max_pending=window)
+    subject, payload = stack.subjects.trigger(flow), b'{"params": {}}'
+    async with RunWatcher(stack, flow) as watcher:
+        since = time.time()
+        t0 = time.perf_counter()
+        acks = [await js.publish_async(subject, payload) for _ in range(count)]
+        await js.publish_async_completed()
+        await asyncio.gather(*acks)
+        published = time.perf_counter()
+        await watcher.wait(lambda w: len(w.finished) >= count, timeout_s, since)
+        t1 = max(at for at, _ in watcher.finished.values())
+    if watcher.failures():
+        raise WorkloadError(await _explain_failure(client, watcher.failures()[0]))
+    listed = await client.runs(flow=flow, status="succeeded", limit=1000)
+    succeeded = sum(r.created_at >= since and r.source == "trigger" for r in listed)
+    if succeeded < min(count, 1000):
+        raise WorkloadError(f"{flow}: events said {count} runs succeeded, the listing {succeeded}")
+    return {"wall_s": t1 - t0, "runs": len(watcher.finished), "publish_s": published - t0,
+            "runs_per_s": len(watcher.finished) / (t1 - t0), "from_poll": watcher.from_poll}
