@@ -146,7 +146,7 @@ class Agent:
 
     async def _pull(self, queue: str, sub: JetStreamContext.PullSubscription) -> None:
         busy = False
-        while True:
+        while not self._stop.is_set():
             n = await self._take_slots(self.config.concurrency if busy else 1)
             msgs: list[Msg] = []
             try:
@@ -156,9 +156,15 @@ class Agent:
             except asyncio.CancelledError:
                 await self._give_slots(n)
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - NATS reconnecting: try again shortly
                 log.debug("fetch on %s failed: %r", queue, exc)
                 await asyncio.sleep(0.5)
+            if self._stop.is_set():  # a cancel can be lost inside nats-py's fetch: check again
+                for msg in msgs:
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                await self._give_slots(n)
+                return
             await self._give_slots(n - len(msgs))
             busy = bool(msgs)
             for msg in msgs:
