@@ -90,7 +90,7 @@ async def _start_nats(ns: argparse.Namespace) -> EmbeddedNats:
     return server
 
 
-async def dev(ns: argparse.Namespace) -> int:  # noqa: C901 - one linear story
+async def dev(ns: argparse.Namespace) -> int:
     from agent.worker import Agent, AgentConfig
     from coordinator.service import Coordinator, CoordinatorConfig
     from flowforge.cli import parse_param
