@@ -69,6 +69,11 @@ class Api:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Let requests already being handled finish and be answered (used at shutdown)."""
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=timeout_s)
+
     async def _answer(self, msg: Msg) -> None:
         reply = await self.handle(msg.subject, msg.data)
         if msg.reply:

@@ -27,6 +27,8 @@ log = logging.getLogger("flowforge.coordinator")
 
 FETCH_BATCH = 1000
 FETCH_TIMEOUT_S = 2.0
+API_GRACE_S = 10.0
+"""How long shutdown waits for API requests being handled, before stopping the writer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ class Coordinator:
         reports = await self._js.pull_subscribe_bind(s.reports_consumer, s.reports_stream)
         triggers = await self._js.pull_subscribe_bind(s.triggers_consumer, s.triggers_stream)
         subs += [reports, triggers]  # unacked fetched messages are redelivered after a restart
+        await nc.flush()  # the server has our subscriptions: "started" means answering
         self.started.set()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -128,6 +131,7 @@ class Coordinator:
                 for sub in subs:  # stop taking work
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
+                await self._api.wait_idle(API_GRACE_S)  # answer requests in hand
                 for feeder in feeders:
                     feeder.cancel()
                 await self.writer.inbox.put(StopWriter())
