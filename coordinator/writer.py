@@ -188,7 +188,7 @@ class Writer:
                 trigger = _decode_trigger(msg.data)
                 key = trigger.idempotency_key or (msg.headers or {}).get("Nats-Msg-Id")
                 if key is None:  # a redelivery after a crash must not start a second run
-                    key = f"trigger:{msg.metadata.sequence.stream}"
+                    key = _redelivery_key(msg)
                 request = StartRun(flow=flow, params=trigger.params, idempotency_key=key,
                                    source="trigger")
                 await self._start(request, now, batch)
@@ -220,6 +220,17 @@ class Writer:
             batch.keys[key] = run
         self.scheduler.start_run(run, flow, now, batch.changes)
         return run
+
+
+def _redelivery_key(msg: Msg) -> str:
+    """Same for every delivery of one stored trigger, different for any other trigger.
+
+    The stream sequence alone repeats when the stream is recreated (a NATS server whose
+    JetStream store was lost, with the SQLite file kept), which would make new triggers
+    look like old ones; the message's stored timestamp tells them apart.
+    """
+    meta = msg.metadata
+    return f"trigger:{meta.sequence.stream}:{meta.timestamp.timestamp():.6f}"
 
 
 def _decode_trigger(data: bytes) -> Trigger:
