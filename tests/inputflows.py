@@ -1,0 +1,41 @@
+"""Flows for the bad-input tests; registered on demand so other tests never see them."""
+
+import importlib
+import sys
+from types import ModuleType
+
+from flowforge import register_task_pipeline
+from protocol.flows import FlowSpec
+
+SEED_MODULE = "examples.seed_pipelines"
+
+
+def greet(name: str, times: int = 1) -> str:
+    """Needs a ``name`` run parameter: a trigger without one is refused."""
+    return " ".join([f"hello {name}"] * times)
+
+
+def noop() -> str:
+    return "done"
+
+
+def register_greeting() -> FlowSpec:
+    return register_task_pipeline(flow_name="greeting", pipeline={
+        "greet": {"function": greet, "depends_on": []},
+    })
+
+
+def register_noop() -> FlowSpec:
+    return register_task_pipeline(flow_name="noop", pipeline={
+        "noop": {"function": noop, "depends_on": []},
+    })
+
+
+def load_seed_pipelines() -> ModuleType:
+    """Import ``examples.seed_pipelines`` so its flows are registered in this test's registry.
+
+    The registry is reset after each test and a module registers only when it is executed,
+    so a module imported by an earlier test is reloaded.
+    """
+    module = sys.modules.get(SEED_MODULE)
+    return importlib.reload(module) if module else importlib.import_module(SEED_MODULE)

@@ -1,0 +1,224 @@
+"""Bad input to the coordinator API and to agents: clear error replies, nothing crashes.
+
+API requests are sent as raw bytes over core request/reply, as any NATS client could; task
+messages are published by hand on the tasks stream, bypassing the coordinator.
+"""
+
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from agent.worker import Agent
+from coordinator.service import Coordinator
+from flowforge.client import Client
+from flowforge.embedded import EmbeddedNats
+from protocol.flows import FlowSpec, TaskSpec
+from protocol.limits import MAX_PARAMS_BYTES
+from protocol.messages import TaskDispatch, TaskFailed, encoder, report_decoder
+from protocol.states import RunStatus, TaskStatus
+from tests import inputflows
+from tests.helpers import wait_for
+
+TASKS_STREAM = "FLOWFORGE_TASKS"
+MISSING_MODULE = "some_module_that_does_not_exist"
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NATS]:
+    """A plain nats-py connection, as any other program would have."""
+    conn = await nats.connect(nats_server.url)
+    yield conn
+    await conn.drain()
+
+
+async def _ask(nc: NATS, subject: str, payload: bytes) -> dict[str, Any]:
+    msg = await nc.request(subject, payload, timeout=10)
+    return json.loads(msg.data)
+
+
+def _error(reply: dict[str, Any], code: str, *fragments: str) -> None:
+    assert reply["ok"] is False, reply
+    assert reply["error"]["code"] == code, reply
+    for fragment in fragments:
+        assert fragment in reply["error"]["message"], reply["error"]["message"]
+
+
+async def _still_serves(client: Client) -> None:
+    await client.register([inputflows.register_noop()])
+    run = await client.start("noop")
+    assert run.flow == "noop"
+    assert (await client.get(run.run_id)).run.run_id == run.run_id
+
+
+# -- the coordinator API ------------------------------------------------------------------------
+
+MALFORMED_REQUESTS = {
+    "invalid-json": ("runs.get", b'{"run_id": ', "invalid runs.get request"),
+    "binary-garbage": ("flows.register", b"\xff\xfe\x00\x01", "invalid flows.register request"),
+    "empty-body-missing-field": ("runs.get", b"", "run_id"),
+    "array-not-object": ("runs.list", b"[]", "Expected `object`"),
+    "run-id-a-number": ("runs.get", b'{"run_id": 5}', "$.run_id"),
+    "limit-a-string": ("runs.list", b'{"limit": "many"}', "$.limit"),
+    "unknown-status": ("runs.list", b'{"status": "exploded"}', "$.status"),
+    "params-a-list": ("runs.start", b'{"flow": "noop", "params": [1]}', "$.params"),
+    "flows-a-string": ("flows.register", b'{"flows": "all of them"}', "$.flows"),
+    "task-without-function": ("flows.register",
+                              b'{"flows": [{"name": "f", "tasks": [{"name": "t"}]}]}',
+                              "function"),
+    "unknown-verb": ("runs.explode", b"{}", "unknown API subject", "runs.explode"),
+    "unknown-noun": ("spaceships.list", b"{}", "unknown API subject", "spaceships.list"),
+    "too-few-tokens": ("runs", b"{}", "unknown API subject"),
+    "huge-garbage": ("runs.start", b"{" + b"x" * (4 * 1024 * 1024), "invalid runs.start request"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_REQUESTS))
+async def test_a_malformed_api_request_gets_a_bad_request_reply_and_the_coordinator_goes_on(
+    case: str, coordinator: Coordinator, client: Client, nc: NATS
+) -> None:
+    subject, payload, *fragments = MALFORMED_REQUESTS[case]
+
+    reply = await _ask(nc, f"flowforge.api.{subject}", payload)
+
+    _error(reply, "bad_request", *fragments)
+    await _still_serves(client)
+
+
+async def test_run_parameters_over_the_size_limit_are_refused_with_advice(
+    coordinator: Coordinator, client: Client, nc: NATS
+) -> None:
+    await client.register([inputflows.register_noop()])
+    huge = {"flow": "noop", "params": {"blob": "x" * (2 * MAX_PARAMS_BYTES)}}
+
+    reply = await _ask(nc, "flowforge.api.runs.start", encoder.encode(huge))
+
+    _error(reply, "invalid_params", f"over {MAX_PARAMS_BYTES} bytes", "reference")
+    assert await client.runs() == []
+    await _still_serves(client)
+
+
+async def test_an_unknown_run_id_gets_unknown_run_naming_the_id(
+    coordinator: Coordinator, client: Client, nc: NATS
+) -> None:
+    reply = await _ask(nc, "flowforge.api.runs.get", b'{"run_id": "no-such-run"}')
+
+    _error(reply, "unknown_run", "'no-such-run'")
+    await _still_serves(client)
+
+
+@pytest.mark.parametrize(("subject", "payload"), [
+    ("runs.start", b'{"flow": "no_such_flow"}'),
+    ("flows.get", b'{"name": "no_such_flow"}'),
+])
+async def test_an_unknown_flow_gets_unknown_flow_naming_the_flow(
+    subject: str, payload: bytes, coordinator: Coordinator, client: Client, nc: NATS
+) -> None:
+    reply = await _ask(nc, f"flowforge.api.{subject}", payload)
+
+    _error(reply, "unknown_flow", "'no_such_flow'")
+    await _still_serves(client)
+
+
+async def test_a_request_without_a_reply_subject_is_ignored_without_harm(
+    coordinator: Coordinator, client: Client, nc: NATS
+) -> None:
+    await nc.publish("flowforge.api.runs.get", b"garbage")
+    await nc.publish("flowforge.api.runs.start", b'{"flow": "no_such_flow"}')
+    await nc.flush()
+
+    await _still_serves(client)
+
+
+# -- agents: only registered functions, never an import -----------------------------------------
+
+
+async def test_a_task_naming_a_function_the_agent_did_not_register_fails_and_imports_nothing(
+    coordinator: Coordinator, start_agent: Callable[..., Awaitable[Agent]], client: Client
+) -> None:
+    await start_agent()
+    sneaky = FlowSpec(name="sneaky", tasks=(
+        TaskSpec(name="shell", function="os:system"),
+        TaskSpec(name="ghost", function=f"{MISSING_MODULE}:run"),
+    ))
+    await client.register([sneaky])
+
+    detail = await client.wait((await client.start("sneaky")).run_id, timeout_s=20)
+
+    assert detail.run.status is RunStatus.FAILED
+    for task in detail.tasks:
+        assert task.status is TaskStatus.FAILED
+        assert task.error_type == "UnknownFunction"
+        assert "runs only functions registered by the modules it imported" in (
+            task.error_message or "")
+    by_name = {t.task: t.error_message or "" for t in detail.tasks}
+    assert "'os:system'" in by_name["shell"]
+    assert f"'{MISSING_MODULE}:run'" in by_name["ghost"]
+    assert MISSING_MODULE not in sys.modules
+    await _still_serves(client)
+
+
+async def test_a_hand_made_task_message_for_an_unregistered_function_is_reported_failed(
+    coordinator: Coordinator, start_agent: Callable[..., Awaitable[Agent]], nc: NATS
+) -> None:
+    agent = await start_agent()
+    reports = await nc.subscribe("flowforge.report.handmade01")
+    dispatch = TaskDispatch(
+        run_id="handmade01", flow="whatever", version="0", task="pwn", attempt=1,
+        function=f"{MISSING_MODULE}:run", params={"cmd": "rm -rf /"}, queued_at=time.time(),
+    )
+
+    await nc.jetstream().publish("flowforge.task.default", encoder.encode(dispatch))
+
+    report = report_decoder.decode((await reports.next_msg(timeout=10)).data)
+    assert isinstance(report, TaskFailed)
+    assert (report.run_id, report.task, report.attempt) == ("handmade01", "pwn", 1)
+    assert report.agent_id == agent.agent_id
+    assert report.error_type == "UnknownFunction"
+    assert f"'{MISSING_MODULE}:run'" in report.message
+    assert "nothing was imported" in report.message
+    assert MISSING_MODULE not in sys.modules
+    await wait_for(lambda: _tasks_settled(nc, 1))
+
+
+async def _tasks_settled(nc: NATS, delivered: int) -> bool:
+    info = await nc.jetstream().consumer_info(TASKS_STREAM, "tasks_default")
+    return (info.delivered.stream_seq >= delivered and info.num_pending == 0
+            and info.num_ack_pending == 0)
+
+
+GARBAGE_TASKS = [
+    b"\x00\xff not json at all",
+    b"",
+    b"[]",
+    b'{"kind": "task.v1"}',
+    b'{"kind": "task.v99", "run_id": "r"}',
+    b'{"kind": "task.v1", "run_id": 5, "flow": "f", "version": "v", "task": "t", '
+    b'"function": "m:f", "attempt": "first"}',
+]
+
+
+async def test_malformed_task_messages_do_not_crash_the_agent_and_it_serves_the_next_run(
+    coordinator: Coordinator, start_agent: Callable[..., Awaitable[Agent]], client: Client,
+    nc: NATS
+) -> None:
+    await client.register([inputflows.register_noop()])
+    await start_agent(concurrency=1)
+    js = nc.jetstream()
+
+    for payload in GARBAGE_TASKS:
+        await js.publish("flowforge.task.default", payload)
+    await wait_for(lambda: _tasks_settled(nc, len(GARBAGE_TASKS)))
+
+    info = await js.consumer_info(TASKS_STREAM, "tasks_default")
+    assert info.num_redelivered == 0
+    assert (await js.stream_info(TASKS_STREAM)).state.messages == 0
+    detail = await client.wait((await client.start("noop")).run_id, timeout_s=20)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert msgspec.json.decode(detail.tasks[0].output) == "done"
