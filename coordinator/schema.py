@@ -26,13 +26,14 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL,
         started_at REAL,
         finished_at REAL,
-        idempotency_key TEXT UNIQUE,
+        idempotency_key TEXT,
         source TEXT NOT NULL,
         counts BLOB NOT NULL
     );
     CREATE INDEX runs_by_flow ON runs (flow, created_at);
     CREATE INDEX runs_by_status ON runs (status, created_at);
     CREATE INDEX runs_by_created ON runs (created_at);
+    CREATE UNIQUE INDEX runs_by_key ON runs (flow, idempotency_key);
     CREATE TABLE task_instances (
         run_id TEXT NOT NULL,
         task TEXT NOT NULL,

@@ -229,9 +229,10 @@ class Store:
         ) as cur:
             return [_task_from_row(r) for r in await cur.fetchall()]
 
-    async def run_by_key(self, key: str) -> RunRecord | None:
+    async def run_by_key(self, flow: str, key: str) -> RunRecord | None:
+        """The run of ``flow`` started with this idempotency key, if any (keys are per flow)."""
         async with self._db.execute(
-            f"SELECT {_RUN_COLS} FROM runs WHERE idempotency_key = ?", (key,)
+            f"SELECT {_RUN_COLS} FROM runs WHERE flow = ? AND idempotency_key = ?", (flow, key)
         ) as cur:
             row = await cur.fetchone()
         return None if row is None else _run_from_row(row)

@@ -16,7 +16,7 @@ from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
 from protocol.api import StartRun
 from protocol.dag import check_params
-from protocol.errors import BadRequest, ErrorCode, FlowForgeError, InvalidParams
+from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
 from protocol.limits import MAX_PARAMS_BYTES
 from protocol.messages import Trigger, encoder, report_decoder, trigger_decoder
 from protocol.records import RunRecord
@@ -69,7 +69,7 @@ class _Batch:
     replies: list[tuple[asyncio.Future[RunRecord], RunRecord | BaseException]] = field(
         default_factory=list
     )
-    keys: dict[str, RunRecord] = field(default_factory=dict)
+    keys: dict[tuple[str, str], RunRecord] = field(default_factory=dict)
 
 
 class Writer:
@@ -201,14 +201,16 @@ class Writer:
     async def _start(self, request: StartRun, now: float, batch: _Batch) -> RunRecord:
         flow = await self.flows.current(request.flow)
         if len(encoder.encode(request.params)) > MAX_PARAMS_BYTES:
-            raise InvalidParams(
+            raise TooLarge(
                 f"parameters are over {MAX_PARAMS_BYTES} bytes; pass a reference (a path or "
                 "a key) instead of the data"
             )
         check_params(request.flow, flow.spec.param_specs(), request.params)
         key = request.idempotency_key
         if key:
-            existing = batch.keys.get(key) or await self.store.run_by_key(key)
+            existing = batch.keys.get((request.flow, key)) or await self.store.run_by_key(
+                request.flow, key
+            )
             if existing is not None:
                 return existing
         run = RunRecord(
@@ -217,7 +219,7 @@ class Writer:
             source=request.source,
         )
         if key:
-            batch.keys[key] = run
+            batch.keys[(request.flow, key)] = run
         self.scheduler.start_run(run, flow, now, batch.changes)
         return run
 
@@ -235,7 +237,7 @@ def _redelivery_key(msg: Msg) -> str:
 
 def _decode_trigger(data: bytes) -> Trigger:
     if len(data) > MAX_PARAMS_BYTES + 1024:
-        raise BadRequest(f"trigger is {len(data)} bytes; the limit is {MAX_PARAMS_BYTES}")
+        raise TooLarge(f"trigger is {len(data)} bytes; the limit is {MAX_PARAMS_BYTES}")
     try:
         return trigger_decoder.decode(data)
     except msgspec.ValidationError as exc:

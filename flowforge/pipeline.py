@@ -7,7 +7,7 @@ from typing import Any
 from flowforge.introspect import bind_plan, doc_and_source, function_ref
 from flowforge.registry import REGISTRY
 from protocol.dag import validate_flow
-from protocol.errors import InvalidFlow, InvalidOption
+from protocol.errors import DuplicateTask, InvalidFlow, InvalidOption
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.limits import is_valid_name
 
@@ -140,7 +140,7 @@ class Flow:
         def add(f: Callable[..., Any]) -> Callable[..., Any]:
             task_name = name or f.__name__
             if task_name in self._pipeline:
-                raise InvalidFlow(f"flow {self.name!r}: task {task_name!r} is defined twice")
+                raise DuplicateTask(self.name, task_name)
             self._pipeline[task_name] = {"function": f, **options}
             return f
 

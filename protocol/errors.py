@@ -103,6 +103,10 @@ class BadRequest(FlowForgeError):
     code = ErrorCode.BAD_REQUEST
 
 
+class TooLarge(FlowForgeError):
+    code = ErrorCode.TOO_LARGE
+
+
 class InvalidState(FlowForgeError):
     code = ErrorCode.INVALID_STATE
 

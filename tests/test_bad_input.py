@@ -99,7 +99,7 @@ async def test_run_parameters_over_the_size_limit_are_refused_with_advice(
 
     reply = await _ask(nc, "flowforge.api.runs.start", encoder.encode(huge))
 
-    _error(reply, "invalid_params", f"over {MAX_PARAMS_BYTES} bytes", "reference")
+    _error(reply, "too_large", f"over {MAX_PARAMS_BYTES} bytes", "reference")
     assert await client.runs() == []
     await _still_serves(client)
 

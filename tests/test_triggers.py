@@ -116,7 +116,7 @@ BAD_TRIGGERS = {
                                      "bad_request", "$.idempotency_key"),
     "over-the-size-limit": ("pipeline_simple",
                             b'{"params": {"blob": "' + b"x" * 300_000 + b'"}}',
-                            "bad_request", "the limit is"),
+                            "too_large", "the limit is"),
 }
 
 
@@ -224,3 +224,17 @@ async def test_triggers_still_start_runs_after_the_nats_store_was_lost_and_the_d
 
 async def _run_count(client: Client, n: int) -> bool:
     return len(await client.runs(flow="pipeline_simple")) == n
+
+
+async def test_the_same_idempotency_key_on_two_flows_starts_one_run_of_each(
+    coordinator: Coordinator, client: Client
+) -> None:
+    inputflows.load_seed_pipelines()
+    await client.register([REGISTRY.flows["pipeline_simple"], REGISTRY.flows["parallel_pipelines"]])
+    first = await client.start("pipeline_simple", idempotency_key="nightly-2026-11-30")
+    other = await client.start("parallel_pipelines", idempotency_key="nightly-2026-11-30")
+    again = await client.start("pipeline_simple", idempotency_key="nightly-2026-11-30")
+
+    assert other.run_id != first.run_id
+    assert other.flow == "parallel_pipelines"
+    assert again.run_id == first.run_id
