@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=float(env("GRACE", "30") or 30),
                    metavar="SECONDS", help="on SIGTERM, how long running tasks may finish "
                    "[FLOWFORGE_GRACE] (default: %(default)s)")
+    p.add_argument("--heartbeat", type=float, default=float(env("HEARTBEAT", "5") or 5),
+                   metavar="SECONDS", help="how often to tell the coordinator it is alive "
+                   "[FLOWFORGE_HEARTBEAT] (default: %(default)s)")
     p.add_argument("--agent-id", default=env("AGENT_ID", ""),
                    help="[FLOWFORGE_AGENT_ID] (default: host-pid-random)")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
@@ -82,6 +85,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         concurrency=max(ns.concurrency, len(queues)),
         lease_s=ns.lease,
         grace_s=ns.grace,
+        heartbeat_s=ns.heartbeat,
         agent_id=ns.agent_id,
     )
 

@@ -9,6 +9,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from coordinator.agents import AgentRegistry
 from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
 from coordinator.store import Store
@@ -20,6 +21,7 @@ from protocol.api import (
     FlowDetail,
     GetFlow,
     GetRun,
+    ListAgents,
     ListRejected,
     ListRuns,
     RegisteredFlow,
@@ -42,7 +44,7 @@ class Api:
 
     def __init__(
         self, store: Store, flows: FlowCache, writer: Writer, publisher: Publisher,
-        js: JetStreamContext, subjects: Subjects, lease_s: float,
+        js: JetStreamContext, subjects: Subjects, lease_s: float, agents: AgentRegistry,
     ) -> None:
         self.store = store
         self.flows = flows
@@ -51,6 +53,7 @@ class Api:
         self.js = js
         self.subjects = subjects
         self.lease_s = lease_s
+        self.agents = agents
         self._inflight: set[asyncio.Task[None]] = set()
         self._register_lock = asyncio.Lock()
         self._handlers: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]] = {
@@ -61,6 +64,7 @@ class Api:
             ("runs", "get"): self.get_run,
             ("runs", "list"): self.list_runs,
             ("rejected", "list"): self.list_rejected,
+            ("agents", "list"): self.list_agents,
         }
 
     async def on_message(self, msg: Msg) -> None:
@@ -137,6 +141,9 @@ class Api:
 
     async def list_runs(self, req: ListRuns) -> Any:
         return await self.store.list_runs(req.flow, req.status, req.limit)
+
+    async def list_agents(self, req: ListAgents) -> Any:
+        return self.agents.listing(req.include_gone)
 
     async def list_rejected(self, req: ListRejected) -> Any:
         return await self.store.list_rejected(req.limit)

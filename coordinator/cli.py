@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease", type=float, default=float(env("LEASE", str(DEFAULT_LEASE_S)) or 30),
                    metavar="SECONDS", help="task lease before redelivery [FLOWFORGE_LEASE] "
                    "(default: %(default)s)")
+    p.add_argument("--agent-lost-after", type=float, default=float(env("AGENT_LOST_AFTER", "15") or 15),
+                   metavar="SECONDS", help="an agent silent this long is reported lost "
+                   "[FLOWFORGE_AGENT_LOST_AFTER] (default: %(default)s)")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
                    help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
     return p
@@ -71,6 +74,7 @@ async def serve(ns: argparse.Namespace) -> int:
         connect=options_from_args(ns, url),
         db_path=ns.db or ns.data_dir / "flowforge.db",
         lease_s=ns.lease,
+        agent_lost_after_s=ns.agent_lost_after,
     )
     coordinator = Coordinator(config)
     try:

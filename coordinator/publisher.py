@@ -9,7 +9,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from protocol.messages import ErrorEvent, TaskDispatch, encoder
-from protocol.records import FlowSummary, RunRecord, TaskRecord
+from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
 from protocol.subjects import Subjects
 
 log = logging.getLogger("flowforge.coordinator.publisher")
@@ -80,6 +80,9 @@ class Publisher:
 
     async def flow_event(self, flow: FlowSummary) -> None:
         await self._nc.publish(self._s.flow_event(flow.name), encoder.encode(flow))
+
+    async def agent_event(self, info: AgentInfo) -> None:
+        await self._nc.publish(self._s.agent_event(info.agent_id), encoder.encode(info))
 
     async def error_event(
         self, kind: str, subject: str, code: str, reason: str, rejected_id: int | None = None

@@ -7,11 +7,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
+from coordinator.agents import AgentRegistry
 from coordinator.api import Api
 from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
@@ -20,13 +22,14 @@ from coordinator.store import Store
 from coordinator.writer import Reports, StopWriter, Triggers, Writer
 from flowforge.connection import ConnectOptions, connect
 from flowforge.jetstream import DEFAULT_LEASE_S, ensure_streams, ensure_task_consumer
-from protocol.messages import AgentHeartbeat, heartbeat_decoder
+from protocol.messages import heartbeat_decoder
 from protocol.subjects import API_QUEUE_GROUP, Subjects
 
 log = logging.getLogger("flowforge.coordinator")
 
 FETCH_BATCH = 1000
 FETCH_TIMEOUT_S = 2.0
+AGENT_SWEEP_S = 0.5
 API_GRACE_S = 10.0
 """How long shutdown waits for API requests being handled, before stopping the writer."""
 
@@ -36,6 +39,7 @@ class CoordinatorConfig:
     connect: ConnectOptions
     db_path: Path
     lease_s: float = DEFAULT_LEASE_S
+    agent_lost_after_s: float = 15.0
 
 
 class Coordinator:
@@ -45,7 +49,7 @@ class Coordinator:
         self.config = config
         self.subjects = Subjects(config.connect.namespace)
         self.scheduler = Scheduler()
-        self.agents: dict[str, AgentHeartbeat] = {}
+        self.agents = AgentRegistry(lost_after_s=config.agent_lost_after_s)
         self._nc: NATS | None = None
         self._store: Store | None = None
         self._stop = asyncio.Event()
@@ -74,7 +78,7 @@ class Coordinator:
                              trigger_prefix=self.subjects.trigger(""))
         self._js, self._flows, self._publisher = js, flows, publisher
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
-                        self.config.lease_s)
+                        self.config.lease_s, self.agents)
         for summary in await self._store.list_flows():
             await flows.current(summary.name)
         for queue in flows.queues():
@@ -126,6 +130,7 @@ class Coordinator:
                     tg.create_task(self._pull(reports, Reports)),
                     tg.create_task(self._pull(triggers, Triggers)),
                     tg.create_task(self._publisher.retry_loop()),
+                    tg.create_task(self._sweep_agents()),
                 ]
                 await self._stop.wait()
                 for sub in subs:  # stop taking work
@@ -157,10 +162,18 @@ class Coordinator:
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:
             beat = heartbeat_decoder.decode(msg.data)
-        except Exception as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.debug("bad heartbeat on %s: %s", msg.subject, exc)
             return
-        self.agents[beat.agent_id] = beat
+        await self._publisher.agent_event(self.agents.beat(beat, time.time()))
+
+    async def _sweep_agents(self) -> None:
+        while True:
+            await asyncio.sleep(AGENT_SWEEP_S)
+            for info in self.agents.sweep(time.time()):
+                log.warning("agent %s on %s is lost (no heartbeat for %.0f s)",
+                            info.agent_id, info.host, time.time() - info.last_seen)
+                await self._publisher.agent_event(info)
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ EPILOG = """examples:
   flowforge runs --flow pipeline_simple --status failed
   flowforge show RUN_ID
   flowforge graph pipeline_simple
+  flowforge agents
 
 exit codes: 0 ok (run succeeded), 1 run failed or cancelled, 2 usage or connection error
 """
@@ -110,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("flow")
     c.add_argument("--json", action="store_true", help="print the flow definition as JSON")
 
+    c = cmd("agents", "live agents (and lost or stopped ones): queues, slots, last heartbeat")
+    c.add_argument("--live", action="store_true", help="only live agents")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
     c = cmd("rejected", "messages the coordinator refused (bad triggers), with reasons")
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--json", action="store_true", help="print JSON")
@@ -183,6 +189,12 @@ async def _graph(c: Client, ns: argparse.Namespace) -> int:
     return runtime.EXIT_OK
 
 
+async def _agents(c: Client, ns: argparse.Namespace) -> int:
+    agents = await c.agents(include_gone=not ns.live)
+    _print_json(agents) if ns.json else print(render.agents_table(agents, time.time()))
+    return runtime.EXIT_OK
+
+
 async def _rejected(c: Client, ns: argparse.Namespace) -> int:
     items = await c.rejected(ns.limit)
     _print_json(items) if ns.json else print(render.rejected_table(items))
@@ -191,7 +203,7 @@ async def _rejected(c: Client, ns: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "register": _register, "run": _run, "runs": _runs, "show": _show, "flows": _flows,
-    "graph": _graph, "rejected": _rejected,
+    "graph": _graph, "rejected": _rejected, "agents": _agents,
 }
 
 

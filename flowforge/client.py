@@ -17,6 +17,7 @@ from protocol.errors import NotConnected, RemoteError
 from protocol.flows import FlowSpec
 from protocol.messages import ErrorEvent, encoder
 from protocol.records import (
+    AgentInfo,
     FlowSummary,
     RejectedMessage,
     RunDetail,
@@ -32,8 +33,9 @@ _run_dec = msgspec.json.Decoder(RunRecord)
 _task_dec = msgspec.json.Decoder(TaskRecord)
 _flow_dec = msgspec.json.Decoder(FlowSummary)
 _error_dec = msgspec.json.Decoder(ErrorEvent)
+_agent_dec = msgspec.json.Decoder(AgentInfo)
 
-Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent
+Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo
 
 
 def decode_event(subject: str, data: bytes, namespace: str) -> Event | None:
@@ -48,6 +50,8 @@ def decode_event(subject: str, data: bytes, namespace: str) -> Event | None:
             return _flow_dec.decode(data)
         case "error":
             return _error_dec.decode(data)
+        case "agent":
+            return _agent_dec.decode(data)
     return None
 
 
@@ -147,6 +151,11 @@ class Client:
     ) -> list[RunRecord]:
         body = {"flow": flow, "status": status, "limit": limit}
         return await self.request("runs", "list", body, list[RunRecord])
+
+    async def agents(self, include_gone: bool = True) -> list[AgentInfo]:
+        """Agents the coordinator heard from: live ones first, then lost or stopped."""
+        return await self.request("agents", "list", {"include_gone": include_gone},
+                                  list[AgentInfo])
 
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
         return await self.request("rejected", "list", {"limit": limit}, list[RejectedMessage])

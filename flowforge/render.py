@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import msgspec
 
 from protocol.flows import FlowSpec
-from protocol.records import FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
+from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from protocol.states import TaskStatus
 
 MAX_CELL = 60
@@ -65,6 +65,16 @@ def flows_table(flows: Sequence[FlowSummary]) -> str:
              f"{f.last_run_status.value} ({f.last_run_id})" if f.last_run_status else "-"]
             for f in flows
         ],
+    )
+
+
+def agents_table(agents: Sequence[AgentInfo], now: float) -> str:
+    if not agents:
+        return "no agents have been seen"
+    return table(
+        ["agent", "status", "host", "queues", "slots", "functions", "last heartbeat"],
+        [[a.agent_id, a.status, a.host, ",".join(a.queues), f"{a.slots_busy}/{a.slots_total}",
+          str(len(a.functions)), f"{now - a.last_seen:.0f} s ago"] for a in agents],
     )
 
 

@@ -56,6 +56,11 @@ class ListRejected(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 50
 
 
+class ListAgents(msgspec.Struct, frozen=True, kw_only=True):
+    include_gone: bool = True
+    """Also list agents that stopped or were lost."""
+
+
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     message: str
@@ -77,6 +82,7 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("runs", "get"): GetRun,
     ("runs", "list"): ListRuns,
     ("rejected", "list"): ListRejected,
+    ("agents", "list"): ListAgents,
 }
 
 class RawReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -85,3 +85,19 @@ class RejectedMessage(msgspec.Struct, kw_only=True):
     code: str
     raw: bytes
     received_at: float
+
+
+class AgentInfo(msgspec.Struct, kw_only=True):
+    """An agent as the coordinator last heard of it."""
+
+    agent_id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    functions: tuple[str, ...]
+    slots_total: int
+    slots_busy: int
+    started_at: float
+    last_seen: float
+    status: str = "live"
+    """live, lost (no heartbeat for a while) or stopped (said goodbye)."""

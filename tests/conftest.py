@@ -53,9 +53,10 @@ async def start_coordinator(
     """Factory: an in-process coordinator on the test's NATS and a SQLite file in tmp_path."""
     running: list[tuple[Coordinator, asyncio.Task[None]]] = []
 
-    async def start(db_path: Path | None = None, lease_s: float = 30.0) -> Coordinator:
+    async def start(db_path: Path | None = None, lease_s: float = 30.0,
+                    agent_lost_after_s: float = 15.0) -> Coordinator:
         config = CoordinatorConfig(connect=nats_opts, db_path=db_path or tmp_path / "ff.db",
-                                   lease_s=lease_s)
+                                   lease_s=lease_s, agent_lost_after_s=agent_lost_after_s)
         coordinator = Coordinator(config)
         await coordinator.start()
         task = asyncio.create_task(coordinator.run())
@@ -81,10 +82,12 @@ async def start_agent(nats_opts: ConnectOptions) -> AsyncIterator[Callable[..., 
     running: list[tuple[Agent, asyncio.Task[None]]] = []
 
     async def start(queues: tuple[str, ...] = ("default",), concurrency: int = 4,
-                    agent_id: str = "", lease_s: float = 30.0, grace_s: float = 5.0) -> Agent:
+                    agent_id: str = "", lease_s: float = 30.0, grace_s: float = 5.0,
+                    heartbeat_s: float = 5.0) -> Agent:
         agent = Agent(AgentConfig(
             connect=nats_opts, queues=queues, functions=dict(REGISTRY.functions),
             concurrency=concurrency, agent_id=agent_id, lease_s=lease_s, grace_s=grace_s,
+            heartbeat_s=heartbeat_s,
         ))
         await agent.start()
         task = asyncio.create_task(agent.run())

@@ -1,0 +1,50 @@
+"""The agents the coordinator has heard from: live, lost or stopped, and what they serve."""
+
+from protocol.messages import AgentHeartbeat
+from protocol.records import AgentInfo
+
+LIVE, LOST, STOPPED = "live", "lost", "stopped"
+FORGET_AFTER_S = 3600.0
+
+
+class AgentRegistry:
+    """Heartbeats in, agent states out; an agent silent for ``lost_after_s`` is lost."""
+
+    def __init__(self, lost_after_s: float = 15.0) -> None:
+        self.lost_after_s = lost_after_s
+        self.agents: dict[str, AgentInfo] = {}
+
+    def beat(self, hb: AgentHeartbeat, now: float) -> AgentInfo:
+        info = AgentInfo(
+            agent_id=hb.agent_id, host=hb.host, pid=hb.pid, queues=hb.queues,
+            functions=hb.functions, slots_total=hb.slots_total, slots_busy=hb.slots_busy,
+            started_at=hb.started_at, last_seen=now, status=STOPPED if hb.stopping else LIVE,
+        )
+        self.agents[hb.agent_id] = info
+        return info
+
+    def sweep(self, now: float) -> list[AgentInfo]:
+        """Mark silent agents lost and forget long-gone ones; returns those that changed."""
+        changed = []
+        for agent_id, info in list(self.agents.items()):
+            silent_s = now - info.last_seen
+            if info.status == LIVE and silent_s > self.lost_after_s:
+                info.status = LOST
+                changed.append(info)
+            elif info.status != LIVE and silent_s > FORGET_AFTER_S:
+                del self.agents[agent_id]
+        return changed
+
+    def listing(self, include_gone: bool = True) -> list[AgentInfo]:
+        items = [a for a in self.agents.values() if include_gone or a.status == LIVE]
+        return sorted(items, key=lambda a: (a.status != LIVE, a.agent_id))
+
+    def why_waiting(self, queue: str, function: str) -> str | None:
+        """Why a task on ``queue`` naming ``function`` cannot start now, or None if it can."""
+        live = [a for a in self.agents.values() if a.status == LIVE]
+        on_queue = [a for a in live if queue in a.queues]
+        if not on_queue:
+            return f"waiting: no agent on queue {queue}"
+        if not any(function in a.functions for a in on_queue):
+            return f"waiting: no agent on queue {queue} has {function}"
+        return None

@@ -1,0 +1,58 @@
+"""The coordinator's view of agents: live, stopped and lost, listed by `flowforge agents`."""
+
+import asyncio
+import json
+
+import pytest
+
+from flowforge.client import Client
+from tests import taskflows  # noqa: F401 - registers the flows the agents serve
+from tests.helpers import run_cli, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+async def _status(client: Client, agent_id: str) -> str | None:
+    return next((a.status for a in await client.agents() if a.agent_id == agent_id), None)
+
+
+async def test_a_live_agent_is_listed_with_its_queues_functions_and_slots(
+    coordinator, start_agent, client: Client, cli_env
+) -> None:
+    await start_agent(("default", "gpu"), concurrency=3, agent_id="box-1", heartbeat_s=0.2)
+    await wait_for(lambda: _is(client, "box-1", "live"))
+
+    info = next(a for a in await client.agents() if a.agent_id == "box-1")
+    assert info.queues == ("default", "gpu")
+    assert info.slots_total == 3
+    assert "tests.taskflows:timed_step" in info.functions
+
+    listed = await asyncio.to_thread(run_cli, ["flowforge", "agents", "--json"], cli_env)
+    assert listed.returncode == 0
+    assert json.loads(listed.stdout)[0]["agent_id"] == "box-1"
+    table = await asyncio.to_thread(run_cli, ["flowforge", "agents"], cli_env)
+    assert "box-1" in table.stdout and "default,gpu" in table.stdout and "0/3" in table.stdout
+
+
+async def _is(client: Client, agent_id: str, status: str) -> bool:
+    return await _status(client, agent_id) == status
+
+
+async def test_an_agent_that_stops_says_so_and_one_killed_is_marked_lost(
+    start_coordinator, spawn, client: Client
+) -> None:
+    await start_coordinator(agent_lost_after_s=1.0)
+    polite = spawn("flowforge-agent", "--import", "tests.taskflows", "--agent-id", "polite",
+                   "--heartbeat", "0.2")
+    killed = spawn("flowforge-agent", "--import", "tests.taskflows", "--agent-id", "killed",
+                   "--heartbeat", "0.2")
+    await wait_for(lambda: _is(client, "polite", "live"))
+    await wait_for(lambda: _is(client, "killed", "live"))
+
+    polite.stop()
+    killed.kill9()
+
+    await wait_for(lambda: _is(client, "polite", "stopped"), timeout_s=10)
+    await wait_for(lambda: _is(client, "killed", "lost"), timeout_s=10)
+    live = await client.agents(include_gone=False)
+    assert live == []
