@@ -76,7 +76,7 @@ async def execute(
         return _failed(task, agent_id, started, "TaskTimeout", str(exc), "")
     except OutputError as exc:
         return _failed(task, agent_id, started, "OutputError", str(exc), "")
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a task's exception is data
         return _failed(task, agent_id, started, type(exc).__name__, str(exc), user_traceback(exc))
     return TaskSucceeded(
         run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=agent_id,

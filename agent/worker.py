@@ -232,7 +232,7 @@ class Agent:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - keep trying; the lease is extended
                 log.warning("report for %s/%s not accepted yet (%r); retrying",
                             report.run_id, report.task, exc)
                 await asyncio.sleep(delay)

@@ -83,7 +83,7 @@ class Api:
         if msg.reply:
             try:
                 await msg.respond(encoder.encode(reply))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - answer with an internal error, keep serving
                 log.debug("could not answer %s: %s", msg.subject, exc)
 
     async def handle(self, subject: str, data: bytes) -> Reply:

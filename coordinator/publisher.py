@@ -37,7 +37,7 @@ class Publisher:
                 fut = await self._js.publish_async(
                     self._s.task(queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id}
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure means: retry later
                 log.warning("publish of %s failed (%s); will retry", msg_id, exc)
                 self._retry[msg_id] = (queue, msg)
                 continue

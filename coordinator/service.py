@@ -153,7 +153,7 @@ class Coordinator:
                 msgs = await sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
             except (TimeoutError, NatsTimeout):
                 continue
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - reconnecting: try again shortly
                 log.debug("fetch failed: %r", exc)
                 await asyncio.sleep(0.5)
                 continue

@@ -118,7 +118,7 @@ async def connect(
     kwargs["error_cb"] = _quiet_error
     try:
         nc = await nats.connect(**{k: v for k, v in kwargs.items() if v is not None})
-    except Exception as exc:  # nats raises several unrelated types here
+    except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types here
         reason = str(exc) or type(exc).__name__
         raise NotConnected(f"cannot reach NATS at {opts.url}: {reason}") from None
     nc.options["max_reconnect_attempts"] = -1 if reconnect else 0
