@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", "-c", type=int,
                    default=int(env("CONCURRENCY", str(os.cpu_count() or 2)) or 2),
                    help="tasks run at once [FLOWFORGE_CONCURRENCY] (default: %(default)s)")
+    p.add_argument("--pool", choices=("thread", "process"), default=env("POOL", "thread"),
+                   help="where sync task functions run: a thread pool, or worker processes "
+                   "that are killed when a task times out or is cancelled [FLOWFORGE_POOL] "
+                   "(default: %(default)s)")
     p.add_argument("--lease", type=float, default=float(env("LEASE", str(DEFAULT_LEASE_S)) or 30),
                    metavar="SECONDS", help="how long a task may go without a lease extension "
                    "before it is redelivered [FLOWFORGE_LEASE] (default: %(default)s)")
@@ -87,6 +91,8 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         grace_s=ns.grace,
         heartbeat_s=ns.heartbeat,
         agent_id=ns.agent_id,
+        pool=ns.pool,
+        imports=tuple(imports),
     )
 
 

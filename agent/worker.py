@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 
 from agent.binding import BindPlan
 from agent.executor import execute
+from agent.procpool import ProcessPool
 from flowforge.connection import ConnectOptions, connect
 from flowforge.context import TaskContext
 from flowforge.jetstream import DEFAULT_LEASE_S, ensure_stream, ensure_task_consumer
@@ -53,6 +54,10 @@ class AgentConfig:
     grace_s: float = 30.0
     heartbeat_s: float = 5.0
     agent_id: str = ""
+    pool: str = "thread"
+    """Where sync functions run: "thread" (a thread pool) or "process" (killable processes)."""
+    imports: tuple[str, ...] = ()
+    """What the agent imported; worker processes import the same."""
 
 
 def default_agent_id() -> str:
@@ -85,6 +90,7 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(max_workers=config.concurrency,
                                         thread_name_prefix="flowforge-task")
+        self._procs = ProcessPool(config.imports) if config.pool == "process" else None
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._subs: dict[str, JetStreamContext.PullSubscription] = {}
@@ -204,7 +210,7 @@ class Agent:
             at=time.time(),
         ))
         report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
-                               self.agent_id)
+                               self.agent_id, self._procs)
         await self._finish(msg, report)
 
     def _unknown_function(self, task: TaskDispatch) -> TaskFailed:
@@ -328,4 +334,6 @@ class Agent:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._procs is not None:
+            await self._procs.close()
         log.info("agent %s stopped after %d tasks", self.agent_id, self.completed)

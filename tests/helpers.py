@@ -36,7 +36,8 @@ class Proc:
         return self.popen.pid
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def kill9(self) -> None:

@@ -101,3 +101,27 @@ register_task_pipeline(
     flow_name="progress",
     pipeline={"work": {"function": reports_progress, "depends_on": []}},
 )
+
+
+def stuck(ctx: TaskContext) -> str:
+    """A sync task that never returns on its first attempt (it only finishes when retried)."""
+    ctx.progress(0.5, "about to hang")
+    if ctx.attempt == 1:
+        while True:
+            time.sleep(0.05)
+    return f"finished on attempt {ctx.attempt} in pid {os.getpid()}"
+
+
+def crashes_hard() -> str:
+    os._exit(17)
+
+
+register_task_pipeline(
+    flow_name="stuck_then_fine",
+    pipeline={"stuck": {"function": stuck, "depends_on": [], "timeout": 1, "retries": 1}},
+)
+
+register_task_pipeline(
+    flow_name="hard_crash",
+    pipeline={"boom": {"function": crashes_hard, "depends_on": []}},
+)

@@ -1,0 +1,122 @@
+"""``--pool process``: sync tasks in worker processes that are killed at their deadline."""
+
+import asyncio
+import contextlib
+import os
+import sys
+from typing import Any
+
+import msgspec
+
+from agent.procworker import Call, Line
+from flowforge.context import TaskContext
+
+_decode_line = msgspec.json.Decoder(Line).decode
+_encode = msgspec.json.Encoder().encode
+
+
+class TaskError(Exception):
+    """The task raised in its worker process: carries the type name and traceback."""
+
+    def __init__(self, error_type: str, message: str, tb: str) -> None:
+        super().__init__(message)
+        self.error_type, self.message, self.traceback = error_type, message, tb
+
+
+class WorkerDied(Exception):
+    """The worker process exited while running a task (e.g. it crashed or was OOM-killed)."""
+
+
+class _Worker:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+
+class ProcessPool:
+    """Worker processes started on demand; each runs one task at a time and is reused."""
+
+    def __init__(self, targets: tuple[str, ...]) -> None:
+        self.targets = targets
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self.killed = 0
+
+    async def _spawn(self) -> _Worker:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent.procworker", *self.targets,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+            limit=16 * 1024 * 1024,
+        )
+        worker = _Worker(proc)
+        self._all.add(worker)
+        return worker
+
+    async def run(self, call: Call, ctx: TaskContext, timeout_s: float | None) -> bytes:
+        """The task's output JSON; raises TaskError, WorkerDied or TimeoutError."""
+        worker = self._idle.pop() if self._idle else await self._spawn()
+        done = False
+        try:
+            async with asyncio.timeout(timeout_s):
+                result = await self._exchange(worker, call, ctx)
+            done = True
+            return result
+        finally:
+            if done:
+                self._idle.append(worker)
+            else:  # timed out, cancelled or broken: the process goes
+                self.killed += 1
+                await self._discard(worker)
+
+    async def _exchange(self, worker: _Worker, call: Call, ctx: TaskContext) -> bytes:
+        proc = worker.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(_encode(call) + b"\n")
+        await proc.stdin.drain()
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                code = await proc.wait()
+                raise WorkerDied(f"the worker process exited with code {code} during the task")
+            line = _decode_line(raw)
+            match line.kind:
+                case "progress":
+                    ctx._sink(line.fraction, line.message)
+                case "ok":
+                    return bytes(line.output)
+                case _:
+                    raise TaskError(line.error_type or "Error", line.message or "",
+                                    line.traceback or "")
+
+    async def _discard(self, worker: _Worker) -> None:
+        worker.kill()
+        self._all.discard(worker)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(worker.proc.wait(), 5)
+
+    async def close(self) -> None:
+        for worker in list(self._all):
+            if worker.proc.stdin is not None:
+                worker.proc.stdin.close()
+        for worker in list(self._all):
+            try:
+                await asyncio.wait_for(worker.proc.wait(), 2)
+            except TimeoutError:
+                worker.kill()
+        self._all.clear()
+        self._idle.clear()
+
+
+def call_for(function: str, kwargs: dict[str, Any], ctx: TaskContext) -> Call:
+    """A Call with the ctx parameter left out of kwargs and named instead."""
+    ctx_param = next((k for k, v in kwargs.items() if v is ctx), None)
+    return Call(
+        function=function, kwargs={k: v for k, v in kwargs.items() if v is not ctx},
+        ctx_param=ctx_param, run_id=ctx.run_id, flow=ctx.flow, task=ctx.task,
+        attempt=ctx.attempt, params=ctx.params, agent_id=ctx.agent_id,
+    )

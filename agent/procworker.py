@@ -1,0 +1,99 @@
+"""A worker process for ``--pool process``: runs sync task functions, talks JSON lines on a pipe.
+
+Started by the agent as ``python -m agent.procworker TARGET...``; it imports the same
+modules as the agent and runs only functions they registered. Requests and results are
+JSON (never pickled). The agent kills this process when a task times out or is cancelled.
+"""
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import msgspec
+
+from agent.outputs import OutputError, encode_output, user_traceback
+from flowforge.context import TaskContext
+from flowforge.loader import import_target
+from flowforge.registry import REGISTRY
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    """Run ``function`` with ``kwargs``; ``ctx_param`` names the parameter that gets ctx."""
+
+    function: str
+    kwargs: dict[str, Any]
+    ctx_param: str | None = None
+    run_id: str = ""
+    flow: str = ""
+    task: str = ""
+    attempt: int = 0
+    params: dict[str, Any] = {}
+    agent_id: str = ""
+
+
+class Line(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One line back to the agent: progress, or the result."""
+
+    kind: str
+    """progress, ok or error."""
+    fraction: float | None = None
+    message: str | None = None
+    output: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
+    error_type: str | None = None
+    traceback: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_call = msgspec.json.Decoder(Call).decode
+
+
+def serve(out: Any, inp: Any) -> None:
+    """Answer calls from ``inp`` until it closes."""
+
+    def send(line: Line) -> None:
+        out.write(_encode(line) + b"\n")
+        out.flush()
+
+    for raw in inp:
+        call = _decode_call(raw)
+        kwargs = dict(call.kwargs)
+        if call.ctx_param:
+            kwargs[call.ctx_param] = TaskContext(
+                run_id=call.run_id, flow=call.flow, task=call.task, attempt=call.attempt,
+                params=call.params, agent_id=call.agent_id,
+                sink=lambda f, m: send(Line(kind="progress", fraction=f, message=m)),
+            )
+        send(_run(call.function, kwargs))
+
+
+def _run(function: str, kwargs: dict[str, Any]) -> Line:
+    fn = REGISTRY.functions.get(function)
+    if fn is None:
+        return Line(kind="error", error_type="UnknownFunction",
+                    message=f"no function {function!r} in this worker process")
+    try:
+        return Line(kind="ok", output=msgspec.Raw(encode_output(fn(**kwargs))))
+    except OutputError as exc:
+        return Line(kind="error", error_type="OutputError", message=str(exc))
+    except BaseException as exc:  # noqa: BLE001 - a task's exception is data
+        return Line(kind="error", error_type=type(exc).__name__, message=str(exc),
+                    traceback=user_traceback(exc))
+
+
+def main() -> int:
+    protocol_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # print() in a task goes to stderr, not into the protocol pipe
+    sys.stdout = sys.stderr
+    try:
+        for target in sys.argv[1:]:
+            import_target(target)
+    except Exception:  # noqa: BLE001 - report why, then exit
+        traceback.print_exc()
+        return 2
+    serve(protocol_out, sys.stdin.buffer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""``--pool process``: sync tasks in worker processes, killed at their deadline and retried."""
+
+import os
+
+import pytest
+
+from flowforge.client import Client
+from protocol.states import RunStatus, TaskStatus
+from tests import taskflows  # noqa: F401 - registers the flows the agent serves
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_a_stuck_sync_task_is_killed_at_its_timeout_and_retried(
+    coordinator, spawn, client: Client
+) -> None:
+    await client.register()
+    agent = spawn("flowforge-agent", "--import", "tests.taskflows", "--pool", "process")
+    run = await client.start("stuck_then_fine")
+    detail = await client.wait(run.run_id, timeout_s=60)
+
+    task = detail.tasks[0]
+    assert detail.run.status is RunStatus.SUCCEEDED, agent.log()
+    assert task.attempt == 2
+    assert task.output is not None and b"finished on attempt 2" in bytes(task.output)
+    worker_pid = int(bytes(task.output).decode().strip('"').rsplit(" ", 1)[1])
+    assert worker_pid != agent.pid
+
+
+async def test_a_worker_process_that_dies_fails_its_task_and_the_agent_keeps_serving(
+    coordinator, spawn, client: Client
+) -> None:
+    await client.register()
+    spawn("flowforge-agent", "--import", "tests.taskflows", "--pool", "process")
+    detail = await client.wait((await client.start("hard_crash")).run_id, timeout_s=60)
+    boom = detail.tasks[0]
+    assert boom.status is TaskStatus.FAILED
+    assert boom.error_type == "WorkerDied"
+    assert "code 17" in (boom.error_message or "")
+
+    again = await client.wait((await client.start("progress")).run_id, timeout_s=60)
+    assert again.run.status is RunStatus.SUCCEEDED
+    assert os.getpid() > 0
