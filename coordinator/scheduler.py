@@ -1,5 +1,6 @@
 """The scheduler: a pure state machine from events (run started, report, timer) to changes."""
 
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -100,9 +101,11 @@ class Scheduler:
 
     def _settle_pending(self, state: RunState, name: str, now: float, ch: Changes) -> None:
         deps = state.flow.tasks[name].depends_on
-        if any(state.tasks[d].status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED,
-                                         TaskStatus.CANCELLED) for d in deps):
-            self._fail_downstream(state, state.flow.dependants.get(name, ()), now, ch, [name])
+        failed = [d for d in deps if state.tasks[d].status in (
+            TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED)]
+        if failed:
+            self._fail_downstream(state, (name,), now, ch, failed)
+            ch.runs[state.run.run_id] = state.run
         elif state.waiting[name] == 0:
             self._queue(state, name, now, ch)
 
@@ -182,7 +185,10 @@ class Scheduler:
         """Exponential backoff from ``base_s``, capped, with up to 10% jitter."""
         if base_s <= 0:
             return 0.0
-        delay = min(base_s * 2 ** (attempt - 1), MAX_RETRY_DELAY_S)
+        try:
+            delay = min(math.ldexp(base_s, attempt - 1), MAX_RETRY_DELAY_S)
+        except OverflowError:  # base_s * 2**(attempt-1) past float range (attempt > ~1024)
+            delay = MAX_RETRY_DELAY_S
         return delay * (1 + self._rng.random() * 0.1)
 
     def on_timer(self, run_id: str, task: str, now: float, ch: Changes) -> bool:
