@@ -182,14 +182,14 @@ class Scheduler:
         self._maybe_finish(state, now, ch)
 
     def retry_delay_s(self, base_s: float, attempt: int) -> float:
-        """Exponential backoff from ``base_s``, capped, with up to 10% jitter."""
+        """Exponential backoff from ``base_s`` with up to 10% jitter, never over the cap."""
         if base_s <= 0:
             return 0.0
         try:
             delay = min(math.ldexp(base_s, attempt - 1), MAX_RETRY_DELAY_S)
         except OverflowError:  # base_s * 2**(attempt-1) past float range (attempt > ~1024)
             delay = MAX_RETRY_DELAY_S
-        return delay * (1 + self._rng.random() * 0.1)
+        return min(delay * (1 + self._rng.random() * 0.1), MAX_RETRY_DELAY_S)
 
     def on_timer(self, run_id: str, task: str, now: float, ch: Changes) -> bool:
         """A retry delay ran out: queue the next attempt."""
