@@ -42,6 +42,7 @@ log = logging.getLogger("flowforge.agent")
 IDLE_POLL_S = 5.0
 BUSY_POLL_S = 0.5
 REPORT_RETRY_MAX_S = 5.0
+MAX_CANCELLED_RUNS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ def default_agent_id() -> str:
 class _Running:
     msg: Msg
     ctx: TaskContext | None
+    task: asyncio.Task[None] | None
 
 
 class Agent:
@@ -87,6 +89,8 @@ class Agent:
         self._free = config.concurrency
         self._slot_freed = asyncio.Condition()
         self._running: dict[int, _Running] = {}
+        self._cancelled_runs: dict[str, None] = {}
+        """Runs cancelled recently (newest last): their tasks are stopped or not started."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(max_workers=config.concurrency,
                                         thread_name_prefix="flowforge-task")
@@ -113,6 +117,7 @@ class Agent:
         self._js = self._nc.jetstream()
         # Agents may start before any coordinator: make sure the task stream exists (idempotent).
         await ensure_stream(self._js, self.subjects.tasks_stream, self.subjects.wildcard("task"))
+        await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
         for queue in self.config.queues:
             await ensure_task_consumer(self._js, self.subjects, queue, self.config.lease_s)
             self._subs[queue] = await self._js.pull_subscribe_bind(
@@ -182,7 +187,7 @@ class Agent:
 
     async def _handle(self, msg: Msg) -> None:
         key = id(msg)
-        self._running[key] = _Running(msg, None)
+        self._running[key] = _Running(msg, None, asyncio.current_task())
         try:
             await self._handle_inner(msg, key)
         finally:
@@ -205,13 +210,43 @@ class Agent:
             params=task.params, agent_id=self.agent_id, sink=self._progress_sink(task),
         )
         self._running[key].ctx = ctx
+        if task.run_id in self._cancelled_runs:
+            await self._finish(msg, self._cancelled(task, time.time()))
+            return
         await self._publish(task.run_id, TaskStarted(
             run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
             at=time.time(),
         ))
-        report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
-                               self.agent_id, self._procs)
+        started = time.time()
+        try:
+            report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
+                                   self.agent_id, self._procs)
+        except asyncio.CancelledError:
+            if task.run_id not in self._cancelled_runs or self._stop.is_set():
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            report = self._cancelled(task, started)
         await self._finish(msg, report)
+
+    def _cancelled(self, task: TaskDispatch, started: float) -> TaskFailed:
+        return TaskFailed(
+            run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
+            at=time.time(), started_at=started, error_type="Cancelled",
+            message="the run was cancelled",
+        )
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        run_id = msg.subject.rsplit(".", 1)[-1]
+        self._cancelled_runs[run_id] = None
+        while len(self._cancelled_runs) > MAX_CANCELLED_RUNS:
+            del self._cancelled_runs[next(iter(self._cancelled_runs))]
+        for running in list(self._running.values()):
+            if running.ctx is not None and running.ctx.run_id == run_id:
+                running.ctx._cancel()
+                if running.task is not None:
+                    running.task.cancel()
 
     def _unknown_function(self, task: TaskDispatch) -> TaskFailed:
         log.warning("task %s/%s names unknown function %r", task.run_id, task.task, task.function)

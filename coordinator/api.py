@@ -11,6 +11,7 @@ from nats.js import JetStreamContext
 
 from coordinator.agents import AgentRegistry
 from coordinator.flows import FlowCache
+from coordinator.operations import Operations
 from coordinator.publisher import Publisher
 from coordinator.store import Store
 from coordinator.writer import Writer
@@ -27,7 +28,6 @@ from protocol.api import (
     RegisteredFlow,
     RegisterFlows,
     Reply,
-    StartRun,
 )
 from protocol.dag import validate_flow
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, UnknownFlow, UnknownRun
@@ -54,6 +54,7 @@ class Api:
         self.subjects = subjects
         self.lease_s = lease_s
         self.agents = agents
+        self.operations = Operations(writer, store, flows, writer.scheduler)
         self._inflight: set[asyncio.Task[None]] = set()
         self._register_lock = asyncio.Lock()
         self._handlers: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]] = {
@@ -65,6 +66,9 @@ class Api:
             ("runs", "list"): self.list_runs,
             ("rejected", "list"): self.list_rejected,
             ("agents", "list"): self.list_agents,
+            ("runs", "cancel"): self.operations.cancel,
+            ("runs", "retry"): self.operations.retry,
+            ("tasks", "mark"): self.operations.mark,
         }
 
     async def on_message(self, msg: Msg) -> None:
@@ -129,9 +133,6 @@ class Api:
             raise UnknownFlow(req.name)
         spec, version, at = row
         return FlowDetail(spec=spec, version=version, registered_at=at)
-
-    async def start_run(self, req: StartRun) -> Any:
-        return await self.writer.submit_start(req)
 
     async def get_run(self, req: GetRun) -> Any:
         detail = await self.store.get_run(req.run_id)

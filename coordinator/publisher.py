@@ -1,6 +1,7 @@
 """Outgoing messages: ready tasks to JetStream (pipelined, deduplicated) and status events."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -10,11 +11,13 @@ from nats.js import JetStreamContext
 
 from protocol.messages import ErrorEvent, TaskDispatch, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
+from protocol.states import TaskStatus
 from protocol.subjects import Subjects
 
 log = logging.getLogger("flowforge.coordinator.publisher")
 
 RETRY_EVERY_S = 1.0
+MAX_TRACKED = 200_000
 
 
 class Publisher:
@@ -25,6 +28,8 @@ class Publisher:
         self._js = js
         self._s = subjects
         self._retry: dict[str, tuple[str, TaskDispatch]] = {}
+        self._seqs: dict[str, int] = {}
+        """Stream sequence of each queued task's message, to take it back on cancel."""
         self._waiters: set[asyncio.Task[None]] = set()
         self.published = 0
 
@@ -55,6 +60,29 @@ class Publisher:
                 self._retry[msg_id] = (queue, msg)
             else:
                 self.published += 1
+                self._seqs[msg_id] = result.seq
+                if len(self._seqs) > MAX_TRACKED:
+                    del self._seqs[next(iter(self._seqs))]
+
+    def forget(self, records: Iterable[TaskRecord]) -> None:
+        """Tasks that left ``queued`` no longer need their message sequence."""
+        for rec in records:
+            if rec.status is not TaskStatus.QUEUED:
+                self._seqs.pop(f"{rec.run_id}.{rec.task}.{rec.attempt}", None)
+
+    async def withdraw(self, records: Iterable[TaskRecord]) -> None:
+        """Delete queued task messages of a cancelled run, so no agent starts them."""
+        for rec in records:
+            msg_id = f"{rec.run_id}.{rec.task}.{rec.attempt}"
+            self._retry.pop(msg_id, None)
+            seq = self._seqs.pop(msg_id, None)
+            if seq is not None:
+                with contextlib.suppress(Exception):
+                    await self._js.delete_msg(self._s.tasks_stream, seq)
+
+    async def cancel(self, run_id: str) -> None:
+        """Tell agents to stop the run's running tasks."""
+        await self._nc.publish(self._s.cancel(run_id), b"")
 
     async def retry_loop(self) -> None:
         """Re-send tasks whose publish failed (e.g. while NATS restarted); same message id."""

@@ -5,10 +5,12 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from coordinator.graph import CompiledFlow
 from protocol.messages import TaskDispatch, TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
-from protocol.states import TASK_FINAL, RunStatus, TaskStatus
+from protocol.states import TASK_DONE_OK, TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
 
 MAX_RETRY_DELAY_S = 3600.0
 
@@ -22,6 +24,9 @@ class Changes:
     new_runs: list[str] = field(default_factory=list)
     dispatches: list[tuple[str, TaskDispatch]] = field(default_factory=list)
     timers: list[tuple[float, str, str]] = field(default_factory=list)
+    withdrawn: list[TaskRecord] = field(default_factory=list)
+    """Queued tasks whose messages should be taken back from the stream."""
+    cancelled_runs: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.tasks or self.runs)
@@ -39,9 +44,6 @@ class RunState:
     failed_count: int = 0
 
 
-_COUNT_RUNNING = (TaskStatus.RUNNING,)
-
-
 class Scheduler:
     """Decides what runs next. No I/O: every method records its effects in ``Changes``."""
 
@@ -51,24 +53,50 @@ class Scheduler:
 
     # -- run lifecycle -----------------------------------------------------------------
 
-    def start_run(self, run: RunRecord, flow: CompiledFlow, now: float, ch: Changes) -> None:
-        """A new run: every task pending, the roots queued."""
+    def start_run(
+        self, run: RunRecord, flow: CompiledFlow, now: float, ch: Changes,
+        reused: dict[str, tuple[msgspec.Raw, str]] | None = None,
+    ) -> None:
+        """A new run: every task pending, the roots queued.
+
+        With ``run.only`` set, the other tasks are skipped; ``reused`` gives a skipped
+        task's output and the run it came from, so tasks that take it still get a value.
+        """
         tasks = {
             name: TaskRecord(run_id=run.run_id, task=name, queue=spec.queue)
             for name, spec in flow.tasks.items()
         }
-        waiting = {name: len(spec.depends_on) for name, spec in flow.tasks.items()}
-        state = RunState(run=run, flow=flow, tasks=tasks, waiting=waiting, open_count=len(tasks))
+        state = RunState(run=run, flow=flow, tasks=tasks, waiting={}, open_count=len(tasks))
         run.status = RunStatus.RUNNING
         run.started_at = now
         run.counts.total = len(tasks)
         self.runs[run.run_id] = state
         ch.new_runs.append(run.run_id)
         ch.runs[run.run_id] = run
+        if run.only is not None:
+            self._skip_all_but(state, set(run.only), reused or {}, now)
+        state.waiting = _waiting(state)
         for rec in tasks.values():
             ch.tasks[(run.run_id, rec.task)] = rec
-        for name in flow.roots:
-            self._queue(state, name, now, ch)
+        for name, rec in tasks.items():
+            if rec.status is TaskStatus.PENDING and state.waiting[name] == 0:
+                self._queue(state, name, now, ch)
+        self._maybe_finish(state, now, ch)
+
+    def _skip_all_but(
+        self, state: RunState, only: set[str], reused: dict[str, tuple[msgspec.Raw, str]],
+        now: float,
+    ) -> None:
+        for name, rec in state.tasks.items():
+            if name in only:
+                continue
+            if name in reused:
+                rec.output, source = reused[name]
+                rec.note = f"skipped: output reused from run {source}"
+            else:
+                rec.note = "skipped: not in --only"
+            rec.finished_at = now
+            self._set(state, rec, TaskStatus.SKIPPED)
 
     def restore(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
@@ -80,15 +108,7 @@ class Scheduler:
             if name not in tasks:
                 tasks[name] = TaskRecord(run_id=run.run_id, task=name, queue=spec.queue)
                 ch.tasks[(run.run_id, name)] = tasks[name]
-        waiting = {
-            name: sum(tasks[d].status is not TaskStatus.SUCCEEDED for d in spec.depends_on)
-            for name, spec in flow.tasks.items()
-        }
-        state = RunState(run=run, flow=flow, tasks=tasks, waiting=waiting)
-        state.open_count = sum(r.status not in TASK_FINAL for r in tasks.values())
-        state.failed_count = sum(
-            r.status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED) for r in tasks.values()
-        )
+        state = _state_from(run, flow, tasks)
         self.runs[run.run_id] = state
         for rec in tasks.values():
             if rec.status is TaskStatus.QUEUED:
@@ -101,8 +121,7 @@ class Scheduler:
 
     def _settle_pending(self, state: RunState, name: str, now: float, ch: Changes) -> None:
         deps = state.flow.tasks[name].depends_on
-        failed = [d for d in deps if state.tasks[d].status in (
-            TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED)]
+        failed = [d for d in deps if state.tasks[d].status in TASK_NOT_OK]
         if failed:
             self._fail_downstream(state, (name,), now, ch, failed)
             ch.runs[state.run.run_id] = state.run
@@ -162,6 +181,93 @@ class Scheduler:
             if state.waiting[child] == 0 and state.tasks[child].status is TaskStatus.PENDING:
                 self._queue(state, child, now, ch)
         self._maybe_finish(state, now, ch)
+
+    # -- operator actions: cancel, retry, mark ----------------------------------------
+
+    def cancel(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
+        """Cancel an active run; returns the tasks that were queued or running (None: not active)."""
+        state = self.runs.get(run_id)
+        if state is None:
+            return None
+        in_flight = []
+        for rec in state.tasks.values():
+            if rec.status in TASK_FINAL:
+                continue
+            if rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+                in_flight.append(rec)
+            rec.finished_at = now
+            rec.note = "cancelled"
+            self._set(state, rec, TaskStatus.CANCELLED)
+            ch.tasks[(run_id, rec.task)] = rec
+        run = state.run
+        run.status = RunStatus.CANCELLED
+        run.finished_at = now
+        ch.runs[run_id] = run
+        ch.cancelled_runs.append(run_id)
+        ch.withdrawn += [r for r in in_flight if r.attempt and r.started_at is None]
+        del self.runs[run_id]
+        return in_flight
+
+    def retry(
+        self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
+        ch: Changes,
+    ) -> list[str]:
+        """Run again the failed, cancelled and upstream-failed tasks, reusing what succeeded."""
+        state = self.runs.get(run.run_id) or _state_from(run, flow, {r.task: r for r in records})
+        again = [name for name, rec in state.tasks.items() if rec.status in TASK_NOT_OK]
+        if not again:
+            return []
+        self.runs[run.run_id] = state
+        for name in again:
+            rec = state.tasks[name]
+            rec.error_type = rec.error_message = rec.traceback = None
+            rec.finished_at = rec.started_at = None
+            rec.note = "retried"
+            self._set(state, rec, TaskStatus.PENDING)
+            ch.tasks[(run.run_id, name)] = rec
+        self._reopen(state, ch)
+        for name in again:
+            if state.waiting[name] == 0:
+                self._queue(state, name, now, ch)
+        return again
+
+    def mark(
+        self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], task: str,
+        status: TaskStatus, output: msgspec.Raw, now: float, ch: Changes,
+    ) -> TaskRecord:
+        """Set a task succeeded (with an output) or failed by hand; dependants follow."""
+        state = self.runs.get(run.run_id) or _state_from(run, flow, {r.task: r for r in records})
+        rec = state.tasks[task]
+        self.runs[run.run_id] = state
+        rec.finished_at = now
+        ch.tasks[(run.run_id, task)] = rec
+        if status is TaskStatus.SUCCEEDED:
+            rec.output, rec.note = output, "marked succeeded by hand"
+            rec.error_type = rec.error_message = rec.traceback = None
+            self._set(state, rec, TaskStatus.SUCCEEDED)
+            for name in _downstream(state, task):
+                child = state.tasks[name]
+                if child.status is TaskStatus.UPSTREAM_FAILED:
+                    child.note, child.finished_at = None, None
+                    self._set(state, child, TaskStatus.PENDING)
+                    ch.tasks[(run.run_id, name)] = child
+            self._reopen(state, ch)
+            for name, child in state.tasks.items():
+                if child.status is TaskStatus.PENDING and state.waiting[name] == 0:
+                    self._queue(state, name, now, ch)
+        else:
+            rec.note, rec.error_type = "marked failed by hand", rec.error_type or "MarkedFailed"
+            rec.error_message = rec.error_message or "marked failed by an operator"
+            self._set(state, rec, TaskStatus.FAILED)
+            self._fail_downstream(state, state.flow.dependants.get(task, ()), now, ch, [task])
+        self._maybe_finish(state, now, ch)
+        return rec
+
+    def _reopen(self, state: RunState, ch: Changes) -> None:
+        state.waiting = _waiting(state)
+        run = state.run
+        run.status, run.finished_at = RunStatus.RUNNING, None
+        ch.runs[run.run_id] = run
 
     def _fail(
         self, state: RunState, rec: TaskRecord, msg: TaskFailed, now: float, ch: Changes
@@ -261,9 +367,41 @@ class Scheduler:
 
     def _maybe_finish(self, state: RunState, now: float, ch: Changes) -> None:
         if state.open_count > 0:
+            if state.run.run_id not in self.runs:
+                self.runs[state.run.run_id] = state
             return
         run = state.run
         run.status = RunStatus.FAILED if state.failed_count else RunStatus.SUCCEEDED
         run.finished_at = now
         ch.runs[run.run_id] = run
-        del self.runs[run.run_id]
+        self.runs.pop(run.run_id, None)
+
+
+def _state_from(run: RunRecord, flow: CompiledFlow, tasks: dict[str, TaskRecord]) -> RunState:
+    """Counters and waiting counts rebuilt from stored task records."""
+    state = RunState(run=run, flow=flow, tasks=tasks, waiting={})
+    state.waiting = _waiting(state)
+    state.open_count = sum(r.status not in TASK_FINAL for r in tasks.values())
+    state.failed_count = sum(
+        r.status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED) for r in tasks.values()
+    )
+    return state
+
+
+def _waiting(state: RunState) -> dict[str, int]:
+    """How many dependencies of each task have not succeeded (or been skipped)."""
+    return {
+        name: sum(state.tasks[d].status not in TASK_DONE_OK for d in spec.depends_on)
+        for name, spec in state.flow.tasks.items()
+    }
+
+
+def _downstream(state: RunState, task: str) -> list[str]:
+    seen: dict[str, None] = {}
+    stack = list(state.flow.dependants.get(task, ()))
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen[name] = None
+            stack.extend(state.flow.dependants.get(name, ()))
+    return list(seen)

@@ -64,4 +64,8 @@ MIGRATIONS: tuple[str, ...] = (
         received_at REAL NOT NULL
     );
     """,
+    # 2: partial runs remember which tasks they ran
+    """
+    ALTER TABLE runs ADD COLUMN only_tasks BLOB;
+    """,
 )

@@ -28,6 +28,7 @@ _enc = msgspec.json.Encoder()
 _spec_dec = msgspec.json.Decoder(FlowSpec)
 _counts_dec = msgspec.json.Decoder(RunCounts)
 _params_dec = msgspec.json.Decoder(dict[str, Any])
+_only_dec = msgspec.json.Decoder(list[str])
 
 _TASK_COLS = (
     "run_id, task, status, attempt, queue, agent_id, queued_at, started_at, finished_at, "
@@ -36,7 +37,7 @@ _TASK_COLS = (
 )
 _RUN_COLS = (
     "run_id, flow, version, status, params, created_at, started_at, finished_at, "
-    "idempotency_key, source, counts"
+    "idempotency_key, source, counts, only_tasks"
 )
 
 
@@ -63,6 +64,7 @@ def _run_row(r: RunRecord) -> tuple[Any, ...]:
     return (
         r.run_id, r.flow, r.version, r.status.value, _enc.encode(r.params), r.created_at,
         r.started_at, r.finished_at, r.idempotency_key, r.source, _enc.encode(r.counts),
+        None if r.only is None else _enc.encode(r.only),
     )
 
 
@@ -72,6 +74,7 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         params=_params_dec.decode(row[4]), created_at=row[5], started_at=row[6],
         finished_at=row[7], idempotency_key=row[8], source=row[9],
         counts=_counts_dec.decode(row[10]),
+        only=None if row[11] is None else _only_dec.decode(row[11]),
     )
 
 
@@ -193,7 +196,7 @@ class Store:
         try:
             if ch.runs:
                 await self._db.executemany(
-                    f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(11)})",
+                    f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(12)})",
                     [_run_row(r) for r in ch.runs.values()],
                 )
             if ch.tasks:
@@ -228,6 +231,23 @@ class Store:
             f"SELECT {_TASK_COLS} FROM task_instances WHERE run_id = ?", (run_id,)
         ) as cur:
             return [_task_from_row(r) for r in await cur.fetchall()]
+
+    async def last_outputs(
+        self, flow: str, tasks: Iterable[str]
+    ) -> dict[str, tuple[msgspec.Raw, str]]:
+        """The newest successful output of each task in any run of ``flow``, with its run."""
+        out: dict[str, tuple[msgspec.Raw, str]] = {}
+        for task in tasks:
+            async with self._db.execute(
+                "SELECT ti.output, ti.run_id FROM task_instances ti JOIN runs r "
+                "ON r.run_id = ti.run_id WHERE r.flow = ? AND ti.task = ? "
+                "AND ti.status = 'succeeded' ORDER BY ti.finished_at DESC LIMIT 1",
+                (flow, task),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                out[task] = (msgspec.Raw(row[0] or b"null"), row[1])
+        return out
 
     async def run_by_key(self, flow: str, key: str) -> RunRecord | None:
         """The run of ``flow`` started with this idempotency key, if any (keys are per flow)."""

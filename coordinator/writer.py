@@ -4,13 +4,15 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
 
 from coordinator.flows import FlowCache
+from coordinator.graph import CompiledFlow
 from coordinator.publisher import Publisher
 from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
@@ -42,9 +44,11 @@ class Triggers:
 
 
 @dataclass(slots=True)
-class Start:
-    request: StartRun
-    future: asyncio.Future[RunRecord]
+class Call:
+    """An operation to run inside a batch: ``fn(now, batch)``; its result answers ``future``."""
+
+    fn: Callable[[float, "Batch"], Awaitable[Any]]
+    future: asyncio.Future[Any]
 
 
 @dataclass(slots=True)
@@ -58,17 +62,15 @@ class StopWriter:
     """Finish what is queued before this, then return from ``run()``."""
 
 
-Input = Reports | Triggers | Start | TimerFired | StopWriter
+Input = Reports | Triggers | Call | TimerFired | StopWriter
 
 
 @dataclass(slots=True)
-class _Batch:
+class Batch:
     changes: Changes = field(default_factory=Changes)
     acks: list[Msg] = field(default_factory=list)
     rejected: list[tuple[str, str, str, bytes, Msg | None]] = field(default_factory=list)
-    replies: list[tuple[asyncio.Future[RunRecord], RunRecord | BaseException]] = field(
-        default_factory=list
-    )
+    replies: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
     keys: dict[tuple[str, str], RunRecord] = field(default_factory=dict)
 
 
@@ -88,10 +90,14 @@ class Writer:
         self._timer_handles: set[asyncio.TimerHandle] = set()
         self.on_commit: list[Callable[[Changes], None]] = []
 
-    async def submit_start(self, request: StartRun) -> RunRecord:
-        future: asyncio.Future[RunRecord] = asyncio.get_running_loop().create_future()
-        await self.inbox.put(Start(request, future))
+    async def submit(self, fn: Callable[[float, "Batch"], Awaitable[Any]]) -> Any:
+        """Run ``fn`` in the next batch; returns once its changes are committed."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self.inbox.put(Call(fn, future))
         return await future
+
+    async def submit_start(self, request: StartRun) -> RunRecord:
+        return await self.submit(lambda now, batch: self._start(request, now, batch))
 
     async def run(self) -> None:
         """Process batches until a StopWriter item; each batch is one transaction."""
@@ -105,7 +111,7 @@ class Writer:
                 return
 
     async def process(self, items: list[Input]) -> None:
-        batch = _Batch()
+        batch = Batch()
         now = time.time()
         for item in items:
             match item:
@@ -113,9 +119,9 @@ class Writer:
                     self._reports(msgs, now, batch)
                 case Triggers(msgs):
                     await self._triggers(msgs, now, batch)
-                case Start(request, future):
+                case Call(fn, future):
                     try:
-                        batch.replies.append((future, await self._start(request, now, batch)))
+                        batch.replies.append((future, await fn(now, batch)))
                     except FlowForgeError as exc:
                         batch.replies.append((future, exc))
                 case TimerFired(run_id, task):
@@ -124,10 +130,14 @@ class Writer:
                     pass
         await self._commit_and_publish(batch)
 
-    async def _commit_and_publish(self, batch: _Batch) -> None:
+    async def _commit_and_publish(self, batch: Batch) -> None:
         ch = batch.changes
         ids = await self.store.commit(ch, [r[:4] for r in batch.rejected])
         await self.publisher.dispatch(ch.dispatches)
+        await self.publisher.withdraw(ch.withdrawn)
+        self.publisher.forget(ch.tasks.values())
+        for run_id in ch.cancelled_runs:
+            await self.publisher.cancel(run_id)
         await self.publisher.task_events(ch.tasks.values())
         await self.publisher.run_events(ch.runs.values())
         for (subject, code, reason, _, msg), rid in zip(batch.rejected, ids, strict=True):
@@ -168,7 +178,7 @@ class Writer:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def _reports(self, msgs: list[Msg], now: float, batch: _Batch) -> None:
+    def _reports(self, msgs: list[Msg], now: float, batch: Batch) -> None:
         for msg in msgs:
             try:
                 report = report_decoder.decode(msg.data)
@@ -181,7 +191,7 @@ class Writer:
             self.scheduler.on_report(report, now, batch.changes)
             batch.acks.append(msg)
 
-    async def _triggers(self, msgs: list[Msg], now: float, batch: _Batch) -> None:
+    async def _triggers(self, msgs: list[Msg], now: float, batch: Batch) -> None:
         for msg in msgs:
             flow = msg.subject[len(self._trigger_prefix):]
             try:
@@ -198,14 +208,15 @@ class Writer:
                 continue
             batch.acks.append(msg)
 
-    async def _start(self, request: StartRun, now: float, batch: _Batch) -> RunRecord:
+    async def _start(self, request: StartRun, now: float, batch: Batch) -> RunRecord:
         flow = await self.flows.current(request.flow)
         if len(encoder.encode(request.params)) > MAX_PARAMS_BYTES:
             raise TooLarge(
                 f"parameters are over {MAX_PARAMS_BYTES} bytes; pass a reference (a path or "
                 "a key) instead of the data"
             )
-        check_params(request.flow, flow.spec.param_specs(), request.params)
+        only = _check_only(request.flow, flow, request.only)
+        check_params(request.flow, flow.spec.param_specs(only), request.params)
         key = request.idempotency_key
         if key:
             existing = batch.keys.get((request.flow, key)) or await self.store.run_by_key(
@@ -216,12 +227,28 @@ class Writer:
         run = RunRecord(
             run_id=new_run_id(), flow=request.flow, version=flow.version,
             params=dict(request.params), created_at=now, idempotency_key=key,
-            source=request.source,
+            source=request.source, only=sorted(only) if only is not None else None,
         )
         if key:
             batch.keys[(request.flow, key)] = run
-        self.scheduler.start_run(run, flow, now, batch.changes)
+        reused = None
+        if only is not None:
+            wanted = {i for t in only for i in flow.tasks[t].inputs if i not in only}
+            reused = await self.store.last_outputs(request.flow, wanted)
+        self.scheduler.start_run(run, flow, now, batch.changes, reused)
         return run
+
+
+def _check_only(flow_name: str, flow: CompiledFlow, only: list[str] | None) -> frozenset[str] | None:
+    if only is None:
+        return None
+    unknown = [t for t in only if t not in flow.tasks]
+    if unknown or not only:
+        raise BadRequest(
+            f"flow {flow_name!r} has no task {', '.join(map(repr, unknown))}; it has "
+            f"{', '.join(flow.tasks)}" if unknown else "--only names no task"
+        )
+    return frozenset(only)
 
 
 def _redelivery_key(msg: Msg) -> str:

@@ -24,6 +24,9 @@ EPILOG = """examples:
   flowforge run pipeline_simple_ml --param n_rows=500 --wait
   flowforge runs --flow pipeline_simple --status failed
   flowforge show RUN_ID
+  flowforge cancel RUN_ID
+  flowforge retry RUN_ID --wait
+  flowforge run pipeline_simple --only clean_data,analyze_data --wait
   flowforge graph pipeline_simple
   flowforge agents
 
@@ -93,6 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS")
     c.add_argument("--idempotency-key", metavar="KEY",
                    help="a second start with the same key returns the first run")
+    c.add_argument("--only", metavar="TASK,TASK",
+                   help="run just these tasks (a debug run); the others are skipped and "
+                   "their last successful outputs are reused")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("cancel", "cancel a run: pending tasks are cancelled, running ones stopped")
+    c.add_argument("run_id")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("retry", "run again the failed, cancelled and upstream-failed tasks of a run")
+    c.add_argument("run_id")
+    c.add_argument("--wait", action="store_true", help="wait for the run to finish")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("mark", "set a task succeeded (with an output) or failed by hand")
+    c.add_argument("run_id")
+    c.add_argument("task")
+    c.add_argument("status", choices=["succeeded", "failed"])
+    c.add_argument("--output", default="null", metavar="JSON", help="output when succeeded")
     c.add_argument("--json", action="store_true", help="print JSON")
 
     c = cmd("runs", "list runs, newest first")
@@ -140,7 +162,9 @@ async def _register(c: Client, ns: argparse.Namespace) -> int:
 
 
 async def _run(c: Client, ns: argparse.Namespace) -> int:
-    run = await c.start(ns.flow, _params(ns), idempotency_key=ns.idempotency_key, source="cli")
+    only = [t.strip() for t in ns.only.split(",") if t.strip()] if ns.only else None
+    run = await c.start(ns.flow, _params(ns), idempotency_key=ns.idempotency_key, source="cli",
+                        only=only)
     if not ns.wait:
         if ns.json:
             _print_json(run)
@@ -149,13 +173,41 @@ async def _run(c: Client, ns: argparse.Namespace) -> int:
         return runtime.EXIT_OK
     if not ns.json:
         print(f"started run {run.run_id} of {run.flow}; waiting…", file=sys.stderr)
-    detail = await c.wait(run.run_id, timeout_s=ns.wait_timeout)
+    return await _wait_and_show(c, run.run_id, ns)
+
+
+async def _wait_and_show(c: Client, run_id: str, ns: argparse.Namespace) -> int:
+    detail = await c.wait(run_id, timeout_s=getattr(ns, "wait_timeout", None))
     spec = (await c.flow(detail.run.flow, detail.run.version)).spec
     if ns.json:
         _print_json(detail)
     else:
         print(render.show_run(detail, spec))
     return runtime.EXIT_OK if detail.run.status is RunStatus.SUCCEEDED else runtime.EXIT_FAILED
+
+
+async def _cancel(c: Client, ns: argparse.Namespace) -> int:
+    run = await c.cancel(ns.run_id)
+    _print_json(run) if ns.json else print(f"run {run.run_id} {run.status.value}")
+    return runtime.EXIT_OK
+
+
+async def _retry(c: Client, ns: argparse.Namespace) -> int:
+    run = await c.retry(ns.run_id)
+    if ns.wait:
+        return await _wait_and_show(c, run.run_id, ns)
+    _print_json(run) if ns.json else print(f"run {run.run_id} {run.status.value} again")
+    return runtime.EXIT_OK
+
+
+async def _mark(c: Client, ns: argparse.Namespace) -> int:
+    try:
+        output = json.loads(ns.output)
+    except json.JSONDecodeError as exc:
+        raise FlowForgeError(f"--output is not valid JSON: {exc}") from None
+    rec = await c.mark(ns.run_id, ns.task, ns.status, output)
+    _print_json(rec) if ns.json else print(f"{rec.task} of run {rec.run_id} is {rec.status.value}")
+    return runtime.EXIT_OK
 
 
 async def _runs(c: Client, ns: argparse.Namespace) -> int:
@@ -203,7 +255,8 @@ async def _rejected(c: Client, ns: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "register": _register, "run": _run, "runs": _runs, "show": _show, "flows": _flows,
-    "graph": _graph, "rejected": _rejected, "agents": _agents,
+    "graph": _graph, "rejected": _rejected, "agents": _agents, "cancel": _cancel,
+    "retry": _retry, "mark": _mark,
 }
 
 

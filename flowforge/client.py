@@ -137,11 +137,25 @@ class Client:
 
     async def start(
         self, flow: str, params: dict[str, Any] | None = None, *,
-        idempotency_key: str | None = None, source: str = "api",
+        idempotency_key: str | None = None, source: str = "api", only: list[str] | None = None,
     ) -> RunRecord:
+        """Start a run; ``only`` runs just those tasks, reusing the others' last outputs."""
         body = {"flow": flow, "params": params or {}, "idempotency_key": idempotency_key,
-                "source": source}
+                "source": source, "only": only}
         return await self.request("runs", "start", body, RunRecord)
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a run: pending tasks are cancelled and running ones are told to stop."""
+        return await self.request("runs", "cancel", {"run_id": run_id}, RunRecord)
+
+    async def retry(self, run_id: str) -> RunRecord:
+        """Run again the failed, cancelled and upstream-failed tasks of a run."""
+        return await self.request("runs", "retry", {"run_id": run_id}, RunRecord)
+
+    async def mark(self, run_id: str, task: str, status: str, output: Any = None) -> TaskRecord:
+        """Set a task succeeded (with ``output``) or failed by hand; its dependants follow."""
+        body = {"run_id": run_id, "task": task, "status": status, "output": output}
+        return await self.request("tasks", "mark", body, TaskRecord)
 
     async def get(self, run_id: str) -> RunDetail:
         return await self.request("runs", "get", {"run_id": run_id}, RunDetail)

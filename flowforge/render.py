@@ -103,8 +103,10 @@ def show_run(detail: RunDetail, spec: FlowSpec | None) -> str:
         f"started {stamp(run.started_at)}  finished {stamp(run.finished_at)}  "
         f"took {duration(run.started_at, run.finished_at)}  source {run.source}",
         f"params {msgspec.json.encode(run.params).decode()}",
-        "",
     ]
+    if run.only is not None:
+        out.append(f"partial run: only {', '.join(run.only)}")
+    out.append("")
     tasks = ordered(detail, spec)
     out.append(table(
         ["task", "status", "attempt", "agent", "started", "duration", "output"],

@@ -40,10 +40,29 @@ class StartRun(msgspec.Struct, frozen=True, kw_only=True):
     params: dict[str, Any] = {}
     idempotency_key: str | None = None
     source: str = "api"
+    only: list[str] | None = None
+    """Run just these tasks; the rest are skipped, reusing their last successful outputs."""
 
 
 class GetRun(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
+
+
+class CancelRun(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+
+
+class RetryRun(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+
+
+class MarkTask(msgspec.Struct, frozen=True, kw_only=True):
+    """Set a task instance succeeded (with an output) or failed, as an operator."""
+
+    run_id: str
+    task: str
+    status: str
+    output: Any = None
 
 
 class ListRuns(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +100,9 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("runs", "start"): StartRun,
     ("runs", "get"): GetRun,
     ("runs", "list"): ListRuns,
+    ("runs", "cancel"): CancelRun,
+    ("runs", "retry"): RetryRun,
+    ("tasks", "mark"): MarkTask,
     ("rejected", "list"): ListRejected,
     ("agents", "list"): ListAgents,
 }

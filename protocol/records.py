@@ -56,7 +56,9 @@ class RunRecord(msgspec.Struct, kw_only=True):
     finished_at: float | None = None
     idempotency_key: str | None = None
     source: str = "api"
-    """How it was started: api, trigger, dev."""
+    """How it was started: api, cli, trigger, dev."""
+    only: list[str] | None = None
+    """A partial run: just these tasks ran; the others were skipped."""
     counts: RunCounts = msgspec.field(default_factory=RunCounts)
 
 

@@ -33,9 +33,16 @@ class TaskStatus(StrEnum):
     """A task it depends on failed, so it will not run."""
     CANCELLED = "cancelled"
     """Its run was cancelled before it finished."""
+    SKIPPED = "skipped"
+    """Not run by a partial run (``--only``); its output, if any, comes from an earlier run."""
 
 
 RUN_FINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
 TASK_FINAL = frozenset(
-    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED}
+    {TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED,
+     TaskStatus.SKIPPED}
 )
+TASK_DONE_OK = frozenset({TaskStatus.SUCCEEDED, TaskStatus.SKIPPED})
+"""States that let dependants run."""
+TASK_NOT_OK = frozenset({TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED, TaskStatus.CANCELLED})
+"""Final states that stop dependants; ``flowforge retry`` runs these again."""

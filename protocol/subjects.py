@@ -57,6 +57,9 @@ class Subjects:
     def api(self, noun: str, verb: str) -> str:
         return f"{self.namespace}.api.{noun}.{verb}"
 
+    def cancel(self, run_id: str) -> str:
+        return f"{self.namespace}.cancel.{run_id}"
+
     def heartbeat(self, agent_id: str) -> str:
         return f"{self.namespace}.agent.heartbeat.{agent_id}"
 

@@ -125,3 +125,39 @@ register_task_pipeline(
     flow_name="hard_crash",
     pipeline={"boom": {"function": crashes_hard, "depends_on": []}},
 )
+
+
+def flaky(marker: str) -> str:
+    """Fails until the file ``marker`` exists."""
+    if not os.path.exists(marker):
+        raise RuntimeError(f"{marker} does not exist yet")
+    return "flaky is fine now"
+
+
+def after_flaky(flaky: str) -> str:
+    return f"after: {flaky}"
+
+
+def sync_until_cancelled(ctx: TaskContext) -> str:
+    while not ctx.cancelled:
+        time.sleep(0.01)
+    return "saw ctx.cancelled"
+
+
+register_task_pipeline(
+    flow_name="retryable",
+    pipeline={
+        "flaky": {"function": flaky, "depends_on": []},
+        "after_flaky": {"function": after_flaky, "depends_on": ["flaky"]},
+        "steady": {"function": ok_task, "depends_on": []},
+    },
+)
+
+register_task_pipeline(
+    flow_name="cancellable",
+    pipeline={
+        "async_long": {"function": very_slow, "depends_on": []},
+        "sync_long": {"function": sync_until_cancelled, "depends_on": []},
+        "later": {"function": ok_task, "depends_on": ["async_long"]},
+    },
+)

@@ -1,0 +1,87 @@
+"""Operator actions on runs: cancel, retry what failed, mark a task succeeded or failed."""
+
+import msgspec
+
+from coordinator.flows import FlowCache
+from coordinator.scheduler import Scheduler
+from coordinator.store import Store
+from coordinator.writer import Batch, Writer
+from protocol.api import CancelRun, MarkTask, RetryRun
+from protocol.errors import BadRequest, InvalidState, TooLarge, UnknownRun
+from protocol.limits import MAX_OUTPUT_BYTES
+from protocol.messages import encoder
+from protocol.records import RunDetail, RunRecord, TaskRecord
+from protocol.states import TaskStatus
+
+
+class Operations:
+    """Each action runs inside a writer batch, so it is committed with everything else."""
+
+    def __init__(self, writer: Writer, store: Store, flows: FlowCache, scheduler: Scheduler) -> None:
+        self.writer = writer
+        self.store = store
+        self.flows = flows
+        self.scheduler = scheduler
+
+    async def _detail(self, run_id: str) -> RunDetail:
+        detail = await self.store.get_run(run_id)
+        if detail is None:
+            raise UnknownRun(run_id)
+        return detail
+
+    async def cancel(self, req: CancelRun) -> RunRecord:
+        async def act(now: float, batch: Batch) -> RunRecord:
+            if self.scheduler.cancel(req.run_id, now, batch.changes) is not None:
+                return batch.changes.runs[req.run_id]
+            run = (await self._detail(req.run_id)).run
+            raise InvalidState(f"run {req.run_id} is already {run.status.value}; nothing to cancel")
+
+        return await self.writer.submit(act)
+
+    async def retry(self, req: RetryRun) -> RunRecord:
+        async def act(now: float, batch: Batch) -> RunRecord:
+            state = self.scheduler.runs.get(req.run_id)
+            if state is not None:
+                run, records = state.run, list(state.tasks.values())
+            else:
+                detail = await self._detail(req.run_id)
+                run, records = detail.run, detail.tasks
+            flow = await self.flows.version(run.flow, run.version)
+            again = self.scheduler.retry(run, flow, records, now, batch.changes)
+            if not again:
+                raise InvalidState(
+                    f"run {req.run_id} has no failed, cancelled or upstream_failed task to retry"
+                )
+            return run
+
+        return await self.writer.submit(act)
+
+    async def mark(self, req: MarkTask) -> TaskRecord:
+        try:
+            status = TaskStatus(req.status)
+        except ValueError:
+            status = None
+        if status not in (TaskStatus.SUCCEEDED, TaskStatus.FAILED):
+            raise BadRequest(f"status must be 'succeeded' or 'failed', got {req.status!r}")
+        output = msgspec.Raw(encoder.encode(req.output))
+        if len(output) > MAX_OUTPUT_BYTES:
+            raise TooLarge(f"output is over {MAX_OUTPUT_BYTES:,} bytes; store it and pass a reference")
+
+        async def act(now: float, batch: Batch) -> TaskRecord:
+            state = self.scheduler.runs.get(req.run_id)
+            if state is not None:
+                run, records = state.run, list(state.tasks.values())
+            else:
+                detail = await self._detail(req.run_id)
+                run, records = detail.run, detail.tasks
+            if req.task not in {r.task for r in records}:
+                raise BadRequest(f"run {req.run_id} has no task {req.task!r}")
+            flow = await self.flows.version(run.flow, run.version)
+            was_active = state is not None
+            rec = self.scheduler.mark(run, flow, records, req.task, status, output, now,
+                                      batch.changes)
+            if was_active and status is TaskStatus.SUCCEEDED:
+                batch.changes.withdrawn.append(rec)
+            return rec
+
+        return await self.writer.submit(act)
