@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 
 from flowforge.context import TaskContext
-from flowforge.introspect import CTX_NAME
+from flowforge.introspect import is_context, signature_of
 from protocol.messages import TaskDispatch
 
 _CTX, _NAMED, _VAR_KW = 0, 1, 2
@@ -29,12 +29,12 @@ class BindPlan:
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> "BindPlan":
         slots = []
-        for p in inspect.signature(fn).parameters.values():
+        for p in signature_of(fn).parameters.values():
             if p.kind is p.VAR_POSITIONAL:
                 continue
             if p.kind is p.VAR_KEYWORD:
                 slots.append((p.name, _VAR_KW, True))
-            elif p.name == CTX_NAME or getattr(p.annotation, "__name__", "") == "TaskContext":
+            elif is_context(p.name, p.annotation):
                 slots.append((p.name, _CTX, False))
             else:
                 slots.append((p.name, _NAMED, p.default is not p.empty))

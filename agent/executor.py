@@ -29,8 +29,13 @@ async def execute(
     threads: Executor,
     agent_id: str,
     processes: ProcessPool | None = None,
+    lingering: list[asyncio.Future[Any]] | None = None,
 ) -> TaskSucceeded | TaskFailed:
-    """Run one attempt and return its terminal report; never raises for the task's own errors."""
+    """Run one attempt and return its terminal report; never raises for the task's own errors.
+
+    A sync task that timed out or was cancelled keeps running in its thread; its future is
+    added to ``lingering`` so the caller can hold the slot until the thread returns.
+    """
     started = time.time()
     fail = functools.partial(_failed, task, agent_id, started)
     try:
@@ -41,9 +46,13 @@ async def execute(
             output = await _in_process(processes, task, kwargs, ctx)
         else:
             call = functools.partial(fn, **kwargs)
-            result = await _with_timeout(
-                asyncio.get_running_loop().run_in_executor(threads, call), task.timeout_s
-            )
+            thread = asyncio.get_running_loop().run_in_executor(threads, call)
+            try:
+                result = await _with_timeout(asyncio.shield(thread), task.timeout_s)
+            except (TaskTimeout, asyncio.CancelledError):
+                if lingering is not None:  # a thread cannot be stopped: its slot stays taken
+                    lingering.append(thread)
+                raise
             output = encode_output(result)
     except asyncio.CancelledError:
         raise

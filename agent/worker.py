@@ -71,6 +71,7 @@ class _Running:
     msg: Msg
     ctx: TaskContext | None
     task: asyncio.Task[None] | None
+    lingering: list[asyncio.Future[Any]]
 
 
 class Agent:
@@ -176,7 +177,11 @@ class Agent:
                         await msg.nak()
                 await self._give_slots(n)
                 return
-            await self._give_slots(n - len(msgs))
+            if len(msgs) > n:  # nats-py hands over messages buffered earlier too
+                async with self._slot_freed:
+                    self._free -= len(msgs) - n
+            else:
+                await self._give_slots(n - len(msgs))
             busy = bool(msgs)
             for msg in msgs:
                 task = asyncio.create_task(self._handle(msg))
@@ -187,12 +192,25 @@ class Agent:
 
     async def _handle(self, msg: Msg) -> None:
         key = id(msg)
-        self._running[key] = _Running(msg, None, asyncio.current_task())
+        self._running[key] = _Running(msg, None, asyncio.current_task(), [])
         try:
             await self._handle_inner(msg, key)
         finally:
-            self._running.pop(key, None)
+            running = self._running.pop(key, None)
+            if running is not None and running.lingering:
+                self._release_when_done(running.lingering)
+            else:
+                await self._give_slots(1)
+
+    def _release_when_done(self, threads: list[asyncio.Future[Any]]) -> None:
+        """Give the slot back only when the abandoned thread really returns."""
+        async def wait_then_release() -> None:
+            await asyncio.wait(threads)
             await self._give_slots(1)
+
+        waiter = asyncio.ensure_future(wait_then_release())
+        self._tasks.add(waiter)
+        waiter.add_done_callback(self._tasks.discard)
 
     async def _handle_inner(self, msg: Msg, key: int) -> None:
         try:
@@ -220,7 +238,7 @@ class Agent:
         started = time.time()
         try:
             report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
-                                   self.agent_id, self._procs)
+                                   self.agent_id, self._procs, self._running[key].lingering)
         except asyncio.CancelledError:
             if task.run_id not in self._cancelled_runs or self._stop.is_set():
                 raise

@@ -56,6 +56,8 @@ class Api:
         self.agents = agents
         self.operations = Operations(writer, store, flows, writer.scheduler)
         self._inflight: set[asyncio.Task[None]] = set()
+        self.max_reply_bytes = 1024 * 1024
+        """The NATS server's max_payload; set by the service once connected."""
         self._register_lock = asyncio.Lock()
         self._handlers: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]] = {
             ("flows", "register"): self.register_flows,
@@ -85,8 +87,17 @@ class Api:
     async def _answer(self, msg: Msg) -> None:
         reply = await self.handle(msg.subject, msg.data)
         if msg.reply:
+            data = encoder.encode(reply)
+            limit = self.max_reply_bytes
+            if len(data) > limit:
+                data = encoder.encode(Reply(ok=False, error=ErrorBody(
+                    code=ErrorCode.TOO_LARGE,
+                    message=f"the answer is {len(data):,} bytes, over the NATS server's "
+                    f"max_payload of {limit:,}; ask for less (a smaller --limit) or raise "
+                    "max_payload on the server",
+                )))
             try:
-                await msg.respond(encoder.encode(reply))
+                await msg.respond(data)
             except Exception as exc:  # noqa: BLE001 - answer with an internal error, keep serving
                 log.debug("could not answer %s: %s", msg.subject, exc)
 

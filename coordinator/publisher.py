@@ -17,6 +17,7 @@ from protocol.subjects import Subjects
 log = logging.getLogger("flowforge.coordinator.publisher")
 
 RETRY_EVERY_S = 1.0
+ACK_TIMEOUT_S = 5.0
 MAX_TRACKED = 200_000
 
 
@@ -32,6 +33,7 @@ class Publisher:
         """Stream sequence of each queued task's message, to take it back on cancel."""
         self._waiters: set[asyncio.Task[None]] = set()
         self.published = 0
+        self.dropped_events = 0
 
     async def dispatch(self, items: Iterable[tuple[str, TaskDispatch]]) -> None:
         """Send tasks without awaiting each ack; acks are checked in the background."""
@@ -40,7 +42,8 @@ class Publisher:
             msg_id = f"{msg.run_id}.{msg.task}.{msg.attempt}"
             try:
                 fut = await self._js.publish_async(
-                    self._s.task(queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id}
+                    self._s.task(queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id},
+                    wait_stall=ACK_TIMEOUT_S,
                 )
             except Exception as exc:  # noqa: BLE001 - any failure means: retry later
                 log.warning("publish of %s failed (%s); will retry", msg_id, exc)
@@ -53,9 +56,14 @@ class Publisher:
             waiter.add_done_callback(self._waiters.discard)
 
     async def _check_acks(self, futures: list[tuple[str, str, TaskDispatch, asyncio.Future]]) -> None:
-        results = await asyncio.gather(*(f for *_, f in futures), return_exceptions=True)
-        for (msg_id, queue, msg, _), result in zip(futures, results, strict=True):
-            if isinstance(result, BaseException):
+        # an ack lost with a dropped connection never resolves: give up on it and re-send
+        # (same Nats-Msg-Id, so a message that was stored after all is not duplicated)
+        await asyncio.wait([f for *_, f in futures], timeout=ACK_TIMEOUT_S)
+        for msg_id, queue, msg, fut in futures:
+            if not fut.done():
+                fut.cancel()
+            result = None if fut.cancelled() else fut.exception() or fut.result()
+            if result is None or isinstance(result, BaseException):
                 log.warning("task %s not stored by JetStream (%r); will retry", msg_id, result)
                 self._retry[msg_id] = (queue, msg)
             else:
@@ -82,7 +90,7 @@ class Publisher:
 
     async def cancel(self, run_id: str) -> None:
         """Tell agents to stop the run's running tasks."""
-        await self._nc.publish(self._s.cancel(run_id), b"")
+        await self._event(self._s.cancel(run_id), b"")
 
     async def retry_loop(self) -> None:
         """Re-send tasks whose publish failed (e.g. while NATS restarted); same message id."""
@@ -98,23 +106,31 @@ class Publisher:
 
     # -- events: core publish, full new state of what changed -------------------------
 
+    async def _event(self, subject: str, data: bytes) -> None:
+        """Events are best effort: while NATS is away they are dropped, never fatal."""
+        try:
+            await self._nc.publish(subject, data)
+        except Exception as exc:  # noqa: BLE001 - e.g. the reconnect buffer is full
+            self.dropped_events += 1
+            log.debug("event on %s dropped: %r", subject, exc)
+
     async def task_events(self, records: Iterable[TaskRecord]) -> None:
         for rec in records:
-            await self._nc.publish(self._s.task_event(rec.run_id, rec.task), encoder.encode(rec))
+            await self._event(self._s.task_event(rec.run_id, rec.task), encoder.encode(rec))
 
     async def run_events(self, runs: Iterable[RunRecord]) -> None:
         for run in runs:
-            await self._nc.publish(self._s.run_event(run.flow, run.run_id), encoder.encode(run))
+            await self._event(self._s.run_event(run.flow, run.run_id), encoder.encode(run))
 
     async def flow_event(self, flow: FlowSummary) -> None:
-        await self._nc.publish(self._s.flow_event(flow.name), encoder.encode(flow))
+        await self._event(self._s.flow_event(flow.name), encoder.encode(flow))
 
     async def agent_event(self, info: AgentInfo) -> None:
-        await self._nc.publish(self._s.agent_event(info.agent_id), encoder.encode(info))
+        await self._event(self._s.agent_event(info.agent_id), encoder.encode(info))
 
     async def error_event(
         self, kind: str, subject: str, code: str, reason: str, rejected_id: int | None = None
     ) -> None:
         event = ErrorEvent(kind=kind, subject=subject, code=code, reason=reason, at=time.time(),
                            rejected_id=rejected_id)
-        await self._nc.publish(self._s.error_event(kind), encoder.encode(event))
+        await self._event(self._s.error_event(kind), encoder.encode(event))

@@ -47,9 +47,13 @@ class RunState:
 class Scheduler:
     """Decides what runs next. No I/O: every method records its effects in ``Changes``."""
 
-    def __init__(self, *, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, *, rng: random.Random | None = None, max_dispatch_bytes: int = 1024 * 1024
+    ) -> None:
         self.runs: dict[str, RunState] = {}
         self._rng = rng or random.Random()
+        self.max_dispatch_bytes = max_dispatch_bytes
+        """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
 
     # -- run lifecycle -----------------------------------------------------------------
 
@@ -329,10 +333,24 @@ class Scheduler:
         rec.queued_at = now
         rec.retry_at = None
         rec.started_at = rec.finished_at = None
-        self._set(state, rec, TaskStatus.QUEUED)
         ch.tasks[(state.run.run_id, name)] = rec
         ch.runs[state.run.run_id] = state.run
-        ch.dispatches.append((rec.queue, self._dispatch(state, rec)))
+        dispatch = self._dispatch(state, rec)
+        size = sum(len(raw) for raw in dispatch.inputs.values())
+        if size > self.max_dispatch_bytes:
+            rec.finished_at = now
+            rec.error_type = "InputsTooLarge"
+            rec.error_message = (
+                f"the upstream outputs this task takes add up to {size:,} bytes, over the "
+                f"{self.max_dispatch_bytes:,} a task message may carry; have the upstream tasks "
+                "store large results (a file, a table) and return a reference instead"
+            )
+            self._set(state, rec, TaskStatus.FAILED)
+            self._fail_downstream(state, state.flow.dependants.get(name, ()), now, ch, [name])
+            self._maybe_finish(state, now, ch)
+            return
+        self._set(state, rec, TaskStatus.QUEUED)
+        ch.dispatches.append((rec.queue, dispatch))
 
     def _dispatch(self, state: RunState, rec: TaskRecord) -> TaskDispatch:
         spec = state.flow.tasks[rec.task]

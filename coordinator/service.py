@@ -71,6 +71,7 @@ class Coordinator:
         self._nc = await connect(self.config.connect, name="flowforge-coordinator",
                                  initial_attempts=20)
         js = self._nc.jetstream(publish_async_max_pending=8000)
+        self.scheduler.max_dispatch_bytes = max(64 * 1024, self._nc.max_payload - 64 * 1024)
         await ensure_streams(js, self.subjects)
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
@@ -79,6 +80,7 @@ class Coordinator:
         self._js, self._flows, self._publisher = js, flows, publisher
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
                         self.config.lease_s, self.agents)
+        self._api.max_reply_bytes = self._nc.max_payload
         for summary in await self._store.list_flows():
             await flows.current(summary.name)
         for queue in flows.queues():

@@ -87,8 +87,7 @@ class Writer:
         self.publisher = publisher
         self._trigger_prefix = trigger_prefix
         self.inbox: asyncio.Queue[Input] = asyncio.Queue(maxsize=256)
-        self._timer_handles: set[asyncio.TimerHandle] = set()
-        self.on_commit: list[Callable[[Changes], None]] = []
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     async def submit(self, fn: Callable[[float, "Batch"], Awaitable[Any]]) -> Any:
         """Run ``fn`` in the next batch; returns once its changes are committed."""
@@ -133,6 +132,13 @@ class Writer:
     async def _commit_and_publish(self, batch: Batch) -> None:
         ch = batch.changes
         ids = await self.store.commit(ch, [r[:4] for r in batch.rejected])
+        for future, result in batch.replies:  # committed: callers may know now
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
         await self.publisher.dispatch(ch.dispatches)
         await self.publisher.withdraw(ch.withdrawn)
         self.publisher.forget(ch.tasks.values())
@@ -144,37 +150,32 @@ class Writer:
             kind = subject.split(".")[1] if "." in subject else "message"
             await self.publisher.error_event(kind, subject, code, reason, rid)
             if msg is not None:
-                await msg.term()
-        for msg in batch.acks:
-            await msg.ack()
-        for future, result in batch.replies:
-            if future.done():
-                continue
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+                await _settle(msg.term)
+        for msg in batch.acks:  # a failed ack means a redelivery, which is ignored as a duplicate
+            await _settle(msg.ack)
         self.arm_timers(ch.timers)
-        for hook in self.on_commit:
-            hook(ch)
 
     def arm_timers(self, timers: list[tuple[float, str, str]]) -> None:
         loop = asyncio.get_running_loop()
         for at, run_id, task in timers:
+            old = self._timers.pop((run_id, task), None)
+            if old is not None:
+                old.cancel()
             delay = max(0.0, at - time.time())
-            handle = loop.call_later(delay, self._fire, run_id, task)
-            self._timer_handles.add(handle)
+            self._timers[(run_id, task)] = loop.call_later(delay, self._fire, run_id, task)
 
     def _fire(self, run_id: str, task: str) -> None:
+        self._timers.pop((run_id, task), None)
         try:
             self.inbox.put_nowait(TimerFired(run_id, task))
         except asyncio.QueueFull:
-            asyncio.get_running_loop().call_later(0.05, self._fire, run_id, task)
+            handle = asyncio.get_running_loop().call_later(0.05, self._fire, run_id, task)
+            self._timers[(run_id, task)] = handle
 
     def cancel_timers(self) -> None:
-        for handle in self._timer_handles:
+        for handle in self._timers.values():
             handle.cancel()
-        self._timer_handles.clear()
+        self._timers.clear()
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -237,6 +238,13 @@ class Writer:
             reused = await self.store.last_outputs(request.flow, wanted)
         self.scheduler.start_run(run, flow, now, batch.changes, reused)
         return run
+
+
+async def _settle(action: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await action()
+    except Exception as exc:  # noqa: BLE001 - NATS away: the message comes back later
+        log.debug("ack/term failed: %r", exc)
 
 
 def _check_only(flow_name: str, flow: CompiledFlow, only: list[str] | None) -> frozenset[str] | None:

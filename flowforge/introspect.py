@@ -59,7 +59,8 @@ def _type_name(annotation: Any) -> str | None:
     return _PLAIN_TYPES.get(origin)
 
 
-def _signature(flow: str, task: str, fn: Callable[..., Any]) -> inspect.Signature:
+def signature_of(fn: Callable[..., Any]) -> inspect.Signature:
+    """The signature with string annotations resolved where possible."""
     try:
         return inspect.signature(fn, eval_str=True)
     except (NameError, TypeError, SyntaxError):
@@ -73,7 +74,7 @@ def bind_plan(
     params: list[ParamSpec] = []
     inputs: list[str] = []
     accepts_all = False
-    for p in _signature(flow, task, fn).parameters.values():
+    for p in signature_of(fn).parameters.values():
         if p.kind is p.POSITIONAL_ONLY:
             raise InvalidOption(
                 flow, task, p.name,
@@ -83,7 +84,7 @@ def bind_plan(
             continue
         if p.kind is p.VAR_KEYWORD:
             accepts_all = True
-        elif p.name == CTX_NAME or _is_context(p.annotation):
+        elif is_context(p.name, p.annotation):
             continue
         elif p.name in task_names:
             inputs.append(p.name)
@@ -93,6 +94,11 @@ def bind_plan(
                           required=p.default is inspect.Parameter.empty)
             )
     return tuple(params), tuple(inputs), accepts_all
+
+
+def is_context(name: str, annotation: Any) -> bool:
+    """A parameter that gets the TaskContext: named ``ctx`` or annotated ``TaskContext``."""
+    return name == CTX_NAME or _is_context(annotation)
 
 
 def _is_context(annotation: Any) -> bool:

@@ -161,3 +161,35 @@ register_task_pipeline(
         "later": {"function": ok_task, "depends_on": ["async_long"]},
     },
 )
+
+
+def big_output() -> str:
+    return "y" * (200 * 1024)
+
+
+
+def join_big(b0: str, b1: str, b2: str, b3: str, b4: str, b5: str) -> int:
+    return sum(map(len, (b0, b1, b2, b3, b4, b5)))
+
+
+register_task_pipeline(
+    flow_name="fan_in_too_big",
+    pipeline={
+        **{f"b{i}": {"function": big_output, "depends_on": []} for i in range(6)},
+        "join": {"function": join_big, "depends_on": [f"b{i}" for i in range(6)]},
+    },
+)
+
+
+def sleeps_sync(seconds: float = 1.5) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+register_task_pipeline(
+    flow_name="timeout_then_quick",
+    pipeline={
+        "slow": {"function": sleeps_sync, "depends_on": [], "timeout": 0.3},
+        "quick": {"function": ok_task, "depends_on": [], "timeout": 1},
+    },
+)

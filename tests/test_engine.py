@@ -78,3 +78,30 @@ async def test_outputs_that_are_not_json_or_too_big_fail_with_advice_and_the_age
     assert tasks["fine"].status is TaskStatus.SUCCEEDED
     again = await client.wait((await client.start("bad_outputs")).run_id, timeout_s=30)
     assert {t.task: t.status for t in again.tasks}["fine"] is TaskStatus.SUCCEEDED
+
+
+async def test_a_task_whose_inputs_exceed_the_message_limit_fails_with_advice_not_a_hang(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    coordinator = await start_coordinator()
+    coordinator.scheduler.max_dispatch_bytes = 1024 * 1024  # a stock nats-server's limit
+    await start_agent()
+    await client.register()
+    detail = await client.wait((await client.start("fan_in_too_big")).run_id, timeout_s=30)
+    join = {t.task: t for t in detail.tasks}["join"]
+    assert detail.run.status is RunStatus.FAILED
+    assert join.error_type == "InputsTooLarge"
+    assert "return a reference" in (join.error_message or "")
+
+
+async def test_a_timed_out_sync_task_keeps_its_slot_so_the_next_task_is_not_starved(
+    coordinator, start_agent, client: Client
+) -> None:
+    await start_agent(concurrency=1)
+    await client.register()
+    detail = await client.wait((await client.start("timeout_then_quick")).run_id, timeout_s=30)
+    tasks = {t.task: t for t in detail.tasks}
+    assert tasks["slow"].status is TaskStatus.FAILED
+    assert tasks["slow"].error_type == "TaskTimeout"
+    assert "--pool process" in (tasks["slow"].error_message or "")
+    assert tasks["quick"].status is TaskStatus.SUCCEEDED

@@ -441,3 +441,14 @@ async def test_a_registration_in_flight_when_the_coordinator_shuts_down_is_answe
     assert reply["ok"] is True, reply
     await start_coordinator(db_path=db_path)
     assert len(await client.flows()) == len(specs)
+
+
+def test_a_context_parameter_is_found_by_its_annotation_under_postponed_annotations() -> None:
+    from agent.binding import BindPlan
+    from flowforge.introspect import bind_plan
+    from tests import futureflows
+
+    plan = BindPlan.of(futureflows.step)
+    assert plan.slots[0] == ("context", 0, False)
+    params, _, _ = bind_plan("f", "step", futureflows.step, {"step"})
+    assert [p.name for p in params] == ["n"] and params[0].type == "int"
