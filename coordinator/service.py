@@ -22,7 +22,8 @@ from coordinator.store import Store
 from coordinator.writer import Reports, StopWriter, Triggers, Writer
 from flowforge.connection import ConnectOptions, connect
 from flowforge.jetstream import DEFAULT_LEASE_S, ensure_streams, ensure_task_consumer
-from protocol.messages import heartbeat_decoder
+from protocol.messages import TaskDispatch, heartbeat_decoder
+from protocol.states import TaskStatus
 from protocol.subjects import API_QUEUE_GROUP, Subjects
 
 log = logging.getLogger("flowforge.coordinator")
@@ -88,7 +89,10 @@ class Coordinator:
         await self._restore()
 
     async def _restore(self) -> None:
-        """Rebuild active runs from SQLite and re-publish what was queued."""
+        """Rebuild active runs from SQLite, apply the reports that piled up, re-publish the rest.
+
+        Reports first: a task that finished while the coordinator was down is not sent again.
+        """
         assert self._store is not None and self.writer is not None
         ch, now = Changes(), time.time()
         runs = await self._store.active_runs()
@@ -98,11 +102,34 @@ class Coordinator:
             self.scheduler.restore(run, flow, tasks, now, ch)
         if ch:
             await self._store.commit(ch)
-        await self._publisher.dispatch(ch.dispatches)
+        backlog = await self._apply_report_backlog()
+        still_queued = [(q, d) for q, d in ch.dispatches if self._still_queued(d)]
+        await self._publisher.dispatch(still_queued)
         self.writer.arm_timers(ch.timers)
         if runs:
-            log.info("resumed %d active runs, re-published %d queued tasks",
-                     len(runs), len(ch.dispatches))
+            log.info("resumed %d active runs: applied %d waiting reports, re-published %d "
+                     "queued tasks", len(runs), backlog, len(still_queued))
+
+    async def _apply_report_backlog(self) -> int:
+        assert self.writer is not None
+        sub = await self._js.pull_subscribe_bind(self.subjects.reports_consumer,
+                                                 self.subjects.reports_stream)
+        applied = 0
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(FETCH_BATCH, timeout=0.5)
+                except (TimeoutError, NatsTimeout):
+                    return applied
+                applied += len(msgs)
+                await self.writer.process([Reports(msgs)])
+        finally:
+            await sub.unsubscribe()
+
+    def _still_queued(self, dispatch: TaskDispatch) -> bool:
+        state = self.scheduler.runs.get(dispatch.run_id)
+        rec = state.tasks.get(dispatch.task) if state else None
+        return rec is not None and rec.status is TaskStatus.QUEUED and rec.attempt == dispatch.attempt
 
     async def run(self) -> None:
         """Serve until ``shutdown()``; a crash of any loop stops the coordinator loudly."""

