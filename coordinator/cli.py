@@ -8,7 +8,7 @@ from pathlib import Path
 from coordinator.service import Coordinator, CoordinatorConfig
 from flowforge import runtime
 from flowforge.connection import add_connection_args, env, options_from_args
-from flowforge.embedded import EmbeddedNats, EmbeddedNatsError
+from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
 from flowforge.jetstream import DEFAULT_LEASE_S
 from protocol.errors import NotConnected
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_connection_args(p, nats_default=None)
     p.add_argument("--listen", default=env("LISTEN", "127.0.0.1:4222"), metavar="HOST:PORT",
+                   type=parse_listen,
                    help="where the embedded nats-server listens when --nats is not given "
                    "[FLOWFORGE_LISTEN] (default: %(default)s)")
     p.add_argument("--data-dir", default=env("DATA_DIR", ".flowforge"), type=Path,
@@ -50,18 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.lstrip("-").isdigit():
-        raise ValueError(f"--listen {value!r} is not HOST:PORT")
-    return host or "127.0.0.1", int(port)
-
-
 async def serve(ns: argparse.Namespace) -> int:
     embedded = None
     url = ns.nats
     if not url:
-        host, port = parse_listen(ns.listen)
+        host, port = ns.listen
         embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port)
         try:
             url = await embedded.start()
@@ -99,11 +93,6 @@ async def serve(ns: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
-    try:
-        parse_listen(ns.listen)
-    except ValueError as exc:
-        print(f"flowforge-coordinator: {exc}", file=sys.stderr)
-        return runtime.EXIT_USAGE
     runtime.setup_logging(ns.log_level)
     return runtime.run(serve(ns))
 

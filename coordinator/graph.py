@@ -12,6 +12,7 @@ class CompiledFlow:
     tasks: dict[str, TaskSpec]
     dependants: dict[str, tuple[str, ...]]
     roots: tuple[str, ...]
+    param_names: frozenset[str]
 
     @classmethod
     def compile(cls, spec: FlowSpec) -> "CompiledFlow":
@@ -26,4 +27,5 @@ class CompiledFlow:
             tasks=tasks,
             dependants={k: tuple(v) for k, v in dependants.items()},
             roots=tuple(t.name for t in spec.tasks if not t.depends_on),
+            param_names=frozenset(spec.param_specs()),
         )

@@ -217,7 +217,8 @@ class Writer:
                 "a key) instead of the data"
             )
         only = _check_only(request.flow, flow, request.only)
-        check_params(request.flow, flow.spec.param_specs(only), request.params)
+        check_params(request.flow, flow.spec.param_specs(only), request.params,
+                     allow_unknown=flow.spec.accepts_any_param(), known=flow.param_names)
         key = request.idempotency_key
         if key:
             existing = batch.keys.get((request.flow, key)) or await self.store.run_by_key(

@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from flowforge import render, runtime
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
 from flowforge.loader import LoadError, import_target
+from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
 from protocol.errors import FlowForgeError, NotConnected
 from protocol.states import RunStatus
@@ -34,17 +36,6 @@ exit codes: 0 ok (run succeeded), 1 run failed or cancelled, 2 usage or connecti
 """
 
 EXIT_CONNECTION = runtime.EXIT_USAGE
-
-
-def parse_param(text: str) -> tuple[str, Any]:
-    """``key=value``; the value is read as JSON when it parses (500, true, [1]) else as text."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--param {text!r} is not key=value")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
 
 
 def _params(ns: argparse.Namespace) -> dict[str, Any]:
@@ -90,10 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON")
 
     c = cmd("run", "start a run of a flow")
-    c.add_argument("flow")
+    c.add_argument("flow", help="name of a registered flow")
     _add_run_args(c)
     c.add_argument("--wait", action="store_true", help="wait for the run to finish")
-    c.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS")
+    c.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --wait: give up waiting after this long (default: no limit)")
     c.add_argument("--idempotency-key", metavar="KEY",
                    help="a second start with the same key returns the first run")
     c.add_argument("--only", metavar="TASK,TASK",
@@ -271,7 +263,8 @@ async def _client_command(ns: argparse.Namespace) -> int:
         print(f"flowforge {ns.command}: {exc}", file=sys.stderr)
         return runtime.EXIT_USAGE
     except TimeoutError:
-        print(f"flowforge {ns.command}: timed out", file=sys.stderr)
+        print(f"flowforge {ns.command}: the run is still going after --wait-timeout; "
+              "follow it with `flowforge show RUN_ID`", file=sys.stderr)
         return runtime.EXIT_FAILED
 
 
@@ -292,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_client_command(ns))
     except KeyboardInterrupt:
         return runtime.EXIT_INTERRUPTED
+    except BrokenPipeError:  # `flowforge runs | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter closes it at exit
+        return runtime.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from typing import Any
 from flowforge import render, runtime
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
-from flowforge.embedded import EmbeddedNats, EmbeddedNatsError
+from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
 from flowforge.loader import import_target
+from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
 from protocol.errors import FlowForgeError
 from protocol.records import RunRecord, TaskRecord
@@ -30,13 +31,13 @@ def add_dev_parser(sub: Any) -> None:
     c.add_argument("target", metavar="FILE_OR_MODULE")
     c.add_argument("--run", metavar="FLOW", help="start this flow and exit when it finishes "
                    "(0 succeeded, 1 failed)")
-    c.add_argument("--param", "-p", action="append", metavar="KEY=VALUE",
+    c.add_argument("--param", "-p", action="append", metavar="KEY=VALUE", type=parse_param,
                    help="run parameter; VALUE is JSON when it parses; repeatable")
     c.add_argument("--headless", action="store_true",
                    help="print progress lines instead of opening the dashboard")
     c.add_argument("--data-dir", type=Path, default=Path(".flowforge"),
                    help="database and JetStream store (default: %(default)s)")
-    c.add_argument("--listen", default="127.0.0.1:4222", metavar="HOST:PORT",
+    c.add_argument("--listen", default="127.0.0.1:4222", metavar="HOST:PORT", type=parse_listen,
                    help="embedded nats-server address; a free port is used when it is taken "
                    "(default: %(default)s)")
     c.add_argument("--concurrency", type=int, default=max(4, os.cpu_count() or 2))
@@ -78,9 +79,7 @@ class Progress:
 
 
 async def _start_nats(ns: argparse.Namespace) -> EmbeddedNats:
-    from coordinator.cli import parse_listen
-
-    host, port = parse_listen(ns.listen)
+    host, port = ns.listen
     server = EmbeddedNats(ns.data_dir / "nats", host=host, port=port)
     try:
         await server.start()
@@ -93,15 +92,13 @@ async def _start_nats(ns: argparse.Namespace) -> EmbeddedNats:
 async def dev(ns: argparse.Namespace) -> int:
     from agent.worker import Agent, AgentConfig
     from coordinator.service import Coordinator, CoordinatorConfig
-    from flowforge.cli import parse_param
-
     import_target(ns.target)
     if not REGISTRY.flows:
         raise FlowForgeError(f"{ns.target} defines no flows (call register_task_pipeline)")
     if ns.run and ns.run not in REGISTRY.flows:
         raise FlowForgeError(f"{ns.target} defines no flow {ns.run!r}; it defines "
                              f"{', '.join(sorted(REGISTRY.flows))}")
-    params = dict(parse_param(p) for p in ns.param or [])
+    params = dict(ns.param or [])
     if not ns.headless:
         print("(the dashboard is not part of this build yet: printing progress instead)",
               file=sys.stderr)
@@ -144,7 +141,11 @@ async def _session(ns: argparse.Namespace, opts: ConnectOptions, params: dict[st
             runtime.install_stop_signals(stop.set)
             await stop.wait()
             return runtime.EXIT_OK
-        return await _follow(client, ns.run, params)
+        try:
+            return await _follow(client, ns.run, params)
+        except FlowForgeError as exc:
+            print(f"flowforge dev: {exc}", file=sys.stderr)
+            return runtime.EXIT_USAGE
 
 
 async def _follow(client: Client, flow: str, params: dict[str, Any]) -> int:

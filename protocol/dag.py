@@ -1,6 +1,6 @@
 """Validation of flow definitions and the graph facts the scheduler needs (pure)."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from protocol.errors import (
@@ -152,8 +152,16 @@ def _type_ok(expected: str | None, value: Any) -> bool:
     return True
 
 
-def check_params(flow: str, specs: Mapping[str, ParamSpec], params: Mapping[str, Any]) -> None:
-    """Raise InvalidParams when a required parameter is missing or one has the wrong type."""
+def check_params(
+    flow: str, specs: Mapping[str, ParamSpec], params: Mapping[str, Any],
+    allow_unknown: bool = False, known: Collection[str] | None = None,
+) -> None:
+    """Raise InvalidParams for a missing required, wrongly typed or unknown parameter.
+
+    Unknown names (not in ``known``, default: ``specs``) are allowed when a task takes
+    ``**kwargs`` (``allow_unknown``).
+    """
+    known = specs if known is None else known
     problems = []
     for name, spec in specs.items():
         if name not in params:
@@ -162,5 +170,10 @@ def check_params(flow: str, specs: Mapping[str, ParamSpec], params: Mapping[str,
         elif not _type_ok(spec.type, params[name]):
             got = type(params[name]).__name__
             problems.append(f"parameter {name!r} must be {spec.type}, got {got}")
+    if not allow_unknown:
+        for name in params:
+            if name not in known:
+                takes = ", ".join(sorted(known)) or "no parameters"
+                problems.append(f"unknown parameter {name!r} (the flow takes {takes})")
     if problems:
         raise InvalidParams(f"flow {flow!r}: " + "; ".join(problems))

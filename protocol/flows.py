@@ -78,3 +78,7 @@ class FlowSpec(msgspec.Struct, frozen=True, kw_only=True):
                         required=old.required or p.required,
                     )
         return merged
+
+    def accepts_any_param(self, only: frozenset[str] | None = None) -> bool:
+        """True when a task (of ``only``) takes ``**kwargs``, so any parameter is welcome."""
+        return any(t.accepts_all_params for t in self.tasks if only is None or t.name in only)

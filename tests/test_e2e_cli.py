@@ -152,3 +152,22 @@ async def test_a_standalone_coordinator_starts_its_embedded_nats_server(
     await wait_for(lambda: coordinator_answers(url), timeout_s=20)
     assert "embedded nats-server listening on " + url in proc.log()
     assert (tmp_path / "data" / "flowforge.db").is_file()
+
+
+async def test_a_misspelt_parameter_is_refused_naming_the_ones_the_flow_takes(
+    stack, cli_env
+) -> None:
+    result = await cli(cli_env, "run", "pipeline_simple", "--param", "n_row=5", "--wait")
+    assert result.returncode == 2
+    assert "unknown parameter 'n_row' (the flow takes n_rows)" in result.stderr
+
+
+async def test_dev_reports_a_bad_parameter_as_a_usage_error_without_a_traceback(
+    tmp_path, cli_env
+) -> None:
+    result = await cli(cli_env, "dev", "examples/seed_pipelines.py", "--headless",
+                       "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:-1",
+                       "--run", "pipeline_simple", "--param", "n_rows=many")
+    assert result.returncode == 2
+    assert "parameter 'n_rows' must be int, got str" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
