@@ -3,45 +3,16 @@
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import msgspec
 
 from coordinator.graph import CompiledFlow
-from protocol.messages import TaskDispatch, TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
+from coordinator.runstate import Changes, RunState
+from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
-from protocol.states import TASK_DONE_OK, TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
+from protocol.states import TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
 
 MAX_RETRY_DELAY_S = 3600.0
-
-
-@dataclass(slots=True)
-class Changes:
-    """What one batch of events changed: persisted in one transaction, then published."""
-
-    tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
-    runs: dict[str, RunRecord] = field(default_factory=dict)
-    new_runs: list[str] = field(default_factory=list)
-    dispatches: list[tuple[str, TaskDispatch]] = field(default_factory=list)
-    timers: list[tuple[float, str, str]] = field(default_factory=list)
-    withdrawn: list[TaskRecord] = field(default_factory=list)
-    """Queued tasks whose messages should be taken back from the stream."""
-    cancelled_runs: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.tasks or self.runs)
-
-
-@dataclass(slots=True)
-class RunState:
-    """One active run in memory: its tasks and how many dependencies each still waits for."""
-
-    run: RunRecord
-    flow: CompiledFlow
-    tasks: dict[str, TaskRecord]
-    waiting: dict[str, int]
-    open_count: int = 0
-    failed_count: int = 0
 
 
 class Scheduler:
@@ -79,7 +50,7 @@ class Scheduler:
         ch.runs[run.run_id] = run
         if run.only is not None:
             self._skip_all_but(state, set(run.only), reused or {}, now)
-        state.waiting = _waiting(state)
+        state.waiting = state.compute_waiting()
         for rec in tasks.values():
             ch.tasks[(run.run_id, rec.task)] = rec
         for name, rec in tasks.items():
@@ -100,7 +71,7 @@ class Scheduler:
             else:
                 rec.note = "skipped: not in --only"
             rec.finished_at = now
-            self._set(state, rec, TaskStatus.SKIPPED)
+            state.set(rec, TaskStatus.SKIPPED)
 
     def restore(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
@@ -112,11 +83,11 @@ class Scheduler:
             if name not in tasks:
                 tasks[name] = TaskRecord(run_id=run.run_id, task=name, queue=spec.queue)
                 ch.tasks[(run.run_id, name)] = tasks[name]
-        state = _state_from(run, flow, tasks)
+        state = RunState.from_records(run, flow, tasks)
         self.runs[run.run_id] = state
         for rec in tasks.values():
             if rec.status is TaskStatus.QUEUED:
-                ch.dispatches.append((rec.queue, self._dispatch(state, rec)))
+                ch.dispatches.append((rec.queue, state.dispatch(rec)))
             elif rec.status is TaskStatus.RETRY_WAIT:
                 ch.timers.append((rec.retry_at or now, run.run_id, rec.task))
             elif rec.status is TaskStatus.PENDING:
@@ -127,7 +98,7 @@ class Scheduler:
         deps = state.flow.tasks[name].depends_on
         failed = [d for d in deps if state.tasks[d].status in TASK_NOT_OK]
         if failed:
-            self._fail_downstream(state, (name,), now, ch, failed)
+            state.fail_downstream((name,), now, ch, failed)
             ch.runs[state.run.run_id] = state.run
         elif state.waiting[name] == 0:
             self._queue(state, name, now, ch)
@@ -166,7 +137,7 @@ class Scheduler:
 
     def _mark_running(self, state: RunState, rec: TaskRecord, agent_id: str, at: float) -> None:
         if rec.status is not TaskStatus.RUNNING:
-            self._set(state, rec, TaskStatus.RUNNING)
+            state.set(rec, TaskStatus.RUNNING)
         rec.agent_id = agent_id
         rec.started_at = at
 
@@ -179,7 +150,7 @@ class Scheduler:
         rec.output = msg.output
         rec.progress = 1.0 if rec.progress is not None else None
         rec.error_type = rec.error_message = rec.traceback = None
-        self._set(state, rec, TaskStatus.SUCCEEDED)
+        state.set(rec, TaskStatus.SUCCEEDED)
         for child in state.flow.dependants.get(rec.task, ()):
             state.waiting[child] -= 1
             if state.waiting[child] == 0 and state.tasks[child].status is TaskStatus.PENDING:
@@ -201,7 +172,7 @@ class Scheduler:
                 in_flight.append(rec)
             rec.finished_at = now
             rec.note = "cancelled"
-            self._set(state, rec, TaskStatus.CANCELLED)
+            state.set(rec, TaskStatus.CANCELLED)
             ch.tasks[(run_id, rec.task)] = rec
         run = state.run
         run.status = RunStatus.CANCELLED
@@ -217,7 +188,7 @@ class Scheduler:
         ch: Changes,
     ) -> list[str]:
         """Run again the failed, cancelled and upstream-failed tasks, reusing what succeeded."""
-        state = self.runs.get(run.run_id) or _state_from(run, flow, {r.task: r for r in records})
+        state = self.runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
         again = [name for name, rec in state.tasks.items() if rec.status in TASK_NOT_OK]
         if not again:
             return []
@@ -227,7 +198,7 @@ class Scheduler:
             rec.error_type = rec.error_message = rec.traceback = None
             rec.finished_at = rec.started_at = None
             rec.note = "retried"
-            self._set(state, rec, TaskStatus.PENDING)
+            state.set(rec, TaskStatus.PENDING)
             ch.tasks[(run.run_id, name)] = rec
         self._reopen(state, ch)
         for name in again:
@@ -240,7 +211,7 @@ class Scheduler:
         status: TaskStatus, output: msgspec.Raw, now: float, ch: Changes,
     ) -> TaskRecord:
         """Set a task succeeded (with an output) or failed by hand; dependants follow."""
-        state = self.runs.get(run.run_id) or _state_from(run, flow, {r.task: r for r in records})
+        state = self.runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
         rec = state.tasks[task]
         self.runs[run.run_id] = state
         rec.finished_at = now
@@ -248,12 +219,12 @@ class Scheduler:
         if status is TaskStatus.SUCCEEDED:
             rec.output, rec.note = output, "marked succeeded by hand"
             rec.error_type = rec.error_message = rec.traceback = None
-            self._set(state, rec, TaskStatus.SUCCEEDED)
-            for name in _downstream(state, task):
+            state.set(rec, TaskStatus.SUCCEEDED)
+            for name in state.downstream(task):
                 child = state.tasks[name]
                 if child.status is TaskStatus.UPSTREAM_FAILED:
                     child.note, child.finished_at = None, None
-                    self._set(state, child, TaskStatus.PENDING)
+                    state.set(child, TaskStatus.PENDING)
                     ch.tasks[(run.run_id, name)] = child
             self._reopen(state, ch)
             for name, child in state.tasks.items():
@@ -262,13 +233,13 @@ class Scheduler:
         else:
             rec.note, rec.error_type = "marked failed by hand", rec.error_type or "MarkedFailed"
             rec.error_message = rec.error_message or "marked failed by an operator"
-            self._set(state, rec, TaskStatus.FAILED)
-            self._fail_downstream(state, state.flow.dependants.get(task, ()), now, ch, [task])
+            state.set(rec, TaskStatus.FAILED)
+            state.fail_downstream(state.flow.dependants.get(task, ()), now, ch, [task])
         self._maybe_finish(state, now, ch)
         return rec
 
     def _reopen(self, state: RunState, ch: Changes) -> None:
-        state.waiting = _waiting(state)
+        state.waiting = state.compute_waiting()
         run = state.run
         run.status, run.finished_at = RunStatus.RUNNING, None
         ch.runs[run.run_id] = run
@@ -284,11 +255,11 @@ class Scheduler:
         if rec.attempt <= spec.retries:
             delay = self.retry_delay_s(spec.retry_delay_s, rec.attempt)
             rec.retry_at = now + delay
-            self._set(state, rec, TaskStatus.RETRY_WAIT)
+            state.set(rec, TaskStatus.RETRY_WAIT)
             ch.timers.append((rec.retry_at, state.run.run_id, rec.task))
             return
-        self._set(state, rec, TaskStatus.FAILED)
-        self._fail_downstream(state, state.flow.dependants.get(rec.task, ()), now, ch, [rec.task])
+        state.set(rec, TaskStatus.FAILED)
+        state.fail_downstream(state.flow.dependants.get(rec.task, ()), now, ch, [rec.task])
         self._maybe_finish(state, now, ch)
 
     def retry_delay_s(self, base_s: float, attempt: int) -> float:
@@ -310,21 +281,6 @@ class Scheduler:
         self._queue(state, task, now, ch)
         return True
 
-    def _fail_downstream(
-        self, state: RunState, children: Iterable[str], now: float, ch: Changes, cause: list[str]
-    ) -> None:
-        stack = list(children)
-        while stack:
-            name = stack.pop()
-            rec = state.tasks[name]
-            if rec.status is not TaskStatus.PENDING:
-                continue
-            rec.note = f"upstream {cause[0]!r} did not succeed"
-            rec.finished_at = now
-            self._set(state, rec, TaskStatus.UPSTREAM_FAILED)
-            ch.tasks[(state.run.run_id, name)] = rec
-            stack.extend(state.flow.dependants.get(name, ()))
-
     # -- shared steps ----------------------------------------------------------------
 
     def _queue(self, state: RunState, name: str, now: float, ch: Changes) -> None:
@@ -335,7 +291,7 @@ class Scheduler:
         rec.started_at = rec.finished_at = None
         ch.tasks[(state.run.run_id, name)] = rec
         ch.runs[state.run.run_id] = state.run
-        dispatch = self._dispatch(state, rec)
+        dispatch = state.dispatch(rec)
         size = sum(len(raw) for raw in dispatch.inputs.values())
         if size > self.max_dispatch_bytes:
             rec.finished_at = now
@@ -345,43 +301,12 @@ class Scheduler:
                 f"{self.max_dispatch_bytes:,} a task message may carry; have the upstream tasks "
                 "store large results (a file, a table) and return a reference instead"
             )
-            self._set(state, rec, TaskStatus.FAILED)
-            self._fail_downstream(state, state.flow.dependants.get(name, ()), now, ch, [name])
+            state.set(rec, TaskStatus.FAILED)
+            state.fail_downstream(state.flow.dependants.get(name, ()), now, ch, [name])
             self._maybe_finish(state, now, ch)
             return
-        self._set(state, rec, TaskStatus.QUEUED)
+        state.set(rec, TaskStatus.QUEUED)
         ch.dispatches.append((rec.queue, dispatch))
-
-    def _dispatch(self, state: RunState, rec: TaskRecord) -> TaskDispatch:
-        spec = state.flow.tasks[rec.task]
-        params = state.run.params
-        if not spec.accepts_all_params:
-            params = {p.name: params[p.name] for p in spec.params if p.name in params}
-        inputs = {name: state.tasks[name].output for name in spec.inputs}
-        return TaskDispatch(
-            run_id=state.run.run_id, flow=state.run.flow, version=state.flow.version,
-            task=rec.task, function=spec.function, attempt=rec.attempt, params=params,
-            inputs=inputs, timeout_s=spec.timeout_s, queued_at=rec.queued_at or 0.0,
-        )
-
-    def _set(self, state: RunState, rec: TaskRecord, status: TaskStatus) -> None:
-        old = rec.status
-        if old is status:
-            return
-        counts = state.run.counts
-        was_final, is_final = old in TASK_FINAL, status in TASK_FINAL
-        if not was_final and is_final:
-            state.open_count -= 1
-            counts.done += 1
-        elif was_final and not is_final:
-            state.open_count += 1
-            counts.done -= 1
-        failed = (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED)
-        state.failed_count += (status in failed) - (old in failed)
-        counts.failed = state.failed_count
-        counts.succeeded += (status is TaskStatus.SUCCEEDED) - (old is TaskStatus.SUCCEEDED)
-        counts.running += (status is TaskStatus.RUNNING) - (old is TaskStatus.RUNNING)
-        rec.status = status
 
     def _maybe_finish(self, state: RunState, now: float, ch: Changes) -> None:
         if state.open_count > 0:
@@ -393,33 +318,3 @@ class Scheduler:
         run.finished_at = now
         ch.runs[run.run_id] = run
         self.runs.pop(run.run_id, None)
-
-
-def _state_from(run: RunRecord, flow: CompiledFlow, tasks: dict[str, TaskRecord]) -> RunState:
-    """Counters and waiting counts rebuilt from stored task records."""
-    state = RunState(run=run, flow=flow, tasks=tasks, waiting={})
-    state.waiting = _waiting(state)
-    state.open_count = sum(r.status not in TASK_FINAL for r in tasks.values())
-    state.failed_count = sum(
-        r.status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED) for r in tasks.values()
-    )
-    return state
-
-
-def _waiting(state: RunState) -> dict[str, int]:
-    """How many dependencies of each task have not succeeded (or been skipped)."""
-    return {
-        name: sum(state.tasks[d].status not in TASK_DONE_OK for d in spec.depends_on)
-        for name, spec in state.flow.tasks.items()
-    }
-
-
-def _downstream(state: RunState, task: str) -> list[str]:
-    seen: dict[str, None] = {}
-    stack = list(state.flow.dependants.get(task, ()))
-    while stack:
-        name = stack.pop()
-        if name not in seen:
-            seen[name] = None
-            stack.extend(state.flow.dependants.get(name, ()))
-    return list(seen)
