@@ -43,6 +43,8 @@ IDLE_POLL_S = 5.0
 BUSY_POLL_S = 0.5
 REPORT_RETRY_MAX_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
+MAX_DELIVERIES = 5
+"""A task message delivered more often than this is failed instead of run (a poison pill)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,13 @@ class AgentConfig:
     """Where sync functions run: "thread" (a thread pool) or "process" (killable processes)."""
     imports: tuple[str, ...] = ()
     """What the agent imported; worker processes import the same."""
+
+
+def _deliveries(msg: Msg) -> int:
+    try:
+        return max(1, msg.metadata.num_delivered or 1)
+    except Exception:  # noqa: BLE001 - not a JetStream message (tests, hand-made)
+        return 1
 
 
 def default_agent_id() -> str:
@@ -218,6 +227,17 @@ class Agent:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("dropping malformed task message on %s: %s", msg.subject, exc)
             await msg.term()
+            return
+        deliveries = _deliveries(msg)
+        if deliveries > 1:  # redelivered: an earlier agent lost it; this is a new attempt
+            task = msgspec.structs.replace(task, attempt=task.attempt + deliveries - 1)
+        if deliveries > MAX_DELIVERIES:
+            await self._finish(msg, TaskFailed(
+                run_id=task.run_id, task=task.task, attempt=task.attempt,
+                agent_id=self.agent_id, at=time.time(), error_type="TooManyDeliveries",
+                message=(f"the task was delivered {deliveries} times and every agent running "
+                         "it vanished (killed, out of memory, crashed?); not running it again"),
+            ))
             return
         fn = self.config.functions.get(task.function)
         if fn is None:

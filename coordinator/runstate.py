@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from coordinator.graph import CompiledFlow
 from protocol.messages import TaskDispatch
-from protocol.records import RunRecord, TaskRecord
+from protocol.records import Attempt, RunRecord, TaskRecord
 from protocol.states import TASK_DONE_OK, TASK_FINAL, TaskStatus
 
 
@@ -56,6 +56,16 @@ class RunState:
         counts.succeeded += (status is TaskStatus.SUCCEEDED) - (old is TaskStatus.SUCCEEDED)
         counts.running += (status is TaskStatus.RUNNING) - (old is TaskStatus.RUNNING)
         rec.status = status
+
+    @staticmethod
+    def close_attempt(rec: TaskRecord, outcome: str, at: float) -> None:
+        """Keep the attempt that just ended in the task's history."""
+        rec.history.append(Attempt(
+            attempt=rec.attempt, agent_id=rec.agent_id, queued_at=rec.queued_at,
+            started_at=rec.started_at, finished_at=at, outcome=outcome,
+            error_type=rec.error_type, error_message=rec.error_message,
+        ))
+        rec.deadline_at = None
 
     def dispatch(self, rec: TaskRecord) -> TaskDispatch:
         """The task message for the current attempt, with its params and upstream outputs."""

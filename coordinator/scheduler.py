@@ -2,7 +2,7 @@
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -24,6 +24,8 @@ class Scheduler:
         self.runs: dict[str, RunState] = {}
         self._rng = rng or random.Random()
         self.max_dispatch_bytes = max_dispatch_bytes
+        self.backstop_s = 60.0
+        """Past a running task's timeout, how long to wait for its report before calling it lost."""
         """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
 
     # -- run lifecycle -----------------------------------------------------------------
@@ -90,6 +92,8 @@ class Scheduler:
                 ch.dispatches.append((rec.queue, state.dispatch(rec)))
             elif rec.status is TaskStatus.RETRY_WAIT:
                 ch.timers.append((rec.retry_at or now, run.run_id, rec.task))
+            elif rec.status is TaskStatus.RUNNING and rec.deadline_at:
+                ch.timers.append((rec.deadline_at, run.run_id, rec.task))
             elif rec.status is TaskStatus.PENDING:
                 self._settle_pending(state, rec.task, now, ch)
         self._maybe_finish(state, now, ch)
@@ -112,18 +116,28 @@ class Scheduler:
         """Apply an agent's report; False when it is stale, duplicate or for an unknown run."""
         state = self.runs.get(msg.run_id)
         rec = state.tasks.get(msg.task) if state else None
-        if state is None or rec is None or rec.attempt != msg.attempt or rec.status in TASK_FINAL:
+        if state is None or rec is None or rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return False
-        if rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+        if msg.attempt < rec.attempt:
             return False
+        redelivered = msg.attempt > rec.attempt
+        if (isinstance(msg, TaskStarted) and not redelivered
+                and rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id):
+            return False  # a duplicate
         ch.tasks[(msg.run_id, msg.task)] = rec  # first, so events keep cause before effect
+        if redelivered:  # the message came back after its agent was lost: a new attempt
+            if rec.status is TaskStatus.RUNNING:
+                rec.error_type, rec.error_message = "AgentLost", (
+                    f"agent {rec.agent_id} stopped extending its lease; the task was redelivered"
+                )
+                RunState.close_attempt(rec, "lost", msg.at)
+                rec.error_type = rec.error_message = None
+            rec.attempt = msg.attempt
         match msg:
             case TaskStarted():
-                if rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id:
-                    return False
-                self._mark_running(state, rec, msg.agent_id, msg.at)
+                self._mark_running(state, rec, msg.agent_id, msg.at, ch)
             case TaskProgress():
-                self._mark_running(state, rec, msg.agent_id, rec.started_at or msg.at)
+                self._mark_running(state, rec, msg.agent_id, rec.started_at or msg.at, ch)
                 if msg.fraction is not None:
                     rec.progress = msg.fraction
                 if msg.message is not None:
@@ -135,9 +149,15 @@ class Scheduler:
         ch.runs[msg.run_id] = state.run
         return True
 
-    def _mark_running(self, state: RunState, rec: TaskRecord, agent_id: str, at: float) -> None:
+    def _mark_running(
+        self, state: RunState, rec: TaskRecord, agent_id: str, at: float, ch: Changes
+    ) -> None:
         if rec.status is not TaskStatus.RUNNING:
             state.set(rec, TaskStatus.RUNNING)
+        timeout_s = state.flow.tasks[rec.task].timeout_s
+        if timeout_s is not None and rec.deadline_at is None:
+            rec.deadline_at = at + timeout_s + self.backstop_s
+            ch.timers.append((rec.deadline_at, state.run.run_id, rec.task))
         rec.agent_id = agent_id
         rec.started_at = at
 
@@ -150,6 +170,7 @@ class Scheduler:
         rec.output = msg.output
         rec.progress = 1.0 if rec.progress is not None else None
         rec.error_type = rec.error_message = rec.traceback = None
+        RunState.close_attempt(rec, "succeeded", msg.at)
         state.set(rec, TaskStatus.SUCCEEDED)
         for child in state.flow.dependants.get(rec.task, ()):
             state.waiting[child] -= 1
@@ -170,6 +191,8 @@ class Scheduler:
                 continue
             if rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
                 in_flight.append(rec)
+            if rec.status is TaskStatus.RUNNING:
+                RunState.close_attempt(rec, "cancelled", now)
             rec.finished_at = now
             rec.note = "cancelled"
             state.set(rec, TaskStatus.CANCELLED)
@@ -251,6 +274,8 @@ class Scheduler:
         rec.started_at = rec.started_at or msg.started_at
         rec.finished_at = msg.at
         rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
+        outcome = {"TaskTimeout": "timed_out", "AgentLost": "lost"}.get(msg.error_type, "failed")
+        RunState.close_attempt(rec, outcome, msg.at)
         spec = state.flow.tasks[rec.task]
         if rec.attempt <= spec.retries:
             delay = self.retry_delay_s(spec.retry_delay_s, rec.attempt)
@@ -273,13 +298,40 @@ class Scheduler:
         return min(delay * (1 + self._rng.random() * 0.1), MAX_RETRY_DELAY_S)
 
     def on_timer(self, run_id: str, task: str, now: float, ch: Changes) -> bool:
-        """A retry delay ran out: queue the next attempt."""
+        """A retry delay ran out (queue the next attempt) or a running task's deadline passed."""
         state = self.runs.get(run_id)
         rec = state.tasks.get(task) if state else None
-        if state is None or rec is None or rec.status is not TaskStatus.RETRY_WAIT:
+        if state is None or rec is None:
             return False
-        self._queue(state, task, now, ch)
-        return True
+        if rec.status is TaskStatus.RETRY_WAIT:
+            self._queue(state, task, now, ch)
+            return True
+        if rec.status is TaskStatus.RUNNING and rec.deadline_at and now >= rec.deadline_at - 0.001:
+            ch.tasks[(run_id, task)] = rec
+            ch.runs[run_id] = state.run
+            self._fail(state, rec, TaskFailed(
+                run_id=run_id, task=task, attempt=rec.attempt, agent_id=rec.agent_id or "",
+                at=now, error_type="AgentLost",
+                message=(f"no result {self.backstop_s:g} s past its timeout; agent "
+                         f"{rec.agent_id} was probably lost"),
+            ), now, ch)
+            return True
+        return False
+
+    def flag_waiting(self, why: Callable[[str, str], str | None], ch: Changes) -> int:
+        """Note on each queued task why no agent can take it (or clear the note); returns changes."""
+        changed = 0
+        for state in self.runs.values():
+            for rec in state.tasks.values():
+                if rec.status is not TaskStatus.QUEUED:
+                    continue
+                reason = why(rec.queue, state.flow.tasks[rec.task].function)
+                old = rec.note if rec.note and rec.note.startswith("waiting:") else None
+                if reason != old:
+                    rec.note = reason
+                    ch.tasks[(state.run.run_id, rec.task)] = rec
+                    changed += 1
+        return changed
 
     # -- shared steps ----------------------------------------------------------------
 

@@ -68,4 +68,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN only_tasks BLOB;
     """,
+    # 3: every attempt of a task kept; the coordinator's backstop deadline
+    """
+    ALTER TABLE task_instances ADD COLUMN history BLOB;
+    ALTER TABLE task_instances ADD COLUMN deadline_at REAL;
+    """,
 )

@@ -19,7 +19,7 @@ from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
 from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
-from coordinator.writer import Reports, StopWriter, Triggers, Writer
+from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
 from flowforge.connection import ConnectOptions, connect
 from flowforge.jetstream import DEFAULT_LEASE_S, ensure_streams, ensure_task_consumer
 from protocol.messages import TaskDispatch, heartbeat_decoder
@@ -73,6 +73,7 @@ class Coordinator:
                                  initial_attempts=20)
         js = self._nc.jetstream(publish_async_max_pending=8000)
         self.scheduler.max_dispatch_bytes = max(64 * 1024, self._nc.max_payload - 64 * 1024)
+        self.scheduler.backstop_s = 2 * self.config.lease_s + 5.0
         await ensure_streams(js, self.subjects)
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
@@ -197,12 +198,21 @@ class Coordinator:
         await self._publisher.agent_event(self.agents.beat(beat, time.time()))
 
     async def _sweep_agents(self) -> None:
+        assert self.writer is not None
+        started, sweeps = time.time(), 0
         while True:
             await asyncio.sleep(AGENT_SWEEP_S)
-            for info in self.agents.sweep(time.time()):
+            now = time.time()
+            for info in self.agents.sweep(now):
                 log.warning("agent %s on %s is lost (no heartbeat for %.0f s)",
-                            info.agent_id, info.host, time.time() - info.last_seen)
+                            info.agent_id, info.host, now - info.last_seen)
                 await self._publisher.agent_event(info)
+            sweeps += 1
+            if now - started > self.agents.lost_after_s and sweeps % 4 == 0:
+                await self.writer.submit(self._flag_waiting)  # agents had time to say hello
+
+    async def _flag_waiting(self, now: float, batch: Batch) -> int:
+        return self.scheduler.flag_waiting(self.agents.why_waiting, batch.changes)
 
     def request_stop(self) -> None:
         self._stop.set()

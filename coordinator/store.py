@@ -15,6 +15,7 @@ from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_LIST_LIMIT
 from protocol.records import (
+    Attempt,
     FlowSummary,
     RejectedMessage,
     RunCounts,
@@ -29,11 +30,12 @@ _spec_dec = msgspec.json.Decoder(FlowSpec)
 _counts_dec = msgspec.json.Decoder(RunCounts)
 _params_dec = msgspec.json.Decoder(dict[str, Any])
 _only_dec = msgspec.json.Decoder(list[str])
+_history_dec = msgspec.json.Decoder(list[Attempt])
 
 _TASK_COLS = (
     "run_id, task, status, attempt, queue, agent_id, queued_at, started_at, finished_at, "
     "output, error_type, error_message, traceback, checkpoint, checkpoint_at, progress, "
-    "retry_at, note"
+    "retry_at, note, history, deadline_at"
 )
 _RUN_COLS = (
     "run_id, flow, version, status, params, created_at, started_at, finished_at, "
@@ -46,7 +48,8 @@ def _task_row(r: TaskRecord) -> tuple[Any, ...]:
         r.run_id, r.task, r.status.value, r.attempt, r.queue, r.agent_id, r.queued_at,
         r.started_at, r.finished_at, bytes(r.output),
         r.error_type, r.error_message, r.traceback, r.checkpoint, r.checkpoint_at,
-        r.progress, r.retry_at, r.note,
+        r.progress, r.retry_at, r.note, _enc.encode(r.history) if r.history else None,
+        r.deadline_at,
     )
 
 
@@ -57,6 +60,7 @@ def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
         output=msgspec.Raw(row[9] or b"null"), error_type=row[10],
         error_message=row[11], traceback=row[12], checkpoint=row[13], checkpoint_at=row[14],
         progress=row[15], retry_at=row[16], note=row[17],
+        history=_history_dec.decode(row[18]) if row[18] else [], deadline_at=row[19],
     )
 
 
@@ -201,7 +205,7 @@ class Store:
                 )
             if ch.tasks:
                 await self._db.executemany(
-                    f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(18)})",
+                    f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(20)})",
                     [_task_row(t) for t in ch.tasks.values()],
                 )
             now = time.time()

@@ -131,7 +131,9 @@ class Writer:
 
     async def _commit_and_publish(self, batch: Batch) -> None:
         ch = batch.changes
-        ids = await self.store.commit(ch, [r[:4] for r in batch.rejected])
+        ids: list[int] = []
+        if ch or batch.rejected:
+            ids = await self.store.commit(ch, [r[:4] for r in batch.rejected])
         for future, result in batch.replies:  # committed: callers may know now
             if future.done():
                 continue

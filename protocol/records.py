@@ -9,6 +9,20 @@ from protocol.states import RunStatus, TaskStatus
 NULL = msgspec.Raw(b"null")
 
 
+class Attempt(msgspec.Struct, kw_only=True):
+    """One finished try of a task instance: where it ran, when, and how it ended."""
+
+    attempt: int
+    agent_id: str | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    outcome: str = "failed"
+    """succeeded, failed, timed_out, lost (its agent vanished) or cancelled."""
+    error_type: str | None = None
+    error_message: str | None = None
+
+
 class TaskRecord(msgspec.Struct, kw_only=True):
     """The full state of one task instance of a run."""
 
@@ -31,6 +45,10 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     progress: float | None = None
     retry_at: float | None = None
     """When the next attempt is due, while in retry_wait."""
+    deadline_at: float | None = None
+    """While running with a timeout: when the coordinator gives up on hearing back."""
+    history: list[Attempt] = []
+    """Every finished attempt, oldest first (the last one is also in the fields above)."""
     note: str | None = None
     """Why it is in this state when that is not obvious (e.g. skipped by a partial run)."""
 

@@ -281,11 +281,35 @@ def test_a_report_of_a_stale_attempt_is_ignored() -> None:
     assert h.run.status is RunStatus.SUCCEEDED
 
 
-def test_a_report_of_an_attempt_never_dispatched_is_ignored() -> None:
+def test_a_report_of_an_attempt_older_than_the_current_one_is_ignored() -> None:
     h = Harness(flow(t("a")))
-    assert not h.succeed("a", attempt=2)
     assert not h.start("a", attempt=0)
     assert h.status("a") is TaskStatus.QUEUED
+
+
+def test_a_redelivery_reports_a_higher_attempt_and_the_lost_one_is_kept_in_history() -> None:
+    h = Harness(flow(t("a")))
+    assert h.start("a", attempt=1)
+    assert h.start("a", attempt=2)  # the message came back after agent-1 vanished
+    assert h.succeed("a", attempt=2)
+    assert h.status("a") is TaskStatus.SUCCEEDED
+    assert [(a.attempt, a.outcome) for a in h.tasks["a"].history] == [(1, "lost"), (2, "succeeded")]
+
+
+def test_a_running_task_past_its_timeout_and_backstop_is_failed_as_lost_and_retried() -> None:
+    spec = FlowSpec(name="f", tasks=(
+        TaskSpec(name="a", function="m:f", timeout_s=10.0, retries=1),
+    ))
+    h = Harness(spec)
+    h.sched.backstop_s = 5.0
+    assert h.start("a")
+    ch = Changes()
+    assert not h.sched.on_timer(RUN_ID, "a", T0 + 14.0, ch)  # deadline not reached: ignored
+    assert h.sched.on_timer(RUN_ID, "a", T0 + 15.0, ch)
+    rec = h.tasks["a"]
+    assert rec.status is TaskStatus.RETRY_WAIT
+    assert rec.error_type == "AgentLost"
+    assert [a.outcome for a in rec.history] == ["lost"]
 
 
 def test_a_report_for_an_unknown_run_or_task_is_ignored() -> None:
