@@ -154,6 +154,8 @@ class Scheduler:
     ) -> None:
         if rec.status is not TaskStatus.RUNNING:
             state.set(rec, TaskStatus.RUNNING)
+            if rec.note and rec.note.startswith("waiting:"):
+                rec.note = None
         timeout_s = state.flow.tasks[rec.task].timeout_s
         if timeout_s is not None and rec.deadline_at is None:
             rec.deadline_at = at + timeout_s + self.backstop_s

@@ -56,3 +56,25 @@ async def test_an_agent_that_stops_says_so_and_one_killed_is_marked_lost(
     await wait_for(lambda: _is(client, "killed", "lost"), timeout_s=10)
     live = await client.agents(include_gone=False)
     assert live == []
+
+
+async def test_a_task_on_a_queue_no_agent_serves_is_flagged_as_waiting_and_cleared_when_one_comes(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    await start_coordinator(agent_lost_after_s=0.5)
+    await client.register()
+    run = await client.start("routing")
+
+    async def note_of(task: str) -> str | None:
+        return {t.task: t for t in (await client.get(run.run_id)).tasks}[task].note
+
+    await wait_for(lambda: _is_note(note_of("gpu0"), "waiting: no agent on queue gpu"),
+                   timeout_s=15)
+    await start_agent(("default", "gpu"), heartbeat_s=0.2)
+    detail = await client.wait(run.run_id, timeout_s=20)
+    assert {t.status.value for t in detail.tasks} == {"succeeded"}
+    assert all(not (t.note or "").startswith("waiting:") for t in detail.tasks)
+
+
+async def _is_note(note, expected: str) -> bool:
+    return await note == expected

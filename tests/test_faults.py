@@ -104,7 +104,13 @@ async def test_kill_9_of_an_agent_mid_run_loses_nothing_when_another_agent_is_al
     follower.cancel()
     counts = await _counts(client, run.run_id, ledger, 200)
     assert counts == {"expected": 200, "succeeded": 200, "lost": 0, "finalised_twice": 0}
-    assert (await client.get(run.run_id)).run.status is RunStatus.SUCCEEDED
+    detail = await client.get(run.run_id)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    taken_over = [t for t in detail.tasks if any(a.outcome == "lost" for a in t.history)]
+    assert taken_over, "no task was running on the killed agent"
+    for t in taken_over:  # redelivered to the survivor as a new attempt
+        assert t.attempt >= 2 and t.agent_id == "survivor"
+        assert t.history[0].agent_id == "victim"
 
 
 async def _progress_at_least(client: Client, run_id: str, n: int) -> bool:

@@ -25,6 +25,7 @@ async def test_a_stuck_sync_task_is_killed_at_its_timeout_and_retried(
     assert task.output is not None and b"finished on attempt 2" in bytes(task.output)
     worker_pid = int(bytes(task.output).decode().strip('"').rsplit(" ", 1)[1])
     assert worker_pid != agent.pid
+    assert [(a.attempt, a.outcome) for a in task.history] == [(1, "timed_out"), (2, "succeeded")]
 
 
 async def test_a_worker_process_that_dies_fails_its_task_and_the_agent_keeps_serving(
