@@ -18,7 +18,7 @@ from flowforge.embedded import EmbeddedNats
 from protocol.errors import FlowForgeError
 from protocol.records import TaskRecord
 from protocol.states import RunStatus, TaskStatus
-from tests import faultflows  # noqa: F401 - registers the flows
+from tests import faultflows, taskflows  # noqa: F401 - register the flows
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -150,6 +150,8 @@ async def test_a_restart_of_nats_server_mid_run_is_survived_by_everyone(
     spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
           "--concurrency", "8")
     run = await client.start("faults_200")
+    ledger = Ledger()
+    follower = asyncio.create_task(ledger.follow(nats_server.url, run.run_id))
     await wait_for(lambda: _progress_at_least(client, run.run_id, 50), timeout_s=30)
 
     port = nats_server.port
@@ -158,8 +160,39 @@ async def test_a_restart_of_nats_server_mid_run_is_survived_by_everyone(
     await restarted.start()
     try:
         await wait_for(lambda: _done(client, run.run_id), timeout_s=90)
+        follower.cancel()
         detail = await client.get(run.run_id)
         assert detail.run.status is RunStatus.SUCCEEDED
-        assert detail.run.counts.succeeded == 200
+        counts = await _counts(client, run.run_id, ledger, 200)
+        assert counts == {"expected": 200, "succeeded": 200, "lost": 0, "finalised_twice": 0}
     finally:
         await restarted.stop()
+
+
+async def test_cancel_with_running_async_and_process_pool_tasks_ends_promptly_and_nothing_runs_after(
+    coordinator_proc, spawn, nats_server, client: Client
+) -> None:
+    coordinator_proc()
+    await wait_for(lambda: _answers(nats_server.url))
+    await client.register()
+    agent = spawn("flowforge-agent", "--import", "tests.taskflows", "--pool", "process",
+                  "--concurrency", "4")
+    run = await client.start("cancellable")
+
+    async def both_running() -> bool:
+        tasks = {t.task: t for t in (await client.get(run.run_id)).tasks}
+        return all(tasks[n].status is TaskStatus.RUNNING for n in ("async_long", "sync_long"))
+
+    await wait_for(both_running, timeout_s=20)
+    cancelled = await client.cancel(run.run_id)
+    assert cancelled.status is RunStatus.CANCELLED
+
+    async def agent_idle() -> bool:
+        infos = await client.agents()
+        return any(a.slots_busy == 0 and a.status == "live" for a in infos)
+
+    await wait_for(agent_idle, timeout_s=15)  # both stopped: the worker process was killed
+    detail = await client.get(run.run_id)
+    assert {t.status for t in detail.tasks} == {TaskStatus.CANCELLED}
+    assert {t.task: t for t in detail.tasks}["later"].started_at is None
+    assert agent.popen.poll() is None  # the agent itself keeps serving
