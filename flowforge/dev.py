@@ -68,8 +68,8 @@ class Progress:
                 detail += f": {rec.error_type}: {render.cut(rec.error_message or '', 80)}"
         elif rec.note:
             detail = rec.note
-        print(f"{time.time() - self.t0:8.3f}s  {rec.task:32} {rec.status.value:16} {detail}",
-              flush=True)
+        line = f"{time.time() - self.t0:8.3f}s  {rec.task:32} {rec.status.value:16} {detail}"
+        print(line.rstrip(), flush=True)
 
     def started(self, run_id: str) -> None:
         self.run_id = run_id
