@@ -3,7 +3,6 @@
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
 import tempfile
 import time
@@ -14,7 +13,7 @@ from typing import Any
 
 from bench import flows, workloads
 from bench.report import environment, medians, table, write_json
-from bench.stack import Stack, StackError
+from bench.stack import Stack, StackError, cancel_on_signals
 from flowforge import runtime
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
@@ -161,23 +160,8 @@ async def measure(cfg: BenchConfig, name: str) -> tuple[str, dict[str, Any]]:
     return label, entry
 
 
-def _cancel_on_signals() -> None:
-    """SIGINT/SIGTERM cancel the benchmark once, so every stack is still stopped and cleaned up."""
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    assert task is not None
-
-    def on_signal(signame: str) -> None:
-        print(f"\nbench: {signame}: stopping the processes", file=sys.stderr)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: None)  # cleanup is bounded; let it finish
-        task.cancel()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig.name)
-
-
 async def bench(cfg: BenchConfig, json_path: Path | None) -> int:
-    _cancel_on_signals()
+    cancel_on_signals()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     result: dict[str, Any] = {"started_at": stamp, "config": asdict(cfg),
                               "environment": environment(), "workloads": {}}

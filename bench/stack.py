@@ -1,4 +1,4 @@
-"""A real FlowForge deployment for one workload: coordinator (embedded NATS) plus agents."""
+"""A real FlowForge deployment for one workload: NATS, a coordinator and agents as processes."""
 
 import asyncio
 import contextlib
@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 
 from flowforge import Client, ConnectOptions
 from flowforge.connection import connect
+from flowforge.embedded import EmbeddedNats
 from protocol.errors import NotConnected
 from protocol.messages import heartbeat_decoder
 from protocol.subjects import Subjects
@@ -99,6 +100,12 @@ class Proc:
             os.killpg(self.popen.pid, signal.SIGKILL)  # the group: also orphans it left
         return self.popen.wait()
 
+    def kill9(self, timeout_s: float = 10.0) -> int:
+        """SIGKILL the whole process group at once (no grace), reap it; returns the exit code."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        return self.popen.wait(timeout_s)
+
 
 def spawn(name: str, argv: list[str], log_path: Path) -> Proc:
     with open(log_path, "wb") as log:
@@ -111,14 +118,27 @@ def spawn(name: str, argv: list[str], log_path: Path) -> Proc:
 
 @dataclass(slots=True)
 class Stack:
-    """``async with Stack(workdir, agents=1, concurrency=16) as s: await s.client.start(...)``."""
+    """``async with Stack(workdir, agents=1, concurrency=16) as s: await s.client.start(...)``.
+
+    By default the coordinator embeds the nats-server, which dies with it. With
+    ``nats_in_process=True`` this process runs nats-server itself and the coordinator gets
+    ``--nats URL --db PATH``, so the coordinator can be killed and restarted while NATS stays.
+    Agent ``i`` is named ``agent<i>`` (its ``--agent-id``, process name and log file).
+    """
 
     workdir: Path
     agents: int = 1
     concurrency: int = 16
     log_level: str = "INFO"
+    lease_s: float | None = None
+    """``--lease`` for the coordinator and the agents (default: theirs)."""
+    imports: tuple[str, ...] = ("bench.flows",)
+    """Modules the agents ``--import``."""
+    nats_in_process: bool = False
     url: str = ""
+    nats: EmbeddedNats | None = None
     coordinator: Proc | None = None
+    coordinator_starts: int = 0
     agent_procs: list[Proc] = field(default_factory=list)
     nc: NATS | None = None
     client: Client | None = None
@@ -139,27 +159,49 @@ class Stack:
         await self.stop()
 
     async def start(self) -> None:
-        """Start the coordinator, wait until it answers, then start agents and await heartbeats."""
-        port = free_port()
-        self.url = f"nats://127.0.0.1:{port}"
-        self.coordinator = spawn("coordinator", [
-            *console_script("flowforge-coordinator", "coordinator.cli"),
-            "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.workdir / "data"),
-            "--log-level", self.log_level,
-        ], self.workdir / "coordinator.log")
+        """Start NATS and the coordinator, wait until it answers, then start agents and await
+        a heartbeat from each."""
+        if self.nats_in_process:
+            self.nats = EmbeddedNats(self.workdir / "nats", port=-1)
+            self.url = await self.nats.start()
+        else:
+            self.url = f"nats://127.0.0.1:{free_port()}"
+        self.spawn_coordinator()
         deadline = time.monotonic() + READY_TIMEOUT_S
         self.nc = await self._connect_nats(deadline)
         self.client = await self._wait_for_api(deadline)
         await self.nc.subscribe(self.subjects.heartbeat("*"), cb=self._on_heartbeat)
         for i in range(self.agents):
-            self.agent_procs.append(spawn(f"agent{i}", [
-                *console_script("flowforge-agent", "agent.cli"),
-                "--nats", self.url, "--queue", "default", "--import", "bench.flows",
-                "--concurrency", str(self.concurrency), "--log-level", self.log_level,
-            ], self.workdir / f"agent{i}.log"))
+            self.agent_procs.append(spawn(f"agent{i}", self._agent_argv(f"agent{i}"),
+                                          self.workdir / f"agent{i}.log"))
         while len(self._agent_ids) < self.agents:
             self._check(deadline, "agents to send a heartbeat", self.agent_procs)
             await asyncio.sleep(0.05)
+
+    def spawn_coordinator(self) -> Proc:
+        """Start a coordinator process (again, after a kill: same database, next log file)."""
+        self.coordinator_starts += 1
+        n = self.coordinator_starts
+        argv = [*console_script("flowforge-coordinator", "coordinator.cli"),
+                "--log-level", self.log_level, *self._lease_args()]
+        if self.nats is not None:
+            argv += ["--nats", self.url, "--db", str(self.workdir / "flowforge.db")]
+        else:
+            argv += ["--listen", self.url.removeprefix("nats://"),
+                     "--data-dir", str(self.workdir / "data")]
+        name = "coordinator" if n == 1 else f"coordinator-{n}"
+        self.coordinator = spawn(name, argv, self.workdir / f"{name}.log")
+        return self.coordinator
+
+    def _agent_argv(self, agent_id: str) -> list[str]:
+        imports = [arg for module in self.imports for arg in ("--import", module)]
+        return [*console_script("flowforge-agent", "agent.cli"),
+                "--nats", self.url, "--queue", "default", *imports, "--agent-id", agent_id,
+                "--concurrency", str(self.concurrency), "--log-level", self.log_level,
+                *self._lease_args()]
+
+    def _lease_args(self) -> list[str]:
+        return [] if self.lease_s is None else ["--lease", f"{self.lease_s:g}"]
 
     def _check(self, deadline: float, what: str, procs: list[Proc]) -> None:
         for proc in procs:
@@ -211,7 +253,7 @@ class Stack:
         return "\n".join(p.tail() for p in procs)
 
     async def stop(self) -> None:
-        """Close connections, stop agents, then the coordinator (which stops NATS); idempotent.
+        """Close connections, stop agents, the coordinator, then NATS; idempotent.
 
         Runs to the end even when the caller is cancelled (e.g. by Ctrl-C), then re-raises:
         a half-done stop would leave processes running after the benchmark exits.
@@ -238,3 +280,23 @@ class Stack:
             code = await self.coordinator.stop()
             self.stopped |= {"coordinator_s": time.monotonic() - started,
                              "coordinator_exit_code": code}
+        nats, self.nats = self.nats, None
+        if nats is not None:
+            await nats.stop()
+            with contextlib.suppress(OSError):
+                (self.workdir / "nats.log").write_text("\n".join(nats.log_tail) + "\n")
+
+
+def cancel_on_signals() -> None:
+    """SIGINT/SIGTERM cancel the current task once, so every stack is still stopped and cleaned up."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+
+    def on_signal(signame: str) -> None:
+        print(f"\nbench: {signame}: stopping the processes", file=sys.stderr)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: None)  # cleanup is bounded; let it finish
+        task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)

@@ -1,0 +1,202 @@
+"""``python -m bench.faults``: kill -9 agents and coordinators mid-run, count losses and recovery.
+
+Every round starts a fresh stack in a temporary directory — a nats-server run by this process,
+a coordinator (``--nats URL --db PATH --lease 2``) and agents (``--import tests.faultflows
+--lease 2``) as real processes — starts one run, ``kill -9``s one process group when a random
+number of its tasks (uniform between 5 % and 85 %) have succeeded, and waits for the run to
+finish. A plain nats-py subscriber (``max_reconnect_attempts=-1``), subscribed before the run
+starts, follows ``flowforge.events.task.<run_id>.*`` and the run's events for the whole round.
+
+Scenarios
+  agent-kill        flow faults_200 (200 tasks), two agents of concurrency 8; one of them, chosen
+                    at random, is killed. Recovery time: from the kill until the first task
+                    whose last 'running' event named the killed agent is reported running on
+                    another agent (its lease expired and NATS redelivered it), or until the
+                    run finishes if that comes first.
+  coordinator-kill  flow faults_500 (500 tasks), one agent of concurrency 16; the coordinator is
+                    killed and at once restarted on the same database. Recovery time: from the
+                    kill until the restarted coordinator answers ``runs.get`` for the run and a
+                    later answer shows more succeeded tasks than its first one (or the run
+                    finished); polled every 20 ms, so it includes the new process's start-up.
+
+Counted per round: tasks expected; succeeded, from the coordinator's final state of the run;
+lost = expected - succeeded once the run is final; duplicates finalised = tasks with more than
+one 'succeeded' event; re-runs = extra starts on another agent. A round that raises or whose
+waits time out is counted as failed, with its error (its tasks not yet succeeded are reported
+as unfinished, not lost), and its logs and database are kept under
+bench/results/faults-<timestamp>/. p90 is nearest-rank.
+"""
+
+import argparse
+import asyncio
+import math
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report import RESULTS_DIR, environment, write_json
+from bench.rounds import SCENARIOS, Round, run_round
+from bench.stack import cancel_on_signals
+from flowforge import runtime
+
+EPILOG = """examples:
+  python -m bench.faults --rounds 3                 # a quick check
+  python -m bench.faults --rounds 20 --seed 7 --json /tmp/faults.json
+  python -m bench.faults --scenario coordinator-kill --rounds 50
+
+exit codes: 0 every round finished with nothing lost or finalised twice, 1 a round failed,
+lost tasks or finalised one twice, 2 usage, 130 interrupted (the processes are stopped first)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultsConfig:
+    """Everything the rounds depend on, recorded in the JSON."""
+
+    rounds: int
+    seed: int
+    lease_s: float
+    timeout_s: float
+    scenarios: tuple[str, ...]
+    keep_logs: bool = False
+    """Keep every round's logs and database, not only those of bad rounds."""
+
+
+# -- summary --------------------------------------------------------------------------------
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def summarise(rounds: list[Round]) -> dict[str, Any]:
+    """Totals over the rounds of one scenario; recovery statistics over rounds that have one."""
+    counted = [r for r in rounds if r.succeeded is not None]
+    recovery = [r.recovery_s for r in rounds if r.recovery_s is not None]
+    out: dict[str, Any] = {
+        "rounds": len(rounds),
+        "failed": sum(1 for r in rounds if r.error),
+        "kills": sum(r.kills for r in rounds),
+        "tasks": sum(r.expected for r in counted),
+        "succeeded": sum(r.succeeded or 0 for r in counted),
+        "lost": sum(r.lost or 0 for r in counted),
+        "unfinished": sum(r.unfinished or 0 for r in counted),
+        "duplicates": sum(r.duplicates or 0 for r in counted),
+        "reruns": sum(r.reruns or 0 for r in counted),
+    }
+    if recovery:
+        out |= {"recovery_median_s": statistics.median(recovery),
+                "recovery_p90_s": nearest_rank(recovery, 0.9), "recovery_max_s": max(recovery)}
+    return out
+
+
+HEADER = ["scenario", "rounds", "failed", "kills", "tasks", "lost", "dup finalised", "re-runs",
+          "recovery median", "p90", "max"]
+
+
+def table(result: dict[str, Any]) -> str:
+    """The printed summary: one row per scenario."""
+    cfg, env = result["config"], result["environment"]
+    rows = [HEADER]
+    for name, s in result["summary"].items():
+        secs = [f"{s[k]:.3f} s" if k in s else "-"
+                for k in ("recovery_median_s", "recovery_p90_s", "recovery_max_s")]
+        rows.append([name, str(s["rounds"]), str(s["failed"]), str(s["kills"]), f"{s['tasks']:,}",
+                     str(s["lost"]), str(s["duplicates"]), str(s["reruns"]), *secs])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = [f"FlowForge faults @ {env['commit']}{' (dirty)' if env['dirty'] else ''} — "
+             f"seed {cfg['seed']}, lease {cfg['lease_s']:g} s, kill -9 at 5-85 % of tasks "
+             f"succeeded; Python {env['python']}, {env['loop']}, {env['cpus']} CPUs, "
+             f"{env['nats_server']}"]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for name, s in result["summary"].items():
+        if s["failed"]:
+            lines.append(f"{name}: {s['failed']} round(s) failed, {s['unfinished']} tasks of "
+                         "unfinished runs not counted as lost; errors and logs in the JSON")
+    return "\n".join(lines)
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+async def bench(cfg: FaultsConfig, json_path: Path | None) -> int:
+    cancel_on_signals()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    keep_dir = RESULTS_DIR / f"faults-{stamp}"
+    rng = random.Random(cfg.seed)
+    rounds: dict[str, list[Round]] = {name: [] for name in cfg.scenarios}
+    for name in cfg.scenarios:
+        for i in range(1, cfg.rounds + 1):
+            rnd = await run_round(SCENARIOS[name], i, rng, lease_s=cfg.lease_s,
+                                  timeout_s=cfg.timeout_s, keep_dir=keep_dir,
+                                  keep_all=cfg.keep_logs)
+            rounds[name].append(rnd)
+            print(rnd.describe(), file=sys.stderr, flush=True)
+    result = {"started_at": stamp, "config": asdict(cfg), "environment": environment(),
+              "summary": {name: summarise(rs) for name, rs in rounds.items()},
+              "rounds": {name: [asdict(r) for r in rs] for name, rs in rounds.items()}}
+    print(table(result))
+    for path in write_json(result, f"faults-{stamp}", json_path):
+        print(f"wrote {path}", file=sys.stderr)
+    bad = any(r.bad for rs in rounds.values() for r in rs)
+    return runtime.EXIT_FAILED if bad else runtime.EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.faults", description=__doc__,
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--rounds", type=int, default=20,
+                   help="rounds per scenario, each on a fresh stack (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the kill points and victims (default: random, printed)")
+    p.add_argument("--scenario", action="append", choices=tuple(SCENARIOS), dest="scenarios",
+                   help="run only this scenario; repeatable (default: all)")
+    p.add_argument("--lease", type=float, default=2.0, metavar="SECONDS",
+                   help="--lease of the coordinator and agents (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="give up on each wait of a round after this long (default: %(default)s)")
+    p.add_argument("--keep-logs", action="store_true",
+                   help="keep the logs and database of every round under bench/results/faults-<timestamp>/ "
+                   "(default: only of failed rounds and rounds that lost or duplicated tasks)")
+    p.add_argument("--json", type=Path, metavar="PATH",
+                   help="also write the results here (always: bench/results/faults-<timestamp>.json)")
+    return p
+
+
+def config_from_args(ns: argparse.Namespace) -> FaultsConfig:
+    if ns.rounds < 1:
+        raise ValueError("--rounds must be 1 or more")
+    if ns.lease <= 0 or ns.timeout <= 0:
+        raise ValueError("--lease and --timeout must be more than 0")
+    seed = ns.seed if ns.seed is not None else random.SystemRandom().randrange(1_000_000)
+    return FaultsConfig(rounds=ns.rounds, seed=seed, lease_s=ns.lease, timeout_s=ns.timeout,
+                        scenarios=tuple(dict.fromkeys(ns.scenarios or SCENARIOS)),
+                        keep_logs=ns.keep_logs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(ns)
+    except ValueError as exc:
+        print(f"bench.faults: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
+    print(f"bench.faults: seed {cfg.seed}", file=sys.stderr)
+    try:
+        return runtime.run(bench(cfg, ns.json))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        return runtime.EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
