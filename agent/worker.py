@@ -111,6 +111,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._closed = False
         self._started_at = time.time()
+        self.lease_s = config.lease_s
         self.completed = 0
         self.ready = asyncio.Event()
 
@@ -128,11 +129,15 @@ class Agent:
         # Agents may start before any coordinator: make sure the task stream exists (idempotent).
         await ensure_stream(self._js, self.subjects.tasks_stream, self.subjects.wildcard("task"))
         await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
+        leases = []
         for queue in self.config.queues:
-            await ensure_task_consumer(self._js, self.subjects, queue, self.config.lease_s)
+            leases.append(
+                await ensure_task_consumer(self._js, self.subjects, queue, self.config.lease_s)
+            )
             self._subs[queue] = await self._js.pull_subscribe_bind(
                 self.subjects.task_consumer(queue), self.subjects.tasks_stream
             )
+        self.lease_s = min(leases)  # the consumer's, which the coordinator sets
 
     async def run(self) -> None:
         """Serve until ``request_stop()``; then hand back what did not start and finish the rest."""
@@ -341,7 +346,7 @@ class Agent:
 
     async def _extend_leases(self) -> None:
         while True:
-            await asyncio.sleep(max(0.2, self.config.lease_s / 3))
+            await asyncio.sleep(max(0.2, self.lease_s / 3))
             for running in list(self._running.values()):
                 with contextlib.suppress(Exception):
                     await running.msg.in_progress()

@@ -130,7 +130,7 @@ class Api:
                 version, changed = await self.store.register_flow(spec, req.replace)
                 self.flows.put(spec)
                 for queue in spec.queues():
-                    await ensure_task_consumer(self.js, self.subjects, queue, self.lease_s)
+                    await ensure_task_consumer(self.js, self.subjects, queue, self.lease_s, update=True)
                 out.append(RegisteredFlow(name=spec.name, version=version, changed=changed))
         summaries = {f.name: f for f in await self.store.list_flows()}
         for spec in req.flows:

@@ -21,7 +21,12 @@ from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
 from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
 from flowforge.connection import ConnectOptions, connect
-from flowforge.jetstream import DEFAULT_LEASE_S, ensure_streams, ensure_task_consumer
+from flowforge.jetstream import (
+    DEFAULT_LEASE_S,
+    INBOX_ACK_WAIT_S,
+    ensure_streams,
+    ensure_task_consumer,
+)
 from protocol.messages import TaskDispatch, heartbeat_decoder
 from protocol.states import TaskStatus
 from protocol.subjects import API_QUEUE_GROUP, Subjects
@@ -74,7 +79,7 @@ class Coordinator:
         js = self._nc.jetstream(publish_async_max_pending=8000)
         self.scheduler.max_dispatch_bytes = max(64 * 1024, self._nc.max_payload - 64 * 1024)
         self.scheduler.backstop_s = 2 * self.config.lease_s + 5.0
-        await ensure_streams(js, self.subjects)
+        await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
         self.writer = Writer(self._store, self.scheduler, flows, publisher,
@@ -86,7 +91,7 @@ class Coordinator:
         for summary in await self._store.list_flows():
             await flows.current(summary.name)
         for queue in flows.queues():
-            await ensure_task_consumer(js, self.subjects, queue, self.config.lease_s)
+            await ensure_task_consumer(js, self.subjects, queue, self.config.lease_s, update=True)
         await self._restore()
 
     async def _restore(self) -> None:
