@@ -1,0 +1,141 @@
+"""Fixed data for the dashboard tests (a clock, flows, runs, agents, problems), and its own checks."""
+
+import asyncio
+from collections.abc import Callable
+
+import msgspec
+
+import examples.seed_pipelines  # noqa: F401 - registers the seed flows
+import tests.taskflows  # noqa: F401 - registers the test flows
+from flowforge.registry import REGISTRY
+from protocol.flows import FlowSpec
+from protocol.records import (
+    AgentInfo,
+    Attempt,
+    RejectedMessage,
+    RunCounts,
+    RunDetail,
+    RunRecord,
+    TaskRecord,
+)
+from protocol.states import RunStatus, TaskStatus
+from tui.memory_source import MemorySource, flow_detail
+
+T0 = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
+NOW = T0 + 90.0
+
+TRACEBACK = '''Traceback (most recent call last):
+  File "/srv/flowforge/agent/executor.py", line 88, in call
+    return fn(**kwargs)
+  File "/srv/examples/seed_pipelines.py", line 62, in faulty_transform
+    return {"value": undefined_variable}
+NameError: name 'undefined_variable' is not defined
+'''
+
+# Specs are snapshotted once: other tests may re-register flows under the same names.
+SPECS: dict[str, FlowSpec] = {
+    name: REGISTRY.flows[name]
+    for name in ("pipeline_simple", "pipeline_simple_with_failure", "pipeline_simple_ml", "random_dag")
+}
+
+
+def clock() -> float:
+    return NOW
+
+
+def spec(name: str) -> FlowSpec:
+    return SPECS[name]
+
+
+def _task(run_id: str, name: str, status: TaskStatus, start: float, end: float | None,
+          **extra: object) -> TaskRecord:
+    return TaskRecord(run_id=run_id, task=name, status=status, attempt=1, agent_id="agent-1",
+                      queued_at=start - 0.01, started_at=start, finished_at=end, **extra)
+
+
+def failed_run() -> RunDetail:
+    """pipeline_simple_with_failure after it failed: faulty_transform raised NameError."""
+    s = spec("pipeline_simple_with_failure")
+    rid = "run-failed-1"
+    ok = msgspec.Raw(b'{"n": 200}')
+    tasks = [
+        _task(rid, "fetch_data1", TaskStatus.SUCCEEDED, T0 + 1, T0 + 1.05,
+              output=msgspec.Raw(b'{"source": "source1", "rows": [1, 2, 3]}')),
+        _task(rid, "fetch_data2", TaskStatus.SUCCEEDED, T0 + 1, T0 + 1.06,
+              output=msgspec.Raw(b'{"source": "source2", "rows": [4, 5, 6]}')),
+        _task(rid, "clean_data", TaskStatus.SUCCEEDED, T0 + 1.1, T0 + 1.12,
+              output=msgspec.Raw(b'{"rows": [1, 2, 3, 4, 5, 6], "dropped": 0}')),
+        _task(rid, "faulty_transform", TaskStatus.FAILED, T0 + 1.2, T0 + 1.21,
+              error_type="NameError", error_message="name 'undefined_variable' is not defined",
+              traceback=TRACEBACK,
+              history=[Attempt(attempt=1, agent_id="agent-1", queued_at=T0 + 1.19,
+                               started_at=T0 + 1.2, finished_at=T0 + 1.21, outcome="failed",
+                               error_type="NameError",
+                               error_message="name 'undefined_variable' is not defined")]),
+        TaskRecord(run_id=rid, task="publish_results", status=TaskStatus.UPSTREAM_FAILED),
+        _task(rid, "independent_summary", TaskStatus.SUCCEEDED, T0 + 1.1, T0 + 1.11, output=ok),
+    ]
+    run = RunRecord(run_id=rid, flow=s.name, version=s.version(), status=RunStatus.FAILED,
+                    params={"n_rows": 200}, created_at=T0 + 1, started_at=T0 + 1,
+                    finished_at=T0 + 1.25, source="cli",
+                    counts=RunCounts(total=6, done=6, succeeded=4, failed=2))
+    return RunDetail(run=run, tasks=tasks)
+
+
+def running_run() -> RunDetail:
+    """pipeline_simple half way: clean_data is running."""
+    s = spec("pipeline_simple")
+    rid = "run-running-2"
+    tasks = [
+        _task(rid, "fetch_data1", TaskStatus.SUCCEEDED, T0 + 10, T0 + 10.05),
+        _task(rid, "fetch_data2", TaskStatus.SUCCEEDED, T0 + 10, T0 + 10.05),
+        _task(rid, "clean_data", TaskStatus.RUNNING, T0 + 10.1, None, progress=0.5,
+              checkpoint="merged 2 sources", checkpoint_at=T0 + 10.2),
+        TaskRecord(run_id=rid, task="analyze_data"),
+        TaskRecord(run_id=rid, task="some_post_process_function"),
+    ]
+    run = RunRecord(run_id=rid, flow=s.name, version=s.version(), status=RunStatus.RUNNING,
+                    created_at=T0 + 10, started_at=T0 + 10, source="api",
+                    counts=RunCounts(total=5, done=2, succeeded=2, running=1))
+    return RunDetail(run=run, tasks=tasks)
+
+
+def agent(agent_id: str = "agent-1", status: str = "live") -> AgentInfo:
+    return AgentInfo(agent_id=agent_id, host="build-7", pid=4242, queues=("default", "gpu"),
+                     functions=("examples.seed_pipelines:fetch_data1",
+                                "examples.seed_pipelines:clean_data"),
+                     slots_total=4, slots_busy=1, started_at=T0, last_seen=NOW - 3,
+                     status=status)
+
+
+def rejected() -> RejectedMessage:
+    return RejectedMessage(id=1, subject="flowforge.trigger.pipeline_simple",
+                           reason="params: expected an object, got a string", code="bad_request",
+                           raw=b'{"params": "oops"}', received_at=T0 + 5)
+
+
+def memory_source(runs: bool = True) -> MemorySource:
+    flows = [flow_detail(spec(n), T0) for n in ("pipeline_simple", "pipeline_simple_with_failure",
+                                                "pipeline_simple_ml")]
+    return MemorySource(flows=flows, runs=[failed_run(), running_run()] if runs else [],
+                        agents=[agent(), agent("agent-2", "lost")], rejected=[rejected()],
+                        clock=clock)
+
+
+async def test_the_memory_source_answers_like_a_coordinator() -> None:
+    source = memory_source()
+    flows = await source.flows()
+    assert [f.name for f in flows] == ["pipeline_simple", "pipeline_simple_ml",
+                                       "pipeline_simple_with_failure"]
+    assert flows[2].last_run_status is RunStatus.FAILED
+    assert [r.run_id for r in await source.runs()] == ["run-running-2", "run-failed-1"]
+    run = await source.start("pipeline_simple", {"n_rows": 3})
+    assert run.run_id == "run-0001" and source.calls == [("start", "pipeline_simple", {"n_rows": 3})]
+
+
+async def until(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
+    """Wait for a condition (checked every few ms), failing after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.005)
+    assert predicate(), what

@@ -1,0 +1,173 @@
+"""MemorySource: a DataSource over records held in memory — for tests, snapshots and demos.
+
+Actions are recorded in ``calls`` and answered with plausible records; ``push`` sends an
+event to every subscriber; ``go_down`` / ``come_back`` play a lost deployment.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from protocol.api import FlowDetail
+from protocol.errors import NotConnected, RemoteError, UnknownFlow, UnknownRun
+from protocol.flows import FlowSpec
+from protocol.records import (
+    AgentInfo,
+    FlowSummary,
+    RejectedMessage,
+    RunDetail,
+    RunRecord,
+    TaskRecord,
+)
+from protocol.states import RunStatus, TaskStatus
+from tui.source import LinkDown, LinkUp, SourceEvent
+
+
+def summary_of(detail: FlowDetail, last: RunRecord | None = None) -> FlowSummary:
+    spec = detail.spec
+    return FlowSummary(name=spec.name, version=detail.version, display_name=spec.display_name,
+                       tasks=len(spec.tasks), queues=sorted(spec.queues()),
+                       registered_at=detail.registered_at,
+                       last_run_id=last.run_id if last else None,
+                       last_run_status=last.status if last else None)
+
+
+def flow_detail(spec: FlowSpec, registered_at: float = 0.0) -> FlowDetail:
+    return FlowDetail(spec=spec, version=spec.version(), registered_at=registered_at)
+
+
+class MemorySource:
+    description = "memory"
+
+    def __init__(self, flows: Iterable[FlowDetail] = (), runs: Iterable[RunDetail] = (),
+                 agents: Iterable[AgentInfo] = (), rejected: Iterable[RejectedMessage] = (),
+                 clock: Callable[[], float] = lambda: 0.0) -> None:
+        self.flow_details = {f.spec.name: f for f in flows}
+        self.details = {d.run.run_id: d for d in runs}
+        self.agent_list = list(agents)
+        self.rejected_list = list(rejected)
+        self.clock = clock
+        self.calls: list[tuple[Any, ...]] = []
+        self.down: str | None = None
+        self.api_calls = 0
+        self._queues: list[asyncio.Queue[SourceEvent]] = []
+        self._next_run = 1
+
+    # -- playing a deployment ------------------------------------------------------------
+
+    def push(self, event: SourceEvent) -> None:
+        """Send an event to every subscriber (and keep the records current for later calls)."""
+        match event:
+            case RunRecord():
+                old = self.details.get(event.run_id)
+                self.details[event.run_id] = RunDetail(run=event, tasks=old.tasks if old else [])
+            case TaskRecord() if event.run_id in self.details:
+                d = self.details[event.run_id]
+                tasks = [t for t in d.tasks if t.task != event.task] + [event]
+                self.details[event.run_id] = RunDetail(run=d.run, tasks=tasks)
+        for q in self._queues:
+            q.put_nowait(event)
+
+    def go_down(self, reason: str = "lost NATS at memory; reconnecting") -> None:
+        self.down = reason
+        for q in self._queues:
+            q.put_nowait(LinkDown(reason))
+
+    def come_back(self) -> None:
+        self.down = None
+        for q in self._queues:
+            q.put_nowait(LinkUp())
+
+    def _check(self) -> None:
+        self.api_calls += 1
+        if self.down is not None:
+            raise NotConnected(self.down)
+
+    # -- DataSource ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._check()
+
+    async def close(self) -> None:
+        self._queues.clear()
+
+    async def subscribe(self) -> AsyncIterator[SourceEvent]:
+        self._check()
+        queue: asyncio.Queue[SourceEvent] = asyncio.Queue()
+        self._queues.append(queue)
+
+        async def stream() -> AsyncIterator[SourceEvent]:
+            while True:
+                yield await queue.get()
+
+        return stream()
+
+    async def flows(self) -> list[FlowSummary]:
+        self._check()
+        out = []
+        for name, detail in sorted(self.flow_details.items()):
+            runs = [d.run for d in self.details.values() if d.run.flow == name]
+            last = max(runs, key=lambda r: (r.created_at, r.run_id), default=None)
+            out.append(summary_of(detail, last))
+        return out
+
+    async def flow(self, name: str, version: str | None = None) -> FlowDetail:
+        self._check()
+        detail = self.flow_details.get(name)
+        if detail is None or (version is not None and version != detail.version):
+            raise RemoteError("unknown_flow", str(UnknownFlow(name)))
+        return detail
+
+    async def runs(self, flow: str | None = None, status: str | None = None,
+                   limit: int = 50) -> list[RunRecord]:
+        self._check()
+        rows = [d.run for d in self.details.values()
+                if (flow is None or d.run.flow == flow) and (status is None or d.run.status == status)]
+        return sorted(rows, key=lambda r: (r.created_at, r.run_id), reverse=True)[:limit]
+
+    async def get(self, run_id: str) -> RunDetail:
+        self._check()
+        if run_id not in self.details:
+            raise RemoteError("unknown_run", str(UnknownRun(run_id)))
+        return self.details[run_id]
+
+    async def agents(self) -> list[AgentInfo]:
+        self._check()
+        return list(self.agent_list)
+
+    async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
+        self._check()
+        return self.rejected_list[:limit]
+
+    async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
+        self._check()
+        detail = await self.flow(flow)
+        self.calls.append(("start", flow, params))
+        run_id = f"run-{self._next_run:04d}"
+        self._next_run += 1
+        now = self.clock()
+        run = RunRecord(run_id=run_id, flow=flow, version=detail.version, params=params,
+                        created_at=now, source="dashboard")
+        run.counts.total = len(detail.spec.tasks)
+        self.details[run_id] = RunDetail(run=run, tasks=[
+            TaskRecord(run_id=run_id, task=t.name, queue=t.queue) for t in detail.spec.tasks])
+        self.push(run)
+        return run
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        run = (await self.get(run_id)).run
+        self.calls.append(("cancel", run_id))
+        return msgspec.structs.replace(run, status=RunStatus.CANCELLED)
+
+    async def retry(self, run_id: str) -> RunRecord:
+        run = (await self.get(run_id)).run
+        self.calls.append(("retry", run_id))
+        return run
+
+    async def mark(self, run_id: str, task: str, status: str, output: Any = None) -> TaskRecord:
+        detail = await self.get(run_id)
+        self.calls.append(("mark", run_id, task, status, output))
+        rec = next(t for t in detail.tasks if t.task == task)
+        return msgspec.structs.replace(rec, status=TaskStatus(status))

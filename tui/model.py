@@ -1,0 +1,186 @@
+"""The dashboard's state: a snapshot, then events applied in order (pure, no I/O, no Textual)."""
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from protocol.api import FlowDetail
+from protocol.flows import FlowSpec
+from protocol.messages import ErrorEvent
+from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
+from protocol.states import RUN_FINAL, RunStatus
+from tui.source import LinkDown, LinkUp, Snapshot, SourceEvent
+
+MAX_RUNS = 500
+MAX_ERRORS = 200
+
+
+@dataclass(slots=True)
+class Dirty:
+    """What changed: kinds of view ("flows", "runs", "agents", "problems", "link") and run ids."""
+
+    kinds: set[str] = field(default_factory=set)
+    runs: set[str] = field(default_factory=set)
+
+    def merge(self, other: "Dirty") -> None:
+        self.kinds |= other.kinds
+        self.runs |= other.runs
+
+    def __bool__(self) -> bool:
+        return bool(self.kinds or self.runs)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A rejected message or an error event, as one row of the Problems view."""
+
+    at: float
+    kind: str
+    subject: str
+    code: str
+    reason: str
+    raw: bytes | None = None
+
+
+class Model:
+    """Latest record of every flow, run, task instance and agent the dashboard knows of."""
+
+    def __init__(self, max_runs: int = MAX_RUNS, max_errors: int = MAX_ERRORS) -> None:
+        self.max_runs = max_runs
+        self.flows: dict[str, FlowSummary] = {}
+        self.specs: dict[tuple[str, str], FlowDetail] = {}
+        self.runs: dict[str, RunRecord] = {}
+        self.tasks: dict[str, dict[str, TaskRecord]] = {}
+        self.agents: dict[str, AgentInfo] = {}
+        self.rejected: list[RejectedMessage] = []
+        self.errors: deque[ErrorEvent] = deque(maxlen=max_errors)
+        self.link_down: str | None = None
+        """Why the deployment cannot be reached, or None while it can."""
+        self.down_since: float | None = None
+        self.synced_at: float | None = None
+        self.pinned: set[str] = set()
+        """Runs kept however old (the one open in the run view)."""
+
+    # -- input -------------------------------------------------------------------------
+
+    def load(self, snap: Snapshot, now: float) -> Dirty:
+        """Replace what the API returns wholesale; task records of known runs are kept."""
+        self.flows = {f.name: f for f in snap.flows}
+        for run in snap.runs:
+            self.runs[run.run_id] = run
+        self.agents = {a.agent_id: a for a in snap.agents}
+        self.rejected = sorted(snap.rejected, key=lambda m: m.received_at, reverse=True)
+        self.synced_at = now
+        self._prune()
+        return Dirty({"flows", "runs", "agents", "problems", "link"}, set(self.runs))
+
+    def set_detail(self, detail: RunDetail) -> Dirty:
+        """A run fetched with all its task instances (the run view asks when it opens)."""
+        self.runs[detail.run.run_id] = detail.run
+        self.tasks[detail.run.run_id] = {t.task: t for t in detail.tasks}
+        return Dirty({"runs"}, {detail.run.run_id})
+
+    def set_flow(self, detail: FlowDetail) -> None:
+        self.specs[(detail.spec.name, detail.version)] = detail
+
+    def apply(self, event: SourceEvent, now: float) -> Dirty:
+        """One event, in arrival order: each carries the full new state of what changed."""
+        match event:
+            case TaskRecord():
+                self.tasks.setdefault(event.run_id, {})[event.task] = event
+                return Dirty(set(), {event.run_id})
+            case RunRecord():
+                return self._apply_run(event)
+            case FlowSummary():
+                self.flows[event.name] = event
+                return Dirty({"flows"})
+            case AgentInfo():
+                self.agents[event.agent_id] = event
+                return Dirty({"agents"})
+            case ErrorEvent():
+                self.errors.appendleft(event)
+                return Dirty({"problems"})
+            case LinkDown():
+                if self.link_down is None:
+                    self.down_since = now
+                self.link_down = event.reason
+                return Dirty({"link"})
+            case LinkUp():
+                self.link_down, self.down_since = None, None
+                return Dirty({"link"})
+        return Dirty()
+
+    def apply_all(self, events: Iterable[SourceEvent], now: float) -> Dirty:
+        dirty = Dirty()
+        for event in events:
+            dirty.merge(self.apply(event, now))
+        return dirty
+
+    def _apply_run(self, run: RunRecord) -> Dirty:
+        known = run.run_id in self.runs
+        self.runs[run.run_id] = run
+        dirty = Dirty({"runs"}, {run.run_id})
+        flow = self.flows.get(run.flow)
+        if flow is not None and self._is_latest(run, flow.last_run_id):
+            self.flows[run.flow] = msgspec.structs.replace(
+                flow, last_run_id=run.run_id, last_run_status=run.status)
+            dirty.kinds.add("flows")
+        if not known:
+            self._prune()
+        return dirty
+
+    def _is_latest(self, run: RunRecord, last_id: str | None) -> bool:
+        if last_id is None or last_id == run.run_id:
+            return True
+        last = self.runs.get(last_id)
+        return last is None or (run.created_at, run.run_id) >= (last.created_at, last.run_id)
+
+    def _prune(self) -> None:
+        """Forget the oldest finished runs beyond ``max_runs`` (and their tasks)."""
+        extra = len(self.runs) - self.max_runs
+        if extra <= 0:
+            return
+        old = sorted((r for r in self.runs.values()
+                      if r.status in RUN_FINAL and r.run_id not in self.pinned),
+                     key=lambda r: (r.created_at, r.run_id))
+        for run in old[:extra]:
+            del self.runs[run.run_id]
+            self.tasks.pop(run.run_id, None)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def spec(self, flow: str, version: str | None = None) -> FlowSpec | None:
+        """The definition of a flow at ``version`` (default: the registered one), if fetched."""
+        if version is None:
+            summary = self.flows.get(flow)
+            version = summary.version if summary else None
+        detail = self.specs.get((flow, version or ""))
+        return detail.spec if detail else None
+
+    def runs_view(self, flow: str | None = None,
+                  status: RunStatus | str | None = None) -> list[RunRecord]:
+        """Runs newest first, optionally of one flow and one status."""
+        rows = [r for r in self.runs.values()
+                if (flow is None or r.flow == flow) and (status is None or r.status == status)]
+        rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
+        return rows
+
+    def flows_view(self) -> list[FlowSummary]:
+        return sorted(self.flows.values(), key=lambda f: f.name)
+
+    def agents_view(self) -> list[AgentInfo]:
+        """Live agents first, then lost or stopped ones, each by id."""
+        return sorted(self.agents.values(), key=lambda a: (a.status != "live", a.agent_id))
+
+    def problems(self) -> list[Problem]:
+        """Rejected messages and error events, newest first (an error event about a kept
+        rejected message is shown once, with the message's raw bytes)."""
+        kept = {m.id for m in self.rejected}
+        rows = [Problem(m.received_at, "rejected", m.subject, m.code, m.reason, m.raw)
+                for m in self.rejected]
+        rows += [Problem(e.at, e.kind, e.subject, e.code, e.reason) for e in self.errors
+                 if e.rejected_id is None or e.rejected_id not in kept]
+        rows.sort(key=lambda p: p.at, reverse=True)
+        return rows

@@ -1,0 +1,94 @@
+"""What the dashboard asks of a deployment: the DataSource interface, snapshots and link markers."""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from protocol.api import FlowDetail
+from protocol.messages import ErrorEvent
+from protocol.records import (
+    AgentInfo,
+    FlowSummary,
+    RejectedMessage,
+    RunDetail,
+    RunRecord,
+    TaskRecord,
+)
+
+Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo
+"""A status event, as ``flowforge.client.Client.events`` yields them."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    """The deployment cannot be reached (NATS gone, or no coordinator answering)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    """Reachable again: what was missed must be fetched anew."""
+
+
+SourceEvent = Event | LinkDown | LinkUp
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Everything the dashboard shows at start, fetched through the API."""
+
+    flows: list[FlowSummary] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
+    agents: list[AgentInfo] = field(default_factory=list)
+    rejected: list[RejectedMessage] = field(default_factory=list)
+
+
+class DataSource(Protocol):
+    """The calls of ``flowforge.client.Client`` the dashboard uses, plus a subscription.
+
+    Methods raise ``protocol.errors.FlowForgeError`` subclasses: ``NotConnected`` when the
+    deployment cannot be reached, ``RemoteError`` for an error reply.
+    """
+
+    description: str
+    """Where the data comes from, for the header (e.g. the NATS URL)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def subscribe(self) -> AsyncIterator[SourceEvent]:
+        """Start following events; the subscription is in place when this returns."""
+        ...
+
+    async def flows(self) -> list[FlowSummary]: ...
+
+    async def flow(self, name: str, version: str | None = None) -> FlowDetail: ...
+
+    async def runs(self, flow: str | None = None, status: str | None = None,
+                   limit: int = 50) -> list[RunRecord]: ...
+
+    async def get(self, run_id: str) -> RunDetail: ...
+
+    async def agents(self) -> list[AgentInfo]: ...
+
+    async def rejected(self, limit: int = 50) -> list[RejectedMessage]: ...
+
+    async def start(self, flow: str, params: dict[str, Any]) -> RunRecord: ...
+
+    async def cancel(self, run_id: str) -> RunRecord: ...
+
+    async def retry(self, run_id: str) -> RunRecord: ...
+
+    async def mark(self, run_id: str, task: str, status: str, output: Any = None) -> TaskRecord: ...
+
+
+async def load_snapshot(source: DataSource, runs_limit: int = 200) -> Snapshot:
+    """The dashboard's starting state, one API call per kind."""
+    return Snapshot(
+        flows=await source.flows(),
+        runs=await source.runs(limit=runs_limit),
+        agents=await source.agents(),
+        rejected=await source.rejected(),
+    )
