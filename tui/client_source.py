@@ -1,0 +1,114 @@
+"""ClientSource: the dashboard's DataSource over ``flowforge.client.Client`` and NATS events."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+
+from flowforge.client import Client, decode_event
+from flowforge.connection import ConnectOptions
+from protocol.api import FlowDetail
+from protocol.errors import NotConnected
+from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
+from tui.source import LinkDown, LinkUp, SourceEvent
+
+
+class ClientSource:
+    """Every call goes through one Client; events come from one subscription to ``<ns>.events.>``.
+
+    nats-py reconnects by itself and keeps the subscription; the event stream says so with
+    LinkDown / LinkUp, checked from the connection's own flag every ``link_check_s``.
+    """
+
+    def __init__(self, options: ConnectOptions, *, timeout_s: float = 5.0,
+                 link_check_s: float = 0.5) -> None:
+        self.options = options
+        self.client = Client(options, timeout_s=timeout_s)
+        self.link_check_s = link_check_s
+        self.description = options.url
+
+    async def open(self) -> None:
+        await self.client.connect()
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def subscribe(self) -> AsyncIterator[SourceEvent]:
+        queue: asyncio.Queue[SourceEvent] = asyncio.Queue()
+        namespace = self.client.subjects.namespace
+
+        async def on_msg(msg: Msg) -> None:
+            try:
+                event = decode_event(msg.subject, msg.data, namespace)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return  # not ours to judge: the coordinator records bad input
+            if event is not None:
+                queue.put_nowait(event)
+
+        nc = self.client.nc
+        sub = await nc.subscribe(f"{namespace}.events.>", cb=on_msg)
+        try:
+            await nc.flush(timeout=self.client.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - nats-py raises several types for a lost link
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+            raise NotConnected(f"cannot subscribe to events on {self.options.url}: {exc!r}") from None
+        return self._stream(queue, sub)
+
+    async def _stream(self, queue: asyncio.Queue[SourceEvent], sub: Any) -> AsyncIterator[SourceEvent]:
+        up = True
+        try:
+            while True:
+                try:
+                    event: SourceEvent | None = await asyncio.wait_for(queue.get(), self.link_check_s)
+                except TimeoutError:
+                    event = None
+                try:
+                    nc = self.client.nc
+                except NotConnected:
+                    return  # closed: the stream ends
+                if nc.is_closed:
+                    return
+                if nc.is_connected != up:
+                    up = nc.is_connected
+                    yield LinkUp() if up else LinkDown(
+                        f"lost NATS at {self.options.url}; reconnecting")
+                if event is not None:
+                    yield event
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def flows(self) -> list[FlowSummary]:
+        return await self.client.flows()
+
+    async def flow(self, name: str, version: str | None = None) -> FlowDetail:
+        return await self.client.flow(name, version)
+
+    async def runs(self, flow: str | None = None, status: str | None = None,
+                   limit: int = 50) -> list[RunRecord]:
+        return await self.client.runs(flow, status, limit)
+
+    async def get(self, run_id: str) -> RunDetail:
+        return await self.client.get(run_id)
+
+    async def agents(self) -> list[AgentInfo]:
+        return await self.client.agents()
+
+    async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
+        return await self.client.rejected(limit)
+
+    async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
+        return await self.client.start(flow, params, source="dashboard")
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        return await self.client.cancel(run_id)
+
+    async def retry(self, run_id: str) -> RunRecord:
+        return await self.client.retry(run_id)
+
+    async def mark(self, run_id: str, task: str, status: str, output: Any = None) -> TaskRecord:
+        return await self.client.mark(run_id, task, status, output)
