@@ -88,8 +88,8 @@ class RunState:
         while stack:
             name = stack.pop()
             rec = self.tasks[name]
-            if rec.status is not TaskStatus.PENDING:
-                continue
+            if rec.status not in (TaskStatus.PENDING, TaskStatus.RETRY_WAIT):
+                continue  # queued or running ones already have their inputs
             rec.note = f"upstream {cause[0]!r} did not succeed"
             rec.finished_at = now
             self.set(rec, TaskStatus.UPSTREAM_FAILED)

@@ -240,17 +240,13 @@ class Scheduler:
         rec = state.tasks[task]
         self.runs[run.run_id] = state
         rec.finished_at = now
+        rec.deadline_at = rec.retry_at = None  # whatever was pending for it no longer is
         ch.tasks[(run.run_id, task)] = rec
         if status is TaskStatus.SUCCEEDED:
             rec.output, rec.note = output, "marked succeeded by hand"
             rec.error_type = rec.error_message = rec.traceback = None
             state.set(rec, TaskStatus.SUCCEEDED)
-            for name in state.downstream(task):
-                child = state.tasks[name]
-                if child.status is TaskStatus.UPSTREAM_FAILED:
-                    child.note, child.finished_at = None, None
-                    state.set(child, TaskStatus.PENDING)
-                    ch.tasks[(run.run_id, name)] = child
+            self._unblock_downstream(state, task, ch)
             self._reopen(state, ch)
             for name, child in state.tasks.items():
                 if child.status is TaskStatus.PENDING and state.waiting[name] == 0:
@@ -260,8 +256,28 @@ class Scheduler:
             rec.error_message = rec.error_message or "marked failed by an operator"
             state.set(rec, TaskStatus.FAILED)
             state.fail_downstream(state.flow.dependants.get(task, ()), now, ch, [task])
+            ch.runs[run.run_id] = state.run
         self._maybe_finish(state, now, ch)
         return rec
+
+    def _unblock_downstream(self, state: RunState, task: str, ch: Changes) -> None:
+        """Upstream-failed tasks below ``task`` go back to pending, unless another of their
+        dependencies still did not succeed."""
+        blocked = [n for n in state.downstream(task)
+                   if state.tasks[n].status is TaskStatus.UPSTREAM_FAILED]
+        changed = True
+        while changed:  # in dependency order: a task frees only after its parents did
+            changed = False
+            for name in blocked:
+                child = state.tasks[name]
+                deps = state.flow.tasks[name].depends_on
+                if child.status is TaskStatus.UPSTREAM_FAILED and not any(
+                    state.tasks[d].status in TASK_NOT_OK for d in deps
+                ):
+                    child.note, child.finished_at = None, None
+                    state.set(child, TaskStatus.PENDING)
+                    ch.tasks[(state.run.run_id, name)] = child
+                    changed = True
 
     def _reopen(self, state: RunState, ch: Changes) -> None:
         state.waiting = state.compute_waiting()
@@ -368,7 +384,12 @@ class Scheduler:
                 self.runs[state.run.run_id] = state
             return
         run = state.run
-        run.status = RunStatus.FAILED if state.failed_count else RunStatus.SUCCEEDED
+        if state.failed_count:
+            run.status = RunStatus.FAILED
+        elif any(t.status is TaskStatus.CANCELLED for t in state.tasks.values()):
+            run.status = RunStatus.CANCELLED
+        else:
+            run.status = RunStatus.SUCCEEDED
         run.finished_at = now
         ch.runs[run.run_id] = run
         self.runs.pop(run.run_id, None)
