@@ -1,0 +1,126 @@
+"""DagView: a scrollable, keyboard-navigable drawing of a DagLayout, boxes coloured by the caller."""
+
+from collections.abc import Callable
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tui import palette
+from tui.dag_layout import DagLayout, Direction
+
+BoxStyle = Callable[[str], Style]
+Glyph = Callable[[str], str]
+
+
+class DagView(ScrollView, can_focus=True):
+    """Draws only the visible rows, so flows of thousands of tasks scroll smoothly."""
+
+    BINDINGS = [
+        Binding("up", "move('up')", "Task above", show=False),
+        Binding("down", "move('down')", "Task below", show=False),
+        Binding("left", "move('left')", "Upstream", show=False),
+        Binding("right", "move('right')", "Downstream", show=False),
+    ]
+
+    selected: reactive[str | None] = reactive(None)
+
+    class Selected(Message):
+        """The highlighted task changed."""
+
+        def __init__(self, view: "DagView", name: str | None) -> None:
+            super().__init__()
+            self.view = view
+            self.name = name
+
+        @property
+        def control(self) -> "DagView":
+            return self.view
+
+    def __init__(self, *, empty: str = "no flow selected", id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.dag: DagLayout | None = None
+        self.empty = empty
+        self.box_style: BoxStyle = lambda name: palette.PLAIN_BOX
+        self.glyph: Glyph | None = None
+
+    def show(self, dag: DagLayout | None, *, box_style: BoxStyle | None = None,
+             glyph: Glyph | None = None, keep_selection: bool = True) -> None:
+        """Draw ``dag``; the selection stays when the task is still there, else the first task."""
+        same = dag is self.dag
+        self.dag = dag
+        if box_style is not None:
+            self.box_style = box_style
+        self.glyph = glyph
+        self.virtual_size = Size(dag.width, dag.height) if dag else Size(0, 0)
+        if dag is None:
+            self.selected = None
+        elif not (keep_selection and self.selected in dag.boxes):
+            self.selected = dag.first()
+        if not same:
+            self.scroll_to(0, 0, animate=False)
+            self.call_after_refresh(self._reveal)
+        self.refresh()
+
+    def restyle(self) -> None:
+        """States changed: draw again with the same layout."""
+        self.refresh()
+
+    def watch_selected(self, name: str | None) -> None:
+        self.post_message(self.Selected(self, name))
+        self._reveal()
+        self.refresh()
+
+    def _reveal(self) -> None:
+        if self.dag is None or self.selected is None:
+            return
+        box = self.dag.boxes[self.selected]
+        self.scroll_to_region(Region(box.x - 2, box.y, box.w + 4, box.h), animate=False, force=True)
+
+    def action_move(self, direction: Direction) -> None:
+        if self.dag is None or self.selected is None:
+            return
+        target = self.dag.neighbour(self.selected, direction)
+        if target is not None:
+            self.selected = target
+
+    def on_click(self, event: events.Click) -> None:
+        if self.dag is None:
+            return
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        name = self.dag.at(offset.x + int(self.scroll_x), offset.y + int(self.scroll_y))
+        if name is not None:
+            self.selected = name
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        dag = self.dag
+        scroll_x, scroll_y = self.scroll_offset
+        if dag is None:
+            return Strip([Segment(self.empty, palette.EDGE)]) if y == 0 else Strip.blank(width)
+        row = y + scroll_y
+        if row >= dag.height:
+            return Strip.blank(width)
+        segments = []
+        for span in dag.row(row, self.glyph):
+            if span.role == "box" and span.owner is not None:
+                style = self.box_style(span.owner)
+                if span.owner == self.selected:
+                    style = style + palette.SELECTED
+            elif span.role == "group":
+                style = palette.GROUP
+            elif span.role == "arrow":
+                style = palette.ARROW
+            else:
+                style = palette.EDGE
+            segments.append(Segment(span.text, style))
+        return Strip(segments, dag.width).crop(scroll_x, scroll_x + width).extend_cell_length(width)

@@ -1,0 +1,57 @@
+"""Hub: what every view shares — the source, the model, the clock, the change signal, layouts."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from textual.dom import DOMNode
+from textual.signal import Signal
+
+from protocol.errors import FlowForgeError
+from protocol.flows import FlowSpec
+from tui.dag_layout import DagLayout, layout_spec
+from tui.model import Dirty, Model
+from tui.source import DataSource
+
+if TYPE_CHECKING:
+    from tui.operator import Operator
+
+
+@dataclass
+class Hub:
+    source: DataSource
+    model: Model
+    clock: Callable[[], float]
+    changed: Signal[Dirty]
+    layouts: dict[tuple[str, str], DagLayout] = field(default_factory=dict)
+    operator: "Operator" = field(init=False)
+    """Set by the app once it exists: the actions every view offers."""
+
+    async def flow_spec(self, name: str, version: str | None = None) -> tuple[FlowSpec, str] | None:
+        """A flow's definition at ``version`` (default: registered), fetched once; None if gone."""
+        summary = self.model.flows.get(name)
+        version = version or (summary.version if summary else None)
+        spec = self.model.spec(name, version) if version else None
+        if spec is not None and version is not None:
+            return spec, version
+        try:
+            detail = await self.source.flow(name, version)
+        except FlowForgeError:
+            return None
+        self.model.set_flow(detail)
+        return detail.spec, detail.version
+
+    def layout(self, spec: FlowSpec, version: str) -> DagLayout:
+        key = (spec.name, version)
+        dag = self.layouts.get(key)
+        if dag is None:
+            dag = self.layouts[key] = layout_spec(spec)
+        return dag
+
+
+def hub_of(node: DOMNode) -> Hub:
+    """The hub of the dashboard app this widget is mounted in."""
+    hub = getattr(node.app, "hub", None)
+    if not isinstance(hub, Hub):
+        raise RuntimeError(f"{type(node).__name__} must be mounted in a DashboardApp")
+    return hub
