@@ -1,0 +1,225 @@
+"""The dashboard driven by keys (Textual Pilot) over fixed data: flows, runs, one run, actions."""
+
+import io
+
+import msgspec
+import pytest
+from rich.console import Console
+from textual.widgets import DataTable, Input, Static, TextArea
+
+from protocol.records import AgentInfo, TaskRecord
+from protocol.states import TaskStatus
+from tests.test_tui_support import clock, memory_source, running_run, until
+from tui.app import DashboardApp
+from tui.banner import Banner
+from tui.dag_view import DagView
+from tui.forms import ConfirmScreen, MarkScreen, TextScreen, TriggerScreen
+from tui.memory_source import MemorySource
+from tui.run_view import RunScreen
+
+SIZE = (150, 44)
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+def app_for(source: MemorySource) -> DashboardApp:
+    return DashboardApp(source, clock=clock, tick_s=None)
+
+
+async def run_screen(app: DashboardApp) -> RunScreen:
+    """The run view once it is on screen with its widgets."""
+    await until(lambda: isinstance(app.screen, RunScreen) and app.screen.query("#run-dag"))
+    assert isinstance(app.screen, RunScreen)
+    return app.screen
+
+
+def shown(widget: DagView) -> str:
+    """What the DAG view draws on screen, as plain text."""
+    return "\n".join(widget.render_line(y).text for y in range(widget.size.height))
+
+
+def text_of(widget: Static) -> str:
+    """What a Static holds (text or a Rich renderable), as plain text."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text()
+
+
+def panel_text(app: DashboardApp, selector: str) -> str:
+    return text_of(app.screen.query_one(selector, Static))
+
+
+async def test_choosing_a_flow_draws_its_dag_and_describes_the_selected_task() -> None:
+    app = app_for(memory_source())
+    async with app.run_test(size=SIZE) as pilot:
+        dag = app.query_one("#flow-dag", DagView)
+        await until(lambda: dag.dag is not None and "clean_data" in dag.dag.boxes)
+        await pilot.press("down", "down")  # pipeline_simple_with_failure
+        await until(lambda: dag.dag is not None and "faulty_transform" in dag.dag.boxes)
+        assert "│ · faulty_transform │" in shown(dag)
+        await pilot.press("enter")  # into the DAG
+        assert app.focused is dag and dag.selected == "fetch_data1"
+        await pilot.press("right", "right")
+        assert dag.selected in ("faulty_transform", "independent_summary")
+        await until(lambda: dag.selected in panel_text(app, "#flow-task"))
+        text = panel_text(app, "#flow-task")
+        assert "queue default" in text and "def " in text
+
+
+async def test_the_runs_view_lists_newest_first_and_filters_by_flow_and_status() -> None:
+    app = app_for(memory_source())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        table = app.query_one("#runs-table", DataTable)
+        await until(lambda: table.row_count == 2)
+        assert [str(k.value) for k in table.rows] == ["run-running-2", "run-failed-1"]
+        app.query_one("#runs-flow", Input).value = "failure"
+        await until(lambda: [str(k.value) for k in table.rows] == ["run-failed-1"])
+        app.query_one("#runs-flow", Input).value = ""
+        app.query_one("#runs-status").value = "running"  # type: ignore[attr-defined]
+        await until(lambda: [str(k.value) for k in table.rows] == ["run-running-2"])
+
+
+async def test_a_task_event_changes_the_run_view_on_screen() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        table = app.query_one("#runs-table", DataTable)
+        await until(lambda: table.row_count == 2)
+        await pilot.press("enter")  # the newest: run-running-2
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: "● clean_data" in shown(dag))
+        done = TaskRecord(run_id="run-running-2", task="clean_data", status=TaskStatus.SUCCEEDED,
+                          attempt=1, output=msgspec.Raw(b'{"rows": [1, 2]}'))
+        source.push(done)
+        await until(lambda: "✓ clean_data" in shown(dag))
+        await pilot.press("right")  # from fetch_data1 to clean_data
+        await until(lambda: "succeeded" in panel_text(app, "#run-task"))
+        assert '"rows"' in panel_text(app, "#run-task")
+
+
+async def test_a_failed_task_shows_its_error_traceback_and_attempts() -> None:
+    app = app_for(memory_source())
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_run("run-failed-1")
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: "✗ faulty_transform" in shown(dag))
+        dag.selected = "faulty_transform"
+        await until(lambda: "Traceback" in panel_text(app, "#run-task"))
+        text = panel_text(app, "#run-task")
+        assert "NameError: name 'undefined_variable' is not defined" in text
+        assert "attempts" in text
+        await pilot.press("o")
+        await until(lambda: isinstance(app.screen, TextScreen))
+        assert "Traceback" in app.screen.query_one("#full-text", TextArea).text
+        await pilot.press("escape", "escape")
+        await until(lambda: not isinstance(app.screen, RunScreen | TextScreen))
+
+
+async def test_the_trigger_form_rejects_bad_json_then_starts_the_run_and_opens_it() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: app.query_one("#flows-table", DataTable).row_count == 3)
+        await pilot.press("t")
+        await until(lambda: isinstance(app.screen, TriggerScreen))
+        form = app.screen
+        form.query_one("#params", TextArea).load_text('{"n_rows": 10,')
+        await pilot.press("ctrl+s")
+        await until(lambda: "not valid JSON" in text_of(form.query_one("#form-error", Static)))
+        form.query_one("#params", TextArea).load_text("[1, 2]")
+        await pilot.press("ctrl+s")
+        await until(lambda: "must be a JSON object" in text_of(form.query_one("#form-error", Static)))
+        assert source.calls == []
+        form.query_one("#params", TextArea).load_text('{"n_rows": 10}')
+        await pilot.press("ctrl+s")
+        await until(lambda: isinstance(app.screen, RunScreen))
+        assert source.calls == [("start", "pipeline_simple", {"n_rows": 10})]
+        assert app.screen.run_id == "run-0001"  # type: ignore[attr-defined]
+
+
+async def test_cancel_retry_and_mark_are_confirmed_before_they_are_sent() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_run("run-failed-1")
+        await run_screen(app)
+        await pilot.press("c")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await until(lambda: isinstance(app.screen, RunScreen))
+        await pilot.press("y")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: source.calls == [("retry", "run-failed-1")])
+        dag = app.screen.query_one("#run-dag", DagView)
+        dag.selected = "faulty_transform"
+        await pilot.press("m")
+        await until(lambda: isinstance(app.screen, MarkScreen))
+        app.screen.query_one("#output", TextArea).load_text('{"value": 1}')
+        await pilot.click("#succeeded")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: len(source.calls) == 2)
+        assert source.calls[1] == ("mark", "run-failed-1", "faulty_transform", "succeeded",
+                                   {"value": 1})
+
+
+async def test_a_lost_deployment_shows_a_banner_and_keeps_the_last_state_until_it_is_back() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.query_one(Banner)
+        await until(lambda: app.follower.syncs == 1)
+        assert not banner.display
+        source.go_down("lost NATS at memory; reconnecting")
+        await until(lambda: banner.display and "lost NATS" in text_of(banner))
+        await pilot.press("r")
+        assert app.query_one("#runs-table", DataTable).row_count == 2  # last state kept
+        source.come_back()
+        await until(lambda: not banner.display and app.follower.syncs == 2)
+
+
+async def test_agents_and_problems_are_listed() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("a")
+        agents = app.query_one("#agents-table", DataTable)
+        await until(lambda: agents.row_count == 2)
+        first = agents.get_row_at(0)
+        assert first[0] == "agent-1" and first[4] == "1/4" and first[6] == "3 s ago"
+        source.push(AgentInfo(**{**msgspec.structs.asdict(source.agent_list[0]),
+                                 "agent_id": "agent-3", "slots_busy": 4}))
+        await until(lambda: agents.row_count == 3)
+        await pilot.press("p")
+        problems = app.query_one("#problems-table", DataTable)
+        await until(lambda: problems.row_count == 1)
+        assert "oops" in text_of(app.query_one("#problem-detail", Static))
+
+
+async def test_the_command_palette_offers_views_flows_and_runs() -> None:
+    app = app_for(memory_source())
+    async with app.run_test(size=SIZE):
+        await until(lambda: app.follower.syncs == 1)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Show runs" in titles and "Trigger pipeline_simple" in titles
+        assert "Open run run-failed-1" in titles
+
+
+async def test_a_running_task_shows_its_progress_and_last_checkpoint() -> None:
+    app = app_for(memory_source())
+    async with app.run_test(size=SIZE):
+        app.open_run("run-running-2")
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None)
+        dag.selected = "clean_data"
+        await until(lambda: "50%" in panel_text(app, "#run-task"))
+        assert "merged 2 sources" in panel_text(app, "#run-task")
+        assert running_run().run.run_id in panel_text(app, "#run-head")

@@ -1,0 +1,161 @@
+"""flowforge-dashboard: the Textual app, its data source given as a parameter, and its entry point."""
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.signal import Signal
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+
+from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
+from tui.agents_view import AgentsView
+from tui.banner import Banner
+from tui.flows_view import FlowsView
+from tui.follower import Follower
+from tui.hub import Hub
+from tui.model import Dirty, Model
+from tui.operator import Operator
+from tui.problems_view import ProblemsView
+from tui.run_view import RunScreen
+from tui.runs_view import RunsView
+from tui.source import DataSource
+
+FLUSH_S = 0.05
+"""Events are applied at once but drawn at most this often: a busy run stays cheap to watch."""
+
+EPILOG = """examples:
+  flowforge-dashboard                              # NATS on 127.0.0.1:4222
+  flowforge-dashboard --nats nats://ops-nats:4222 --namespace staging
+
+keys: f flows, r runs, a agents, p problems, enter open, t trigger, c cancel, y retry,
+m mark a task, o a task's whole output, escape back, ctrl+p command palette, q quit
+"""
+
+
+class DashboardApp(App[None]):
+    """Follows one deployment through ``source``; ``clock`` gives "now" (fixed in tests)."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "FlowForge"
+    BINDINGS = [
+        Binding("f", "show_tab('flows')", "Flows"),
+        Binding("r", "show_tab('runs')", "Runs"),
+        Binding("a", "show_tab('agents')", "Agents"),
+        Binding("p", "show_tab('problems')", "Problems"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, source: DataSource, *, clock: Callable[[], float] = time.time,
+                 tick_s: float | None = 1.0, quiet_s: float = 15.0, retry_s: float = 0.5) -> None:
+        super().__init__()
+        self.hub = Hub(source, Model(), clock, Signal(self, "changed"))
+        self.hub.operator = Operator(self, self.hub, self.open_run)
+        self.follower = Follower(source, self.hub.model, clock, self.on_model_change,
+                                 quiet_s=quiet_s, retry_s=retry_s)
+        self.tick_s = tick_s
+        self.sub_title = source.description
+        self._dirty = Dirty()
+        self._flush_pending = False
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Banner(id="banner")
+        with TabbedContent(initial="flows", id="tabs"):
+            with TabPane("Flows", id="flows"):
+                yield FlowsView(id="flows-view")
+            with TabPane("Runs", id="runs"):
+                yield RunsView(id="runs-view")
+            with TabPane("Agents", id="agents"):
+                yield AgentsView(id="agents-view")
+            with TabPane("Problems", id="problems"):
+                yield ProblemsView(id="problems-view")
+        yield Footer()
+
+    FOCUS = {"flows": "#flows-table", "runs": "#runs-table", "agents": "#agents-table",
+             "problems": "#problems-table"}
+    """The widget that takes the keys when a tab is shown."""
+
+    def on_mount(self) -> None:
+        self.query_one("#flows-table").focus()
+        self.follow()
+        if self.tick_s:
+            self.set_interval(self.tick_s, lambda: self.on_model_change(Dirty({"tick"})))
+
+    @work(exclusive=True, group="follow")
+    async def follow(self) -> None:
+        await self.follower.run()
+
+    async def on_unmount(self) -> None:
+        await self.hub.source.close()
+
+    def on_model_change(self, dirty: Dirty) -> None:
+        self._dirty.merge(dirty)
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.set_timer(FLUSH_S, self._publish_changes)
+
+    def _publish_changes(self) -> None:
+        dirty, self._dirty, self._flush_pending = self._dirty, Dirty(), False
+        if dirty:
+            self.hub.changed.publish(dirty)
+
+    # -- navigation and commands -----------------------------------------------------------
+
+    def action_show_tab(self, tab: str) -> None:
+        while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen):
+            self.pop_screen()
+        self.query_one("#tabs", TabbedContent).active = tab
+        self.query_one(self.FOCUS[tab]).focus()
+
+    def open_run(self, run_id: str) -> None:
+        if isinstance(self.screen, RunScreen):
+            self.pop_screen()
+        self.push_screen(RunScreen(run_id))
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for tab in ("flows", "runs", "agents", "problems"):
+            yield SystemCommand(f"Show {tab}", f"the {tab} view",
+                                lambda tab=tab: self.action_show_tab(tab))
+        model = self.hub.model
+        for flow in model.flows_view():
+            yield SystemCommand(f"Trigger {flow.name}", "start a run with parameters",
+                                lambda name=flow.name: self.hub.operator.trigger(name),
+                                discover=False)
+        for run in model.runs_view()[:50]:
+            yield SystemCommand(f"Open run {run.run_id}", f"{run.flow}, {run.status.value}",
+                                lambda run_id=run.run_id: self.open_run(run_id), discover=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flowforge-dashboard", epilog=EPILOG,
+        description="Follow a FlowForge deployment live: flows, runs, agents, problems.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_connection_args(p, nats_default=DEFAULT_NATS_URL)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script: exits 0 when the user quits, 2 on a usage error."""
+    from tui.client_source import ClientSource
+
+    ns = build_parser().parse_args(argv)
+    try:
+        options = options_from_args(ns)
+        source = ClientSource(options)
+    except ValueError as exc:  # e.g. a namespace that is not a valid subject token
+        print(f"flowforge-dashboard: {exc}", file=sys.stderr)
+        return 2
+    DashboardApp(source).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""RunScreen: one run's DAG coloured by task state, with the selected task instance in full."""
+
+from rich.style import Style
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from protocol.errors import FlowForgeError
+from protocol.flows import FlowSpec
+from protocol.states import TaskStatus
+from tui import describe, palette
+from tui.banner import Banner
+from tui.dag_view import DagView
+from tui.forms import TextScreen
+from tui.hub import hub_of
+from tui.model import Dirty
+
+
+class RunScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("c", "cancel", "Cancel run"),
+        Binding("y", "retry", "Retry failed"),
+        Binding("m", "mark", "Mark task"),
+        Binding("o", "output", "Full output"),
+        Binding("t", "trigger", "Run again"),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.spec: FlowSpec | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Banner(id="banner")
+        with Vertical(id="run-main"):
+            yield Static(f"run {self.run_id}: loading…", id="run-head")
+            yield Static(palette.legend(), id="legend")
+            yield DagView(id="run-dag", empty="loading the flow definition…")
+            with VerticalScroll(id="run-task-scroll"):
+                yield Static("", id="run-task")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        hub = hub_of(self)
+        hub.model.pinned.add(self.run_id)
+        hub.changed.subscribe(self, self.on_changed)
+        self.query_one("#run-dag", DagView).focus()
+        self.load()
+
+    def on_unmount(self) -> None:
+        hub_of(self).model.pinned.discard(self.run_id)
+
+    @work(exclusive=True, group="run-detail")
+    async def load(self) -> None:
+        hub = hub_of(self)
+        try:
+            detail = await hub.source.get(self.run_id)
+        except FlowForgeError as exc:
+            if self.run_id not in hub.model.runs:
+                self.query_one("#run-head", Static).update(f"run {self.run_id}: {exc}")
+                return
+        else:
+            hub.model.set_detail(detail)
+        run = hub.model.runs[self.run_id]
+        found = await hub.flow_spec(run.flow, run.version)
+        if found is not None:
+            self.spec = found[0]
+            self.query_one("#run-dag", DagView).show(
+                hub.layout(*found), box_style=self.box_style, glyph=self.glyph,
+                keep_selection=False)
+        self.draw()
+
+    def status_of(self, name: str) -> TaskStatus:
+        rec = hub_of(self).model.tasks.get(self.run_id, {}).get(name)
+        return rec.status if rec else TaskStatus.PENDING
+
+    def box_style(self, name: str) -> Style:
+        return palette.task_style(self.status_of(name))
+
+    def glyph(self, name: str) -> str:
+        return palette.TASK_GLYPH[self.status_of(name)]
+
+    def on_changed(self, dirty: Dirty) -> None:
+        if self.run_id in dirty.runs or "tick" in dirty.kinds:
+            self.draw()
+
+    def draw(self) -> None:
+        hub = hub_of(self)
+        run = hub.model.runs.get(self.run_id)
+        if run is None:
+            return
+        now = hub.clock()
+        self.query_one("#run-head", Static).update(describe.run_header(run, now))
+        dag_view = self.query_one("#run-dag", DagView)
+        dag_view.restyle()
+        self.show_task(dag_view.selected)
+
+    @on(DagView.Selected, "#run-dag")
+    def task_selected(self, event: DagView.Selected) -> None:
+        self.show_task(event.name)
+
+    def show_task(self, name: str | None) -> None:
+        hub = hub_of(self)
+        run = hub.model.runs.get(self.run_id)
+        panel = self.query_one("#run-task", Static)
+        if run is None or name is None:
+            panel.update("")
+            return
+        rec = hub.model.tasks.get(self.run_id, {}).get(name)
+        panel.update(describe.run_task(run, self.spec, rec, name, hub.clock()))
+
+    @property
+    def task_name(self) -> str | None:
+        return self.query_one("#run-dag", DagView).selected
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_cancel(self) -> None:
+        hub_of(self).operator.cancel(self.run_id)
+
+    def action_retry(self) -> None:
+        hub_of(self).operator.retry(self.run_id)
+
+    def action_mark(self) -> None:
+        if self.task_name is not None:
+            hub_of(self).operator.mark(self.run_id, self.task_name)
+
+    def action_trigger(self) -> None:
+        run = hub_of(self).model.runs.get(self.run_id)
+        if run is not None:
+            hub_of(self).operator.trigger(run.flow)
+
+    def action_output(self) -> None:
+        name = self.task_name
+        rec = hub_of(self).model.tasks.get(self.run_id, {}).get(name or "")
+        if rec is None:
+            return
+        text = describe.pretty_output(rec)
+        if rec.traceback:
+            text += f"\n\n{rec.error_type}: {rec.error_message}\n{rec.traceback}"
+        self.app.push_screen(TextScreen(f"{name} of run {self.run_id}", text))
