@@ -106,3 +106,20 @@ def test_a_resync_keeps_known_task_records_and_replaces_agents() -> None:
     model.load(Snapshot(runs=[running_run().run], agents=[agent()]), NOW)
     assert "clean_data" in model.tasks["run-running-2"]
     assert list(model.agents) == ["agent-1"]
+
+
+def test_an_api_answer_does_not_undo_an_event_that_came_after_the_call_was_sent() -> None:
+    model = Model()
+    stale = running_run()
+    since = model.seq
+    done = msgspec.structs.replace(stale.run, status=RunStatus.SUCCEEDED)
+    task_done = msgspec.structs.replace(stale.tasks[2], status=TaskStatus.SUCCEEDED)
+    model.apply_all([done, task_done], NOW)  # events overtake the answer
+    model.set_detail(stale, since)
+    assert model.runs[done.run_id].status is RunStatus.SUCCEEDED
+    assert model.tasks[done.run_id]["clean_data"].status is TaskStatus.SUCCEEDED
+    assert model.tasks[done.run_id]["analyze_data"].status is TaskStatus.PENDING
+    model.load(Snapshot(runs=[stale.run]), NOW, since)
+    assert model.runs[done.run_id].status is RunStatus.SUCCEEDED
+    model.set_detail(stale, model.seq)  # asked after the events: the answer is newer
+    assert model.runs[done.run_id].status is RunStatus.RUNNING

@@ -66,9 +66,9 @@ class FlowsView(Horizontal):
     @work(exclusive=True, group="flow-detail")
     async def show_flow(self, name: str) -> None:
         hub = hub_of(self)
-        found = await hub.flow_spec(name)
         title = self.query_one("#flow-title", Static)
         dag_view = self.query_one("#flow-dag", DagView)
+        found = await hub.flow_spec(name)
         if found is None:
             self.spec = self.version = None
             title.update(f"{name}: definition not available")
@@ -86,11 +86,9 @@ class FlowsView(Horizontal):
         self.show_task(event.name)
 
     def show_task(self, name: str | None) -> None:
-        panel = self.query_one("#flow-task", Static)
-        if self.spec is None or name is None:
-            panel.update("")
-            return
-        panel.update(describe.flow_task(self.spec, name))
+        text = describe.flow_task(self.spec, name) if self.spec and name else ""
+        for panel in self.query("#flow-task").results(Static):  # none while the app closes
+            panel.update(text)
 
     def action_trigger(self) -> None:
         name = self.flow_name

@@ -90,15 +90,16 @@ class Follower:
             self._apply(event)  # type: ignore[arg-type]
 
     async def _sync(self) -> bool:
+        since = self.model.seq
         try:
             snap = await load_snapshot(self.source, self.runs_limit)
             details = [await self.source.get(run_id) for run_id in sorted(self.model.pinned)]
         except FlowForgeError as exc:
             self._apply(LinkDown(str(exc)))
             return False
-        dirty = self.model.load(snap, self.clock())
+        dirty = self.model.load(snap, self.clock(), since)
         for detail in details:
-            dirty.merge(self.model.set_detail(detail))
+            dirty.merge(self.model.set_detail(detail, since))
         dirty.merge(self.model.apply(LinkUp(), self.clock()))
         self.syncs += 1
         self.on_change(dirty)

@@ -62,25 +62,51 @@ class Model:
         self.synced_at: float | None = None
         self.pinned: set[str] = set()
         """Runs kept however old (the one open in the run view)."""
+        self.seq = 0
+        """Events applied so far: take it before an API call and pass it with the answer."""
+        self._touched: dict[tuple[str, ...], int] = {}
+        """When (in ``seq``) an event last set each record."""
+
+    def _newer(self, key: tuple[str, ...], since: int | None) -> bool:
+        """Did an event set this record after an API call sent at ``since``?
+
+        Such an event may be newer than the answer (the coordinator answers from its store
+        while it commits and publishes), and applying events in order converges anyway.
+        """
+        return since is not None and self._touched.get(key, 0) > since
+
+    def _touch(self, *key: str) -> None:
+        self.seq += 1
+        self._touched[key] = self.seq
 
     # -- input -------------------------------------------------------------------------
 
-    def load(self, snap: Snapshot, now: float) -> Dirty:
-        """Replace what the API returns wholesale; task records of known runs are kept."""
-        self.flows = {f.name: f for f in snap.flows}
+    def load(self, snap: Snapshot, now: float, since: int | None = None) -> Dirty:
+        """Take what the API returned (asked for at ``since``); task records of known runs
+        are kept, and records set by an event after ``since`` too."""
+        self.flows = {f.name: f for f in snap.flows if not self._newer(("flow", f.name), since)} | {
+            name: f for name, f in self.flows.items() if self._newer(("flow", name), since)}
         for run in snap.runs:
-            self.runs[run.run_id] = run
-        self.agents = {a.agent_id: a for a in snap.agents}
+            if not self._newer(("run", run.run_id), since):
+                self.runs[run.run_id] = run
+        self.agents = {a.agent_id: a for a in snap.agents
+                       if not self._newer(("agent", a.agent_id), since)} | {
+            k: a for k, a in self.agents.items() if self._newer(("agent", k), since)}
         self.rejected = sorted(snap.rejected, key=lambda m: m.received_at, reverse=True)
         self.synced_at = now
         self._prune()
         return Dirty({"flows", "runs", "agents", "problems", "link"}, set(self.runs))
 
-    def set_detail(self, detail: RunDetail) -> Dirty:
-        """A run fetched with all its task instances (the run view asks when it opens)."""
-        self.runs[detail.run.run_id] = detail.run
-        self.tasks[detail.run.run_id] = {t.task: t for t in detail.tasks}
-        return Dirty({"runs"}, {detail.run.run_id})
+    def set_detail(self, detail: RunDetail, since: int | None = None) -> Dirty:
+        """A run fetched (at ``since``) with all its task instances (the run view asks)."""
+        run_id = detail.run.run_id
+        if not self._newer(("run", run_id), since):
+            self.runs[run_id] = detail.run
+        tasks = self.tasks.setdefault(run_id, {})
+        for t in detail.tasks:
+            if not self._newer(("task", run_id, t.task), since):
+                tasks[t.task] = t
+        return Dirty({"runs"}, {run_id})
 
     def set_flow(self, detail: FlowDetail) -> None:
         self.specs[(detail.spec.name, detail.version)] = detail
@@ -89,14 +115,18 @@ class Model:
         """One event, in arrival order: each carries the full new state of what changed."""
         match event:
             case TaskRecord():
+                self._touch("task", event.run_id, event.task)
                 self.tasks.setdefault(event.run_id, {})[event.task] = event
                 return Dirty(set(), {event.run_id})
             case RunRecord():
+                self._touch("run", event.run_id)
                 return self._apply_run(event)
             case FlowSummary():
+                self._touch("flow", event.name)
                 self.flows[event.name] = event
                 return Dirty({"flows"})
             case AgentInfo():
+                self._touch("agent", event.agent_id)
                 self.agents[event.agent_id] = event
                 return Dirty({"agents"})
             case ErrorEvent():
@@ -147,7 +177,9 @@ class Model:
                      key=lambda r: (r.created_at, r.run_id))
         for run in old[:extra]:
             del self.runs[run.run_id]
-            self.tasks.pop(run.run_id, None)
+            for task in self.tasks.pop(run.run_id, {}):
+                self._touched.pop(("task", run.run_id, task), None)
+            self._touched.pop(("run", run.run_id), None)
 
     # -- queries -----------------------------------------------------------------------
 

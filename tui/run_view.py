@@ -1,5 +1,6 @@
 """RunScreen: one run's DAG coloured by task state, with the selected task instance in full."""
 
+from rich.console import RenderableType
 from rich.style import Style
 from textual import on, work
 from textual.app import ComposeResult
@@ -57,19 +58,22 @@ class RunScreen(Screen[None]):
     @work(exclusive=True, group="run-detail")
     async def load(self) -> None:
         hub = hub_of(self)
+        head = self.query_one("#run-head", Static)
+        dag_view = self.query_one("#run-dag", DagView)
+        since = hub.model.seq
         try:
             detail = await hub.source.get(self.run_id)
         except FlowForgeError as exc:
             if self.run_id not in hub.model.runs:
-                self.query_one("#run-head", Static).update(f"run {self.run_id}: {exc}")
+                head.update(f"run {self.run_id}: {exc}")
                 return
         else:
-            hub.model.set_detail(detail)
+            hub.model.set_detail(detail, since)
         run = hub.model.runs[self.run_id]
         found = await hub.flow_spec(run.flow, run.version)
         if found is not None:
             self.spec = found[0]
-            self.query_one("#run-dag", DagView).show(
+            dag_view.show(
                 hub.layout(*found), box_style=self.box_style, glyph=self.glyph,
                 keep_selection=False)
         self.draw()
@@ -93,11 +97,11 @@ class RunScreen(Screen[None]):
         run = hub.model.runs.get(self.run_id)
         if run is None:
             return
-        now = hub.clock()
-        self.query_one("#run-head", Static).update(describe.run_header(run, now))
-        dag_view = self.query_one("#run-dag", DagView)
-        dag_view.restyle()
-        self.show_task(dag_view.selected)
+        for head in self.query("#run-head").results(Static):
+            head.update(describe.run_header(run, hub.clock()))
+        for dag_view in self.query("#run-dag").results(DagView):
+            dag_view.restyle()
+            self.show_task(dag_view.selected)
 
     @on(DagView.Selected, "#run-dag")
     def task_selected(self, event: DagView.Selected) -> None:
@@ -106,12 +110,12 @@ class RunScreen(Screen[None]):
     def show_task(self, name: str | None) -> None:
         hub = hub_of(self)
         run = hub.model.runs.get(self.run_id)
-        panel = self.query_one("#run-task", Static)
-        if run is None or name is None:
-            panel.update("")
-            return
-        rec = hub.model.tasks.get(self.run_id, {}).get(name)
-        panel.update(describe.run_task(run, self.spec, rec, name, hub.clock()))
+        text: RenderableType = ""
+        if run is not None and name is not None:
+            rec = hub.model.tasks.get(self.run_id, {}).get(name)
+            text = describe.run_task(run, self.spec, rec, name, hub.clock())
+        for panel in self.query("#run-task").results(Static):  # none while the screen closes
+            panel.update(text)
 
     @property
     def task_name(self) -> str | None:

@@ -1,0 +1,91 @@
+"""The dashboard against the real stack: nats-server, an in-process coordinator and agent."""
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from textual.widgets import DataTable
+
+import tests.taskflows  # noqa: F401 - registers the flows the agent serves
+from coordinator.service import Coordinator
+from flowforge.client import Client
+from flowforge.connection import ConnectOptions
+from flowforge.embedded import EmbeddedNats
+from tests.test_tui_app import SIZE, panel_text, run_screen, shown, text_of
+from tests.test_tui_support import until
+from tui.app import DashboardApp
+from tui.banner import Banner
+from tui.client_source import ClientSource
+from tui.dag_view import DagView
+from tui.forms import TriggerScreen
+
+pytestmark = pytest.mark.usefixtures("_utc")
+
+
+@pytest.fixture
+def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+async def test_a_run_triggered_from_the_dashboard_reaches_succeeded_on_screen(
+    coordinator: Coordinator, start_agent: Callable[..., Awaitable[object]], client: Client,
+    nats_opts: ConnectOptions,
+) -> None:
+    await client.register()
+    await start_agent()
+    app = DashboardApp(ClientSource(nats_opts), tick_s=None)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one("#flows-table", DataTable)
+        await until(lambda: "progress" in [str(k.value) for k in table.rows])
+        table.move_cursor(row=table.get_row_index("progress"))
+        await pilot.press("t")
+        await until(lambda: isinstance(app.screen, TriggerScreen))
+        await pilot.press("ctrl+s")
+        screen = await run_screen(app)
+        dag = screen.query_one("#run-dag", DagView)
+        await until(lambda: "✓ work" in shown(dag), what="the task drawn succeeded")
+        await until(lambda: "succeeded" in panel_text(app, "#run-head"))
+        assert "all four steps done" in panel_text(app, "#run-task")  # the last checkpoint
+        assert screen.run_id in [r.run_id for r in await client.runs(flow="progress")]
+
+
+async def test_a_nats_restart_shows_a_banner_then_the_dashboard_resyncs_and_follows_again(
+    nats_server: EmbeddedNats, coordinator: Coordinator, client: Client,
+    nats_opts: ConnectOptions, start_agent: Callable[..., Awaitable[object]],
+) -> None:
+    await client.register()
+    app = DashboardApp(ClientSource(nats_opts, link_check_s=0.05), tick_s=None)
+    async with app.run_test(size=SIZE) as pilot:
+        banner = app.query_one(Banner)
+        await until(lambda: app.follower.syncs == 1)
+        await nats_server.stop()
+        await until(lambda: banner.display, what="a banner while NATS is away")
+        assert "lost NATS" in text_of(banner)
+        assert app.query_one("#flows-table", DataTable).row_count > 0  # the last state stays
+        await nats_server.start()
+        await until(lambda: not banner.display and app.follower.syncs >= 2, timeout_s=30)
+        await start_agent()
+        run = await client.start("wide")
+        await pilot.press("r")
+        runs = app.query_one("#runs-table", DataTable)
+        await until(lambda: run.run_id in [str(k.value) for k in runs.rows])
+        await until(lambda: app.hub.model.runs[run.run_id].status == "succeeded", timeout_s=20)
+
+
+async def test_a_stopped_coordinator_shows_a_banner_and_a_new_one_is_found(
+    start_coordinator: Callable[..., Awaitable[Coordinator]], client: Client,
+    nats_opts: ConnectOptions,
+) -> None:
+    first = await start_coordinator()
+    await client.register()
+    app = DashboardApp(ClientSource(nats_opts, timeout_s=1.0), tick_s=None, quiet_s=0.2)
+    async with app.run_test(size=SIZE):
+        banner = app.query_one(Banner)
+        await until(lambda: app.follower.syncs == 1)
+        await first.shutdown()
+        await until(lambda: banner.display, what="a banner once no coordinator answers")
+        assert "coordinator" in text_of(banner)
+        await start_coordinator()
+        await until(lambda: not banner.display, timeout_s=30)
+        assert app.follower.syncs >= 2
