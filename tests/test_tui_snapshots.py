@@ -1,0 +1,57 @@
+"""Screenshots of the dashboard over fixed data and a fixed clock (pytest-textual-snapshot).
+
+Update the baselines after a deliberate change of the drawing with
+``pytest tests/test_tui_snapshots.py --snapshot-update`` and look at them in the report.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from tests.test_tui_app import SIZE, panel_text, run_screen
+from tests.test_tui_support import clock, memory_source, until
+from tui.app import DashboardApp
+from tui.dag_view import DagView
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import time
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def dashboard() -> DashboardApp:
+    return DashboardApp(memory_source(), clock=clock, tick_s=None)
+
+
+def test_the_flows_view_draws_the_dag_of_pipeline_simple(snap_compare: Any) -> None:
+    app = dashboard()
+
+    async def ready(pilot: Pilot[None]) -> None:
+        dag = app.query_one("#flow-dag", DagView)
+        await until(lambda: dag.dag is not None and "some_post_process_function" in dag.dag.boxes)
+        await until(lambda: "Fetch the first source" in panel_text(app, "#flow-task"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_a_failed_run_shows_the_traceback_of_the_selected_task(snap_compare: Any) -> None:
+    app = dashboard()
+
+    async def ready(pilot: Pilot[None]) -> None:
+        app.open_run("run-failed-1")
+        screen = await run_screen(app)
+        dag = screen.query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None)
+        dag.selected = "faulty_transform"
+        await until(lambda: "Traceback" in panel_text(app, "#run-task"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
