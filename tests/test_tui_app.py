@@ -1,6 +1,7 @@
 """The dashboard driven by keys (Textual Pilot) over fixed data: flows, runs, one run, actions."""
 
 import io
+from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -9,7 +10,7 @@ from textual.widgets import DataTable, Input, Static, TextArea
 
 from protocol.records import AgentInfo, TaskRecord
 from protocol.states import TaskStatus
-from tests.test_tui_support import clock, memory_source, running_run, until
+from tests.test_tui_support import clock, memory_source, running_run, until, utc
 from tui.app import DashboardApp
 from tui.banner import Banner
 from tui.dag_view import DagView
@@ -21,10 +22,9 @@ SIZE = (150, 44)
 
 
 @pytest.fixture(autouse=True)
-def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
+def _utc() -> Iterator[None]:
+    with utc():
+        yield
 
 
 def app_for(source: MemorySource) -> DashboardApp:

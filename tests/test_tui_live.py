@@ -1,6 +1,6 @@
 """The dashboard against the real stack: nats-server, an in-process coordinator and agent."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from textual.widgets import DataTable
@@ -11,21 +11,18 @@ from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats
 from tests.test_tui_app import SIZE, panel_text, run_screen, shown, text_of
-from tests.test_tui_support import until
+from tests.test_tui_support import until, utc
 from tui.app import DashboardApp
 from tui.banner import Banner
 from tui.client_source import ClientSource
 from tui.dag_view import DagView
 from tui.forms import TriggerScreen
 
-pytestmark = pytest.mark.usefixtures("_utc")
 
-
-@pytest.fixture
-def _utc(monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
+@pytest.fixture(autouse=True)
+def _utc() -> Iterator[None]:
+    with utc():
+        yield
 
 
 async def test_a_run_triggered_from_the_dashboard_reaches_succeeded_on_screen(

@@ -11,19 +11,15 @@ import pytest
 from textual.pilot import Pilot
 
 from tests.test_tui_app import SIZE, panel_text, run_screen
-from tests.test_tui_support import clock, memory_source, until
+from tests.test_tui_support import clock, memory_source, until, utc
 from tui.app import DashboardApp
 from tui.dag_view import DagView
 
 
 @pytest.fixture(autouse=True)
-def _utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import time
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+def _utc() -> Iterator[None]:
+    with utc():
+        yield
 
 
 def dashboard() -> DashboardApp:

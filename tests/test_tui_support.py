@@ -1,7 +1,10 @@
 """Fixed data for the dashboard tests (a clock, flows, runs, agents, problems), and its own checks."""
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
 
 import msgspec
 
@@ -37,6 +40,22 @@ SPECS: dict[str, FlowSpec] = {
     name: REGISTRY.flows[name]
     for name in ("pipeline_simple", "pipeline_simple_with_failure", "pipeline_simple_ml", "random_dag")
 }
+
+
+@contextlib.contextmanager
+def utc() -> Iterator[None]:
+    """Local time is UTC inside (dates on screen must not depend on the machine)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
 
 
 def clock() -> float:
