@@ -97,3 +97,20 @@ async def test_the_runs_open_in_a_view_are_fetched_again_on_resync() -> None:
         source.come_back()
         await until(lambda: follower.syncs == 2)
         assert "clean_data" in follower.model.tasks["run-running-2"]
+
+
+async def test_an_unexpected_error_while_following_shows_and_following_starts_again() -> None:
+    class Flaky(MemorySource):
+        failures = 1
+
+        async def agents(self) -> list:  # type: ignore[type-arg]
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("decoder exploded")
+            return await super().agents()
+
+    base = memory_source()
+    source = Flaky(flows=base.flow_details.values(), clock=clock)
+    async with following(source) as (follower, _):
+        await until(lambda: follower.model.link_down == "RuntimeError: decoder exploded")
+        await until(lambda: follower.syncs == 1 and follower.model.link_down is None)

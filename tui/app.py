@@ -9,7 +9,7 @@ from typing import Any
 from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.signal import Signal
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
@@ -106,6 +106,10 @@ class DashboardApp(App[None]):
             self.hub.changed.publish(dirty)
 
     # -- navigation and commands -----------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # While a dialog is open, the tab keys belong to it.
+        return not (action == "show_tab" and isinstance(self.screen, ModalScreen))
 
     def action_show_tab(self, tab: str) -> None:
         while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen):

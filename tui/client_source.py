@@ -2,11 +2,12 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
 from flowforge.client import Client, decode_event
 from flowforge.connection import ConnectOptions
@@ -14,6 +15,8 @@ from protocol.api import FlowDetail
 from protocol.errors import NotConnected
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from tui.source import LinkDown, LinkUp, SourceEvent
+
+T = TypeVar("T")
 
 
 class ClientSource:
@@ -82,33 +85,40 @@ class ClientSource:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def _guard(self, call: Awaitable[T]) -> T:
+        """nats-py errors (a closed or reconnecting connection) become NotConnected."""
+        try:
+            return await call
+        except NatsError as exc:
+            raise NotConnected(f"NATS at {self.options.url}: {exc!r}") from None
+
     async def flows(self) -> list[FlowSummary]:
-        return await self.client.flows()
+        return await self._guard(self.client.flows())
 
     async def flow(self, name: str, version: str | None = None) -> FlowDetail:
-        return await self.client.flow(name, version)
+        return await self._guard(self.client.flow(name, version))
 
     async def runs(self, flow: str | None = None, status: str | None = None,
                    limit: int = 50) -> list[RunRecord]:
-        return await self.client.runs(flow, status, limit)
+        return await self._guard(self.client.runs(flow, status, limit))
 
     async def get(self, run_id: str) -> RunDetail:
-        return await self.client.get(run_id)
+        return await self._guard(self.client.get(run_id))
 
     async def agents(self) -> list[AgentInfo]:
-        return await self.client.agents()
+        return await self._guard(self.client.agents())
 
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
-        return await self.client.rejected(limit)
+        return await self._guard(self.client.rejected(limit))
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
-        return await self.client.start(flow, params, source="dashboard")
+        return await self._guard(self.client.start(flow, params, source="dashboard"))
 
     async def cancel(self, run_id: str) -> RunRecord:
-        return await self.client.cancel(run_id)
+        return await self._guard(self.client.cancel(run_id))
 
     async def retry(self, run_id: str) -> RunRecord:
-        return await self.client.retry(run_id)
+        return await self._guard(self.client.retry(run_id))
 
     async def mark(self, run_id: str, task: str, status: str, output: Any = None) -> TaskRecord:
-        return await self.client.mark(run_id, task, status, output)
+        return await self._guard(self.client.mark(run_id, task, status, output))

@@ -50,6 +50,10 @@ class Follower:
             try:
                 await self._follow(queue)
                 return
+            except Exception as exc:  # noqa: BLE001 - keep the last state, say why, start again
+                self._apply(LinkDown(f"{type(exc).__name__}: {exc}"))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_s)
             finally:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -28,7 +28,6 @@ def run_row(run: RunRecord, now: float) -> Row:
 
 class RunsView(Vertical):
     BINDINGS = [
-        Binding("enter", "open", "Open run", show=False),
         Binding("c", "cancel", "Cancel run"),
         Binding("y", "retry", "Retry failed"),
     ]
@@ -74,7 +73,7 @@ class RunsView(Vertical):
         return selected_key(self.query_one("#runs-table", DataTable))
 
     @on(DataTable.RowSelected, "#runs-table")
-    def action_open(self) -> None:
+    def open_selected(self) -> None:
         if self.run_id is not None:
             hub_of(self).operator.open_run(self.run_id)
 
