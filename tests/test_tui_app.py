@@ -69,6 +69,8 @@ async def test_choosing_a_flow_draws_its_dag_and_describes_the_selected_task() -
         await until(lambda: dag.selected in panel_text(app, "#flow-task"))
         text = panel_text(app, "#flow-task")
         assert "queue default" in text and "def " in text
+        await pilot.press("escape")
+        assert app.focused is app.query_one("#flows-table")
 
 
 async def test_the_runs_view_lists_newest_first_and_filters_by_flow_and_status() -> None:

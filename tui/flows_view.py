@@ -15,7 +15,10 @@ from tui.table_sync import selected_key, sync_rows
 
 
 class FlowsView(Horizontal):
-    BINDINGS = [Binding("t", "trigger", "Trigger run")]
+    BINDINGS = [
+        Binding("t", "trigger", "Trigger run"),
+        Binding("escape", "focus_table", "Back to flows", show=False),
+    ]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -89,6 +92,9 @@ class FlowsView(Horizontal):
         text = describe.flow_task(self.spec, name) if self.spec and name else ""
         for panel in self.query("#flow-task").results(Static):  # none while the app closes
             panel.update(text)
+
+    def action_focus_table(self) -> None:
+        self.query_one("#flows-table", DataTable).focus()
 
     def action_trigger(self) -> None:
         name = self.flow_name
