@@ -12,13 +12,13 @@ from heapq import heappop, heappush
 from typing import Literal
 
 from protocol.flows import FlowSpec
+from tui.dag_graph import Graph
 
 UP, DOWN, LEFT, RIGHT = 1, 2, 4, 8
 # Box-drawing character for each combination of the four line directions in a cell.
 LINE_CHARS = " │││─┘┐┤─└┌├─┴┬┼"
 ARROW = "▶"
 MAX_LABEL = 24
-SWEEPS = 4
 
 _Bus = tuple[int | None, int, int, list[int]]
 """(track or None for a straight line, source item, source row, target rows)."""
@@ -70,110 +70,12 @@ def nodes_of(spec: FlowSpec) -> list[Node]:
     return [Node(t.name, t.depends_on, t.group, t.name) for t in spec.tasks]
 
 
-def _layers(nodes: Sequence[Node]) -> list[int]:
-    """Longest distance from a root, by Kahn's algorithm (dependencies outside the set are ignored)."""
-    index = {n.name: i for i, n in enumerate(nodes)}
-    indeg = [0] * len(nodes)
-    dependants: list[list[int]] = [[] for _ in nodes]
-    for i, n in enumerate(nodes):
-        for d in n.deps:
-            j = index.get(d)
-            if j is not None:
-                indeg[i] += 1
-                dependants[j].append(i)
-    layer = [0] * len(nodes)
-    ready = [i for i, k in enumerate(indeg) if k == 0]
-    while ready:
-        j = ready.pop()
-        for i in dependants[j]:
-            layer[i] = max(layer[i], layer[j] + 1)
-            indeg[i] -= 1
-            if indeg[i] == 0:
-                ready.append(i)
-    return layer
-
-
-class _Graph:
-    """Nodes plus dummy items that carry long edges through the layers in between."""
-
-    def __init__(self, nodes: Sequence[Node]) -> None:
-        self.nodes = nodes
-        self.n = len(nodes)
-        self.layer = _layers(nodes)
-        self.succ: list[list[int]] = [[] for _ in nodes]
-        self.pred: list[list[int]] = [[] for _ in nodes]
-        index = {n.name: i for i, n in enumerate(nodes)}
-        targets: dict[int, list[int]] = defaultdict(list)
-        for i, node in enumerate(nodes):
-            for d in dict.fromkeys(node.deps):
-                if d in index:
-                    targets[index[d]].append(i)
-        for src, dsts in targets.items():
-            self._connect(src, dsts)
-
-    def _item(self, layer: int) -> int:
-        self.layer.append(layer)
-        self.succ.append([])
-        self.pred.append([])
-        return len(self.layer) - 1
-
-    def _link(self, a: int, b: int) -> None:
-        self.succ[a].append(b)
-        self.pred[b].append(a)
-
-    def _connect(self, src: int, dsts: list[int]) -> None:
-        """One chain of dummies per source, shared by all its long edges (a bundled bus)."""
-        carrier = {self.layer[src]: src}
-        last = max(self.layer[d] for d in dsts) - 1
-        for lay in range(self.layer[src] + 1, last + 1):
-            carrier[lay] = self._item(lay)
-            self._link(carrier[lay - 1], carrier[lay])
-        for d in dsts:
-            self._link(carrier[self.layer[d] - 1], d)
-
-    def group(self, item: int) -> str | None:
-        return self.nodes[item].group if item < self.n else None
-
-    def order(self) -> list[list[int]]:
-        """Items per layer, ordered by barycentre sweeps to reduce crossings; groups kept together."""
-        depth = max(self.layer, default=-1) + 1
-        layers: list[list[int]] = [[] for _ in range(depth)]
-        for item, lay in enumerate(self.layer):
-            layers[lay].append(item)
-        pos = [0] * len(self.layer)
-        for items in layers:
-            for k, item in enumerate(items):
-                pos[item] = k
-        for sweep in range(SWEEPS):
-            down = sweep % 2 == 0
-            seq = range(1, depth) if down else range(depth - 2, -1, -1)
-            for lay in seq:
-                near = self.pred if down else self.succ
-                items = layers[lay]
-                items.sort(key=lambda i: sum(pos[j] for j in near[i]) / len(near[i])
-                           if near[i] else pos[i])
-                layers[lay] = self._cluster(items)
-                for k, item in enumerate(layers[lay]):
-                    pos[item] = k
-        return layers
-
-    def _cluster(self, items: list[int]) -> list[int]:
-        first: dict[str, int] = {}
-        keys: dict[int, tuple[int, int]] = {}
-        for k, item in enumerate(items):
-            g = self.group(item)
-            if g is not None:
-                first.setdefault(g, k)
-            keys[item] = (first[g] if g is not None else k, k)
-        return sorted(items, key=keys.__getitem__)
-
-
 class DagLayout:
     """A laid-out DAG: geometry, per-row drawing primitives, and navigation between boxes."""
 
     def __init__(self, nodes: Sequence[Node], max_label: int = MAX_LABEL) -> None:
         self.max_label = max_label
-        graph = _Graph(nodes)
+        graph = Graph(nodes)
         self._graph = graph
         self.labels = {n.name: _cut(n.label or n.name, max_label) for n in nodes}
         self.boxes: dict[str, Box] = {}
@@ -188,7 +90,7 @@ class DagLayout:
 
     # -- geometry ----------------------------------------------------------------------
 
-    def _place(self, graph: _Graph, layers: list[list[int]]) -> None:
+    def _place(self, graph: Graph, layers: list[list[int]]) -> None:
         widths = [max((len(self.labels[graph.nodes[i].name]) + 6 for i in items if i < graph.n),
                       default=0) + 2 for items in layers]
         ys, heights, frames = self._stack(graph, layers)
@@ -212,7 +114,7 @@ class DagLayout:
         self.width = x
         self._finish(graph, layers, ys, widths, col_x)
 
-    def _stack(self, graph: _Graph, layers: list[list[int]]
+    def _stack(self, graph: Graph, layers: list[list[int]]
                ) -> tuple[list[int], list[int], list[list[_Frame]]]:
         """Rows of every item, top-aligned per layer; group members framed together."""
         ys = [0] * len(graph.layer)
@@ -240,7 +142,7 @@ class DagLayout:
             frames.append(framed)
         return ys, heights, frames
 
-    def _channel(self, graph: _Graph, items: list[int], ys: list[int], xs: int, lay: int) -> int:
+    def _channel(self, graph: Graph, items: list[int], ys: list[int], xs: int, lay: int) -> int:
         """Connectors between layer ``lay`` and the next, starting at column ``xs``; returns width."""
         buses = []
         for src in items:
@@ -268,10 +170,10 @@ class DagLayout:
         return tracks + 2 if tracks else 3
 
     @staticmethod
-    def _port_y(graph: _Graph, item: int, ys: list[int]) -> int:
+    def _port_y(graph: Graph, item: int, ys: list[int]) -> int:
         return ys[item] + 1 if item < graph.n else ys[item]
 
-    def _finish(self, graph: _Graph, layers: list[list[int]], ys: list[int],
+    def _finish(self, graph: Graph, layers: list[list[int]], ys: list[int],
                 widths: list[int], col_x: list[int]) -> None:
         for lay, items in enumerate(layers):
             names = []
@@ -293,7 +195,7 @@ class DagLayout:
         for xs, plan, lay in self._pending_channels:
             self._draw_channel(graph, xs, plan, col_x[lay + 1])
 
-    def _draw_channel(self, graph: _Graph, xs: int, plan: list[_Bus], x_next: int) -> None:
+    def _draw_channel(self, graph: Graph, xs: int, plan: list[_Bus], x_next: int) -> None:
         for track, src, ysrc, ydst in plan:
             x0 = self.boxes[graph.nodes[src].name].x + self.boxes[graph.nodes[src].name].w \
                 if src < graph.n else xs

@@ -1,0 +1,108 @@
+"""Layers of a DAG and an order within each that keeps crossings few (pure; used by dag_layout)."""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tui.dag_layout import Node
+
+SWEEPS = 4
+
+
+def _layers(nodes: Sequence["Node"]) -> list[int]:
+    """Longest distance from a root, by Kahn's algorithm (dependencies outside the set are ignored)."""
+    index = {n.name: i for i, n in enumerate(nodes)}
+    indeg = [0] * len(nodes)
+    dependants: list[list[int]] = [[] for _ in nodes]
+    for i, n in enumerate(nodes):
+        for d in n.deps:
+            j = index.get(d)
+            if j is not None:
+                indeg[i] += 1
+                dependants[j].append(i)
+    layer = [0] * len(nodes)
+    ready = [i for i, k in enumerate(indeg) if k == 0]
+    while ready:
+        j = ready.pop()
+        for i in dependants[j]:
+            layer[i] = max(layer[i], layer[j] + 1)
+            indeg[i] -= 1
+            if indeg[i] == 0:
+                ready.append(i)
+    return layer
+
+
+class Graph:
+    """Nodes plus dummy items that carry long edges through the layers in between."""
+
+    def __init__(self, nodes: Sequence["Node"]) -> None:
+        self.nodes = nodes
+        self.n = len(nodes)
+        self.layer = _layers(nodes)
+        self.succ: list[list[int]] = [[] for _ in nodes]
+        self.pred: list[list[int]] = [[] for _ in nodes]
+        index = {n.name: i for i, n in enumerate(nodes)}
+        targets: dict[int, list[int]] = defaultdict(list)
+        for i, node in enumerate(nodes):
+            for d in dict.fromkeys(node.deps):
+                if d in index:
+                    targets[index[d]].append(i)
+        for src, dsts in targets.items():
+            self._connect(src, dsts)
+
+    def _item(self, layer: int) -> int:
+        self.layer.append(layer)
+        self.succ.append([])
+        self.pred.append([])
+        return len(self.layer) - 1
+
+    def _link(self, a: int, b: int) -> None:
+        self.succ[a].append(b)
+        self.pred[b].append(a)
+
+    def _connect(self, src: int, dsts: list[int]) -> None:
+        """One chain of dummies per source, shared by all its long edges (a bundled bus)."""
+        carrier = {self.layer[src]: src}
+        last = max(self.layer[d] for d in dsts) - 1
+        for lay in range(self.layer[src] + 1, last + 1):
+            carrier[lay] = self._item(lay)
+            self._link(carrier[lay - 1], carrier[lay])
+        for d in dsts:
+            self._link(carrier[self.layer[d] - 1], d)
+
+    def group(self, item: int) -> str | None:
+        return self.nodes[item].group if item < self.n else None
+
+    def order(self) -> list[list[int]]:
+        """Items per layer, ordered by barycentre sweeps to reduce crossings; groups kept together."""
+        depth = max(self.layer, default=-1) + 1
+        layers: list[list[int]] = [[] for _ in range(depth)]
+        for item, lay in enumerate(self.layer):
+            layers[lay].append(item)
+        pos = [0] * len(self.layer)
+        for items in layers:
+            for k, item in enumerate(items):
+                pos[item] = k
+        for sweep in range(SWEEPS):
+            down = sweep % 2 == 0
+            seq = range(1, depth) if down else range(depth - 2, -1, -1)
+            for lay in seq:
+                near = self.pred if down else self.succ
+                items = layers[lay]
+                items.sort(key=lambda i: sum(pos[j] for j in near[i]) / len(near[i])
+                           if near[i] else pos[i])
+                layers[lay] = self._cluster(items)
+                for k, item in enumerate(layers[lay]):
+                    pos[item] = k
+        return layers
+
+    def _cluster(self, items: list[int]) -> list[int]:
+        first: dict[str, int] = {}
+        keys: dict[int, tuple[int, int]] = {}
+        for k, item in enumerate(items):
+            g = self.group(item)
+            if g is not None:
+                first.setdefault(g, k)
+            keys[item] = (first[g] if g is not None else k, k)
+        return sorted(items, key=keys.__getitem__)
