@@ -250,7 +250,8 @@ class Agent:
             return
         ctx = TaskContext(
             run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
-            params=task.params, agent_id=self.agent_id, sink=self._progress_sink(task),
+            params=task.params, agent_id=self.agent_id,
+            sink=self._progress_sink(task, deliveries),
         )
         self._running[key].ctx = ctx
         if task.run_id in self._cancelled_runs:
@@ -258,7 +259,7 @@ class Agent:
             return
         await self._publish(task.run_id, TaskStarted(
             run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
-            at=time.time(),
+            at=time.time(), delivery=deliveries,
         ))
         started = time.time()
         try:
@@ -306,7 +307,7 @@ class Agent:
     async def _finish(self, msg: Msg, report: TaskSucceeded | TaskFailed) -> None:
         """Store the terminal report durably, then ack the task (retrying while NATS is away)."""
         assert self._js is not None
-        data = encoder.encode(report)
+        data = encoder.encode(msgspec.structs.replace(report, delivery=_deliveries(msg)))
         delay = 0.1
         while True:
             try:
@@ -322,13 +323,16 @@ class Agent:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REPORT_RETRY_MAX_S)
 
-    def _progress_sink(self, task: TaskDispatch) -> Callable[[float | None, str | None], None]:
+    def _progress_sink(
+        self, task: TaskDispatch, delivery: int
+    ) -> Callable[[float | None, str | None], None]:
         loop = asyncio.get_running_loop()
 
         def sink(fraction: float | None, message: str | None) -> None:
             report = TaskProgress(
                 run_id=task.run_id, task=task.task, attempt=task.attempt,
                 agent_id=self.agent_id, at=time.time(), fraction=fraction, message=message,
+                delivery=delivery,
             )
             loop.call_soon_threadsafe(
                 lambda: asyncio.ensure_future(self._publish(task.run_id, report))

@@ -76,12 +76,12 @@ class Publisher:
         """Tasks that left ``queued`` no longer need their message sequence."""
         for rec in records:
             if rec.status is not TaskStatus.QUEUED:
-                self._seqs.pop(f"{rec.run_id}.{rec.task}.{rec.attempt}", None)
+                self._seqs.pop(f"{rec.run_id}.{rec.task}.{rec.dispatch}", None)
 
     async def withdraw(self, records: Iterable[TaskRecord]) -> None:
         """Delete queued task messages of a cancelled run, so no agent starts them."""
         for rec in records:
-            msg_id = f"{rec.run_id}.{rec.task}.{rec.attempt}"
+            msg_id = f"{rec.run_id}.{rec.task}.{rec.dispatch}"
             self._retry.pop(msg_id, None)
             seq = self._seqs.pop(msg_id, None)
             if seq is not None:

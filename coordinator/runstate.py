@@ -76,7 +76,7 @@ class RunState:
         inputs = {name: self.tasks[name].output for name in spec.inputs}
         return TaskDispatch(
             run_id=self.run.run_id, flow=self.run.flow, version=self.flow.version,
-            task=rec.task, function=spec.function, attempt=rec.attempt, params=params,
+            task=rec.task, function=spec.function, attempt=rec.dispatch, params=params,
             inputs=inputs, timeout_s=spec.timeout_s, queued_at=rec.queued_at or 0.0,
         )
 
@@ -103,10 +103,15 @@ class RunState:
         """Counters and waiting counts rebuilt from stored task records."""
         state = cls(run=run, flow=flow, tasks=tasks, waiting={})
         state.waiting = state.compute_waiting()
-        state.open_count = sum(r.status not in TASK_FINAL for r in tasks.values())
-        state.failed_count = sum(
-            r.status in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED) for r in tasks.values()
-        )
+        statuses = [r.status for r in tasks.values()]
+        state.open_count = sum(s not in TASK_FINAL for s in statuses)
+        state.failed_count = sum(s in (TaskStatus.FAILED, TaskStatus.UPSTREAM_FAILED) for s in statuses)
+        counts = run.counts  # derived from the tasks, whatever the stored run row said
+        counts.total = len(statuses)
+        counts.done = len(statuses) - state.open_count
+        counts.failed = state.failed_count
+        counts.succeeded = statuses.count(TaskStatus.SUCCEEDED)
+        counts.running = statuses.count(TaskStatus.RUNNING)
         return state
 
     def compute_waiting(self) -> dict[str, int]:

@@ -10,7 +10,7 @@ from coordinator.graph import CompiledFlow
 from coordinator.runstate import Changes, RunState
 from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
-from protocol.states import TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
+from protocol.states import TASK_DONE_OK, TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
 
 MAX_RETRY_DELAY_S = 3600.0
 
@@ -85,8 +85,11 @@ class Scheduler:
             if name not in tasks:
                 tasks[name] = TaskRecord(run_id=run.run_id, task=name, queue=spec.queue)
                 ch.tasks[(run.run_id, name)] = tasks[name]
+        stored_counts = msgspec.structs.replace(run.counts)
         state = RunState.from_records(run, flow, tasks)
         self.runs[run.run_id] = state
+        if run.counts != stored_counts:  # rebuilt from the tasks: store the right ones
+            ch.runs[run.run_id] = run
         for rec in tasks.values():
             if rec.status is TaskStatus.QUEUED:
                 ch.dispatches.append((rec.queue, state.dispatch(rec)))
@@ -118,21 +121,22 @@ class Scheduler:
         rec = state.tasks.get(msg.task) if state else None
         if state is None or rec is None or rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return False
-        if msg.attempt < rec.attempt:
-            return False
+        if msg.attempt - msg.delivery + 1 != rec.dispatch or msg.attempt < rec.attempt:
+            return False  # from another (older) message, or an older delivery of this one
         redelivered = msg.attempt > rec.attempt
         if (isinstance(msg, TaskStarted) and not redelivered
                 and rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id):
             return False  # a duplicate
         ch.tasks[(msg.run_id, msg.task)] = rec  # first, so events keep cause before effect
-        if redelivered:  # the message came back after its agent was lost: a new attempt
-            if rec.status is TaskStatus.RUNNING:
-                rec.error_type, rec.error_message = "AgentLost", (
-                    f"agent {rec.agent_id} stopped extending its lease; the task was redelivered"
-                )
-                RunState.close_attempt(rec, "lost", msg.at)
-                rec.error_type = rec.error_message = None
-            rec.attempt = msg.attempt
+        while rec.attempt < msg.attempt:  # the message came back: each earlier delivery was lost
+            if rec.status is not TaskStatus.RUNNING:
+                rec.agent_id = rec.started_at = None
+            rec.error_type, rec.error_message = "AgentLost", (
+                f"agent {rec.agent_id or '(unknown)'} vanished; the task was redelivered"
+            )
+            RunState.close_attempt(rec, "lost", msg.at)
+            rec.error_type = rec.error_message = rec.agent_id = rec.started_at = None
+            rec.attempt += 1
         match msg:
             case TaskStarted():
                 self._mark_running(state, rec, msg.agent_id, msg.at, ch)
@@ -329,6 +333,7 @@ class Scheduler:
             ch.runs[run_id] = state.run
             self._fail(state, rec, TaskFailed(
                 run_id=run_id, task=task, attempt=rec.attempt, agent_id=rec.agent_id or "",
+                delivery=rec.attempt - rec.dispatch + 1,
                 at=now, error_type="AgentLost",
                 message=(f"no result {self.backstop_s:g} s past its timeout; agent "
                          f"{rec.agent_id} was probably lost"),
@@ -355,7 +360,19 @@ class Scheduler:
 
     def _queue(self, state: RunState, name: str, now: float, ch: Changes) -> None:
         rec = state.tasks[name]
+        blocked = [d for d in state.flow.tasks[name].depends_on
+                   if state.tasks[d].status not in TASK_DONE_OK]
+        if blocked:  # e.g. a retry due after an operator marked a dependency failed
+            rec.note = f"upstream {blocked[0]!r} did not succeed"
+            rec.finished_at = now
+            state.set(rec, TaskStatus.UPSTREAM_FAILED)
+            ch.tasks[(state.run.run_id, name)] = rec
+            ch.runs[state.run.run_id] = state.run
+            state.fail_downstream(state.flow.dependants.get(name, ()), now, ch, [name])
+            self._maybe_finish(state, now, ch)
+            return
         rec.attempt += 1
+        rec.dispatch = rec.attempt
         rec.queued_at = now
         rec.retry_at = None
         rec.started_at = rec.finished_at = None

@@ -72,5 +72,6 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE task_instances ADD COLUMN history BLOB;
     ALTER TABLE task_instances ADD COLUMN deadline_at REAL;
+    ALTER TABLE task_instances ADD COLUMN dispatch INTEGER NOT NULL DEFAULT 0;
     """,
 )

@@ -35,7 +35,7 @@ _history_dec = msgspec.json.Decoder(list[Attempt])
 _TASK_COLS = (
     "run_id, task, status, attempt, queue, agent_id, queued_at, started_at, finished_at, "
     "output, error_type, error_message, traceback, checkpoint, checkpoint_at, progress, "
-    "retry_at, note, history, deadline_at"
+    "retry_at, note, history, deadline_at, dispatch"
 )
 _RUN_COLS = (
     "run_id, flow, version, status, params, created_at, started_at, finished_at, "
@@ -49,7 +49,7 @@ def _task_row(r: TaskRecord) -> tuple[Any, ...]:
         r.started_at, r.finished_at, bytes(r.output),
         r.error_type, r.error_message, r.traceback, r.checkpoint, r.checkpoint_at,
         r.progress, r.retry_at, r.note, _enc.encode(r.history) if r.history else None,
-        r.deadline_at,
+        r.deadline_at, r.dispatch,
     )
 
 
@@ -61,6 +61,7 @@ def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
         error_message=row[11], traceback=row[12], checkpoint=row[13], checkpoint_at=row[14],
         progress=row[15], retry_at=row[16], note=row[17],
         history=_history_dec.decode(row[18]) if row[18] else [], deadline_at=row[19],
+        dispatch=row[20] or row[3],
     )
 
 
@@ -205,7 +206,7 @@ class Store:
                 )
             if ch.tasks:
                 await self._db.executemany(
-                    f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(20)})",
+                    f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(21)})",
                     [_task_row(t) for t in ch.tasks.values()],
                 )
             now = time.time()

@@ -39,6 +39,8 @@ class TaskStarted(Message, frozen=True, kw_only=True, tag="started.v1"):
     task: str
     attempt: int
     agent_id: str
+    delivery: int = 1
+    """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
     at: float
 
 
@@ -47,6 +49,8 @@ class TaskSucceeded(Message, frozen=True, kw_only=True, tag="succeeded.v1"):
     task: str
     attempt: int
     agent_id: str
+    delivery: int = 1
+    """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
     at: float
     started_at: float
     output: msgspec.Raw
@@ -57,6 +61,8 @@ class TaskFailed(Message, frozen=True, kw_only=True, tag="failed.v1"):
     task: str
     attempt: int
     agent_id: str
+    delivery: int = 1
+    """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
     at: float
     started_at: float | None = None
     error_type: str
@@ -71,6 +77,8 @@ class TaskProgress(Message, frozen=True, kw_only=True, tag="progress.v1"):
     task: str
     attempt: int
     agent_id: str
+    delivery: int = 1
+    """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
     at: float
     fraction: float | None = None
     message: str | None = None

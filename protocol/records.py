@@ -45,6 +45,8 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     progress: float | None = None
     retry_at: float | None = None
     """When the next attempt is due, while in retry_wait."""
+    dispatch: int = 0
+    """The attempt number the task message now out was sent with (redeliveries keep it)."""
     deadline_at: float | None = None
     """While running with a timeout: when the coordinator gives up on hearing back."""
     history: list[Attempt] = []

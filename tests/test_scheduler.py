@@ -94,22 +94,29 @@ class Harness:
         self.last = Changes()
         return self.sched.on_report(msg, self.now, self.last)
 
-    def _attempt(self, task: str, attempt: int | None) -> int:
-        return self.tasks[task].attempt if attempt is None else attempt
+    def _ids(self, task: str, attempt: int | None, delivery: int | None) -> dict[str, Any]:
+        """Report identity; by default the delivery of the current message that ``attempt`` is."""
+        attempt = self.tasks[task].attempt if attempt is None else attempt
+        if delivery is None:
+            delivery = max(1, attempt - self.tasks[task].dispatch + 1)
+        return {"run_id": RUN_ID, "task": task, "attempt": attempt, "delivery": delivery}
 
-    def start(self, task: str, attempt: int | None = None, agent: str = "agent-1") -> bool:
-        return self.report(TaskStarted(run_id=RUN_ID, task=task, attempt=self._attempt(task, attempt),
-                                       agent_id=agent, at=self.now))
+    def start(self, task: str, attempt: int | None = None, agent: str = "agent-1",
+              delivery: int | None = None) -> bool:
+        return self.report(TaskStarted(**self._ids(task, attempt, delivery), agent_id=agent,
+                                       at=self.now))
 
-    def succeed(self, task: str, attempt: int | None = None, output: bytes = b"1") -> bool:
+    def succeed(self, task: str, attempt: int | None = None, output: bytes = b"1",
+                delivery: int | None = None) -> bool:
         return self.report(TaskSucceeded(
-            run_id=RUN_ID, task=task, attempt=self._attempt(task, attempt), agent_id="agent-1",
+            **self._ids(task, attempt, delivery), agent_id="agent-1",
             at=self.now, started_at=self.now - 0.5, output=msgspec.Raw(output),
         ))
 
-    def fail(self, task: str, attempt: int | None = None, message: str = "boom") -> bool:
+    def fail(self, task: str, attempt: int | None = None, message: str = "boom",
+             delivery: int | None = None) -> bool:
         return self.report(TaskFailed(
-            run_id=RUN_ID, task=task, attempt=self._attempt(task, attempt), agent_id="agent-1",
+            **self._ids(task, attempt, delivery), agent_id="agent-1",
             at=self.now, error_type="ValueError", message=message, traceback="Traceback ...",
         ))
 
@@ -707,12 +714,10 @@ def test_a_dependant_waiting_to_retry_is_not_dispatched_after_its_dependency_is_
     assert h.status("b") is TaskStatus.UPSTREAM_FAILED
 
 
-# Known scheduler bugs, found by the operator property test below; each test states the
-# expected behaviour. Remove the xfail mark (and its guard in OperatorSimulation) once fixed.
+# Scheduler bugs found by the operator property test below, now fixed; each test states the
+# expected behaviour.
 
 
-@pytest.mark.xfail(strict=True, reason="scheduler bug: a dependant already queued or running when "
-                   "its dependency is marked failed is dispatched again by its retry timer")
 def test_a_running_dependant_is_not_retried_after_its_dependency_is_marked_failed() -> None:
     h = Harness(flow(t("a"), t("b", "a", retries=1, retry_delay_s=5.0)))
     h.run_through("a")
@@ -725,21 +730,16 @@ def test_a_running_dependant_is_not_retried_after_its_dependency_is_marked_faile
     assert h.status("b") is TaskStatus.UPSTREAM_FAILED
 
 
-@pytest.mark.xfail(strict=True, reason="scheduler bug: a late report from a message sent before a "
-                   "retry, numbered above the retried attempt, is taken for a redelivery of the new "
-                   "message, whose own reports are then ignored; the run hangs")
 def test_a_late_report_from_before_a_retry_does_not_take_over_the_retried_attempt() -> None:
     h = Harness(flow(t("a")))
     h.start("a")  # attempt 1, the first message
     h.sched.cancel(RUN_ID, h.now, Changes())
     assert retry(h) == ["a"] and h.tasks["a"].attempt == 2  # a second message, attempt 2
-    h.start("a", attempt=3, agent="agent-9")  # the first message's third delivery, reported late
+    h.start("a", attempt=3, agent="agent-9", delivery=3)  # the first message's third delivery
     assert h.succeed("a", attempt=2), "the second message ran and succeeded"
     assert h.run.status is RunStatus.SUCCEEDED
 
 
-@pytest.mark.xfail(strict=True, reason="differs from the documented behaviour: a redelivery seen "
-                   "while the task is still queued does not record the lost attempt")
 def test_a_redelivery_of_a_task_still_queued_keeps_the_lost_attempt_in_history() -> None:
     h = Harness(flow(t("a")))
     assert h.start("a", attempt=2)  # attempt 1's agent vanished before its started report
@@ -1030,11 +1030,6 @@ def test_any_dag_under_duplicated_reordered_stale_reports_and_crashes_finishes_c
 
 # -- the property test with an operator: cancel, retry, mark; agents lost mid-task --------
 
-AVOID_KNOWN_BUGS = True
-"""Step around the scheduler bugs the xfail tests above describe: skip the marks failed that
-would let a running dependant retry, and drop the late reports of an older message that
-would take over a newer attempt. Set False to see them found."""
-
 OUTCOMES = frozenset({"succeeded", "failed", "timed_out", "lost", "cancelled"})
 FAILED_OUTCOMES = frozenset({"failed", "timed_out", "lost"})
 
@@ -1236,7 +1231,8 @@ class OperatorSimulation(Simulation):
         if not (keep or lost):
             self.published.pop(index)
         self.executions += 1
-        ids = {"run_id": d.run_id, "task": d.task, "attempt": attempt, "agent_id": agent}
+        ids = {"run_id": d.run_id, "task": d.task, "attempt": attempt, "agent_id": agent,
+               "delivery": entry.delivered}
         msgs: list[Report] = [TaskStarted(**ids, at=self.now)]
         if progress:
             msgs.append(TaskProgress(**ids, at=self.now, fraction=0.5, message="half"))
@@ -1253,14 +1249,6 @@ class OperatorSimulation(Simulation):
         self.history.extend(msgs)
         self.origin.update((id(msg), d.attempt) for msg in msgs)
 
-    def takes_over(self, msg: Report) -> bool:
-        """A report of an older message numbered above the current attempt (a known bug)."""
-        state = self.sched.runs.get(msg.run_id)
-        rec = state.tasks[msg.task] if state else None
-        return (rec is not None and rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
-                and msg.attempt > rec.attempt
-                and self.origin[id(msg)] < self.latest.get(msg.task, 0))
-
     def deliver(self, msgs: list[Report], *, ack: bool = True, lose: str | None = None) -> None:
         finished = self.finished
         assert not finished or RUN_ID not in self.sched.runs
@@ -1268,9 +1256,6 @@ class OperatorSimulation(Simulation):
         def apply(ch: Changes) -> None:
             applied = []
             for msg in msgs:
-                if AVOID_KNOWN_BUGS and self.takes_over(msg):
-                    event("report dropped: an older message numbered above the current attempt")
-                    continue
                 applied.append(self.sched.on_report(msg, self.now, ch))
             if finished:
                 assert not any(applied), "a report for a finished run was applied"
@@ -1360,23 +1345,9 @@ class OperatorSimulation(Simulation):
                 stack.extend(self.flow.dependants.get(name, ()))
         return found
 
-    def known_bug(self, tasks: Mapping[str, TaskRecord], task: str, status: TaskStatus) -> str | None:
-        """Which known scheduler bug (see the xfail tests) this mark would hit, if any."""
-        if status is TaskStatus.FAILED and any(
-            tasks[child].status in (TaskStatus.QUEUED, TaskStatus.RUNNING)
-            and self.flow.tasks[child].retries > 0
-            for child in self.flow.dependants.get(task, ())
-        ):
-            return "a running dependant could retry after its dependency failed"
-        return None
-
     def mark(self, task: str, status: TaskStatus, lose: str | None) -> None:
         run, records = self.records()
         tasks = {rec.task: rec for rec in records}
-        bug = self.known_bug(tasks, task, status) if AVOID_KNOWN_BUGS else None
-        if bug is not None:
-            event(f"mark skipped: {bug}")
-            return
         blocked = set()  # what a mark succeeded may free
         if status is TaskStatus.SUCCEEDED:
             blocked = {n for n in self.downstream(task) if tasks[n].status is TaskStatus.UPSTREAM_FAILED}
