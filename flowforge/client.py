@@ -35,6 +35,8 @@ _flow_dec = msgspec.json.Decoder(FlowSummary)
 _error_dec = msgspec.json.Decoder(ErrorEvent)
 _agent_dec = msgspec.json.Decoder(AgentInfo)
 
+NO_RESPONDER_RETRIES_S = (0.05, 0.2, 0.5)
+
 Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo
 
 
@@ -89,19 +91,24 @@ class Client:
 
     async def request(self, noun: str, verb: str, body: Any, result_type: type[T]) -> T:
         """One API call; raises RemoteError with the coordinator's code on an error reply."""
-        try:
-            msg = await self.nc.request(
-                self.subjects.api(noun, verb), encoder.encode(body), timeout=self.timeout_s
-            )
-        except NoRespondersError:
+        data = encoder.encode(body)
+        for pause_s in NO_RESPONDER_RETRIES_S:  # a coordinator restarting: ask again shortly
+            try:
+                msg = await self.nc.request(
+                    self.subjects.api(noun, verb), data, timeout=self.timeout_s
+                )
+                break
+            except NoRespondersError:
+                await asyncio.sleep(pause_s)
+            except NatsTimeout:
+                raise NotConnected(f"the coordinator did not answer {noun}.{verb} in "
+                                   f"{self.timeout_s:g} s") from None
+        else:
             raise NotConnected(
                 f"no coordinator is answering on {self.subjects.api(noun, verb)} "
                 f"(NATS {self.options.url}, namespace {self.options.namespace!r}); "
                 "start one with `flowforge-coordinator`"
-            ) from None
-        except NatsTimeout:
-            raise NotConnected(f"the coordinator did not answer {noun}.{verb} in "
-                               f"{self.timeout_s:g} s") from None
+            )
         reply = reply_decoder.decode(msg.data)
         if not reply.ok:
             err = reply.error
