@@ -31,6 +31,7 @@ EPILOG = """examples:
   flowforge run pipeline_simple --only clean_data,analyze_data --wait
   flowforge graph pipeline_simple
   flowforge agents
+  flowforge dashboard
 
 exit codes: 0 ok (run succeeded), 1 run failed or cancelled, 2 usage or connection error
 """
@@ -269,7 +270,12 @@ async def _client_command(ns: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["dashboard"]:  # the same as flowforge-dashboard
+        from tui.app import main as dashboard_main
+
+        return dashboard_main(args[1:])
+    ns = build_parser().parse_args(args)
     if ns.command == "dev":
         from flowforge.dev import dev_main
 

@@ -34,7 +34,8 @@ def add_dev_parser(sub: Any) -> None:
     c.add_argument("--param", "-p", action="append", metavar="KEY=VALUE", type=parse_param,
                    help="run parameter; VALUE is JSON when it parses; repeatable")
     c.add_argument("--headless", action="store_true",
-                   help="print progress lines instead of opening the dashboard")
+                   help="print progress lines instead of opening the dashboard; with --run, "
+                   "exit when the run finishes")
     c.add_argument("--data-dir", type=Path, default=Path(".flowforge"),
                    help="database and JetStream store (default: %(default)s)")
     c.add_argument("--listen", default="127.0.0.1:4222", metavar="HOST:PORT", type=parse_listen,
@@ -99,9 +100,6 @@ async def dev(ns: argparse.Namespace) -> int:
         raise FlowForgeError(f"{ns.target} defines no flow {ns.run!r}; it defines "
                              f"{', '.join(sorted(REGISTRY.flows))}")
     params = dict(ns.param or [])
-    if not ns.headless:
-        print("(the dashboard is not part of this build yet: printing progress instead)",
-              file=sys.stderr)
     server = await _start_nats(ns)
     opts = ConnectOptions(url=server.url, namespace=DEFAULT_NAMESPACE)
     queues = tuple(sorted({q for f in REGISTRY.flows.values() for q in f.queues()}))
@@ -134,6 +132,8 @@ async def _session(ns: argparse.Namespace, opts: ConnectOptions, params: dict[st
         await coordinator.started.wait()
         for r in await client.register():
             print(f"registered {r.name} ({r.version})", file=sys.stderr)
+        if not ns.headless:
+            return await _dashboard(client, opts, ns.run, params)
         if not ns.run:
             print(f"ready: try `flowforge run {next(iter(REGISTRY.flows))} --nats {opts.url}` "
                   "in another terminal; Ctrl-C stops", file=sys.stderr)
@@ -146,6 +146,24 @@ async def _session(ns: argparse.Namespace, opts: ConnectOptions, params: dict[st
         except FlowForgeError as exc:
             print(f"flowforge dev: {exc}", file=sys.stderr)
             return runtime.EXIT_USAGE
+
+
+async def _dashboard(
+    client: Client, opts: ConnectOptions, flow: str | None, params: dict[str, Any]
+) -> int:
+    """The Textual dashboard over this dev stack; with ``--run``, opened on that run."""
+    from tui.app import DashboardApp
+    from tui.client_source import ClientSource
+
+    run = await client.start(flow, params, source="dev") if flow else None
+    app = DashboardApp(ClientSource(opts))
+    if run is not None:
+        app.call_after_refresh(app.open_run, run.run_id)
+    await app.run_async()
+    if run is None:
+        return runtime.EXIT_OK
+    status = (await client.get(run.run_id)).run.status
+    return runtime.EXIT_FAILED if status in (RunStatus.FAILED, RunStatus.CANCELLED) else runtime.EXIT_OK
 
 
 async def _follow(client: Client, flow: str, params: dict[str, Any]) -> int:
