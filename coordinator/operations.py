@@ -29,6 +29,14 @@ class Operations:
             raise UnknownRun(run_id)
         return detail
 
+    async def _current(self, run_id: str) -> tuple[RunRecord, list[TaskRecord], bool]:
+        """The run and its tasks: from memory while active, else from the store."""
+        state = self.scheduler.runs.get(run_id)
+        if state is not None:
+            return state.run, list(state.tasks.values()), True
+        detail = await self._detail(run_id)
+        return detail.run, detail.tasks, False
+
     async def cancel(self, req: CancelRun) -> RunRecord:
         async def act(now: float, batch: Batch) -> RunRecord:
             if self.scheduler.cancel(req.run_id, now, batch.changes) is not None:
@@ -40,12 +48,7 @@ class Operations:
 
     async def retry(self, req: RetryRun) -> RunRecord:
         async def act(now: float, batch: Batch) -> RunRecord:
-            state = self.scheduler.runs.get(req.run_id)
-            if state is not None:
-                run, records = state.run, list(state.tasks.values())
-            else:
-                detail = await self._detail(req.run_id)
-                run, records = detail.run, detail.tasks
+            run, records, _ = await self._current(req.run_id)
             flow = await self.flows.version(run.flow, run.version)
             again = self.scheduler.retry(run, flow, records, now, batch.changes)
             if not again:
@@ -68,19 +71,13 @@ class Operations:
             raise TooLarge(f"output is over {MAX_OUTPUT_BYTES:,} bytes; store it and pass a reference")
 
         async def act(now: float, batch: Batch) -> TaskRecord:
-            state = self.scheduler.runs.get(req.run_id)
-            if state is not None:
-                run, records = state.run, list(state.tasks.values())
-            else:
-                detail = await self._detail(req.run_id)
-                run, records = detail.run, detail.tasks
+            run, records, active = await self._current(req.run_id)
             if req.task not in {r.task for r in records}:
                 raise BadRequest(f"run {req.run_id} has no task {req.task!r}")
             flow = await self.flows.version(run.flow, run.version)
-            was_active = state is not None
             rec = self.scheduler.mark(run, flow, records, req.task, status, output, now,
                                       batch.changes)
-            if was_active and status is TaskStatus.SUCCEEDED:
+            if active and status is TaskStatus.SUCCEEDED:
                 batch.changes.withdrawn.append(rec)
             return rec
 

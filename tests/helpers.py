@@ -77,3 +77,17 @@ async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], timeout_s: f
             await asyncio.sleep(every_s)
 
 
+
+
+async def coordinator_answers(url: str) -> bool:
+    """True once a coordinator answers API requests on the NATS at ``url``."""
+    from flowforge.client import Client
+    from flowforge.connection import ConnectOptions
+    from protocol.errors import FlowForgeError
+
+    try:
+        async with Client(ConnectOptions(url=url), timeout_s=1.0) as c:
+            await c.flows()
+        return True
+    except FlowForgeError:
+        return False

@@ -6,25 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.client import Client
-from flowforge.connection import ConnectOptions
-from protocol.errors import NotConnected
-from tests.helpers import run_cli, wait_for
+from tests.helpers import coordinator_answers, run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
 
 
 async def cli(env: dict[str, str], *args: str, timeout_s: float = 60):
     return await asyncio.to_thread(run_cli, ["flowforge", *args], env, timeout_s)
-
-
-async def coordinator_answers(url: str) -> bool:
-    try:
-        async with Client(ConnectOptions(url=url), timeout_s=1.0) as c:
-            await c.flows()
-        return True
-    except NotConnected:
-        return False
 
 
 @pytest.fixture

@@ -13,13 +13,12 @@ import nats
 import pytest
 
 from flowforge.client import Client
-from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats
 from protocol.errors import FlowForgeError
 from protocol.records import TaskRecord
 from protocol.states import RunStatus, TaskStatus
 from tests import faultflows, taskflows  # noqa: F401 - register the flows
-from tests.helpers import wait_for
+from tests.helpers import coordinator_answers, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -75,20 +74,11 @@ async def coordinator_proc(spawn, nats_server, tmp_path: Path):
     return start
 
 
-async def _answers(url: str) -> bool:
-    try:
-        async with Client(ConnectOptions(url=url), timeout_s=1) as c:
-            await c.flows()
-        return True
-    except FlowForgeError:
-        return False
-
-
 async def test_kill_9_of_an_agent_mid_run_loses_nothing_when_another_agent_is_alive(
     coordinator_proc, spawn, nats_server, client: Client
 ) -> None:
     coordinator_proc()
-    await wait_for(lambda: _answers(nats_server.url))
+    await wait_for(lambda: coordinator_answers(nats_server.url))
     await client.register()
     victim = spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
                    "--concurrency", "8", "--agent-id", "victim")
@@ -121,7 +111,7 @@ async def test_kill_9_of_the_coordinator_twice_mid_run_loses_nothing_and_finalis
     coordinator_proc, spawn, nats_server, client: Client
 ) -> None:
     coordinator = coordinator_proc()
-    await wait_for(lambda: _answers(nats_server.url))
+    await wait_for(lambda: coordinator_answers(nats_server.url))
     await client.register()
     spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
           "--concurrency", "16")
@@ -133,7 +123,7 @@ async def test_kill_9_of_the_coordinator_twice_mid_run_loses_nothing_and_finalis
                        timeout_s=60)
         coordinator.kill9()
         coordinator = coordinator_proc()
-        await wait_for(lambda: _answers(nats_server.url), timeout_s=30)
+        await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=30)
 
     await wait_for(lambda: _done(client, run.run_id), timeout_s=90)
     follower.cancel()
@@ -145,7 +135,7 @@ async def test_a_restart_of_nats_server_mid_run_is_survived_by_everyone(
     coordinator_proc, spawn, nats_server: EmbeddedNats, client: Client
 ) -> None:
     coordinator_proc()
-    await wait_for(lambda: _answers(nats_server.url))
+    await wait_for(lambda: coordinator_answers(nats_server.url))
     await client.register()
     spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
           "--concurrency", "8")
@@ -173,7 +163,7 @@ async def test_cancel_with_running_async_and_process_pool_tasks_ends_promptly_an
     coordinator_proc, spawn, nats_server, client: Client
 ) -> None:
     coordinator_proc()
-    await wait_for(lambda: _answers(nats_server.url))
+    await wait_for(lambda: coordinator_answers(nats_server.url))
     await client.register()
     agent = spawn("flowforge-agent", "--import", "tests.taskflows", "--pool", "process",
                   "--concurrency", "4")
