@@ -77,7 +77,7 @@ class Operations:
             flow = await self.flows.version(run.flow, run.version)
             rec = self.scheduler.mark(run, flow, records, req.task, status, output, now,
                                       batch.changes)
-            if active and status is TaskStatus.SUCCEEDED:
+            if active:  # a queued message of it need not run any more
                 batch.changes.withdrawn.append(rec)
             return rec
 
