@@ -31,6 +31,7 @@ def register_task_pipeline(
     clear_existing_flow_in_db: bool = True,
     display_name: str = "",
     description: str = "",
+    defaults: Mapping[str, Any] | None = None,
 ) -> FlowSpec:
     """Define a flow from ``{task_name: {"function": f, "depends_on": [...], ...}}``.
 
@@ -39,7 +40,9 @@ def register_task_pipeline(
     naming the offender; nothing is registered then. The flow is stored by the
     coordinator when ``flowforge register``/``flowforge dev`` send it, or by
     ``Client.register``. ``clear_existing_flow_in_db=False`` keeps an existing
-    flow's definition and refuses a different one.
+    flow's definition and refuses a different one. ``defaults`` gives options
+    (``retries``, ``retry_delay``, ``timeout``, ``queue``) to every task that does not
+    set them itself.
     """
     if not isinstance(flow_name, str) or not is_valid_name(flow_name):
         raise InvalidFlow(
@@ -52,7 +55,9 @@ def register_task_pipeline(
     tasks: list[TaskSpec] = []
     functions: dict[str, Callable[..., Any]] = {}
     for name, options in pipeline.items():
-        spec, fn = _task_spec(flow_name, name, options, names)
+        merged = {**_defaults(flow_name, defaults), **options} if isinstance(options, Mapping) \
+            else options
+        spec, fn = _task_spec(flow_name, name, merged, names)
         tasks.append(spec)
         functions[spec.function] = fn
     flow = FlowSpec(
@@ -61,6 +66,21 @@ def register_task_pipeline(
     validate_flow(flow)
     REGISTRY.add(flow, functions, replace=clear_existing_flow_in_db)
     return flow
+
+
+_DEFAULTABLE = ("queue", "retries", "retry_delay", "timeout")
+
+
+def _defaults(flow: str, defaults: Mapping[str, Any] | None) -> dict[str, Any]:
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, Mapping):
+        raise InvalidOption(flow, None, "defaults", "must be a dict like {'retries': 2}")
+    for key in defaults:
+        if key not in _DEFAULTABLE:
+            raise InvalidOption(flow, None, f"defaults.{key}",
+                                f"cannot be a flow-wide default; use one of {', '.join(_DEFAULTABLE)}")
+    return dict(defaults)
 
 
 def _task_spec(
@@ -126,10 +146,12 @@ def _group(depends_on: tuple[str, ...], options: Mapping[str, Any]) -> str | Non
 class Flow:
     """Decorator form: ``flow = Flow("etl")``, ``@flow.task(depends_on=[...])``, ``flow.register()``."""
 
-    def __init__(self, name: str, *, display_name: str = "", description: str = "") -> None:
+    def __init__(self, name: str, *, display_name: str = "", description: str = "",
+                 defaults: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.display_name = display_name
         self.description = description
+        self.defaults = defaults
         self._pipeline: dict[str, dict[str, Any]] = {}
 
     def task(
@@ -153,4 +175,5 @@ class Flow:
             clear_existing_flow_in_db=clear_existing_flow_in_db,
             display_name=self.display_name,
             description=self.description,
+            defaults=self.defaults,
         )

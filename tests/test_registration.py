@@ -452,3 +452,26 @@ def test_a_context_parameter_is_found_by_its_annotation_under_postponed_annotati
     assert plan.slots[0] == ("context", 0, False)
     params, _, _ = bind_plan("f", "step", futureflows.step, {"step"})
     assert [p.name for p in params] == ["n"] and params[0].type == "int"
+
+
+def test_flow_wide_defaults_apply_to_tasks_that_do_not_set_their_own() -> None:
+    from tests import inputflows
+
+    spec = register_task_pipeline(
+        flow_name="with_defaults", defaults={"retries": 2, "retry_delay": 1.5, "timeout": 30},
+        pipeline={
+            "a": {"function": inputflows.noop, "depends_on": []},
+            "b": {"function": inputflows.noop, "depends_on": ["a"], "retries": 0},
+        },
+    )
+    a, b = spec.tasks
+    assert (a.retries, a.retry_delay_s, a.timeout_s) == (2, 1.5, 30.0)
+    assert (b.retries, b.retry_delay_s, b.timeout_s) == (0, 1.5, 30.0)
+
+
+def test_an_option_that_cannot_be_a_flow_wide_default_is_refused_by_name() -> None:
+    from tests import inputflows
+
+    with pytest.raises(InvalidOption, match=r"defaults\.depends_on"):
+        register_task_pipeline(flow_name="bad_defaults", defaults={"depends_on": ["x"]},
+                               pipeline={"a": {"function": inputflows.noop}})
