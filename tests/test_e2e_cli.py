@@ -159,3 +159,30 @@ async def test_dev_reports_a_bad_parameter_as_a_usage_error_without_a_traceback(
     assert result.returncode == 2
     assert "parameter 'n_rows' must be int, got str" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_operators_mark_retry_and_cancel_from_the_cli(stack, cli_env) -> None:
+    failed = json.loads((await cli(cli_env, "run", "pipeline_simple_with_failure", "--wait",
+                                   "--json")).stdout)
+    run_id = failed["run"]["run_id"]
+
+    marked = await cli(cli_env, "mark", run_id, "faulty_transform", "succeeded",
+                       "--output", '{"value": 1}')
+    assert marked.returncode == 0, marked.stderr
+    assert "faulty_transform of run" in marked.stdout and "succeeded" in marked.stdout
+
+    async def finished_ok() -> bool:
+        shown = json.loads((await cli(cli_env, "show", run_id, "--json")).stdout)
+        return shown["run"]["status"] == "succeeded"
+
+    await wait_for(finished_ok, timeout_s=30)
+    shown = json.loads((await cli(cli_env, "show", run_id, "--json")).stdout)
+    tasks = {t["task"]: t for t in shown["tasks"]}
+    assert tasks["publish_results"]["status"] == "succeeded"
+
+    again = await cli(cli_env, "retry", run_id)
+    assert again.returncode == 2
+    assert "no failed, cancelled or upstream_failed task" in again.stderr
+    cancel = await cli(cli_env, "cancel", run_id)
+    assert cancel.returncode == 2
+    assert "already succeeded" in cancel.stderr
