@@ -1,6 +1,7 @@
 """Running one task attempt: bind, call (loop, threads or processes), build the report."""
 
 import asyncio
+import contextvars
 import functools
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ async def execute(
         elif processes is not None:
             output = await _in_process(processes, task, kwargs, ctx)
         else:
-            call = functools.partial(fn, **kwargs)
+            call = functools.partial(contextvars.copy_context().run, fn, **kwargs)  # keep the capture
             thread = asyncio.get_running_loop().run_in_executor(threads, call)
             try:
                 result = await _with_timeout(asyncio.shield(thread), task.timeout_s)

@@ -19,6 +19,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
+from agent import logcapture
 from agent.binding import BindPlan
 from agent.executor import execute
 from agent.procpool import ProcessPool
@@ -29,6 +30,7 @@ from protocol.messages import (
     AgentHeartbeat,
     TaskDispatch,
     TaskFailed,
+    TaskLog,
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
@@ -44,6 +46,7 @@ BUSY_POLL_S = 0.5
 REPORT_RETRY_MAX_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
 MAX_DELIVERIES = 5
+LOG_FLUSH_S = 0.5
 """A task message delivered more often than this is failed instead of run (a poison pill)."""
 
 
@@ -99,6 +102,7 @@ class Agent:
         self._free = config.concurrency
         self._slot_freed = asyncio.Condition()
         self._running: dict[int, _Running] = {}
+        self._captures: dict[int, tuple[TaskDispatch, logcapture.Capture]] = {}
         self._cancelled_runs: dict[str, None] = {}
         """Runs cancelled recently (newest last): their tasks are stopped or not started."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,6 +127,7 @@ class Agent:
         await self.shutdown()
 
     async def start(self) -> None:
+        logcapture.install()
         self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
                                  initial_attempts=20)
         self._js = self._nc.jetstream()
@@ -143,7 +148,8 @@ class Agent:
         """Serve until ``request_stop()``; then hand back what did not start and finish the rest."""
         async with asyncio.TaskGroup() as tg:
             pullers = [tg.create_task(self._pull(q, s)) for q, s in self._subs.items()]
-            helpers = [tg.create_task(self._extend_leases()), tg.create_task(self._heartbeat())]
+            helpers = [tg.create_task(self._extend_leases()), tg.create_task(self._heartbeat()),
+                       tg.create_task(self._flush_logs())]
             self.ready.set()
             await self._stop.wait()
             for puller in pullers:
@@ -210,6 +216,7 @@ class Agent:
         try:
             await self._handle_inner(msg, key)
         finally:
+            self._captures.pop(key, None)
             running = self._running.pop(key, None)
             if running is not None and running.lingering:
                 self._release_when_done(running.lingering)
@@ -262,6 +269,9 @@ class Agent:
             at=time.time(), delivery=deliveries,
         ))
         started = time.time()
+        capture = logcapture.Capture(f"── attempt {task.attempt} on {self.agent_id} ──\n")
+        logcapture.current.set(capture)  # this asyncio task's own context
+        self._captures[key] = (task, capture)
         try:
             report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
                                    self.agent_id, self._procs, self._running[key].lingering)
@@ -272,7 +282,24 @@ class Agent:
             if current is not None:
                 current.uncancel()
             report = self._cancelled(task, started)
+        self._captures.pop(key, None)
+        await self._send_log(task, capture)  # the log goes before the result
         await self._finish(msg, report)
+
+    async def _send_log(self, task: TaskDispatch, capture: logcapture.Capture) -> None:
+        text = capture.take()
+        if text:
+            await self._publish(task.run_id, TaskLog(
+                run_id=task.run_id, task=task.task, attempt=task.attempt,
+                agent_id=self.agent_id, at=time.time(), text=text,
+            ))
+
+    async def _flush_logs(self) -> None:
+        """Running tasks' logs go out in small batches, at most every LOG_FLUSH_S."""
+        while True:
+            await asyncio.sleep(LOG_FLUSH_S)
+            for task, capture in list(self._captures.values()):
+                await self._send_log(task, capture)
 
     def _cancelled(self, task: TaskDispatch, started: float) -> TaskFailed:
         return TaskFailed(

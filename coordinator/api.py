@@ -21,6 +21,7 @@ from protocol.api import (
     ErrorBody,
     FlowDetail,
     GetFlow,
+    GetLog,
     GetRun,
     ListAgents,
     ListRejected,
@@ -28,6 +29,7 @@ from protocol.api import (
     RegisteredFlow,
     RegisterFlows,
     Reply,
+    TaskLogText,
 )
 from protocol.dag import validate_flow
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, UnknownFlow, UnknownRun
@@ -71,6 +73,7 @@ class Api:
             ("runs", "cancel"): self.operations.cancel,
             ("runs", "retry"): self.operations.retry,
             ("tasks", "mark"): self.operations.mark,
+            ("tasks", "log"): self.task_log,
         }
 
     async def on_message(self, msg: Msg) -> None:
@@ -153,6 +156,10 @@ class Api:
 
     async def list_runs(self, req: ListRuns) -> Any:
         return await self.store.list_runs(req.flow, req.status, req.limit)
+
+    async def task_log(self, req: GetLog) -> TaskLogText:
+        return TaskLogText(run_id=req.run_id, task=req.task,
+                           log=await self.store.task_log(req.run_id, req.task))
 
     async def list_agents(self, req: ListAgents) -> Any:
         return self.agents.listing(req.include_gone)

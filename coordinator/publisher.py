@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from protocol.messages import ErrorEvent, TaskDispatch, encoder
+from protocol.messages import ErrorEvent, TaskDispatch, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
 from protocol.states import TaskStatus
 from protocol.subjects import Subjects
@@ -121,6 +121,10 @@ class Publisher:
     async def run_events(self, runs: Iterable[RunRecord]) -> None:
         for run in runs:
             await self._event(self._s.run_event(run.flow, run.run_id), encoder.encode(run))
+
+    async def log_events(self, logs: Iterable[TaskLog]) -> None:
+        for entry in logs:
+            await self._event(self._s.log_event(entry.run_id, entry.task), encoder.encode(entry))
 
     async def flow_event(self, flow: FlowSummary) -> None:
         await self._event(self._s.flow_event(flow.name), encoder.encode(flow))

@@ -74,4 +74,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE task_instances ADD COLUMN deadline_at REAL;
     ALTER TABLE task_instances ADD COLUMN dispatch INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: the end of each task instance's log
+    """
+    CREATE TABLE task_logs (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        log TEXT NOT NULL,
+        PRIMARY KEY (run_id, task)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -13,7 +13,7 @@ from coordinator.scheduler import Changes
 from coordinator.schema import MIGRATIONS
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
-from protocol.limits import MAX_LIST_LIMIT
+from protocol.limits import MAX_LIST_LIMIT, MAX_LOG_KEPT_CHARS
 from protocol.records import (
     Attempt,
     FlowSummary,
@@ -190,12 +190,18 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------
 
-    async def commit(self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]] = ()) -> list[int]:
+    async def commit(
+        self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]] = (),
+        logs: dict[tuple[str, str], str] | None = None,
+    ) -> list[int]:
         """Write one batch in one transaction; returns the ids of the rejected rows."""
         async with self._tx:
-            return await self._commit(ch, rejected)
+            return await self._commit(ch, rejected, logs or {})
 
-    async def _commit(self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]]) -> list[int]:
+    async def _commit(
+        self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]],
+        logs: dict[tuple[str, str], str],
+    ) -> list[int]:
         ids: list[int] = []
         await self._db.execute("BEGIN")
         try:
@@ -208,6 +214,13 @@ class Store:
                 await self._db.executemany(
                     f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(21)})",
                     [_task_row(t) for t in ch.tasks.values()],
+                )
+            if logs:
+                await self._db.executemany(
+                    "INSERT INTO task_logs (run_id, task, log) VALUES (?, ?, substr(?, ?)) "
+                    "ON CONFLICT (run_id, task) DO UPDATE SET log = substr(log || excluded.log, ?)",
+                    [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
+                     for (run_id, task), text in logs.items()],
                 )
             now = time.time()
             for subject, code, reason, raw in rejected:
@@ -236,6 +249,13 @@ class Store:
             f"SELECT {_TASK_COLS} FROM task_instances WHERE run_id = ?", (run_id,)
         ) as cur:
             return [_task_from_row(r) for r in await cur.fetchall()]
+
+    async def task_log(self, run_id: str, task: str) -> str:
+        async with self._db.execute(
+            "SELECT log FROM task_logs WHERE run_id = ? AND task = ?", (run_id, task)
+        ) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else ""
 
     async def last_outputs(
         self, flow: str, tasks: Iterable[str]

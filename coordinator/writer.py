@@ -20,7 +20,7 @@ from protocol.api import StartRun
 from protocol.dag import check_params
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
 from protocol.limits import MAX_PARAMS_BYTES
-from protocol.messages import Trigger, encoder, report_decoder, trigger_decoder
+from protocol.messages import TaskLog, Trigger, encoder, report_decoder, trigger_decoder
 from protocol.records import RunRecord
 
 log = logging.getLogger("flowforge.coordinator.writer")
@@ -72,6 +72,8 @@ class Batch:
     rejected: list[tuple[str, str, str, bytes, Msg | None]] = field(default_factory=list)
     replies: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
     keys: dict[tuple[str, str], RunRecord] = field(default_factory=dict)
+    logs: dict[tuple[str, str], str] = field(default_factory=dict)
+    log_msgs: list[TaskLog] = field(default_factory=list)
 
 
 class Writer:
@@ -132,8 +134,8 @@ class Writer:
     async def _commit_and_publish(self, batch: Batch) -> None:
         ch = batch.changes
         ids: list[int] = []
-        if ch or batch.rejected:
-            ids = await self.store.commit(ch, [r[:4] for r in batch.rejected])
+        if ch or batch.rejected or batch.logs:
+            ids = await self.store.commit(ch, [r[:4] for r in batch.rejected], batch.logs)
         for future, result in batch.replies:  # committed: callers may know now
             if future.done():
                 continue
@@ -148,6 +150,7 @@ class Writer:
             await self.publisher.cancel(run_id)
         await self.publisher.task_events(ch.tasks.values())
         await self.publisher.run_events(ch.runs.values())
+        await self.publisher.log_events(batch.log_msgs)
         for (subject, code, reason, _, msg), rid in zip(batch.rejected, ids, strict=True):
             kind = subject.split(".")[1] if "." in subject else "message"
             await self.publisher.error_event(kind, subject, code, reason, rid)
@@ -191,7 +194,12 @@ class Writer:
                     (msg.subject, ErrorCode.BAD_REQUEST, f"malformed report: {exc}", msg.data, msg)
                 )
                 continue
-            self.scheduler.on_report(report, now, batch.changes)
+            if isinstance(report, TaskLog):
+                key = (report.run_id, report.task)
+                batch.logs[key] = batch.logs.get(key, "") + report.text
+                batch.log_msgs.append(report)
+            else:
+                self.scheduler.on_report(report, now, batch.changes)
             batch.acks.append(msg)
 
     async def _triggers(self, msgs: list[Msg], now: float, batch: Batch) -> None:

@@ -26,6 +26,7 @@ EPILOG = """examples:
   flowforge run pipeline_simple_ml --param n_rows=500 --wait
   flowforge runs --flow pipeline_simple --status failed
   flowforge show RUN_ID
+  flowforge logs RUN_ID TASK --follow
   flowforge cancel RUN_ID
   flowforge retry RUN_ID --wait
   flowforge run pipeline_simple --only clean_data,analyze_data --wait
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run just these tasks (a debug run); the others are skipped and "
                    "their last successful outputs are reused")
     c.add_argument("--json", action="store_true", help="print JSON")
+
+    c = cmd("logs", "what a task logged and printed (the last 64 KiB, every attempt)")
+    c.add_argument("run_id")
+    c.add_argument("task")
+    c.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new lines until the run finishes")
 
     c = cmd("cancel", "cancel a run: pending tasks are cancelled, running ones stopped")
     c.add_argument("run_id")
@@ -179,6 +186,16 @@ async def _wait_and_show(c: Client, run_id: str, ns: argparse.Namespace) -> int:
     return runtime.EXIT_OK if detail.run.status is RunStatus.SUCCEEDED else runtime.EXIT_FAILED
 
 
+async def _logs(c: Client, ns: argparse.Namespace) -> int:
+    if not ns.follow:
+        sys.stdout.write(await c.task_log(ns.run_id, ns.task))
+        return runtime.EXIT_OK
+    async for text in c.follow_log(ns.run_id, ns.task):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return runtime.EXIT_OK
+
+
 async def _cancel(c: Client, ns: argparse.Namespace) -> int:
     run = await c.cancel(ns.run_id)
     _print_json(run) if ns.json else print(f"run {run.run_id} {run.status.value}")
@@ -249,7 +266,7 @@ async def _rejected(c: Client, ns: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "register": _register, "run": _run, "runs": _runs, "show": _show, "flows": _flows,
     "graph": _graph, "rejected": _rejected, "agents": _agents, "cancel": _cancel,
-    "retry": _retry, "mark": _mark,
+    "retry": _retry, "mark": _mark, "logs": _logs,
 }
 
 

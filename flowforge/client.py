@@ -12,10 +12,10 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from flowforge.connection import ConnectOptions, connect
 from flowforge.registry import REGISTRY
-from protocol.api import FlowDetail, RegisteredFlow, reply_decoder
+from protocol.api import FlowDetail, RegisteredFlow, TaskLogText, reply_decoder
 from protocol.errors import NotConnected, RemoteError
 from protocol.flows import FlowSpec
-from protocol.messages import ErrorEvent, encoder
+from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import (
     AgentInfo,
     FlowSummary,
@@ -172,6 +172,35 @@ class Client:
     ) -> list[RunRecord]:
         body = {"flow": flow, "status": status, "limit": limit}
         return await self.request("runs", "list", body, list[RunRecord])
+
+    async def task_log(self, run_id: str, task: str) -> str:
+        """The end of a task instance's log (what it logged and printed, every attempt)."""
+        body = {"run_id": run_id, "task": task}
+        return (await self.request("tasks", "log", body, TaskLogText)).log
+
+    async def follow_log(self, run_id: str, task: str) -> AsyncIterator[str]:
+        """The stored log, then new lines as they arrive, until the run finishes."""
+        sub = await self.nc.subscribe(self.subjects.log_event(run_id, task))
+        runs = await self.nc.subscribe(self.subjects.run_event("*", run_id))
+        try:
+            yield await self.task_log(run_id, task)
+            if (await self.get(run_id)).run.status in RUN_FINAL:
+                return
+            while True:
+                log_msg = asyncio.ensure_future(sub.next_msg(timeout=None))
+                run_msg = asyncio.ensure_future(runs.next_msg(timeout=None))
+                done, pending = await asyncio.wait({log_msg, run_msg},
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for fut in pending:
+                    fut.cancel()
+                if log_msg in done:
+                    yield msgspec.json.decode(log_msg.result().data, type=TaskLog).text
+                if run_msg in done and _run_dec.decode(run_msg.result().data).status in RUN_FINAL:
+                    return
+        finally:
+            for s in (sub, runs):
+                with contextlib.suppress(Exception):
+                    await s.unsubscribe()
 
     async def agents(self, include_gone: bool = True) -> list[AgentInfo]:
         """Agents the coordinator heard from: live ones first, then lost or stopped."""

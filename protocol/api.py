@@ -65,6 +65,17 @@ class MarkTask(msgspec.Struct, frozen=True, kw_only=True):
     output: Any = None
 
 
+class GetLog(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    task: str
+
+
+class TaskLogText(msgspec.Struct, frozen=True, kw_only=True):
+    run_id: str
+    task: str
+    log: str
+
+
 class ListRuns(msgspec.Struct, frozen=True, kw_only=True):
     flow: str | None = None
     status: RunStatus | None = None
@@ -103,6 +114,7 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("runs", "cancel"): CancelRun,
     ("runs", "retry"): RetryRun,
     ("tasks", "mark"): MarkTask,
+    ("tasks", "log"): GetLog,
     ("rejected", "list"): ListRejected,
     ("agents", "list"): ListAgents,
 }

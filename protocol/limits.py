@@ -11,6 +11,12 @@ MAX_PARAMS_BYTES = 256 * 1024
 MAX_TRACEBACK_CHARS = 32 * 1024
 """Tracebacks are cut to this many characters (the end is kept)."""
 
+MAX_LOG_KEPT_CHARS = 64 * 1024
+"""The coordinator keeps this much of the end of each task instance's log."""
+
+MAX_LOG_SENT_CHARS = 1024 * 1024
+"""An agent sends at most this much log per attempt; the rest is counted, not sent."""
+
 MAX_TASKS_PER_FLOW = 20_000
 """Largest static flow definition."""
 

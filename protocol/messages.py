@@ -84,7 +84,18 @@ class TaskProgress(Message, frozen=True, kw_only=True, tag="progress.v1"):
     message: str | None = None
 
 
-Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress
+class TaskLog(Message, frozen=True, kw_only=True, tag="log.v1"):
+    """Lines a task logged or printed, sent in small batches while it runs."""
+
+    run_id: str
+    task: str
+    attempt: int
+    agent_id: str
+    at: float
+    text: str
+
+
+Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog
 TERMINAL_REPORTS = (TaskSucceeded, TaskFailed)
 
 

@@ -69,6 +69,9 @@ class Subjects:
     def task_event(self, run_id: str, task: str) -> str:
         return f"{self.namespace}.events.task.{run_id}.{task}"
 
+    def log_event(self, run_id: str, task: str) -> str:
+        return f"{self.namespace}.events.log.{run_id}.{task}"
+
     def flow_event(self, flow: str) -> str:
         return f"{self.namespace}.events.flow.{flow}"
 

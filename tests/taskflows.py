@@ -1,6 +1,7 @@
 """Flows used by the tests; importable by agents as ``tests.taskflows`` or by file path."""
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -191,5 +192,29 @@ register_task_pipeline(
     pipeline={
         "slow": {"function": sleeps_sync, "depends_on": [], "timeout": 0.3},
         "quick": {"function": ok_task, "depends_on": [], "timeout": 1},
+    },
+)
+
+
+def chatty(ctx: TaskContext) -> str:
+    print("hello from print")
+    ctx.logger.info("hello from the task logger")
+    logging.getLogger("user.module").warning("a warning from user code")
+    return "ok"
+
+
+async def chatty_async(ctx: TaskContext) -> str:
+    print("async hello")
+    for i in range(3):
+        ctx.logger.info("tick %d", i)
+        await asyncio.sleep(0.3)
+    return "ok"
+
+
+register_task_pipeline(
+    flow_name="chatty",
+    pipeline={
+        "talk": {"function": chatty, "depends_on": []},
+        "talk_async": {"function": chatty_async, "depends_on": []},
     },
 )
