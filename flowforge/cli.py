@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from flowforge import render, runtime
+from flowforge import graphs, render, runtime
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
 from flowforge.loader import LoadError, import_target
@@ -130,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("flows", "list registered flows")
     c.add_argument("--json", action="store_true", help="print JSON")
 
-    c = cmd("graph", "draw a flow's DAG as text")
+    c = cmd("graph", "draw a flow's DAG: text, Mermaid or Graphviz dot")
     c.add_argument("flow")
+    c.add_argument("--format", choices=("text", "mermaid", "dot"), default="text",
+                   help="(default: %(default)s)")
+    c.add_argument("--run", metavar="RUN_ID", help="colour the tasks by their state in this run")
     c.add_argument("--json", action="store_true", help="print the flow definition as JSON")
 
     c = cmd("agents", "live agents (and lost or stopped ones): queues, slots, last heartbeat")
@@ -246,8 +249,22 @@ async def _flows(c: Client, ns: argparse.Namespace) -> int:
 
 
 async def _graph(c: Client, ns: argparse.Namespace) -> int:
-    detail = await c.flow(ns.flow)
-    _print_json(detail) if ns.json else print(render.graph_text(detail.spec, detail.version))
+    states = None
+    version = None
+    if ns.run:
+        run = await c.get(ns.run)
+        if run.run.flow != ns.flow:
+            raise FlowForgeError(f"run {ns.run} is a run of {run.run.flow!r}, not {ns.flow!r}")
+        states, version = {t.task: t.status for t in run.tasks}, run.run.version
+    detail = await c.flow(ns.flow, version)
+    if ns.json:
+        _print_json(detail)
+    elif ns.format == "mermaid":
+        print(graphs.mermaid(detail.spec, states))
+    elif ns.format == "dot":
+        print(graphs.dot(detail.spec, states))
+    else:
+        print(render.graph_text(detail.spec, detail.version, states))
     return runtime.EXIT_OK
 
 

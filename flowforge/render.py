@@ -1,7 +1,7 @@
 """Plain-text views for the CLI: tables, a run's tasks, a flow's DAG by stages."""
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
@@ -157,8 +157,10 @@ def stages(spec: FlowSpec) -> list[list[str]]:
     return [out[k] for k in sorted(out)]
 
 
-def graph_text(spec: FlowSpec, version: str) -> str:
-    """A flow's DAG as stages: each task with the tasks it waits for."""
+def graph_text(
+    spec: FlowSpec, version: str, states: Mapping[str, TaskStatus] | None = None
+) -> str:
+    """A flow's DAG as stages: each task with the tasks it waits for (and its state in a run)."""
     by_name = {t.name: t for t in spec.tasks}
     layers = stages(spec)
     width = max(len(t.name) for t in spec.tasks)
@@ -171,6 +173,8 @@ def graph_text(spec: FlowSpec, version: str) -> str:
         for name in layer:
             t = by_name[name]
             line = f"  [{name}]".ljust(width + 5)
+            if states and name in states:
+                line += f" {states[name].value:15}"
             if t.depends_on:
                 line += " ◄── " + ", ".join(t.depends_on)
             extras = []

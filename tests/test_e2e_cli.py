@@ -186,3 +186,17 @@ async def test_operators_mark_retry_and_cancel_from_the_cli(stack, cli_env) -> N
     cancel = await cli(cli_env, "cancel", run_id)
     assert cancel.returncode == 2
     assert "already succeeded" in cancel.stderr
+
+
+async def test_graph_exports_mermaid_and_dot_coloured_by_a_run(stack, cli_env) -> None:
+    done = json.loads((await cli(cli_env, "run", "pipeline_simple_with_failure", "--wait",
+                                 "--json")).stdout)
+    run_id = done["run"]["run_id"]
+    dot = await cli(cli_env, "graph", "pipeline_simple_with_failure", "--format", "dot",
+                    "--run", run_id)
+    assert dot.returncode == 0 and dot.stdout.startswith("digraph")
+    assert "failed" in dot.stdout and "upstream_failed" in dot.stdout
+    text = await cli(cli_env, "graph", "pipeline_simple_with_failure", "--run", run_id)
+    assert "[faulty_transform]" in text.stdout and "failed" in text.stdout
+    wrong = await cli(cli_env, "graph", "pipeline_simple", "--run", run_id)
+    assert wrong.returncode == 2 and "is a run of 'pipeline_simple_with_failure'" in wrong.stderr
