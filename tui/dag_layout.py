@@ -8,21 +8,25 @@ a fraction of a second and scrolls cheaply. Colour comes from the caller, per ow
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from heapq import heappop, heappush
 from typing import Literal
 
 from protocol.flows import FlowSpec
 from tui.dag_graph import Graph
+from tui.dag_route import Route, Source, route
 
 UP, DOWN, LEFT, RIGHT = 1, 2, 4, 8
 # Box-drawing character for each combination of the four line directions in a cell.
 LINE_CHARS = " │││─┘┐┤─└┌├─┴┬┼"
 ARROW = "▶"
 MAX_LABEL = 24
+BLOCK = 32
+"""Rows per bucket of vertical lines: a row is drawn from its bucket, not from every line."""
 
-_Bus = tuple[int | None, int, int, list[int]]
-"""(track or None for a straight line, source item, source row, target rows)."""
 Role = Literal["edge", "box", "group", "arrow"]
+Glyph = Callable[[str], str]
+"""A task's one-character mark (its state)."""
+Progress = Callable[[str], float | None]
+"""How far a task is (0 to 1), or None to draw a plain box."""
 Direction = Literal["up", "down", "left", "right"]
 
 
@@ -82,6 +86,9 @@ class DagLayout:
         self.order: list[list[str]] = []
         self._hsegs: dict[int, list[tuple[int, int]]] = defaultdict(list)
         self._vcells: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        """Ends of vertical lines, by row."""
+        self._vspans: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        """Vertical lines (column, first row, last row) by block of BLOCK rows they pass."""
         self._arrows: dict[int, list[int]] = defaultdict(list)
         self._box_rows: dict[int, list[tuple[Box, int]]] = defaultdict(list)
         self._frame_rows: dict[int, list[tuple[_Frame, int]]] = defaultdict(list)
@@ -93,128 +100,81 @@ class DagLayout:
     def _place(self, graph: Graph, layers: list[list[int]]) -> None:
         widths = [max((len(self.labels[graph.nodes[i].name]) + 6 for i in items if i < graph.n),
                       default=0) + 2 for items in layers]
-        ys, heights, frames = self._stack(graph, layers)
-        height = max(heights, default=0)
+        heights = [_box_height(len(graph.pred[i])) if i < graph.n else 1
+                   for i in range(len(graph.layer))]
+        ys, layer_heights, frames = _stack(graph, layers, heights)
+        height = max(layer_heights, default=0)
         for lay, items in enumerate(layers):
-            shift = (height - heights[lay]) // 2  # centre each layer: a chain draws straight
+            shift = (height - layer_heights[lay]) // 2  # centre each layer: a chain draws straight
+            shift -= shift % 2  # keep exit and entry rows odd
             for item in items:
                 ys[item] += shift
             frames[lay] = [_Frame(f.group, 0, 0, f.top + shift, f.bottom + shift)
                            for f in frames[lay]]
-        self._frames = frames
-        self._pending_channels: list[tuple[int, list[_Bus], int]] = []
         self.height = height
-        x = 0
+        entries = self._entries(graph, layers, ys)
         col_x: list[int] = []
+        x = 0
         for lay, items in enumerate(layers):
             col_x.append(x)
             x += widths[lay]
             if lay + 1 < len(layers):
-                x += self._channel(graph, items, ys, x, lay)
+                sources = [Source(_exit_row(graph, i, ys), self._line_start(graph, i, col_x[lay], x),
+                                  [entries[(i, d)] for d in graph.succ[i]])
+                           for i in items if graph.succ[i]]
+                channel = route(sources, x, height)
+                self._add_lines(channel)
+                x += channel.width
         self.width = x
-        self._finish(graph, layers, ys, widths, col_x)
+        self._finish(graph, layers, ys, heights, widths, col_x, frames)
 
-    def _stack(self, graph: Graph, layers: list[list[int]]
-               ) -> tuple[list[int], list[int], list[list[_Frame]]]:
-        """Rows of every item, top-aligned per layer; group members framed together."""
-        ys = [0] * len(graph.layer)
-        heights: list[int] = []
-        frames: list[list[_Frame]] = []
+    def _entries(self, graph: Graph, layers: list[list[int]], ys: list[int]
+                 ) -> dict[tuple[int, int], int]:
+        """The row where each edge enters its target: a row of its own, in the order of the
+        sources' rows (so edges into one target do not cross each other)."""
+        out: dict[tuple[int, int], int] = {}
         for items in layers:
-            y, framed = 0, []
-            k = 0
-            while k < len(items):
-                g = graph.group(items[k])
-                if g is None:
-                    ys[items[k]] = y
-                    y += 4 if items[k] < graph.n else 1
-                    k += 1
-                    continue
-                top = y
-                y += 1
-                while k < len(items) and graph.group(items[k]) == g:
-                    ys[items[k]] = y
-                    y += 4
-                    k += 1
-                framed.append(_Frame(g, 0, 0, top, y - 1))
-                y += 1
-            heights.append(max(y - 1, 0))
-            frames.append(framed)
-        return ys, heights, frames
+            for item in items:
+                preds = sorted(graph.pred[item], key=lambda p: (_exit_row(graph, p, ys), p))
+                for k, p in enumerate(preds):
+                    out[(p, item)] = ys[item] + 1 + 2 * k if item < graph.n else ys[item]
+        return out
 
-    def _channel(self, graph: Graph, items: list[int], ys: list[int], xs: int, lay: int) -> int:
-        """Connectors between layer ``lay`` and the next, starting at column ``xs``; returns width."""
-        buses = []
-        for src in items:
-            if not graph.succ[src]:
-                continue
-            ysrc = self._port_y(graph, src, ys)
-            ydst = [self._port_y(graph, d, ys) for d in graph.succ[src]]
-            buses.append((min(ysrc, *ydst), max(ysrc, *ydst), src, ysrc, ydst))
-        buses.sort()
-        ends: list[tuple[int, int]] = []  # (last row used, track) of busy tracks
-        free: list[int] = []
-        tracks = 0
-        plan: list[_Bus] = []
-        for lo, hi, src, ysrc, ydst in buses:
-            if lo == hi:
-                plan.append((None, src, ysrc, ydst))
-                continue
-            while ends and ends[0][0] < lo:
-                heappush(free, heappop(ends)[1])
-            track = heappop(free) if free else tracks
-            tracks = max(tracks, track + 1)
-            heappush(ends, (hi, track))
-            plan.append((track, src, ysrc, ydst))
-        self._pending_channels.append((xs, plan, lay))
-        return tracks + 2 if tracks else 3
+    def _line_start(self, graph: Graph, item: int, col: int, channel: int) -> int:
+        """Where an item's outgoing line starts: right of its box, or the channel for a dummy."""
+        return col + 1 + len(self.labels[graph.nodes[item].name]) + 6 if item < graph.n else channel
 
-    @staticmethod
-    def _port_y(graph: Graph, item: int, ys: list[int]) -> int:
-        return ys[item] + 1 if item < graph.n else ys[item]
+    def _add_lines(self, channel: Route) -> None:
+        for y, x0, x1 in channel.hsegs:
+            self._hsegs[y].append((x0, x1))
+        for x, y0, y1 in channel.vsegs:
+            self._vcells[y0].append((x, DOWN))
+            self._vcells[y1].append((x, UP))
+            for block in range((y0 + 1) // BLOCK, (y1 - 1) // BLOCK + 1):
+                self._vspans[block].append((x, y0, y1))
 
-    def _finish(self, graph: Graph, layers: list[list[int]], ys: list[int],
-                widths: list[int], col_x: list[int]) -> None:
+    def _finish(self, graph: Graph, layers: list[list[int]], ys: list[int], heights: list[int],
+                widths: list[int], col_x: list[int], frames: list[list[_Frame]]) -> None:
         for lay, items in enumerate(layers):
             names = []
             for item in items:
                 if item < graph.n:
                     name = graph.nodes[item].name
-                    box = Box(name, col_x[lay] + 1, ys[item], len(self.labels[name]) + 6, lay)
+                    box = Box(name, col_x[lay] + 1, ys[item], len(self.labels[name]) + 6, lay,
+                              heights[item])
                     self.boxes[name] = box
                     names.append(name)
-                    for part in range(3):
+                    for part in range(box.h):
                         self._box_rows[box.y + part].append((box, part))
+                    for k in range(len(graph.pred[item])):
+                        self._arrows[box.y + 1 + 2 * k].append(col_x[lay])
                 else:
                     self._hsegs[ys[item]].append((col_x[lay], col_x[lay] + widths[lay] - 1))
             self.order.append(names)
-            for f in self._frames[lay]:
+            for f in frames[lay]:
                 frame = _Frame(f.group, col_x[lay], widths[lay], f.top, f.bottom)
                 for y in range(frame.top, frame.bottom + 1):
                     self._frame_rows[y].append((frame, y - frame.top))
-        for xs, plan, lay in self._pending_channels:
-            self._draw_channel(graph, xs, plan, col_x[lay + 1])
-
-    def _draw_channel(self, graph: Graph, xs: int, plan: list[_Bus], x_next: int) -> None:
-        for track, src, ysrc, ydst in plan:
-            x0 = self.boxes[graph.nodes[src].name].x + self.boxes[graph.nodes[src].name].w \
-                if src < graph.n else xs
-            dsts = graph.succ[src]
-            if track is None:
-                self._hsegs[ysrc].append((x0, x_next))
-            else:
-                xt = xs + 1 + track
-                self._hsegs[ysrc].append((x0, xt))
-                lo, hi = min(ysrc, *ydst), max(ysrc, *ydst)
-                self._vcells[lo].append((xt, DOWN))
-                self._vcells[hi].append((xt, UP))
-                for y in range(lo + 1, hi):
-                    self._vcells[y].append((xt, UP | DOWN))
-                for y in ydst:
-                    self._hsegs[y].append((xt, x_next))
-            for d, y in zip(dsts, ydst, strict=True):
-                if d < graph.n:
-                    self._arrows[y].append(x_next)
 
     def _index(self) -> None:
         self.position = {name: (lay, k) for lay, names in enumerate(self.order)
@@ -222,8 +182,10 @@ class DagLayout:
 
     # -- drawing -----------------------------------------------------------------------
 
-    def row(self, y: int, glyph: Callable[[str], str] | None = None) -> list[Span]:
-        """Row ``y`` as spans; ``glyph(name)`` gives the one-character mark inside each box."""
+    def row(self, y: int, glyph: Glyph | None = None, progress: Progress | None = None
+            ) -> list[Span]:
+        """Row ``y`` as spans; ``glyph(name)`` gives the one-character mark inside each box and
+        ``progress(name)`` a fraction done (or None), drawn as a bar in the box's bottom edge."""
         width = self.width
         mask = bytearray(width)
         for x0, x1 in self._hsegs.get(y, ()):
@@ -236,6 +198,9 @@ class DagLayout:
                 mask[x] |= LEFT | RIGHT
         for x, bits in self._vcells.get(y, ()):
             mask[x] |= bits
+        for x, y0, y1 in self._vspans.get(y // BLOCK, ()):
+            if y0 < y < y1:
+                mask[x] |= UP | DOWN
         chars = [LINE_CHARS[m] for m in mask]
         owners: list[tuple[str | None, Role]] = [(None, "edge")]
         own = [0] * width
@@ -243,7 +208,7 @@ class DagLayout:
         for frame, part in self._frame_rows.get(y, ()):
             self._draw_frame(frame, part, chars, own, owners, mask, arrows)
         for box, part in self._box_rows.get(y, ()):
-            text = self._box_text(box, part, glyph)
+            text = self._box_text(box, part, glyph, progress)
             chars[box.x:box.x + box.w] = text
             owners.append((box.name, "box"))
             own[box.x:box.x + box.w] = [len(owners) - 1] * box.w
@@ -255,12 +220,16 @@ class DagLayout:
                     own[x] = len(owners) - 1
         return _spans(chars, own, owners)
 
-    def _box_text(self, box: Box, part: int, glyph: Callable[[str], str] | None) -> list[str]:
+    def _box_text(self, box: Box, part: int, glyph: Glyph | None,
+                  progress: Progress | None) -> list[str]:
         inner = box.w - 2
         if part == 0:
             return ["╭", *("─" * inner), "╮"]
-        if part == 2:
-            return ["╰", *("─" * inner), "╯"]
+        if part == box.h - 1:
+            done = progress(box.name) if progress else None
+            return ["╰", *(progress_edge(done, inner) if done is not None else "─" * inner), "╯"]
+        if part > 1:
+            return ["│", *(" " * inner), "│"]
         mark = glyph(box.name)[:1] if glyph else "·"
         return list(f"│ {mark} {self.labels[box.name].ljust(inner - 4)} │")
 
@@ -283,9 +252,9 @@ class DagLayout:
         if not mask[right]:
             chars[right], own[right] = "┆", k
 
-    def text(self, glyph: Callable[[str], str] | None = None) -> str:
+    def text(self, glyph: Glyph | None = None, progress: Progress | None = None) -> str:
         """The whole canvas as plain text (for small graphs, logs and tests)."""
-        return "\n".join("".join(s.text for s in self.row(y, glyph)).rstrip()
+        return "\n".join("".join(s.text for s in self.row(y, glyph, progress)).rstrip()
                          for y in range(self.height))
 
     # -- navigation --------------------------------------------------------------------
@@ -316,6 +285,61 @@ class DagLayout:
         y = self.boxes[name].y
         return min(self.order[lay2], key=lambda n: abs(self.boxes[n].y - y))
 
+
+
+
+def progress_edge(fraction: float, width: int) -> str:
+    """A box's bottom edge as a bar: heavy for the part done, the percentage in the middle."""
+    fraction = max(0.0, min(1.0, fraction))
+    done = round(fraction * width)
+    bar = "━" * done + "─" * (width - done)
+    label = f" {fraction:.0%} "
+    if len(label) > width:
+        return bar
+    at = (width - len(label)) // 2
+    return bar[:at] + label + bar[at + len(label):]
+
+def _box_height(entries: int) -> int:
+    """Three rows, or one entry row per dependency with a row between them."""
+    return max(3, 2 * entries + 1)
+
+
+def _exit_row(graph: Graph, item: int, ys: list[int]) -> int:
+    return ys[item] + 1 if item < graph.n else ys[item]
+
+
+def _stack(graph: Graph, layers: list[list[int]], heights: list[int]
+           ) -> tuple[list[int], list[int], list[list[_Frame]]]:
+    """Rows of every item per layer from the top, group members framed together; each layer's
+    height. Exit and entry rows are odd (box tops even, dummies on odd rows), so even rows are
+    free in every channel."""
+    ys = [0] * len(graph.layer)
+    layer_heights: list[int] = []
+    frames: list[list[_Frame]] = []
+    for items in layers:
+        y, bottom, framed = 0, 0, []
+        k = 0
+        while k < len(items):
+            item = items[k]
+            g = graph.group(item)
+            if g is None:
+                ys[item] = y + (y % 2 if item < graph.n else 1 - y % 2)
+                y = ys[item] + heights[item] + (item < graph.n)
+                bottom = max(bottom, ys[item] + heights[item])
+                k += 1
+                continue
+            y += 1 + (y + 1) % 2  # the frame's top row, then an even row for the first box
+            top = y - 1
+            while k < len(items) and graph.group(items[k]) == g:
+                ys[items[k]] = y
+                y += heights[items[k]] + 1
+                k += 1
+            framed.append(_Frame(g, 0, 0, top, y - 1))
+            bottom = max(bottom, y)
+            y += 1
+        layer_heights.append(bottom)
+        frames.append(framed)
+    return ys, layer_heights, frames
 
 def _spans(chars: list[str], own: list[int], owners: list[tuple[str | None, Role]]) -> list[Span]:
     out: list[Span] = []
