@@ -13,6 +13,7 @@ from protocol.states import TaskStatus
 from tests.test_tui_support import clock, memory_source, running_run, until, utc
 from tui.app import DashboardApp
 from tui.banner import Banner
+from tui.dag_layout import progress_edge
 from tui.dag_view import DagView
 from tui.forms import ConfirmScreen, MarkScreen, TextScreen, TriggerScreen
 from tui.memory_source import MemorySource
@@ -225,3 +226,26 @@ async def test_a_running_task_shows_its_progress_and_last_checkpoint() -> None:
         await until(lambda: "50%" in panel_text(app, "#run-task"))
         assert "merged 2 sources" in panel_text(app, "#run-task")
         assert running_run().run.run_id in panel_text(app, "#run-head")
+
+
+async def test_a_running_task_s_box_shows_its_progress_and_follows_it() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE):
+        app.open_run("run-running-2")
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None)
+        assert dag.dag is not None
+        inner = dag.dag.boxes["clean_data"].w - 2
+
+        def edge(fraction: float) -> str:  # clean_data's bottom edge
+            return f"╰{progress_edge(fraction, inner)}╯"
+
+        await until(lambda: edge(0.5) in shown(dag))
+        source.push(TaskRecord(run_id="run-running-2", task="clean_data",
+                               status=TaskStatus.RUNNING, attempt=1, progress=0.8))
+        await until(lambda: edge(0.8) in shown(dag))
+        source.push(TaskRecord(run_id="run-running-2", task="clean_data",
+                               status=TaskStatus.SUCCEEDED, attempt=1, progress=0.8))
+        await until(lambda: "✓ clean_data" in shown(dag))
+        assert "%" not in shown(dag)  # a finished task's box is plain again

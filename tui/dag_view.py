@@ -13,10 +13,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui import palette
-from tui.dag_layout import DagLayout, Direction
+from tui.dag_layout import DagLayout, Direction, Glyph, Progress
 
 BoxStyle = Callable[[str], Style]
-Glyph = Callable[[str], str]
 
 
 class DagView(ScrollView, can_focus=True):
@@ -50,15 +49,18 @@ class DagView(ScrollView, can_focus=True):
         self.empty = empty
         self.box_style: BoxStyle = lambda name: palette.PLAIN_BOX
         self.glyph: Glyph | None = None
+        self.progress: Progress | None = None
 
     def show(self, dag: DagLayout | None, *, box_style: BoxStyle | None = None,
-             glyph: Glyph | None = None, keep_selection: bool = True) -> None:
+             glyph: Glyph | None = None, progress: Progress | None = None,
+             keep_selection: bool = True) -> None:
         """Draw ``dag``; the selection stays when the task is still there, else the first task."""
         same = dag is self.dag
         self.dag = dag
         if box_style is not None:
             self.box_style = box_style
         self.glyph = glyph
+        self.progress = progress
         self.virtual_size = Size(dag.width, dag.height) if dag else Size(0, 0)
         if dag is None:
             self.selected = None
@@ -111,7 +113,7 @@ class DagView(ScrollView, can_focus=True):
         if row >= dag.height:
             return Strip.blank(width)
         segments = []
-        for span in dag.row(row, self.glyph):
+        for span in dag.row(row, self.glyph, self.progress):
             if span.role == "box" and span.owner is not None:
                 style = self.box_style(span.owner)
                 if span.owner == self.selected:

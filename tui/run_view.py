@@ -75,7 +75,7 @@ class RunScreen(Screen[None]):
             self.spec = found[0]
             dag_view.show(
                 hub.layout(*found), box_style=self.box_style, glyph=self.glyph,
-                keep_selection=False)
+                progress=self.progress, keep_selection=False)
         self.draw()
 
     def status_of(self, name: str) -> TaskStatus:
@@ -87,6 +87,11 @@ class RunScreen(Screen[None]):
 
     def glyph(self, name: str) -> str:
         return palette.TASK_GLYPH[self.status_of(name)]
+
+    def progress(self, name: str) -> float | None:
+        """How far a running task says it is (drawn in its box), else None."""
+        rec = hub_of(self).model.tasks.get(self.run_id, {}).get(name)
+        return rec.progress if rec and rec.status is TaskStatus.RUNNING else None
 
     def on_changed(self, dirty: Dirty) -> None:
         if self.run_id in dirty.runs or "tick" in dirty.kinds:
