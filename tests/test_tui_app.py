@@ -6,11 +6,11 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 from rich.console import Console
-from textual.widgets import DataTable, Input, Static, TextArea
+from textual.widgets import DataTable, Select, Static, TextArea
 
 from protocol.records import AgentInfo, TaskRecord
 from protocol.states import TaskStatus
-from tests.test_tui_support import clock, memory_source, running_run, until, utc
+from tests.test_tui_support import clock, history, memory_source, running_run, until, utc
 from tui.app import DashboardApp
 from tui.banner import Banner
 from tui.dag_layout import progress_edge
@@ -81,11 +81,40 @@ async def test_the_runs_view_lists_newest_first_and_filters_by_flow_and_status()
         table = app.query_one("#runs-table", DataTable)
         await until(lambda: table.row_count == 2)
         assert [str(k.value) for k in table.rows] == ["run-running-2", "run-failed-1"]
-        app.query_one("#runs-flow", Input).value = "failure"
+        app.query_one("#runs-flow", Select).value = "pipeline_simple_with_failure"
         await until(lambda: [str(k.value) for k in table.rows] == ["run-failed-1"])
-        app.query_one("#runs-flow", Input).value = ""
-        app.query_one("#runs-status").value = "running"  # type: ignore[attr-defined]
+        app.query_one("#runs-flow", Select).clear()
+        app.query_one("#runs-status", Select).value = "running"
         await until(lambda: [str(k.value) for k in table.rows] == ["run-running-2"])
+
+
+async def test_the_runs_view_filters_through_the_api_and_loads_a_page_more_at_a_time() -> None:
+    source = memory_source()
+    source.details |= {d.run.run_id: d for d in history(250)}
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        table = app.query_one("#runs-table", DataTable)
+        note = app.query_one("#runs-note", Static)
+        await until(lambda: table.row_count == 100)
+        assert source.run_queries[-1] == (None, None, 100)
+        assert "l loads 100 more" in text_of(note)
+        # Failed runs older than the 200 the dashboard loaded at start come from the API.
+        app.query_one("#runs-status", Select).value = "failed"
+        await until(lambda: source.run_queries[-1] == (None, "failed", 100))
+        failed = [r.run_id for r in await source.runs(status="failed", limit=1000)]
+        assert len(failed) == 36 and "run-old-0244" in failed
+        await until(lambda: [str(k.value) for k in table.rows] == failed)
+        assert "36 runs: all there are" in text_of(note)
+        app.query_one("#runs-status", Select).clear()
+        await until(lambda: source.run_queries[-1] == (None, None, 100) and table.row_count == 100)
+        await pilot.press("l")
+        await until(lambda: table.row_count == 200)
+        assert source.run_queries[-1] == (None, None, 200)
+        await pilot.press("l")
+        await until(lambda: table.row_count == 252)
+        assert "252 runs: all there are" in text_of(note)
+        assert [str(k.value) for k in table.rows][-1] == "run-old-0249"
 
 
 async def test_a_task_event_changes_the_run_view_on_screen() -> None:

@@ -119,6 +119,22 @@ def running_run() -> RunDetail:
     return RunDetail(run=run, tasks=tasks)
 
 
+def history(n: int) -> list[RunDetail]:
+    """``n`` finished runs of pipeline_simple before the fixed ones, a minute apart; every
+    seventh failed."""
+    s = spec("pipeline_simple")
+    out = []
+    for i in range(n):
+        at = T0 - 60.0 * (i + 1)
+        status = RunStatus.FAILED if i % 7 == 6 else RunStatus.SUCCEEDED
+        out.append(RunDetail(run=RunRecord(
+            run_id=f"run-old-{i:04d}", flow=s.name, version=s.version(), status=status,
+            created_at=at, started_at=at, finished_at=at + 2.0, source="schedule",
+            counts=RunCounts(total=5, done=5, succeeded=5 - (status is RunStatus.FAILED),
+                             failed=int(status is RunStatus.FAILED))), tasks=[]))
+    return out
+
+
 def agent(agent_id: str = "agent-1", status: str = "live") -> AgentInfo:
     return AgentInfo(agent_id=agent_id, host="build-7", pid=4242, queues=("default", "gpu"),
                      functions=("examples.seed_pipelines:fetch_data1",

@@ -52,6 +52,8 @@ class MemorySource:
         self.calls: list[tuple[Any, ...]] = []
         self.down: str | None = None
         self.api_calls = 0
+        self.run_queries: list[tuple[str | None, str | None, int]] = []
+        """Every ``runs`` call: (flow, status, limit)."""
         self._queues: list[asyncio.Queue[SourceEvent]] = []
         self._next_run = 1
 
@@ -123,6 +125,7 @@ class MemorySource:
     async def runs(self, flow: str | None = None, status: str | None = None,
                    limit: int = 50) -> list[RunRecord]:
         self._check()
+        self.run_queries.append((flow, status, limit))
         rows = [d.run for d in self.details.values()
                 if (flow is None or d.run.flow == flow) and (status is None or d.run.status == status)]
         return sorted(rows, key=lambda r: (r.created_at, r.run_id), reverse=True)[:limit]

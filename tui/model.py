@@ -62,6 +62,8 @@ class Model:
         self.synced_at: float | None = None
         self.pinned: set[str] = set()
         """Runs kept however old (the one open in the run view)."""
+        self.listed: set[str] = set()
+        """Runs kept however many there are (the runs view's last query asked for them)."""
         self.seq = 0
         """Events applied so far: take it before an API call and pass it with the answer."""
         self._touched: dict[tuple[str, ...], int] = {}
@@ -107,6 +109,16 @@ class Model:
             if not self._newer(("task", run_id, t.task), since):
                 tasks[t.task] = t
         return Dirty({"runs"}, {run_id})
+
+    def add_runs(self, runs: Iterable[RunRecord], since: int | None = None) -> Dirty:
+        """Runs a query returned (asked for at ``since``); a record set by a later event stays."""
+        dirty = Dirty({"runs"})
+        for run in runs:
+            if not self._newer(("run", run.run_id), since):
+                self.runs[run.run_id] = run
+                dirty.runs.add(run.run_id)
+        self._prune()
+        return dirty
 
     def set_flow(self, detail: FlowDetail) -> None:
         self.specs[(detail.spec.name, detail.version)] = detail
@@ -173,7 +185,8 @@ class Model:
         if extra <= 0:
             return
         old = sorted((r for r in self.runs.values()
-                      if r.status in RUN_FINAL and r.run_id not in self.pinned),
+                      if r.status in RUN_FINAL and r.run_id not in self.pinned
+                      and r.run_id not in self.listed),
                      key=lambda r: (r.created_at, r.run_id))
         for run in old[:extra]:
             del self.runs[run.run_id]
