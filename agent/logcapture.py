@@ -19,7 +19,8 @@ class Capture:
     """Text written by one task attempt, waiting to be sent; bounded per attempt."""
 
     def __init__(self, header: str) -> None:
-        self._parts = [header]
+        self._header = header
+        self._parts: list[str] = []
         self._lock = threading.Lock()
         self._size = len(header)
         self.dropped = 0
@@ -35,7 +36,10 @@ class Capture:
     def take(self) -> str:
         """What was written since the last call (and a note of what was dropped)."""
         with self._lock:
-            text = "".join(self._parts)
+            if not self._parts and not self.dropped:
+                return ""  # a task that wrote nothing sends nothing
+            text = self._header + "".join(self._parts)
+            self._header = ""
             self._parts.clear()
             if self.dropped:
                 text += f"\n[… {self.dropped:,} more characters not sent: the log limit is " \
