@@ -6,6 +6,8 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 from rich.console import Console
+from textual.command import CommandList, CommandPalette
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Select, Static, TextArea
 
 from protocol.records import AgentInfo, TaskRecord
@@ -278,3 +280,49 @@ async def test_a_running_task_s_box_shows_its_progress_and_follows_it() -> None:
                                status=TaskStatus.SUCCEEDED, attempt=1, progress=0.8))
         await until(lambda: "✓ clean_data" in shown(dag))
         assert "%" not in shown(dag)  # a finished task's box is plain again
+
+
+async def palette(app: DashboardApp, pilot: Pilot[None], search: str) -> None:
+    """Open the command palette, type ``search`` and run the first command it offers."""
+    await pilot.press("ctrl+p")
+    await until(lambda: isinstance(app.screen, CommandPalette))
+    await pilot.press(*search)
+    results = app.screen.query_one(CommandList)
+    await until(lambda: results.option_count > 0 and search.lower() in
+                str(results.get_option_at_index(0).prompt).lower())
+    await pilot.press("enter")
+
+
+async def test_the_command_palette_cancels_retries_and_marks_in_the_selected_run() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("r")
+        table = app.query_one("#runs-table", DataTable)
+        await until(lambda: table.row_count == 2)  # run-running-2 highlighted
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Cancel run run-running-2" in titles and "Retry run run-running-2" in titles
+        await palette(app, pilot, "cancel")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: source.calls == [("cancel", "run-running-2")])
+
+        app.open_run("run-failed-1")
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None)
+        dag.selected = "faulty_transform"
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Cancel run run-failed-1" not in titles  # it has finished
+        assert "Mark faulty_transform of run run-failed-1" in titles
+        assert "Mark publish_results of run run-failed-1" in titles  # any task, by search
+        await palette(app, pilot, "retry")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: source.calls[-1] == ("retry", "run-failed-1"))
+        await palette(app, pilot, "mark pub")
+        await until(lambda: isinstance(app.screen, MarkScreen))
+        await pilot.click("#failed")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: source.calls[-1][:4] == ("mark", "run-failed-1", "publish_results",
+                                                     "failed"))

@@ -14,6 +14,7 @@ from textual.signal import Signal
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
+from protocol.states import RUN_FINAL
 from tui.agents_view import AgentsView
 from tui.banner import Banner
 from tui.flows_view import FlowsView
@@ -136,6 +137,38 @@ class DashboardApp(App[None]):
         for run in model.runs_view()[:50]:
             yield SystemCommand(f"Open run {run.run_id}", f"{run.flow}, {run.status.value}",
                                 lambda run_id=run.run_id: self.open_run(run_id), discover=False)
+        yield from self._run_commands(screen)
+
+    def selected_run(self, screen: Screen[Any]) -> str | None:
+        """The run the user is on: the open run, else the runs table's highlighted row."""
+        if isinstance(screen, RunScreen):
+            return screen.run_id
+        tabs = next(screen.query("#tabs").results(TabbedContent), None)
+        if tabs is None or tabs.active != "runs":
+            return None
+        return screen.query_one(RunsView).run_id
+
+    def _run_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Cancel, retry and mark for the selected run (each asks first, like its key)."""
+        run_id = self.selected_run(screen)
+        run = self.hub.model.runs.get(run_id or "")
+        if run is None:
+            return
+        operator = self.hub.operator
+        if run.status not in RUN_FINAL:
+            yield SystemCommand(f"Cancel run {run.run_id}", "pending tasks are cancelled, running "
+                                "ones told to stop (c)", lambda: operator.cancel(run.run_id))
+        yield SystemCommand(f"Retry run {run.run_id}", "its failed, cancelled and upstream-failed "
+                            "tasks (y)", lambda: operator.retry(run.run_id))
+        if not isinstance(screen, RunScreen):
+            return
+        selected = screen.task_name
+        names = [t.name for t in screen.spec.tasks] if screen.spec else []
+        for name in sorted(names, key=lambda n: n != selected):  # the selected task first
+            yield SystemCommand(f"Mark {name} of run {run.run_id}",
+                                "set it succeeded (with an output) or failed; dependants follow (m)",
+                                lambda name=name: operator.mark(run.run_id, name),
+                                discover=name == selected)
 
 
 def build_parser() -> argparse.ArgumentParser:
