@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 from tests.test_tui_app import SIZE, panel_text, run_screen
 from tests.test_tui_support import clock, memory_source, until, utc
@@ -48,6 +49,20 @@ def test_a_failed_run_shows_the_traceback_of_the_selected_task(snap_compare: Any
         await until(lambda: dag.dag is not None)
         dag.selected = "faulty_transform"
         await until(lambda: "Traceback" in panel_text(app, "#run-task"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_the_agents_view_lists_live_and_lost_agents_with_their_heartbeat(snap_compare: Any) -> None:
+    app = dashboard()
+
+    async def ready(pilot: Pilot[None]) -> None:
+        await pilot.press("a")
+        table = app.query_one("#agents-table", DataTable)
+        await until(lambda: table.row_count == 2)
+        await until(lambda: "agent-1 on build-7" in panel_text(app, "#agent-detail"))
+        await pilot.wait_for_scheduled_animations()  # the tab's underline slides over
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
