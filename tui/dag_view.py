@@ -50,6 +50,8 @@ class DagView(ScrollView, can_focus=True):
         self.box_style: BoxStyle = lambda name: palette.PLAIN_BOX
         self.glyph: Glyph | None = None
         self.progress: Progress | None = None
+        self.painted_rows = 0
+        """Rows of the current layout drawn so far (how tui.measure knows a DAG is on screen)."""
 
     def show(self, dag: DagLayout | None, *, box_style: BoxStyle | None = None,
              glyph: Glyph | None = None, progress: Progress | None = None,
@@ -61,6 +63,7 @@ class DagView(ScrollView, can_focus=True):
             self.box_style = box_style
         self.glyph = glyph
         self.progress = progress
+        self.painted_rows = 0
         self.virtual_size = Size(dag.width, dag.height) if dag else Size(0, 0)
         if dag is None:
             self.selected = None
@@ -112,6 +115,7 @@ class DagView(ScrollView, can_focus=True):
         row = y + scroll_y
         if row >= dag.height:
             return Strip.blank(width)
+        self.painted_rows += 1
         segments = []
         for span in dag.row(row, self.glyph, self.progress):
             if span.role == "box" and span.owner is not None:
