@@ -3,6 +3,10 @@
 The layout is pure and independent of task states: it is computed once per flow version and
 each visible row is drawn on demand (``row(y)``), so a flow of thousands of tasks lays out in
 a fraction of a second and scrolls cheaply. Colour comes from the caller, per owner of a span.
+
+Each dependency ends in its own arrow (a box has one entry row per dependency) and the lines
+of different tasks only ever cross (``┼``), never join: every path on screen reads one way
+(tui/dag_route.py routes them; the tests trace them on the canvas).
 """
 
 from collections import defaultdict
