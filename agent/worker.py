@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ REPORT_RETRY_MAX_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
 MAX_DELIVERIES = 5
 LOG_FLUSH_S = 0.5
+PROGRESS_EVERY_S = 0.2
 """A task message delivered more often than this is failed instead of run (a poison pill)."""
 
 
@@ -251,14 +253,14 @@ class Agent:
                          "it vanished (killed, out of memory, crashed?); not running it again"),
             ))
             return
+        sink = self._progress_sink(task, deliveries)
         fn = self.config.functions.get(task.function)
         if fn is None:
             await self._finish(msg, self._unknown_function(task))
             return
         ctx = TaskContext(
             run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
-            params=task.params, agent_id=self.agent_id,
-            sink=self._progress_sink(task, deliveries),
+            params=task.params, agent_id=self.agent_id, sink=sink,
         )
         self._running[key].ctx = ctx
         if task.run_id in self._cancelled_runs:
@@ -283,7 +285,8 @@ class Agent:
                 current.uncancel()
             report = self._cancelled(task, started)
         self._captures.pop(key, None)
-        await self._send_log(task, capture)  # the log goes before the result
+        await sink.flush()  # progress and the log go out before the result
+        await self._send_log(task, capture)
         await self._finish(msg, report)
 
     async def _send_log(self, task: TaskDispatch, capture: logcapture.Capture) -> None:
@@ -350,22 +353,13 @@ class Agent:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REPORT_RETRY_MAX_S)
 
-    def _progress_sink(
-        self, task: TaskDispatch, delivery: int
-    ) -> Callable[[float | None, str | None], None]:
-        loop = asyncio.get_running_loop()
+    def _progress_sink(self, task: TaskDispatch, delivery: int) -> "ProgressSink":
+        return ProgressSink(self, task, delivery)
 
-        def sink(fraction: float | None, message: str | None) -> None:
-            report = TaskProgress(
-                run_id=task.run_id, task=task.task, attempt=task.attempt,
-                agent_id=self.agent_id, at=time.time(), fraction=fraction, message=message,
-                delivery=delivery,
-            )
-            loop.call_soon_threadsafe(
-                lambda: asyncio.ensure_future(self._publish(task.run_id, report))
-            )
-
-        return sink
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _publish(self, run_id: str, report: Any) -> None:
         """Best-effort report (started, progress): stored by the stream, not awaited."""
@@ -446,3 +440,55 @@ class Agent:
         if self._procs is not None:
             await self._procs.close()
         log.info("agent %s stopped after %d tasks", self.agent_id, self.completed)
+
+
+class ProgressSink:
+    """``ctx.progress()``/``checkpoint()`` from any thread, coalesced per PROGRESS_EVERY_S.
+
+    The newest fraction and the newest message win: a tight loop of progress calls costs
+    the coordinator a few reports a second, not thousands. ``flush()`` before the result.
+    """
+
+    def __init__(self, agent: Agent, task: TaskDispatch, delivery: int) -> None:
+        self._agent, self._task, self._delivery = agent, task, delivery
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()
+        self._fraction: float | None = None
+        self._message: str | None = None
+        self._due = False
+
+    def __call__(self, fraction: float | None, message: str | None) -> None:
+        with self._lock:
+            if fraction is not None:
+                self._fraction = fraction
+            if message is not None:
+                self._message = message
+            if self._due:
+                return
+            self._due = True
+        self._loop.call_soon_threadsafe(self._loop.call_later, PROGRESS_EVERY_S, self._send_later)
+
+    def _take(self) -> TaskProgress | None:
+        with self._lock:
+            if self._fraction is None and self._message is None:
+                self._due = False
+                return None
+            t = self._task
+            report = TaskProgress(
+                run_id=t.run_id, task=t.task, attempt=t.attempt, agent_id=self._agent.agent_id,
+                at=time.time(), fraction=self._fraction, message=self._message,
+                delivery=self._delivery,
+            )
+            self._fraction = self._message = None
+            self._due = False
+            return report
+
+    def _send_later(self) -> None:
+        report = self._take()
+        if report is not None:
+            self._agent._spawn(self._agent._publish(report.run_id, report))
+
+    async def flush(self) -> None:
+        report = self._take()
+        if report is not None:
+            await self._agent._publish(report.run_id, report)

@@ -218,3 +218,15 @@ register_task_pipeline(
         "talk_async": {"function": chatty_async, "depends_on": []},
     },
 )
+
+
+def progress_storm(ctx: TaskContext) -> int:
+    for i in range(20_000):
+        ctx.progress(i / 20_000, f"item {i}")
+    return 20_000
+
+
+register_task_pipeline(
+    flow_name="progress_storm",
+    pipeline={"storm": {"function": progress_storm, "depends_on": []}},
+)

@@ -103,3 +103,28 @@ async def test_the_example_module_can_be_imported_by_file_path_and_by_module_nam
     by_path = import_target(str(REPO / "examples" / "seed_pipelines.py"))
     assert by_name is by_path
     assert json.dumps(by_name.fetch_data1(3))
+
+
+async def test_a_storm_of_progress_calls_is_coalesced_into_a_few_reports(
+    coordinator, spawn, client: Client
+) -> None:
+    await client.register()
+    spawn("flowforge-agent", "--import", "tests.taskflows")
+    events = 0
+
+    async def count() -> None:
+        nonlocal events
+        async for event in client.events("task.>"):
+            if getattr(event, "task", None) == "storm":
+                events += 1
+
+    counter = asyncio.create_task(count())
+    await asyncio.sleep(0)
+    try:
+        detail = await client.wait((await client.start("progress_storm")).run_id, timeout_s=30)
+    finally:
+        counter.cancel()
+    storm = detail.tasks[0]
+    assert storm.status is TaskStatus.SUCCEEDED
+    assert storm.checkpoint == "item 19999"
+    assert events < 200  # 20,000 calls; one report per 0.2 s at most
