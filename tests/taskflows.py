@@ -220,6 +220,21 @@ register_task_pipeline(
 )
 
 
+async def talk_until_released(ctx: TaskContext, release: str) -> str:
+    """Logs one line, waits for the file ``release`` to exist, then logs another."""
+    ctx.logger.info("waiting for the release")
+    while not os.path.exists(release):
+        await asyncio.sleep(0.05)
+    ctx.logger.info("released, finishing")  # a log record: in-process agents' prints go to pytest
+    return "done"
+
+
+register_task_pipeline(
+    flow_name="talk_until_released",
+    pipeline={"listen": {"function": talk_until_released, "depends_on": []}},
+)
+
+
 def progress_storm(ctx: TaskContext) -> int:
     for i in range(20_000):
         ctx.progress(i / 20_000, f"item {i}")

@@ -10,6 +10,7 @@ from textual.command import CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Select, Static, TextArea
 
+from protocol.messages import TaskLog
 from protocol.records import AgentInfo, TaskRecord
 from protocol.states import TaskStatus
 from tests.test_tui_support import clock, history, memory_source, running_run, until, utc
@@ -154,6 +155,50 @@ async def test_a_failed_task_shows_its_error_traceback_and_attempts() -> None:
         assert "Traceback" in app.screen.query_one("#full-text", TextArea).text
         await pilot.press("escape", "escape")
         await until(lambda: not isinstance(app.screen, RunScreen | TextScreen))
+
+
+async def test_the_selected_task_shows_its_log_which_follows_log_events() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_run("run-failed-1")
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None)
+        dag.selected = "faulty_transform"
+        await until(lambda: "never defined" in panel_text(app, "#run-task"))
+        assert "transforming 3 rows" in panel_text(app, "#run-task")
+        source.push(TaskLog(run_id="run-failed-1", task="faulty_transform", attempt=1,
+                            agent_id="agent-1", at=0.0, text="a line sent later\n"))
+        source.push(TaskLog(run_id="run-failed-1", task="clean_data", attempt=1,
+                            agent_id="agent-1", at=0.0, text="not this task's line\n"))
+        await until(lambda: "a line sent later" in panel_text(app, "#run-task"))
+        assert "not this task's line" not in panel_text(app, "#run-task")
+        await pilot.press("g")
+        await until(lambda: isinstance(app.screen, TextScreen))
+        full = app.screen.query_one("#full-text", TextArea).text
+        assert "transforming 3 rows" in full and "a line sent later" in full
+        await pilot.press("escape")
+        dag.selected = "clean_data"
+        await until(lambda: "not this task's line" in panel_text(app, "#run-task"))
+
+
+async def test_only_the_last_log_lines_are_in_the_panel_and_g_shows_them_all() -> None:
+    lines = "".join(f"line {i:03d}\n" for i in range(100))
+    source = memory_source()
+    source.logs[("run-failed-1", "clean_data")] = lines
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_run("run-failed-1")
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None)
+        dag.selected = "clean_data"
+        await until(lambda: "line 099" in panel_text(app, "#run-task"))
+        text = panel_text(app, "#run-task")
+        assert "line 080" in text and "line 079" not in text
+        assert "80 before: press g to see all" in text
+        await pilot.press("g")
+        await until(lambda: isinstance(app.screen, TextScreen))
+        assert "line 000" in app.screen.query_one("#full-text", TextArea).text
 
 
 async def test_the_trigger_form_rejects_bad_json_then_starts_the_run_and_opens_it() -> None:

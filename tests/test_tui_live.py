@@ -1,6 +1,7 @@
 """The dashboard against the real stack: nats-server, an in-process coordinator and agent."""
 
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable
@@ -45,6 +46,28 @@ async def test_a_run_triggered_from_the_dashboard_reaches_succeeded_on_screen(
         await until(lambda: "succeeded" in panel_text(app, "#run-head"))
         assert "all four steps done" in panel_text(app, "#run-task")  # the last checkpoint
         assert screen.run_id in [r.run_id for r in await client.runs(flow="progress")]
+
+
+async def test_the_log_pane_follows_a_running_task_s_log_live(
+    coordinator: Coordinator, start_agent: Callable[..., Awaitable[object]], client: Client,
+    nats_opts: ConnectOptions, tmp_path: Path,
+) -> None:
+    await client.register()
+    await start_agent()
+    release = tmp_path / "release"
+    run = await client.start("talk_until_released", {"release": str(release)})
+    app = DashboardApp(ClientSource(nats_opts), tick_s=None)
+    async with app.run_test(size=SIZE):
+        app.open_run(run.run_id)
+        screen = await run_screen(app)
+        await until(lambda: "waiting for the release" in panel_text(app, "#run-task"),
+                    what="the stored log of the running task")
+        assert app.hub.model.runs[run.run_id].status == "running"
+        release.touch()
+        await until(lambda: "released, finishing" in panel_text(app, "#run-task"),
+                    what="a line logged after the log was fetched, from a log event")
+        assert screen.task_name == "listen"
+        await until(lambda: "succeeded" in panel_text(app, "#run-head"))
 
 
 async def test_a_nats_restart_shows_a_banner_then_the_dashboard_resyncs_and_follows_again(

@@ -2,7 +2,8 @@
 
 import msgspec
 
-from protocol.messages import ErrorEvent
+from protocol.limits import MAX_LOG_KEPT_CHARS
+from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import RunDetail, RunRecord, TaskRecord
 from protocol.states import RunStatus, TaskStatus
 from tests.test_tui_support import NOW, T0, agent, failed_run, memory_source, rejected, running_run
@@ -123,3 +124,32 @@ def test_an_api_answer_does_not_undo_an_event_that_came_after_the_call_was_sent(
     assert model.runs[done.run_id].status is RunStatus.SUCCEEDED
     model.set_detail(stale, model.seq)  # asked after the events: the answer is newer
     assert model.runs[done.run_id].status is RunStatus.RUNNING
+
+
+def test_log_events_reach_only_followed_logs_and_are_not_doubled_by_the_stored_text() -> None:
+    model = Model()
+
+    def line(task: str, text: str) -> TaskLog:
+        return TaskLog(run_id="r1", task=task, attempt=1, agent_id="a", at=0.0, text=text)
+
+    assert not model.apply(line("t1", "before anyone looked\n"), 0.0)
+    buffer, new = model.follow_log("r1", "t1")
+    assert new and not buffer.loaded
+    model.apply(line("t1", "b\n"), 0.0)  # came while the stored log was being fetched ...
+    model.apply(line("t1", "c\n"), 0.0)
+    model.apply(line("t2", "other task\n"), 0.0)
+    model.set_log("r1", "t1", "a\nb\n")  # ... and "b" was already stored, "c" was not
+    assert buffer.loaded and buffer.text == "a\nb\nc\n"
+    assert model.apply(line("t1", "d\n"), 0.0).runs == {"r1"}
+    assert buffer.text == "a\nb\nc\nd\n"
+    assert model.follow_log("r1", "t1") == (buffer, False)
+    model.unfollow_logs("r1")
+    assert not model.logs
+
+
+def test_a_followed_log_keeps_only_its_newest_64_kib() -> None:
+    model = Model()
+    buffer, _ = model.follow_log("r1", "t1")
+    model.set_log("r1", "t1", "x" * MAX_LOG_KEPT_CHARS)
+    model.apply(TaskLog(run_id="r1", task="t1", attempt=1, agent_id="a", at=0.0, text="tail"), 0.0)
+    assert len(buffer.text) == MAX_LOG_KEPT_CHARS and buffer.text.endswith("tail")

@@ -49,6 +49,7 @@ def test_a_failed_run_shows_the_traceback_of_the_selected_task(snap_compare: Any
         await until(lambda: dag.dag is not None)
         dag.selected = "faulty_transform"
         await until(lambda: "Traceback" in panel_text(app, "#run-task"))
+        await until(lambda: "never defined" in panel_text(app, "#run-task"))
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

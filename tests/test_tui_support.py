@@ -35,6 +35,10 @@ TRACEBACK = '''Traceback (most recent call last):
 NameError: name 'undefined_variable' is not defined
 '''
 
+FAULTY_LOG = """00:00:01 INFO faulty_transform: transforming 3 rows from clean_data
+about to use a variable that was never defined
+"""
+
 # Specs are snapshotted once: other tests may re-register flows under the same names.
 SPECS: dict[str, FlowSpec] = {
     name: REGISTRY.flows[name]
@@ -154,7 +158,7 @@ def memory_source(runs: bool = True) -> MemorySource:
                                                 "pipeline_simple_ml")]
     return MemorySource(flows=flows, runs=[failed_run(), running_run()] if runs else [],
                         agents=[agent(), agent("agent-2", "lost")], rejected=[rejected()],
-                        clock=clock)
+                        logs={("run-failed-1", "faulty_transform"): FAULTY_LOG}, clock=clock)
 
 
 async def test_the_memory_source_answers_like_a_coordinator() -> None:

@@ -13,10 +13,13 @@ from flowforge.client import Client, decode_event
 from flowforge.connection import ConnectOptions
 from protocol.api import FlowDetail
 from protocol.errors import NotConnected
+from protocol.messages import TaskLog
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from tui.source import LinkDown, LinkUp, SourceEvent
 
 T = TypeVar("T")
+
+_log_dec = msgspec.json.Decoder(TaskLog)
 
 
 class ClientSource:
@@ -42,10 +45,15 @@ class ClientSource:
     async def subscribe(self) -> AsyncIterator[SourceEvent]:
         queue: asyncio.Queue[SourceEvent] = asyncio.Queue()
         namespace = self.client.subjects.namespace
+        log_prefix = f"{namespace}.events.log."
 
         async def on_msg(msg: Msg) -> None:
             try:
-                event = decode_event(msg.subject, msg.data, namespace)
+                event: SourceEvent | None
+                if msg.subject.startswith(log_prefix):
+                    event = _log_dec.decode(msg.data)
+                else:
+                    event = decode_event(msg.subject, msg.data, namespace)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return  # not ours to judge: the coordinator records bad input
             if event is not None:
@@ -110,6 +118,9 @@ class ClientSource:
 
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
         return await self._guard(self.client.rejected(limit))
+
+    async def task_log(self, run_id: str, task: str) -> str:
+        return await self._guard(self.client.task_log(run_id, task))
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
         return await self._guard(self.client.start(flow, params, source="dashboard"))

@@ -15,6 +15,7 @@ from protocol.states import RUN_FINAL, TaskStatus
 from tui import palette
 
 OUTPUT_LINES = 12
+LOG_LINES = 20
 BAR_WIDTH = 20
 
 
@@ -127,8 +128,9 @@ def _attempts(rec: TaskRecord) -> Table:
 
 
 def run_task(run: RunRecord, spec: FlowSpec | None, rec: TaskRecord | None, name: str,
-             now: float) -> RenderableType:
-    """A task instance of a run: state, timings, progress, params, output, error, attempts."""
+             now: float, log: str | None = None) -> RenderableType:
+    """A task instance of a run: state, timings, progress, params, output, error, attempts,
+    and the end of its log (``None``: not fetched yet)."""
     if rec is None:
         return Text(f"{name}: no record yet", style="grey50")
     task = next((t for t in spec.tasks if t.name == name), None) if spec else None
@@ -151,7 +153,26 @@ def run_task(run: RunRecord, spec: FlowSpec | None, rec: TaskRecord | None, name
     parts += _result(rec)
     if rec.history:
         parts += [Text("attempts", style="grey62"), _attempts(rec)]
+    parts += _log(log)
     return Group(*parts)
+
+
+def log_tail(log: str, lines: int = LOG_LINES) -> tuple[str, int]:
+    """The last ``lines`` lines of a log and how many came before them."""
+    all_lines = log.splitlines()
+    return "\n".join(all_lines[-lines:]), max(0, len(all_lines) - lines)
+
+
+def _log(log: str | None) -> list[RenderableType]:
+    if log is None:
+        return [Text("log", style="grey62"), Text("loading…", style="grey50")]
+    if not log:
+        return [Text("log", style="grey62"), Text("(nothing logged or printed)", style="grey50")]
+    shown, hidden = log_tail(log)
+    head = Text("log", style="grey62")
+    if hidden:
+        head.append(f"  last {LOG_LINES} lines, {hidden} before: press g to see all", style="italic")
+    return [head, Text(shown)]
 
 
 def _live(rec: TaskRecord) -> list[RenderableType]:

@@ -13,6 +13,8 @@ import msgspec
 from protocol.api import FlowDetail
 from protocol.errors import NotConnected, RemoteError, UnknownFlow, UnknownRun
 from protocol.flows import FlowSpec
+from protocol.limits import MAX_LOG_KEPT_CHARS
+from protocol.messages import TaskLog
 from protocol.records import (
     AgentInfo,
     FlowSummary,
@@ -43,11 +45,14 @@ class MemorySource:
 
     def __init__(self, flows: Iterable[FlowDetail] = (), runs: Iterable[RunDetail] = (),
                  agents: Iterable[AgentInfo] = (), rejected: Iterable[RejectedMessage] = (),
+                 logs: dict[tuple[str, str], str] | None = None,
                  clock: Callable[[], float] = lambda: 0.0) -> None:
         self.flow_details = {f.spec.name: f for f in flows}
         self.details = {d.run.run_id: d for d in runs}
         self.agent_list = list(agents)
         self.rejected_list = list(rejected)
+        self.logs = dict(logs or {})
+        """Stored logs by (run, task); a pushed TaskLog adds to them."""
         self.clock = clock
         self.calls: list[tuple[Any, ...]] = []
         self.down: str | None = None
@@ -69,6 +74,9 @@ class MemorySource:
                 d = self.details[event.run_id]
                 tasks = [t for t in d.tasks if t.task != event.task] + [event]
                 self.details[event.run_id] = RunDetail(run=d.run, tasks=tasks)
+            case TaskLog():
+                key = (event.run_id, event.task)
+                self.logs[key] = (self.logs.get(key, "") + event.text)[-MAX_LOG_KEPT_CHARS:]
         for q in self._queues:
             q.put_nowait(event)
 
@@ -143,6 +151,10 @@ class MemorySource:
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
         self._check()
         return self.rejected_list[:limit]
+
+    async def task_log(self, run_id: str, task: str) -> str:
+        self._check()
+        return self.logs.get((run_id, task), "")
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
         self._check()

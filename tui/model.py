@@ -8,7 +8,8 @@ import msgspec
 
 from protocol.api import FlowDetail
 from protocol.flows import FlowSpec
-from protocol.messages import ErrorEvent
+from protocol.limits import MAX_LOG_KEPT_CHARS
+from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from protocol.states import RUN_FINAL, RunStatus
 from tui.source import LinkDown, LinkUp, Snapshot, SourceEvent
@@ -30,6 +31,37 @@ class Dirty:
 
     def __bool__(self) -> bool:
         return bool(self.kinds or self.runs)
+
+
+@dataclass(slots=True)
+class LogBuffer:
+    """The end of one task instance's log, as the run view shows it.
+
+    It starts with what the coordinator kept (``loaded``); log events that arrive while that
+    is being fetched wait in ``pending`` and are added after it, unless the fetched text
+    already ends with them (the coordinator stores a batch before it publishes the event).
+    """
+
+    text: str = ""
+    loaded: bool = False
+    pending: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        if self.loaded:
+            self.text = (self.text + text)[-MAX_LOG_KEPT_CHARS:]
+        else:
+            self.pending.append(text)
+
+    def fill(self, stored: str) -> None:
+        """Take the stored log, then the events that came while it was asked for."""
+        skip = 0
+        for k in range(len(self.pending), 0, -1):
+            if stored.endswith("".join(self.pending[:k])):
+                skip = k
+                break
+        self.text = (stored + "".join(self.pending[skip:]))[-MAX_LOG_KEPT_CHARS:]
+        self.pending.clear()
+        self.loaded = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +96,8 @@ class Model:
         """Runs kept however old (the one open in the run view)."""
         self.listed: set[str] = set()
         """Runs kept however many there are (the runs view's last query asked for them)."""
+        self.logs: dict[tuple[str, str], LogBuffer] = {}
+        """Logs followed, by (run, task): only those the run view opened, only while it is open."""
         self.seq = 0
         """Events applied so far: take it before an API call and pass it with the answer."""
         self._touched: dict[tuple[str, ...], int] = {}
@@ -120,6 +154,26 @@ class Model:
         self._prune()
         return dirty
 
+    def follow_log(self, run_id: str, task: str) -> tuple[LogBuffer, bool]:
+        """The log buffer of a task instance, and whether it is new (then fetch the stored log)."""
+        key = (run_id, task)
+        if key in self.logs:
+            return self.logs[key], False
+        buffer = self.logs[key] = LogBuffer()
+        return buffer, True
+
+    def set_log(self, run_id: str, task: str, stored: str) -> Dirty:
+        """The stored log of a task instance the run view follows."""
+        buffer = self.logs.get((run_id, task))
+        if buffer is None:
+            return Dirty()
+        buffer.fill(stored)
+        return Dirty({"log"}, {run_id})
+
+    def unfollow_logs(self, run_id: str) -> None:
+        for key in [k for k in self.logs if k[0] == run_id]:
+            del self.logs[key]
+
     def set_flow(self, detail: FlowDetail) -> None:
         self.specs[(detail.spec.name, detail.version)] = detail
 
@@ -141,6 +195,12 @@ class Model:
                 self._touch("agent", event.agent_id)
                 self.agents[event.agent_id] = event
                 return Dirty({"agents"})
+            case TaskLog():
+                buffer = self.logs.get((event.run_id, event.task))
+                if buffer is None:
+                    return Dirty()
+                buffer.add(event.text)
+                return Dirty({"log"}, {event.run_id})
             case ErrorEvent():
                 self.errors.appendleft(event)
                 return Dirty({"problems"})

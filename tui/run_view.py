@@ -27,6 +27,7 @@ class RunScreen(Screen[None]):
         Binding("y", "retry", "Retry failed"),
         Binding("m", "mark", "Mark task"),
         Binding("o", "output", "Full output"),
+        Binding("g", "log", "Full log"),
         Binding("t", "trigger", "Run again"),
     ]
 
@@ -54,6 +55,7 @@ class RunScreen(Screen[None]):
 
     def on_unmount(self) -> None:
         hub_of(self).model.pinned.discard(self.run_id)
+        hub_of(self).model.unfollow_logs(self.run_id)
 
     @work(exclusive=True, group="run-detail")
     async def load(self) -> None:
@@ -118,9 +120,24 @@ class RunScreen(Screen[None]):
         text: RenderableType = ""
         if run is not None and name is not None:
             rec = hub.model.tasks.get(self.run_id, {}).get(name)
-            text = describe.run_task(run, self.spec, rec, name, hub.clock())
+            buffer, new = hub.model.follow_log(self.run_id, name)
+            if new:
+                self.load_log(name)
+            log = buffer.text if buffer.loaded else None
+            text = describe.run_task(run, self.spec, rec, name, hub.clock(), log)
         for panel in self.query("#run-task").results(Static):  # none while the screen closes
             panel.update(text)
+
+    @work(group="run-log")
+    async def load_log(self, name: str) -> None:
+        """Fetch the stored log of a task; log events that come meanwhile are added after it."""
+        hub = hub_of(self)
+        try:
+            stored = await hub.source.task_log(self.run_id, name)
+        except FlowForgeError as exc:
+            stored = f"(could not fetch the log: {exc})\n"
+        if hub.model.set_log(self.run_id, name, stored):
+            self.draw()
 
     @property
     def task_name(self) -> str | None:
@@ -153,3 +170,11 @@ class RunScreen(Screen[None]):
         if rec.traceback:
             text += f"\n\n{rec.error_type}: {rec.error_message}\n{rec.traceback}"
         self.app.push_screen(TextScreen(f"{name} of run {self.run_id}", text))
+
+    def action_log(self) -> None:
+        name = self.task_name
+        buffer = hub_of(self).model.logs.get((self.run_id, name or ""))
+        if name is None or buffer is None or not buffer.loaded:
+            return
+        self.app.push_screen(TextScreen(f"log of {name} in run {self.run_id}",
+                                        buffer.text or "(nothing logged or printed)"))

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from protocol.api import FlowDetail
-from protocol.messages import ErrorEvent
+from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import (
     AgentInfo,
     FlowSummary,
@@ -15,8 +15,8 @@ from protocol.records import (
     TaskRecord,
 )
 
-Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo
-"""A status event, as ``flowforge.client.Client.events`` yields them."""
+Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | TaskLog
+"""A status event, as ``flowforge.client.Client.events`` yields them, or lines of a task's log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,10 @@ class DataSource(Protocol):
     async def agents(self) -> list[AgentInfo]: ...
 
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]: ...
+
+    async def task_log(self, run_id: str, task: str) -> str:
+        """The end of a task instance's log as the coordinator kept it."""
+        ...
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord: ...
 
