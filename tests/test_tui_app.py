@@ -11,15 +11,16 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Select, Static, TextArea
 
 from protocol.messages import TaskLog
-from protocol.records import AgentInfo, TaskRecord
-from protocol.states import TaskStatus
-from tests.test_tui_support import clock, history, memory_source, running_run, until, utc
+from protocol.records import AgentInfo, RunDetail, RunRecord, TaskRecord
+from protocol.states import RunStatus, TaskStatus
+from tests.test_tui_dag_shape import etl
+from tests.test_tui_support import T0, clock, history, memory_source, running_run, until, utc
 from tui.app import DashboardApp
 from tui.banner import Banner
 from tui.dag_layout import progress_edge
 from tui.dag_view import DagView
 from tui.forms import ConfirmScreen, MarkScreen, TextScreen, TriggerScreen
-from tui.memory_source import MemorySource
+from tui.memory_source import MemorySource, flow_detail
 from tui.run_view import RunScreen
 
 SIZE = (150, 44)
@@ -75,6 +76,74 @@ async def test_choosing_a_flow_draws_its_dag_and_describes_the_selected_task() -
         assert "queue default" in text and "def " in text
         await pilot.press("escape")
         assert app.focused is app.query_one("#flows-table")
+
+
+def grouped_source() -> tuple[MemorySource, str]:
+    """One flow with a three-task group ``clean`` and a run in which one of them failed."""
+    spec = etl()
+    rid = "run-etl-1"
+    statuses = {"load": TaskStatus.SUCCEEDED, "a": TaskStatus.SUCCEEDED, "b": TaskStatus.FAILED,
+                "c": TaskStatus.SUCCEEDED, "report": TaskStatus.UPSTREAM_FAILED,
+                "audit": TaskStatus.SUCCEEDED}
+    run = RunRecord(run_id=rid, flow=spec.name, version=spec.version(), status=RunStatus.FAILED,
+                    created_at=T0, started_at=T0, finished_at=T0 + 1)
+    tasks = [TaskRecord(run_id=rid, task=t, status=s, attempt=1) for t, s in statuses.items()]
+    return MemorySource(flows=[flow_detail(spec, T0)], runs=[RunDetail(run=run, tasks=tasks)],
+                        clock=clock), rid
+
+
+async def test_the_dag_zooms_out_to_smaller_boxes_and_back() -> None:
+    app = app_for(memory_source())
+    async with app.run_test(size=SIZE) as pilot:
+        dag = app.query_one("#flow-dag", DagView)
+        await until(lambda: dag.dag is not None and "clean_data" in dag.dag.boxes)
+        await pilot.press("enter")
+        widths = [dag.dag.width]
+        for _ in range(3):  # the third stops at the smallest
+            await pilot.press("minus")
+            widths.append(dag.dag.width)
+        assert widths[0] > widths[1] > widths[2] == widths[3]
+        assert len(dag.dag.labels["some_post_process_function"]) == 5
+        await pilot.press("plus", "plus")
+        assert dag.dag.width == widths[0] and len(dag.dag.labels["some_post_process_function"]) == 24
+
+
+async def test_a_group_collapses_to_one_box_and_expands_again() -> None:
+    source, _ = grouped_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        dag = app.query_one("#flow-dag", DagView)
+        await until(lambda: dag.dag is not None and "a" in dag.dag.boxes)
+        await pilot.press("enter")
+        dag.selected = "b"
+        await pilot.press("x")
+        await until(lambda: "▣ clean" in dag.dag.boxes)
+        assert dag.selected == "▣ clean" and "▣ clean (3)" in shown(dag)
+        assert not {"a", "b", "c"} & set(dag.dag.boxes)
+        await until(lambda: "3 tasks, collapsed" in panel_text(app, "#flow-task"))
+        await pilot.press("x")
+        await until(lambda: "b" in dag.dag.boxes)
+        assert dag.selected == "a"
+        await pilot.press("X")
+        await until(lambda: "▣ clean" in dag.dag.boxes)
+        dag.selected = "load"
+        await pilot.press("x")
+        await until(lambda: "load is in no group" in
+                    " ".join(str(n.message) for n in app._notifications))
+
+
+async def test_a_collapsed_group_in_a_run_shows_the_state_of_its_worst_task() -> None:
+    source, rid = grouped_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_run(rid)
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: "✗ b" in shown(dag))
+        dag.selected = "a"
+        await pilot.press("x")
+        await until(lambda: "✗ ▣ clean (3)" in shown(dag))
+        text = panel_text(app, "#run-task")
+        assert "1 failed" in text and "2 succeeded" in text
 
 
 async def test_the_runs_view_lists_newest_first_and_filters_by_flow_and_status() -> None:

@@ -35,8 +35,9 @@ EPILOG = """examples:
   flowforge-dashboard --nats nats://ops-nats:4222 --namespace staging
 
 keys: f flows, r runs, a agents, p problems, enter open, t trigger, c cancel, y retry,
-m mark a task, o a task's whole output, l load more runs, escape back,
-ctrl+p command palette, q quit
+m mark a task, o a task's whole output, g its whole log, l load more runs,
+in a DAG: arrows move, - / + zoom out / in, x collapse or expand a group, X all groups,
+escape back, ctrl+p command palette, q quit
 """
 
 

@@ -83,6 +83,8 @@ class DagLayout:
 
     def __init__(self, nodes: Sequence[Node], max_label: int = MAX_LABEL) -> None:
         self.max_label = max_label
+        self.members: dict[str, tuple[str, ...]] = {}
+        """The tasks behind each collapsed group's box (set by whoever collapsed them)."""
         graph = Graph(nodes)
         self._graph = graph
         self.labels = {n.name: _cut(n.label or n.name, max_label) for n in nodes}

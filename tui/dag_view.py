@@ -1,4 +1,8 @@
-"""DagView: a scrollable, keyboard-navigable drawing of a DagLayout, boxes coloured by the caller."""
+"""DagView: a scrollable, keyboard-navigable drawing of a DagLayout, boxes coloured by the caller.
+
+Given a flow (``show_flow``) it also zooms (``-`` smaller boxes, ``+`` larger) and collapses
+groups to one box (``x`` the selected task's group, ``X`` every group), laid out by the hub.
+"""
 
 from collections.abc import Callable
 
@@ -12,8 +16,11 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from protocol.flows import FlowSpec
 from tui import palette
 from tui.dag_layout import DagLayout, Direction, Glyph, Progress
+from tui.dag_shape import GROUP_MARK, Shape, foldable, group_node, groups_of, why_not_collapsible
+from tui.hub import hub_of
 
 BoxStyle = Callable[[str], Style]
 
@@ -26,6 +33,10 @@ class DagView(ScrollView, can_focus=True):
         Binding("down", "move('down')", "Task below", show=False),
         Binding("left", "move('left')", "Upstream", show=False),
         Binding("right", "move('right')", "Downstream", show=False),
+        Binding("minus", "zoom(1)", "Zoom out"),
+        Binding("plus,equals_sign", "zoom(-1)", "Zoom in", key_display="+"),
+        Binding("x", "collapse", "Collapse group"),
+        Binding("X", "collapse_all", "All groups", show=False),
     ]
 
     selected: reactive[str | None] = reactive(None)
@@ -52,6 +63,69 @@ class DagView(ScrollView, can_focus=True):
         self.progress: Progress | None = None
         self.painted_rows = 0
         """Rows of the current layout drawn so far (how tui.measure knows a DAG is on screen)."""
+        self.spec: FlowSpec | None = None
+        self.version = ""
+        self.shape = Shape()
+
+    def show_flow(self, spec: FlowSpec, version: str, *, box_style: BoxStyle | None = None,
+                  glyph: Glyph | None = None, progress: Progress | None = None,
+                  keep_selection: bool = True) -> None:
+        """Draw a flow at the current zoom; collapsed groups stay collapsed for the same flow."""
+        if self.spec is None or self.spec.name != spec.name:
+            self.shape = Shape(self.shape.zoom)
+        self.spec, self.version = spec, version
+        dag = hub_of(self).layout(spec, version, self.shape)
+        self.show(dag, box_style=box_style, glyph=glyph, progress=progress,
+                  keep_selection=keep_selection)
+
+    @property
+    def members(self) -> dict[str, tuple[str, ...]]:
+        """The tasks behind each collapsed group's box on screen."""
+        return self.dag.members if self.dag else {}
+
+    def _reshape(self, shape: Shape, select: str | None = None) -> None:
+        if self.spec is None or shape == self.shape:
+            return
+        self.shape = shape
+        dag = hub_of(self).layout(self.spec, self.version, shape)
+        self.show(dag, box_style=self.box_style, glyph=self.glyph, progress=self.progress)
+        if select is not None and select in dag.boxes:
+            self.selected = select
+
+    def action_zoom(self, step: int) -> None:
+        self._reshape(self.shape.zoomed(step))
+
+    def action_collapse(self) -> None:
+        """Collapse the selected task's group to one box, or expand the selected group."""
+        spec, name = self.spec, self.selected
+        if spec is None or name is None:
+            return
+        if name in self.members:
+            group = name.removeprefix(GROUP_MARK)
+            self._reshape(self.shape.toggled(group), select=self.members[name][0])
+            return
+        group = next((t.group for t in spec.tasks if t.name == name), None)
+        if group is None:
+            self.app.notify(f"{name} is in no group", severity="warning")
+            return
+        reason = why_not_collapsible(spec, group, self.shape.collapsed)
+        if reason is not None:
+            self.app.notify(f"cannot collapse: {reason}", severity="warning")
+            return
+        self._reshape(self.shape.toggled(group), select=group_node(group))
+
+    def action_collapse_all(self) -> None:
+        """Collapse every group that can be, or expand them all if some are collapsed."""
+        if self.spec is None:
+            return
+        if self.shape.collapsed:
+            self._reshape(self.shape.with_collapsed(()))
+            return
+        groups = foldable(self.spec, groups_of(self.spec))
+        if not groups:
+            self.app.notify("no group in this flow can be collapsed", severity="warning")
+            return
+        self._reshape(self.shape.with_collapsed(groups))
 
     def show(self, dag: DagLayout | None, *, box_style: BoxStyle | None = None,
              glyph: Glyph | None = None, progress: Progress | None = None,

@@ -76,6 +76,37 @@ def flow_task(spec: FlowSpec, name: str) -> RenderableType:
     return Group(*parts)
 
 
+def flow_group(spec: FlowSpec, name: str, members: Sequence[str]) -> RenderableType:
+    """A collapsed group of a flow: its tasks and what they do."""
+    title = Text(name, style="bold")
+    title.append(f"  {len(members)} tasks, collapsed (x expands)", style="italic")
+    docs = {t.name: (t.doc.strip().splitlines() or [""])[0] for t in spec.tasks}
+    rows = Table(box=None, show_edge=False, pad_edge=False, show_header=False)
+    rows.add_column(style="bold")
+    rows.add_column(style="grey70")
+    for m in members:
+        rows.add_row(m, docs.get(m, ""))
+    return Group(title, rows)
+
+
+def run_group(name: str, status: TaskStatus, members: Sequence[tuple[str, TaskStatus]]
+              ) -> RenderableType:
+    """A collapsed group of a run: the state it shows, and each of its tasks' states."""
+    title = Text(f"{name}  ", style="bold")
+    title.append_text(palette.task_text(status))
+    title.append(f"  {len(members)} tasks, collapsed (x expands)", style="italic")
+    counts: dict[TaskStatus, int] = {}
+    for _, s in members:
+        counts[s] = counts.get(s, 0) + 1
+    summary = Text("   ").join(Text(f"{n} {s.value}") for s, n in counts.items())
+    rows = Table(box=None, show_edge=False, pad_edge=False, show_header=False)
+    rows.add_column()
+    rows.add_column()
+    for m, s in members:
+        rows.add_row(m, palette.task_text(s))
+    return Group(title, summary, rows)
+
+
 def elapsed(start: float | None, end: float | None, now: float) -> str:
     """How long it took, or has taken so far."""
     return duration(start, end if end else (now if start else None))

@@ -1,5 +1,6 @@
 """FlowsView: every registered flow; the selected one's DAG; the selected task's definition."""
 
+from rich.console import RenderableType
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -24,12 +25,13 @@ class FlowsView(Horizontal):
         super().__init__(id=id)
         self.spec: FlowSpec | None = None
         self.version: str | None = None
+        self.dag_view = DagView(id="flow-dag")
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="flows-table", cursor_type="row")
         with Vertical(id="flow-side"):
             yield Static("", id="flow-title")
-            yield DagView(id="flow-dag")
+            yield self.dag_view
             with VerticalScroll(id="flow-task-scroll"):
                 yield Static("", id="flow-task")
 
@@ -81,7 +83,7 @@ class FlowsView(Horizontal):
         n = len(self.spec.tasks)
         title.update(f"{name}  version {self.version}  {n} task{'s' * (n != 1)}"
                      + (f"  — {self.spec.description}" if self.spec.description else ""))
-        dag_view.show(hub.layout(self.spec, self.version), keep_selection=False)
+        dag_view.show_flow(self.spec, self.version, keep_selection=False)
         self.show_task(dag_view.selected)
 
     @on(DagView.Selected, "#flow-dag")
@@ -89,7 +91,12 @@ class FlowsView(Horizontal):
         self.show_task(event.name)
 
     def show_task(self, name: str | None) -> None:
-        text = describe.flow_task(self.spec, name) if self.spec and name else ""
+        members = self.dag_view.members
+        text: RenderableType = ""
+        if self.spec and name in members:
+            text = describe.flow_group(self.spec, name, members[name])
+        elif self.spec and name:
+            text = describe.flow_task(self.spec, name)
         for panel in self.query("#flow-task").results(Static):  # none while the app closes
             panel.update(text)
 

@@ -9,7 +9,8 @@ from textual.signal import Signal
 
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
-from tui.dag_layout import DagLayout, layout_spec
+from tui.dag_layout import DagLayout
+from tui.dag_shape import Shape, shaped_nodes
 from tui.model import Dirty, Model
 from tui.source import DataSource
 
@@ -23,7 +24,7 @@ class Hub:
     model: Model
     clock: Callable[[], float]
     changed: Signal[Dirty]
-    layouts: dict[tuple[str, str], DagLayout] = field(default_factory=dict)
+    layouts: dict[tuple[str, str, Shape], DagLayout] = field(default_factory=dict)
     operator: "Operator" = field(init=False)
     """Set by the app once it exists: the actions every view offers."""
 
@@ -41,11 +42,15 @@ class Hub:
         self.model.set_flow(detail)
         return detail.spec, detail.version
 
-    def layout(self, spec: FlowSpec, version: str) -> DagLayout:
-        key = (spec.name, version)
+    def layout(self, spec: FlowSpec, version: str, shape: Shape | None = None) -> DagLayout:
+        """The flow's DAG laid out at a zoom level with some groups collapsed (cached)."""
+        shape = shape or Shape()
+        key = (spec.name, version, shape)
         dag = self.layouts.get(key)
         if dag is None:
-            dag = self.layouts[key] = layout_spec(spec)
+            shaped = shaped_nodes(spec, shape.collapsed)
+            dag = self.layouts[key] = DagLayout(shaped.nodes, shape.max_label)
+            dag.members = shaped.members
         return dag
 
 

@@ -14,6 +14,7 @@ from protocol.flows import FlowSpec
 from protocol.states import TaskStatus
 from tui import describe, palette
 from tui.banner import Banner
+from tui.dag_shape import group_status
 from tui.dag_view import DagView
 from tui.forms import TextScreen
 from tui.hub import hub_of
@@ -35,13 +36,14 @@ class RunScreen(Screen[None]):
         super().__init__()
         self.run_id = run_id
         self.spec: FlowSpec | None = None
+        self.dag_view = DagView(id="run-dag", empty="loading the flow definition…")
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
         with Vertical(id="run-main"):
             yield Static(f"run {self.run_id}: loading…", id="run-head")
             yield Static(palette.legend(), id="legend")
-            yield DagView(id="run-dag", empty="loading the flow definition…")
+            yield self.dag_view
             with VerticalScroll(id="run-task-scroll"):
                 yield Static("", id="run-task")
         yield Footer()
@@ -75,13 +77,19 @@ class RunScreen(Screen[None]):
         found = await hub.flow_spec(run.flow, run.version)
         if found is not None:
             self.spec = found[0]
-            dag_view.show(
-                hub.layout(*found), box_style=self.box_style, glyph=self.glyph,
-                progress=self.progress, keep_selection=False)
+            dag_view.show_flow(
+                *found, box_style=self.box_style, glyph=self.glyph, progress=self.progress,
+                keep_selection=False)
         self.draw()
 
     def status_of(self, name: str) -> TaskStatus:
-        rec = hub_of(self).model.tasks.get(self.run_id, {}).get(name)
+        """A task's state, or for a collapsed group the state that stands for its tasks'."""
+        tasks = hub_of(self).model.tasks.get(self.run_id, {})
+        members = self.dag_view.members.get(name)
+        if members is not None:
+            return group_status(tasks[m].status if m in tasks else TaskStatus.PENDING
+                                for m in members)
+        rec = tasks.get(name)
         return rec.status if rec else TaskStatus.PENDING
 
     def box_style(self, name: str) -> Style:
@@ -118,7 +126,13 @@ class RunScreen(Screen[None]):
         hub = hub_of(self)
         run = hub.model.runs.get(self.run_id)
         text: RenderableType = ""
-        if run is not None and name is not None:
+        members = self.dag_view.members.get(name or "")
+        if run is not None and members is not None and name is not None:
+            tasks = hub.model.tasks.get(self.run_id, {})
+            text = describe.run_group(name, self.status_of(name),
+                                      [(m, tasks[m].status if m in tasks else TaskStatus.PENDING)
+                                       for m in members])
+        elif run is not None and name is not None:
             rec = hub.model.tasks.get(self.run_id, {}).get(name)
             buffer, new = hub.model.follow_log(self.run_id, name)
             if new:
