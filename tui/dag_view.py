@@ -34,8 +34,8 @@ class DagView(ScrollView, can_focus=True):
         Binding("left", "move('left')", "Upstream", show=False),
         Binding("right", "move('right')", "Downstream", show=False),
         Binding("minus", "zoom(1)", "Zoom out"),
-        Binding("plus,equals_sign", "zoom(-1)", "Zoom in", key_display="+"),
-        Binding("x", "collapse", "Collapse group"),
+        Binding("plus,equals_sign", "zoom(-1)", "Zoom in", key_display="+", show=False),
+        Binding("x", "collapse", "Group"),
         Binding("X", "collapse_all", "All groups", show=False),
     ]
 
