@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Select, Static, TextArea
 from protocol.messages import TaskLog
 from protocol.records import AgentInfo, RunDetail, RunRecord, TaskRecord
 from protocol.states import RunStatus, TaskStatus
-from tests.test_tui_dag_shape import etl
+from tests.test_tui_dag_shape import etl, fan
 from tests.test_tui_support import T0, clock, history, memory_source, running_run, until, utc
 from tui.app import DashboardApp
 from tui.banner import Banner
@@ -146,6 +146,29 @@ async def test_a_collapsed_group_in_a_run_shows_the_state_of_its_worst_task() ->
         assert "1 failed" in text and "2 succeeded" in text
 
 
+async def test_a_wide_fan_out_run_is_one_stacked_box_that_unstacks_on_s() -> None:
+    spec = fan("run", 30)
+    rid = "run-fan-1"
+    states = {f"m{i:02d}": TaskStatus.SUCCEEDED for i in range(30)} | {
+        "root": TaskStatus.SUCCEEDED, "m07": TaskStatus.RUNNING, "join": TaskStatus.PENDING}
+    run = RunRecord(run_id=rid, flow=spec.name, version=spec.version(), status=RunStatus.RUNNING,
+                    created_at=T0, started_at=T0)
+    source = MemorySource(flows=[flow_detail(spec, T0)], clock=clock, runs=[RunDetail(
+        run=run, tasks=[TaskRecord(run_id=rid, task=t, status=s) for t, s in states.items()])])
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_run(rid)
+        dag = (await run_screen(app)).query_one("#run-dag", DagView)
+        await until(lambda: "● 30× m00 … m29" in shown(dag))  # noqa: RUF001 - running: m07 is
+        dag.selected = "≡ m00"
+        await until(lambda: "29 succeeded" in panel_text(app, "#run-task"))
+        rows = panel_text(app, "#run-task").splitlines()
+        assert rows[2].startswith("m07") and rows[3].startswith("m00")  # not succeeded first
+        await pilot.press("s")
+        await until(lambda: "● m07" in shown(dag) or "m07" in dag.dag.boxes)
+        assert dag.selected == "m00" and len(dag.dag.boxes) == 32
+
+
 async def test_the_runs_view_lists_newest_first_and_filters_by_flow_and_status() -> None:
     app = app_for(memory_source())
     async with app.run_test(size=SIZE) as pilot:
@@ -268,6 +291,19 @@ async def test_only_the_last_log_lines_are_in_the_panel_and_g_shows_them_all() -
         await pilot.press("g")
         await until(lambda: isinstance(app.screen, TextScreen))
         assert "line 000" in app.screen.query_one("#full-text", TextArea).text
+
+
+async def test_a_run_opened_before_the_deployment_answers_loads_once_it_does() -> None:
+    source = memory_source()
+    source.go_down("lost NATS at memory; reconnecting")
+    app = DashboardApp(source, clock=clock, tick_s=None, retry_s=0.05)
+    async with app.run_test(size=SIZE):
+        app.open_run("run-failed-1")
+        screen = await run_screen(app)
+        await until(lambda: "reconnecting" in panel_text(app, "#run-head"))
+        source.come_back()
+        await until(lambda: screen.dag_view.dag is not None and "✗ faulty_transform" in
+                    shown(screen.dag_view), what="the run drawn after the link came back")
 
 
 async def test_the_trigger_form_rejects_bad_json_then_starts_the_run_and_opens_it() -> None:

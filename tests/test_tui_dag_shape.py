@@ -10,6 +10,7 @@ from protocol.states import TaskStatus
 from tests.test_tui_dag_layout import dependants, reached
 from tui.dag_layout import DagLayout
 from tui.dag_shape import (
+    STACK_MIN,
     Shape,
     foldable,
     group_node,
@@ -80,6 +81,33 @@ def test_two_groups_that_feed_each_other_cannot_both_be_one_box() -> None:
     assert set(shaped_nodes(spec, ["a", "b"]).members) == {group_node("a")}
 
 
+def fan(name: str, width: int, group: str | None = None) -> FlowSpec:
+    tasks: dict[str, tuple[list[str], str | None]] = {"root": ([], None)}
+    tasks |= {f"m{i:02d}": (["root"], group) for i in range(width)}
+    tasks["join"] = ([f"m{i:02d}" for i in range(width)], None)
+    return flow(f"fan_{name}", tasks)
+
+
+def test_a_wide_fan_out_is_stacked_into_one_box_between_root_and_join() -> None:
+    shaped = shaped_nodes(fan("wide", 20), stacked=True)
+    stack = "≡ m00"
+    assert [(n.name, n.deps) for n in shaped.nodes] == [
+        ("root", ()), (stack, ("root",)), ("join", (stack,))]
+    assert shaped.members[stack] == tuple(f"m{i:02d}" for i in range(20))
+    dag = DagLayout(shaped.nodes)
+    assert "20× m00 … m19" in dag.text() and dag.height == 3  # noqa: RUF001
+    assert reached(dag) == dependants(shaped.nodes)
+    assert len(shaped_nodes(fan("wide", 20)).nodes) == 22  # not asked: every task
+
+
+def test_only_enough_tasks_with_the_same_place_and_group_are_stacked() -> None:
+    assert len(shaped_nodes(fan("narrow", STACK_MIN - 1), stacked=True).nodes) == STACK_MIN + 1
+    spec = flow("mixed", {"root": ([], None), **{f"a{i}": (["root"], "ga") for i in range(8)},
+                          **{f"b{i}": (["root"], "gb") for i in range(8)}, "c": (["a0"], None)})
+    shaped = shaped_nodes(spec, stacked=True)
+    assert set(shaped.members) == {"≡ b0"}  # a0 has a dependant the other a's have not
+
+
 def test_zoom_levels_shrink_the_labels_and_stop_at_both_ends() -> None:
     spec = flow("zoom", {"a_task_with_a_really_long_name": ([], None)})
     widths = [DagLayout(shaped_nodes(spec).nodes, Shape(z).max_label).width for z in range(3)]
@@ -113,12 +141,15 @@ def test_collapsing_never_draws_a_cycle_and_keeps_every_dependency(spec: FlowSpe
                                                                    data: st.DataObject) -> None:
     groups = list(groups_of(spec))
     chosen = data.draw(st.lists(st.sampled_from(groups), unique=True)) if groups else []
-    shaped = shaped_nodes(spec, chosen)
+    shaped = shaped_nodes(spec, chosen, stacked=data.draw(st.booleans()))
     deps = {n.name: list(n.deps) for n in shaped.nodes}
     assert find_cycle("random", deps) is None
     node_of = {m: g for g, ms in shaped.members.items() for m in ms}
     folded = foldable(spec, chosen)
-    assert set(shaped.members) == {group_node(g) for g in folded}
+    assert {m for m in shaped.members if m.startswith("▣")} == {group_node(g) for g in folded}
+    drawn = [n.name for n in shaped.nodes if n.name not in shaped.members]
+    drawn += [t for ms in shaped.members.values() for t in ms]
+    assert sorted(drawn) == sorted(t.name for t in spec.tasks)  # each task in one box
     for task in spec.tasks:  # every dependency between different boxes is still drawn
         me = node_of.get(task.name, task.name)
         for d in task.depends_on:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
+from protocol.messages import TaskLog
 from protocol.records import FlowSummary, RunRecord
 from protocol.states import RunStatus
 from tests.test_tui_support import NOW, T0, clock, memory_source, running_run, until
@@ -114,3 +115,27 @@ async def test_an_unexpected_error_while_following_shows_and_following_starts_ag
     async with following(source) as (follower, _):
         await until(lambda: follower.model.link_down == "RuntimeError: decoder exploded")
         await until(lambda: follower.syncs == 1 and follower.model.link_down is None)
+
+
+async def test_a_resync_fetches_followed_logs_again_without_doubling_lines_in_flight() -> None:
+    source = memory_source()
+    key = ("run-running-2", "clean_data")
+    source.logs[key] = "one\n"
+    async with following(source) as (follower, _):
+        await until(lambda: follower.syncs == 1)
+        buffer, _ = follower.model.follow_log(*key)
+        follower.model.set_log(*key, await source.task_log(*key), buffer.ask())
+        source.go_down()
+        await until(lambda: follower.model.link_down is not None)
+        source.logs[key] += "two (its event was missed while the link was down)\n"
+        source.logs[key] += "three\n"
+        source.come_back()
+        await until(lambda: follower.syncs == 2)
+        assert buffer.text == source.logs[key]
+        # the event of "three" was in flight: it arrives after the refetch that holds it
+        source.push(TaskLog(run_id=key[0], task=key[1], attempt=1, agent_id="a", at=0.0,
+                            text="three\n"))
+        source.push(TaskLog(run_id=key[0], task=key[1], attempt=1, agent_id="a", at=0.0,
+                            text="four\n"))
+        await until(lambda: buffer.text.endswith("four\n"))
+        assert buffer.text == "one\ntwo (its event was missed while the link was down)\nthree\nfour\n"

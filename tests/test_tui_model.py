@@ -138,11 +138,15 @@ def test_log_events_reach_only_followed_logs_and_are_not_doubled_by_the_stored_t
     model.apply(line("t1", "b\n"), 0.0)  # came while the stored log was being fetched ...
     model.apply(line("t1", "c\n"), 0.0)
     model.apply(line("t2", "other task\n"), 0.0)
-    model.set_log("r1", "t1", "a\nb\n")  # ... and "b" was already stored, "c" was not
+    model.set_log("r1", "t1", "a\nb\n", buffer.ask())  # ... "b" was already stored, "c" not
     assert buffer.loaded and buffer.text == "a\nb\nc\n"
     assert model.apply(line("t1", "d\n"), 0.0).runs == {"r1"}
     assert buffer.text == "a\nb\nc\nd\n"
     assert model.follow_log("r1", "t1") == (buffer, False)
+    old, new = buffer.ask(), buffer.ask()
+    assert model.set_log("r1", "t1", "refetched\n", new)
+    assert not model.set_log("r1", "t1", "an older answer\n", old)  # came late: ignored
+    assert buffer.text == "refetched\n"
     model.unfollow_logs("r1")
     assert not model.logs
 
@@ -150,6 +154,6 @@ def test_log_events_reach_only_followed_logs_and_are_not_doubled_by_the_stored_t
 def test_a_followed_log_keeps_only_its_newest_64_kib() -> None:
     model = Model()
     buffer, _ = model.follow_log("r1", "t1")
-    model.set_log("r1", "t1", "x" * MAX_LOG_KEPT_CHARS)
+    model.set_log("r1", "t1", "x" * MAX_LOG_KEPT_CHARS, buffer.ask())
     model.apply(TaskLog(run_id="r1", task="t1", attempt=1, agent_id="a", at=0.0, text="tail"), 0.0)
     assert len(buffer.text) == MAX_LOG_KEPT_CHARS and buffer.text.endswith("tail")

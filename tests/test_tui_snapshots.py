@@ -50,6 +50,9 @@ def test_a_failed_run_shows_the_traceback_of_the_selected_task(snap_compare: Any
         dag.selected = "faulty_transform"
         await until(lambda: "Traceback" in panel_text(app, "#run-task"))
         await until(lambda: "never defined" in panel_text(app, "#run-task"))
+        panel = screen.query_one("#run-task")
+        lines = panel_text(app, "#run-task").rstrip("\n").count("\n") + 1
+        await until(lambda: panel.size.height >= lines, what="the panel laid out with the log")
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -37,6 +37,7 @@ EPILOG = """examples:
 keys: f flows, r runs, a agents, p problems, enter open, t trigger, c cancel, y retry,
 m mark a task, o a task's whole output, g its whole log, l load more runs,
 in a DAG: arrows move, - / + zoom out / in, x collapse or expand a group, X all groups,
+s stack or unstack wide fan-outs,
 escape back, ctrl+p command palette, q quit
 """
 

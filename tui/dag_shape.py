@@ -1,10 +1,16 @@
-"""How a DAG is drawn: the zoom level (label width) and which groups are collapsed to one box.
+"""How a DAG is drawn: the zoom level (label width), which groups are collapsed to one box,
+and whether wide fan-outs are stacked.
 
 A collapsed group is one node named ``GROUP_MARK + group`` (task names cannot hold a space,
 so it never clashes): it depends on what its tasks depend on outside the group, and what
 depended on any of its tasks depends on it. A group with an outside task (or collapsed
 group) between its tasks stays open: one box would draw a cycle (``why_not_collapsible``).
-Pure: no Textual, no I/O.
+
+A stack is what a map-style fan-out becomes: ``STACK_MIN`` or more tasks with the same
+dependencies, the same dependants and the same group are drawn as one box named
+``STACK_MARK + first task`` (on by default: root → 10,000 tasks → join reads as three boxes
+instead of a 40,000-row picture). Stacking never draws a cycle: every task of a stack sits in
+the same place of the graph. Pure: no Textual, no I/O.
 """
 
 from collections.abc import Iterable, Mapping
@@ -17,6 +23,8 @@ from tui.dag_layout import Node
 ZOOM_LABELS = (24, 12, 5)
 """Longest label drawn at each zoom level: 0 is the default, higher levels show more tasks."""
 GROUP_MARK = "▣ "
+STACK_MARK = "≡ "
+STACK_MIN = 8
 
 STATUS_PRECEDENCE = (
     TaskStatus.FAILED, TaskStatus.RUNNING, TaskStatus.RETRY_WAIT, TaskStatus.QUEUED,
@@ -30,6 +38,7 @@ STATUS_PRECEDENCE = (
 class Shape:
     zoom: int = 0
     collapsed: frozenset[str] = frozenset()
+    stacked: bool = True
 
     @property
     def max_label(self) -> int:
@@ -37,13 +46,16 @@ class Shape:
 
     def zoomed(self, step: int) -> "Shape":
         zoom = max(0, min(len(ZOOM_LABELS) - 1, self.zoom + step))
-        return Shape(zoom, self.collapsed)
+        return Shape(zoom, self.collapsed, self.stacked)
 
     def toggled(self, group: str) -> "Shape":
-        return Shape(self.zoom, self.collapsed ^ {group})
+        return Shape(self.zoom, self.collapsed ^ {group}, self.stacked)
 
     def with_collapsed(self, groups: Iterable[str]) -> "Shape":
-        return Shape(self.zoom, frozenset(groups))
+        return Shape(self.zoom, frozenset(groups), self.stacked)
+
+    def restacked(self) -> "Shape":
+        return Shape(self.zoom, self.collapsed, not self.stacked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +135,9 @@ def foldable(spec: FlowSpec, groups: Iterable[str]) -> list[str]:
     return folded
 
 
-def shaped_nodes(spec: FlowSpec, collapsed: Iterable[str] = ()) -> Shaped:
+def shaped_nodes(spec: FlowSpec, collapsed: Iterable[str] = (), stacked: bool = False) -> Shaped:
     """The flow's nodes with the ``foldable`` groups of ``collapsed`` drawn as one node each,
-    standing where the group's first task was."""
+    standing where the group's first task was, and with ``stacked`` the wide fan-outs too."""
     groups = groups_of(spec)
     folded = foldable(spec, collapsed)
     deps, node_of = quotient(spec, folded)
@@ -138,7 +150,39 @@ def shaped_nodes(spec: FlowSpec, collapsed: Iterable[str] = ()) -> Shaped:
         elif task.name == members[me][0]:
             label = f"{me} ({len(members[me])})"
             nodes.append(Node(me, tuple(deps[me]), None, label))
-    return Shaped(nodes, members)
+    return _stack(nodes, members) if stacked else Shaped(nodes, members)
+
+
+def _stack(nodes: list[Node], members: dict[str, tuple[str, ...]]) -> Shaped:
+    """Draw every class of ``STACK_MIN`` or more plain tasks that share dependencies,
+    dependants and group as one node."""
+    dependants: dict[str, list[str]] = {n.name: [] for n in nodes}
+    for n in nodes:
+        for d in n.deps:
+            if d in dependants:
+                dependants[d].append(n.name)
+    classes: dict[tuple[frozenset[str], frozenset[str], str | None], list[str]] = {}
+    for n in nodes:
+        if n.name not in members:
+            key = (frozenset(n.deps), frozenset(dependants[n.name]), n.group)
+            classes.setdefault(key, []).append(n.name)
+    stack_of = {name: STACK_MARK + names[0] for names in classes.values()
+                if len(names) >= STACK_MIN for name in names}
+    if not stack_of:
+        return Shaped(nodes, members)
+    stacks: dict[str, list[str]] = {}
+    for name, stack in stack_of.items():
+        stacks.setdefault(stack, []).append(name)
+    out: list[Node] = []
+    for n in nodes:
+        deps = tuple(dict.fromkeys(stack_of.get(d, d) for d in n.deps))
+        stack = stack_of.get(n.name)
+        if stack is None:
+            out.append(Node(n.name, deps, n.group, n.label))
+        elif stacks[stack][0] == n.name:
+            names = stacks[stack]
+            out.append(Node(stack, deps, n.group, f"{len(names):,}× {names[0]} … {names[-1]}"))  # noqa: RUF001
+    return Shaped(out, members | {s: tuple(names) for s, names in stacks.items()})
 
 
 def group_status(statuses: Iterable[TaskStatus]) -> TaskStatus:

@@ -1,7 +1,8 @@
 """DagView: a scrollable, keyboard-navigable drawing of a DagLayout, boxes coloured by the caller.
 
-Given a flow (``show_flow``) it also zooms (``-`` smaller boxes, ``+`` larger) and collapses
-groups to one box (``x`` the selected task's group, ``X`` every group), laid out by the hub.
+Given a flow (``show_flow``) it also zooms (``-`` smaller boxes, ``+`` larger), collapses
+groups to one box (``x`` the selected task's group, ``X`` every group) and stacks wide
+fan-outs into one box (``s`` toggles; on by default), laid out by the hub.
 """
 
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from textual.strip import Strip
 from protocol.flows import FlowSpec
 from tui import palette
 from tui.dag_layout import DagLayout, Direction, Glyph, Progress
-from tui.dag_shape import GROUP_MARK, Shape, foldable, group_node, groups_of, why_not_collapsible
+from tui.dag_shape import GROUP_MARK, STACK_MARK, Shape, foldable, group_node, groups_of, why_not_collapsible
 from tui.hub import hub_of
 
 BoxStyle = Callable[[str], Style]
@@ -37,6 +38,7 @@ class DagView(ScrollView, can_focus=True):
         Binding("plus,equals_sign", "zoom(-1)", "Zoom in", key_display="+", show=False),
         Binding("x", "collapse", "Group"),
         Binding("X", "collapse_all", "All groups", show=False),
+        Binding("s", "stack", "Stack fan-outs", show=False),
     ]
 
     selected: reactive[str | None] = reactive(None)
@@ -100,6 +102,9 @@ class DagView(ScrollView, can_focus=True):
         spec, name = self.spec, self.selected
         if spec is None or name is None:
             return
+        if name.startswith(STACK_MARK):
+            self.action_stack()
+            return
         if name in self.members:
             group = name.removeprefix(GROUP_MARK)
             self._reshape(self.shape.toggled(group), select=self.members[name][0])
@@ -113,6 +118,13 @@ class DagView(ScrollView, can_focus=True):
             self.app.notify(f"cannot collapse: {reason}", severity="warning")
             return
         self._reshape(self.shape.toggled(group), select=group_node(group))
+
+    def action_stack(self) -> None:
+        """Stack wide fan-outs (tasks with the same dependencies and dependants) or unstack them."""
+        select = self.selected
+        if select is not None and select.startswith(STACK_MARK):
+            select = self.members[select][0]
+        self._reshape(self.shape.restacked(), select=select)
 
     def action_collapse_all(self) -> None:
         """Collapse every group that can be, or expand them all if some are collapsed."""

@@ -13,9 +13,12 @@ from protocol.flows import FlowSpec, TaskSpec
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import RUN_FINAL, TaskStatus
 from tui import palette
+from tui.dag_shape import STACK_MARK, STATUS_PRECEDENCE
 
 OUTPUT_LINES = 12
 LOG_LINES = 20
+MEMBER_ROWS = 40
+"""Tasks listed for a collapsed group or a stack."""
 BAR_WIDTH = 20
 
 
@@ -76,35 +79,48 @@ def flow_task(spec: FlowSpec, name: str) -> RenderableType:
     return Group(*parts)
 
 
+def _folded_hint(name: str, n: int) -> str:
+    if name.startswith(STACK_MARK):
+        return f"  {n:,} parallel tasks with the same dependencies, stacked (s unstacks)"
+    return f"  {n:,} tasks, collapsed (x expands)"
+
+
 def flow_group(spec: FlowSpec, name: str, members: Sequence[str]) -> RenderableType:
-    """A collapsed group of a flow: its tasks and what they do."""
+    """A collapsed group or a stack of a flow: its tasks and what they do (the first ones)."""
     title = Text(name, style="bold")
-    title.append(f"  {len(members)} tasks, collapsed (x expands)", style="italic")
+    title.append(_folded_hint(name, len(members)), style="italic")
     docs = {t.name: (t.doc.strip().splitlines() or [""])[0] for t in spec.tasks}
     rows = Table(box=None, show_edge=False, pad_edge=False, show_header=False)
     rows.add_column(style="bold")
     rows.add_column(style="grey70")
-    for m in members:
+    for m in members[:MEMBER_ROWS]:
         rows.add_row(m, docs.get(m, ""))
-    return Group(title, rows)
+    return Group(title, rows, *_more(len(members)))
 
 
 def run_group(name: str, status: TaskStatus, members: Sequence[tuple[str, TaskStatus]]
               ) -> RenderableType:
-    """A collapsed group of a run: the state it shows, and each of its tasks' states."""
+    """A collapsed group or a stack of a run: the state it shows, how many of its tasks are in
+    each state, and the tasks themselves, those not succeeded first."""
     title = Text(f"{name}  ", style="bold")
     title.append_text(palette.task_text(status))
-    title.append(f"  {len(members)} tasks, collapsed (x expands)", style="italic")
+    title.append(_folded_hint(name, len(members)), style="italic")
     counts: dict[TaskStatus, int] = {}
     for _, s in members:
         counts[s] = counts.get(s, 0) + 1
-    summary = Text("   ").join(Text(f"{n} {s.value}") for s, n in counts.items())
+    summary = Text("   ").join(Text(f"{n:,} {s.value}") for s, n in counts.items())
+    rank = {s: k for k, s in enumerate(STATUS_PRECEDENCE)}
+    shown = sorted(members, key=lambda m: rank.get(m[1], 0))[:MEMBER_ROWS]
     rows = Table(box=None, show_edge=False, pad_edge=False, show_header=False)
     rows.add_column()
     rows.add_column()
-    for m, s in members:
+    for m, s in shown:
         rows.add_row(m, palette.task_text(s))
-    return Group(title, summary, rows)
+    return Group(title, summary, rows, *_more(len(members)))
+
+
+def _more(n: int) -> list[Text]:
+    return [Text(f"… and {n - MEMBER_ROWS:,} more", style="italic grey62")] if n > MEMBER_ROWS else []
 
 
 def elapsed(start: float | None, end: float | None, now: float) -> str:

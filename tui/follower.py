@@ -98,12 +98,16 @@ class Follower:
         try:
             snap = await load_snapshot(self.source, self.runs_limit)
             details = [await self.source.get(run_id) for run_id in sorted(self.model.pinned)]
+            logs = [(key, self.model.logs[key].ask(), await self.source.task_log(*key))
+                    for key in list(self.model.logs)]
         except FlowForgeError as exc:
             self._apply(LinkDown(str(exc)))
             return False
         dirty = self.model.load(snap, self.clock(), since)
         for detail in details:
             dirty.merge(self.model.set_detail(detail, since))
+        for (run_id, task), ticket, stored in logs:  # lines may be missed while unsubscribed
+            dirty.merge(self.model.set_log(run_id, task, stored, ticket))
         dirty.merge(self.model.apply(LinkUp(), self.clock()))
         self.syncs += 1
         self.on_change(dirty)

@@ -48,7 +48,7 @@ class Hub:
         key = (spec.name, version, shape)
         dag = self.layouts.get(key)
         if dag is None:
-            shaped = shaped_nodes(spec, shape.collapsed)
+            shaped = shaped_nodes(spec, shape.collapsed, shape.stacked)
             dag = self.layouts[key] = DagLayout(shaped.nodes, shape.max_label)
             dag.members = shaped.members
         return dag

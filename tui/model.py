@@ -33,35 +33,60 @@ class Dirty:
         return bool(self.kinds or self.runs)
 
 
+RECHECK_CHARS = 8 * 1024
+"""After a fetch, log events found in this much of the end of the fetched text are not added."""
+
+
 @dataclass(slots=True)
 class LogBuffer:
     """The end of one task instance's log, as the run view shows it.
 
-    It starts with what the coordinator kept (``loaded``); log events that arrive while that
-    is being fetched wait in ``pending`` and are added after it, unless the fetched text
-    already ends with them (the coordinator stores a batch before it publishes the event).
+    It starts with what the coordinator kept (``fill``). The coordinator stores a batch of
+    lines before it publishes them as an event, so events that arrive while, or just after,
+    the stored log is fetched may already be in it: events that come before the fetch is
+    answered wait in ``pending``; after it, each event found in order in the last
+    ``RECHECK_CHARS`` of the fetched text is taken as already there, until one is not.
+    (A batch identical to one at the end of the fetched text is dropped only in that window.)
     """
 
     text: str = ""
     loaded: bool = False
     pending: list[str] = field(default_factory=list)
+    _cursor: int | None = None
+    """Where in ``text`` the next event is looked for, while events may repeat the fetch."""
+    _asked: int = 0
+    _filled: int = 0
+
+    def ask(self) -> int:
+        """A ticket for a fetch of the stored log: an answer to an older fetch is ignored."""
+        self._asked += 1
+        return self._asked
 
     def add(self, text: str) -> None:
-        if self.loaded:
-            self.text = (self.text + text)[-MAX_LOG_KEPT_CHARS:]
-        else:
+        if not self.loaded:
             self.pending.append(text)
+            return
+        if self._cursor is not None:
+            at = self.text.find(text, self._cursor)
+            if at >= 0:
+                self._cursor = at + len(text)
+                return
+            self._cursor = None
+        self.text = (self.text + text)[-MAX_LOG_KEPT_CHARS:]
 
-    def fill(self, stored: str) -> None:
-        """Take the stored log, then the events that came while it was asked for."""
-        skip = 0
-        for k in range(len(self.pending), 0, -1):
-            if stored.endswith("".join(self.pending[:k])):
-                skip = k
-                break
-        self.text = (stored + "".join(self.pending[skip:]))[-MAX_LOG_KEPT_CHARS:]
-        self.pending.clear()
+    def fill(self, stored: str, ticket: int) -> bool:
+        """Take the stored log (a first fetch or a refetch), then the events that came meanwhile;
+        False if a later fetch was taken already."""
+        if ticket < self._filled:
+            return False
+        self._filled = ticket
+        self.text = stored
+        self._cursor = max(0, len(stored) - RECHECK_CHARS)
         self.loaded = True
+        pending, self.pending = self.pending, []
+        for text in pending:
+            self.add(text)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +187,11 @@ class Model:
         buffer = self.logs[key] = LogBuffer()
         return buffer, True
 
-    def set_log(self, run_id: str, task: str, stored: str) -> Dirty:
-        """The stored log of a task instance the run view follows."""
+    def set_log(self, run_id: str, task: str, stored: str, ticket: int) -> Dirty:
+        """The stored log of a task instance the run view follows, fetched with ``ticket``."""
         buffer = self.logs.get((run_id, task))
-        if buffer is None:
+        if buffer is None or not buffer.fill(stored, ticket):
             return Dirty()
-        buffer.fill(stored)
         return Dirty({"log"}, {run_id})
 
     def unfollow_logs(self, run_id: str) -> None:

@@ -104,6 +104,8 @@ class RunScreen(Screen[None]):
         return rec.progress if rec and rec.status is TaskStatus.RUNNING else None
 
     def on_changed(self, dirty: Dirty) -> None:
+        if self.spec is None and "link" in dirty.kinds:
+            self.load()  # opened before the deployment answered: try again now that it does
         if self.run_id in dirty.runs or "tick" in dirty.kinds:
             self.draw()
 
@@ -146,11 +148,15 @@ class RunScreen(Screen[None]):
     async def load_log(self, name: str) -> None:
         """Fetch the stored log of a task; log events that come meanwhile are added after it."""
         hub = hub_of(self)
+        buffer = hub.model.logs.get((self.run_id, name))
+        if buffer is None:
+            return
+        ticket = buffer.ask()
         try:
             stored = await hub.source.task_log(self.run_id, name)
         except FlowForgeError as exc:
             stored = f"(could not fetch the log: {exc})\n"
-        if hub.model.set_log(self.run_id, name, stored):
+        if hub.model.set_log(self.run_id, name, stored, ticket):
             self.draw()
 
     @property
