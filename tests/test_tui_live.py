@@ -4,7 +4,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static, TextArea
 
 import tests.taskflows  # noqa: F401 - registers the flows the agent serves
 from coordinator.service import Coordinator
@@ -17,7 +17,7 @@ from tui.app import DashboardApp
 from tui.banner import Banner
 from tui.client_source import ClientSource
 from tui.dag_view import DagView
-from tui.forms import TriggerScreen
+from tui.forms import ConfirmScreen, TriggerScreen
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +46,51 @@ async def test_a_run_triggered_from_the_dashboard_reaches_succeeded_on_screen(
         await until(lambda: "succeeded" in panel_text(app, "#run-head"))
         assert "all four steps done" in panel_text(app, "#run-task")  # the last checkpoint
         assert screen.run_id in [r.run_id for r in await client.runs(flow="progress")]
+
+
+async def test_cancel_and_retry_from_the_dashboard_reach_the_real_coordinator(
+    coordinator: Coordinator, start_agent: Callable[..., Awaitable[object]], client: Client,
+    nats_opts: ConnectOptions, tmp_path: Path,
+) -> None:
+    await client.register()
+    await start_agent()
+    app = DashboardApp(ClientSource(nats_opts), tick_s=None)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one("#flows-table", DataTable)
+        await until(lambda: "cancellable" in [str(k.value) for k in table.rows])
+        table.move_cursor(row=table.get_row_index("cancellable"))
+        await pilot.press("t")
+        await until(lambda: isinstance(app.screen, TriggerScreen))
+        form = app.screen
+        form.query_one("#params", TextArea).load_text("{not json")
+        await pilot.press("ctrl+s")
+        await until(lambda: "not valid JSON" in text_of(form.query_one("#form-error", Static)))
+        assert await client.runs(flow="cancellable") == []  # nothing was sent
+        form.query_one("#params", TextArea).load_text("{}")
+        await pilot.press("ctrl+s")
+        screen = await run_screen(app)
+        await until(lambda: "● sync_long" in shown(screen.dag_view), what="a task running")
+        await pilot.press("c")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: "cancelled" in panel_text(app, "#run-head"), timeout_s=20,
+                    what="the run cancelled on screen")
+        assert (await client.get(screen.run_id)).run.status == "cancelled"
+
+        marker = tmp_path / "fixed"
+        failed = await client.start("retryable", {"marker": str(marker)})
+        await client.wait(failed.run_id, timeout_s=20)
+        await pilot.press("escape")
+        app.open_run(failed.run_id)
+        screen = await run_screen(app)
+        await until(lambda: "✗ flaky" in shown(screen.dag_view))
+        marker.touch()
+        await pilot.press("y")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: "✓ after_flaky" in shown(screen.dag_view), timeout_s=20,
+                    what="the retried tasks succeeded on screen")
+        assert (await client.get(failed.run_id)).run.status == "succeeded"
 
 
 async def test_the_log_pane_follows_a_running_task_s_log_live(
