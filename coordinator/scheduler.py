@@ -137,6 +137,8 @@ class Scheduler:
             RunState.close_attempt(rec, "lost", msg.at)
             rec.error_type = rec.error_message = rec.agent_id = rec.started_at = None
             rec.attempt += 1
+        if rec.note and rec.note.startswith("waiting:"):
+            rec.note = None  # an agent has it
         match msg:
             case TaskStarted():
                 self._mark_running(state, rec, msg.agent_id, msg.at, ch)
@@ -158,8 +160,6 @@ class Scheduler:
     ) -> None:
         if rec.status is not TaskStatus.RUNNING:
             state.set(rec, TaskStatus.RUNNING)
-            if rec.note and rec.note.startswith("waiting:"):
-                rec.note = None
         timeout_s = state.flow.tasks[rec.task].timeout_s
         if timeout_s is not None and rec.deadline_at is None:
             rec.deadline_at = at + timeout_s + self.backstop_s
