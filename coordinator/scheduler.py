@@ -128,15 +128,7 @@ class Scheduler:
                 and rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id):
             return False  # a duplicate
         ch.tasks[(msg.run_id, msg.task)] = rec  # first, so events keep cause before effect
-        while rec.attempt < msg.attempt:  # the message came back: each earlier delivery was lost
-            if rec.status is not TaskStatus.RUNNING:
-                rec.agent_id = rec.started_at = None
-            rec.error_type, rec.error_message = "AgentLost", (
-                f"agent {rec.agent_id or '(unknown)'} vanished; the task was redelivered"
-            )
-            RunState.close_attempt(rec, "lost", msg.at)
-            rec.error_type = rec.error_message = rec.agent_id = rec.started_at = None
-            rec.attempt += 1
+        self._close_lost_attempts(rec, msg.attempt, msg.at)
         if rec.note and rec.note.startswith("waiting:"):
             rec.note = None  # an agent has it
         match msg:
@@ -154,6 +146,19 @@ class Scheduler:
                 self._fail(state, rec, msg, now, ch)
         ch.runs[msg.run_id] = state.run
         return True
+
+    @staticmethod
+    def _close_lost_attempts(rec: TaskRecord, attempt: int, at: float) -> None:
+        """The message came back as ``attempt``: each earlier delivery was lost."""
+        while rec.attempt < attempt:
+            if rec.status is not TaskStatus.RUNNING:
+                rec.agent_id = rec.started_at = None
+            rec.error_type, rec.error_message = "AgentLost", (
+                f"agent {rec.agent_id or '(unknown)'} vanished; the task was redelivered"
+            )
+            RunState.close_attempt(rec, "lost", at)
+            rec.error_type = rec.error_message = rec.agent_id = rec.started_at = None
+            rec.attempt += 1
 
     def _mark_running(
         self, state: RunState, rec: TaskRecord, agent_id: str, at: float, ch: Changes
