@@ -11,7 +11,6 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext
 
 from coordinator.agents import AgentRegistry
 from coordinator.api import Api
@@ -27,6 +26,7 @@ from flowforge.jetstream import (
     ensure_streams,
     ensure_task_consumer,
 )
+from flowforge.puller import Puller
 from protocol.messages import TaskDispatch, heartbeat_decoder
 from protocol.states import TaskStatus
 from protocol.subjects import API_QUEUE_GROUP, Subjects
@@ -34,7 +34,9 @@ from protocol.subjects import API_QUEUE_GROUP, Subjects
 log = logging.getLogger("flowforge.coordinator")
 
 FETCH_BATCH = 1000
-FETCH_TIMEOUT_S = 2.0
+"""Reports fetched at once while the backlog is applied at start."""
+PULL_CAPACITY = 2000
+"""Reports or triggers asked for ahead (the server sends them as soon as they are stored)."""
 AGENT_SWEEP_S = 0.5
 API_GRACE_S = 10.0
 """How long shutdown waits for API requests being handled, before stopping the writer."""
@@ -153,17 +155,14 @@ class Coordinator:
             await nc.subscribe(s.wildcard("api"), queue=API_QUEUE_GROUP, cb=self._api.on_message),
             await nc.subscribe(s.heartbeat("*"), cb=self._on_heartbeat),
         ]
-        reports = await self._js.pull_subscribe_bind(s.reports_consumer, s.reports_stream)
-        triggers = await self._js.pull_subscribe_bind(s.triggers_consumer, s.triggers_stream)
-        subs += [reports, triggers]  # unacked fetched messages are redelivered after a restart
         await nc.flush()  # the server has our subscriptions: "started" means answering
         self.started.set()
         try:
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(self.writer.run())
-                feeders = [
-                    tg.create_task(self._pull(reports, Reports)),
-                    tg.create_task(self._pull(triggers, Triggers)),
+                feeders = [  # unacked pulled messages are redelivered after a restart
+                    tg.create_task(self._pull(s.reports_stream, s.reports_consumer, Reports)),
+                    tg.create_task(self._pull(s.triggers_stream, s.triggers_consumer, Triggers)),
                     tg.create_task(self._publisher.retry_loop()),
                     tg.create_task(self._sweep_agents()),
                 ]
@@ -181,18 +180,31 @@ class Coordinator:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
 
-    async def _pull(self, sub: JetStreamContext.PullSubscription, kind: type) -> None:
-        assert self.writer is not None
-        while True:
-            try:
-                msgs = await sub.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
-            except (TimeoutError, NatsTimeout):
-                continue
-            except Exception as exc:  # noqa: BLE001 - reconnecting: try again shortly
-                log.debug("fetch failed: %r", exc)
-                await asyncio.sleep(0.5)
-                continue
-            await self.writer.inbox.put(kind(msgs))
+    async def _pull(self, stream: str, consumer: str, kind: type) -> None:
+        """Hand what the consumer sends to the writer, as it comes, in batches of what arrived
+        while the writer was busy (its bounded inbox holds the rest back)."""
+        assert self._nc is not None and self.writer is not None
+        buffer: list[Msg] = []
+        arrived = asyncio.Event()
+
+        def on_msg(msg: Msg) -> None:
+            buffer.append(msg)
+            arrived.set()
+
+        puller = Puller(self._nc, stream, consumer, on_msg,
+                        capacity=lambda: PULL_CAPACITY - len(buffer),
+                        min_request=PULL_CAPACITY // 4)
+        await puller.start()
+        try:
+            while True:
+                await arrived.wait()
+                arrived.clear()
+                msgs = buffer.copy()
+                buffer.clear()
+                await self.writer.inbox.put(kind(msgs))
+                await puller.top_up()
+        finally:
+            await puller.stop()
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:

@@ -1,10 +1,11 @@
 """Persistence in SQLite (aiosqlite, WAL): one transaction per batch of changes."""
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgspec
@@ -25,6 +26,8 @@ from protocol.records import (
 )
 from protocol.states import RUN_FINAL, RunStatus, TaskStatus
 
+T = TypeVar("T")
+
 _enc = msgspec.json.Encoder()
 _spec_dec = msgspec.json.Decoder(FlowSpec)
 _counts_dec = msgspec.json.Decoder(RunCounts)
@@ -41,6 +44,39 @@ _RUN_COLS = (
     "run_id, flow, version, status, params, created_at, started_at, finished_at, "
     "idempotency_key, source, counts, only_tasks"
 )
+
+
+def _write_batch(
+    conn: sqlite3.Connection, runs: list[tuple[Any, ...]], tasks: list[tuple[Any, ...]],
+    logs: list[tuple[Any, ...]], rejected: list[tuple[str, str, str, bytes]],
+) -> list[int]:
+    """One transaction: runs, task instances, log tails, rejected messages (their new ids)."""
+    ids: list[int] = []
+    conn.execute("BEGIN")
+    try:
+        if runs:
+            conn.executemany(
+                f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(12)})", runs)
+        if tasks:
+            conn.executemany(
+                f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(21)})",
+                tasks)
+        if logs:
+            conn.executemany(
+                "INSERT INTO task_logs (run_id, task, log) VALUES (?, ?, substr(?, ?)) "
+                "ON CONFLICT (run_id, task) DO UPDATE SET log = substr(log || excluded.log, ?)",
+                logs)
+        now = time.time()
+        for subject, code, reason, raw in rejected:
+            cur = conn.execute(
+                "INSERT INTO rejected (subject, code, reason, raw, received_at) "
+                "VALUES (?, ?, ?, ?, ?)", (subject, code, reason, raw, now))
+            ids.append(cur.lastrowid or 0)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return ids
 
 
 def _task_row(r: TaskRecord) -> tuple[Any, ...]:
@@ -202,38 +238,17 @@ class Store:
         self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]],
         logs: dict[tuple[str, str], str],
     ) -> list[int]:
-        ids: list[int] = []
-        await self._db.execute("BEGIN")
-        try:
-            if ch.runs:
-                await self._db.executemany(
-                    f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(12)})",
-                    [_run_row(r) for r in ch.runs.values()],
-                )
-            if ch.tasks:
-                await self._db.executemany(
-                    f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(21)})",
-                    [_task_row(t) for t in ch.tasks.values()],
-                )
-            if logs:
-                await self._db.executemany(
-                    "INSERT INTO task_logs (run_id, task, log) VALUES (?, ?, substr(?, ?)) "
-                    "ON CONFLICT (run_id, task) DO UPDATE SET log = substr(log || excluded.log, ?)",
-                    [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
-                     for (run_id, task), text in logs.items()],
-                )
-            now = time.time()
-            for subject, code, reason, raw in rejected:
-                cur = await self._db.execute(
-                    "INSERT INTO rejected (subject, code, reason, raw, received_at) "
-                    "VALUES (?, ?, ?, ?, ?)", (subject, code, reason, raw, now),
-                )
-                ids.append(cur.lastrowid or 0)
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        return ids
+        runs = [_run_row(r) for r in ch.runs.values()]
+        tasks = [_task_row(t) for t in ch.tasks.values()]
+        log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
+                    for (run_id, task), text in logs.items()]
+        return await self._in_db_thread(_write_batch, runs, tasks, log_rows, list(rejected))
+
+    async def _in_db_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(sqlite3_connection, *args)`` on aiosqlite's own thread: one hand-over for
+        a whole transaction instead of one per statement (the batch is the hot path)."""
+        db = self._db
+        return await db._execute(lambda: fn(db._conn, *args))
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         async with self._db.execute(
