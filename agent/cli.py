@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "repeatable [FLOWFORGE_IMPORTS, comma-separated]")
     p.add_argument("--concurrency", "-c", type=int,
                    default=int(env("CONCURRENCY", str(os.cpu_count() or 2)) or 2),
-                   help="tasks run at once [FLOWFORGE_CONCURRENCY] (default: %(default)s)")
+                   help="tasks run at once, split evenly between the queues "
+                   "[FLOWFORGE_CONCURRENCY] (default: %(default)s)")
     p.add_argument("--pool", choices=("thread", "process"), default=env("POOL", "thread"),
                    help="where sync task functions run: a thread pool, or worker processes "
                    "that are killed when a task times out or is cancelled [FLOWFORGE_POOL] "

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -17,7 +18,6 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 
 from agent import logcapture
@@ -27,6 +27,7 @@ from agent.procpool import ProcessPool
 from flowforge.connection import ConnectOptions, connect
 from flowforge.context import TaskContext
 from flowforge.jetstream import DEFAULT_LEASE_S, ensure_stream, ensure_task_consumer
+from flowforge.puller import Puller
 from protocol.messages import (
     AgentHeartbeat,
     TaskDispatch,
@@ -42,8 +43,6 @@ from protocol.subjects import Subjects
 
 log = logging.getLogger("flowforge.agent")
 
-IDLE_POLL_S = 5.0
-BUSY_POLL_S = 0.5
 REPORT_RETRY_MAX_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
 MAX_DELIVERIES = 5
@@ -79,6 +78,12 @@ def _deliveries(msg: Msg) -> int:
         return 1
 
 
+async def _settle(action: Callable[[], Any]) -> None:
+    """Ack, nak or term; a failure (NATS away) means a redelivery later, which is fine."""
+    with contextlib.suppress(Exception):
+        await action()
+
+
 def default_agent_id() -> str:
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
     return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -105,8 +110,13 @@ class Agent:
         self.agent_id = config.agent_id or default_agent_id()
         self.subjects = Subjects(config.connect.namespace)
         self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
-        self._free = config.concurrency
-        self._slot_freed = asyncio.Condition()
+        n = len(config.queues)
+        self._share = {q: config.concurrency // n + (i < config.concurrency % n)
+                       for i, q in enumerate(config.queues)}
+        """Slots of each queue: the agent's concurrency split evenly, at least one each."""
+        self._in_hand = dict.fromkeys(config.queues, 0)
+        """Task messages received per queue whose slot is not free again yet."""
+        self._pullers: dict[str, Puller] = {}
         self._running: dict[int, _Running] = {}
         self._captures: dict[int, tuple[TaskDispatch, logcapture.Capture]] = {}
         self._cancelled_runs: dict[str, None] = {}
@@ -117,7 +127,6 @@ class Agent:
         self._procs = ProcessPool(config.imports) if config.pool == "process" else None
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
-        self._subs: dict[str, JetStreamContext.PullSubscription] = {}
         self._stop = asyncio.Event()
         self._closed = False
         self._started_at = time.time()
@@ -145,22 +154,28 @@ class Agent:
             leases.append(
                 await ensure_task_consumer(self._js, self.subjects, queue, self.config.lease_s)
             )
-            self._subs[queue] = await self._js.pull_subscribe_bind(
-                self.subjects.task_consumer(queue), self.subjects.tasks_stream
-            )
         self.lease_s = min(leases)  # the consumer's, which the coordinator sets
 
     async def run(self) -> None:
         """Serve until ``request_stop()``; then hand back what did not start and finish the rest."""
+        assert self._nc is not None
+        for queue in self.config.queues:
+            puller = Puller(
+                self._nc, self.subjects.tasks_stream, self.subjects.task_consumer(queue),
+                functools.partial(self._on_task_msg, queue),
+                capacity=functools.partial(self._capacity, queue),
+                min_request=max(1, self._share[queue] // 4),
+            )
+            self._pullers[queue] = puller
         async with asyncio.TaskGroup() as tg:
-            pullers = [tg.create_task(self._pull(q, s)) for q, s in self._subs.items()]
             helpers = [tg.create_task(self._extend_leases()), tg.create_task(self._heartbeat()),
                        tg.create_task(self._flush_logs())]
+            for puller in self._pullers.values():
+                await puller.start()
             self.ready.set()
             await self._stop.wait()
-            for puller in pullers:
-                puller.cancel()
-            await self._hand_back_buffered()
+            for puller in self._pullers.values():  # no more tasks; late arrivals go back
+                await puller.stop()
             await self._finish_in_flight()
             for helper in helpers:
                 helper.cancel()
@@ -168,55 +183,28 @@ class Agent:
 
     # -- pulling within free slots ------------------------------------------------------
 
-    async def _take_slots(self, want: int) -> int:
-        async with self._slot_freed:
-            await self._slot_freed.wait_for(lambda: self._free > 0)
-            n = min(want, self._free)
-            self._free -= n
-            return n
+    def _capacity(self, queue: str) -> int:
+        """How many more task messages this queue can take now (none once stopping)."""
+        if self._stop.is_set():
+            return 0
+        return max(0, self._share[queue] - self._in_hand[queue])
 
-    async def _give_slots(self, n: int) -> None:
-        if n <= 0:
+    def _on_task_msg(self, queue: str, msg: Msg) -> None:
+        if self._stop.is_set():  # stopping: straight back for another agent
+            self._spawn(_settle(msg.nak))
             return
-        async with self._slot_freed:
-            self._free += n
-            self._slot_freed.notify_all()
+        self._in_hand[queue] += 1  # more than the share only if the server sent extra
+        task = asyncio.create_task(self._handle(msg, queue))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _pull(self, queue: str, sub: JetStreamContext.PullSubscription) -> None:
-        busy = False
-        while not self._stop.is_set():
-            n = await self._take_slots(self.config.concurrency if busy else 1)
-            msgs: list[Msg] = []
-            try:
-                msgs = await sub.fetch(n, timeout=BUSY_POLL_S if busy else IDLE_POLL_S)
-            except (TimeoutError, NatsTimeout):
-                pass
-            except asyncio.CancelledError:
-                await self._give_slots(n)
-                raise
-            except Exception as exc:  # noqa: BLE001 - NATS reconnecting: try again shortly
-                log.debug("fetch on %s failed: %r", queue, exc)
-                await asyncio.sleep(0.5)
-            if self._stop.is_set():  # a cancel can be lost inside nats-py's fetch: check again
-                for msg in msgs:
-                    with contextlib.suppress(Exception):
-                        await msg.nak()
-                await self._give_slots(n)
-                return
-            if len(msgs) > n:  # nats-py hands over messages buffered earlier too
-                async with self._slot_freed:
-                    self._free -= len(msgs) - n
-            else:
-                await self._give_slots(n - len(msgs))
-            busy = bool(msgs)
-            for msg in msgs:
-                task = asyncio.create_task(self._handle(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+    async def _release(self, queue: str) -> None:
+        self._in_hand[queue] -= 1
+        await self._pullers[queue].top_up()
 
     # -- one task -----------------------------------------------------------------------
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, queue: str) -> None:
         key = id(msg)
         self._running[key] = _Running(msg, None, asyncio.current_task(), [])
         try:
@@ -225,15 +213,15 @@ class Agent:
             self._captures.pop(key, None)
             running = self._running.pop(key, None)
             if running is not None and running.lingering:
-                self._release_when_done(running.lingering)
+                self._release_when_done(queue, running.lingering)
             else:
-                await self._give_slots(1)
+                await self._release(queue)
 
-    def _release_when_done(self, threads: list[asyncio.Future[Any]]) -> None:
+    def _release_when_done(self, queue: str, threads: list[asyncio.Future[Any]]) -> None:
         """Give the slot back only when the abandoned thread really returns."""
         async def wait_then_release() -> None:
             await asyncio.wait(threads)
-            await self._give_slots(1)
+            await self._release(queue)
 
         waiter = asyncio.ensure_future(wait_then_release())
         self._tasks.add(waiter)
@@ -404,18 +392,6 @@ class Agent:
             await self._nc.publish(self.subjects.heartbeat(self.agent_id), encoder.encode(beat))
 
     # -- shutdown ---------------------------------------------------------------------------
-
-    async def _hand_back_buffered(self) -> None:
-        """Messages delivered to us but not started go back for immediate redelivery."""
-        for sub in self._subs.values():
-            queue = sub._sub._pending_queue  # nats-py keeps fetched-ahead messages here
-            while not queue.empty():
-                msg = queue.get_nowait()
-                if msg.data and msg.reply:
-                    with contextlib.suppress(Exception):
-                        await msg.nak()
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
     async def _finish_in_flight(self) -> None:
         if not self._tasks:

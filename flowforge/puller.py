@@ -60,15 +60,17 @@ class Puller:
         await self.top_up()
 
     async def stop(self) -> None:
-        """No more messages are asked for; requests the server still holds just expire."""
+        """No more requests; the inbox is drained (messages already on their way still reach
+        ``on_msg``) and unsubscribed, and the server drops requests nobody listens to, so
+        new messages go to other consumers at once."""
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        if self._sub is not None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
             with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()  # type: ignore[attr-defined]
-            self._sub = None
+                await sub.drain()  # type: ignore[attr-defined]
 
     async def top_up(self) -> None:
         """Ask for what the owner can take beyond what is already asked for."""
