@@ -43,8 +43,10 @@ noise)::
 
 import os
 import time
+from typing import TYPE_CHECKING, Any
 
-from celery import Celery, Task
+if TYPE_CHECKING:
+    from celery import Celery
 
 REDIS_URL_ENV = "FLOWFORGE_BENCH_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -96,8 +98,10 @@ def _started_at(*args: object) -> float:
     return time.time()
 
 
-def make_app(url: str) -> Celery:
+def make_app(url: str) -> "Celery":
     """A Celery app on Redis ``url`` with the benchmark's two tasks registered by name."""
+    from celery import Celery
+
     app = Celery("flowforge_bench", set_as_current=False)
     app.conf.update(settings(url))
     app.task(name=NOOP)(_noop)
@@ -105,8 +109,20 @@ def make_app(url: str) -> Celery:
     return app
 
 
-app = make_app(os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL))
-noop: Task = app.tasks[NOOP]
-"""``noop(*args) -> None`` as a task of ``app``: ``noop.delay()``, ``noop.si()``."""
-started_at: Task = app.tasks[STARTED_AT]
-"""``started_at(*args) -> float`` as a task of ``app``: when the worker started running it."""
+_built: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` (what ``celery -A bench.celery_app`` finds), ``noop``, ``started_at``: built on
+    first use from ``FLOWFORGE_BENCH_REDIS_URL``, so that the constants and ``settings`` above
+    import where Celery is not installed (``bench.celery_side.redis_available()`` says so).
+
+    ``noop(*args) -> None`` and ``started_at(*args) -> float`` (the worker's ``time.time()``
+    when the body started) are tasks of ``app``: ``noop.delay()``, ``noop.si()``.
+    """
+    if name in ("app", "noop", "started_at"):
+        if not _built:
+            app = make_app(os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL))
+            _built.update(app=app, noop=app.tasks[NOOP], started_at=app.tasks[STARTED_AT])
+        return _built[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -52,6 +52,26 @@ def environment() -> dict[str, Any]:
     }
 
 
+def celery_environment(reason: str | None) -> dict[str, Any]:
+    """The Celery side's versions and worker configuration, or why it was not run."""
+    from importlib import metadata
+
+    from bench import celery_app
+
+    if reason is not None:
+        return {"available": False, "reason": reason}
+    versions = {}
+    for dist in ("celery", "redis", "kombu"):
+        try:
+            versions[dist if dist != "redis" else "redis_py"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = ""
+    return {"available": True, "reason": None, **versions,
+            "redis_server": _run(["redis-server", "--version"]).split(" sha=")[0],
+            "pool": celery_app.POOL, "concurrency": celery_app.CONCURRENCY,
+            "prefetch_multiplier": celery_app.PREFETCH_MULTIPLIER}
+
+
 def write_json(result: dict[str, Any], stamp: str, extra: Path | None) -> list[Path]:
     """Write to ``bench/results/<stamp>.json`` and to ``extra`` when given."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -63,46 +83,68 @@ def write_json(result: dict[str, Any], stamp: str, extra: Path | None) -> list[P
     return paths
 
 
+def grid(rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns, a rule under the first row (the header)."""
+    widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
 def _mib(memory: dict[str, dict[str, int]], who: str) -> str:
-    kib = [m.get("peak_rss_kib", 0) for name, m in memory.items() if name.startswith(who)]
-    return f"{max(kib) / 1024:.1f} MiB" if kib and max(kib) else "-"
+    """The peak RSS of the processes named ``who*``, summed (e.g. over agents or workers)."""
+    total = sum(m.get("peak_rss_kib", 0) for name, m in memory.items() if name.startswith(who))
+    return f"{total / 1024:.1f}" if total else "-"
 
 
-def _row(name: str, entry: dict[str, Any]) -> list[str]:
-    if "error" in entry:
-        return [name, entry.get("size", ""), "FAILED", "", entry["error"].splitlines()[0][:60]]
-    med, walls = entry["median"], [s["wall_s"] for s in entry["samples"]]
+def _cpu(med: dict[str, float], parts: tuple[tuple[str, str], ...]) -> str:
+    return "  ".join(f"{name} {med[key]:.2f}" for name, key in parts if key in med)
+
+
+FF_CPU = (("coord", "cpu_coordinator_s"), ("nats", "cpu_nats_s"), ("agents", "cpu_agents_s"),
+          ("bench", "cpu_bench_s"))
+CELERY_CPU = (("workers", "cpu_workers_s"), ("redis", "cpu_redis_s"), ("bench", "cpu_bench_s"))
+
+
+def _side_row(label: str, side: str, data: dict[str, Any]) -> list[str]:
+    if not data.get("samples"):
+        return [label, side, "FAILED", "", (data.get("error") or "no samples").splitlines()[0][:70]]
+    med, walls = data["median"], [s["wall_s"] for s in data["samples"]]
     spread = f"{min(walls):.3f}-{max(walls):.3f}" if len(walls) > 1 else ""
-    match entry["kind"]:
-        case "fanout":
-            rate, unit = f"{med['tasks_per_s']:,.0f} tasks/s", ""
-        case "triggers":
-            rate, unit = f"{med['runs_per_s']:,.0f} runs/s", f"publish {med['publish_s']:.3f} s"
-        case _:
-            rate = f"{med['tasks'] / med['wall_s']:,.0f} tasks/s"
-            unit = f"{med['ms_per_hop']:.2f} ms/hop"
-    mem = entry["memory"]
-    return [name, entry["size"], f"{med['wall_s']:.3f}", spread, rate, unit,
-            _mib(mem, "coordinator"), _mib(mem, "nats-server"), _mib(mem, "agent")]
+    mem = data["memory"]
+    if side == "FlowForge":
+        cpu = _cpu(med, FF_CPU)
+        rss = (f"coord {_mib(mem, 'coordinator')}  nats {_mib(mem, 'nats-server')}  "
+               f"agents {_mib(mem, 'agent')}")
+    else:
+        cpu = _cpu(med, CELERY_CPU)
+        rss = f"workers {_mib(mem, 'worker')}  redis {_mib(mem, 'redis-server')}"
+    failed = "  (then FAILED)" if "error" in data else ""
+    return [label, side, f"{med['wall_s']:.3f}", spread, cpu + failed, rss]
 
 
-HEADER = ["workload", "size", "wall s", "min-max", "throughput", "detail",
-          "coord peak RSS", "nats peak RSS", "agent peak RSS"]
+def resources_table(result: dict[str, Any]) -> list[str]:
+    """Per workload and side: median wall s per sample, its spread, CPU s, peak RSS MiB."""
+    rows = [["workload", "side", "wall s", "min-max", "CPU s per sample (median)",
+             "peak RSS MiB (agents, workers: sum)"]]
+    for entry in result["workloads"].values():
+        rows.append(_side_row(entry["label"], "FlowForge", entry["flowforge"]))
+        if "skipped" not in entry["celery"]:  # why it was skipped is in the notes
+            rows.append(_side_row("", "Celery", entry["celery"]))
+    return grid(rows)
 
 
-def table(result: dict[str, Any]) -> str:
-    """The printed summary: one row per workload, medians over repeats."""
-    cfg, env = result["config"], result["environment"]
-    rows = [HEADER] + [_row(name, e) for name, e in result["workloads"].items()]
-    widths = [max(len(r[i]) if i < len(r) else 0 for r in rows) for i in range(len(HEADER))]
-    lines = [
-        f"FlowForge bench @ {env['commit']}{' (dirty)' if env['dirty'] else ''} — "
-        f"{cfg['agents']} agent(s) x concurrency {cfg['concurrency']}, "
-        f"median of {cfg['repeat']} repeat(s); Python {env['python']}, {env['loop']}, "
-        f"{env['cpus']} CPUs, {env['nats_server']}",
-    ]
-    for i, r in enumerate(rows):
-        lines.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+def header(result: dict[str, Any]) -> str:
+    """Commit, configuration of both sides, interpreter, machine."""
+    cfg, env, cel = result["config"], result["environment"], result["celery"]
+    text = (f"FlowForge vs Celery + Redis @ {env['commit']}{' (dirty)' if env['dirty'] else ''}; "
+            f"median of {cfg['repeat']} sample(s) per side, alternating F, C, F, C"
+            f"{' (--quick sizes)' if cfg['quick'] else ''}\n"
+            f"  FlowForge: {cfg['agents']} agent(s) x concurrency {cfg['concurrency']}, "
+            f"embedded {env['nats_server']}, Python {env['python']}, {env['loop']}, "
+            f"{env['cpus']} CPUs\n")
+    if cel.get("reason"):
+        return text + f"  Celery: not run: {cel['reason']}"
+    return text + (f"  Celery {cel.get('celery', '?')}: {cfg['agents']} worker(s), pool "
+                   f"{cel.get('pool')} x {cel.get('concurrency')}, prefetch multiplier "
+                   f"{cel.get('prefetch_multiplier')}, {cel.get('redis_server', 'redis-server')}")

@@ -57,6 +57,20 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process so far (``utime + stime`` in /proc/<pid>/stat,
+    its own threads only, not its children); None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after "pid (comm)": state is fields[0]
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14, 15
+
+
 def child_pids(pid: int) -> list[int]:
     """Direct children of ``pid`` (Linux /proc), e.g. the coordinator's nats-server."""
     pids: list[int] = []
@@ -235,18 +249,27 @@ class Stack:
         with contextlib.suppress(Exception):
             self._agent_ids.add(heartbeat_decoder.decode(msg.data).agent_id)
 
-    def memory(self) -> dict[str, dict[str, int]]:
-        """Current and peak RSS of the coordinator, its nats-server and each agent."""
-        out: dict[str, dict[str, int]] = {}
+    def pids(self) -> dict[str, int]:
+        """The live processes by name: the coordinator, its nats-server, ``agent<i>``."""
+        out: dict[str, int] = {}
         if self.coordinator is not None:
-            out["coordinator"] = memory_kib(self.coordinator.popen.pid)
+            out["coordinator"] = self.coordinator.popen.pid
             for pid in child_pids(self.coordinator.popen.pid):
                 with contextlib.suppress(OSError):
                     if Path(f"/proc/{pid}/comm").read_text().strip() == "nats-server":
-                        out["nats-server"] = memory_kib(pid)
+                        out["nats-server"] = pid
         for proc in self.agent_procs:
-            out[proc.name] = memory_kib(proc.popen.pid)
+            out[proc.name] = proc.popen.pid
         return out
+
+    def memory(self) -> dict[str, dict[str, int]]:
+        """Current and peak RSS of the coordinator, its nats-server and each agent."""
+        return {name: memory_kib(pid) for name, pid in self.pids().items()}
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by the coordinator, its nats-server and each agent."""
+        out = {name: cpu_seconds(pid) for name, pid in self.pids().items()}
+        return {name: s for name, s in out.items() if s is not None}
 
     def log_tails(self) -> str:
         procs = [p for p in (self.coordinator, *self.agent_procs) if p is not None]

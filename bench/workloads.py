@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 
 from bench.stack import Stack
 from flowforge import Client
+from protocol.errors import FlowForgeError
 from protocol.records import RunRecord
 from protocol.states import RUN_FINAL, RunStatus
 
@@ -31,6 +32,11 @@ class RunWatcher:
     stack: Stack
     flow: str
     finished: dict[str, tuple[float, RunStatus]] = field(default_factory=dict)
+    """Run id -> (``perf_counter()`` when its final state arrived, that state)."""
+    records: dict[str, RunRecord] = field(default_factory=dict)
+    """Run id -> its final record (with its task counts)."""
+    polled: set[str] = field(default_factory=set)
+    """Runs whose final state came from the listing, not an event: their time is late."""
     from_poll: int = 0
     _sub: Any = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -52,6 +58,7 @@ class RunWatcher:
     def _record(self, run: RunRecord, at: float) -> None:
         if run.status in RUN_FINAL and run.run_id not in self.finished:
             self.finished[run.run_id] = (at, run.status)
+            self.records[run.run_id] = run
             self._changed.set()
 
     async def wait(self, done: Any, timeout_s: float, since_wall: float) -> None:
@@ -81,6 +88,7 @@ class RunWatcher:
             fresh = run.created_at >= since_wall and run.run_id not in self.finished
             if fresh and run.status in RUN_FINAL:
                 self._record(run, now)
+                self.polled.add(run.run_id)
                 self.from_poll += 1
 
     def failures(self) -> list[str]:
@@ -88,7 +96,10 @@ class RunWatcher:
 
 
 async def _explain_failure(client: Client, run_id: str) -> str:
-    detail = await client.get(run_id)
+    try:
+        detail = await client.get(run_id)
+    except FlowForgeError as exc:  # e.g. a 20,000-task run is over the max payload
+        return f"run {run_id} did not succeed (and runs.get failed: {exc})"
     bad = [t for t in detail.tasks if t.status.value not in ("succeeded", "pending")]
     first = bad[0] if bad else None
     why = f"{first.task}: {first.error_type}: {first.error_message}" if first else "no task failed"
@@ -107,11 +118,10 @@ async def one_run(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:
         t1, status = watcher.finished[run.run_id]
     if status != RunStatus.SUCCEEDED:
         raise WorkloadError(await _explain_failure(client, run.run_id))
-    detail = await client.get(run.run_id)
-    done = sum(t.status.value == "succeeded" for t in detail.tasks)
-    if done != len(detail.tasks):
-        raise WorkloadError(f"run {run.run_id} succeeded with {done}/{len(detail.tasks)} tasks")
-    rec = detail.run
+    rec = watcher.records[run.run_id]  # counts, not runs.get: 20,000 tasks are over 8 MB
+    done = rec.counts.succeeded
+    if done != rec.counts.total or done == 0:
+        raise WorkloadError(f"run {run.run_id} succeeded with {done}/{rec.counts.total} tasks")
     coordinator_s = (rec.finished_at or 0.0) - rec.created_at
     return {"wall_s": t1 - t0, "tasks": done, "coordinator_s": coordinator_s,
             "from_poll": watcher.from_poll}

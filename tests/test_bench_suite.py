@@ -1,0 +1,92 @@
+"""``python -m bench.run``: the comparison's arithmetic, and a real smoke run as a subprocess."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import compare
+from bench.run import build_parser, config_from_args, notes
+from bench.stack import cpu_seconds
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_speedup_is_flowforge_over_celery_for_rates_and_celery_over_flowforge_for_times() -> None:
+    assert compare.speedup(2000.0, 200.0, higher_is_better=True) == 10.0
+    assert compare.speedup(0.5, 2.0, higher_is_better=False) == 4.0
+    assert compare.speedup(1.0, None, higher_is_better=True) is None
+    assert compare.ratio_text(4.0) == "4.0x faster"
+    assert compare.ratio_text(0.5) == "2.0x slower"
+
+
+def test_start_time_is_flat_within_half_again_or_twenty_ms() -> None:
+    assert compare.is_flat(100.0, 150.0)
+    assert not compare.is_flat(100.0, 151.0)
+    assert compare.is_flat(5.0, 24.0)  # small numbers: the slack
+    assert not compare.is_flat(5.0, 26.0)
+
+
+def _entry(kind: str, ff: dict[str, float], cel: dict[str, float] | None) -> dict[str, Any]:
+    return {"kind": kind, "label": kind, "size": "n", "agents": 1,
+            "flowforge": {"median": ff, "samples": [ff]},
+            "celery": {"median": cel, "samples": [cel]} if cel else {"skipped": "no redis"}}
+
+
+def test_targets_are_computed_from_the_medians() -> None:
+    wide = compare.rows_for(_entry("wide", {"tasks_per_s": 5000.0}, {"tasks_per_s": 600.0}))[0]
+    assert (wide.ratio, wide.verdict) == ("8.3x faster", "not met")
+    chain = compare.rows_for(_entry("chain", {"ms_per_hop": 1.4}, {"ms_per_hop": 2.0}))[0]
+    assert (chain.verdict, chain.celery) == ("met", "2.00")
+    alone = compare.rows_for(_entry("triggers", {"runs_per_s": 3000.0}, None))[0]
+    assert (alone.celery, alone.ratio, alone.verdict) == ("not run", "—", "n/a (no Celery number)")
+    latency = compare.rows_for(_entry("latency", {"dispatch_p50_ms": 1.0, "dispatch_p99_ms": 12.0},
+                                      {"p50_ms": 1.5, "p99_ms": 4.0}))
+    assert latency[1].verdict == "not met" and latency[1].ratio == "3.0x slower"
+
+
+def test_quick_keeps_small_sizes_and_aliases_pick_workloads() -> None:
+    ns = build_parser().parse_args(["--quick", "--workload", "throughput-wide", "--no-celery"])
+    cfg = config_from_args(ns)
+    assert (cfg.workloads, cfg.repeat, cfg.celery, cfg.wide_width) == (("wide",), 1, False, 200)
+    full = config_from_args(build_parser().parse_args([]))
+    assert full.wide_width + 2 == 20_000 and full.fanout_width == 10_000
+    assert full.workloads[0] == "wide" and full.repeat == 3
+
+
+def test_cpu_seconds_reads_this_process() -> None:
+    spent = cpu_seconds(__import__("os").getpid())
+    assert spent is not None and spent > 0
+    assert cpu_seconds(2**22 + 12345) is None
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(90)
+def test_a_quick_flowforge_only_run_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--no-celery", "--repeat", "1",
+         "--workload", "chain", "--workload", "latency", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=80,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result["workloads"]) == {"chain", "latency"}
+    assert result["celery"] == {"available": False, "reason": "--no-celery was given"}
+    chain = result["workloads"]["chain"]["flowforge"]
+    assert chain["median"]["ms_per_hop"] > 0 and len(chain["samples"]) == 1
+    for key in ("cpu_coordinator_s", "cpu_nats_s", "cpu_agents_s"):
+        assert chain["median"][key] >= 0
+    assert chain["median"]["cpu_coordinator_s"] + chain["median"]["cpu_agents_s"] > 0
+    assert chain["memory"]["coordinator"]["peak_rss_kib"] > 0
+    assert result["workloads"]["chain"]["celery"] == {"skipped": "--no-celery was given"}
+    lat = result["workloads"]["latency"]["flowforge"]["median"]
+    assert 0 < lat["dispatch_p50_ms"] <= lat["dispatch_p99_ms"]
+    assert lat["samples"] == 50 and lat["e2e_samples"] > 0
+    metrics = [r["metric"] for r in result["comparison"]]
+    assert "ms per hop" in metrics and "ready → started p99 ms" in metrics
+    assert "ready → started p99 ms" in proc.stdout and "Celery was not run" in proc.stdout
+    assert notes(result)  # the printed notes come from the JSON alone
