@@ -44,6 +44,7 @@ from protocol.subjects import Subjects
 log = logging.getLogger("flowforge.agent")
 
 REPORT_RETRY_MAX_S = 5.0
+REPORT_ACK_TIMEOUT_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
 MAX_DELIVERIES = 5
 """A task message delivered more often than this is failed instead of run (a poison pill)."""
@@ -339,7 +340,9 @@ class Agent:
         delay = 0.1
         while True:
             try:
-                await self._js.publish(self.subjects.report(report.run_id), data, timeout=5.0)
+                stored = await self._js.publish_async(self.subjects.report(report.run_id), data)
+                async with asyncio.timeout(REPORT_ACK_TIMEOUT_S):  # not wait_for: no extra task
+                    await stored
                 await msg.ack()
                 self.completed += 1
                 return

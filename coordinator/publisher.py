@@ -41,9 +41,11 @@ class Publisher:
         for queue, msg in items:
             msg_id = f"{msg.run_id}.{msg.task}.{msg.attempt}"
             try:
+                # No wait_stall: with one, nats-py wraps each publish in a task (a loop turn and
+                # a socket write per message). A full window frees up when _check_acks gives
+                # up on acks older than ACK_TIMEOUT_S.
                 fut = await self._js.publish_async(
                     self._s.task(queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id},
-                    wait_stall=ACK_TIMEOUT_S,
                 )
             except Exception as exc:  # noqa: BLE001 - any failure means: retry later
                 log.warning("publish of %s failed (%s); will retry", msg_id, exc)

@@ -1,7 +1,7 @@
 """TaskContext: what a running task knows about itself and how it talks back."""
 
+import functools
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,12 +29,16 @@ class TaskContext:
         self.attempt = attempt
         self.params = dict(params)
         self.agent_id = agent_id
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"flowforge.task.{flow}.{task}"),
-            {"run_id": run_id, "task": task, "attempt": attempt},
-        )
         self._sink = sink
-        self._cancelled = threading.Event()
+        self._cancelled = False  # set by the agent's loop, read by the task's thread
+
+    @functools.cached_property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """``flowforge.task.<flow>.<task>``; what it logs is kept as the task's log."""
+        return logging.LoggerAdapter(
+            logging.getLogger(f"flowforge.task.{self.flow}.{self.task}"),
+            {"run_id": self.run_id, "task": self.task, "attempt": self.attempt},
+        )
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report how far along the task is, from 0.0 to 1.0."""
@@ -49,10 +53,10 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """True once the run was cancelled: a long sync task should check it and return."""
-        return self._cancelled.is_set()
+        return self._cancelled
 
     def _cancel(self) -> None:
-        self._cancelled.set()
+        self._cancelled = True
 
     def __repr__(self) -> str:
         return f"TaskContext(run_id={self.run_id!r}, task={self.task!r}, attempt={self.attempt})"
