@@ -79,6 +79,11 @@ def _write_batch(
     return ids
 
 
+_TASK_STATUS = {s.value: s for s in TaskStatus}
+_RUN_STATUS = {s.value: s for s in RunStatus}
+"""Enum lookups by value without Enum.__call__ (a tenth of the cost, on every row read)."""
+
+
 def _task_row(r: TaskRecord) -> tuple[Any, ...]:
     return (
         r.run_id, r.task, r.status.value, r.attempt, r.queue, r.agent_id, r.queued_at,
@@ -91,7 +96,7 @@ def _task_row(r: TaskRecord) -> tuple[Any, ...]:
 
 def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
     return TaskRecord(
-        run_id=row[0], task=row[1], status=TaskStatus(row[2]), attempt=row[3], queue=row[4],
+        run_id=row[0], task=row[1], status=_TASK_STATUS[row[2]], attempt=row[3], queue=row[4],
         agent_id=row[5], queued_at=row[6], started_at=row[7], finished_at=row[8],
         output=msgspec.Raw(row[9] or b"null"), error_type=row[10],
         error_message=row[11], traceback=row[12], checkpoint=row[13], checkpoint_at=row[14],
@@ -111,7 +116,7 @@ def _run_row(r: RunRecord) -> tuple[Any, ...]:
 
 def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
     return RunRecord(
-        run_id=row[0], flow=row[1], version=row[2], status=RunStatus(row[3]),
+        run_id=row[0], flow=row[1], version=row[2], status=_RUN_STATUS[row[3]],
         params=_params_dec.decode(row[4]), created_at=row[5], started_at=row[6],
         finished_at=row[7], idempotency_key=row[8], source=row[9],
         counts=_counts_dec.decode(row[10]),
