@@ -59,6 +59,28 @@ def panel_text(app: DashboardApp, selector: str) -> str:
     return text_of(app.screen.query_one(selector, Static))
 
 
+async def open_task(app: DashboardApp, run_id: str, task: str) -> DagView:
+    """Open a run and select one of its tasks; returns the run's DAG view."""
+    app.open_run(run_id)
+    dag = (await run_screen(app)).query_one("#run-dag", DagView)
+    await until(lambda: dag.dag is not None)
+    dag.selected = task
+    return dag
+
+
+async def submit_params(app: DashboardApp, pilot: Pilot[None], text: str) -> TriggerScreen:
+    """Type ``text`` into the open trigger form and submit it."""
+    form = app.screen
+    assert isinstance(form, TriggerScreen)
+    form.query_one("#params", TextArea).load_text(text)
+    await pilot.press("ctrl+s")
+    return form
+
+
+def form_error(form: TriggerScreen) -> str:
+    return text_of(form.query_one("#form-error", Static))
+
+
 async def test_choosing_a_flow_draws_its_dag_and_describes_the_selected_task() -> None:
     app = app_for(memory_source())
     async with app.run_test(size=SIZE) as pilot:
@@ -253,10 +275,7 @@ async def test_the_selected_task_shows_its_log_which_follows_log_events() -> Non
     source = memory_source()
     app = app_for(source)
     async with app.run_test(size=SIZE) as pilot:
-        app.open_run("run-failed-1")
-        dag = (await run_screen(app)).query_one("#run-dag", DagView)
-        await until(lambda: dag.dag is not None)
-        dag.selected = "faulty_transform"
+        dag = await open_task(app, "run-failed-1", "faulty_transform")
         await until(lambda: "never defined" in panel_text(app, "#run-task"))
         assert "transforming 3 rows" in panel_text(app, "#run-task")
         source.push(TaskLog(run_id="run-failed-1", task="faulty_transform", attempt=1,
@@ -280,10 +299,7 @@ async def test_only_the_last_log_lines_are_in_the_panel_and_g_shows_them_all() -
     source.logs[("run-failed-1", "clean_data")] = lines
     app = app_for(source)
     async with app.run_test(size=SIZE) as pilot:
-        app.open_run("run-failed-1")
-        dag = (await run_screen(app)).query_one("#run-dag", DagView)
-        await until(lambda: dag.dag is not None)
-        dag.selected = "clean_data"
+        await open_task(app, "run-failed-1", "clean_data")
         await until(lambda: "line 099" in panel_text(app, "#run-task"))
         text = panel_text(app, "#run-task")
         assert "line 080" in text and "line 079" not in text
@@ -313,16 +329,12 @@ async def test_the_trigger_form_rejects_bad_json_then_starts_the_run_and_opens_i
         await until(lambda: app.query_one("#flows-table", DataTable).row_count == 3)
         await pilot.press("t")
         await until(lambda: isinstance(app.screen, TriggerScreen))
-        form = app.screen
-        form.query_one("#params", TextArea).load_text('{"n_rows": 10,')
-        await pilot.press("ctrl+s")
-        await until(lambda: "not valid JSON" in text_of(form.query_one("#form-error", Static)))
-        form.query_one("#params", TextArea).load_text("[1, 2]")
-        await pilot.press("ctrl+s")
-        await until(lambda: "must be a JSON object" in text_of(form.query_one("#form-error", Static)))
+        form = await submit_params(app, pilot, '{"n_rows": 10,')
+        await until(lambda: "not valid JSON" in form_error(form))
+        await submit_params(app, pilot, "[1, 2]")
+        await until(lambda: "must be a JSON object" in form_error(form))
         assert source.calls == []
-        form.query_one("#params", TextArea).load_text('{"n_rows": 10}')
-        await pilot.press("ctrl+s")
+        await submit_params(app, pilot, '{"n_rows": 10}')
         await until(lambda: isinstance(app.screen, RunScreen))
         assert source.calls == [("start", "pipeline_simple", {"n_rows": 10})]
         assert app.screen.run_id == "run-0001"  # type: ignore[attr-defined]

@@ -4,14 +4,23 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Static, TextArea
+from textual.pilot import Pilot
+from textual.widgets import DataTable
 
 import tests.taskflows  # noqa: F401 - registers the flows the agent serves
 from coordinator.service import Coordinator
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats
-from tests.test_tui_app import SIZE, panel_text, run_screen, shown, text_of
+from tests.test_tui_app import (
+    SIZE,
+    form_error,
+    panel_text,
+    run_screen,
+    shown,
+    submit_params,
+    text_of,
+)
 from tests.test_tui_support import until, utc
 from tui.app import DashboardApp
 from tui.banner import Banner
@@ -26,6 +35,15 @@ def _utc() -> Iterator[None]:
         yield
 
 
+async def open_trigger_form(app: DashboardApp, pilot: Pilot[None], flow: str) -> None:
+    """Select ``flow`` in the flows view and open its trigger form."""
+    table = app.query_one("#flows-table", DataTable)
+    await until(lambda: flow in [str(k.value) for k in table.rows])
+    table.move_cursor(row=table.get_row_index(flow))
+    await pilot.press("t")
+    await until(lambda: isinstance(app.screen, TriggerScreen))
+
+
 async def test_a_run_triggered_from_the_dashboard_reaches_succeeded_on_screen(
     coordinator: Coordinator, start_agent: Callable[..., Awaitable[object]], client: Client,
     nats_opts: ConnectOptions,
@@ -34,11 +52,7 @@ async def test_a_run_triggered_from_the_dashboard_reaches_succeeded_on_screen(
     await start_agent()
     app = DashboardApp(ClientSource(nats_opts), tick_s=None)
     async with app.run_test(size=SIZE) as pilot:
-        table = app.query_one("#flows-table", DataTable)
-        await until(lambda: "progress" in [str(k.value) for k in table.rows])
-        table.move_cursor(row=table.get_row_index("progress"))
-        await pilot.press("t")
-        await until(lambda: isinstance(app.screen, TriggerScreen))
+        await open_trigger_form(app, pilot, "progress")
         await pilot.press("ctrl+s")
         screen = await run_screen(app)
         dag = screen.query_one("#run-dag", DagView)
@@ -56,18 +70,11 @@ async def test_cancel_and_retry_from_the_dashboard_reach_the_real_coordinator(
     await start_agent()
     app = DashboardApp(ClientSource(nats_opts), tick_s=None)
     async with app.run_test(size=SIZE) as pilot:
-        table = app.query_one("#flows-table", DataTable)
-        await until(lambda: "cancellable" in [str(k.value) for k in table.rows])
-        table.move_cursor(row=table.get_row_index("cancellable"))
-        await pilot.press("t")
-        await until(lambda: isinstance(app.screen, TriggerScreen))
-        form = app.screen
-        form.query_one("#params", TextArea).load_text("{not json")
-        await pilot.press("ctrl+s")
-        await until(lambda: "not valid JSON" in text_of(form.query_one("#form-error", Static)))
+        await open_trigger_form(app, pilot, "cancellable")
+        form = await submit_params(app, pilot, "{not json")
+        await until(lambda: "not valid JSON" in form_error(form))
         assert await client.runs(flow="cancellable") == []  # nothing was sent
-        form.query_one("#params", TextArea).load_text("{}")
-        await pilot.press("ctrl+s")
+        await submit_params(app, pilot, "{}")
         screen = await run_screen(app)
         await until(lambda: "● sync_long" in shown(screen.dag_view), what="a task running")
         await pilot.press("c")
