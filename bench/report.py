@@ -40,9 +40,11 @@ def environment() -> dict[str, Any]:
         nats_server = _run([nats_server_binary(), "--version"])
     except Exception:  # noqa: BLE001 - the version is only a label in the report
         nats_server = ""
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"])
     return {
         "commit": _run(["git", "rev-parse", "--short", "HEAD"]),
-        "dirty": bool(_run(["git", "status", "--porcelain", "--untracked-files=no"])),
+        "dirty": bool(dirty),
+        "dirty_files": [line[2:].strip() for line in dirty.splitlines()],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
