@@ -34,9 +34,13 @@ from protocol.api import (
 from protocol.dag import validate_flow
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, UnknownFlow, UnknownRun
 from protocol.messages import encoder
+from protocol.records import RunDetail, TaskRecord
 from protocol.subjects import Subjects
 
 log = logging.getLogger("flowforge.coordinator.api")
+
+REPLY_MARGIN_BYTES = 16 * 1024
+"""Room in an answer for the envelope around a page of task instances."""
 
 _decoders = {key: msgspec.json.Decoder(t) for key, t in API_REQUESTS.items()}
 
@@ -149,10 +153,22 @@ class Api:
         return FlowDetail(spec=spec, version=version, registered_at=at)
 
     async def get_run(self, req: GetRun) -> Any:
+        """The run and its task instances from ``task_offset``, as many as fit in one answer."""
+        if req.task_offset < 0:
+            raise BadRequest(f"task_offset must be 0 or more, got {req.task_offset}")
         detail = await self.store.get_run(req.run_id)
         if detail is None:
             raise UnknownRun(req.run_id)
-        return detail
+        budget = self.max_reply_bytes - REPLY_MARGIN_BYTES - len(encoder.encode(detail.run))
+        page: list[TaskRecord] = []
+        for task in detail.tasks[req.task_offset:]:
+            budget -= len(encoder.encode(task)) + 1
+            if page and budget < 0:
+                break
+            page.append(task)
+        end = req.task_offset + len(page)
+        return RunDetail(run=detail.run, tasks=page,
+                         next_task=end if end < len(detail.tasks) else None)
 
     async def list_runs(self, req: ListRuns) -> Any:
         return await self.store.list_runs(req.flow, req.status, req.limit)

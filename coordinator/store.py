@@ -266,7 +266,7 @@ class Store:
 
     async def tasks_of(self, run_id: str) -> list[TaskRecord]:
         async with self._db.execute(
-            f"SELECT {_TASK_COLS} FROM task_instances WHERE run_id = ?", (run_id,)
+            f"SELECT {_TASK_COLS} FROM task_instances WHERE run_id = ? ORDER BY task", (run_id,)
         ) as cur:
             return [_task_from_row(r) for r in await cur.fetchall()]
 

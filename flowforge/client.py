@@ -13,7 +13,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from flowforge.connection import ConnectOptions, connect
 from flowforge.registry import REGISTRY
 from protocol.api import FlowDetail, RegisteredFlow, TaskLogText, reply_decoder
-from protocol.errors import NotConnected, RemoteError
+from protocol.errors import NotConnected, RemoteError, TooLarge
 from protocol.flows import FlowSpec
 from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import (
@@ -92,6 +92,12 @@ class Client:
     async def request(self, noun: str, verb: str, body: Any, result_type: type[T]) -> T:
         """One API call; raises RemoteError with the coordinator's code on an error reply."""
         data = encoder.encode(body)
+        limit = self.nc.max_payload
+        if limit and len(data) > limit:
+            raise TooLarge(
+                f"the {noun}.{verb} request is {len(data):,} bytes, over the NATS server's "
+                f"max_payload of {limit:,}; send less at once, or raise max_payload on the server"
+            )
         for pause_s in NO_RESPONDER_RETRIES_S:  # a coordinator restarting: ask again shortly
             try:
                 msg = await self.nc.request(
@@ -128,10 +134,15 @@ class Client:
                 s for s in specs
                 if (replace if replace is not None else REGISTRY.replace.get(s.name, True)) is flag
             ]
-            if group:
-                out += await self.request(
-                    "flows", "register", {"flows": group, "replace": flag}, list[RegisteredFlow]
-                )
+            if not group:
+                continue
+            body = {"flows": group, "replace": flag}
+            if len(encoder.encode(body)) <= self.nc.max_payload:  # all in one transaction
+                out += await self.request("flows", "register", body, list[RegisteredFlow])
+                continue
+            for spec in group:  # too big together: one by one (each may still be too big)
+                out += await self.request("flows", "register", {"flows": [spec], "replace": flag},
+                                          list[RegisteredFlow])
         return out
 
     async def flows(self) -> list[FlowSummary]:
@@ -165,7 +176,15 @@ class Client:
         return await self.request("tasks", "mark", body, TaskRecord)
 
     async def get(self, run_id: str) -> RunDetail:
-        return await self.request("runs", "get", {"run_id": run_id}, RunDetail)
+        """A run and all its task instances (fetched in pages when they do not fit in one
+        message; the run record is the newest page's)."""
+        detail = await self.request("runs", "get", {"run_id": run_id}, RunDetail)
+        while detail.next_task is not None:
+            page = await self.request(
+                "runs", "get", {"run_id": run_id, "task_offset": detail.next_task}, RunDetail)
+            detail = RunDetail(run=page.run, tasks=detail.tasks + page.tasks,
+                               next_task=page.next_task)
+        return detail
 
     async def runs(
         self, flow: str | None = None, status: RunStatus | str | None = None, limit: int = 50

@@ -54,10 +54,11 @@ def register_task_pipeline(
     names = set(pipeline)
     tasks: list[TaskSpec] = []
     functions: dict[str, Callable[..., Any]] = {}
+    described: set[str] = set()
     for name, options in pipeline.items():
         merged = {**_defaults(flow_name, defaults), **options} if isinstance(options, Mapping) \
             else options
-        spec, fn = _task_spec(flow_name, name, merged, names)
+        spec, fn = _task_spec(flow_name, name, merged, names, described)
         tasks.append(spec)
         functions[spec.function] = fn
     flow = FlowSpec(
@@ -84,8 +85,11 @@ def _defaults(flow: str, defaults: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _task_spec(
-    flow: str, name: Any, options: Any, names: set[str]
+    flow: str, name: Any, options: Any, names: set[str], described: set[str]
 ) -> tuple[TaskSpec, Callable[..., Any]]:
+    """One task's spec; its function's docstring and source only if no task in ``described``
+    (the function refs already carrying them) has them yet: a 10,000-task fan-out of one
+    function sends that source once, not 10,000 times."""
     if not isinstance(name, str) or not is_valid_name(name):
         raise InvalidFlow(
             f"flow {flow!r}: task name {name!r} is not valid: use letters, digits, '_' or '-'"
@@ -110,7 +114,8 @@ def _task_spec(
         if not isinstance(dep, str):
             raise InvalidOption(flow, name, "depends_on", f"must list task names, got {dep!r}")
     params, inputs, accepts_all = bind_plan(flow, name, fn, names)
-    doc, source = doc_and_source(fn)
+    doc, source = ("", "") if ref in described else doc_and_source(fn)
+    described.add(ref)
     timeout = options.get("timeout")
     return TaskSpec(
         name=name,

@@ -46,6 +46,8 @@ class StartRun(msgspec.Struct, frozen=True, kw_only=True):
 
 class GetRun(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
+    task_offset: int = 0
+    """Tasks are in name order; the answer holds as many from here as fit in one message."""
 
 
 class CancelRun(msgspec.Struct, frozen=True, kw_only=True):

@@ -40,6 +40,8 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     is_async: bool = False
     doc: str = ""
     source: str = ""
+    """The function's docstring and source, on the first task of each function only
+    (``FlowSpec.described`` finds them for the others)."""
 
 
 class FlowSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +55,15 @@ class FlowSpec(msgspec.Struct, frozen=True, kw_only=True):
     def version(self) -> str:
         """Content hash: the same definition always gets the same version."""
         return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:12]
+
+    def described(self, task: TaskSpec) -> tuple[str, str]:
+        """The docstring and source of ``task``'s function, from whichever task carries them."""
+        if task.doc or task.source:
+            return task.doc, task.source
+        for other in self.tasks:
+            if other.function == task.function and (other.doc or other.source):
+                return other.doc, other.source
+        return "", ""
 
     def queues(self) -> set[str]:
         return {t.queue for t in self.tasks}

@@ -85,6 +85,9 @@ class RunRecord(msgspec.Struct, kw_only=True):
 class RunDetail(msgspec.Struct, kw_only=True):
     run: RunRecord
     tasks: list[TaskRecord]
+    next_task: int | None = None
+    """A page of a run too big for one message: ask again from this task (``Client.get``
+    does); None when ``tasks`` holds the rest."""
 
 
 class FlowSummary(msgspec.Struct, kw_only=True):

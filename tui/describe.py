@@ -61,6 +61,7 @@ def flow_task(spec: FlowSpec, name: str) -> RenderableType:
     task = next((t for t in spec.tasks if t.name == name), None)
     if task is None:
         return Text(f"{name}: not in this flow")
+    doc, source = spec.described(task)
     title = Text(task.name, style="bold")
     if task.verbose_name:
         title.append(f"  {task.verbose_name}", style="italic")
@@ -71,10 +72,10 @@ def flow_task(spec: FlowSpec, name: str) -> RenderableType:
             ("needed by", ", ".join(_dependants(spec, name)) or "-")),
         _params(task),
         Text(""),
-        Text(task.doc.strip() or "(no docstring)", style="italic" if task.doc else "grey50"),
+        Text(doc.strip() or "(no docstring)", style="italic" if doc else "grey50"),
     ]
-    if task.source:
-        parts += [Text(""), Syntax(task.source.rstrip(), "python", theme="ansi_dark",
+    if source:
+        parts += [Text(""), Syntax(source.rstrip(), "python", theme="ansi_dark",
                                    background_color="default", word_wrap=False)]
     return Group(*parts)
 
@@ -89,7 +90,9 @@ def flow_group(spec: FlowSpec, name: str, members: Sequence[str]) -> RenderableT
     """A collapsed group or a stack of a flow: its tasks and what they do (the first ones)."""
     title = Text(name, style="bold")
     title.append(_folded_hint(name, len(members)), style="italic")
-    docs = {t.name: (t.doc.strip().splitlines() or [""])[0] for t in spec.tasks}
+    shown = set(members[:MEMBER_ROWS])
+    docs = {t.name: (spec.described(t)[0].strip().splitlines() or [""])[0] for t in spec.tasks
+            if t.name in shown}
     rows = Table(box=None, show_edge=False, pad_edge=False, show_header=False)
     rows.add_column(style="bold")
     rows.add_column(style="grey70")
