@@ -3,14 +3,7 @@
 Agents import this module (``--import bench.flows``) to learn the one function they run;
 the full-size flows are defined at import so that registration is never needed for that.
 The benchmark process defines other sizes with ``fanout_flow``/``chain_flow`` as it needs.
-
-A flow as ``register_task_pipeline`` records it carries each task's docstring and source:
-about 480 bytes a task here, so a 20,000-task flow is a 9.8 MB registration message, over
-the embedded nats-server's 8 MB max payload. ``lean`` drops both (about 265 bytes a task,
-5.3 MB for 20,000); the wide flows of the benchmark are registered lean.
 """
-
-import msgspec
 
 from flowforge import register_task_pipeline
 from protocol.flows import FlowSpec
@@ -20,12 +13,6 @@ FANOUT_WIDTH = 1000
 CHAIN_LENGTH = 100
 WIDE_WIDTH = min(20_000, MAX_TASKS_PER_FLOW - 2)
 """The widest root → N → join the coordinator accepts: N + 2 tasks may not pass the limit."""
-
-
-def lean(spec: FlowSpec) -> FlowSpec:
-    """``spec`` without its tasks' docstrings and source (only shown by the dashboard)."""
-    tasks = tuple(msgspec.structs.replace(t, doc="", source="") for t in spec.tasks)
-    return msgspec.structs.replace(spec, tasks=tasks)
 
 
 def noop() -> None:

@@ -92,14 +92,10 @@ class Plan:
     notes: tuple[str, ...] = ()
 
 
-def _fanout(width: int) -> FlowSpec:
-    return flows.lean(flows.fanout_flow(width))
-
-
 def _plan_throughput(cfg: BenchConfig, kind: str) -> Plan:
     t, single = cfg.timeout_s, flows.single_flow()
     if kind == "wide":
-        spec, w = _fanout(cfg.wide_width), cfg.wide_width
+        spec, w = flows.fanout_flow(cfg.wide_width), cfg.wide_width
         return Plan("wide", kind, f"{NAMES[kind]} 1→{w:,}→1", f"{w + 2:,} tasks, one run", (spec,),
                     lambda s: workloads.fanout(s, spec.name, t),
                     lambda c: celery_side.wide(c, w, t), cfg.agents, cfg.repeat,
@@ -118,7 +114,7 @@ def plans(cfg: BenchConfig, name: str) -> list[Plan]:
         case "wide" | "triggers":
             return [_plan_throughput(cfg, name)]
         case "fanout":
-            spec, w = _fanout(cfg.fanout_width), cfg.fanout_width
+            spec, w = flows.fanout_flow(cfg.fanout_width), cfg.fanout_width
             return [Plan("fanout", name, f"fanout 1→{w:,}→1", f"{w + 2:,} tasks", (spec,),
                          lambda s: workloads.fanout(s, spec.name, t),
                          lambda c: celery_side.fanout(c, w, t), cfg.agents, cfg.repeat)]
@@ -143,7 +139,8 @@ def plans(cfg: BenchConfig, name: str) -> list[Plan]:
 
 
 def _plan_scale(cfg: BenchConfig) -> Plan:
-    start, hist = _fanout(cfg.scale_start_tasks - 2), _fanout(cfg.scale_history_tasks - 2)
+    start = flows.fanout_flow(cfg.scale_start_tasks - 2)
+    hist = flows.fanout_flow(cfg.scale_history_tasks - 2)
     sizes = scale.ScaleSizes(start.name, cfg.scale_start_tasks, hist.name, cfg.scale_history_runs,
                              cfg.scale_history_tasks, starts=max(3, cfg.repeat))
     history = cfg.scale_history_runs * cfg.scale_history_tasks
