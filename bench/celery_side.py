@@ -28,7 +28,6 @@ import os
 import queue
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,7 +38,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bench import celery_app as capp
-from bench.stack import REPO_ROOT, Proc, StackError, child_pids, free_port, memory_kib
+from bench.report import percentile
+from bench.stack import (
+    READY_TIMEOUT_S,
+    BaseStack,
+    Proc,
+    StackError,
+    check_running,
+    child_pids,
+    free_port,
+    memory_kib,
+    spawn,
+    stop_all,
+)
 from bench.workloads import WorkloadError
 
 if TYPE_CHECKING:
@@ -47,7 +58,6 @@ if TYPE_CHECKING:
     from celery.canvas import Signature
     from celery.result import AsyncResult
 
-READY_TIMEOUT_S = 60.0
 SAMPLE_TIMEOUT_S = 300.0
 PING_TIMEOUT_S = 1.0
 CLOSE_TIMEOUT_S = 5.0
@@ -67,16 +77,6 @@ def redis_available() -> str | None:
         return (f"{' and '.join(missing)} not importable in {sys.executable} "
                 "(pip install 'celery[redis]>=5.3', or the project's 'bench' extra)")
     return None
-
-
-def _spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> Proc:
-    """Start ``argv`` from the repository root in its own session, output to ``log_path``."""
-    with open(log_path, "wb") as log:
-        popen = subprocess.Popen(
-            argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    return Proc(name, popen, log_path)
 
 
 async def _redis_pong(port: int) -> bool:
@@ -159,7 +159,7 @@ class ClientThread:
 
 
 @dataclass(slots=True)
-class CeleryStack:
+class CeleryStack(BaseStack):
     """``async with CeleryStack(workdir, workers=1, concurrency=2) as s: await s.run(wide, s, 1000)``.
 
     Worker ``i`` is named ``worker<i>`` (its ``--hostname worker<i>@%h`` and log file).
@@ -181,17 +181,6 @@ class CeleryStack:
     """Set by ``stop()``: samples waiting for results raise ``WorkloadError`` within a second."""
     _thread: ClientThread | None = None
 
-    async def __aenter__(self) -> "CeleryStack":
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def start(self) -> None:
         """Start Redis, wait for its PONG, start the workers, wait for their pings and a task."""
         reason = redis_available()
@@ -207,7 +196,7 @@ class CeleryStack:
         env = os.environ | {capp.REDIS_URL_ENV: self.url}
         for i in range(self.workers):
             name = f"worker{i}"
-            self.worker_procs.append(_spawn(name, self._worker_argv(name), self.workdir / f"{name}.log", env))
+            self.worker_procs.append(spawn(name, self._worker_argv(name), self.workdir / f"{name}.log", env))
         self.app = capp.make_app(self.url)
         self._thread = ClientThread()
         await self.run(self._wait_for_workers, deadline)
@@ -217,7 +206,7 @@ class CeleryStack:
         assert binary is not None
         argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.workdir), "--loglevel", "warning"]
-        return _spawn("redis-server", argv, self.workdir / "redis-server.log", dict(os.environ))
+        return spawn("redis-server", argv, self.workdir / "redis-server.log")
 
     def _worker_argv(self, name: str) -> list[str]:
         argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
@@ -232,11 +221,7 @@ class CeleryStack:
         return [p for p in (self.redis, *self.worker_procs) if p is not None]
 
     def _check(self, deadline: float, what: str) -> None:
-        for proc in self.processes():
-            proc.check_alive()
-        if time.monotonic() > deadline:
-            raise StackError(f"gave up after {READY_TIMEOUT_S:g} s waiting for {what}:\n"
-                             f"{self.log_tails()}")
+        check_running(self.processes(), deadline, what)
 
     def _wait_for_workers(self, deadline: float) -> None:
         """Blocking: ping until every worker answered, then one round trip of a no-op task."""
@@ -277,29 +262,19 @@ class CeleryStack:
     def log_tails(self) -> str:
         return "\n".join(p.tail() for p in self.processes())
 
-    async def stop(self) -> None:
-        """Close the client, stop the workers, then Redis; idempotent, finishes even if cancelled."""
-        done = asyncio.ensure_future(self._stop())
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            await done
-            raise
-
     async def _stop(self) -> None:
+        """Close the client, stop the workers, then Redis."""
         thread, self._thread = self._thread, None
         self.stopping.set()  # a sample still running (its caller was cancelled) gives up
         if thread is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(thread.call(self._close_client), CLOSE_TIMEOUT_S)
             thread.close()
-        started = time.monotonic()
-        codes = await asyncio.gather(*(p.stop(STOP_GRACE_S) for p in self.worker_procs))
-        self.stopped = {"workers_s": time.monotonic() - started, "worker_exit_codes": codes}
+        workers_s, codes = await stop_all(self.worker_procs, STOP_GRACE_S)
+        self.stopped = {"workers_s": workers_s, "worker_exit_codes": codes}
         if self.redis is not None:
-            started = time.monotonic()
-            code = await self.redis.stop(STOP_GRACE_S)
-            self.stopped |= {"redis_s": time.monotonic() - started, "redis_exit_code": code}
+            redis_s, [code] = await stop_all([self.redis], STOP_GRACE_S)
+            self.stopped |= {"redis_s": redis_s, "redis_exit_code": code}
         self.app = None
 
     def _close_client(self) -> None:
@@ -422,16 +397,6 @@ def chain(stack: CeleryStack, length: int, timeout_s: float = SAMPLE_TIMEOUT_S) 
             "ms_per_hop": 1000.0 * wall / length}
 
 
-def _percentile(sorted_ms: list[float], q: float) -> float:
-    """The ``q`` quantile (0 to 1) of sorted values, linear between neighbours."""
-    if len(sorted_ms) == 1:
-        return sorted_ms[0]
-    pos = q * (len(sorted_ms) - 1)
-    low = int(pos)
-    high = min(low + 1, len(sorted_ms) - 1)
-    return sorted_ms[low] + (sorted_ms[high] - sorted_ms[low]) * (pos - low)
-
-
 def dispatch_latency(
     stack: CeleryStack, count: int, interval_s: float = 0.01, timeout_s: float = SAMPLE_TIMEOUT_S
 ) -> dict[str, Any]:
@@ -452,8 +417,8 @@ def dispatch_latency(
     started = _await_all(stack, results, timeout_s)
     wall = time.perf_counter() - t0
     ms = sorted(1000.0 * (s - t) for s, t in zip(started, submitted, strict=True))
-    return {"wall_s": wall, "samples": count, "p50_ms": _percentile(ms, 0.5),
-            "p99_ms": _percentile(ms, 0.99), "mean_ms": statistics.fmean(ms), "max_ms": ms[-1]}
+    return {"wall_s": wall, "samples": count, "p50_ms": percentile(ms, 0.5),
+            "p99_ms": percentile(ms, 0.99), "mean_ms": statistics.fmean(ms), "max_ms": ms[-1]}
 
 
 # --- python -m bench.celery_side -------------------------------------------------------------

@@ -17,23 +17,13 @@ import statistics
 import time
 from typing import Any
 
+from bench.report import percentile
 from bench.stack import Stack
 from bench.workloads import RunWatcher, WorkloadError
 from protocol.states import RunStatus
 
 FETCH_CONCURRENCY = 20
 """``runs.get`` requests in flight at once while collecting the task records (after timing)."""
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The ``q`` quantile (0 to 1), linear between neighbours (as ``bench.celery_side``)."""
-    ordered = sorted(values)
-    if len(ordered) == 1:
-        return ordered[0]
-    pos = q * (len(ordered) - 1)
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def summary(prefix: str, ms: list[float]) -> dict[str, float]:
@@ -75,11 +65,9 @@ async def dispatch_latency(
     client = stack.client
     assert client is not None
     async with RunWatcher(stack, flow) as watcher:
-        since = time.time()
-        t0 = time.perf_counter()
         sent = await _start_at_cadence(stack, flow, count, interval_s)
-        await watcher.wait(lambda w: all(r in w.finished for r in sent), timeout_s, since)
-        wall = max(watcher.finished[r][0] for r in sent) - t0
+        await watcher.wait(lambda w: all(r in w.finished for r in sent), timeout_s)
+        wall = max(watcher.finished[r][0] for r in sent) - watcher.t0
     bad = [r for r in sent if watcher.finished[r][1] != RunStatus.SUCCEEDED]
     if bad:
         raise WorkloadError(f"{flow}: {len(bad)} of {count} runs did not succeed, e.g. {bad[0]}")

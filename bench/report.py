@@ -1,4 +1,4 @@
-"""Results: medians over repeats, the printed table, the JSON file and the machine it ran on."""
+"""Results: medians over repeats, percentiles, the printed table, the JSON file and the machine."""
 
 import json
 import os
@@ -19,6 +19,17 @@ def medians(samples: list[dict[str, Any]]) -> dict[str, float]:
     """The median of every numeric field across samples."""
     keys = [k for k, v in samples[0].items() if isinstance(v, int | float)] if samples else []
     return {k: statistics.median(s[k] for s in samples) for k in keys}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of ``values``, linear between neighbours."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = q * (len(ordered) - 1)
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def _run(argv: list[str]) -> str:

@@ -33,7 +33,7 @@ import msgspec
 from nats.aio.msg import Msg
 
 from bench.stack import Stack
-from bench.workloads import RunWatcher, WorkloadError
+from bench.workloads import EventWatch, RunWatcher, WorkloadError
 from protocol.records import TaskRecord
 from protocol.states import RunStatus
 
@@ -58,25 +58,16 @@ class ScaleSizes:
 
 
 @dataclass(slots=True)
-class RootWatch:
+class RootWatch(EventWatch):
     """Each run's ``root`` task, from ``events.task.*.root``: when its queued event arrived
     (``time.time()``), its ``queued_at`` and ``started_at`` stamps."""
 
-    stack: Stack
     seen: dict[str, float] = field(default_factory=dict)
     queued: dict[str, float] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
-    _sub: Any = None
 
-    async def __aenter__(self) -> "RootWatch":
-        assert self.stack.nc is not None
-        subject = self.stack.subjects.task_event("*", "root")
-        self._sub = await self.stack.nc.subscribe(subject, cb=self._on_event)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
+    def subject(self) -> str:
+        return self.stack.subjects.task_event("*", "root")
 
     async def _on_event(self, msg: Msg) -> None:
         now = time.time()
@@ -101,18 +92,16 @@ async def timed_start(stack: Stack, flow: str, roots: RootWatch, timeout_s: floa
     client = stack.client
     assert client is not None
     async with RunWatcher(stack, flow) as watcher:
-        since = time.time()
-        t0 = time.perf_counter()
         run = await client.start(flow, {})
-        reply_ms = 1000.0 * (time.perf_counter() - t0)
+        reply_ms = 1000.0 * (time.perf_counter() - watcher.t0)
         seen = await roots.queued_seen(run.run_id)
-        await watcher.wait(lambda w: run.run_id in w.finished, timeout_s, since)
-        wall_s = watcher.finished[run.run_id][0] - t0
-    if watcher.finished[run.run_id][1] != RunStatus.SUCCEEDED:
+        t1, status = await watcher.finish(run.run_id, timeout_s)
+    if status != RunStatus.SUCCEEDED:
         raise WorkloadError(f"{flow}: run {run.run_id} did not succeed")
     if seen is None:
         raise WorkloadError(f"{flow}: run {run.run_id}: no queued event of its root arrived")
-    out = {"reply_ms": reply_ms, "first_queued_ms": 1000.0 * (seen - since), "wall_s": wall_s,
+    since, t0 = watcher.since, watcher.t0
+    out = {"reply_ms": reply_ms, "first_queued_ms": 1000.0 * (seen - since), "wall_s": t1 - t0,
            "queued_stamp_ms": 1000.0 * (roots.queued[run.run_id] - since)}
     if run.run_id in roots.started:
         out["first_started_ms"] = 1000.0 * (roots.started[run.run_id] - since)
@@ -129,15 +118,13 @@ async def _history(stack: Stack, sizes: ScaleSizes, timeout_s: float) -> float:
     async def one(watcher: RunWatcher) -> None:
         async with limit:
             run = await client.start(sizes.history_flow, {})
-            await watcher.wait(lambda w: run.run_id in w.finished, timeout_s, since)
-            if watcher.finished[run.run_id][1] != RunStatus.SUCCEEDED:
+            _, status = await watcher.finish(run.run_id, timeout_s)
+            if status != RunStatus.SUCCEEDED:
                 failed.append(run.run_id)
 
     async with RunWatcher(stack, sizes.history_flow) as watcher:
-        since = time.time()
-        t0 = time.perf_counter()
         await asyncio.gather(*(one(watcher) for _ in range(sizes.history_runs)))
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - watcher.t0
     if failed:
         raise WorkloadError(f"{sizes.history_flow}: {len(failed)} history runs did not succeed")
     return wall

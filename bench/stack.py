@@ -11,7 +11,7 @@ import sysconfig
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -121,17 +121,75 @@ class Proc:
         return self.popen.wait(timeout_s)
 
 
-def spawn(name: str, argv: list[str], log_path: Path) -> Proc:
+def spawn(name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> Proc:
+    """Start ``argv`` from the repository root in its own session (so ``Proc.stop`` can kill its
+    group), stdout and stderr to ``log_path``; ``env`` replaces the environment when given."""
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(
-            argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            argv, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
     return Proc(name, popen, log_path)
 
 
+async def stop_all(procs: list[Proc], grace_s: float = STOP_GRACE_S) -> tuple[float, list[int | None]]:
+    """``Proc.stop`` of every process at once; how many seconds that took, and the exit codes."""
+    started = time.monotonic()
+    codes = await asyncio.gather(*(p.stop(grace_s) for p in procs))
+    return time.monotonic() - started, list(codes)
+
+
+def check_running(procs: list[Proc], deadline: float, what: str) -> None:
+    """While waiting for ``what``: ``StackError`` (with the logs) when one of ``procs`` exited, or
+    when ``time.monotonic()`` passed ``deadline``."""
+    for proc in procs:
+        proc.check_alive()
+    if time.monotonic() > deadline:
+        tails = "\n".join(p.tail() for p in procs)
+        raise StackError(f"gave up after {READY_TIMEOUT_S:g} s waiting for {what}:\n{tails}")
+
+
+class BaseStack:
+    """The part both stacks share (this module's ``Stack`` and ``bench.celery_side.CeleryStack``):
+    ``async with`` starts one and always stops it, also when starting failed; ``stop()``."""
+
+    __slots__ = ()
+
+    async def start(self) -> None:
+        """Start the processes and wait until each is ready."""
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        """Stop whatever ``start`` got to, in order; safe to call again."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop every process started so far (``_stop``); idempotent.
+
+        Runs to the end even when the caller is cancelled (e.g. by Ctrl-C), then re-raises:
+        a half-done stop would leave processes running after the benchmark exits.
+        """
+        done = asyncio.ensure_future(self._stop())
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            await done
+            raise
+
+
 @dataclass(slots=True)
-class Stack:
+class Stack(BaseStack):
     """``async with Stack(workdir, agents=1, concurrency=16) as s: await s.client.start(...)``.
 
     By default the coordinator embeds the nats-server, which dies with it. With
@@ -161,17 +219,6 @@ class Stack:
     """How long stopping took and the exit codes (filled by ``stop()``)."""
     _agent_ids: set[str] = field(default_factory=set)
 
-    async def __aenter__(self) -> "Stack":
-        try:
-            await self.start()
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def start(self) -> None:
         """Start NATS and the coordinator, wait until it answers, then start agents and await
         a heartbeat from each."""
@@ -189,7 +236,7 @@ class Stack:
             self.agent_procs.append(spawn(f"agent{i}", self._agent_argv(f"agent{i}"),
                                           self.workdir / f"agent{i}.log"))
         while len(self._agent_ids) < self.agents:
-            self._check(deadline, "agents to send a heartbeat", self.agent_procs)
+            check_running(self.agent_procs, deadline, "agents to send a heartbeat")
             await asyncio.sleep(0.05)
 
     def spawn_coordinator(self) -> Proc:
@@ -217,13 +264,6 @@ class Stack:
     def _lease_args(self) -> list[str]:
         return [] if self.lease_s is None else ["--lease", f"{self.lease_s:g}"]
 
-    def _check(self, deadline: float, what: str, procs: list[Proc]) -> None:
-        for proc in procs:
-            proc.check_alive()
-        if time.monotonic() > deadline:
-            tails = "\n".join(p.tail() for p in procs)
-            raise StackError(f"gave up after {READY_TIMEOUT_S:g} s waiting for {what}:\n{tails}")
-
     async def _connect_nats(self, deadline: float) -> NATS:
         assert self.coordinator is not None
         while True:
@@ -231,7 +271,7 @@ class Stack:
                 return await connect(ConnectOptions(url=self.url), name="flowforge-bench",
                                      reconnect=False, connect_timeout_s=1.0)
             except NotConnected:
-                self._check(deadline, "the embedded nats-server", [self.coordinator])
+                check_running([self.coordinator], deadline, "the embedded nats-server")
                 await asyncio.sleep(0.1)
 
     async def _wait_for_api(self, deadline: float) -> Client:
@@ -242,7 +282,7 @@ class Stack:
                 await client.flows()
                 return client
             except NotConnected:
-                self._check(deadline, "the coordinator API", [self.coordinator])
+                check_running([self.coordinator], deadline, "the coordinator API")
                 await asyncio.sleep(0.1)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
@@ -275,34 +315,19 @@ class Stack:
         procs = [p for p in (self.coordinator, *self.agent_procs) if p is not None]
         return "\n".join(p.tail() for p in procs)
 
-    async def stop(self) -> None:
-        """Close connections, stop agents, the coordinator, then NATS; idempotent.
-
-        Runs to the end even when the caller is cancelled (e.g. by Ctrl-C), then re-raises:
-        a half-done stop would leave processes running after the benchmark exits.
-        """
-        done = asyncio.ensure_future(self._stop())
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            await done
-            raise
-
     async def _stop(self) -> None:
+        """Close the connections, stop the agents, the coordinator, then NATS."""
         client, self.client = self.client, None
         nc, self.nc = self.nc, None
         for closable in (client, nc):
             if closable is not None:
                 with contextlib.suppress(Exception):
                     await closable.close()
-        started = time.monotonic()
-        codes = await asyncio.gather(*(p.stop() for p in self.agent_procs))
-        self.stopped = {"agents_s": time.monotonic() - started, "agent_exit_codes": codes}
+        agents_s, codes = await stop_all(self.agent_procs)
+        self.stopped = {"agents_s": agents_s, "agent_exit_codes": codes}
         if self.coordinator is not None:
-            started = time.monotonic()
-            code = await self.coordinator.stop()
-            self.stopped |= {"coordinator_s": time.monotonic() - started,
-                             "coordinator_exit_code": code}
+            coordinator_s, [code] = await stop_all([self.coordinator])
+            self.stopped |= {"coordinator_s": coordinator_s, "coordinator_exit_code": code}
         nats, self.nats = self.nats, None
         if nats is not None:
             await nats.stop()

@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 from nats.aio.msg import Msg
@@ -26,10 +26,38 @@ class WorkloadError(RuntimeError):
 
 
 @dataclass(slots=True)
-class RunWatcher:
-    """Records, from run events and a periodic listing, when each run of a flow finished."""
+class EventWatch:
+    """Inside ``async with``: subscribed to ``subject()`` on the stack's NATS connection, each
+    event handled by ``_on_event``."""
 
     stack: Stack
+    since: float = field(default=0.0, kw_only=True)
+    """``time.time()`` once subscribed: when watching began (``RunWatcher`` lists runs since)."""
+    t0: float = field(default=0.0, kw_only=True)
+    """``time.perf_counter()`` once subscribed: where the wall time of a sample starts."""
+    _sub: Any = field(default=None, kw_only=True)
+
+    def subject(self) -> str:
+        raise NotImplementedError
+
+    async def _on_event(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        assert self.stack.nc is not None
+        self._sub = await self.stack.nc.subscribe(self.subject(), cb=self._on_event)
+        self.since, self.t0 = time.time(), time.perf_counter()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+
+@dataclass(slots=True)
+class RunWatcher(EventWatch):
+    """Records, from run events and a periodic listing, when each run of a flow finished."""
+
     flow: str
     finished: dict[str, tuple[float, RunStatus]] = field(default_factory=dict)
     """Run id -> (``perf_counter()`` when its final state arrived, that state)."""
@@ -38,18 +66,10 @@ class RunWatcher:
     polled: set[str] = field(default_factory=set)
     """Runs whose final state came from the listing, not an event: their time is late."""
     from_poll: int = 0
-    _sub: Any = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def __aenter__(self) -> "RunWatcher":
-        assert self.stack.nc is not None
-        subject = self.stack.subjects.run_event(self.flow, "*")
-        self._sub = await self.stack.nc.subscribe(subject, cb=self._on_event)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
+    def subject(self) -> str:
+        return self.stack.subjects.run_event(self.flow, "*")
 
     async def _on_event(self, msg: Msg) -> None:
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
@@ -61,8 +81,8 @@ class RunWatcher:
             self.records[run.run_id] = run
             self._changed.set()
 
-    async def wait(self, done: Any, timeout_s: float, since_wall: float) -> None:
-        """Wait until ``done(self)`` is true; re-list runs created since ``since_wall``."""
+    async def wait(self, done: Any, timeout_s: float) -> None:
+        """Wait until ``done(self)`` is true; re-list the runs created since ``since`` meanwhile."""
         client = self.stack.client
         assert client is not None
         try:
@@ -74,7 +94,7 @@ class RunWatcher:
                         async with asyncio.timeout(POLL_S):
                             await self._changed.wait()
                     if not done(self) and time.monotonic() - polled >= POLL_S:
-                        await self._poll(client, since_wall)
+                        await self._poll(client)
                         polled = time.monotonic()
         except TimeoutError:
             raise WorkloadError(
@@ -82,14 +102,19 @@ class RunWatcher:
                 f"finished\n{self.stack.log_tails()}"
             ) from None
 
-    async def _poll(self, client: Client, since_wall: float) -> None:
+    async def _poll(self, client: Client) -> None:
         now = time.perf_counter()
         for run in await client.runs(flow=self.flow, limit=1000):
-            fresh = run.created_at >= since_wall and run.run_id not in self.finished
+            fresh = run.created_at >= self.since and run.run_id not in self.finished
             if fresh and run.status in RUN_FINAL:
                 self._record(run, now)
                 self.polled.add(run.run_id)
                 self.from_poll += 1
+
+    async def finish(self, run_id: str, timeout_s: float) -> tuple[float, RunStatus]:
+        """Wait until run ``run_id`` is final: ``perf_counter()`` when it was, and its state."""
+        await self.wait(lambda w: run_id in w.finished, timeout_s)
+        return self.finished[run_id]
 
     def failures(self) -> list[str]:
         return [rid for rid, (_, status) in self.finished.items() if status != RunStatus.SUCCEEDED]
@@ -98,7 +123,7 @@ class RunWatcher:
 async def _explain_failure(client: Client, run_id: str) -> str:
     try:
         detail = await client.get(run_id)
-    except FlowForgeError as exc:  # e.g. a 20,000-task run is over the max payload
+    except FlowForgeError as exc:  # e.g. the coordinator did not answer in time
         return f"run {run_id} did not succeed (and runs.get failed: {exc})"
     bad = [t for t in detail.tasks if t.status.value not in ("succeeded", "pending")]
     first = bad[0] if bad else None
@@ -111,19 +136,16 @@ async def one_run(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:
     client = stack.client
     assert client is not None
     async with RunWatcher(stack, flow) as watcher:
-        since = time.time()
-        t0 = time.perf_counter()
         run = await client.start(flow, {})
-        await watcher.wait(lambda w: run.run_id in w.finished, timeout_s, since)
-        t1, status = watcher.finished[run.run_id]
+        t1, status = await watcher.finish(run.run_id, timeout_s)
     if status != RunStatus.SUCCEEDED:
         raise WorkloadError(await _explain_failure(client, run.run_id))
-    rec = watcher.records[run.run_id]  # counts, not runs.get: 20,000 tasks are over 8 MB
+    rec = watcher.records[run.run_id]  # counts, not runs.get: no 20,000 task records to fetch
     done = rec.counts.succeeded
     if done != rec.counts.total or done == 0:
         raise WorkloadError(f"run {run.run_id} succeeded with {done}/{rec.counts.total} tasks")
     coordinator_s = (rec.finished_at or 0.0) - rec.created_at
-    return {"wall_s": t1 - t0, "tasks": done, "coordinator_s": coordinator_s,
+    return {"wall_s": t1 - watcher.t0, "tasks": done, "coordinator_s": coordinator_s,
             "from_poll": watcher.from_poll}
 
 
@@ -150,19 +172,18 @@ async def triggers(
     js = nc.jetstream(publish_async_max_pending=window)
     subject, payload = stack.subjects.trigger(flow), b'{"params": {}}'
     async with RunWatcher(stack, flow) as watcher:
-        since = time.time()
-        t0 = time.perf_counter()
         acks = [await js.publish_async(subject, payload) for _ in range(count)]
         await js.publish_async_completed()
         await asyncio.gather(*acks)
         published = time.perf_counter()
-        await watcher.wait(lambda w: len(w.finished) >= count, timeout_s, since)
+        await watcher.wait(lambda w: len(w.finished) >= count, timeout_s)
         t1 = max(at for at, _ in watcher.finished.values())
     if watcher.failures():
         raise WorkloadError(await _explain_failure(client, watcher.failures()[0]))
     listed = await client.runs(flow=flow, status="succeeded", limit=1000)
-    succeeded = sum(r.created_at >= since and r.source == "trigger" for r in listed)
+    succeeded = sum(r.created_at >= watcher.since and r.source == "trigger" for r in listed)
     if succeeded < min(count, 1000):
         raise WorkloadError(f"{flow}: events said {count} runs succeeded, the listing {succeeded}")
-    return {"wall_s": t1 - t0, "runs": len(watcher.finished), "publish_s": published - t0,
-            "runs_per_s": len(watcher.finished) / (t1 - t0), "from_poll": watcher.from_poll}
+    wall = t1 - watcher.t0
+    return {"wall_s": wall, "runs": len(watcher.finished), "publish_s": published - watcher.t0,
+            "runs_per_s": len(watcher.finished) / wall, "from_poll": watcher.from_poll}
