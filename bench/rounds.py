@@ -28,6 +28,7 @@ POLL_S = 0.02
 STATUS_POLL_S = 0.5
 """Run events are core NATS: the run's status is also asked this often, in case one was missed."""
 PROBE_TIMEOUT_S = 2.0
+COUNT_TIMEOUT_S = 10.0
 KILL_AT = (0.05, 0.85)
 """The kill comes when this fraction of the tasks (uniform in the range) have succeeded."""
 
@@ -242,8 +243,22 @@ async def play(stack: Stack, ledger: Ledger, sc: Scenario, rnd: Round, rng: rand
             await wait_until(probe.done, timeout_s, "the run to finish", live_procs(stack))
             rnd.wall_s = (tally.finished_at or time.monotonic()) - started_at
         finally:
-            with contextlib.suppress(FlowForgeError):
+            await count_or_say_why(stack, tally, rnd)
+
+
+async def count_or_say_why(stack: Stack, tally: Tally, rnd: Round) -> None:
+    """Count with a patient client (a busy machine can be slow to answer); a count that
+    cannot be taken marks the round failed instead of leaving "lost" empty."""
+    async with Client(ConnectOptions(url=stack.url), timeout_s=COUNT_TIMEOUT_S) as client:
+        for attempt in range(3):
+            try:
                 await count(client, tally, rnd)
+                return
+            except FlowForgeError as exc:
+                why = exc
+                await asyncio.sleep(0.5 * (attempt + 1))
+    if rnd.error is None:
+        rnd.error = f"the final count could not be taken: {why}"
 
 
 async def count(client: Client, tally: Tally, rnd: Round) -> None:
