@@ -209,18 +209,24 @@ class Writer:
             try:
                 trigger = _decode_trigger(msg.data)
                 key = trigger.idempotency_key or (msg.headers or {}).get("Nats-Msg-Id")
+                first_of_key = False
                 if key is None:  # a redelivery after a crash must not start a second run
                     key = _redelivery_key(msg)
+                    # only a redelivery can have started a run already: skip the lookup
+                    first_of_key = msg.metadata.num_delivered == 1
                 request = StartRun(flow=flow, params=trigger.params, idempotency_key=key,
                                    source="trigger")
-                await self._start(request, now, batch)
+                await self._start(request, now, batch, first_of_key)
             except FlowForgeError as exc:
                 log.warning("rejected trigger on %s: %s", msg.subject, exc.message)
                 batch.rejected.append((msg.subject, exc.code, exc.message, msg.data, msg))
                 continue
             batch.acks.append(msg)
 
-    async def _start(self, request: StartRun, now: float, batch: Batch) -> RunRecord:
+    async def _start(self, request: StartRun, now: float, batch: Batch,
+                     first_of_key: bool = False) -> RunRecord:
+        """Start a run (or return the run its idempotency key already started; with
+        ``first_of_key`` the key is known to be new and the store is not asked)."""
         flow = await self.flows.current(request.flow)
         if len(encoder.encode(request.params)) > MAX_PARAMS_BYTES:
             raise TooLarge(
@@ -231,7 +237,7 @@ class Writer:
         check_params(request.flow, flow.spec.param_specs(only), request.params,
                      allow_unknown=flow.spec.accepts_any_param(), known=flow.param_names)
         key = request.idempotency_key
-        if key:
+        if key and not first_of_key:
             existing = batch.keys.get((request.flow, key)) or await self.store.run_by_key(
                 request.flow, key
             )

@@ -238,3 +238,34 @@ async def test_the_same_idempotency_key_on_two_flows_starts_one_run_of_each(
     assert other.run_id != first.run_id
     assert other.flow == "parallel_pipelines"
     assert again.run_id == first.run_id
+
+
+async def test_a_trigger_redelivered_after_its_run_was_committed_starts_no_second_run(
+    stack: Client, nc: NATS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator commits the run, then "crashes" before acking the trigger: JetStream
+    delivers it again (after the inbox ack wait) and the stored run is found, not doubled."""
+    import coordinator.writer as writer
+
+    real_settle = writer._settle
+    dropped: list[object] = []
+
+    async def lose_the_first_trigger_ack(action: Callable[[], Awaitable[None]]) -> None:
+        msg = getattr(action, "__self__", None)
+        subject = getattr(msg, "subject", "")
+        if not dropped and ".trigger." in f".{subject}":
+            dropped.append(msg)  # as if the coordinator died between commit and ack
+            return
+        await real_settle(action)
+
+    monkeypatch.setattr(writer, "_settle", lose_the_first_trigger_ack)
+    js = nc.jetstream()
+    await js.publish("flowforge.trigger.greeting", json.dumps({"params": {"name": "once"}}).encode())
+    await wait_for(lambda: dropped, timeout_s=10)
+    [first] = await stack.runs(flow="greeting")  # committed before the ack was lost
+    await wait_for(lambda: _triggers_settled(js, 1), timeout_s=20)  # redelivered, then acked
+    info = await js.consumer_info(TRIGGERS_STREAM, TRIGGERS_CONSUMER)
+    assert info.delivered.consumer_seq == 2  # it was delivered twice
+    runs = await stack.runs(flow="greeting")
+    assert [r.run_id for r in runs] == [first.run_id]  # the same run, not a new one
+    assert (await stack.wait(first.run_id, timeout_s=20)).run.status is RunStatus.SUCCEEDED
