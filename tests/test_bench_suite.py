@@ -90,3 +90,13 @@ def test_a_quick_flowforge_only_run_writes_its_json(tmp_path: Path) -> None:
     assert "ms per hop" in metrics and "ready → started p99 ms" in metrics
     assert "ready → started p99 ms" in proc.stdout and "Celery was not run" in proc.stdout
     assert notes(result)  # the printed notes come from the JSON alone
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("component", ["coordinator", "agent"])
+def test_the_profiler_runs_a_small_workload_and_prints_both_tables(component: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench.profile", component, "chain", "5",
+                           "--top", "5"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{component} profiled during chain 5" in done.stdout
+    assert "Ordered by: internal time" in done.stdout and "Ordered by: cumulative time" in done.stdout

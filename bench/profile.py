@@ -1,0 +1,168 @@
+"""``python -m bench.profile``: where one component's time goes, with cProfile, on a real stack.
+
+The component under study runs in this process under cProfile; everything else runs as it
+does in production (an embedded nats-server, the other component as a console script):
+
+  python -m bench.profile coordinator fanout 10000   # coordinator in-process, agent process
+  python -m bench.profile agent fanout 10000         # agent in-process, coordinator process
+  python -m bench.profile coordinator triggers 5000  # 5,000 trigger messages, one run each
+  python -m bench.profile coordinator chain 1000
+
+Prints the functions with the most time of their own, then FlowForge's own functions by
+cumulative time. cProfile roughly doubles the profiled component's CPU time: read the
+numbers as shares, and `python -m bench.run` for speed.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from agent.worker import Agent, AgentConfig
+from bench import flows
+from bench.stack import console_script, free_port, spawn
+from coordinator.service import Coordinator, CoordinatorConfig
+from flowforge import Client, ConnectOptions, runtime
+from flowforge.embedded import EmbeddedNats
+from flowforge.registry import REGISTRY
+from protocol.errors import FlowForgeError
+from protocol.flows import FlowSpec
+
+OURS = "coordinator|agent|flowforge|protocol"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("component", choices=("coordinator", "agent"))
+    p.add_argument("workload", choices=("fanout", "chain", "triggers"))
+    p.add_argument("size", type=int, help="tasks of the fan-out or chain; runs for triggers")
+    p.add_argument("--top", type=int, default=30, help="rows per table (default: %(default)s)")
+    return p
+
+
+def workload_flow(workload: str, size: int) -> FlowSpec:
+    match workload:
+        case "fanout":
+            return flows.fanout_flow(size)
+        case "chain":
+            return flows.chain_flow(size)
+        case _:
+            return flows.single_flow()
+
+
+@contextlib.asynccontextmanager
+async def deployment(component: str, workdir: Path) -> AsyncIterator[ConnectOptions]:
+    """nats-server, the coordinator and one agent (16 slots); ``component`` in-process."""
+    nats = EmbeddedNats(workdir / "nats", port=free_port())
+    await nats.start()
+    opts = ConnectOptions(url=nats.url)
+    other = None
+    try:
+        if component == "coordinator":
+            coordinator = Coordinator(CoordinatorConfig(connect=opts, db_path=workdir / "ff.db"))
+            await coordinator.start()
+            serving = asyncio.create_task(coordinator.run())
+            await coordinator.started.wait()
+            other = spawn("agent", [*console_script("flowforge-agent", "agent.cli"), "--nats",
+                                    nats.url, "--import", "bench.flows", "--concurrency", "16"],
+                          workdir / "agent.log")
+            yield opts
+            await coordinator.shutdown()
+        else:
+            other = spawn("coordinator", [*console_script("flowforge-coordinator", "coordinator.cli"),
+                                          "--nats", nats.url, "--db", str(workdir / "ff.db")],
+                          workdir / "coordinator.log")
+            await coordinator_answering(opts)
+            agent = Agent(AgentConfig(connect=opts, queues=("default",),
+                                      functions=dict(REGISTRY.functions), concurrency=16))
+            await agent.start()
+            serving = asyncio.create_task(agent.run())
+            await agent.ready.wait()
+            yield opts
+            agent.request_stop()
+            await serving
+            await agent.shutdown()
+        await asyncio.wait_for(serving, 15)
+    finally:
+        if other is not None:
+            await other.stop()
+        await nats.stop()
+
+
+async def coordinator_answering(opts: ConnectOptions, timeout_s: float = 60.0) -> None:
+    """Wait until a coordinator answers the API (a console script takes a moment to start)."""
+    deadline = time.monotonic() + timeout_s
+    async with Client(opts, timeout_s=2.0) as client:
+        while True:
+            try:
+                await client.flows()
+                return
+            except FlowForgeError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def run_once(client: Client, workload: str, spec: FlowSpec, size: int) -> None:
+    """One run of the flow, or ``size`` trigger messages; returns when all succeeded."""
+    if workload != "triggers":
+        run = await client.start(spec.name)
+        await client.wait(run.run_id, timeout_s=300, poll_s=30)
+        return
+    done = asyncio.Event()
+    finished: set[str] = set()
+
+    async def on_run(msg: object) -> None:
+        if b'"succeeded"' in msg.data:  # type: ignore[attr-defined]
+            finished.add(msg.subject)  # type: ignore[attr-defined]
+            if len(finished) >= size:
+                done.set()
+
+    sub = await client.nc.subscribe(client.subjects.run_event(spec.name, "*"), cb=on_run)
+    js = client.nc.jetstream(publish_async_max_pending=1000)
+    for _ in range(size):
+        await js.publish_async(client.subjects.trigger(spec.name), b'{"params": {}}')
+    await js.publish_async_completed()
+    await asyncio.wait_for(done.wait(), 300)
+    await sub.unsubscribe()
+
+
+async def profile(component: str, workload: str, size: int, top: int) -> int:
+    spec = workload_flow(workload, size)
+    with tempfile.TemporaryDirectory(prefix="flowforge-profile-") as tmp:
+        async with deployment(component, Path(tmp)) as opts, Client(opts, timeout_s=60) as client:
+            await client.register([spec, flows.single_flow()])
+            await run_once(client, "fanout", flows.single_flow(), 1)  # warm-up
+            prof = cProfile.Profile()
+            started = time.perf_counter()
+            prof.enable()
+            await run_once(client, workload, spec, size)
+            prof.disable()
+            wall = time.perf_counter() - started
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(OURS, top)
+    print(f"{component} profiled during {workload} {size}: {wall:.3f} s wall (under cProfile)")
+    print(out.getvalue())
+    return runtime.EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = build_parser().parse_args(argv)
+    if ns.size < 1:
+        print("bench.profile: size must be 1 or more", file=sys.stderr)
+        return runtime.EXIT_USAGE
+    return runtime.run(profile(ns.component, ns.workload, ns.size, ns.top))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
