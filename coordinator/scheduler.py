@@ -176,7 +176,7 @@ class Scheduler:
         self, state: RunState, rec: TaskRecord, msg: TaskSucceeded, now: float, ch: Changes
     ) -> None:
         rec.agent_id = msg.agent_id
-        rec.started_at = rec.started_at or msg.started_at
+        rec.started_at = msg.started_at or rec.started_at  # the agent's own stamp wins
         rec.finished_at = msg.at
         rec.output = msg.output
         rec.progress = 1.0 if rec.progress is not None else None
@@ -298,7 +298,7 @@ class Scheduler:
         self, state: RunState, rec: TaskRecord, msg: TaskFailed, now: float, ch: Changes
     ) -> None:
         rec.agent_id = msg.agent_id
-        rec.started_at = rec.started_at or msg.started_at
+        rec.started_at = msg.started_at or rec.started_at  # the agent's own stamp wins
         rec.finished_at = msg.at
         rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
         outcome = {"TaskTimeout": "timed_out", "AgentLost": "lost"}.get(msg.error_type, "failed")

@@ -105,3 +105,22 @@ async def test_a_timed_out_sync_task_keeps_its_slot_so_the_next_task_is_not_star
     assert tasks["slow"].error_type == "TaskTimeout"
     assert "--pool process" in (tasks["slow"].error_message or "")
     assert tasks["quick"].status is TaskStatus.SUCCEEDED
+
+
+async def test_recorded_times_are_ordered_for_quick_tasks_that_report_progress(
+    coordinator, start_agent, client: Client
+) -> None:
+    """A task shorter than the started report's delay that checkpoints: its progress report
+    comes after its work, yet its start is the agent's own stamp, before its end."""
+    import examples.seed_pipelines  # noqa: F401 - analyze_data checkpoints and returns at once
+
+    await start_agent()
+    await client.register()
+    run = await client.start("pipeline_simple")
+    detail = await client.wait(run.run_id, timeout_s=30)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    for t in detail.tasks:
+        assert t.queued_at and t.started_at and t.finished_at, t.task
+        assert t.queued_at <= t.started_at <= t.finished_at, t.task
+    analyze = next(t for t in detail.tasks if t.task == "analyze_data")
+    assert analyze.checkpoint and analyze.checkpoint.startswith("analysing")
