@@ -27,6 +27,7 @@ from agent.procpool import ProcessPool
 from flowforge.connection import ConnectOptions, connect
 from flowforge.context import TaskContext
 from flowforge.jetstream import DEFAULT_LEASE_S, ensure_stream, ensure_task_consumer
+from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
 from protocol.messages import (
     AgentHeartbeat,
@@ -147,6 +148,8 @@ class Agent:
         self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
                                  initial_attempts=20)
         self._js = self._nc.jetstream()
+        self._jspub = JsPublisher(self._nc)
+        await self._jspub.start()
         # Agents may start before any coordinator: make sure the task stream exists (idempotent).
         await ensure_stream(self._js, self.subjects.tasks_stream, self.subjects.wildcard("task"))
         await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
@@ -340,7 +343,7 @@ class Agent:
         delay = 0.1
         while True:
             try:
-                stored = await self._js.publish_async(self.subjects.report(report.run_id), data)
+                stored = await self._jspub.publish(self.subjects.report(report.run_id), data)
                 async with asyncio.timeout(REPORT_ACK_TIMEOUT_S):  # not wait_for: no extra task
                     await stored
                 await msg.ack()

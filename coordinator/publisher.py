@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from flowforge.jspub import JsPublisher
 from protocol.messages import ErrorEvent, TaskDispatch, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
 from protocol.states import TaskStatus
@@ -27,6 +28,7 @@ class Publisher:
     def __init__(self, nc: NATS, js: JetStreamContext, subjects: Subjects) -> None:
         self._nc = nc
         self._js = js
+        self._jspub = JsPublisher(nc)
         self._s = subjects
         self._retry: dict[str, tuple[str, TaskDispatch]] = {}
         self._seqs: dict[str, int] = {}
@@ -35,16 +37,16 @@ class Publisher:
         self.published = 0
         self.dropped_events = 0
 
+    async def start(self) -> None:
+        await self._jspub.start()
+
     async def dispatch(self, items: Iterable[tuple[str, TaskDispatch]]) -> None:
         """Send tasks without awaiting each ack; acks are checked in the background."""
         futures = []
         for queue, msg in items:
             msg_id = f"{msg.run_id}.{msg.task}.{msg.attempt}"
             try:
-                # No wait_stall: with one, nats-py wraps each publish in a task (a loop turn and
-                # a socket write per message). A full window frees up when _check_acks gives
-                # up on acks older than ACK_TIMEOUT_S.
-                fut = await self._js.publish_async(
+                fut = await self._jspub.publish(
                     self._s.task(queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id},
                 )
             except Exception as exc:  # noqa: BLE001 - any failure means: retry later
@@ -70,7 +72,7 @@ class Publisher:
                 self._retry[msg_id] = (queue, msg)
             else:
                 self.published += 1
-                self._seqs[msg_id] = result.seq
+                self._seqs[msg_id] = result
                 if len(self._seqs) > MAX_TRACKED:
                     del self._seqs[next(iter(self._seqs))]
 

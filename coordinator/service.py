@@ -84,6 +84,7 @@ class Coordinator:
         await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
+        await publisher.start()
         self.writer = Writer(self._store, self.scheduler, flows, publisher,
                              trigger_prefix=self.subjects.trigger(""))
         self._js, self._flows, self._publisher = js, flows, publisher

@@ -1,0 +1,88 @@
+"""JsPublisher: JetStream publishes whose acks come back to one inbox, matched by a counter.
+
+Like nats-py's ``publish_async`` without what it costs on every message (a random token from
+``os.urandom``, stdlib ``json`` and a dataclass per ack): the ack is decoded by msgspec.
+``publish`` returns a future of the stored message's stream sequence; the caller decides how
+long to wait for it (an ack lost with a dropped connection never comes).
+"""
+
+import asyncio
+import contextlib
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+NO_RESPONDERS = "503"
+
+
+class PublishError(Exception):
+    """JetStream did not store the message (no stream for the subject, or an API error)."""
+
+
+class _Ack(msgspec.Struct):
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_ack_dec = msgspec.json.Decoder(_Ack)
+
+
+class JsPublisher:
+    def __init__(self, nc: NATS) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._next = 0
+        self._waiting: dict[str, asyncio.Future[int]] = {}
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self._prefix = f"{self._nc.new_inbox()}."
+        self._sub = await self._nc.subscribe(f"{self._prefix}*", cb=self._on_ack)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+
+    @property
+    def pending(self) -> int:
+        return len(self._waiting)
+
+    async def publish(self, subject: str, data: bytes,
+                      headers: dict[str, str] | None = None) -> asyncio.Future[int]:
+        """Send; the future gets the stream sequence once JetStream stored the message."""
+        self._next += 1
+        token = str(self._next)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda _: self._waiting.pop(token, None))
+        self._waiting[token] = future
+        try:
+            await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    async def _on_ack(self, msg: Msg) -> None:
+        future = self._waiting.get(msg.subject[len(self._prefix):])
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
+            future.set_exception(PublishError("no JetStream stream stores that subject"))
+            return
+        try:
+            ack = _ack_dec.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            future.set_exception(PublishError(f"unreadable ack: {exc}"))
+            return
+        if ack.error is not None:
+            future.set_exception(PublishError(str(ack.error.get("description", ack.error))))
+        else:
+            future.set_result(ack.seq)
