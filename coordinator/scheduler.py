@@ -367,6 +367,16 @@ class Scheduler:
         rec = state.tasks[name]
         blocked = [d for d in state.flow.tasks[name].depends_on
                    if state.tasks[d].status not in TASK_DONE_OK]
+        if blocked and not any(state.tasks[d].status in TASK_NOT_OK for d in blocked):
+            # a retry due while a dependency runs again (an operator retried it): wait for it;
+            # its success queues this task like any other
+            rec.note = f"waiting for {blocked[0]!r} to run again"
+            rec.retry_at = None
+            state.waiting[name] = len(blocked)
+            state.set(rec, TaskStatus.PENDING)
+            ch.tasks[(state.run.run_id, name)] = rec
+            ch.runs[state.run.run_id] = state.run
+            return
         if blocked:  # e.g. a retry due after an operator marked a dependency failed
             rec.note = f"upstream {blocked[0]!r} did not succeed"
             rec.finished_at = now

@@ -575,6 +575,28 @@ def retry(h: Harness) -> list[str]:
     return h.sched.retry(h.run, h.compiled, list(h.tasks.values()), h.now, h.last)
 
 
+def test_a_retry_due_while_its_dependency_runs_again_waits_for_it_instead_of_failing() -> None:
+    """b ran on a's marked output; a is marked failed and retried; b's own retry falls due
+    while a is still running again: b waits for a, and runs once a succeeded."""
+    h = Harness(flow(t("a"), t("b", "a", retries=1)))
+    mark(h, "a", TaskStatus.SUCCEEDED, b'{"by": "hand"}')
+    assert h.status("b") is TaskStatus.QUEUED
+    mark(h, "a", TaskStatus.FAILED)
+    assert h.status("b") is TaskStatus.QUEUED, "b already has its inputs"
+    assert retry(h) == ["a"]
+    h.start("b")
+    h.fail("b")
+    assert h.status("b") is TaskStatus.RETRY_WAIT
+    assert h.fire("b")  # a is queued, not succeeded: b cannot run yet, nor has it failed
+    assert h.status("b") is TaskStatus.PENDING and h.dispatched() == []
+    assert "waiting for 'a'" in (h.tasks["b"].note or "")
+    h.run_through("a")
+    assert h.dispatched() == ["b"] and h.tasks["b"].attempt == 2
+    h.run_through("b")
+    assert h.run.status is RunStatus.SUCCEEDED
+    assert_counts_match(h.run, h.tasks.values())
+
+
 def test_cancelling_a_run_withdraws_its_queued_task_and_names_the_run_as_cancelled() -> None:
     h = Harness(flow(t("a"), t("b"), t("c", "a", "b")))
     h.start("b")
