@@ -78,7 +78,7 @@ class Coordinator:
         self._store = await Store.open(self.config.db_path)
         self._nc = await connect(self.config.connect, name="flowforge-coordinator",
                                  initial_attempts=20)
-        js = self._nc.jetstream(publish_async_max_pending=8000)
+        js = self._nc.jetstream()
         self.scheduler.max_dispatch_bytes = max(64 * 1024, self._nc.max_payload - 64 * 1024)
         self.scheduler.backstop_s = 2 * self.config.lease_s + 5.0
         await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))

@@ -104,7 +104,6 @@ class Writer:
         """Process batches until a StopWriter item; each batch is one transaction."""
         while True:
             items = [await self.inbox.get()]
-            await asyncio.sleep(0)  # let what already arrived (read, decoded) join this batch
             while len(items) < MAX_ITEMS_PER_BATCH and not self.inbox.empty():
                 items.append(self.inbox.get_nowait())
             stop = any(isinstance(i, StopWriter) for i in items)
