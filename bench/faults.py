@@ -5,7 +5,7 @@ a coordinator (``--nats URL --db PATH --lease 2``) and agents (``--import tests.
 --lease 2``) as real processes — starts one run, ``kill -9``s one process group when a random
 number of its tasks (uniform between 5 % and 85 %) have succeeded, and waits for the run to
 finish. A plain nats-py subscriber (``max_reconnect_attempts=-1``), subscribed before the run
-starts, follows ``flowforge.events.task.<run_id>.*`` and the run's events for the whole round.
+starts, follows ``flowforge.events.tasks.<run_id>`` and the run's events for the whole round.
 
 Scenarios
   agent-kill        flow faults_200 (200 tasks), two agents of concurrency 8; one of them, chosen

@@ -10,11 +10,11 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from protocol.records import RunRecord, TaskRecord
+from protocol.records import RunRecord, TaskEvents, TaskRecord
 from protocol.states import RUN_FINAL, TASK_FINAL, RunStatus, TaskStatus
 from protocol.subjects import Subjects
 
-_task_dec = msgspec.json.Decoder(TaskRecord)
+_tasks_dec = msgspec.json.Decoder(TaskEvents)
 _run_dec = msgspec.json.Decoder(RunRecord)
 
 
@@ -97,7 +97,7 @@ class Ledger:
         nc = await nats.connect(url, name="flowforge-bench-ledger", max_reconnect_attempts=-1,
                                 reconnect_time_wait=0.2)
         ledger = cls(nc)
-        await nc.subscribe(subjects.task_event("*", "*"), cb=ledger._on_task)
+        await nc.subscribe(subjects.task_events("*"), cb=ledger._on_task)
         await nc.subscribe(subjects.run_event("*", "*"), cb=ledger._on_run)
         await nc.flush()  # the server has the subscriptions before anything is started
         return ledger
@@ -108,11 +108,13 @@ class Ledger:
     async def _on_task(self, msg: Msg) -> None:
         at = time.monotonic()
         try:
-            rec = _task_dec.decode(msg.data)
+            event = _tasks_dec.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             self.undecodable += 1
             return
-        self.runs[rec.run_id].on_task(rec, at)
+        tally = self.runs[event.run_id]
+        for rec in event.tasks:
+            tally.on_task(rec, at)
 
     async def _on_run(self, msg: Msg) -> None:
         at = time.monotonic()

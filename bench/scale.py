@@ -34,7 +34,7 @@ from nats.aio.msg import Msg
 
 from bench.stack import Stack
 from bench.workloads import EventWatch, RunWatcher, WorkloadError
-from protocol.records import TaskRecord
+from protocol.records import TaskEvents
 from protocol.states import RunStatus
 
 IN_FLIGHT = 4
@@ -42,7 +42,7 @@ IN_FLIGHT = 4
 EVENT_WAIT_S = 10.0
 """How long to wait for the root's queued event before asking ``runs.get`` instead."""
 
-_task_dec = msgspec.json.Decoder(TaskRecord)
+_tasks_dec = msgspec.json.Decoder(TaskEvents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class ScaleSizes:
 
 @dataclass(slots=True)
 class RootWatch(EventWatch):
-    """Each run's ``root`` task, from ``events.task.*.root``: when its queued event arrived
+    """Each run's ``root`` task, from ``events.tasks.*``: when its queued event arrived
     (``time.time()``), its ``queued_at`` and ``started_at`` stamps."""
 
     seen: dict[str, float] = field(default_factory=dict)
@@ -67,16 +67,20 @@ class RootWatch(EventWatch):
     started: dict[str, float] = field(default_factory=dict)
 
     def subject(self) -> str:
-        return self.stack.subjects.task_event("*", "root")
+        return self.stack.subjects.task_events("*")
 
     async def _on_event(self, msg: Msg) -> None:
         now = time.time()
+        if b'"task":"root"' not in msg.data:  # most messages: other tasks of big runs
+            return
         with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-            rec = _task_dec.decode(msg.data)
-            if rec.queued_at is not None and rec.run_id not in self.queued:
-                self.seen[rec.run_id], self.queued[rec.run_id] = now, rec.queued_at
-            if rec.started_at is not None:
-                self.started.setdefault(rec.run_id, rec.started_at)
+            for rec in _tasks_dec.decode(msg.data).tasks:
+                if rec.task != "root":
+                    continue
+                if rec.queued_at is not None and rec.run_id not in self.queued:
+                    self.seen[rec.run_id], self.queued[rec.run_id] = now, rec.queued_at
+                if rec.started_at is not None:
+                    self.started.setdefault(rec.run_id, rec.started_at)
 
     async def queued_seen(self, run_id: str) -> float | None:
         """When the root's queued event arrived; None when it did not within ``EVENT_WAIT_S``

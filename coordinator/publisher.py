@@ -20,6 +20,9 @@ log = logging.getLogger("flowforge.coordinator.publisher")
 RETRY_EVERY_S = 1.0
 ACK_TIMEOUT_S = 5.0
 MAX_TRACKED = 200_000
+EVENT_CHUNK_BYTES = 128 * 1024
+"""Task events of one run go out in messages of about this size (a task record larger than
+the server's max_payload is dropped like any event NATS refuses)."""
 
 
 class Publisher:
@@ -119,8 +122,23 @@ class Publisher:
             log.debug("event on %s dropped: %r", subject, exc)
 
     async def task_events(self, records: Iterable[TaskRecord]) -> None:
+        """One message per run per batch (``TaskEvents``), split where it would grow past
+        EVENT_CHUNK_BYTES: a 20,000-task fan-out is ~40 messages, not 60,000."""
+        by_run: dict[str, list[bytes]] = {}
         for rec in records:
-            await self._event(self._s.task_event(rec.run_id, rec.task), encoder.encode(rec))
+            by_run.setdefault(rec.run_id, []).append(encoder.encode(rec))
+        for run_id, encoded in by_run.items():
+            subject = self._s.task_events(run_id)
+            head = b'{"run_id":%s,"tasks":[' % encoder.encode(run_id)
+            chunk: list[bytes] = []
+            size = 0
+            for data in encoded:
+                if chunk and size + len(data) > EVENT_CHUNK_BYTES:
+                    await self._event(subject, head + b",".join(chunk) + b"]}")
+                    chunk, size = [], 0
+                chunk.append(data)
+                size += len(data) + 1
+            await self._event(subject, head + b",".join(chunk) + b"]}")
 
     async def run_events(self, runs: Iterable[RunRecord]) -> None:
         for run in runs:

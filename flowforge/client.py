@@ -22,6 +22,7 @@ from protocol.records import (
     RejectedMessage,
     RunDetail,
     RunRecord,
+    TaskEvents,
     TaskRecord,
 )
 from protocol.states import RUN_FINAL, RunStatus
@@ -30,7 +31,7 @@ from protocol.subjects import Subjects
 T = TypeVar("T")
 
 _run_dec = msgspec.json.Decoder(RunRecord)
-_task_dec = msgspec.json.Decoder(TaskRecord)
+_tasks_dec = msgspec.json.Decoder(TaskEvents)
 _flow_dec = msgspec.json.Decoder(FlowSummary)
 _error_dec = msgspec.json.Decoder(ErrorEvent)
 _agent_dec = msgspec.json.Decoder(AgentInfo)
@@ -40,21 +41,22 @@ NO_RESPONDER_RETRIES_S = (0.05, 0.2, 0.5)
 Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo
 
 
-def decode_event(subject: str, data: bytes, namespace: str) -> Event | None:
-    """The record an event subject carries, or None for kinds this client does not know."""
+def decode_events(subject: str, data: bytes, namespace: str) -> list[Event]:
+    """The records an event message carries (task events come several to a message); none
+    for kinds this client does not know."""
     kind = subject[len(namespace) + len(".events."):].split(".", 1)[0]
     match kind:
         case "run":
-            return _run_dec.decode(data)
-        case "task":
-            return _task_dec.decode(data)
+            return [_run_dec.decode(data)]
+        case "tasks":
+            return list(_tasks_dec.decode(data).tasks)
         case "flow":
-            return _flow_dec.decode(data)
+            return [_flow_dec.decode(data)]
         case "error":
-            return _error_dec.decode(data)
+            return [_error_dec.decode(data)]
         case "agent":
-            return _agent_dec.decode(data)
-    return None
+            return [_agent_dec.decode(data)]
+    return []
 
 
 class Client:
@@ -261,10 +263,10 @@ class Client:
         try:
             async for msg in sub.messages:
                 try:
-                    event = decode_event(msg.subject, msg.data, self.subjects.namespace)
+                    events = decode_events(msg.subject, msg.data, self.subjects.namespace)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue
-                if event is not None:
+                for event in events:
                     yield event
         finally:
             with contextlib.suppress(Exception):

@@ -55,6 +55,14 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     """Why it is in this state when that is not obvious (e.g. skipped by a partial run)."""
 
 
+class TaskEvents(msgspec.Struct, kw_only=True):
+    """One event message: the new state of the tasks of one run that changed together (one
+    coordinator batch; a batch with many changes is split into several messages)."""
+
+    run_id: str
+    tasks: list[TaskRecord]
+
+
 class RunCounts(msgspec.Struct, kw_only=True):
     total: int = 0
     done: int = 0

@@ -66,8 +66,9 @@ class Subjects:
     def run_event(self, flow: str, run_id: str) -> str:
         return f"{self.namespace}.events.run.{flow}.{run_id}"
 
-    def task_event(self, run_id: str, task: str) -> str:
-        return f"{self.namespace}.events.task.{run_id}.{task}"
+    def task_events(self, run_id: str) -> str:
+        """Where the changed tasks of a run go, several to a message (``TaskEvents``)."""
+        return f"{self.namespace}.events.tasks.{run_id}"
 
     def log_event(self, run_id: str, task: str) -> str:
         return f"{self.namespace}.events.log.{run_id}.{task}"

@@ -79,7 +79,7 @@ async def test_progress_and_checkpoints_from_a_task_reach_the_coordinator(
     seen: list[tuple[float | None, str | None]] = []
 
     async def follow() -> None:
-        async for event in client.events("task.>"):
+        async for event in client.events("tasks.>"):
             if getattr(event, "task", None) == "work":
                 seen.append((event.progress, event.checkpoint))
 

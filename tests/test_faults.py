@@ -15,7 +15,7 @@ import pytest
 from flowforge.client import Client
 from flowforge.embedded import EmbeddedNats
 from protocol.errors import FlowForgeError
-from protocol.records import TaskRecord
+from protocol.records import TaskEvents
 from protocol.states import RunStatus, TaskStatus
 from tests import faultflows, taskflows  # noqa: F401 - register the flows
 from tests.helpers import coordinator_answers, wait_for
@@ -34,11 +34,11 @@ class Ledger:
     async def follow(self, url: str, run_id: str) -> None:
         nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         try:
-            sub = await nc.subscribe(f"flowforge.events.task.{run_id}.*")
+            sub = await nc.subscribe(f"flowforge.events.tasks.{run_id}")
             async for msg in sub.messages:
-                rec = msgspec.json.decode(msg.data, type=TaskRecord)
-                if rec.status is TaskStatus.SUCCEEDED:
-                    self.succeeded[rec.task] += 1
+                for rec in msgspec.json.decode(msg.data, type=TaskEvents).tasks:
+                    if rec.status is TaskStatus.SUCCEEDED:
+                        self.succeeded[rec.task] += 1
         finally:
             await nc.close()
 

@@ -9,7 +9,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from flowforge.client import Client, decode_event
+from flowforge.client import Client, decode_events
 from flowforge.connection import ConnectOptions
 from protocol.api import FlowDetail
 from protocol.errors import NotConnected
@@ -49,14 +49,14 @@ class ClientSource:
 
         async def on_msg(msg: Msg) -> None:
             try:
-                event: SourceEvent | None
+                events: list[SourceEvent]
                 if msg.subject.startswith(log_prefix):
-                    event = _log_dec.decode(msg.data)
+                    events = [_log_dec.decode(msg.data)]
                 else:
-                    event = decode_event(msg.subject, msg.data, namespace)
+                    events = list(decode_events(msg.subject, msg.data, namespace))
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return  # not ours to judge: the coordinator records bad input
-            if event is not None:
+            for event in events:
                 queue.put_nowait(event)
 
         nc = self.client.nc

@@ -1,0 +1,104 @@
+"""Task events: several changed tasks of a run to a message, split by size, against real NATS."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from bench.flows import fanout_flow
+from coordinator.publisher import EVENT_CHUNK_BYTES, Publisher
+from coordinator.service import Coordinator
+from flowforge.client import Client, decode_events
+from flowforge.connection import ConnectOptions, connect
+from protocol.records import NULL, TaskEvents, TaskRecord
+from protocol.states import TaskStatus
+from protocol.subjects import Subjects
+
+_events_dec = msgspec.json.Decoder(TaskEvents)
+
+
+@pytest.fixture
+async def nc(nats_opts: ConnectOptions) -> AsyncIterator[NATS]:
+    conn = await connect(nats_opts, name="events-test")
+    yield conn
+    await conn.close()
+
+
+async def _collect(nc: NATS, subject: str) -> tuple[list[Msg], asyncio.Event, list[int]]:
+    """Messages on ``subject``; ``want[0]`` records expected before ``done`` is set."""
+    msgs: list[Msg] = []
+    done, want = asyncio.Event(), [0]
+
+    async def on_msg(msg: Msg) -> None:
+        msgs.append(msg)
+        if sum(len(_events_dec.decode(m.data).tasks) for m in msgs) >= want[0]:
+            done.set()
+
+    await nc.subscribe(subject, cb=on_msg)
+    await nc.flush()
+    return msgs, done, want
+
+
+def _record(run_id: str, i: int, output: bytes = NULL) -> TaskRecord:
+    return TaskRecord(run_id=run_id, task=f"t{i:05d}", status=TaskStatus.SUCCEEDED,
+                      output=msgspec.Raw(output))
+
+
+async def test_a_batch_goes_out_as_one_message_per_run_split_by_size(nc: NATS) -> None:
+    subjects = Subjects()
+    publisher = Publisher(nc, nc.jetstream(), subjects)
+    msgs, done, want = await _collect(nc, subjects.task_events("*"))
+    blob = b'"' + b"x" * 1000 + b'"'
+    big = [_record("runbig", i, blob) for i in range(600)]  # ~0.6 MB: several messages
+    small = [_record("runsmall", i) for i in range(3)]
+    want[0] = len(big) + len(small)
+    await publisher.task_events([*big[:300], *small, *big[300:]])
+    await asyncio.wait_for(done.wait(), 10)
+
+    by_run: dict[str, list[TaskRecord]] = {}
+    for msg in msgs:
+        event = _events_dec.decode(msg.data)
+        assert msg.subject == subjects.task_events(event.run_id)
+        assert len(msg.data) <= EVENT_CHUNK_BYTES + 2048  # one record may tip it over
+        by_run.setdefault(event.run_id, []).extend(event.tasks)
+    assert [m.subject for m in msgs].count(subjects.task_events("runsmall")) == 1
+    assert 4 <= [m.subject for m in msgs].count(subjects.task_events("runbig")) <= 8
+    assert by_run["runbig"] == big and by_run["runsmall"] == small  # all, in order
+
+
+async def test_a_record_nats_refuses_is_dropped_and_counted_the_others_go_out(nc: NATS) -> None:
+    subjects = Subjects()
+    publisher = Publisher(nc, nc.jetstream(), subjects)
+    msgs, done, want = await _collect(nc, subjects.task_events("*"))
+    huge = _record("r1", 1, b'"' + b"y" * nc.max_payload + b'"')
+    fine = [_record("r1", 0), _record("r1", 2)]
+    want[0] = 2
+    await publisher.task_events([fine[0], huge, fine[1]])
+    await asyncio.wait_for(done.wait(), 10)
+    assert [t for m in msgs for t in _events_dec.decode(m.data).tasks] == fine
+    assert publisher.dropped_events == 1
+
+
+async def test_a_fan_out_run_sends_far_fewer_messages_than_task_changes(
+    coordinator: Coordinator, start_agent: object, client: Client, nc: NATS,
+) -> None:
+    spec = fanout_flow(300)
+    await start_agent(concurrency=16)  # type: ignore[operator]
+    await client.register([spec])
+    msgs, _, _ = await _collect(nc, client.subjects.task_events("*"))
+    run = await client.start(spec.name)
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status == "succeeded"
+    await nc.flush()
+
+    final: dict[str, TaskRecord] = {}
+    for msg in msgs:  # decoded as the SDK does
+        for rec in decode_events(msg.subject, msg.data, "flowforge"):
+            assert isinstance(rec, TaskRecord) and rec.run_id == run.run_id
+            final[rec.task] = rec
+    assert len(final) == 302 and {r.status for r in final.values()} == {TaskStatus.SUCCEEDED}
+    # each task goes pending → queued → succeeded: 906 changes, in far fewer messages
+    assert len(msgs) < 302
