@@ -49,6 +49,11 @@ REPORT_ACK_TIMEOUT_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
 MAX_DELIVERIES = 5
 """A task message delivered more often than this is failed instead of run (a poison pill)."""
+REPORTS_AHEAD = 3
+"""A slot is free as soon as its function returned; the results still being stored (their
+task messages not yet acked) may reach this many times the queue's slots before the agent
+stops taking tasks. Holding slots for the store's round trip capped throughput at
+slots / round trip."""
 LOG_FLUSH_S = 0.5
 PROGRESS_EVERY_S = 0.2
 STARTED_AFTER_S = 0.02
@@ -117,7 +122,11 @@ class Agent:
                        for i, q in enumerate(config.queues)}
         """Slots of each queue: the agent's concurrency split evenly, at least one each."""
         self._in_hand = dict.fromkeys(config.queues, 0)
-        """Task messages received per queue whose slot is not free again yet."""
+        """Task messages received per queue and not yet acked (running or reporting)."""
+        self._busy = dict.fromkeys(config.queues, 0)
+        """Slots taken per queue: functions running (or their abandoned threads)."""
+        self._reporting: dict[int, Msg] = {}
+        """Task messages whose result is being stored; their leases are still extended."""
         self._pullers: dict[str, Puller] = {}
         self._running: dict[int, _Running] = {}
         self._captures: dict[int, tuple[TaskDispatch, logcapture.Capture]] = {}
@@ -191,77 +200,88 @@ class Agent:
         """How many more task messages this queue can take now (none once stopping)."""
         if self._stop.is_set():
             return 0
-        return max(0, self._share[queue] - self._in_hand[queue])
+        share = self._share[queue]
+        return max(0, min(share - self._busy[queue],
+                          share * (1 + REPORTS_AHEAD) - self._in_hand[queue]))
 
     def _on_task_msg(self, queue: str, msg: Msg) -> None:
         if self._stop.is_set():  # stopping: straight back for another agent
             self._spawn(_settle(msg.nak))
             return
         self._in_hand[queue] += 1  # more than the share only if the server sent extra
+        self._busy[queue] += 1
         task = asyncio.create_task(self._handle(msg, queue))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _release(self, queue: str) -> None:
-        self._in_hand[queue] -= 1
+    async def _free_slot(self, queue: str) -> None:
+        self._busy[queue] -= 1
         await self._pullers[queue].top_up()
 
     # -- one task -----------------------------------------------------------------------
 
     async def _handle(self, msg: Msg, queue: str) -> None:
+        """Run the task in a slot; free the slot; then store the result and ack the task."""
         key = id(msg)
-        self._running[key] = _Running(msg, None, asyncio.current_task(), [])
+        running = _Running(msg, None, asyncio.current_task(), [])
+        self._running[key] = running
         try:
-            await self._handle_inner(msg, key)
+            try:
+                report = await self._run(msg, key)
+            finally:
+                self._captures.pop(key, None)
+                self._running.pop(key, None)
+                if running.lingering:
+                    self._release_when_done(queue, running.lingering)
+                else:
+                    await self._free_slot(queue)
+            if report is not None:
+                self._reporting[key] = msg
+                await self._finish(msg, report)
         finally:
-            self._captures.pop(key, None)
-            running = self._running.pop(key, None)
-            if running is not None and running.lingering:
-                self._release_when_done(queue, running.lingering)
-            else:
-                await self._release(queue)
+            self._reporting.pop(key, None)
+            self._in_hand[queue] -= 1
+            await self._pullers[queue].top_up()
 
     def _release_when_done(self, queue: str, threads: list[asyncio.Future[Any]]) -> None:
         """Give the slot back only when the abandoned thread really returns."""
         async def wait_then_release() -> None:
             await asyncio.wait(threads)
-            await self._release(queue)
+            await self._free_slot(queue)
 
         waiter = asyncio.ensure_future(wait_then_release())
         self._tasks.add(waiter)
         waiter.add_done_callback(self._tasks.discard)
 
-    async def _handle_inner(self, msg: Msg, key: int) -> None:
+    async def _run(self, msg: Msg, key: int) -> TaskSucceeded | TaskFailed | None:
+        """The task's terminal report, or None when the message was settled here (malformed)."""
         try:
             task = dispatch_decoder.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.error("dropping malformed task message on %s: %s", msg.subject, exc)
             await msg.term()
-            return
+            return None
         deliveries = _deliveries(msg)
         if deliveries > 1:  # redelivered: an earlier agent lost it; this is a new attempt
             task = msgspec.structs.replace(task, attempt=task.attempt + deliveries - 1)
         if deliveries > MAX_DELIVERIES:
-            await self._finish(msg, TaskFailed(
+            return TaskFailed(
                 run_id=task.run_id, task=task.task, attempt=task.attempt,
                 agent_id=self.agent_id, at=time.time(), error_type="TooManyDeliveries",
                 message=(f"the task was delivered {deliveries} times and every agent running "
                          "it vanished (killed, out of memory, crashed?); not running it again"),
-            ))
-            return
+            )
         sink = self._progress_sink(task, deliveries)
         fn = self.config.functions.get(task.function)
         if fn is None:
-            await self._finish(msg, self._unknown_function(task))
-            return
+            return self._unknown_function(task)
         ctx = TaskContext(
             run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
             params=task.params, agent_id=self.agent_id, sink=sink,
         )
         self._running[key].ctx = ctx
         if task.run_id in self._cancelled_runs:
-            await self._finish(msg, self._cancelled(task, time.time()))
-            return
+            return self._cancelled(task, time.time())
         started = time.time()
         report_started = asyncio.get_running_loop().call_later(
             STARTED_AFTER_S, self._report_started, task, deliveries, started)
@@ -283,7 +303,7 @@ class Agent:
         self._captures.pop(key, None)
         await sink.flush()  # progress and the log go out before the result
         await self._send_log(task, capture)
-        await self._finish(msg, report)
+        return report
 
     def _report_started(self, task: TaskDispatch, delivery: int, at: float) -> None:
         self._spawn(self._publish(task.run_id, TaskStarted(
@@ -376,9 +396,10 @@ class Agent:
     async def _extend_leases(self) -> None:
         while True:
             await asyncio.sleep(max(0.2, self.lease_s / 3))
-            for running in list(self._running.values()):
+            msgs = [r.msg for r in self._running.values()] + list(self._reporting.values())
+            for msg in msgs:
                 with contextlib.suppress(Exception):
-                    await running.msg.in_progress()
+                    await msg.in_progress()
 
     async def _heartbeat(self) -> None:
         while True:
@@ -405,6 +426,7 @@ class Agent:
         log.info("waiting up to %gs for %d running tasks", self.config.grace_s, len(self._tasks))
         _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.grace_s)
         unfinished = list(self._running.values())
+        unsettled = [r.msg for r in unfinished] + list(self._reporting.values())
         for running in unfinished:
             if running.ctx is not None:
                 running.ctx._cancel()
@@ -412,10 +434,10 @@ class Agent:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5.0)
-            for running in unfinished:
+            for msg in unsettled:  # an acked one refuses the nak: fine
                 with contextlib.suppress(Exception):
-                    await running.msg.nak()
-            log.warning("handed back %d unfinished tasks for redelivery", len(unfinished))
+                    await msg.nak()
+            log.warning("handed back %d unfinished tasks for redelivery", len(unsettled))
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -7,6 +7,7 @@ import msgspec
 from flowforge.client import Client
 from protocol.states import RunStatus, TaskStatus
 from tests import taskflows
+from tests.inputflows import load_seed_pipelines
 
 
 def _outputs(detail) -> dict[str, dict]:
@@ -112,8 +113,7 @@ async def test_recorded_times_are_ordered_for_quick_tasks_that_report_progress(
 ) -> None:
     """A task shorter than the started report's delay that checkpoints: its progress report
     comes after its work, yet its start is the agent's own stamp, before its end."""
-    import examples.seed_pipelines  # noqa: F401 - analyze_data checkpoints and returns at once
-
+    load_seed_pipelines()  # analyze_data checkpoints and returns at once
     await start_agent()
     await client.register()
     run = await client.start("pipeline_simple")
