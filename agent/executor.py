@@ -5,7 +5,6 @@ import contextvars
 import functools
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from typing import Any
 
 import msgspec
@@ -13,6 +12,7 @@ import msgspec
 from agent.binding import BindError, BindPlan
 from agent.outputs import OutputError, encode_output, user_traceback
 from agent.procpool import ProcessPool, TaskError, WorkerDied, call_for
+from agent.threads import Outcome, TaskThreads
 from flowforge.context import TaskContext
 from protocol.limits import cut_traceback
 from protocol.messages import TaskDispatch, TaskFailed, TaskSucceeded
@@ -27,7 +27,7 @@ async def execute(
     fn: Callable[..., Any],
     plan: BindPlan,
     ctx: TaskContext,
-    threads: Executor,
+    threads: TaskThreads,
     agent_id: str,
     processes: ProcessPool | None = None,
     lingering: list[asyncio.Future[Any]] | None = None,
@@ -46,15 +46,8 @@ async def execute(
         elif processes is not None:
             output = await _in_process(processes, task, kwargs, ctx)
         else:
-            call = functools.partial(contextvars.copy_context().run, fn, **kwargs)  # keep the capture
-            thread = asyncio.get_running_loop().run_in_executor(threads, call)
-            try:
-                result = await _with_timeout(asyncio.shield(thread), task.timeout_s)
-            except (TaskTimeout, asyncio.CancelledError):
-                if lingering is not None:  # a thread cannot be stopped: its slot stays taken
-                    lingering.append(thread)
-                raise
-            output = encode_output(result)
+            outcome = await _in_thread(threads, fn, kwargs, task.timeout_s, lingering)
+            output = encode_output(_unwrap(outcome))
     except asyncio.CancelledError:
         raise
     except BindError as exc:
@@ -73,6 +66,29 @@ async def execute(
         run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=agent_id,
         at=time.time(), started_at=started, output=msgspec.Raw(output),
     )
+
+
+async def _in_thread(
+    threads: TaskThreads, fn: Callable[..., Any], kwargs: dict[str, Any], timeout_s: float | None,
+    lingering: list[asyncio.Future[Any]] | None,
+) -> Outcome:
+    call = functools.partial(contextvars.copy_context().run, fn, **kwargs)  # keep the capture
+    thread = threads.submit(call)
+    try:
+        return await _with_timeout(asyncio.shield(thread), timeout_s)
+    except (TaskTimeout, asyncio.CancelledError):
+        if lingering is not None:  # a thread cannot be stopped: its slot stays taken
+            lingering.append(thread)
+        raise
+
+
+def _unwrap(outcome: Outcome) -> Any:
+    """The call's value, or its exception raised here: from a plain function, so that a
+    StopIteration reaches ``execute`` as itself (out of a coroutine it becomes RuntimeError)."""
+    result, error = outcome
+    if error is not None:
+        raise error
+    return result
 
 
 async def _in_process(
