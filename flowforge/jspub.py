@@ -2,12 +2,14 @@
 
 Like nats-py's ``publish_async`` without what it costs on every message (a random token from
 ``os.urandom``, stdlib ``json`` and a dataclass per ack): the ack is decoded by msgspec.
-``publish`` returns a future of the stored message's stream sequence; the caller decides how
-long to wait for it (an ack lost with a dropped connection never comes).
+``publish`` returns a future of the stored message's stream sequence. An ack lost with a
+dropped connection never comes: with ``ack_timeout_s`` the future fails after about that long
+(one sweep a second for all of them, not a timer per message); without, the caller decides.
 """
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import msgspec
@@ -31,25 +33,48 @@ class _Ack(msgspec.Struct):
 _ack_dec = msgspec.json.Decoder(_Ack)
 
 
+SWEEP_EVERY_S = 1.0
+
+
 class JsPublisher:
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, ack_timeout_s: float | None = None) -> None:
         self._nc = nc
         self._prefix = ""
         self._next = 0
-        self._waiting: dict[str, asyncio.Future[int]] = {}
+        self._waiting: dict[str, tuple[asyncio.Future[int], float]] = {}
+        """Futures by token, oldest first, with when they were sent."""
         self._sub: Any = None
+        self._ack_timeout_s = ack_timeout_s
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._prefix = f"{self._nc.new_inbox()}."
         self._sub = await self._nc.subscribe(f"{self._prefix}*", cb=self._on_ack)
+        if self._ack_timeout_s is not None:
+            self._sweeper = asyncio.create_task(self._sweep(self._ack_timeout_s))
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-        for future in self._waiting.values():
+        for future, _ in self._waiting.values():
             future.cancel()
         self._waiting.clear()
+
+    async def _sweep(self, timeout_s: float) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            cutoff = time.monotonic() - timeout_s
+            late = []
+            for future, sent_at in self._waiting.values():
+                if sent_at > cutoff:
+                    break
+                late.append(future)
+            for future in late:
+                if not future.done():
+                    future.set_exception(PublishError(f"no ack from JetStream within {timeout_s:g} s"))
 
     @property
     def pending(self) -> int:
@@ -62,7 +87,7 @@ class JsPublisher:
         token = str(self._next)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda _: self._waiting.pop(token, None))
-        self._waiting[token] = future
+        self._waiting[token] = (future, time.monotonic())
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
         except BaseException:
@@ -71,9 +96,10 @@ class JsPublisher:
         return future
 
     async def _on_ack(self, msg: Msg) -> None:
-        future = self._waiting.get(msg.subject[len(self._prefix):])
-        if future is None or future.done():
+        waiting = self._waiting.get(msg.subject[len(self._prefix):])
+        if waiting is None or waiting[0].done():
             return
+        future = waiting[0]
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
             future.set_exception(PublishError("no JetStream stream stores that subject"))
             return

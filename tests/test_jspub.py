@@ -45,3 +45,20 @@ async def test_an_api_error_is_raised_with_its_description(pub: tuple[NATS, JsPu
     with pytest.raises(PublishError, match="expected stream does not match"):
         await asyncio.wait_for(await publisher.publish(
             "store.c", b"1", headers={"Nats-Expected-Stream": "OTHER"}), 5)
+
+
+async def test_with_an_ack_timeout_an_ack_that_never_comes_fails_the_future(
+    nats_opts: ConnectOptions,
+) -> None:
+    nc = await connect(nats_opts, name="jspub-timeout-test")
+    publisher = JsPublisher(nc, ack_timeout_s=0.2)
+    await publisher.start()
+    try:
+        await nc.subscribe("silent.x")  # a responder that never answers: no 503, no ack
+        stored = await publisher.publish("silent.x", b"1")
+        with pytest.raises(PublishError, match="no ack from JetStream within 0.2 s"):
+            await asyncio.wait_for(stored, 10)
+        assert publisher.pending == 0
+    finally:
+        await publisher.stop()
+        await nc.close()
