@@ -11,7 +11,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from agent import logcapture
 from agent.binding import BindPlan
 from agent.executor import execute
 from agent.procpool import ProcessPool
+from agent.threads import TaskThreads
 from flowforge.connection import ConnectOptions, connect
 from flowforge.context import TaskContext
 from flowforge.jetstream import DEFAULT_LEASE_S, ensure_stream, ensure_task_consumer
@@ -133,14 +133,15 @@ class Agent:
         self._cancelled_runs: dict[str, None] = {}
         """Runs cancelled recently (newest last): their tasks are stopped or not started."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pool = ThreadPoolExecutor(max_workers=config.concurrency,
-                                        thread_name_prefix="flowforge-task")
+        self._pool = TaskThreads(config.concurrency)
         self._procs = ProcessPool(config.imports) if config.pool == "process" else None
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
+        self._jspub: JsPublisher | None = None
         self._stop = asyncio.Event()
         self._closed = False
         self._started_at = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_s = config.lease_s
         self.completed = 0
         self.ready = asyncio.Event()
@@ -153,11 +154,12 @@ class Agent:
         await self.shutdown()
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         logcapture.install()
         self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
                                  initial_attempts=20)
         self._js = self._nc.jetstream()
-        self._jspub = JsPublisher(self._nc)
+        self._jspub = JsPublisher(self._nc, ack_timeout_s=REPORT_ACK_TIMEOUT_S)
         await self._jspub.start()
         # Agents may start before any coordinator: make sure the task stream exists (idempotent).
         await ensure_stream(self._js, self.subjects.tasks_stream, self.subjects.wildcard("task"))
@@ -358,14 +360,12 @@ class Agent:
 
     async def _finish(self, msg: Msg, report: TaskSucceeded | TaskFailed) -> None:
         """Store the terminal report durably, then ack the task (retrying while NATS is away)."""
-        assert self._js is not None
+        assert self._jspub is not None
         data = encoder.encode(msgspec.structs.replace(report, delivery=_deliveries(msg)))
         delay = 0.1
         while True:
             try:
-                stored = await self._jspub.publish(self.subjects.report(report.run_id), data)
-                async with asyncio.timeout(REPORT_ACK_TIMEOUT_S):  # not wait_for: no extra task
-                    await stored
+                await (await self._jspub.publish(self.subjects.report(report.run_id), data))
                 await msg.ack()
                 self.completed += 1
                 return
@@ -378,7 +378,8 @@ class Agent:
                 delay = min(delay * 2, REPORT_RETRY_MAX_S)
 
     def _progress_sink(self, task: TaskDispatch, delivery: int) -> "ProgressSink":
-        return ProgressSink(self, task, delivery)
+        assert self._loop is not None
+        return ProgressSink(self, task, delivery, self._loop)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -450,7 +451,9 @@ class Agent:
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._jspub is not None:
+            await self._jspub.stop()
+        self._pool.shutdown()
         if self._procs is not None:
             await self._procs.close()
         log.info("agent %s stopped after %d tasks", self.agent_id, self.completed)
@@ -463,10 +466,12 @@ class ProgressSink:
     the coordinator a few reports a second, not thousands. ``flush()`` before the result.
     """
 
-    def __init__(self, agent: Agent, task: TaskDispatch, delivery: int) -> None:
-        self._agent, self._task, self._delivery = agent, task, delivery
-        self._loop = asyncio.get_running_loop()
-        self._lock = threading.Lock()
+    _lock = threading.Lock()
+    """One for all sinks: held for a few assignments, and one per task would cost every task."""
+
+    def __init__(self, agent: Agent, task: TaskDispatch, delivery: int,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._agent, self._task, self._delivery, self._loop = agent, task, delivery, loop
         self._fraction: float | None = None
         self._message: str | None = None
         self._due = False
