@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from protocol.flows import FlowSpec, TaskSpec
+from protocol.flows import FlowSpec, ParamSpec, TaskSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +13,9 @@ class CompiledFlow:
     dependants: dict[str, tuple[str, ...]]
     roots: tuple[str, ...]
     param_names: frozenset[str]
+    params: dict[str, ParamSpec]
+    """The run parameters of all tasks, merged (what a run of the whole flow is checked by)."""
+    accepts_any_param: bool
 
     @classmethod
     def compile(cls, spec: FlowSpec) -> "CompiledFlow":
@@ -28,4 +31,6 @@ class CompiledFlow:
             dependants={k: tuple(v) for k, v in dependants.items()},
             roots=tuple(t.name for t in spec.tasks if not t.depends_on),
             param_names=frozenset(spec.param_specs()),
+            params=spec.param_specs(),
+            accepts_any_param=spec.accepts_any_param(),
         )

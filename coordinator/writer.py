@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -28,9 +29,14 @@ log = logging.getLogger("flowforge.coordinator.writer")
 MAX_ITEMS_PER_BATCH = 64
 
 
+_ids = random.Random(secrets.randbits(64))
+"""Seeded from the OS once: run ids need to differ, not to be secret (``secrets`` reads the OS
+on every call)."""
+
+
 def new_run_id() -> str:
     """Time-ordered, 19 hex characters; valid as a NATS subject token."""
-    return f"{int(time.time() * 1000):011x}{secrets.token_hex(4)}"
+    return f"{int(time.time() * 1000):011x}{_ids.getrandbits(32):08x}"
 
 
 @dataclass(slots=True)
@@ -233,8 +239,9 @@ class Writer:
                 "a key) instead of the data"
             )
         only = _check_only(request.flow, flow, request.only)
-        check_params(request.flow, flow.spec.param_specs(only), request.params,
-                     allow_unknown=flow.spec.accepts_any_param(), known=flow.param_names)
+        specs = flow.params if only is None else flow.spec.param_specs(only)
+        check_params(request.flow, specs, request.params,
+                     allow_unknown=flow.accepts_any_param, known=flow.param_names)
         key = request.idempotency_key
         if key and not first_of_key:
             existing = batch.keys.get((request.flow, key)) or await self.store.run_by_key(
