@@ -127,10 +127,8 @@ async def run_once(client: Client, workload: str, spec: FlowSpec, size: int) -> 
                 done.set()
 
     sub = await client.nc.subscribe(client.subjects.run_event(spec.name, "*"), cb=on_run)
-    js = client.nc.jetstream(publish_async_max_pending=1000)
-    for _ in range(size):
-        await js.publish_async(client.subjects.trigger(spec.name), b'{"params": {}}')
-    await js.publish_async_completed()
+    acks = [await client.send_trigger(spec.name) for _ in range(size)]
+    await asyncio.gather(*acks)
     await asyncio.wait_for(done.wait(), 300)
     await sub.unsubscribe()
 

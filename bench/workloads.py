@@ -166,14 +166,16 @@ async def chain(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:
 async def triggers(
     stack: Stack, flow: str, count: int, timeout_s: float, window: int = 1000
 ) -> dict[str, Any]:
-    """``count`` trigger messages published pipelined on JetStream; time until all succeeded."""
-    client, nc = stack.client, stack.nc
-    assert client is not None and nc is not None
-    js = nc.jetstream(publish_async_max_pending=window)
-    subject, payload = stack.subjects.trigger(flow), b'{"params": {}}'
+    """``count`` trigger messages sent by the SDK (``Client.send_trigger``: JetStream
+    publishes, at most ``window`` unacknowledged); time until all succeeded."""
+    client = stack.client
+    assert client is not None
     async with RunWatcher(stack, flow) as watcher:
-        acks = [await js.publish_async(subject, payload) for _ in range(count)]
-        await js.publish_async_completed()
+        acks: list[asyncio.Future[int]] = []
+        for i in range(count):
+            if i >= window:
+                await acks[i - window]
+            acks.append(await client.send_trigger(flow))
         await asyncio.gather(*acks)
         published = time.perf_counter()
         await watcher.wait(lambda w: len(w.finished) >= count, timeout_s)

@@ -11,11 +11,13 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from flowforge.connection import ConnectOptions, connect
+from flowforge.jspub import JsPublisher
 from flowforge.registry import REGISTRY
 from protocol.api import FlowDetail, RegisteredFlow, TaskLogText, reply_decoder
-from protocol.errors import NotConnected, RemoteError, TooLarge
+from protocol.errors import BadRequest, NotConnected, RemoteError, TooLarge
 from protocol.flows import FlowSpec
-from protocol.messages import ErrorEvent, TaskLog, encoder
+from protocol.limits import MAX_PARAMS_BYTES, is_valid_name
+from protocol.messages import ErrorEvent, TaskLog, Trigger, encoder
 from protocol.records import (
     AgentInfo,
     FlowSummary,
@@ -67,6 +69,7 @@ class Client:
         self.subjects = Subjects(self.options.namespace)
         self.timeout_s = timeout_s
         self._nc: NATS | None = None
+        self._jspub: JsPublisher | None = None
 
     async def connect(self) -> "Client":
         if self._nc is None:
@@ -75,6 +78,9 @@ class Client:
 
     async def close(self) -> None:
         nc, self._nc = self._nc, None
+        jspub, self._jspub = self._jspub, None
+        if jspub is not None:
+            await jspub.stop()
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.drain()
@@ -152,6 +158,42 @@ class Client:
 
     async def flow(self, name: str, version: str | None = None) -> FlowDetail:
         return await self.request("flows", "get", {"name": name, "version": version}, FlowDetail)
+
+    # -- triggers -----------------------------------------------------------------------
+
+    async def send_trigger(
+        self, flow: str, params: dict[str, Any] | None = None, *,
+        idempotency_key: str | None = None,
+    ) -> "asyncio.Future[int]":
+        """Publish a trigger message for ``flow`` without waiting for it to be stored: the
+        future gets its JetStream sequence once it is (or fails with ``PublishError``, a
+        ``NotConnected``).
+        Send many, then gather: this is how to start thousands of runs quickly. The run
+        starts when the coordinator takes the message, even if it is down right now."""
+        if not is_valid_name(flow):
+            raise BadRequest(f"{flow!r} is not a valid flow name")
+        try:
+            data = encoder.encode(Trigger(params=dict(params or {}),
+                                          idempotency_key=idempotency_key))
+        except TypeError as exc:
+            raise BadRequest(f"trigger parameters are not JSON-serialisable: {exc}") from None
+        if len(data) > min(self.nc.max_payload, MAX_PARAMS_BYTES + 1024):
+            raise TooLarge(f"the trigger is {len(data):,} bytes; parameters may take at most "
+                           f"{MAX_PARAMS_BYTES:,}: pass a reference (a path or a key) instead")
+        if self._jspub is None:
+            jspub = JsPublisher(self.nc, ack_timeout_s=self.timeout_s)
+            await jspub.start()
+            self._jspub = jspub
+        return await self._jspub.publish(self.subjects.trigger(flow), data)
+
+    async def trigger(
+        self, flow: str, params: dict[str, Any] | None = None, *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Publish a trigger message for ``flow`` and wait until JetStream stored it; returns
+        its stream sequence. Unknown flows and bad parameters are refused by the coordinator
+        when it takes the message (``flowforge rejected`` lists them)."""
+        return await (await self.send_trigger(flow, params, idempotency_key=idempotency_key))
 
     # -- runs ----------------------------------------------------------------------------
 

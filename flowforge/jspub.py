@@ -16,11 +16,14 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from protocol.errors import NotConnected
+
 NO_RESPONDERS = "503"
 
 
-class PublishError(Exception):
-    """JetStream did not store the message (no stream for the subject, or an API error)."""
+class PublishError(NotConnected):
+    """JetStream did not store the message (no stream for the subject, an API error, or no
+    ack in time)."""
 
 
 class _Ack(msgspec.Struct):
@@ -41,8 +44,8 @@ class JsPublisher:
         self._nc = nc
         self._prefix = ""
         self._next = 0
-        self._waiting: dict[str, tuple[asyncio.Future[int], float]] = {}
-        """Futures by token, oldest first, with when they were sent."""
+        self._waiting: dict[str, tuple[asyncio.Future[int], float, str]] = {}
+        """Futures by token, oldest first, with when they were sent and where to."""
         self._sub: Any = None
         self._ack_timeout_s = ack_timeout_s
         self._sweeper: asyncio.Task[None] | None = None
@@ -59,7 +62,7 @@ class JsPublisher:
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
-        for future, _ in self._waiting.values():
+        for future, _, _ in self._waiting.values():
             future.cancel()
         self._waiting.clear()
 
@@ -68,7 +71,7 @@ class JsPublisher:
             await asyncio.sleep(SWEEP_EVERY_S)
             cutoff = time.monotonic() - timeout_s
             late = []
-            for future, sent_at in self._waiting.values():
+            for future, sent_at, _ in self._waiting.values():
                 if sent_at > cutoff:
                     break
                 late.append(future)
@@ -87,7 +90,7 @@ class JsPublisher:
         token = str(self._next)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda _: self._waiting.pop(token, None))
-        self._waiting[token] = (future, time.monotonic())
+        self._waiting[token] = (future, time.monotonic(), subject)
         try:
             await self._nc.publish(subject, data, reply=self._prefix + token, headers=headers)
         except BaseException:
@@ -99,9 +102,11 @@ class JsPublisher:
         waiting = self._waiting.get(msg.subject[len(self._prefix):])
         if waiting is None or waiting[0].done():
             return
-        future = waiting[0]
+        future, _, subject = waiting
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
-            future.set_exception(PublishError("no JetStream stream stores that subject"))
+            future.set_exception(PublishError(
+                f"no JetStream stream stores {subject} (is a coordinator set up for "
+                "this namespace? it creates the streams)"))
             return
         try:
             ack = _ack_dec.decode(msg.data)

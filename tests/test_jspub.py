@@ -56,7 +56,7 @@ async def test_with_an_ack_timeout_an_ack_that_never_comes_fails_the_future(
     try:
         await nc.subscribe("silent.x")  # a responder that never answers: no 503, no ack
         stored = await publisher.publish("silent.x", b"1")
-        with pytest.raises(PublishError, match="no ack from JetStream within 0.2 s"):
+        with pytest.raises(PublishError, match=r"no ack from JetStream within 0\.2 s"):
             await asyncio.wait_for(stored, 10)
         assert publisher.pending == 0
     finally:

@@ -20,6 +20,7 @@ from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
+from protocol.errors import BadRequest, NotConnected, TooLarge
 from protocol.records import RunRecord
 from protocol.states import RunStatus
 from tests import inputflows
@@ -269,3 +270,39 @@ async def test_a_trigger_redelivered_after_its_run_was_committed_starts_no_secon
     runs = await stack.runs(flow="greeting")
     assert [r.run_id for r in runs] == [first.run_id]  # the same run, not a new one
     assert (await stack.wait(first.run_id, timeout_s=20)).run.status is RunStatus.SUCCEEDED
+
+
+async def test_the_sdk_sends_triggers_that_start_runs_and_keys_dedupe_them(stack: Client) -> None:
+    seq = await stack.trigger("pipeline_simple", {"n_rows": 7}, idempotency_key="once")
+    sent = [await stack.send_trigger("greeting", {"name": f"n{i}"}) for i in range(20)]
+    again = await stack.trigger("pipeline_simple", {"n_rows": 7}, idempotency_key="once")
+    seqs = await asyncio.gather(*sent)
+    assert seq >= 1 and len({seq, again, *seqs}) == 22  # each message stored
+
+    run = await _only_run(stack, "pipeline_simple")  # the second keyed trigger: no new run
+    assert (run.source, run.params, run.idempotency_key) == ("trigger", {"n_rows": 7}, "once")
+    await _succeeds(stack, run)
+    await wait_for(lambda: _count_runs(stack, "greeting", 20))
+    names = {r.params["name"] for r in await stack.runs(flow="greeting")}
+    assert names == {f"n{i}" for i in range(20)}
+
+
+async def _count_runs(client: Client, flow: str, n: int) -> bool:
+    return len(await client.runs(flow=flow)) >= n
+
+
+@pytest.mark.parametrize(("flow", "params", "error", "match"), [
+    ("no such flow", {}, BadRequest, "not a valid flow name"),
+    ("pipeline_simple", {"when": object()}, BadRequest, "not JSON-serialisable"),
+    ("pipeline_simple", {"blob": "x" * 300_000}, TooLarge, "pass a reference"),
+])
+async def test_the_sdk_refuses_a_trigger_it_cannot_send_before_sending(
+    client: Client, flow: str, params: dict, error: type[Exception], match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        await client.trigger(flow, params)
+
+
+async def test_an_sdk_trigger_with_no_stream_to_store_it_fails_clearly(client: Client) -> None:
+    with pytest.raises(NotConnected, match=r"no JetStream stream stores flowforge\.trigger\.f"):
+        await client.trigger("f")
