@@ -79,7 +79,11 @@ class AgentConfig:
 
 
 def _deliveries(msg: Msg) -> int:
+    """How often JetStream delivered this message: 1 the first time."""
+    parts = msg.reply.split(".") if msg.reply else ()
     try:
+        if len(parts) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<left>
+            return max(1, int(parts[4]))  # (nats-py's metadata also builds a datetime)
         return max(1, msg.metadata.num_delivered or 1)
     except Exception:  # noqa: BLE001 - not a JetStream message (tests, hand-made)
         return 1

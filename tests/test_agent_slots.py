@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 
-from agent.worker import REPORTS_AHEAD, Agent, AgentConfig
+from agent.worker import REPORTS_AHEAD, Agent, AgentConfig, _deliveries
 from flowforge.connection import ConnectOptions, connect
 from flowforge.jetstream import ensure_streams
 from protocol.messages import TaskDispatch, TaskSucceeded, encoder, report_decoder
@@ -93,3 +94,16 @@ async def test_a_slot_runs_the_next_task_while_results_wait_to_be_stored_up_to_a
     assert sorted(RAN) == sorted(f"t{i}" for i in range(ahead + 3))  # each ran once
     await wait_for(lambda: _all_acked(nc), 10)
     assert agent.completed == ahead + 3
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("$JS.ACK.FLOWFORGE_TASKS.tasks_default.3.17.12.1764480000000000000.0", 3),
+    ("$JS.ACK.hub.ACCHASH.FLOWFORGE_TASKS.tasks_default.2.17.12.1764480000000000000.0.xyz", 2),
+    ("$JS.ACK.FLOWFORGE_TASKS.tasks_default.1.17.12.1764480000000000000.0", 1),
+    ("", 1),  # not a JetStream message (hand-made in a test)
+    ("_INBOX.abc", 1),
+])
+def test_deliveries_are_read_from_the_ack_subject_in_both_of_its_forms(
+    reply: str, expected: int,
+) -> None:
+    assert _deliveries(Msg(_client=None, subject="flowforge.task.default", reply=reply)) == expected  # type: ignore[arg-type]
