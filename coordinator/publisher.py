@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from flowforge.jspub import JsPublisher
@@ -106,6 +107,16 @@ class Publisher:
             if self._retry:
                 pending, self._retry = self._retry, {}
                 await self.dispatch(pending.values())
+
+    async def ack(self, msgs: Iterable[Msg]) -> None:
+        """Ack pulled messages after their batch is committed (an empty message to the reply
+        subject, what ``Msg.ack`` sends, without its bookkeeping). A lost ack means a
+        redelivery, which the writer recognises."""
+        for msg in msgs:
+            try:
+                await self._nc.publish(msg.reply, b"")
+            except Exception as exc:  # noqa: BLE001 - NATS away: the message comes back later
+                log.debug("ack of %s failed: %r", msg.subject, exc)
 
     async def wait_idle(self, timeout_s: float = 5.0) -> None:
         if self._waiters:

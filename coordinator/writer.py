@@ -162,8 +162,7 @@ class Writer:
             await self.publisher.error_event(kind, subject, code, reason, rid)
             if msg is not None:
                 await _settle(msg.term)
-        for msg in batch.acks:  # a failed ack means a redelivery, which is ignored as a duplicate
-            await _settle(msg.ack)
+        await self.publisher.ack(batch.acks)
         self.arm_timers(ch.timers)
 
     def arm_timers(self, timers: list[tuple[float, str, str]]) -> None:

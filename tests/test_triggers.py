@@ -12,6 +12,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from agent.worker import Agent
@@ -246,20 +247,21 @@ async def test_a_trigger_redelivered_after_its_run_was_committed_starts_no_secon
 ) -> None:
     """The coordinator commits the run, then "crashes" before acking the trigger: JetStream
     delivers it again (after the inbox ack wait) and the stored run is found, not doubled."""
-    import coordinator.writer as writer
+    from coordinator.publisher import Publisher
 
-    real_settle = writer._settle
+    real_ack = Publisher.ack
     dropped: list[object] = []
 
-    async def lose_the_first_trigger_ack(action: Callable[[], Awaitable[None]]) -> None:
-        msg = getattr(action, "__self__", None)
-        subject = getattr(msg, "subject", "")
-        if not dropped and ".trigger." in f".{subject}":
-            dropped.append(msg)  # as if the coordinator died between commit and ack
-            return
-        await real_settle(action)
+    async def lose_the_first_trigger_ack(self: Publisher, msgs: list[Msg]) -> None:
+        kept = []
+        for msg in msgs:
+            if not dropped and ".trigger." in f".{msg.subject}":
+                dropped.append(msg)  # as if the coordinator died between commit and ack
+            else:
+                kept.append(msg)
+        await real_ack(self, kept)
 
-    monkeypatch.setattr(writer, "_settle", lose_the_first_trigger_ack)
+    monkeypatch.setattr(Publisher, "ack", lose_the_first_trigger_ack)
     js = nc.jetstream()
     await js.publish("flowforge.trigger.greeting", json.dumps({"params": {"name": "once"}}).encode())
     await wait_for(lambda: dropped, timeout_s=10)
