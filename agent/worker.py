@@ -23,6 +23,7 @@ from agent import logcapture
 from agent.binding import BindPlan
 from agent.executor import execute
 from agent.procpool import ProcessPool
+from agent.results import ResultSender, result_message_limit
 from agent.threads import TaskThreads
 from flowforge.connection import ConnectOptions, connect
 from flowforge.context import TaskContext
@@ -142,6 +143,7 @@ class Agent:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._jspub: JsPublisher | None = None
+        self._results: ResultSender | None = None
         self._stop = asyncio.Event()
         self._closed = False
         self._started_at = time.time()
@@ -165,6 +167,8 @@ class Agent:
         self._js = self._nc.jetstream()
         self._jspub = JsPublisher(self._nc, ack_timeout_s=REPORT_ACK_TIMEOUT_S)
         await self._jspub.start()
+        self._results = ResultSender(self._jspub, self.subjects,
+                                     result_message_limit(self._nc.max_payload))
         # Agents may start before any coordinator: make sure the task stream exists (idempotent).
         await ensure_stream(self._js, self.subjects.tasks_stream, self.subjects.wildcard("task"))
         await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
@@ -364,12 +368,12 @@ class Agent:
 
     async def _finish(self, msg: Msg, report: TaskSucceeded | TaskFailed) -> None:
         """Store the terminal report durably, then ack the task (retrying while NATS is away)."""
-        assert self._jspub is not None
-        data = encoder.encode(msgspec.structs.replace(report, delivery=_deliveries(msg)))
+        assert self._results is not None
+        report = msgspec.structs.replace(report, delivery=_deliveries(msg))
         delay = 0.1
         while True:
             try:
-                await (await self._jspub.publish(self.subjects.report(report.run_id), data))
+                await self._results.send(report)
                 await msg.ack()
                 self.completed += 1
                 return

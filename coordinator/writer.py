@@ -21,7 +21,14 @@ from protocol.api import StartRun
 from protocol.dag import check_params
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
 from protocol.limits import MAX_PARAMS_BYTES
-from protocol.messages import TaskLog, Trigger, encoder, report_decoder, trigger_decoder
+from protocol.messages import (
+    TaskLog,
+    TaskResults,
+    Trigger,
+    encoder,
+    report_decoder,
+    trigger_decoder,
+)
 from protocol.records import RunRecord
 
 log = logging.getLogger("flowforge.coordinator.writer")
@@ -203,6 +210,9 @@ class Writer:
                 key = (report.run_id, report.task)
                 batch.logs[key] = batch.logs.get(key, "") + report.text
                 batch.log_msgs.append(report)
+            elif isinstance(report, TaskResults):
+                for result in report.results:
+                    self.scheduler.on_report(result, now, batch.changes)
             else:
                 self.scheduler.on_report(report, now, batch.changes)
             batch.acks.append(msg)

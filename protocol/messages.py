@@ -31,7 +31,7 @@ class TaskDispatch(Message, frozen=True, kw_only=True, tag="task.v1"):
     queued_at: float = 0.0
 
 
-# agents -> coordinator, on <ns>.report.<run_id>
+# agents -> coordinator, on <ns>.report.<run_id> (or .several, for TaskResults of many runs)
 
 
 class TaskStarted(Message, frozen=True, kw_only=True, tag="started.v1"):
@@ -95,7 +95,15 @@ class TaskLog(Message, frozen=True, kw_only=True, tag="log.v1"):
     text: str
 
 
-Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog
+class TaskResults(Message, frozen=True, kw_only=True, tag="results.v1"):
+    """Results of tasks that finished together on one agent, stored as one message (one
+    JetStream store and ack, one message for the coordinator): on ``<ns>.report.<run_id>``
+    when all are of one run, else on ``<ns>.report.several``. A lone result goes as itself."""
+
+    results: list[TaskSucceeded | TaskFailed]
+
+
+Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog | TaskResults
 TERMINAL_REPORTS = (TaskSucceeded, TaskFailed)
 
 

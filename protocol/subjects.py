@@ -51,6 +51,11 @@ class Subjects:
     def report(self, run_id: str) -> str:
         return f"{self.namespace}.report.{run_id}"
 
+    @property
+    def report_several(self) -> str:
+        """Where results of tasks of several runs go together (no run id is ``several``)."""
+        return f"{self.namespace}.report.several"
+
     def trigger(self, flow: str) -> str:
         return f"{self.namespace}.trigger.{flow}"
 

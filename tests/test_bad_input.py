@@ -222,3 +222,38 @@ async def test_malformed_task_messages_do_not_crash_the_agent_and_it_serves_the_
     detail = await client.wait((await client.start("noop")).run_id, timeout_s=20)
     assert detail.run.status is RunStatus.SUCCEEDED
     assert msgspec.json.decode(detail.tasks[0].output) == "done"
+
+
+GARBAGE_REPORTS = {
+    "not-json": b"\x00\xff not json at all",
+    "unknown-kind": b'{"kind": "exploded.v1", "run_id": "r"}',
+    "results-not-a-list": b'{"kind": "results.v1", "results": "all good"}',
+    "results-holding-a-task": b'{"kind": "results.v1", "results": [{"kind": "task.v1"}]}',
+    "results-holding-a-log": (b'{"kind": "results.v1", "results": [{"kind": "log.v1", '
+                              b'"run_id": "r", "task": "t", "attempt": 1, "agent_id": "a", '
+                              b'"at": 1.0, "text": "hi"}]}'),
+}
+
+
+async def test_malformed_reports_are_refused_and_kept_and_the_next_run_still_succeeds(
+    coordinator: Coordinator, start_agent: Callable[..., Awaitable[Agent]], client: Client,
+    nc: NATS
+) -> None:
+    await client.register([inputflows.register_noop()])
+    await start_agent()
+    js = nc.jetstream()
+    for payload in GARBAGE_REPORTS.values():
+        await js.publish("flowforge.report.0000000000000badc0de", payload)
+
+    await wait_for(lambda: _rejected_count(client, len(GARBAGE_REPORTS)))
+    rejected = await client.rejected()
+    assert sorted(r.raw for r in rejected) == sorted(GARBAGE_REPORTS.values())
+    assert all(r.code == "bad_request" and "malformed report" in r.reason for r in rejected)
+    info = await js.consumer_info("FLOWFORGE_REPORTS", "coordinator_reports")
+    assert (info.num_ack_pending, info.num_redelivered) == (0, 0)  # terminated, not retried
+    detail = await client.wait((await client.start("noop")).run_id, timeout_s=20)
+    assert detail.run.status is RunStatus.SUCCEEDED
+
+
+async def _rejected_count(client: Client, n: int) -> bool:
+    return len(await client.rejected()) >= n
