@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterable
@@ -29,24 +30,27 @@ the server's max_payload is dropped like any event NATS refuses)."""
 class Publisher:
     """Publishes after commit. Failed task publishes are retried until they are stored."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, subjects: Subjects) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, subjects: Subjects,
+                 ack_timeout_s: float = ACK_TIMEOUT_S) -> None:
         self._nc = nc
         self._js = js
-        self._jspub = JsPublisher(nc)
+        self._jspub = JsPublisher(nc, ack_timeout_s=ack_timeout_s)
         self._s = subjects
         self._retry: dict[str, tuple[str, TaskDispatch]] = {}
         self._seqs: dict[str, int] = {}
         """Stream sequence of each queued task's message, to take it back on cancel."""
-        self._waiters: set[asyncio.Task[None]] = set()
         self.published = 0
         self.dropped_events = 0
 
     async def start(self) -> None:
         await self._jspub.start()
 
+    async def stop(self) -> None:
+        await self._jspub.stop()
+
     async def dispatch(self, items: Iterable[tuple[str, TaskDispatch]]) -> None:
-        """Send tasks without awaiting each ack; acks are checked in the background."""
-        futures = []
+        """Send tasks without awaiting each ack; each ack (or its absence after ACK_TIMEOUT_S:
+        one lost with a dropped connection never comes) is handled when it comes."""
         for queue, msg in items:
             msg_id = f"{msg.run_id}.{msg.task}.{msg.attempt}"
             try:
@@ -57,28 +61,20 @@ class Publisher:
                 log.warning("publish of %s failed (%s); will retry", msg_id, exc)
                 self._retry[msg_id] = (queue, msg)
                 continue
-            futures.append((msg_id, queue, msg, fut))
-        if futures:
-            waiter = asyncio.create_task(self._check_acks(futures))
-            self._waiters.add(waiter)
-            waiter.add_done_callback(self._waiters.discard)
+            fut.add_done_callback(functools.partial(self._stored, msg_id, queue, msg))
 
-    async def _check_acks(self, futures: list[tuple[str, str, TaskDispatch, asyncio.Future]]) -> None:
-        # an ack lost with a dropped connection never resolves: give up on it and re-send
-        # (same Nats-Msg-Id, so a message that was stored after all is not duplicated)
-        await asyncio.wait([f for *_, f in futures], timeout=ACK_TIMEOUT_S)
-        for msg_id, queue, msg, fut in futures:
-            if not fut.done():
-                fut.cancel()
-            result = None if fut.cancelled() else fut.exception() or fut.result()
-            if result is None or isinstance(result, BaseException):
-                log.warning("task %s not stored by JetStream (%r); will retry", msg_id, result)
-                self._retry[msg_id] = (queue, msg)
-            else:
-                self.published += 1
-                self._seqs[msg_id] = result
-                if len(self._seqs) > MAX_TRACKED:
-                    del self._seqs[next(iter(self._seqs))]
+    def _stored(self, msg_id: str, queue: str, msg: TaskDispatch, fut: "asyncio.Future[int]") -> None:
+        # not stored: send again later with the same Nats-Msg-Id, so a message that was
+        # stored after all is not duplicated
+        error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if error is not None:
+            log.warning("task %s not stored by JetStream (%r); will retry", msg_id, error)
+            self._retry[msg_id] = (queue, msg)
+            return
+        self.published += 1
+        self._seqs[msg_id] = fut.result()
+        if len(self._seqs) > MAX_TRACKED:
+            del self._seqs[next(iter(self._seqs))]
 
     def forget(self, records: Iterable[TaskRecord]) -> None:
         """Tasks that left ``queued`` no longer need their message sequence."""
@@ -119,8 +115,8 @@ class Publisher:
                 log.debug("ack of %s failed: %r", msg.subject, exc)
 
     async def wait_idle(self, timeout_s: float = 5.0) -> None:
-        if self._waiters:
-            await asyncio.wait(self._waiters, timeout=timeout_s)
+        """Until every task sent has its ack (or ``timeout_s``)."""
+        await self._jspub.wait_idle(timeout_s)
 
     # -- events: core publish, full new state of what changed -------------------------
 

@@ -246,6 +246,7 @@ class Coordinator:
         if self.writer is not None:
             self.writer.cancel_timers()
             await self._publisher.wait_idle()
+            await self._publisher.stop()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()

@@ -83,6 +83,12 @@ class JsPublisher:
     def pending(self) -> int:
         return len(self._waiting)
 
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Until every message sent so far is acked or failed (or ``timeout_s``)."""
+        futures = [future for future, _, _ in self._waiting.values()]
+        if futures:
+            await asyncio.wait(futures, timeout=timeout_s)
+
     async def publish(self, subject: str, data: bytes,
                       headers: dict[str, str] | None = None) -> asyncio.Future[int]:
         """Send; the future gets the stream sequence once JetStream stored the message."""

@@ -1,4 +1,5 @@
-"""Task events: several changed tasks of a run to a message, split by size, against real NATS."""
+"""The coordinator's publisher against real NATS: task events several to a message, split by
+size; task messages whose store fails or is never acked sent again."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -13,9 +14,12 @@ from coordinator.publisher import EVENT_CHUNK_BYTES, Publisher
 from coordinator.service import Coordinator
 from flowforge.client import Client, decode_events
 from flowforge.connection import ConnectOptions, connect
+from flowforge.jetstream import ensure_streams
+from protocol.messages import TaskDispatch
 from protocol.records import NULL, TaskEvents, TaskRecord
 from protocol.states import TaskStatus
 from protocol.subjects import Subjects
+from tests.helpers import wait_for
 
 _events_dec = msgspec.json.Decoder(TaskEvents)
 
@@ -102,3 +106,30 @@ async def test_a_fan_out_run_sends_far_fewer_messages_than_task_changes(
     assert len(final) == 302 and {r.status for r in final.values()} == {TaskStatus.SUCCEEDED}
     # each task goes pending → queued → succeeded: 906 changes, in far fewer messages
     assert len(msgs) < 302
+
+
+def _dispatch(task: str) -> TaskDispatch:
+    return TaskDispatch(run_id="r1", flow="f", version="v", task=task, function="m:f",
+                        attempt=1, queued_at=1.0)
+
+
+async def test_a_task_whose_store_fails_or_is_never_acked_is_sent_again_and_then_stored(
+    nc: NATS,
+) -> None:
+    subjects = Subjects()
+    publisher = Publisher(nc, nc.jetstream(), subjects, ack_timeout_s=0.2)
+    await publisher.start()
+    try:
+        silent = await nc.subscribe(subjects.task("quiet"))  # takes the message, never acks
+        await publisher.dispatch([("q", _dispatch("no_stream")), ("quiet", _dispatch("no_ack"))])
+        await wait_for(lambda: len(publisher._retry) == 2, timeout_s=10)
+        assert publisher.published == 0
+
+        await silent.unsubscribe()
+        await ensure_streams(nc.jetstream(), subjects)  # the store is back
+        await publisher.dispatch(list(publisher._retry.values()))  # what retry_loop does
+        await wait_for(lambda: publisher.published == 2, timeout_s=10)
+        stored = await nc.jetstream().stream_info(subjects.tasks_stream)
+        assert stored.state.messages == 2
+    finally:
+        await publisher.stop()
