@@ -9,6 +9,7 @@ component (``bench.usage``); the workload its processes' peak RSS at the end.
 """
 
 import contextlib
+import gc
 import sys
 import tempfile
 import time
@@ -223,9 +224,12 @@ async def _start_celery(stack: CeleryStack, plan: Plan, cel: Side) -> None:
 
 
 async def _alternate(plan: Plan, ff: Side, ff_stack: Stack, cel: Side, cel_stack: CeleryStack) -> None:
-    """F, C, F, C, …: a side that failed is left out of the remaining rounds."""
+    """F, C, F, C, …: a side that failed is left out of the remaining rounds. Before each
+    sample the bench process collects its garbage, so that neither side's sample pays for
+    collecting what the other side's client left (Celery's client leaves much more)."""
     for i in range(plan.repeat):
         if ff.live:
+            gc.collect()
             meter = CpuMeter.start(ff_stack)
             try:
                 ff.samples.append(await plan.flowforge(ff_stack) | meter.fields())
@@ -233,6 +237,7 @@ async def _alternate(plan: Plan, ff: Side, ff_stack: Stack, cel: Side, cel_stack
             except (workloads.WorkloadError, FlowForgeError, StackError, NatsError) as exc:
                 _fail(ff, plan, exc)
         if cel.live and plan.celery is not None:
+            gc.collect()
             meter = CpuMeter.start(cel_stack)
             try:
                 cel.samples.append(await cel_stack.run(plan.celery, cel_stack) | meter.fields())

