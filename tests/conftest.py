@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import Client as NATS
 
 from agent.worker import Agent, AgentConfig
 from coordinator.service import Coordinator, CoordinatorConfig
 from flowforge.client import Client
-from flowforge.connection import ConnectOptions
+from flowforge.connection import ConnectOptions, connect
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
 from tests.helpers import Proc
@@ -101,6 +102,14 @@ async def start_agent(nats_opts: ConnectOptions) -> AsyncIterator[Callable[..., 
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 15)
         await agent.shutdown()
+
+
+@pytest.fixture
+async def nc(nats_opts: ConnectOptions) -> AsyncIterator[NATS]:
+    """A plain connection to the test's nats-server (tests may define their own ``nc``)."""
+    conn = await connect(nats_opts, name="test")
+    yield conn
+    await conn.close()
 
 
 @pytest.fixture

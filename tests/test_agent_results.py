@@ -13,7 +13,6 @@ from agent.results import ResultSender
 from bench.flows import fanout_flow
 from coordinator.service import Coordinator
 from flowforge.client import Client
-from flowforge.connection import ConnectOptions, connect
 from flowforge.jetstream import ensure_stream
 from flowforge.jspub import JsPublisher, PublishError
 from protocol.messages import (
@@ -23,13 +22,6 @@ from protocol.messages import (
     report_decoder,
 )
 from protocol.subjects import Subjects
-
-
-@pytest.fixture
-async def nc(nats_opts: ConnectOptions) -> AsyncIterator[NATS]:
-    conn = await connect(nats_opts, name="results-test")
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from agent.worker import REPORTS_AHEAD, Agent, AgentConfig, _deliveries
-from flowforge.connection import ConnectOptions, connect
+from flowforge.connection import ConnectOptions
 from flowforge.jetstream import ensure_streams
 from protocol.messages import TaskDispatch, TaskResults, TaskSucceeded, encoder, report_decoder
 from protocol.subjects import Subjects
@@ -25,13 +25,6 @@ RAN: list[str] = []
 def record(ctx_task: str) -> str:
     RAN.append(ctx_task)
     return ctx_task
-
-
-@pytest.fixture
-async def nc(nats_opts: ConnectOptions) -> AsyncIterator[NATS]:
-    conn = await connect(nats_opts, name="slots-test")
-    yield conn
-    await conn.close()
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 size; task messages whose store fails or is never acked sent again."""
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import msgspec
-import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -13,7 +11,6 @@ from bench.flows import fanout_flow
 from coordinator.publisher import EVENT_CHUNK_BYTES, Publisher
 from coordinator.service import Coordinator
 from flowforge.client import Client, decode_events
-from flowforge.connection import ConnectOptions, connect
 from flowforge.jetstream import ensure_streams
 from protocol.messages import TaskDispatch
 from protocol.records import NULL, TaskEvents, TaskRecord
@@ -22,13 +19,6 @@ from protocol.subjects import Subjects
 from tests.helpers import wait_for
 
 _events_dec = msgspec.json.Decoder(TaskEvents)
-
-
-@pytest.fixture
-async def nc(nats_opts: ConnectOptions) -> AsyncIterator[NATS]:
-    conn = await connect(nats_opts, name="events-test")
-    yield conn
-    await conn.close()
 
 
 async def _collect(nc: NATS, subject: str) -> tuple[list[Msg], asyncio.Event, list[int]]:
