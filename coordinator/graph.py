@@ -21,6 +21,7 @@ class CompiledFlow:
     def compile(cls, spec: FlowSpec) -> "CompiledFlow":
         tasks = {t.name: t for t in spec.tasks}
         dependants: dict[str, list[str]] = {name: [] for name in tasks}
+        params = spec.param_specs()
         for t in spec.tasks:
             for dep in t.depends_on:
                 dependants[dep].append(t.name)
@@ -30,7 +31,7 @@ class CompiledFlow:
             tasks=tasks,
             dependants={k: tuple(v) for k, v in dependants.items()},
             roots=tuple(t.name for t in spec.tasks if not t.depends_on),
-            param_names=frozenset(spec.param_specs()),
-            params=spec.param_specs(),
+            param_names=frozenset(params),
+            params=params,
             accepts_any_param=spec.accepts_any_param(),
         )
