@@ -112,7 +112,7 @@ async def serve(config: AgentConfig) -> int:
         await agent.run()
     finally:
         await agent.shutdown()
-    return runtime.EXIT_OK
+    return runtime.EXIT_NO_NATS if agent.lost_nats else runtime.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,8 @@ from typing import Any
 
 import msgspec
 
-from protocol.limits import MAX_OUTPUT_BYTES
+from protocol.limits import MAX_OUTPUT_BYTES, MAX_VALUE_DEPTH
+from protocol.untrusted import json_depth_over
 
 _encode = msgspec.json.Encoder().encode
 
@@ -28,6 +29,11 @@ def encode_output(value: Any) -> bytes:
             "big objects such as DataFrames or models in a file or database, returning a "
             "reference (a path or key) instead"
         ) from None
+    if json_depth_over(data, MAX_VALUE_DEPTH):
+        raise OutputError(
+            f"the task's output nests lists and dicts more than {MAX_VALUE_DEPTH} levels deep; "
+            "return a flatter value"
+        )
     if len(data) > MAX_OUTPUT_BYTES:
         raise OutputError(
             f"the task's output is {len(data):,} bytes of JSON, over the limit of "

@@ -30,6 +30,7 @@ from flowforge.context import TaskContext
 from flowforge.jetstream import DEFAULT_LEASE_S, ensure_stream, ensure_task_consumer
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
+from protocol.errors import FlowForgeError
 from protocol.messages import (
     AgentHeartbeat,
     TaskDispatch,
@@ -42,6 +43,7 @@ from protocol.messages import (
     encoder,
 )
 from protocol.subjects import Subjects
+from protocol.untrusted import decode
 
 log = logging.getLogger("flowforge.agent")
 
@@ -146,6 +148,8 @@ class Agent:
         self._results: ResultSender | None = None
         self._stop = asyncio.Event()
         self._closed = False
+        self.lost_nats = False
+        """The NATS connection was closed under us (the process should exit with code 3)."""
         self._started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_s = config.lease_s
@@ -163,7 +167,7 @@ class Agent:
         self._loop = asyncio.get_running_loop()
         logcapture.install()
         self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
-                                 initial_attempts=20)
+                                 initial_attempts=20, on_closed=self._on_nats_closed)
         self._js = self._nc.jetstream()
         self._jspub = JsPublisher(self._nc, ack_timeout_s=REPORT_ACK_TIMEOUT_S)
         await self._jspub.start()
@@ -266,10 +270,10 @@ class Agent:
     async def _run(self, msg: Msg, key: int) -> TaskSucceeded | TaskFailed | None:
         """The task's terminal report, or None when the message was settled here (malformed)."""
         try:
-            task = dispatch_decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.error("dropping malformed task message on %s: %s", msg.subject, exc)
-            await msg.term()
+            task = decode(dispatch_decoder, msg.data, "task message")
+        except FlowForgeError as exc:  # never retried: it would fail the same way each time
+            log.error("dropping malformed task message on %s: %s", msg.subject, exc.message)
+            await _settle(msg.term)
             return None
         deliveries = _deliveries(msg)
         if deliveries > 1:  # redelivered: an earlier agent lost it; this is a new attempt
@@ -450,6 +454,15 @@ class Agent:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    async def _on_nats_closed(self) -> None:
+        """NATS closed the connection for good (not our shutdown): stop rather than stay up
+        alive and deaf; the supervisor starts the agent again."""
+        if not self._closed:
+            log.error("the connection to NATS was closed for good (%s); stopping",
+                      self._nc.last_error if self._nc else "unknown")
+            self.lost_nats = True
+            self._stop.set()
 
     async def shutdown(self) -> None:
         if self._closed:

@@ -1,20 +1,34 @@
 """The agents the coordinator has heard from: live, lost or stopped, and what they serve."""
 
+from protocol.limits import MAX_AGENTS_KEPT
 from protocol.messages import AgentHeartbeat
 from protocol.records import AgentInfo
 
 LIVE, LOST, STOPPED = "live", "lost", "stopped"
-FORGET_AFTER_S = 3600.0
+FORGET_AFTER_S = 600.0
 
 
 class AgentRegistry:
     """Heartbeats in, agent states out; an agent silent for ``lost_after_s`` is lost."""
 
-    def __init__(self, lost_after_s: float = 15.0) -> None:
+    def __init__(self, lost_after_s: float = 15.0, max_agents: int = MAX_AGENTS_KEPT) -> None:
         self.lost_after_s = lost_after_s
+        self.max_agents = max_agents
         self.agents: dict[str, AgentInfo] = {}
 
-    def beat(self, hb: AgentHeartbeat, now: float) -> AgentInfo:
+    def _forget_one_gone(self) -> bool:
+        """Make room by forgetting the agent gone longest; False when every one is live."""
+        gone = [a for a in self.agents.values() if a.status != LIVE]
+        if not gone:
+            return False
+        del self.agents[min(gone, key=lambda a: a.last_seen).agent_id]
+        return True
+
+    def beat(self, hb: AgentHeartbeat, now: float) -> AgentInfo | None:
+        """Record a heartbeat; None when it is a new agent and there is no room for it."""
+        full = hb.agent_id not in self.agents and len(self.agents) >= self.max_agents
+        if full and not self._forget_one_gone():
+            return None
         info = AgentInfo(
             agent_id=hb.agent_id, host=hb.host, pid=hb.pid, queues=hb.queues,
             functions=hb.functions, slots_total=hb.slots_total, slots_busy=hb.slots_busy,

@@ -1,6 +1,7 @@
 """The coordinator API on ``<ns>.api.<noun>.<verb>``: strict decoding, replies with error codes."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,13 +37,22 @@ from protocol.errors import BadRequest, ErrorCode, FlowForgeError, UnknownFlow, 
 from protocol.messages import encoder
 from protocol.records import RunDetail, TaskRecord
 from protocol.subjects import Subjects
+from protocol.untrusted import decode
 
 log = logging.getLogger("flowforge.coordinator.api")
 
 REPLY_MARGIN_BYTES = 16 * 1024
 """Room in an answer for the envelope around a page of task instances."""
 
+MAX_HANDLED_AT_ONCE = 16
+MAX_WAITING = 256
+MAX_WAITING_BYTES = 64 * 1024 * 1024
+"""Requests waiting for one of the MAX_HANDLED_AT_ONCE places, by count and by bytes."""
+
 _decoders = {key: msgspec.json.Decoder(t) for key, t in API_REQUESTS.items()}
+_BUSY = encoder.encode(Reply(ok=False, error=ErrorBody(
+    code=ErrorCode.BUSY, message="the coordinator has too many requests in hand; try again "
+    "shortly")))
 
 
 class Api:
@@ -65,6 +75,10 @@ class Api:
         self.max_reply_bytes = 1024 * 1024
         """The NATS server's max_payload; set by the service once connected."""
         self._register_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(MAX_HANDLED_AT_ONCE)
+        self._waiting_bytes = 0
+        self.refused_busy = 0
+        """Requests answered ``busy`` since start."""
         self._handlers: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]] = {
             ("flows", "register"): self.register_flows,
             ("flows", "list"): lambda _: self.store.list_flows(),
@@ -81,7 +95,18 @@ class Api:
         }
 
     async def on_message(self, msg: Msg) -> None:
-        """Subscription callback: each request runs as its own task."""
+        """Subscription callback: each request runs as its own task, at most
+        ``MAX_HANDLED_AT_ONCE`` at a time; past ``MAX_WAITING`` (or ``MAX_WAITING_BYTES``) a
+        request is answered ``busy`` at once, so a flood cannot take the memory or starve the
+        requests already in hand."""
+        if (len(self._inflight) >= MAX_HANDLED_AT_ONCE + MAX_WAITING
+                or self._waiting_bytes + len(msg.data) > MAX_WAITING_BYTES):
+            self.refused_busy += 1
+            if msg.reply:
+                with contextlib.suppress(Exception):
+                    await msg.respond(_BUSY)
+            return
+        self._waiting_bytes += len(msg.data)
         task = asyncio.create_task(self._answer(msg))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -92,7 +117,11 @@ class Api:
             await asyncio.wait(set(self._inflight), timeout=timeout_s)
 
     async def _answer(self, msg: Msg) -> None:
-        reply = await self.handle(msg.subject, msg.data)
+        try:
+            async with self._slots:
+                reply = await self.handle(msg.subject, msg.data)
+        finally:
+            self._waiting_bytes -= len(msg.data)
         if msg.reply:
             data = encoder.encode(reply)
             limit = self.max_reply_bytes
@@ -115,10 +144,7 @@ class Api:
         try:
             if handler is None:
                 raise BadRequest(f"unknown API subject {subject!r}")
-            try:
-                request = _decoders[key].decode(data or b"{}")
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise BadRequest(f"invalid {key[0]}.{key[1]} request: {exc}") from None
+            request = decode(_decoders[key], data or b"{}", f"{key[0]}.{key[1]} request")
             return Reply(ok=True, result=await handler(request))
         except FlowForgeError as exc:
             return Reply(ok=False, error=ErrorBody(code=exc.code, message=exc.message))
@@ -181,4 +207,12 @@ class Api:
         return self.agents.listing(req.include_gone)
 
     async def list_rejected(self, req: ListRejected) -> Any:
-        return await self.store.list_rejected(req.limit)
+        """The newest refused messages, as many as fit in one answer."""
+        budget = self.max_reply_bytes - REPLY_MARGIN_BYTES
+        out = []
+        for row in await self.store.list_rejected(req.limit):
+            budget -= len(encoder.encode(row)) + 1
+            if budget < 0:
+                break
+            out.append(row)
+        return out

@@ -88,7 +88,7 @@ async def serve(ns: argparse.Namespace) -> int:
         await coordinator.shutdown()
         if embedded:
             await embedded.stop()
-    return runtime.EXIT_OK
+    return runtime.EXIT_NO_NATS if coordinator.lost_nats else runtime.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,11 @@ from coordinator.store import Store
 from coordinator.writer import Batch, Writer
 from protocol.api import CancelRun, MarkTask, RetryRun
 from protocol.errors import BadRequest, InvalidState, TooLarge, UnknownRun
-from protocol.limits import MAX_OUTPUT_BYTES
+from protocol.limits import MAX_OUTPUT_BYTES, MAX_VALUE_DEPTH
 from protocol.messages import encoder
 from protocol.records import RunDetail, RunRecord, TaskRecord
 from protocol.states import TaskStatus
+from protocol.untrusted import check_depth
 
 
 class Operations:
@@ -66,9 +67,11 @@ class Operations:
             status = None
         if status not in (TaskStatus.SUCCEEDED, TaskStatus.FAILED):
             raise BadRequest(f"status must be 'succeeded' or 'failed', got {req.status!r}")
-        output = msgspec.Raw(encoder.encode(req.output))
-        if len(output) > MAX_OUTPUT_BYTES:
+        output_json = encoder.encode(req.output)
+        if len(output_json) > MAX_OUTPUT_BYTES:
             raise TooLarge(f"output is over {MAX_OUTPUT_BYTES:,} bytes; store it and pass a reference")
+        check_depth(output_json, "the output", MAX_VALUE_DEPTH)
+        output = msgspec.Raw(output_json)
 
         async def act(now: float, batch: Batch) -> TaskRecord:
             run, records, active = await self._current(req.run_id)

@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -27,9 +26,11 @@ from flowforge.jetstream import (
     ensure_task_consumer,
 )
 from flowforge.puller import Puller
+from protocol.errors import FlowForgeError
 from protocol.messages import TaskDispatch, heartbeat_decoder
 from protocol.states import TaskStatus
 from protocol.subjects import API_QUEUE_GROUP, Subjects
+from protocol.untrusted import Malformed, decode
 
 log = logging.getLogger("flowforge.coordinator")
 
@@ -38,6 +39,7 @@ FETCH_BATCH = 1000
 PULL_CAPACITY = 2000
 """Reports or triggers asked for ahead (the server sends them as soon as they are stored)."""
 AGENT_SWEEP_S = 0.5
+MAX_HEARTBEAT_BYTES = 1024 * 1024
 API_GRACE_S = 10.0
 """How long shutdown waits for API requests being handled, before stopping the writer."""
 
@@ -66,6 +68,8 @@ class Coordinator:
         self.started = asyncio.Event()
         self._finished = asyncio.Event()
         self._running = False
+        self.lost_nats = False
+        """The NATS connection was closed under us (the process should exit with code 3)."""
 
     async def __aenter__(self) -> "Coordinator":
         await self.start()
@@ -77,7 +81,7 @@ class Coordinator:
     async def start(self) -> None:
         self._store = await Store.open(self.config.db_path)
         self._nc = await connect(self.config.connect, name="flowforge-coordinator",
-                                 initial_attempts=20)
+                                 initial_attempts=20, on_closed=self._on_nats_closed)
         js = self._nc.jetstream()
         self.scheduler.max_dispatch_bytes = max(64 * 1024, self._nc.max_payload - 64 * 1024)
         self.scheduler.backstop_s = 2 * self.config.lease_s + 5.0
@@ -209,11 +213,16 @@ class Coordinator:
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:
-            beat = heartbeat_decoder.decode(msg.data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            log.debug("bad heartbeat on %s: %s", msg.subject, exc)
+            beat = decode(heartbeat_decoder, msg.data, "heartbeat", max_bytes=MAX_HEARTBEAT_BYTES)
+            if msg.subject != self.subjects.heartbeat(beat.agent_id):
+                raise Malformed(f"a heartbeat of agent {beat.agent_id!r} on another agent's "
+                                "subject")
+        except FlowForgeError as exc:
+            log.debug("bad heartbeat on %s: %s", msg.subject[:200], exc.message)
             return
-        await self._publisher.agent_event(self.agents.beat(beat, time.time()))
+        info = self.agents.beat(beat, time.time())
+        if info is not None:
+            await self._publisher.agent_event(info)
 
     async def _sweep_agents(self) -> None:
         assert self.writer is not None
@@ -234,6 +243,15 @@ class Coordinator:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    async def _on_nats_closed(self) -> None:
+        """NATS closed the connection for good (not by our shutdown): a process that stays up
+        without it is alive and deaf, so stop and let the supervisor start it again."""
+        if not self._closed:
+            log.error("the connection to NATS was closed for good (%s); stopping",
+                      self._nc.last_error if self._nc else "unknown")
+            self.lost_nats = True
+            self._stop.set()
 
     async def shutdown(self) -> None:
         """Stop taking work, finish the batch in hand, drain NATS, close the database last."""

@@ -14,7 +14,13 @@ from coordinator.scheduler import Changes
 from coordinator.schema import MIGRATIONS
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
-from protocol.limits import MAX_LIST_LIMIT, MAX_LOG_KEPT_CHARS
+from protocol.limits import (
+    MAX_LIST_LIMIT,
+    MAX_LOG_KEPT_CHARS,
+    MAX_REJECTED_KEPT,
+    MAX_REJECTED_RAW_BYTES,
+    MAX_TEXT_CHARS,
+)
 from protocol.records import (
     Attempt,
     FlowSummary,
@@ -27,6 +33,7 @@ from protocol.records import (
 from protocol.states import RUN_FINAL, RunStatus, TaskStatus
 
 T = TypeVar("T")
+MAX_SUBJECT_KEPT = 512
 
 _enc = msgspec.json.Encoder()
 _spec_dec = msgspec.json.Decoder(FlowSpec)
@@ -83,13 +90,24 @@ def _write_batch(
         for subject, code, reason, raw in rejected:
             cur = conn.execute(
                 "INSERT INTO rejected (subject, code, reason, raw, received_at) "
-                "VALUES (?, ?, ?, ?, ?)", (subject, code, reason, raw, now))
+                "VALUES (?, ?, ?, ?, ?)", (subject[:MAX_SUBJECT_KEPT], code, reason[:MAX_TEXT_CHARS],
+                                           _kept_raw(raw), now))
             ids.append(cur.lastrowid or 0)
+        if ids:  # the newest are kept: a flood of bad messages cannot fill the disk
+            conn.execute("DELETE FROM rejected WHERE id <= ?", (ids[-1] - MAX_REJECTED_KEPT,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return ids
+
+
+def _kept_raw(raw: bytes) -> bytes:
+    """The start of a refused message, and how much was cut (a 7.9 MB message was kept
+    whole, and then listing refused messages failed: its answer was over max_payload)."""
+    if len(raw) <= MAX_REJECTED_RAW_BYTES:
+        return raw
+    return raw[:MAX_REJECTED_RAW_BYTES] + f"…({len(raw):,} bytes, cut)".encode()
 
 
 _TASK_STATUS = {s.value: s for s in TaskStatus}

@@ -20,16 +20,18 @@ from coordinator.store import Store
 from protocol.api import StartRun
 from protocol.dag import check_params
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
-from protocol.limits import MAX_PARAMS_BYTES
+from protocol.fields import Key
+from protocol.limits import MAX_KEY_CHARS, MAX_PARAMS_BYTES, MAX_VALUE_DEPTH
 from protocol.messages import (
     TaskLog,
     TaskResults,
-    Trigger,
+    TaskSucceeded,
     encoder,
     report_decoder,
     trigger_decoder,
 )
 from protocol.records import RunRecord
+from protocol.untrusted import Malformed, check_depth, decode
 
 log = logging.getLogger("flowforge.coordinator.writer")
 
@@ -79,10 +81,22 @@ Input = Reports | Triggers | Call | TimerFired | StopWriter
 
 
 @dataclass(slots=True)
+class Rejected:
+    """A message set aside: kept with its reason, announced, and terminated (never
+    redelivered)."""
+
+    subject: str
+    code: str
+    reason: str
+    raw: bytes
+    msg: Msg | None = None
+
+
+@dataclass(slots=True)
 class Batch:
     changes: Changes = field(default_factory=Changes)
     acks: list[Msg] = field(default_factory=list)
-    rejected: list[tuple[str, str, str, bytes, Msg | None]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
     replies: list[tuple[asyncio.Future[Any], Any]] = field(default_factory=list)
     keys: dict[tuple[str, str], RunRecord] = field(default_factory=dict)
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -130,16 +144,21 @@ class Writer:
         for item in items:
             match item:
                 case Reports(msgs):
-                    self._reports(msgs, now, batch)
+                    for msg in msgs:
+                        self._one(msg, self._report, now, batch)
                 case Triggers(msgs):
-                    await self._triggers(msgs, now, batch)
+                    for msg in msgs:
+                        await self._one_async(msg, self._trigger, now, batch)
                 case Call(fn, future):
                     try:
                         batch.replies.append((future, await fn(now, batch)))
-                    except FlowForgeError as exc:
+                    except Exception as exc:  # noqa: BLE001 - the caller gets it, the batch goes on
                         batch.replies.append((future, exc))
                 case TimerFired(run_id, task):
-                    self.scheduler.on_timer(run_id, task, now, batch.changes)
+                    try:
+                        self.scheduler.on_timer(run_id, task, now, batch.changes)
+                    except Exception:  # a bug, but the batch and the process go on
+                        log.exception("timer of %s/%s failed", run_id, task)
                 case StopWriter():
                     pass
         await self._commit_and_publish(batch)
@@ -148,7 +167,8 @@ class Writer:
         ch = batch.changes
         ids: list[int] = []
         if ch or batch.rejected or batch.logs:
-            ids = await self.store.commit(ch, [r[:4] for r in batch.rejected], batch.logs)
+            ids = await self.store.commit(
+                ch, [(r.subject, r.code, r.reason, r.raw) for r in batch.rejected], batch.logs)
         for future, result in batch.replies:  # committed: callers may know now
             if future.done():
                 continue
@@ -164,11 +184,10 @@ class Writer:
         await self.publisher.task_events(ch.tasks.values())
         await self.publisher.run_events(ch.runs.values())
         await self.publisher.log_events(batch.log_msgs)
-        for (subject, code, reason, _, msg), rid in zip(batch.rejected, ids, strict=True):
-            kind = subject.split(".")[1] if "." in subject else "message"
-            await self.publisher.error_event(kind, subject, code, reason, rid)
-            if msg is not None:
-                await _settle(msg.term)
+        for r, rid in zip(batch.rejected, ids, strict=True):
+            await self.publisher.error_event(_kind_of(r.subject), r.subject, r.code, r.reason, rid)
+            if r.msg is not None:
+                await _settle(r.msg.term)
         await self.publisher.ack(batch.acks)
         self.arm_timers(ch.timers)
 
@@ -196,57 +215,77 @@ class Writer:
 
     # -- inputs ------------------------------------------------------------------------
 
-    def _reports(self, msgs: list[Msg], now: float, batch: Batch) -> None:
-        for msg in msgs:
-            try:
-                report = report_decoder.decode(msg.data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                log.warning("rejected report on %s: %s", msg.subject, exc)
-                batch.rejected.append(
-                    (msg.subject, ErrorCode.BAD_REQUEST, f"malformed report: {exc}", msg.data, msg)
-                )
-                continue
-            if isinstance(report, TaskLog):
-                key = (report.run_id, report.task)
-                batch.logs[key] = batch.logs.get(key, "") + report.text
-                batch.log_msgs.append(report)
-            elif isinstance(report, TaskResults):
-                for result in report.results:
-                    self.scheduler.on_report(result, now, batch.changes)
-            else:
-                self.scheduler.on_report(report, now, batch.changes)
+    def _one(self, msg: Msg, apply: Callable[[Msg, float, Batch], None], now: float,
+             batch: Batch) -> None:
+        """Apply one message; one that cannot be applied is set aside, the batch goes on."""
+        try:
+            apply(msg, now, batch)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
+            self._set_aside(msg, exc, batch)
+        else:
             batch.acks.append(msg)
 
-    async def _triggers(self, msgs: list[Msg], now: float, batch: Batch) -> None:
-        for msg in msgs:
-            flow = msg.subject[len(self._trigger_prefix):]
-            try:
-                trigger = _decode_trigger(msg.data)
-                key = trigger.idempotency_key or (msg.headers or {}).get("Nats-Msg-Id")
-                first_of_key = False
-                if key is None:  # a redelivery after a crash must not start a second run
-                    key = _redelivery_key(msg)
-                    # only a redelivery can have started a run already: skip the lookup
-                    first_of_key = msg.metadata.num_delivered == 1
-                request = StartRun(flow=flow, params=trigger.params, idempotency_key=key,
-                                   source="trigger")
-                await self._start(request, now, batch, first_of_key)
-            except FlowForgeError as exc:
-                log.warning("rejected trigger on %s: %s", msg.subject, exc.message)
-                batch.rejected.append((msg.subject, exc.code, exc.message, msg.data, msg))
-                continue
+    async def _one_async(self, msg: Msg, apply: Callable[[Msg, float, Batch], Awaitable[None]],
+                         now: float, batch: Batch) -> None:
+        try:
+            await apply(msg, now, batch)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the others
+            self._set_aside(msg, exc, batch)
+        else:
             batch.acks.append(msg)
+
+    @staticmethod
+    def _set_aside(msg: Msg, exc: Exception, batch: Batch) -> None:
+        if isinstance(exc, FlowForgeError):
+            code, reason = exc.code, exc.message
+        else:
+            log.error("could not apply the message on %s", msg.subject[:200], exc_info=exc)
+            code, reason = ErrorCode.INTERNAL, f"could not be applied: {type(exc).__name__}: {exc}"
+        log.warning("rejected %s on %s: %s", _kind_of(msg.subject), msg.subject[:200], reason[:500])
+        batch.rejected.append(Rejected(msg.subject, code, reason, msg.data, msg))
+
+    def _report(self, msg: Msg, now: float, batch: Batch) -> None:
+        report = decode(report_decoder, msg.data, "report")
+        if isinstance(report, TaskLog):
+            key = (report.run_id, report.task)
+            batch.logs[key] = batch.logs.get(key, "") + report.text
+            batch.log_msgs.append(report)
+        elif isinstance(report, TaskResults):
+            for result in report.results:
+                _check_output(result)
+            for result in report.results:
+                self.scheduler.on_report(result, now, batch.changes)
+        else:
+            _check_output(report)
+            self.scheduler.on_report(report, now, batch.changes)
+
+    async def _trigger(self, msg: Msg, now: float, batch: Batch) -> None:
+        flow = msg.subject[len(self._trigger_prefix):]
+        trigger = decode(trigger_decoder, msg.data, "trigger", max_bytes=MAX_PARAMS_BYTES + 1024)
+        header_key = (msg.headers or {}).get("Nats-Msg-Id")
+        if header_key is not None and trigger.idempotency_key is None:
+            header_key = _checked_key(header_key)
+        key = trigger.idempotency_key or header_key
+        first_of_key = False
+        if key is None:  # a redelivery after a crash must not start a second run
+            key = _redelivery_key(msg)
+            # only a redelivery can have started a run already: skip the lookup
+            first_of_key = msg.metadata.num_delivered == 1
+        request = StartRun(flow=flow, params=trigger.params, idempotency_key=key, source="trigger")
+        await self._start(request, now, batch, first_of_key)
 
     async def _start(self, request: StartRun, now: float, batch: Batch,
                      first_of_key: bool = False) -> RunRecord:
         """Start a run (or return the run its idempotency key already started; with
         ``first_of_key`` the key is known to be new and the store is not asked)."""
         flow = await self.flows.current(request.flow)
-        if len(encoder.encode(request.params)) > MAX_PARAMS_BYTES:
+        params_json = encoder.encode(request.params)
+        if len(params_json) > MAX_PARAMS_BYTES:
             raise TooLarge(
                 f"parameters are over {MAX_PARAMS_BYTES} bytes; pass a reference (a path or "
                 "a key) instead of the data"
             )
+        check_depth(params_json, "the parameters", MAX_VALUE_DEPTH)
         only = _check_only(request.flow, flow, request.only)
         specs = flow.params if only is None else flow.spec.param_specs(only)
         check_params(request.flow, specs, request.params,
@@ -303,12 +342,25 @@ def _redelivery_key(msg: Msg) -> str:
     return f"trigger:{meta.sequence.stream}:{meta.timestamp.timestamp():.6f}"
 
 
-def _decode_trigger(data: bytes) -> Trigger:
-    if len(data) > MAX_PARAMS_BYTES + 1024:
-        raise TooLarge(f"trigger is {len(data)} bytes; the limit is {MAX_PARAMS_BYTES}")
+def _check_output(report: object) -> None:
+    """An output must stay shallow enough for every message that will carry it (agents
+    check before sending; this is for the ones that did not)."""
+    if isinstance(report, TaskSucceeded):
+        check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
+
+
+def _checked_key(key: str) -> str:
+    """A ``Nats-Msg-Id`` used as an idempotency key: held to the same rules as the field."""
     try:
-        return trigger_decoder.decode(data)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid trigger: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"trigger is not valid JSON: {exc}") from None
+        return msgspec.convert(key, Key)
+    except msgspec.ValidationError:
+        raise Malformed(
+            f"the Nats-Msg-Id header is not a usable idempotency key: it must be 1 to "
+            f"{MAX_KEY_CHARS} printable characters"
+        ) from None
+
+
+def _kind_of(subject: str) -> str:
+    """``report`` of ``<ns>.report.<run>``: which kind of message a subject carries."""
+    parts = subject.split(".", 2)
+    return parts[1] if len(parts) > 1 and parts[1].isidentifier() else "message"

@@ -89,6 +89,7 @@ async def connect(
     connect_timeout_s: float = 3.0,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    on_closed: Callable[[], Awaitable[None]] | None = None,
 ) -> NATS:
     """Connect, or raise NotConnected saying which URL could not be reached."""
     kwargs: dict[str, Any] = {
@@ -111,6 +112,8 @@ async def connect(
         kwargs["disconnected_cb"] = on_disconnect
     if on_reconnect:
         kwargs["reconnected_cb"] = on_reconnect
+    if on_closed:  # closed for good: by us, or by the server after a protocol error
+        kwargs["closed_cb"] = on_closed
 
     async def _quiet_error(exc: Exception) -> None:
         return None

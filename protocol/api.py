@@ -1,10 +1,12 @@
 """Requests and replies of the coordinator API on ``<ns>.api.<noun>.<verb>``."""
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
+from protocol.fields import Key, ListLimit, Name, Token
 from protocol.flows import FlowSpec
+from protocol.limits import MAX_ID_CHARS
 from protocol.states import RunStatus
 
 
@@ -21,8 +23,8 @@ class RegisteredFlow(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class GetFlow(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    version: str | None = None
+    name: Name
+    version: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] | None = None
 
 
 class FlowDetail(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,40 +38,40 @@ class ListFlows(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StartRun(msgspec.Struct, frozen=True, kw_only=True):
-    flow: str
+    flow: Name
     params: dict[str, Any] = {}
-    idempotency_key: str | None = None
-    source: str = "api"
-    only: list[str] | None = None
+    idempotency_key: Key | None = None
+    source: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{1,16}$")] = "api"
+    only: list[Name] | None = None
     """Run just these tasks; the rest are skipped, reusing their last successful outputs."""
 
 
 class GetRun(msgspec.Struct, frozen=True, kw_only=True):
-    run_id: str
-    task_offset: int = 0
+    run_id: Token
+    task_offset: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Tasks are in name order; the answer holds as many from here as fit in one message."""
 
 
 class CancelRun(msgspec.Struct, frozen=True, kw_only=True):
-    run_id: str
+    run_id: Token
 
 
 class RetryRun(msgspec.Struct, frozen=True, kw_only=True):
-    run_id: str
+    run_id: Token
 
 
 class MarkTask(msgspec.Struct, frozen=True, kw_only=True):
     """Set a task instance succeeded (with an output) or failed, as an operator."""
 
-    run_id: str
-    task: str
-    status: str
+    run_id: Token
+    task: Name
+    status: Annotated[str, msgspec.Meta(max_length=32)]
     output: Any = None
 
 
 class GetLog(msgspec.Struct, frozen=True, kw_only=True):
-    run_id: str
-    task: str
+    run_id: Token
+    task: Name
 
 
 class TaskLogText(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,13 +81,13 @@ class TaskLogText(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ListRuns(msgspec.Struct, frozen=True, kw_only=True):
-    flow: str | None = None
+    flow: Name | None = None
     status: RunStatus | None = None
-    limit: int = 50
+    limit: ListLimit = 50
 
 
 class ListRejected(msgspec.Struct, frozen=True, kw_only=True):
-    limit: int = 50
+    limit: ListLimit = 50
 
 
 class ListAgents(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,6 +21,8 @@ class ErrorCode(StrEnum):
     """A message or value is over its size limit."""
     INVALID_STATE = "invalid_state"
     """The request does not fit the current state (e.g. cancelling a finished run)."""
+    BUSY = "busy"
+    """The coordinator has too many requests in hand; try again shortly."""
     INTERNAL = "internal"
     """A bug in FlowForge; the message says where."""
 

@@ -1,10 +1,23 @@
 """Messages between the parts: one tagged union per direction, codecs built once."""
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from protocol import PROTOCOL_VERSION
+from protocol.fields import (
+    MAX_FUNCTIONS,
+    Attempt,
+    Count,
+    Delivery,
+    FunctionRef,
+    Key,
+    Name,
+    Text,
+    Time,
+    Token,
+)
+from protocol.limits import MAX_ID_CHARS, MAX_TIMESTAMP
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
@@ -19,79 +32,79 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
 class TaskDispatch(Message, frozen=True, kw_only=True, tag="task.v1"):
     """Run one attempt of one task."""
 
-    run_id: str
-    flow: str
-    version: str
-    task: str
-    function: str
-    attempt: int
+    run_id: Token
+    flow: Name
+    version: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
+    task: Name
+    function: FunctionRef
+    attempt: Attempt
     params: dict[str, Any] = {}
     inputs: dict[str, msgspec.Raw] = {}
-    timeout_s: float | None = None
-    queued_at: float = 0.0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMESTAMP)] | None = None
+    queued_at: Time = 0.0
 
 
 # agents -> coordinator, on <ns>.report.<run_id> (or .several, for TaskResults of many runs)
 
 
 class TaskStarted(Message, frozen=True, kw_only=True, tag="started.v1"):
-    run_id: str
-    task: str
-    attempt: int
-    agent_id: str
-    delivery: int = 1
+    run_id: Token
+    task: Name
+    attempt: Attempt
+    agent_id: Token
+    delivery: Delivery = 1
     """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
-    at: float
+    at: Time
 
 
 class TaskSucceeded(Message, frozen=True, kw_only=True, tag="succeeded.v1"):
-    run_id: str
-    task: str
-    attempt: int
-    agent_id: str
-    delivery: int = 1
+    run_id: Token
+    task: Name
+    attempt: Attempt
+    agent_id: Token
+    delivery: Delivery = 1
     """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
-    at: float
-    started_at: float
+    at: Time
+    started_at: Time
     output: msgspec.Raw
 
 
 class TaskFailed(Message, frozen=True, kw_only=True, tag="failed.v1"):
-    run_id: str
-    task: str
-    attempt: int
-    agent_id: str
-    delivery: int = 1
+    run_id: Token
+    task: Name
+    attempt: Attempt
+    agent_id: Token
+    delivery: Delivery = 1
     """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
-    at: float
-    started_at: float | None = None
-    error_type: str
-    message: str
+    at: Time
+    started_at: Time | None = None
+    error_type: Annotated[str, msgspec.Meta(max_length=1024)]
+    message: Text
     traceback: str = ""
 
 
 class TaskProgress(Message, frozen=True, kw_only=True, tag="progress.v1"):
     """``ctx.progress()`` or ``ctx.checkpoint()`` from inside a task."""
 
-    run_id: str
-    task: str
-    attempt: int
-    agent_id: str
-    delivery: int = 1
+    run_id: Token
+    task: Name
+    attempt: Attempt
+    agent_id: Token
+    delivery: Delivery = 1
     """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
-    at: float
-    fraction: float | None = None
-    message: str | None = None
+    at: Time
+    fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    message: Text | None = None
 
 
 class TaskLog(Message, frozen=True, kw_only=True, tag="log.v1"):
     """Lines a task logged or printed, sent in small batches while it runs."""
 
-    run_id: str
-    task: str
-    attempt: int
-    agent_id: str
-    at: float
+    run_id: Token
+    task: Name
+    attempt: Attempt
+    agent_id: Token
+    at: Time
     text: str
 
 
@@ -111,15 +124,16 @@ TERMINAL_REPORTS = (TaskSucceeded, TaskFailed)
 
 
 class AgentHeartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
-    agent_id: str
-    host: str
-    pid: int
-    queues: tuple[str, ...]
-    functions: tuple[str, ...]
-    slots_total: int
-    slots_busy: int
-    started_at: float
-    at: float
+    agent_id: Token
+    host: Annotated[str, msgspec.Meta(max_length=255)]
+    pid: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
+    queues: Annotated[tuple[Name, ...], msgspec.Meta(max_length=64)]
+    functions: Annotated[tuple[FunctionRef, ...],
+                         msgspec.Meta(max_length=MAX_FUNCTIONS)]
+    slots_total: Count
+    slots_busy: Count
+    started_at: Time
+    at: Time
     stopping: bool = False
 
 
@@ -128,7 +142,7 @@ class AgentHeartbeat(Message, frozen=True, kw_only=True, tag="heartbeat.v1"):
 
 class Trigger(msgspec.Struct, frozen=True, kw_only=True):
     params: dict[str, Any] = {}
-    idempotency_key: str | None = None
+    idempotency_key: Key | None = None
 
 
 # coordinator -> world, on <ns>.events.error.<kind>

@@ -248,7 +248,7 @@ async def test_malformed_reports_are_refused_and_kept_and_the_next_run_still_suc
     await wait_for(lambda: _rejected_count(client, len(GARBAGE_REPORTS)))
     rejected = await client.rejected()
     assert sorted(r.raw for r in rejected) == sorted(GARBAGE_REPORTS.values())
-    assert all(r.code == "bad_request" and "malformed report" in r.reason for r in rejected)
+    assert all(r.code == "bad_request" and "invalid report" in r.reason for r in rejected)
     info = await js.consumer_info("FLOWFORGE_REPORTS", "coordinator_reports")
     assert (info.num_ack_pending, info.num_redelivered) == (0, 0)  # terminated, not retried
     detail = await client.wait((await client.start("noop")).run_id, timeout_s=20)
