@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, TypeVar
 
@@ -13,8 +14,15 @@ from nats.errors import TimeoutError as NatsTimeout
 from flowforge.connection import ConnectOptions, connect
 from flowforge.jspub import JsPublisher
 from flowforge.registry import REGISTRY
-from protocol.api import FlowDetail, RegisteredFlow, TaskLogText, reply_decoder
-from protocol.errors import BadRequest, NotConnected, RemoteError, TooLarge
+from protocol.api import FlowDetail, RawReply, RegisteredFlow, TaskLogText, reply_decoder
+from protocol.errors import (
+    BadRequest,
+    ErrorCode,
+    FlowForgeError,
+    NotConnected,
+    RemoteError,
+    TooLarge,
+)
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_PARAMS_BYTES, is_valid_name
 from protocol.messages import ErrorEvent, TaskLog, Trigger, encoder
@@ -29,6 +37,7 @@ from protocol.records import (
 )
 from protocol.states import RUN_FINAL, RunStatus
 from protocol.subjects import Subjects
+from protocol.untrusted import decode
 
 T = TypeVar("T")
 
@@ -37,28 +46,39 @@ _tasks_dec = msgspec.json.Decoder(TaskEvents)
 _flow_dec = msgspec.json.Decoder(FlowSummary)
 _error_dec = msgspec.json.Decoder(ErrorEvent)
 _agent_dec = msgspec.json.Decoder(AgentInfo)
+_log_dec = msgspec.json.Decoder(TaskLog)
+_EVENT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "run": _run_dec, "tasks": _tasks_dec, "flow": _flow_dec, "error": _error_dec,
+    "agent": _agent_dec,
+}
 
 NO_RESPONDER_RETRIES_S = (0.05, 0.2, 0.5)
+BUSY_FIRST_PAUSE_S = 0.05
 
 Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo
 
 
 def decode_events(subject: str, data: bytes, namespace: str) -> list[Event]:
     """The records an event message carries (task events come several to a message); none
-    for kinds this client does not know."""
+    for kinds this client does not know, and none for a message that is not a valid event
+    (anyone on the bus can publish there)."""
     kind = subject[len(namespace) + len(".events."):].split(".", 1)[0]
-    match kind:
-        case "run":
-            return [_run_dec.decode(data)]
-        case "tasks":
-            return list(_tasks_dec.decode(data).tasks)
-        case "flow":
-            return [_flow_dec.decode(data)]
-        case "error":
-            return [_error_dec.decode(data)]
-        case "agent":
-            return [_agent_dec.decode(data)]
-    return []
+    decoder = _EVENT_DECODERS.get(kind)
+    if decoder is None:
+        return []
+    try:
+        value = decode(decoder, data, f"{kind} event")
+    except FlowForgeError:
+        return []
+    return list(value.tasks) if isinstance(value, TaskEvents) else [value]
+
+
+def decode_log_event(data: bytes) -> TaskLog | None:
+    """Lines of a task's log from ``<ns>.events.log.<run>.<task>``; None if not valid."""
+    try:
+        return decode(_log_dec, data, "log event")
+    except FlowForgeError:
+        return None
 
 
 class Client:
@@ -106,6 +126,25 @@ class Client:
                 f"the {noun}.{verb} request is {len(data):,} bytes, over the NATS server's "
                 f"max_payload of {limit:,}; send less at once, or raise max_payload on the server"
             )
+        deadline = time.monotonic() + self.timeout_s
+        pause_s = BUSY_FIRST_PAUSE_S
+        while True:
+            reply = await self._ask(noun, verb, data)
+            busy = not reply.ok and reply.error is not None and reply.error.code == ErrorCode.BUSY
+            if not busy or time.monotonic() + pause_s > deadline:
+                break
+            await asyncio.sleep(pause_s)  # shed under load: ask again, less and less often
+            pause_s = min(1.0, pause_s * 2)
+        if not reply.ok:
+            err = reply.error
+            raise RemoteError(err.code if err else "internal", err.message if err else "error")
+        try:
+            return msgspec.json.decode(reply.result, type=result_type)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise RemoteError(ErrorCode.BAD_REQUEST, f"the {noun}.{verb} answer could not be "
+                              f"read: {exc}") from None
+
+    async def _ask(self, noun: str, verb: str, data: bytes) -> RawReply:
         for pause_s in NO_RESPONDER_RETRIES_S:  # a coordinator restarting: ask again shortly
             try:
                 msg = await self.nc.request(
@@ -123,11 +162,10 @@ class Client:
                 f"(NATS {self.options.url}, namespace {self.options.namespace!r}); "
                 "start one with `flowforge-coordinator`"
             )
-        reply = reply_decoder.decode(msg.data)
-        if not reply.ok:
-            err = reply.error
-            raise RemoteError(err.code if err else "internal", err.message if err else "error")
-        return msgspec.json.decode(reply.result, type=result_type)
+        try:
+            return decode(reply_decoder, msg.data, f"{noun}.{verb} answer")
+        except FlowForgeError as exc:
+            raise RemoteError(ErrorCode.BAD_REQUEST, exc.message) from None
 
     # -- flows -------------------------------------------------------------------------
 
@@ -256,9 +294,11 @@ class Client:
                                                    return_when=asyncio.FIRST_COMPLETED)
                 for fut in pending:
                     fut.cancel()
-                if log_msg in done:
-                    yield msgspec.json.decode(log_msg.result().data, type=TaskLog).text
-                if run_msg in done and _run_dec.decode(run_msg.result().data).status in RUN_FINAL:
+                if log_msg in done and (lines := decode_log_event(log_msg.result().data)):
+                    yield lines.text
+                if run_msg in done and any(
+                    isinstance(e, RunRecord) and e.status in RUN_FINAL for e in decode_events(
+                        run_msg.result().subject, run_msg.result().data, self.subjects.namespace)):
                     return
         finally:
             for s in (sub, runs):
@@ -279,8 +319,8 @@ class Client:
         done = asyncio.Event()
 
         async def on_event(msg: Any) -> None:
-            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                if _run_dec.decode(msg.data).status in RUN_FINAL:
+            for event in decode_events(msg.subject, msg.data, self.subjects.namespace):
+                if isinstance(event, RunRecord) and event.status in RUN_FINAL:
                     done.set()
 
         sub = await self.nc.subscribe(self.subjects.run_event("*", run_id), cb=on_event)
@@ -304,11 +344,7 @@ class Client:
         sub = await self.nc.subscribe(f"{self.subjects.namespace}.events.{pattern}")
         try:
             async for msg in sub.messages:
-                try:
-                    events = decode_events(msg.subject, msg.data, self.subjects.namespace)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                for event in events:
+                for event in decode_events(msg.subject, msg.data, self.subjects.namespace):
                     yield event
         finally:
             with contextlib.suppress(Exception):

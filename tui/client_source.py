@@ -5,21 +5,18 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-import msgspec
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from flowforge.client import Client, decode_events
+from flowforge.client import Client, decode_events, decode_log_event
 from flowforge.connection import ConnectOptions
 from protocol.api import FlowDetail
 from protocol.errors import NotConnected
-from protocol.messages import TaskLog
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from tui.source import LinkDown, LinkUp, SourceEvent
 
 T = TypeVar("T")
 
-_log_dec = msgspec.json.Decoder(TaskLog)
 
 
 class ClientSource:
@@ -48,14 +45,12 @@ class ClientSource:
         log_prefix = f"{namespace}.events.log."
 
         async def on_msg(msg: Msg) -> None:
-            try:
-                events: list[SourceEvent]
-                if msg.subject.startswith(log_prefix):
-                    events = [_log_dec.decode(msg.data)]
-                else:
-                    events = list(decode_events(msg.subject, msg.data, namespace))
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                return  # not ours to judge: the coordinator records bad input
+            events: list[SourceEvent]
+            if msg.subject.startswith(log_prefix):  # anything invalid is skipped
+                lines = decode_log_event(msg.data)
+                events = [lines] if lines is not None else []
+            else:
+                events = list(decode_events(msg.subject, msg.data, namespace))
             for event in events:
                 queue.put_nowait(event)
 
