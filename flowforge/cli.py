@@ -17,6 +17,7 @@ from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_
 from flowforge.loader import LoadError, import_target
 from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
+from flowforge.terminal import out, safe_json
 from protocol.errors import FlowForgeError, NotConnected
 from protocol.states import RunStatus
 
@@ -55,7 +56,7 @@ def _params(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_json(value: Any) -> None:
-    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+    sys.stdout.write(safe_json(msgspec.json.format(msgspec.json.encode(value), indent=2).decode()) + "\n")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -160,7 +161,7 @@ async def _register(c: Client, ns: argparse.Namespace) -> int:
     if ns.json:
         _print_json(result)
     for r in [] if ns.json else result:
-        print(f"{r.name:30} {r.version}  {'registered' if r.changed else 'unchanged'}")
+        out(f"{r.name:30} {r.version}  {'registered' if r.changed else 'unchanged'}")
     return runtime.EXIT_OK
 
 
@@ -172,10 +173,10 @@ async def _run(c: Client, ns: argparse.Namespace) -> int:
         if ns.json:
             _print_json(run)
         else:
-            print(f"started run {run.run_id} of {run.flow}")
+            out(f"started run {run.run_id} of {run.flow}")
         return runtime.EXIT_OK
     if not ns.json:
-        print(f"started run {run.run_id} of {run.flow}; waiting…", file=sys.stderr)
+        out(f"started run {run.run_id} of {run.flow}; waiting…", file=sys.stderr)
     return await _wait_and_show(c, run.run_id, ns)
 
 
@@ -185,23 +186,22 @@ async def _wait_and_show(c: Client, run_id: str, ns: argparse.Namespace) -> int:
     if ns.json:
         _print_json(detail)
     else:
-        print(render.show_run(detail, spec))
+        out(render.show_run(detail, spec))
     return runtime.EXIT_OK if detail.run.status is RunStatus.SUCCEEDED else runtime.EXIT_FAILED
 
 
 async def _logs(c: Client, ns: argparse.Namespace) -> int:
     if not ns.follow:
-        sys.stdout.write(await c.task_log(ns.run_id, ns.task))
+        out(await c.task_log(ns.run_id, ns.task), end="")
         return runtime.EXIT_OK
     async for text in c.follow_log(ns.run_id, ns.task):
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        out(text, end="", flush=True)
     return runtime.EXIT_OK
 
 
 async def _cancel(c: Client, ns: argparse.Namespace) -> int:
     run = await c.cancel(ns.run_id)
-    _print_json(run) if ns.json else print(f"run {run.run_id} {run.status.value}")
+    _print_json(run) if ns.json else out(f"run {run.run_id} {run.status.value}")
     return runtime.EXIT_OK
 
 
@@ -209,7 +209,7 @@ async def _retry(c: Client, ns: argparse.Namespace) -> int:
     run = await c.retry(ns.run_id)
     if ns.wait:
         return await _wait_and_show(c, run.run_id, ns)
-    _print_json(run) if ns.json else print(f"run {run.run_id} {run.status.value} again")
+    _print_json(run) if ns.json else out(f"run {run.run_id} {run.status.value} again")
     return runtime.EXIT_OK
 
 
@@ -219,13 +219,13 @@ async def _mark(c: Client, ns: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise FlowForgeError(f"--output is not valid JSON: {exc}") from None
     rec = await c.mark(ns.run_id, ns.task, ns.status, output)
-    _print_json(rec) if ns.json else print(f"{rec.task} of run {rec.run_id} is {rec.status.value}")
+    _print_json(rec) if ns.json else out(f"{rec.task} of run {rec.run_id} is {rec.status.value}")
     return runtime.EXIT_OK
 
 
 async def _runs(c: Client, ns: argparse.Namespace) -> int:
     runs = await c.runs(ns.flow, ns.status, ns.limit)
-    _print_json(runs) if ns.json else print(render.runs_table(runs))
+    _print_json(runs) if ns.json else out(render.runs_table(runs))
     return runtime.EXIT_OK
 
 
@@ -238,13 +238,13 @@ async def _show(c: Client, ns: argparse.Namespace) -> int:
         spec = (await c.flow(detail.run.flow, detail.run.version)).spec
     except FlowForgeError:
         spec = None
-    print(render.show_run(detail, spec))
+    out(render.show_run(detail, spec))
     return runtime.EXIT_OK
 
 
 async def _flows(c: Client, ns: argparse.Namespace) -> int:
     flows = await c.flows()
-    _print_json(flows) if ns.json else print(render.flows_table(flows))
+    _print_json(flows) if ns.json else out(render.flows_table(flows))
     return runtime.EXIT_OK
 
 
@@ -260,23 +260,23 @@ async def _graph(c: Client, ns: argparse.Namespace) -> int:
     if ns.json:
         _print_json(detail)
     elif ns.format == "mermaid":
-        print(graphs.mermaid(detail.spec, states))
+        out(graphs.mermaid(detail.spec, states))
     elif ns.format == "dot":
-        print(graphs.dot(detail.spec, states))
+        out(graphs.dot(detail.spec, states))
     else:
-        print(render.graph_text(detail.spec, detail.version, states))
+        out(render.graph_text(detail.spec, detail.version, states))
     return runtime.EXIT_OK
 
 
 async def _agents(c: Client, ns: argparse.Namespace) -> int:
     agents = await c.agents(include_gone=not ns.live)
-    _print_json(agents) if ns.json else print(render.agents_table(agents, time.time()))
+    _print_json(agents) if ns.json else out(render.agents_table(agents, time.time()))
     return runtime.EXIT_OK
 
 
 async def _rejected(c: Client, ns: argparse.Namespace) -> int:
     items = await c.rejected(ns.limit)
-    _print_json(items) if ns.json else print(render.rejected_table(items))
+    _print_json(items) if ns.json else out(render.rejected_table(items))
     return runtime.EXIT_OK
 
 
@@ -292,13 +292,13 @@ async def _client_command(ns: argparse.Namespace) -> int:
         async with Client(options_from_args(ns), timeout_s=ns.timeout) as client:
             return await COMMANDS[ns.command](client, ns)
     except NotConnected as exc:
-        print(f"flowforge {ns.command}: {exc}", file=sys.stderr)
+        out(f"flowforge {ns.command}: {exc}", file=sys.stderr)
         return EXIT_CONNECTION
     except (FlowForgeError, LoadError) as exc:
-        print(f"flowforge {ns.command}: {exc}", file=sys.stderr)
+        out(f"flowforge {ns.command}: {exc}", file=sys.stderr)
         return runtime.EXIT_USAGE
     except TimeoutError:
-        print(f"flowforge {ns.command}: the run is still going after --wait-timeout; "
+        out(f"flowforge {ns.command}: the run is still going after --wait-timeout; "
               "follow it with `flowforge show RUN_ID`", file=sys.stderr)
         return runtime.EXIT_FAILED
 
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             for target in ns.targets:
                 import_target(target)
         except FlowForgeError as exc:
-            print(f"flowforge register: {exc}", file=sys.stderr)
+            out(f"flowforge register: {exc}", file=sys.stderr)
             return runtime.EXIT_USAGE
     try:
         return asyncio.run(_client_command(ns))

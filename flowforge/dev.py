@@ -16,6 +16,7 @@ from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
 from flowforge.loader import import_target
 from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
+from flowforge.terminal import out
 from protocol.errors import FlowForgeError
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import RUN_FINAL, RunStatus, TaskStatus
@@ -70,7 +71,7 @@ class Progress:
         elif rec.note:
             detail = rec.note
         line = f"{time.time() - self.t0:8.3f}s  {rec.task:32} {rec.status.value:16} {detail}"
-        print(line.rstrip(), flush=True)
+        out(line.rstrip(), flush=True)
 
     def started(self, run_id: str) -> None:
         self.run_id = run_id
@@ -106,7 +107,7 @@ async def dev(ns: argparse.Namespace) -> int:
     coordinator = Coordinator(CoordinatorConfig(connect=opts, db_path=ns.data_dir / "flowforge.db"))
     agent = Agent(AgentConfig(connect=opts, queues=queues, functions=dict(REGISTRY.functions),
                               concurrency=max(ns.concurrency, len(queues)), grace_s=5.0))
-    print(f"nats-server {server.url} (store {server.store_dir}), database "
+    out(f"nats-server {server.url} (store {server.store_dir}), database "
           f"{ns.data_dir / 'flowforge.db'}, agent on {', '.join(queues)}", file=sys.stderr)
     try:
         await coordinator.start()
@@ -131,11 +132,11 @@ async def _session(ns: argparse.Namespace, opts: ConnectOptions, params: dict[st
     async with Client(opts) as client:
         await coordinator.started.wait()
         for r in await client.register():
-            print(f"registered {r.name} ({r.version})", file=sys.stderr)
+            out(f"registered {r.name} ({r.version})", file=sys.stderr)
         if not ns.headless:
             return await _dashboard(client, opts, ns.run, params)
         if not ns.run:
-            print(f"ready: try `flowforge run {next(iter(REGISTRY.flows))} --nats {opts.url}` "
+            out(f"ready: try `flowforge run {next(iter(REGISTRY.flows))} --nats {opts.url}` "
                   "in another terminal; Ctrl-C stops", file=sys.stderr)
             stop = asyncio.Event()
             runtime.install_stop_signals(stop.set)
@@ -144,7 +145,7 @@ async def _session(ns: argparse.Namespace, opts: ConnectOptions, params: dict[st
         try:
             return await _follow(client, ns.run, params)
         except FlowForgeError as exc:
-            print(f"flowforge dev: {exc}", file=sys.stderr)
+            out(f"flowforge dev: {exc}", file=sys.stderr)
             return runtime.EXIT_USAGE
 
 
@@ -184,7 +185,7 @@ async def _follow(client: Client, flow: str, params: dict[str, Any]) -> int:
     await asyncio.sleep(0)
     try:
         run = await client.start(flow, params, source="dev")
-        print(f"run {run.run_id} of {flow} started", flush=True)
+        out(f"run {run.run_id} of {flow} started", flush=True)
         progress.started(run.run_id)
         detail = await client.wait(run.run_id)
     finally:
@@ -194,13 +195,13 @@ async def _follow(client: Client, flow: str, params: dict[str, Any]) -> int:
     spec = REGISTRY.flows[flow]
     rows = [[t.task, t.status.value, str(t.attempt), render.duration(t.started_at, t.finished_at)]
             for t in render.ordered(detail, spec)]
-    print()
-    print(render.table(["task", "status", "attempt", "duration"], rows))
+    out()
+    out(render.table(["task", "status", "attempt", "duration"], rows))
     for t in render.ordered(detail, spec):
         if t.error_type:
-            print(f"\n── {t.task} failed: {t.error_type}: {t.error_message}\n{t.traceback or ''}")
+            out(f"\n── {t.task} failed: {t.error_type}: {t.error_message}\n{t.traceback or ''}")
     r = detail.run
-    print(f"\nrun {r.run_id} {r.status.value} in {render.duration(r.started_at, r.finished_at)}"
+    out(f"\nrun {r.run_id} {r.status.value} in {render.duration(r.started_at, r.finished_at)}"
           f" ({r.counts.succeeded}/{r.counts.total} tasks succeeded)")
     return runtime.EXIT_OK if r.status is RunStatus.SUCCEEDED else runtime.EXIT_FAILED
 
@@ -209,7 +210,7 @@ def dev_main(ns: argparse.Namespace) -> int:
     try:
         return runtime.run(dev(ns))
     except (FlowForgeError, EmbeddedNatsError) as exc:
-        print(f"flowforge dev: {exc}", file=sys.stderr)
+        out(f"flowforge dev: {exc}", file=sys.stderr)
         return runtime.EXIT_USAGE
     except KeyboardInterrupt:
         return runtime.EXIT_INTERRUPTED

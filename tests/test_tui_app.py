@@ -389,7 +389,7 @@ async def test_agents_and_problems_are_listed() -> None:
         await pilot.press("a")
         agents = app.query_one("#agents-table", DataTable)
         await until(lambda: agents.row_count == 2)
-        first = agents.get_row_at(0)
+        first = [str(cell) for cell in agents.get_row_at(0)]
         assert first[0] == "agent-1" and first[4] == "1/4" and first[6] == "3 s ago"
         source.push(AgentInfo(**{**msgspec.structs.asdict(source.agent_list[0]),
                                  "agent_id": "agent-3", "slots_busy": 4}))

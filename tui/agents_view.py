@@ -7,6 +7,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
 from flowforge.render import cut
+from flowforge.terminal import safe
 from protocol.records import AgentInfo
 from tui.hub import hub_of
 from tui.model import Dirty
@@ -55,4 +56,4 @@ class AgentsView(Vertical):
         key = selected_key(self.query_one("#agents-table", DataTable))
         agent = hub_of(self).model.agents.get(key or "")
         text = agent_detail(agent) if agent else "no agents have been seen"
-        self.query_one("#agent-detail", Static).update(text)
+        self.query_one("#agent-detail", Static).update(Text(safe(text)))

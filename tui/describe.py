@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from flowforge.render import clock, duration, stamp
+from flowforge.terminal import safe
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import RUN_FINAL, TaskStatus
@@ -22,13 +23,19 @@ MEMBER_ROWS = 40
 BAR_WIDTH = 20
 
 
+def plain(text: str, style: str = "", **kwargs: object) -> Text:
+    """Text as it is (no markup) with control characters made visible: anything shown may
+    come from the bus."""
+    return Text(safe(text), style=style, **kwargs)  # type: ignore[arg-type]
+
+
 def _kv(*pairs: tuple[str, str | Text]) -> Text:
     out = Text()
     for key, value in pairs:
         if out:
             out.append("   ")
         out.append(f"{key} ", style="grey62")
-        out.append(value)
+        out.append(safe(value) if isinstance(value, str) else value)
     return out
 
 
@@ -60,22 +67,22 @@ def flow_task(spec: FlowSpec, name: str) -> RenderableType:
     """A task of a flow: docstring, options, neighbours and source."""
     task = next((t for t in spec.tasks if t.name == name), None)
     if task is None:
-        return Text(f"{name}: not in this flow")
+        return plain(f"{name}: not in this flow")
     doc, source = spec.described(task)
-    title = Text(task.name, style="bold")
+    title = plain(task.name, style="bold")
     if task.verbose_name:
-        title.append(f"  {task.verbose_name}", style="italic")
+        title.append(safe(f"  {task.verbose_name}"), style="italic")
     parts: list[RenderableType] = [
         title,
         _options(task),
         _kv(("depends on", ", ".join(task.depends_on) or "-"),
             ("needed by", ", ".join(_dependants(spec, name)) or "-")),
         _params(task),
-        Text(""),
-        Text(doc.strip() or "(no docstring)", style="italic" if doc else "grey50"),
+        plain(""),
+        plain(doc.strip() or "(no docstring)", style="italic" if doc else "grey50"),
     ]
     if source:
-        parts += [Text(""), Syntax(source.rstrip(), "python", theme="ansi_dark",
+        parts += [plain(""), Syntax(safe(source.rstrip()), "python", theme="ansi_dark",
                                    background_color="default", word_wrap=False)]
     return Group(*parts)
 
@@ -88,7 +95,7 @@ def _folded_hint(name: str, n: int) -> str:
 
 def flow_group(spec: FlowSpec, name: str, members: Sequence[str]) -> RenderableType:
     """A collapsed group or a stack of a flow: its tasks and what they do (the first ones)."""
-    title = Text(name, style="bold")
+    title = plain(name, style="bold")
     title.append(_folded_hint(name, len(members)), style="italic")
     shown = set(members[:MEMBER_ROWS])
     docs = {t.name: (spec.described(t)[0].strip().splitlines() or [""])[0] for t in spec.tasks
@@ -97,7 +104,7 @@ def flow_group(spec: FlowSpec, name: str, members: Sequence[str]) -> RenderableT
     rows.add_column(style="bold")
     rows.add_column(style="grey70")
     for m in members[:MEMBER_ROWS]:
-        rows.add_row(m, docs.get(m, ""))
+        rows.add_row(plain(m), plain(docs.get(m, "")))
     return Group(title, rows, *_more(len(members)))
 
 
@@ -105,13 +112,13 @@ def run_group(name: str, status: TaskStatus, members: Sequence[tuple[str, TaskSt
               ) -> RenderableType:
     """A collapsed group or a stack of a run: the state it shows, how many of its tasks are in
     each state, and the tasks themselves, those not succeeded first."""
-    title = Text(f"{name}  ", style="bold")
+    title = plain(f"{name}  ", style="bold")
     title.append_text(palette.task_text(status))
     title.append(_folded_hint(name, len(members)), style="italic")
     counts: dict[TaskStatus, int] = {}
     for _, s in members:
         counts[s] = counts.get(s, 0) + 1
-    summary = Text("   ").join(Text(f"{n:,} {s.value}") for s, n in counts.items())
+    summary = plain("   ").join(plain(f"{n:,} {s.value}") for s, n in counts.items())
     rank = {s: k for k, s in enumerate(STATUS_PRECEDENCE)}
     shown = sorted(members, key=lambda m: rank.get(m[1], 0))[:MEMBER_ROWS]
     rows = Table(box=None, show_edge=False, pad_edge=False, show_header=False)
@@ -123,7 +130,7 @@ def run_group(name: str, status: TaskStatus, members: Sequence[tuple[str, TaskSt
 
 
 def _more(n: int) -> list[Text]:
-    return [Text(f"… and {n - MEMBER_ROWS:,} more", style="italic grey62")] if n > MEMBER_ROWS else []
+    return [plain(f"… and {n - MEMBER_ROWS:,} more", style="italic grey62")] if n > MEMBER_ROWS else []
 
 
 def elapsed(start: float | None, end: float | None, now: float) -> str:
@@ -133,14 +140,14 @@ def elapsed(start: float | None, end: float | None, now: float) -> str:
 
 def progress_bar(fraction: float) -> Text:
     done = round(max(0.0, min(1.0, fraction)) * BAR_WIDTH)
-    return Text("█" * done + "░" * (BAR_WIDTH - done) + f" {fraction:.0%}", style="yellow")
+    return plain("█" * done + "░" * (BAR_WIDTH - done) + f" {fraction:.0%}", style="yellow")
 
 
 def run_header(run: RunRecord, now: float) -> Text:
     c = run.counts
     head = Text()
     head.append(f"run {run.run_id}", style="bold")
-    head.append(f"  flow {run.flow} ({run.version})  ")
+    head.append(safe(f"  flow {run.flow} ({run.version})  "))
     head.append_text(palette.run_text(run.status))
     head.append(f"  {c.done}/{c.total} done, {c.failed} failed, {c.running} running")
     end = run.finished_at if run.status in RUN_FINAL else None
@@ -172,8 +179,9 @@ def _attempts(rec: TaskRecord) -> Table:
         table.add_column(col)
     for a in rec.history:
         error = f"{a.error_type}: {a.error_message or ''}" if a.error_type else ""
-        table.add_row(str(a.attempt), a.outcome, a.agent_id or "-", clock(a.started_at),
-                      duration(a.started_at, a.finished_at), error)
+        table.add_row(*map(plain, (str(a.attempt), a.outcome, a.agent_id or "-",
+                                   clock(a.started_at), duration(a.started_at, a.finished_at),
+                                   error)))
     return table
 
 
@@ -182,9 +190,9 @@ def run_task(run: RunRecord, spec: FlowSpec | None, rec: TaskRecord | None, name
     """A task instance of a run: state, timings, progress, params, output, error, attempts,
     and the end of its log (``None``: not fetched yet)."""
     if rec is None:
-        return Text(f"{name}: no record yet", style="grey50")
+        return plain(f"{name}: no record yet", style="grey50")
     task = next((t for t in spec.tasks if t.name == name), None) if spec else None
-    title = Text(f"{rec.task}  ", style="bold")
+    title = plain(f"{rec.task}  ", style="bold")
     title.append_text(palette.task_text(rec.status))
     tries = f" of {task.retries + 1}" if task else ""
     parts: list[RenderableType] = [
@@ -202,7 +210,7 @@ def run_task(run: RunRecord, spec: FlowSpec | None, rec: TaskRecord | None, name
         parts.append(_kv(("params", json.dumps(params, sort_keys=True))))
     parts += _result(rec)
     if rec.history:
-        parts += [Text("attempts", style="grey62"), _attempts(rec)]
+        parts += [plain("attempts", style="grey62"), _attempts(rec)]
     parts += _log(log)
     return Group(*parts)
 
@@ -215,14 +223,14 @@ def log_tail(log: str, lines: int = LOG_LINES) -> tuple[str, int]:
 
 def _log(log: str | None) -> list[RenderableType]:
     if log is None:
-        return [Text("log", style="grey62"), Text("loading…", style="grey50")]
+        return [plain("log", style="grey62"), plain("loading…", style="grey50")]
     if not log:
-        return [Text("log", style="grey62"), Text("(nothing logged or printed)", style="grey50")]
+        return [plain("log", style="grey62"), plain("(nothing logged or printed)", style="grey50")]
     shown, hidden = log_tail(log)
-    head = Text("log", style="grey62")
+    head = plain("log", style="grey62")
     if hidden:
         head.append(f"  last {LOG_LINES} lines, {hidden} before: press g to see all", style="italic")
-    return [head, Text(shown)]
+    return [head, plain(shown)]
 
 
 def _live(rec: TaskRecord) -> list[RenderableType]:
@@ -234,7 +242,7 @@ def _live(rec: TaskRecord) -> list[RenderableType]:
     if rec.retry_at:
         out.append(_kv(("next attempt", clock(rec.retry_at))))
     if rec.note:
-        out.append(Text(rec.note, style="italic"))
+        out.append(plain(rec.note, style="italic"))
     return out
 
 
@@ -242,11 +250,11 @@ def _result(rec: TaskRecord) -> Sequence[RenderableType]:
     out: list[RenderableType] = []
     if rec.status is TaskStatus.SUCCEEDED or bytes(rec.output) != b"null":
         shown, hidden = truncated(pretty_output(rec))
-        out += [Text("output", style="grey62"), Text(shown)]
+        out += [plain("output", style="grey62"), plain(shown)]
         if hidden:
-            out.append(Text(f"… {hidden} more lines: press o to see all", style="italic grey62"))
+            out.append(plain(f"… {hidden} more lines: press o to see all", style="italic grey62"))
     if rec.error_type:
-        out.append(Text(f"{rec.error_type}: {rec.error_message or ''}", style="bold red"))
+        out.append(plain(f"{rec.error_type}: {rec.error_message or ''}", style="bold red"))
     if rec.traceback:
-        out.append(Text(rec.traceback.rstrip(), style="red"))
+        out.append(plain(rec.traceback.rstrip(), style="red"))
     return out

@@ -1,12 +1,14 @@
 """FlowsView: every registered flow; the selected one's DAG; the selected task's definition."""
 
 from rich.console import RenderableType
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
+from flowforge.terminal import safe
 from protocol.flows import FlowSpec
 from tui import describe, palette
 from tui.dag_view import DagView
@@ -76,13 +78,13 @@ class FlowsView(Horizontal):
         found = await hub.flow_spec(name)
         if found is None:
             self.spec = self.version = None
-            title.update(f"{name}: definition not available")
+            title.update(Text(safe(f"{name}: definition not available")))
             dag_view.show(None)
             return
         self.spec, self.version = found
         n = len(self.spec.tasks)
-        title.update(f"{name}  version {self.version}  {n} task{'s' * (n != 1)}"
-                     + (f"  — {self.spec.description}" if self.spec.description else ""))
+        title.update(Text(safe(f"{name}  version {self.version}  {n} task{'s' * (n != 1)}"
+                               + (f"  — {self.spec.description}" if self.spec.description else ""))))
         dag_view.show_flow(self.spec, self.version, keep_selection=False)
         self.show_task(dag_view.selected)
 

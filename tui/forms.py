@@ -4,6 +4,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static, TextArea
 
+from flowforge.terminal import safe
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
 from protocol.records import RunRecord
@@ -109,7 +111,7 @@ class TriggerScreen(ModalScreen[RunRecord | None]):
         self.dismiss(run)
 
     def show_error(self, text: str) -> None:
-        self.query_one("#form-error", Static).update(text)
+        self.query_one("#form-error", Static).update(Text(safe(text)))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
@@ -143,7 +145,7 @@ class MarkScreen(ModalScreen[tuple[str, Any] | None]):
         try:
             output = json.loads(self.query_one("#output", TextArea).text or "null")
         except json.JSONDecodeError as exc:
-            self.query_one("#form-error", Static).update(f"output is not valid JSON: {exc.msg}")
+            self.query_one("#form-error", Static).update(Text(safe(f"output is not valid JSON: {exc.msg}")))
             return
         self.dismiss(("succeeded", output))
 

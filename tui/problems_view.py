@@ -1,11 +1,13 @@
 """ProblemsView: rejected messages (with their raw bytes) and error events, newest first."""
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
 from flowforge.render import cut, stamp
+from flowforge.terminal import safe
 from tui.hub import hub_of
 from tui.model import Dirty, Problem
 from tui.table_sync import selected_key, sync_rows
@@ -52,4 +54,4 @@ class ProblemsView(Vertical):
         key = selected_key(self.query_one("#problems-table", DataTable))
         problem = self.rows.get(key or "")
         text = problem_detail(problem) if problem else "no rejected messages or errors"
-        self.query_one("#problem-detail", Static).update(text)
+        self.query_one("#problem-detail", Static).update(Text(safe(text)))

@@ -2,6 +2,7 @@
 
 from rich.console import RenderableType
 from rich.style import Style
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -9,6 +10,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from flowforge.terminal import safe
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
 from protocol.states import TaskStatus
@@ -69,7 +71,7 @@ class RunScreen(Screen[None]):
             detail = await hub.source.get(self.run_id)
         except FlowForgeError as exc:
             if self.run_id not in hub.model.runs:
-                head.update(f"run {self.run_id}: {exc}")
+                head.update(Text(safe(f"run {self.run_id}: {exc}")))
                 return
         else:
             hub.model.set_detail(detail, since)

@@ -11,6 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Select, Static
 
 from flowforge.render import stamp
+from flowforge.terminal import safe
 from protocol.errors import FlowForgeError
 from protocol.limits import MAX_LIST_LIMIT
 from protocol.records import RunRecord
@@ -166,7 +167,7 @@ class RunsView(Vertical):
             runs = [r for r in runs if (r.created_at, r.run_id) >= w.oldest]
         now = hub.clock()
         sync_rows(self.query_one("#runs-table", DataTable), [run_row(r, now) for r in runs])
-        self.query_one("#runs-note", Static).update(window_note(w, len(runs), self.error))
+        self.query_one("#runs-note", Static).update(Text(safe(window_note(w, len(runs), self.error))))
 
     @property
     def run_id(self) -> str | None:

@@ -5,12 +5,18 @@ from collections.abc import Sequence
 from rich.text import Text
 from textual.widgets import DataTable
 
+from flowforge.terminal import safe
+
 Cell = str | Text
 Row = tuple[str, Sequence[Cell]]
 
 
 def sync_rows(table: DataTable, rows: Sequence[Row]) -> None:
-    """Cells are updated in place while the keys keep their order; otherwise rebuilt."""
+    """Cells are updated in place while the keys keep their order; otherwise rebuilt.
+
+    A ``str`` cell is shown as it is (DataTable would read it as markup), with control
+    characters made visible: cells hold what came off the bus."""
+    rows = [(key, [_plain(c) for c in cells]) for key, cells in rows]
     keys = [key for key, _ in rows]
     current = [str(k.value) for k in table.rows]
     if keys == current:
@@ -27,6 +33,10 @@ def sync_rows(table: DataTable, rows: Sequence[Row]) -> None:
         table.add_row(*cells, key=key)
     if selected in keys:
         table.move_cursor(row=keys.index(selected), animate=False)
+
+
+def _plain(cell: Cell) -> Text:
+    return Text(safe(cell)) if isinstance(cell, str) else cell
 
 
 def _same(new: Cell, old: object) -> bool:
