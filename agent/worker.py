@@ -21,13 +21,14 @@ from nats.js import JetStreamContext
 
 from agent import logcapture
 from agent.binding import BindPlan
+from agent.consumers import queue_lease
 from agent.executor import execute
 from agent.procpool import ProcessPool
 from agent.results import ResultSender, result_message_limit
 from agent.threads import TaskThreads
 from flowforge.connection import ConnectOptions, connect
 from flowforge.context import TaskContext
-from flowforge.jetstream import DEFAULT_LEASE_S, ensure_stream, ensure_task_consumer
+from flowforge.jetstream import DEFAULT_LEASE_S
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
 from protocol.errors import FlowForgeError
@@ -42,7 +43,6 @@ from protocol.messages import (
     dispatch_decoder,
     encoder,
 )
-from protocol.subjects import Subjects
 from protocol.untrusted import decode
 
 log = logging.getLogger("flowforge.agent")
@@ -122,7 +122,7 @@ class Agent:
             )
         self.config = config
         self.agent_id = config.agent_id or default_agent_id()
-        self.subjects = Subjects(config.connect.namespace)
+        self.subjects = config.connect.subjects
         self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
         n = len(config.queues)
         self._share = {q: config.concurrency // n + (i < config.concurrency % n)
@@ -173,14 +173,9 @@ class Agent:
         await self._jspub.start()
         self._results = ResultSender(self._jspub, self.subjects,
                                      result_message_limit(self._nc.max_payload))
-        # Agents may start before any coordinator: make sure the task stream exists (idempotent).
-        await ensure_stream(self._js, self.subjects.tasks_stream, self.subjects.wildcard("task"))
         await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
-        leases = []
-        for queue in self.config.queues:
-            leases.append(
-                await ensure_task_consumer(self._js, self.subjects, queue, self.config.lease_s)
-            )
+        leases = [await queue_lease(self._nc, self._js, self.subjects, queue, self.config.lease_s)
+                  for queue in self.config.queues]
         self.lease_s = min(leases)  # the consumer's, which the coordinator sets
 
     async def run(self) -> None:

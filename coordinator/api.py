@@ -15,7 +15,7 @@ from coordinator.flows import FlowCache
 from coordinator.operations import Operations
 from coordinator.publisher import Publisher
 from coordinator.store import Store
-from coordinator.writer import Writer
+from coordinator.writer import Writer, scoped_key
 from flowforge.jetstream import ensure_task_consumer
 from protocol.api import (
     API_REQUESTS,
@@ -30,6 +30,7 @@ from protocol.api import (
     RegisteredFlow,
     RegisterFlows,
     Reply,
+    StartRun,
     TaskLogText,
 )
 from protocol.dag import validate_flow
@@ -138,13 +139,16 @@ class Api:
                 log.debug("could not answer %s: %s", msg.subject, exc)
 
     async def handle(self, subject: str, data: bytes) -> Reply:
-        parts = subject.split(".")
-        key = (parts[-2], parts[-1]) if len(parts) >= 4 else ("", "")
+        parts = subject.split(".")  # <ns>.api.<noun>.<verb>[.<identity>]
+        key = (parts[2], parts[3]) if len(parts) in (4, 5) else ("", "")
         handler = self._handlers.get(key)
         try:
             if handler is None:
-                raise BadRequest(f"unknown API subject {subject!r}")
+                raise BadRequest(f"unknown API subject {subject[:200]!r}")
             request = decode(_decoders[key], data or b"{}", f"{key[0]}.{key[1]} request")
+            if isinstance(request, StartRun) and len(parts) == 5:
+                request = msgspec.structs.replace(
+                    request, idempotency_key=scoped_key(parts[4], request.idempotency_key))
             return Reply(ok=True, result=await handler(request))
         except FlowForgeError as exc:
             return Reply(ok=False, error=ErrorBody(code=exc.code, message=exc.message))

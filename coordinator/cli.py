@@ -3,11 +3,13 @@
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from coordinator.service import Coordinator, CoordinatorConfig
 from flowforge import runtime
-from flowforge.connection import add_connection_args, env, options_from_args
+from flowforge.auth import AuthDir, read_auth_dir
+from flowforge.connection import ConnectOptions, add_connection_args, env, options_from_args
 from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
 from flowforge.jetstream import DEFAULT_LEASE_S
 from protocol.errors import NotConnected
@@ -18,6 +20,7 @@ EPILOG = """examples:
   flowforge-coordinator                          # embedded nats-server on 127.0.0.1:4222
   flowforge-coordinator --listen 0.0.0.0:4222    # embedded, reachable from other hosts
   flowforge-coordinator --nats nats://nats:4222 --db /data/flowforge.db
+  flowforge auth init --dir auth && flowforge-coordinator --auth auth   # roles enforced
 
 exit codes: 0 stopped cleanly, 2 usage error, 3 cannot reach or start NATS
 """
@@ -35,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
                    type=parse_listen,
                    help="where the embedded nats-server listens when --nats is not given "
                    "[FLOWFORGE_LISTEN] (default: %(default)s)")
+    p.add_argument("--auth", default=env("AUTH_DIR"), type=Path, metavar="DIR",
+                   help="what `flowforge auth init --dir DIR` wrote: the embedded nats-server "
+                   "enforces its roles, and this coordinator logs in as DIR/coordinator.nk "
+                   "[FLOWFORGE_AUTH_DIR]")
+    p.add_argument("--listen-tls-cert", default=env("LISTEN_TLS_CERT"), type=Path, metavar="FILE",
+                   help="the embedded nats-server serves TLS with this certificate "
+                   "[FLOWFORGE_LISTEN_TLS_CERT]")
+    p.add_argument("--listen-tls-key", default=env("LISTEN_TLS_KEY"), type=Path, metavar="FILE",
+                   help="... and this key [FLOWFORGE_LISTEN_TLS_KEY]")
     p.add_argument("--data-dir", default=env("DATA_DIR", ".flowforge"), type=Path,
                    help="where the database and embedded JetStream store live "
                    "[FLOWFORGE_DATA_DIR] (default: %(default)s)")
@@ -51,21 +63,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _as_coordinator(opts: ConnectOptions, auth: AuthDir | None) -> ConnectOptions:
+    """With ``--auth``, log in as its coordinator unless other credentials were given."""
+    if auth is None or opts.creds_file or opts.nkey_seed_file or opts.user or opts.token:
+        return opts
+    return replace(opts, nkey_seed_file=str(auth.seed_file("coordinator")),
+                   identity=opts.identity or "coordinator")
+
+
 async def serve(ns: argparse.Namespace) -> int:
     embedded = None
     url = ns.nats
+    try:
+        auth = read_auth_dir(ns.auth) if ns.auth else None
+    except FileNotFoundError as exc:
+        print(f"flowforge-coordinator: --auth: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
     if not url:
         host, port = ns.listen
-        embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port)
+        embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port,
+                                auth_conf=auth.server_conf if auth else None,
+                                tls_cert=ns.listen_tls_cert, tls_key=ns.listen_tls_key)
+        if (warning := embedded.exposure_warning()) is not None:
+            log.warning("%s", warning)
         try:
             url = await embedded.start()
         except EmbeddedNatsError as exc:
             print(f"flowforge-coordinator: {exc}", file=sys.stderr)
             return runtime.EXIT_NO_NATS
-        log.info("embedded nats-server listening on %s (JetStream store in %s)",
-                 url, embedded.store_dir)
+        log.info("embedded nats-server listening on %s (JetStream store in %s%s)",
+                 url, embedded.store_dir, ", roles enforced" if auth else "")
     config = CoordinatorConfig(
-        connect=options_from_args(ns, url),
+        connect=_as_coordinator(options_from_args(ns, url), auth),
         db_path=ns.db or ns.data_dir / "flowforge.db",
         lease_s=ns.lease,
         agent_lost_after_s=ns.agent_lost_after,

@@ -29,7 +29,7 @@ from flowforge.puller import Puller
 from protocol.errors import FlowForgeError
 from protocol.messages import TaskDispatch, heartbeat_decoder
 from protocol.states import TaskStatus
-from protocol.subjects import API_QUEUE_GROUP, Subjects
+from protocol.subjects import API_QUEUE_GROUP
 from protocol.untrusted import Malformed, decode
 
 log = logging.getLogger("flowforge.coordinator")
@@ -57,7 +57,7 @@ class Coordinator:
 
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
-        self.subjects = Subjects(config.connect.namespace)
+        self.subjects = config.connect.subjects
         self.scheduler = Scheduler()
         self.agents = AgentRegistry(lost_after_s=config.agent_lost_after_s)
         self._nc: NATS | None = None
@@ -90,7 +90,7 @@ class Coordinator:
         publisher = Publisher(self._nc, js, self.subjects)
         await publisher.start()
         self.writer = Writer(self._store, self.scheduler, flows, publisher,
-                             trigger_prefix=self.subjects.trigger(""))
+                             trigger_prefix=self.subjects.trigger_prefix)
         self._js, self._flows, self._publisher = js, flows, publisher
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
                         self.config.lease_s, self.agents)

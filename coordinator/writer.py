@@ -260,12 +260,12 @@ class Writer:
             self.scheduler.on_report(report, now, batch.changes)
 
     async def _trigger(self, msg: Msg, now: float, batch: Batch) -> None:
-        flow = msg.subject[len(self._trigger_prefix):]
+        flow, scope = _flow_and_scope(msg.subject[len(self._trigger_prefix):])
         trigger = decode(trigger_decoder, msg.data, "trigger", max_bytes=MAX_PARAMS_BYTES + 1024)
         header_key = (msg.headers or {}).get("Nats-Msg-Id")
         if header_key is not None and trigger.idempotency_key is None:
             header_key = _checked_key(header_key)
-        key = trigger.idempotency_key or header_key
+        key = scoped_key(scope, trigger.idempotency_key or header_key)
         first_of_key = False
         if key is None:  # a redelivery after a crash must not start a second run
             key = _redelivery_key(msg)
@@ -347,6 +347,20 @@ def _check_output(report: object) -> None:
     check before sending; this is for the ones that did not)."""
     if isinstance(report, TaskSucceeded):
         check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
+
+
+def scoped_key(scope: str | None, key: str | None) -> str | None:
+    """An idempotency key as stored: under authorization each identity has keys of its own,
+    so no client can claim another's key before it."""
+    return f"{scope}/{key}" if scope and key else key
+
+
+def _flow_and_scope(rest: str) -> tuple[str, str | None]:
+    """``<flow>`` or ``<flow>.<identity>``: what follows ``<ns>.trigger.``."""
+    parts = rest.split(".")
+    if len(parts) > 2:
+        raise Malformed("a trigger's subject is <namespace>.trigger.<flow>[.<identity>]")
+    return parts[0], parts[1] if len(parts) == 2 else None
 
 
 def _checked_key(key: str) -> str:

@@ -146,9 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--limit", type=int, default=50)
     c.add_argument("--json", action="store_true", help="print JSON")
 
+    from flowforge.auth_cli import add_auth_parser
     from flowforge.dev import add_dev_parser
 
     add_dev_parser(sub)
+    add_auth_parser(sub)
     return p
 
 
@@ -314,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         from flowforge.dev import dev_main
 
         return dev_main(ns)
+    if ns.command == "auth":
+        from flowforge.auth_cli import auth_main
+
+        return auth_main(ns)
     if ns.command == "register":
         try:  # import before connecting: a bad definition is reported even with no coordinator
             for target in ns.targets:

@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from flowforge.connection import ConnectOptions, connect
+from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.jspub import JsPublisher
 from flowforge.registry import REGISTRY
 from protocol.api import FlowDetail, RawReply, RegisteredFlow, TaskLogText, reply_decoder
@@ -19,6 +19,7 @@ from protocol.errors import (
     BadRequest,
     ErrorCode,
     FlowForgeError,
+    NotAuthorized,
     NotConnected,
     RemoteError,
     TooLarge,
@@ -36,7 +37,6 @@ from protocol.records import (
     TaskRecord,
 )
 from protocol.states import RUN_FINAL, RunStatus
-from protocol.subjects import Subjects
 from protocol.untrusted import decode
 
 T = TypeVar("T")
@@ -86,7 +86,7 @@ class Client:
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:
         self.options = options or ConnectOptions()
-        self.subjects = Subjects(self.options.namespace)
+        self.subjects = self.options.subjects
         self.timeout_s = timeout_s
         self._nc: NATS | None = None
         self._jspub: JsPublisher | None = None
@@ -154,6 +154,10 @@ class Client:
             except NoRespondersError:
                 await asyncio.sleep(pause_s)
             except NatsTimeout:
+                subject = self.subjects.api(noun, verb)
+                if (why := denied(self.nc, subject)) is not None:
+                    raise NotAuthorized(f"NATS does not let this client send {noun}.{verb} "
+                                        f"({why}); ask for credentials of a role that may") from None
                 raise NotConnected(f"the coordinator did not answer {noun}.{verb} in "
                                    f"{self.timeout_s:g} s") from None
         else:

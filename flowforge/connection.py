@@ -1,17 +1,23 @@
 """Connection options shared by every process: flags, FLOWFORGE_* variables, nats.connect."""
 
 import argparse
+import collections
+import logging
 import os
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import AuthorizationError
 
-from protocol.errors import NotConnected
-from protocol.subjects import DEFAULT_NAMESPACE
+from protocol.errors import NotAuthorized, NotConnected
+from protocol.subjects import DEFAULT_NAMESPACE, Subjects
+
+log = logging.getLogger("flowforge.connection")
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
@@ -30,6 +36,13 @@ class ConnectOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    identity: str | None = None
+    """Who this process is under NATS authorization (``flowforge auth init`` writes one per
+    role); sets its inbox prefix and the last token of its API requests and triggers."""
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.namespace, self.identity)
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -54,6 +67,9 @@ def add_connection_args(parser: argparse.ArgumentParser, *, nats_default: str | 
     g.add_argument("--tls-cert", default=env("TLS_CERT"), metavar="FILE", help="[FLOWFORGE_TLS_CERT]")
     g.add_argument("--tls-key", default=env("TLS_KEY"), metavar="FILE", help="[FLOWFORGE_TLS_KEY]")
     g.add_argument("--tls-ca", default=env("TLS_CA"), metavar="FILE", help="[FLOWFORGE_TLS_CA]")
+    g.add_argument("--identity", default=env("IDENTITY"), metavar="NAME",
+                   help="who this process is under NATS authorization, as `flowforge auth init` "
+                   "named it (its .env file sets this) [FLOWFORGE_IDENTITY]")
 
 
 def options_from_args(ns: argparse.Namespace, url: str | None = None) -> ConnectOptions:
@@ -68,16 +84,27 @@ def options_from_args(ns: argparse.Namespace, url: str | None = None) -> Connect
         tls_cert=ns.tls_cert,
         tls_key=ns.tls_key,
         tls_ca=ns.tls_ca,
+        identity=ns.identity or None,
     )
 
 
 def _tls(opts: ConnectOptions) -> ssl.SSLContext | None:
     if not (opts.tls_ca or opts.tls_cert):
         return None
-    ctx = ssl.create_default_context(cafile=opts.tls_ca)
-    if opts.tls_cert:
-        ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
+    try:
+        ctx = ssl.create_default_context(cafile=opts.tls_ca)
+        if opts.tls_cert:
+            ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise NotConnected(f"cannot use the TLS files (--tls-ca {opts.tls_ca}, --tls-cert "
+                           f"{opts.tls_cert}, --tls-key {opts.tls_key}): {exc}") from None
     return ctx
+
+
+def _check_files(opts: ConnectOptions) -> None:
+    for flag, path in (("--creds", opts.creds_file), ("--nkey", opts.nkey_seed_file)):
+        if path is not None and not os.path.isfile(path):
+            raise NotConnected(f"{flag} {path}: no such file")
 
 
 async def connect(
@@ -92,8 +119,10 @@ async def connect(
     on_closed: Callable[[], Awaitable[None]] | None = None,
 ) -> NATS:
     """Connect, or raise NotConnected saying which URL could not be reached."""
+    _check_files(opts)
     kwargs: dict[str, Any] = {
         "servers": [u.strip() for u in opts.url.split(",")],
+        "inbox_prefix": opts.subjects.inbox_prefix,
         "name": name,
         "connect_timeout": connect_timeout_s,
         "allow_reconnect": reconnect,
@@ -115,14 +144,42 @@ async def connect(
     if on_closed:  # closed for good: by us, or by the server after a protocol error
         kwargs["closed_cb"] = on_closed
 
-    async def _quiet_error(exc: Exception) -> None:
-        return None
+    refused: list[Exception] = []
+    denials: collections.deque[str] = collections.deque(maxlen=20)
 
-    kwargs["error_cb"] = _quiet_error
+    async def _note_error(exc: Exception) -> None:
+        if isinstance(exc, AuthorizationError) or "authoriz" in str(exc).lower():
+            refused.append(exc)
+        elif "permissions violation" in str(exc).lower():  # nats-py lowercases it
+            denials.append(str(exc).lower())
+            log.warning("NATS refused an operation: %s", exc)
+
+    kwargs["error_cb"] = _note_error
     try:
         nc = await nats.connect(**{k: v for k, v in kwargs.items() if v is not None})
     except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types here
+        if refused or isinstance(exc, AuthorizationError):
+            raise NotAuthorized(
+                f"NATS at {opts.url} refused this login ({refused[-1] if refused else exc}); "
+                "check --creds / --nkey / --user and --password / --token (or their "
+                "FLOWFORGE_* variables)"
+            ) from None
         reason = str(exc) or type(exc).__name__
-        raise NotConnected(f"cannot reach NATS at {opts.url}: {reason}") from None
+        raise NotConnected(f"cannot reach NATS at {opts.url}: {reason}; start one with "
+                           "`flowforge-coordinator` (it embeds one) or `flowforge dev`") from None
     nc.options["max_reconnect_attempts"] = -1 if reconnect else 0
+    _denials[nc] = denials
     return nc
+
+
+_denials: "weakref.WeakKeyDictionary[NATS, collections.deque[str]]" = weakref.WeakKeyDictionary()
+
+
+def denied(nc: NATS, subject_part: str = "") -> str | None:
+    """The newest permissions violation NATS reported on ``nc`` (naming ``subject_part``), if
+    any: a request that was refused is dropped by the server and only times out."""
+    part = subject_part.lower()
+    for text in reversed(_denials.get(nc, ())):
+        if part in text:
+            return text
+    return None

@@ -66,11 +66,17 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int = 4222,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        auth_conf: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port
         self.max_payload_bytes = max_payload_bytes
+        self.auth_conf = auth_conf
+        """A config block with the users and their permissions (``flowforge auth init``)."""
+        self.tls_cert, self.tls_key = tls_cert, tls_key
         self.url = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -79,12 +85,36 @@ class EmbeddedNats:
     def _write_config(self) -> Path:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
-        conf.write_text(
+        text = (
             f'listen: "{self.host}:{self.port}"\n'
             f"max_payload: {self.max_payload_bytes}\n"
             f'jetstream {{\n  store_dir: "{self.store_dir.resolve()}"\n}}\n'
         )
+        if self.tls_cert and self.tls_key:
+            text += (f'tls {{\n  cert_file: "{Path(self.tls_cert).resolve()}"\n'
+                     f'  key_file: "{Path(self.tls_key).resolve()}"\n}}\n')
+        if self.auth_conf is not None:
+            text += Path(self.auth_conf).read_text()
+        conf.write_text(text)
+        conf.chmod(0o600)
         return conf
+
+    @property
+    def scheme(self) -> str:
+        return "tls" if self.tls_cert else "nats"
+
+    def exposure_warning(self) -> str | None:
+        """What is missing when the server listens beyond this machine, or None."""
+        if self.host in ("127.0.0.1", "localhost", "::1"):
+            return None
+        missing = [what for what, present in (("authorization (--auth DIR)", self.auth_conf),
+                                               ("TLS (--listen-tls-cert/--listen-tls-key)",
+                                                self.tls_cert)) if not present]
+        if not missing:
+            return None
+        return (f"the embedded nats-server listens on {self.host}, beyond this machine, "
+                f"without {' or '.join(missing)}: anyone who can reach it can run code on "
+                "the agents and change any run")
 
     async def start(self, ready_timeout_s: float = 20.0) -> str:
         """Start the server and return its URL once it says it is ready."""
@@ -121,7 +151,7 @@ class EmbeddedNats:
                 port = int(m.group(2))
             if b"Server is ready" in line and port is not None:
                 self.port = port
-                self.url = f"nats://{self.host}:{port}"
+                self.url = f"{self.scheme}://{self.host}:{port}"
                 return
 
     async def _drain_stderr(self) -> None:

@@ -127,3 +127,7 @@ class RemoteError(FlowForgeError):
 
 class NotConnected(FlowForgeError):
     """NATS or the coordinator cannot be reached."""
+
+
+class NotAuthorized(NotConnected):
+    """NATS refused the login (wrong or missing credentials)."""

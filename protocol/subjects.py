@@ -1,8 +1,11 @@
 """Every NATS subject and stream name, built from one namespace."""
 
+import re
 from dataclasses import dataclass
 
 from protocol.limits import NAMESPACE_RE
+
+IDENTITY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 DEFAULT_NAMESPACE = "flowforge"
 API_QUEUE_GROUP = "flowforge-coordinator"
@@ -13,6 +16,10 @@ class Subjects:
     """Subject and stream names for one namespace (default ``flowforge``)."""
 
     namespace: str = DEFAULT_NAMESPACE
+    identity: str | None = None
+    """Who this client is under NATS authorization (``flowforge auth init`` names one per
+    role): its API requests and triggers carry it as their last token, which the server's
+    permissions hold it to, and its idempotency keys are its own."""
 
     def __post_init__(self) -> None:
         if not NAMESPACE_RE.match(self.namespace):
@@ -20,6 +27,16 @@ class Subjects:
                 f"namespace {self.namespace!r} is not valid: use 1-32 lowercase letters, "
                 "digits, '_' or '-', starting with a letter"
             )
+        if self.identity is not None and not IDENTITY_RE.match(self.identity):
+            raise ValueError(
+                f"identity {self.identity!r} is not valid: use 1-64 letters, digits, '_' or '-'"
+            )
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Where answers to this client go: its own, under authorization (no other client
+        may subscribe there)."""
+        return f"_INBOX_{self.identity}" if self.identity else "_INBOX"
 
     # JetStream streams
     @property
@@ -57,10 +74,18 @@ class Subjects:
         return f"{self.namespace}.report.several"
 
     def trigger(self, flow: str) -> str:
-        return f"{self.namespace}.trigger.{flow}"
+        return self._scoped(f"{self.namespace}.trigger.{flow}")
+
+    @property
+    def trigger_prefix(self) -> str:
+        """``<ns>.trigger.``: a trigger's subject is this, its flow and maybe an identity."""
+        return f"{self.namespace}.trigger."
 
     def api(self, noun: str, verb: str) -> str:
-        return f"{self.namespace}.api.{noun}.{verb}"
+        return self._scoped(f"{self.namespace}.api.{noun}.{verb}")
+
+    def _scoped(self, subject: str) -> str:
+        return f"{subject}.{self.identity}" if self.identity else subject
 
     def cancel(self, run_id: str) -> str:
         return f"{self.namespace}.cancel.{run_id}"
