@@ -147,6 +147,15 @@ class Scheduler:
         ch.runs[msg.run_id] = state.run
         return True
 
+    def holder_other_than(self, run_id: str, task: str, attempt: int, agent_id: str) -> str | None:
+        """The agent that holds this attempt when it is not ``agent_id`` (a report about it
+        from anyone else is refused); None when the report may be applied."""
+        state = self.runs.get(run_id)
+        rec = state.tasks.get(task) if state else None
+        if rec is None or rec.status is not TaskStatus.RUNNING or rec.attempt != attempt:
+            return None
+        return rec.agent_id if rec.agent_id not in (None, agent_id) else None
+
     @staticmethod
     def _close_lost_attempts(rec: TaskRecord, attempt: int, at: float) -> None:
         """The message came back as ``attempt``: each earlier delivery was lost."""

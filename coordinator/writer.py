@@ -19,7 +19,7 @@ from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
 from protocol.api import StartRun
 from protocol.dag import check_params
-from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
+from protocol.errors import BadRequest, ErrorCode, FlowForgeError, NotHolder, TooLarge
 from protocol.fields import Key
 from protocol.limits import MAX_KEY_CHARS, MAX_PARAMS_BYTES, MAX_VALUE_DEPTH
 from protocol.messages import (
@@ -246,6 +246,13 @@ class Writer:
 
     def _report(self, msg: Msg, now: float, batch: Batch) -> None:
         report = decode(report_decoder, msg.data, "report")
+        for about in report.results if isinstance(report, TaskResults) else (report,):
+            holder = self.scheduler.holder_other_than(about.run_id, about.task, about.attempt,
+                                                      about.agent_id)
+            if holder is not None:
+                raise NotHolder(f"a report on attempt {about.attempt} of {about.run_id}/"
+                                f"{about.task} from agent {about.agent_id}, but agent {holder} "
+                                "holds it")
         if isinstance(report, TaskLog):
             key = (report.run_id, report.task)
             batch.logs[key] = batch.logs.get(key, "") + report.text

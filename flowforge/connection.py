@@ -1,6 +1,7 @@
 """Connection options shared by every process: flags, FLOWFORGE_* variables, nats.connect."""
 
 import argparse
+import asyncio
 import collections
 import logging
 import os
@@ -145,9 +146,11 @@ async def connect(
         kwargs["closed_cb"] = on_closed
 
     refused: list[Exception] = []
+    seen: list[Exception] = []
     denials: collections.deque[str] = collections.deque(maxlen=20)
 
     async def _note_error(exc: Exception) -> None:
+        seen.append(exc)
         if isinstance(exc, AuthorizationError) or "authoriz" in str(exc).lower():
             refused.append(exc)
         elif "permissions violation" in str(exc).lower():  # nats-py lowercases it
@@ -155,9 +158,12 @@ async def connect(
             log.warning("NATS refused an operation: %s", exc)
 
     kwargs["error_cb"] = _note_error
-    try:
-        nc = await nats.connect(**{k: v for k, v in kwargs.items() if v is not None})
+    try:  # bounded: nats-py can hang after a failed TLS handshake
+        async with asyncio.timeout(max(1, initial_attempts) * (connect_timeout_s + 1.0) + 2.0):
+            nc = await nats.connect(**{k: v for k, v in kwargs.items() if v is not None})
     except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types here
+        if isinstance(exc, TimeoutError) and seen:
+            exc = seen[-1]
         if refused or isinstance(exc, AuthorizationError):
             raise NotAuthorized(
                 f"NATS at {opts.url} refused this login ({refused[-1] if refused else exc}); "

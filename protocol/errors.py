@@ -131,3 +131,9 @@ class NotConnected(FlowForgeError):
 
 class NotAuthorized(NotConnected):
     """NATS refused the login (wrong or missing credentials)."""
+
+
+class NotHolder(FlowForgeError):
+    """A report about a task attempt that another agent holds."""
+
+    code = ErrorCode.INVALID_STATE

@@ -246,3 +246,25 @@ async def test_a_coordinator_whose_connection_the_server_closes_stops_instead_of
 
     await asyncio.wait_for(running, 20)
     assert coordinator.lost_nats
+
+
+async def test_a_report_from_an_agent_that_does_not_hold_the_attempt_is_refused(
+    coordinator: Coordinator, client: Client, nc: NATS
+) -> None:
+    await client.register([inputflows.register_noop()])
+    run = await client.start("noop")  # no agent: the task stays queued until a1 says it has it
+    js = nc.jetstream()
+    subject = f"flowforge.report.{run.run_id}"
+    await js.publish(subject, encoder.encode(TaskStarted(
+        run_id=run.run_id, task="noop", attempt=1, agent_id="a1", at=1.0)))
+
+    await js.publish(subject, succeeded_report(run.run_id, b'"forged"').replace(b'"a1"', b'"a2"'))
+
+    await wait_for(lambda: _has_rejected(client, 1))
+    [kept] = await client.rejected()
+    assert kept.code == "invalid_state" and "agent a1 holds it" in kept.reason
+    [task] = (await client.get(run.run_id)).tasks
+    assert (task.status, task.agent_id) == (TaskStatus.RUNNING, "a1")
+    await js.publish(subject, succeeded_report(run.run_id, b'"real"'))
+    detail = await client.wait(run.run_id, timeout_s=20)
+    assert msgspec.json.decode(detail.tasks[0].output) == "real"
