@@ -83,7 +83,8 @@ async def serve(ns: argparse.Namespace) -> int:
         host, port = ns.listen
         embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port,
                                 auth_conf=auth.server_conf if auth else None,
-                                tls_cert=ns.listen_tls_cert, tls_key=ns.listen_tls_key)
+                                tls_cert=ns.listen_tls_cert, tls_key=ns.listen_tls_key,
+                                login=(ns.user, ns.password, ns.token))
         if (warning := embedded.exposure_warning()) is not None:
             log.warning("%s", warning)
         try:

@@ -155,7 +155,7 @@ async def connect(
             refused.append(exc)
         elif "permissions violation" in str(exc).lower():  # nats-py lowercases it
             denials.append(str(exc).lower())
-            log.warning("NATS refused an operation: %s", exc)
+            log.debug("NATS refused an operation: %s", exc)  # callers say what it means
 
     kwargs["error_cb"] = _note_error
     try:  # bounded: nats-py can hang after a failed TLS handshake

@@ -5,6 +5,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import json
 import logging
 import re
 import shutil
@@ -69,6 +70,7 @@ class EmbeddedNats:
         auth_conf: Path | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
+        login: tuple[str | None, str | None, str | None] = (None, None, None),
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -77,6 +79,9 @@ class EmbeddedNats:
         self.auth_conf = auth_conf
         """A config block with the users and their permissions (``flowforge auth init``)."""
         self.tls_cert, self.tls_key = tls_cert, tls_key
+        self.user, self.password, self.token = login
+        """One login for everything (``--user/--password`` or ``--token`` of the process that
+        embeds the server); ``auth_conf`` is the way to roles."""
         self.url = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -95,6 +100,11 @@ class EmbeddedNats:
                      f'  key_file: "{Path(self.tls_key).resolve()}"\n}}\n')
         if self.auth_conf is not None:
             text += Path(self.auth_conf).read_text()
+        elif self.token:
+            text += f"authorization {{\n  token: {json.dumps(self.token)}\n}}\n"
+        elif self.user:
+            text += (f"authorization {{\n  user: {json.dumps(self.user)}\n"
+                     f"  password: {json.dumps(self.password or '')}\n}}\n")
         conf.write_text(text)
         conf.chmod(0o600)
         return conf
@@ -107,7 +117,8 @@ class EmbeddedNats:
         """What is missing when the server listens beyond this machine, or None."""
         if self.host in ("127.0.0.1", "localhost", "::1"):
             return None
-        missing = [what for what, present in (("authorization (--auth DIR)", self.auth_conf),
+        secured = self.auth_conf or self.token or self.user
+        missing = [what for what, present in (("authorization (--auth DIR)", secured),
                                                ("TLS (--listen-tls-cert/--listen-tls-key)",
                                                 self.tls_cert)) if not present]
         if not missing:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from protocol.errors import NotAuthorized
 from protocol.flows import FlowSpec
 from protocol.states import RunStatus
 from tests import inputflows
-from tests.helpers import run_cli, wait_for
+from tests.helpers import REPO, Proc, run_cli, wait_for
 
 
 @dataclasses.dataclass
@@ -266,3 +267,23 @@ async def test_the_server_lets_a_role_do_its_own_work(
         await nc.flush()  # a refusal would have come before the second answer
 
         assert denied(nc) is None
+
+
+@pytest.mark.e2e
+async def test_the_embedded_server_takes_the_coordinators_token(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = Proc(["flowforge-coordinator", "--token", "s3cret", "--listen", "127.0.0.1:-1",
+                 "--data-dir", str(tmp_path)], tmp_path / "coordinator.log", env, REPO)
+    try:
+        await wait_for(lambda: "coordinator ready" in proc.log(), timeout_s=30)
+        url = _LISTENING.search(proc.log()).group(1)  # type: ignore[union-attr]
+        async with Client(ConnectOptions(url=url, token="s3cret")) as client:
+            assert await client.runs() == []
+        with pytest.raises(NotAuthorized):
+            async with Client(ConnectOptions(url=url, token="guess")):
+                pass
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+_LISTENING = re.compile(r"embedded nats-server listening on (nats://\S+) ")
