@@ -5,7 +5,6 @@ import logging
 
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext
 from nats.js.errors import Error as JsError
 from nats.js.errors import NotFoundError
 
@@ -16,11 +15,13 @@ from protocol.subjects import Subjects
 
 log = logging.getLogger("flowforge.agent")
 
-INFO_TIMEOUT_S = 5.0
+ASK_TIMEOUT_S = 1.0
+"""A JetStream API request that gets no answer in this long is asked again, unless NATS said
+it refused it (a refused request is dropped by the server and would only time out)."""
 WAIT_POLL_S = 1.0
 
 
-async def queue_lease(nc: NATS, js: JetStreamContext, subjects: Subjects, queue: str,
+async def queue_lease(nc: NATS, subjects: Subjects, queue: str,
                       lease_s: float, poll_s: float = WAIT_POLL_S) -> float:
     """The lease (ack wait) of ``queue``'s consumer.
 
@@ -30,10 +31,11 @@ async def queue_lease(nc: NATS, js: JetStreamContext, subjects: Subjects, queue:
     not allow this queue at all are a clear ``NotAuthorized``, not a bare timeout.
     """
     stream, name = subjects.tasks_stream, subjects.task_consumer(queue)
+    quick = nc.jetstream(timeout=ASK_TIMEOUT_S)
     waiting = False
     while True:
         try:
-            info = await js.consumer_info(stream, name, timeout=INFO_TIMEOUT_S)
+            info = await quick.consumer_info(stream, name)
             return info.config.ack_wait or lease_s
         except NotFoundError:
             pass
@@ -44,11 +46,11 @@ async def queue_lease(nc: NATS, js: JetStreamContext, subjects: Subjects, queue:
             continue  # a slow server: ask again
         if not waiting:
             try:
-                await ensure_stream(js, stream, subjects.wildcard("task"))
-                return await ensure_task_consumer(js, subjects, queue, lease_s)
+                await ensure_stream(quick, stream, subjects.wildcard("task"))
+                return await ensure_task_consumer(quick, subjects, queue, lease_s)
             except (TimeoutError, NatsTimeout, JsError):
                 if denied(nc, "$JS.API") is None:
-                    raise
+                    continue  # a slow server: ask again
             log.warning("waiting for the coordinator to create the consumer %s of %s (this "
                         "agent's credentials do not let it create it)", name, stream)
             waiting = True

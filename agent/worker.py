@@ -174,7 +174,7 @@ class Agent:
         self._results = ResultSender(self._jspub, self.subjects,
                                      result_message_limit(self._nc.max_payload))
         await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
-        leases = [await queue_lease(self._nc, self._js, self.subjects, queue, self.config.lease_s)
+        leases = [await queue_lease(self._nc, self.subjects, queue, self.config.lease_s)
                   for queue in self.config.queues]
         self.lease_s = min(leases)  # the consumer's, which the coordinator sets
 

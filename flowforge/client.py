@@ -54,6 +54,7 @@ _EVENT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 
 NO_RESPONDER_RETRIES_S = (0.05, 0.2, 0.5)
 BUSY_FIRST_PAUSE_S = 0.05
+DENIAL_CHECK_S = 0.1
 
 Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo
 
@@ -144,12 +145,22 @@ class Client:
             raise RemoteError(ErrorCode.BAD_REQUEST, f"the {noun}.{verb} answer could not be "
                               f"read: {exc}") from None
 
+    async def _request_unless_denied(self, subject: str, data: bytes) -> Any:
+        """``nc.request``, ended early when NATS says it refused the request (a refused
+        request is dropped and would only time out)."""
+        request = asyncio.ensure_future(self.nc.request(subject, data, timeout=self.timeout_s))
+        while True:
+            done, _ = await asyncio.wait({request}, timeout=DENIAL_CHECK_S)
+            if done:
+                return request.result()
+            if denied(self.nc, subject) is not None:
+                request.cancel()
+                raise NatsTimeout
+
     async def _ask(self, noun: str, verb: str, data: bytes) -> RawReply:
         for pause_s in NO_RESPONDER_RETRIES_S:  # a coordinator restarting: ask again shortly
             try:
-                msg = await self.nc.request(
-                    self.subjects.api(noun, verb), data, timeout=self.timeout_s
-                )
+                msg = await self._request_unless_denied(self.subjects.api(noun, verb), data)
                 break
             except NoRespondersError:
                 await asyncio.sleep(pause_s)

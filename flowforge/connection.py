@@ -3,6 +3,7 @@
 import argparse
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import ssl
@@ -149,8 +150,12 @@ async def connect(
     seen: list[Exception] = []
     denials: collections.deque[str] = collections.deque(maxlen=20)
 
+    tls_failed = asyncio.Event()
+
     async def _note_error(exc: Exception) -> None:
         seen.append(exc)
+        if isinstance(exc, ssl.SSLError):
+            tls_failed.set()
         if isinstance(exc, AuthorizationError) or "authoriz" in str(exc).lower():
             refused.append(exc)
         elif "permissions violation" in str(exc).lower():  # nats-py lowercases it
@@ -158,9 +163,10 @@ async def connect(
             log.debug("NATS refused an operation: %s", exc)  # callers say what it means
 
     kwargs["error_cb"] = _note_error
-    try:  # bounded: nats-py can hang after a failed TLS handshake
-        async with asyncio.timeout(max(1, initial_attempts) * (connect_timeout_s + 1.0) + 2.0):
-            nc = await nats.connect(**{k: v for k, v in kwargs.items() if v is not None})
+    try:
+        nc = await _connect_or_tls_failure(
+            {k: v for k, v in kwargs.items() if v is not None}, tls_failed,
+            max(1, initial_attempts) * (connect_timeout_s + 1.0) + 2.0)
     except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types here
         if isinstance(exc, TimeoutError) and seen:
             exc = seen[-1]
@@ -176,6 +182,24 @@ async def connect(
     nc.options["max_reconnect_attempts"] = -1 if reconnect else 0
     _denials[nc] = denials
     return nc
+
+
+async def _connect_or_tls_failure(kwargs: dict[str, Any], tls_failed: asyncio.Event,
+                                  limit_s: float) -> NATS:
+    """``nats.connect``, ended by a failed TLS handshake (nats-py then hangs) or ``limit_s``."""
+    connecting = asyncio.ensure_future(nats.connect(**kwargs))
+    failed = asyncio.ensure_future(tls_failed.wait())
+    try:
+        await asyncio.wait({connecting, failed}, timeout=limit_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        failed.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        raise TimeoutError("no connection")
+    return connecting.result()
 
 
 _denials: "weakref.WeakKeyDictionary[NATS, collections.deque[str]]" = weakref.WeakKeyDictionary()
