@@ -32,6 +32,7 @@ from flowforge.jetstream import DEFAULT_LEASE_S
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
 from protocol.errors import FlowForgeError
+from protocol.limits import is_token
 from protocol.messages import (
     AgentHeartbeat,
     TaskDispatch,
@@ -43,7 +44,7 @@ from protocol.messages import (
     dispatch_decoder,
     encoder,
 )
-from protocol.untrusted import decode
+from protocol.untrusted import Malformed, decode
 
 log = logging.getLogger("flowforge.agent")
 
@@ -266,6 +267,9 @@ class Agent:
         """The task's terminal report, or None when the message was settled here (malformed)."""
         try:
             task = decode(dispatch_decoder, msg.data, "task message")
+            if not is_token(task.run_id):  # it becomes the subject of the reports
+                raise Malformed("invalid task message: the run id must be letters, digits, "
+                                "'_' or '-'")
         except FlowForgeError as exc:  # never retried: it would fail the same way each time
             log.error("dropping malformed task message on %s: %s", msg.subject, exc.message)
             await _settle(msg.term)

@@ -21,7 +21,13 @@ from protocol.api import StartRun
 from protocol.dag import check_params
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, NotHolder, TooLarge
 from protocol.fields import Key
-from protocol.limits import MAX_KEY_CHARS, MAX_PARAMS_BYTES, MAX_VALUE_DEPTH
+from protocol.limits import (
+    MAX_KEY_CHARS,
+    MAX_PARAMS_BYTES,
+    MAX_VALUE_DEPTH,
+    is_token,
+    is_valid_name,
+)
 from protocol.messages import (
     TaskLog,
     TaskResults,
@@ -254,6 +260,9 @@ class Writer:
                                 f"{about.task} from agent {about.agent_id}, but agent {holder} "
                                 "holds it")
         if isinstance(report, TaskLog):
+            if not (is_token(report.run_id) and is_valid_name(report.task)):
+                raise Malformed("invalid report: a log's run id and task name become a subject "
+                                "and must be letters, digits, '_' or '-'")
             key = (report.run_id, report.task)
             batch.logs[key] = batch.logs.get(key, "") + report.text
             batch.log_msgs.append(report)

@@ -16,6 +16,10 @@ from protocol.limits import (
     TOKEN_PATTERN,
 )
 
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
+"""An id or name in a hot-path message (task messages, reports): bounded, not pattern-checked
+(a pattern costs several times the whole decode); code that puts one into a subject checks
+it first (``is_token``), and the coordinator applies reports only to runs it knows."""
 Token = Annotated[str, msgspec.Meta(pattern=TOKEN_PATTERN)]
 """Run ids, agent ids: one safe subject token of at most MAX_ID_CHARS."""
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]

@@ -81,3 +81,11 @@ MAX_REJECTED_KEPT = 10_000
 
 MAX_AGENTS_KEPT = 1_000
 """Agents the coordinator remembers; gone ones are forgotten first to make room."""
+
+
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
+
+
+def is_token(text: str) -> bool:
+    """True when ``text`` is safe as one subject token (see TOKEN_PATTERN)."""
+    return _TOKEN_RE.match(text) is not None

@@ -11,6 +11,7 @@ from protocol.fields import (
     Count,
     Delivery,
     FunctionRef,
+    Id,
     Key,
     Name,
     Text,
@@ -32,10 +33,10 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
 class TaskDispatch(Message, frozen=True, kw_only=True, tag="task.v1"):
     """Run one attempt of one task."""
 
-    run_id: Token
-    flow: Name
+    run_id: Id
+    flow: Id
     version: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]
-    task: Name
+    task: Id
     function: FunctionRef
     attempt: Attempt
     params: dict[str, Any] = {}
@@ -48,20 +49,20 @@ class TaskDispatch(Message, frozen=True, kw_only=True, tag="task.v1"):
 
 
 class TaskStarted(Message, frozen=True, kw_only=True, tag="started.v1"):
-    run_id: Token
-    task: Name
+    run_id: Id
+    task: Id
     attempt: Attempt
-    agent_id: Token
+    agent_id: Id
     delivery: Delivery = 1
     """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
     at: Time
 
 
 class TaskSucceeded(Message, frozen=True, kw_only=True, tag="succeeded.v1"):
-    run_id: Token
-    task: Name
+    run_id: Id
+    task: Id
     attempt: Attempt
-    agent_id: Token
+    agent_id: Id
     delivery: Delivery = 1
     """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
     at: Time
@@ -70,10 +71,10 @@ class TaskSucceeded(Message, frozen=True, kw_only=True, tag="succeeded.v1"):
 
 
 class TaskFailed(Message, frozen=True, kw_only=True, tag="failed.v1"):
-    run_id: Token
-    task: Name
+    run_id: Id
+    task: Id
     attempt: Attempt
-    agent_id: Token
+    agent_id: Id
     delivery: Delivery = 1
     """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
     at: Time
@@ -86,10 +87,10 @@ class TaskFailed(Message, frozen=True, kw_only=True, tag="failed.v1"):
 class TaskProgress(Message, frozen=True, kw_only=True, tag="progress.v1"):
     """``ctx.progress()`` or ``ctx.checkpoint()`` from inside a task."""
 
-    run_id: Token
-    task: Name
+    run_id: Id
+    task: Id
     attempt: Attempt
-    agent_id: Token
+    agent_id: Id
     delivery: Delivery = 1
     """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
     at: Time
@@ -100,10 +101,10 @@ class TaskProgress(Message, frozen=True, kw_only=True, tag="progress.v1"):
 class TaskLog(Message, frozen=True, kw_only=True, tag="log.v1"):
     """Lines a task logged or printed, sent in small batches while it runs."""
 
-    run_id: Token
-    task: Name
+    run_id: Id
+    task: Id
     attempt: Attempt
-    agent_id: Token
+    agent_id: Id
     at: Time
     text: str
 

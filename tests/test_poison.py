@@ -48,6 +48,10 @@ POISON = {  # name: (subject, payload)
         "flowforge.report.x",
         json.dumps({"kind": "log.v1", "run_id": "r" * 5000, "task": "noop", "attempt": 1,
                     "agent_id": "a1", "at": 1.0, "text": "hi"}).encode()),
+    "log-with-a-run-id-no-subject-can-hold": (
+        "flowforge.report.x",
+        json.dumps({"kind": "log.v1", "run_id": "a b\r\nPUB x", "task": "noop", "attempt": 1,
+                    "agent_id": "a1", "at": 1.0, "text": "hi"}).encode()),
     "trigger-with-empty-msg-id": ("flowforge.trigger.noop", b'{"params": {}}'),
     "trigger-with-empty-key": ("flowforge.trigger.noop", b'{"idempotency_key": ""}'),
     "started-with-attempt-1000000": (
@@ -211,6 +215,9 @@ async def _api_idle(coordinator: Coordinator) -> bool:
 
 
 GARBAGE_TASKS = {
+    "run-id-no-subject-can-hold": json.dumps({
+        "kind": "task.v1", "run_id": "a b\r\nPUB x 1", "flow": "noop", "version": "v",
+        "task": "noop", "function": "tests.inputflows:noop", "attempt": 1}).encode(),
     "10000-deep": b'{"kind": "task.v1", "params": {"x": ' + nested(DEEP) + b"}}",
     "5000-char-run-id": json.dumps({
         "kind": "task.v1", "run_id": "r" * 5000, "flow": "noop", "version": "v", "task": "noop",
