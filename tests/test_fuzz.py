@@ -1,12 +1,13 @@
 """Fuzzing every subject the coordinator and agents consume, against the real processes.
 
 Hypothesis makes hostile JSON (deep, long, huge numbers, control characters, wrong types) and
-msgspec-valid-but-absurd variants of real messages. After each case: the process is alive,
+msgspec-valid-but-absurd variants of real messages. After each case: the processes are alive,
 the message was settled (acked or terminated, never left to come back), the API answers with
-a result or a coded error (never an internal one). At the end a good trigger still runs, and
-so it does again after a restart that must skip everything refused before.
+a result or a coded error (never an internal one), and a good trigger still runs. At the end
+a restart must skip everything refused before, and a good trigger runs again.
 """
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -16,12 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from agent.worker import Agent
 from coordinator.service import Coordinator
-from flowforge.client import Client
+from flowforge.client import Client, decode_events
 from protocol.messages import encoder
+from protocol.records import RunRecord
 from protocol.states import RunStatus
 from tests import inputflows
 from tests.helpers import wait_for
@@ -161,12 +164,15 @@ class Stack:
     client: Client
     nc: NATS
     js: JetStreamContext
+    good: int = 0
 
     async def alive(self) -> None:
-        """Both processes serve: the API answers; neither service loop has ended."""
+        """Both processes serve: neither service loop has ended, the API answers, and a good
+        trigger still runs."""
         assert not self.coordinator._finished.is_set(), "the coordinator stopped"
         assert not self.coordinator.lost_nats and not self.agent.lost_nats
         await self.client.runs(limit=1)
+        await self.good_trigger_runs()
 
     async def settled(self, stream: str, consumer: str) -> None:
         async def done() -> bool:
@@ -175,14 +181,26 @@ class Stack:
         await wait_for(done, timeout_s=20)
 
     async def good_trigger_runs(self) -> None:
+        """A trigger with a key of its own starts a run that succeeds (followed by its run
+        event, not by polling)."""
         await self.client.register([inputflows.register_noop()])  # a fuzzed register may have changed it
-        before = {r.run_id for r in await self.client.runs(limit=1000)}
-        await self.js.publish("flowforge.trigger.noop", b'{"params": {}}')
+        self.good += 1
+        key = f"good-{self.good}"
+        succeeded = asyncio.Event()
 
-        async def new_run_done() -> bool:
-            runs = [r for r in await self.client.runs(limit=1000) if r.run_id not in before]
-            return bool(runs) and runs[0].status is RunStatus.SUCCEEDED
-        await wait_for(new_run_done, timeout_s=30)
+        async def on_run(msg: Msg) -> None:
+            for run in decode_events(msg.subject, msg.data, "flowforge"):
+                if (isinstance(run, RunRecord) and run.idempotency_key == key
+                        and run.status is RunStatus.SUCCEEDED):
+                    succeeded.set()
+
+        sub = await self.nc.subscribe("flowforge.events.run.noop.*", cb=on_run)
+        try:
+            await self.js.publish("flowforge.trigger.noop", json.dumps(
+                {"params": {}, "idempotency_key": key}).encode())
+            await asyncio.wait_for(succeeded.wait(), 30)
+        finally:
+            await sub.unsubscribe()
 
 
 @pytest.fixture
