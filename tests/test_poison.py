@@ -52,6 +52,8 @@ POISON = {  # name: (subject, payload)
         "flowforge.report.x",
         json.dumps({"kind": "log.v1", "run_id": "a b\r\nPUB x", "task": "noop", "attempt": 1,
                     "agent_id": "a1", "at": 1.0, "text": "hi"}).encode()),
+    "trigger-on-a-subject-of-too-many-tokens": ("flowforge.trigger.noop.me.and.you",
+                                                b'{"params": {}}'),
     "trigger-with-empty-msg-id": ("flowforge.trigger.noop", b'{"params": {}}'),
     "trigger-with-empty-key": ("flowforge.trigger.noop", b'{"idempotency_key": ""}'),
     "started-with-attempt-1000000": (
