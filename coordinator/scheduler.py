@@ -149,7 +149,11 @@ class Scheduler:
 
     def holder_other_than(self, run_id: str, task: str, attempt: int, agent_id: str) -> str | None:
         """The agent that holds this attempt when it is not ``agent_id`` (a report about it
-        from anyone else is refused); None when the report may be applied."""
+        from anyone else is refused); None when the report may be applied.
+
+        A later attempt is not refused: a redelivery to another agent after the holder
+        vanished is one, and the coordinator cannot tell it from a forged one (it does not
+        see lease extensions; a killed agent still looks live for a while)."""
         state = self.runs.get(run_id)
         rec = state.tasks.get(task) if state else None
         if rec is None or rec.status is not TaskStatus.RUNNING or rec.attempt != attempt:

@@ -29,8 +29,11 @@ from protocol.limits import (
     is_valid_name,
 )
 from protocol.messages import (
+    TaskFailed,
     TaskLog,
+    TaskProgress,
     TaskResults,
+    TaskStarted,
     TaskSucceeded,
     encoder,
     report_decoder,
@@ -252,13 +255,18 @@ class Writer:
 
     def _report(self, msg: Msg, now: float, batch: Batch) -> None:
         report = decode(report_decoder, msg.data, "report")
-        for about in report.results if isinstance(report, TaskResults) else (report,):
-            holder = self.scheduler.holder_other_than(about.run_id, about.task, about.attempt,
-                                                      about.agent_id)
-            if holder is not None:
-                raise NotHolder(f"a report on attempt {about.attempt} of {about.run_id}/"
-                                f"{about.task} from agent {about.agent_id}, but agent {holder} "
-                                "holds it")
+        if isinstance(report, TaskResults):  # each result on its own: a refused one
+            for result in report.results:    # must not lose the others
+                try:
+                    self._check_result(result)
+                except FlowForgeError as exc:
+                    log.warning("refused a result on %s: %s", msg.subject[:200], exc.message)
+                    batch.rejected.append(Rejected(msg.subject, exc.code, exc.message,
+                                                   encoder.encode(result)))
+                    continue
+                self.scheduler.on_report(result, now, batch.changes)
+            return
+        self._check_holder(report)
         if isinstance(report, TaskLog):
             if not (is_token(report.run_id) and is_valid_name(report.task)):
                 raise Malformed("invalid report: a log's run id and task name become a subject "
@@ -266,14 +274,23 @@ class Writer:
             key = (report.run_id, report.task)
             batch.logs[key] = batch.logs.get(key, "") + report.text
             batch.log_msgs.append(report)
-        elif isinstance(report, TaskResults):
-            for result in report.results:
-                _check_output(result)
-            for result in report.results:
-                self.scheduler.on_report(result, now, batch.changes)
         else:
-            _check_output(report)
+            self._check_result(report)
             self.scheduler.on_report(report, now, batch.changes)
+
+    def _check_result(self, report: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress) -> None:
+        self._check_holder(report)
+        if isinstance(report, TaskSucceeded):  # agents check before sending; some did not
+            check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
+
+    def _check_holder(self, report: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog,
+                      ) -> None:
+        holder = self.scheduler.holder_other_than(report.run_id, report.task, report.attempt,
+                                                  report.agent_id)
+        if holder is not None:
+            raise NotHolder(f"a report on attempt {report.attempt} of {report.run_id}/"
+                            f"{report.task} from agent {report.agent_id}, but agent {holder} "
+                            "holds it")
 
     async def _trigger(self, msg: Msg, now: float, batch: Batch) -> None:
         flow, scope = _flow_and_scope(msg.subject[len(self._trigger_prefix):])
@@ -356,13 +373,6 @@ def _redelivery_key(msg: Msg) -> str:
     """
     meta = msg.metadata
     return f"trigger:{meta.sequence.stream}:{meta.timestamp.timestamp():.6f}"
-
-
-def _check_output(report: object) -> None:
-    """An output must stay shallow enough for every message that will carry it (agents
-    check before sending; this is for the ones that did not)."""
-    if isinstance(report, TaskSucceeded):
-        check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
 
 
 def scoped_key(scope: str | None, key: str | None) -> str | None:

@@ -277,3 +277,25 @@ async def test_a_report_from_an_agent_that_does_not_hold_the_attempt_is_refused(
     await js.publish(subject, succeeded_report(run.run_id, b'"real"'))
     detail = await client.wait(run.run_id, timeout_s=20)
     assert msgspec.json.decode(detail.tasks[0].output) == "real"
+
+
+async def test_one_refused_result_in_a_message_of_several_does_not_lose_the_others(
+    coordinator: Coordinator, client: Client, nc: NATS
+) -> None:
+    await client.register([inputflows.register_noop()])
+    held, other = await client.start("noop"), await client.start("noop")
+    js = nc.jetstream()
+    await js.publish(f"flowforge.report.{held.run_id}", encoder.encode(TaskStarted(
+        run_id=held.run_id, task="noop", attempt=1, agent_id="a1", at=1.0)))
+    results = [msgspec.json.decode(succeeded_report(run_id, b'"out"').replace(b'"a1"', b'"a2"'))
+               for run_id in (held.run_id, other.run_id)]  # a2 does not hold the first
+
+    await js.publish("flowforge.report.several",
+                     json.dumps({"kind": "results.v1", "results": results}).encode())
+
+    detail = await client.wait(other.run_id, timeout_s=20)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    [kept] = await client.rejected()
+    assert kept.code == "invalid_state" and held.run_id in kept.reason
+    [task] = (await client.get(held.run_id)).tasks
+    assert (task.status, task.agent_id) == (TaskStatus.RUNNING, "a1")
