@@ -106,6 +106,9 @@ def _validate_task_fields(flow: str, task: Any) -> None:
     if task.timeout_s is not None and task.timeout_s <= 0:
         raise InvalidOption(flow, task.name, "timeout", "must be more than 0 seconds")
     for p in task.params:
+        if not p.name.isidentifier():
+            raise InvalidOption(flow, task.name, "params", f"{p.name[:100]!r} is not a parameter "
+                                "name (a Python identifier)")
         if p.type is not None and p.type not in JSON_TYPES:
             raise InvalidOption(flow, task.name, p.name, f"unknown parameter type {p.type!r}")
 

@@ -2,8 +2,10 @@
 
 import asyncio
 import io
+import logging
 
 import msgspec
+import pytest
 from nats.aio.client import Client as NATS
 from rich.console import Console
 from textual.app import App, ComposeResult
@@ -11,7 +13,10 @@ from textual.widgets import DataTable
 
 from coordinator.service import Coordinator
 from flowforge.client import Client
+from flowforge.runtime import TerminalSafeFormatter
 from flowforge.terminal import safe, safe_json
+from protocol.errors import RemoteError
+from protocol.flows import ParamSpec
 from protocol.messages import TaskFailed, TaskLog, TaskProgress, encoder
 from tests import inputflows
 from tests.helpers import run_cli, wait_for
@@ -98,3 +103,19 @@ async def test_a_table_cell_from_the_bus_is_neither_markup_nor_escapes() -> None
         sync_rows(table, [("k", ("[bold red]x[/]", HOSTILE))])
         cells = table.get_row("k")
         assert [c.plain for c in cells] == ["[bold red]x[/]", safe(HOSTILE)]
+
+
+async def test_a_flow_whose_parameter_name_is_markup_is_refused_at_registration(
+    coordinator: Coordinator, client: Client
+) -> None:
+    spec = inputflows.register_noop()
+    task = msgspec.structs.replace(spec.tasks[0], params=[ParamSpec(name="[/]", type="int")])
+
+    with pytest.raises(RemoteError, match="not a parameter name"):
+        await client.register([msgspec.structs.replace(spec, tasks=[task])])
+
+
+def test_log_lines_show_escape_sequences_as_text() -> None:
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "rejected %s", (HOSTILE,), None)
+    line = TerminalSafeFormatter("%(message)s").format(record)
+    assert "\x1b" not in line and line == "rejected " + safe(HOSTILE)

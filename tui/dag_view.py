@@ -17,6 +17,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from flowforge.terminal import safe
 from protocol.flows import FlowSpec
 from tui import palette
 from tui.dag_layout import DagLayout, Direction, Glyph, Progress
@@ -111,11 +112,11 @@ class DagView(ScrollView, can_focus=True):
             return
         group = next((t.group for t in spec.tasks if t.name == name), None)
         if group is None:
-            self.app.notify(f"{name} is in no group", severity="warning")
+            self.app.notify(safe(f"{name} is in no group"), severity="warning", markup=False)
             return
         reason = why_not_collapsible(spec, group, self.shape.collapsed)
         if reason is not None:
-            self.app.notify(f"cannot collapse: {reason}", severity="warning")
+            self.app.notify(safe(f"cannot collapse: {reason}"), severity="warning", markup=False)
             return
         self._reshape(self.shape.toggled(group), select=group_node(group))
 

@@ -53,7 +53,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="question")
+            yield Label(Text(safe(self.question)), classes="question")
             with Horizontal(classes="buttons"):
                 yield Button("Yes (y)", id="yes", variant="warning")
                 yield Button("No (n)", id="no")
@@ -80,8 +80,8 @@ class TriggerScreen(ModalScreen[RunRecord | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Start a run of {self.flow}", classes="question")
-            yield Static(params_hint(self.spec), classes="hint")
+            yield Label(Text(safe(f"Start a run of {self.flow}")), classes="question")
+            yield Static(Text(safe(params_hint(self.spec))), classes="hint")
             yield TextArea("{}", id="params", soft_wrap=True, show_line_numbers=False)
             yield Static("", id="form-error", classes="error")
             with Horizontal(classes="buttons"):
@@ -130,7 +130,7 @@ class MarkScreen(ModalScreen[tuple[str, Any] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(f"Mark {self.task_name} of run {self.run_id}", classes="question")
+            yield Label(Text(safe(f"Mark {self.task_name} of run {self.run_id}")), classes="question")
             yield Static("output when marked succeeded (JSON; its dependants receive it):",
                          classes="hint")
             yield TextArea("null", id="output", soft_wrap=True, show_line_numbers=False)
@@ -170,7 +170,7 @@ class TextScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label(self.title_text, classes="question")
+            yield Label(Text(safe(self.title_text)), classes="question")
             yield TextArea(self.text, read_only=True, id="full-text", show_line_numbers=True)
 
     def action_close(self) -> None:

@@ -5,6 +5,7 @@ from typing import Any
 
 from textual.app import App
 
+from flowforge.terminal import safe
 from protocol.errors import FlowForgeError
 from protocol.records import RunRecord
 from tui.forms import ConfirmScreen, MarkScreen, TriggerScreen
@@ -29,7 +30,7 @@ class Operator:
 
         def started(run: RunRecord | None) -> None:
             if run is not None:
-                self.app.notify(f"run {run.run_id} of {flow} started")
+                self.app.notify(safe(f"run {run.run_id} of {flow} started"), markup=False)
                 self.open_run(run.run_id)
 
         await self.app.push_screen(
@@ -65,6 +66,7 @@ class Operator:
         try:
             await call()
         except FlowForgeError as exc:
-            self.app.notify(str(exc), title="refused", severity="error", timeout=8)
+            self.app.notify(safe(str(exc)), title="refused", severity="error", timeout=8,
+                            markup=False)
             return
-        self.app.notify(done)
+        self.app.notify(safe(done), markup=False)
