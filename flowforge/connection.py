@@ -146,8 +146,10 @@ async def connect(
     if on_closed:  # closed for good: by us, or by the server after a protocol error
         kwargs["closed_cb"] = on_closed
 
-    refused: list[Exception] = []
-    seen: list[Exception] = []
+    refused: collections.deque[Exception] = collections.deque(maxlen=1)
+    seen: collections.deque[Exception] = collections.deque(maxlen=1)
+    """The last errors while connecting (bounded: this callback lives as long as the
+    connection, and nats-py calls it on every failed reconnect)."""
     denials: collections.deque[str] = collections.deque(maxlen=20)
 
     tls_failed = asyncio.Event()
