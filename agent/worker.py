@@ -32,7 +32,7 @@ from flowforge.jetstream import DEFAULT_LEASE_S
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
 from protocol.errors import FlowForgeError
-from protocol.limits import is_token
+from protocol.limits import MAX_ID_CHARS, is_token
 from protocol.messages import (
     AgentHeartbeat,
     TaskDispatch,
@@ -122,7 +122,9 @@ class Agent:
                 f"({len(config.queues)}); each queue needs at least one slot"
             )
         self.config = config
-        self.agent_id = config.agent_id or default_agent_id()
+        identity = config.connect.identity
+        self.agent_id = config.agent_id or (  # under an identity, ids start with it
+            f"{identity}-{default_agent_id()}"[:MAX_ID_CHARS] if identity else default_agent_id())
         self.subjects = config.connect.subjects
         self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
         n = len(config.queues)

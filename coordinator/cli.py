@@ -99,6 +99,8 @@ async def serve(ns: argparse.Namespace) -> int:
         db_path=ns.db or ns.data_dir / "flowforge.db",
         lease_s=ns.lease,
         agent_lost_after_s=ns.agent_lost_after,
+        agent_queues={i.name: i.queues for i in auth.identities if i.role == "agent"}
+        if auth else {},
     )
     coordinator = Coordinator(config)
     try:

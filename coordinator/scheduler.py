@@ -147,6 +147,12 @@ class Scheduler:
         ch.runs[msg.run_id] = state.run
         return True
 
+    def queue_of(self, run_id: str, task: str) -> str | None:
+        """The queue of a task of an active run (None when the coordinator has no such task)."""
+        state = self.runs.get(run_id)
+        rec = state.tasks.get(task) if state else None
+        return rec.queue if rec is not None else None
+
     def holder_other_than(self, run_id: str, task: str, attempt: int, agent_id: str) -> str | None:
         """The agent that holds this attempt when it is not ``agent_id`` (a report about it
         from anyone else is refused); None when the report may be applied.

@@ -4,7 +4,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nats.aio.client import Client as NATS
@@ -50,6 +51,8 @@ class CoordinatorConfig:
     db_path: Path
     lease_s: float = DEFAULT_LEASE_S
     agent_lost_after_s: float = 15.0
+    agent_queues: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
+    """Under authorization: the queues each agent identity may report on (None: any)."""
 
 
 class Coordinator:
@@ -90,7 +93,9 @@ class Coordinator:
         publisher = Publisher(self._nc, js, self.subjects)
         await publisher.start()
         self.writer = Writer(self._store, self.scheduler, flows, publisher,
-                             trigger_prefix=self.subjects.trigger_prefix)
+                             trigger_prefix=self.subjects.trigger_prefix,
+                             report_prefix=self.subjects.report_prefix,
+                             agent_queues=self.config.agent_queues)
         self._js, self._flows, self._publisher = js, flows, publisher
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
                         self.config.lease_s, self.agents)

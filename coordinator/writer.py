@@ -5,7 +5,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,9 +117,13 @@ class Writer:
 
     def __init__(
         self, store: Store, scheduler: Scheduler, flows: FlowCache, publisher: Publisher,
-        trigger_prefix: str,
+        trigger_prefix: str, report_prefix: str = "",
+        agent_queues: Mapping[str, tuple[str, ...] | None] | None = None,
     ) -> None:
         self.store = store
+        self._report_prefix = report_prefix
+        self.agent_queues = dict(agent_queues or {})
+        """Per agent identity under authorization, the queues it may report on (None: any)."""
         self.scheduler = scheduler
         self.flows = flows
         self.publisher = publisher
@@ -255,9 +259,11 @@ class Writer:
 
     def _report(self, msg: Msg, now: float, batch: Batch) -> None:
         report = decode(report_decoder, msg.data, "report")
+        sender = self._sender(msg.subject)
         if isinstance(report, TaskResults):  # each result on its own: a refused one
             for result in report.results:    # must not lose the others
                 try:
+                    self._check_sender(result, sender)
                     self._check_result(result)
                 except FlowForgeError as exc:
                     log.warning("refused a result on %s: %s", msg.subject[:200], exc.message)
@@ -266,6 +272,7 @@ class Writer:
                     continue
                 self.scheduler.on_report(result, now, batch.changes)
             return
+        self._check_sender(report, sender)
         self._check_holder(report)
         if isinstance(report, TaskLog):
             if not (is_token(report.run_id) and is_valid_name(report.task)):
@@ -277,6 +284,29 @@ class Writer:
         else:
             self._check_result(report)
             self.scheduler.on_report(report, now, batch.changes)
+
+    def _sender(self, subject: str) -> str | None:
+        """The identity a report's subject carries (``<ns>.report.<identity>.<run>``), or None
+        on an open bus (``<ns>.report.<run>``)."""
+        parts = subject[len(self._report_prefix):].split(".")
+        if len(parts) > 2:
+            raise Malformed("a report's subject is <namespace>.report.[<identity>.]<run_id>")
+        return parts[0] if len(parts) == 2 else None
+
+    def _check_sender(self, report: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog,
+                      sender: str | None) -> None:
+        """Under authorization an agent reports for itself: the server holds it to its
+        identity in the subject, and this holds the report's agent id and task's queue to it."""
+        if sender is None:
+            return
+        if report.agent_id != sender and not report.agent_id.startswith(f"{sender}-"):
+            raise NotHolder(f"identity {sender} sent a report as agent {report.agent_id}; its "
+                            f"agents' ids are {sender} or start with '{sender}-'")
+        queues = self.agent_queues.get(sender)
+        queue = self.scheduler.queue_of(report.run_id, report.task)
+        if queues is not None and queue is not None and queue not in queues:
+            raise NotHolder(f"identity {sender} may not report on queue {queue} "
+                            f"({report.run_id}/{report.task}); it serves {', '.join(queues)}")
 
     def _check_result(self, report: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress) -> None:
         self._check_holder(report)

@@ -8,6 +8,7 @@ identity its seed file (``NAME.nk``, readable by its owner only) and an environm
 (``NAME.env``) that sets what a FlowForge process needs to log in as it.
 """
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ import nkeys
 from protocol.subjects import IDENTITY_RE, Subjects
 
 AUTH_CONF = "nats-auth.conf"
+IDENTITIES = "identities.json"
+"""Who is who (not secret): the coordinator reads which queues each agent may report on."""
 ROLES = ("coordinator", "agent", "operator", "trigger", "observer")
 READ_VERBS = (("runs", "get"), ("runs", "list"), ("flows", "list"), ("flows", "get"),
               ("tasks", "log"), ("agents", "list"), ("rejected", "list"))
@@ -63,7 +66,7 @@ def permissions(who: Identity, namespace: str) -> Permissions:
                          else ["*"])
             tasks = s.tasks_stream
             return Permissions(
-                publish=[s.wildcard("report"), s.heartbeat(who.agent_id or "*"),
+                publish=[s.report(">"), s.heartbeat(who.agent_id or "*"),
                          *(f"$JS.API.CONSUMER.MSG.NEXT.{tasks}.{c}" for c in consumers),
                          *(f"$JS.API.CONSUMER.INFO.{tasks}.{c}" for c in consumers),
                          *(f"$JS.ACK.{tasks}.{c}.>" for c in consumers)],
@@ -138,6 +141,8 @@ def write_auth_dir(path: Path, namespace: str, identities: Sequence[Identity],
         _write_private(auth.seed_file(who.name), seed.decode() + "\n")
         _write_private(auth.env_file(who.name), _env_text(auth, who))
         users.append({"nkey": public, "permissions": permissions(who, namespace).as_conf()})
+    _write_private(auth.path / IDENTITIES, json.dumps(
+        [dataclasses.asdict(who) for who in identities], indent=2) + "\n")
     block = json.dumps({"users": users}, indent=2)
     _write_private(auth.server_conf, f"# FlowForge roles for namespace {namespace!r}; written by "
                    f"`flowforge auth init`\nauthorization {block}\n")
@@ -160,9 +165,17 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def read_auth_dir(path: Path) -> AuthDir:
-    """An auth directory written before (checks it has the server block)."""
+    """An auth directory written before: its server block must be there; its identities
+    (which queues and agent id each agent may report for) are read when present."""
     auth = AuthDir(Path(path).resolve(), "")
     if not auth.server_conf.is_file():
         raise FileNotFoundError(f"{auth.server_conf} not found: make it with "
                                 f"`flowforge auth init --dir {path}`")
+    listed = auth.path / IDENTITIES
+    if listed.is_file():
+        for item in json.loads(listed.read_text()):
+            queues = item.get("queues")
+            auth.identities.append(Identity(
+                name=item["name"], role=item["role"], agent_id=item.get("agent_id"),
+                queues=tuple(queues) if queues is not None else None))
     return auth

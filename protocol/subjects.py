@@ -66,12 +66,20 @@ class Subjects:
         return f"{self.namespace}.task.{queue}"
 
     def report(self, run_id: str) -> str:
+        """``<ns>.report.[<identity>.]<run_id>``: under authorization an agent's reports carry
+        its identity, which the server's permissions hold it to."""
+        if self.identity:
+            return f"{self.namespace}.report.{self.identity}.{run_id}"
         return f"{self.namespace}.report.{run_id}"
 
     @property
     def report_several(self) -> str:
         """Where results of tasks of several runs go together (no run id is ``several``)."""
-        return f"{self.namespace}.report.several"
+        return self.report("several")
+
+    @property
+    def report_prefix(self) -> str:
+        return f"{self.namespace}.report."
 
     def trigger(self, flow: str) -> str:
         return self._scoped(f"{self.namespace}.trigger.{flow}")

@@ -18,13 +18,14 @@ from nats.aio.client import Client as NATS
 
 from agent.worker import Agent, AgentConfig
 from coordinator.service import Coordinator, CoordinatorConfig
-from flowforge.auth import AuthDir, default_identities, write_auth_dir
+from flowforge.auth import AuthDir, default_identities, read_auth_dir, write_auth_dir
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
 from protocol.errors import NotAuthorized
 from protocol.flows import FlowSpec
+from protocol.messages import TaskSucceeded, encoder
 from protocol.states import RunStatus
 from tests import inputflows
 from tests.helpers import REPO, Proc, run_cli, wait_for
@@ -57,8 +58,10 @@ async def services(secured: Secured, tmp_path: Path) -> AsyncIterator[Callable[.
     running: list[tuple[Coordinator | Agent, asyncio.Task[None]]] = []
 
     async def coordinator() -> Coordinator:
+        queues = {i.name: i.queues for i in read_auth_dir(secured.auth.path).identities
+                  if i.role == "agent"}
         c = Coordinator(CoordinatorConfig(connect=secured.opts("coordinator"),
-                                          db_path=tmp_path / "ff.db"))
+                                          db_path=tmp_path / "ff.db", agent_queues=queues))
         await c.start()
         running.append((c, asyncio.create_task(c.run())))
         await asyncio.wait_for(c.started.wait(), 10)
@@ -176,9 +179,10 @@ async def test_an_agent_bound_to_queues_cannot_serve_another(
 
 
 REFUSED = [  # (identity, "pub" or "sub", subject): what the probe did on the open bus
-    # forge reports
+    # forge reports, or report as another agent identity
     *(("operator", "pub", "flowforge.report.r1"), ("trigger", "pub", "flowforge.report.r1"),
-      ("observer", "pub", "flowforge.report.r1")),
+      ("observer", "pub", "flowforge.report.r1"), ("agent", "pub", "flowforge.report.r1"),
+      ("gpu-1", "pub", "flowforge.report.agent.r1")),
     # send task messages that agents execute
     *(("operator", "pub", "flowforge.task.default"), ("agent", "pub", "flowforge.task.gpu"),
       ("gpu-1", "pub", "flowforge.task.default")),
@@ -244,7 +248,8 @@ ALLOWED = [
     ("operator", "pub", "flowforge.trigger.noop.operator"),
     ("trigger", "pub", "flowforge.trigger.noop.trigger"),
     ("observer", "pub", "flowforge.api.runs.list.observer"),
-    ("agent", "pub", "flowforge.report.r1"),
+    ("agent", "pub", "flowforge.report.agent.r1"),
+    ("gpu-1", "pub", "flowforge.report.gpu-1.several"),
     ("gpu-1", "pub", "flowforge.agent.heartbeat.gpu-1"),
     ("gpu-1", "pub", "$JS.API.CONSUMER.MSG.NEXT.FLOWFORGE_TASKS.tasks_gpu"),
     ("observer", "sub", "flowforge.events.>"),
@@ -287,3 +292,41 @@ async def test_the_embedded_server_takes_the_coordinators_token(tmp_path: Path) 
 
 
 _LISTENING = re.compile(r"embedded nats-server listening on (nats://\S+) ")
+
+
+async def test_an_agent_reports_only_for_itself_and_its_queues(
+    secured: Secured, services: object
+) -> None:
+    await services.coordinator()  # type: ignore[attr-defined]
+    async with Client(secured.opts("operator")) as operator:
+        await operator.register([inputflows.register_noop()])  # on queue default
+        runs = [await operator.start("noop") for _ in range(3)]
+        forged = {  # (identity that sends, agent id it claims): why it is refused
+            ("gpu-1", "gpu-1"): "may not report on queue default",
+            ("agent", "gpu-1"): "sent a report as agent gpu-1",
+        }
+        async with raw(secured, "gpu-1") as gpu, raw(secured, "agent") as shared:
+            for (identity, agent_id), run in zip(forged, runs, strict=False):
+                nc = gpu if identity == "gpu-1" else shared
+                report = TaskSucceeded(run_id=run.run_id, task="noop", attempt=1,
+                                       agent_id=agent_id, at=2.0, started_at=1.0,
+                                       output=msgspec.Raw(b'"forged"'))
+                await nc.jetstream().publish(f"flowforge.report.{identity}.{run.run_id}",
+                                             encoder.encode(report))
+            await wait_for(lambda: _rejected(operator, len(forged)))
+            reasons = sorted(r.reason for r in await operator.rejected())
+            for why in forged.values():
+                assert any(why in reason for reason in reasons), reasons
+            assert {r.status for r in await operator.runs()} == {RunStatus.RUNNING}
+
+            honest = TaskSucceeded(run_id=runs[2].run_id, task="noop", attempt=1,
+                                   agent_id="agent-host-1", at=2.0, started_at=1.0,
+                                   output=msgspec.Raw(b'"fine"'))
+            await shared.jetstream().publish(f"flowforge.report.agent.{runs[2].run_id}",
+                                             encoder.encode(honest))
+            detail = await operator.wait(runs[2].run_id, timeout_s=20)
+            assert detail.run.status is RunStatus.SUCCEEDED
+
+
+async def _rejected(client: Client, n: int) -> bool:
+    return len(await client.rejected()) >= n
