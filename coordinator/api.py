@@ -1,6 +1,7 @@
 """The coordinator API on ``<ns>.api.<noun>.<verb>``: strict decoding, replies with error codes."""
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -191,12 +192,15 @@ class Api:
             raise UnknownRun(req.run_id)
         budget = self.max_reply_bytes - REPLY_MARGIN_BYTES - len(encoder.encode(detail.run))
         page: list[TaskRecord] = []
-        for task in detail.tasks[req.task_offset:]:
+        start = req.task_offset
+        if req.after_task is not None:  # name order: the first task named after it
+            start = bisect.bisect_right([t.task for t in detail.tasks], req.after_task)
+        for task in detail.tasks[start:]:
             budget -= len(encoder.encode(task)) + 1
             if page and budget < 0:
                 break
             page.append(task)
-        end = req.task_offset + len(page)
+        end = start + len(page)
         return RunDetail(run=detail.run, tasks=page,
                          next_task=end if end < len(detail.tasks) else None)
 

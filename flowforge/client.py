@@ -276,9 +276,9 @@ class Client:
         """A run and all its task instances (fetched in pages when they do not fit in one
         message; the run record is the newest page's)."""
         detail = await self.request("runs", "get", {"run_id": run_id}, RunDetail)
-        while detail.next_task is not None:
+        while detail.next_task is not None and detail.tasks:  # by name: offsets move
             page = await self.request(
-                "runs", "get", {"run_id": run_id, "task_offset": detail.next_task}, RunDetail)
+                "runs", "get", {"run_id": run_id, "after_task": detail.tasks[-1].task}, RunDetail)
             detail = RunDetail(run=page.run, tasks=detail.tasks + page.tasks,
                                next_task=page.next_task)
         return detail

@@ -50,6 +50,9 @@ class GetRun(msgspec.Struct, frozen=True, kw_only=True):
     run_id: Token
     task_offset: Annotated[int, msgspec.Meta(ge=0)] = 0
     """Tasks are in name order; the answer holds as many from here as fit in one message."""
+    after_task: Name | None = None
+    """Instead of an offset: the tasks named after this one. Pages of a run that is still
+    going must be read this way (tasks are stored as they first change, so offsets move)."""
 
 
 class CancelRun(msgspec.Struct, frozen=True, kw_only=True):
