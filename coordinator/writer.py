@@ -29,11 +29,9 @@ from protocol.limits import (
     is_valid_name,
 )
 from protocol.messages import (
-    TaskFailed,
+    AttemptReport,
     TaskLog,
-    TaskProgress,
     TaskResults,
-    TaskStarted,
     TaskSucceeded,
     encoder,
     report_decoder,
@@ -293,8 +291,7 @@ class Writer:
             raise Malformed("a report's subject is <namespace>.report.[<identity>.]<run_id>")
         return parts[0] if len(parts) == 2 else None
 
-    def _check_sender(self, report: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog,
-                      sender: str | None) -> None:
+    def _check_sender(self, report: AttemptReport | TaskLog, sender: str | None) -> None:
         """Under authorization an agent reports for itself: the server holds it to its
         identity in the subject, and this holds the report's agent id and task's queue to it."""
         if sender is None:
@@ -308,13 +305,12 @@ class Writer:
             raise NotHolder(f"identity {sender} may not report on queue {queue} "
                             f"({report.run_id}/{report.task}); it serves {', '.join(queues)}")
 
-    def _check_result(self, report: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress) -> None:
+    def _check_result(self, report: AttemptReport) -> None:
         self._check_holder(report)
         if isinstance(report, TaskSucceeded):  # agents check before sending; some did not
             check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
 
-    def _check_holder(self, report: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog,
-                      ) -> None:
+    def _check_holder(self, report: AttemptReport | TaskLog) -> None:
         holder = self.scheduler.holder_other_than(report.run_id, report.task, report.attempt,
                                                   report.agent_id)
         if holder is not None:

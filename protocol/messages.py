@@ -48,7 +48,9 @@ class TaskDispatch(Message, frozen=True, kw_only=True, tag="task.v1"):
 # agents -> coordinator, on <ns>.report.<run_id> (or .several, for TaskResults of many runs)
 
 
-class TaskStarted(Message, frozen=True, kw_only=True, tag="started.v1"):
+class AttemptReport(Message, frozen=True, kw_only=True):
+    """What every report about one attempt of a task carries (not sent as itself)."""
+
     run_id: Id
     task: Id
     attempt: Attempt
@@ -58,42 +60,25 @@ class TaskStarted(Message, frozen=True, kw_only=True, tag="started.v1"):
     at: Time
 
 
-class TaskSucceeded(Message, frozen=True, kw_only=True, tag="succeeded.v1"):
-    run_id: Id
-    task: Id
-    attempt: Attempt
-    agent_id: Id
-    delivery: Delivery = 1
-    """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
-    at: Time
+class TaskStarted(AttemptReport, frozen=True, kw_only=True, tag="started.v1"):
+    """A task still running after a moment (quick ones only send their result)."""
+
+
+class TaskSucceeded(AttemptReport, frozen=True, kw_only=True, tag="succeeded.v1"):
     started_at: Time
     output: msgspec.Raw
 
 
-class TaskFailed(Message, frozen=True, kw_only=True, tag="failed.v1"):
-    run_id: Id
-    task: Id
-    attempt: Attempt
-    agent_id: Id
-    delivery: Delivery = 1
-    """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
-    at: Time
+class TaskFailed(AttemptReport, frozen=True, kw_only=True, tag="failed.v1"):
     started_at: Time | None = None
     error_type: Annotated[str, msgspec.Meta(max_length=1024)]
     message: Text
     traceback: str = ""
 
 
-class TaskProgress(Message, frozen=True, kw_only=True, tag="progress.v1"):
+class TaskProgress(AttemptReport, frozen=True, kw_only=True, tag="progress.v1"):
     """``ctx.progress()`` or ``ctx.checkpoint()`` from inside a task."""
 
-    run_id: Id
-    task: Id
-    attempt: Attempt
-    agent_id: Id
-    delivery: Delivery = 1
-    """Which delivery of the task message this is; ``attempt`` counts redeliveries too."""
-    at: Time
     fraction: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     message: Text | None = None
 

@@ -219,13 +219,18 @@ async def test_the_server_refuses_what_a_role_may_not_do(
     secured: Secured, identity: str, how: str, subject: str
 ) -> None:
     async with raw(secured, identity) as nc:
-        if how == "pub":
-            await nc.publish(subject, b"{}")
-        else:
-            await nc.subscribe(subject)
-        await nc.flush()
+        await _attempt(nc, how, subject)
 
         await wait_for(lambda: denied(nc, subject) is not None, timeout_s=10)
+
+
+async def _attempt(nc: NATS, how: str, subject: str) -> None:
+    """Publish on, or subscribe to, ``subject``; the server answers a refusal asynchronously."""
+    if how == "pub":
+        await nc.publish(subject, b"{}")
+    else:
+        await nc.subscribe(subject)
+    await nc.flush()
 
 
 async def test_every_identity_file_logs_in_and_sets_what_a_process_needs(
@@ -264,11 +269,7 @@ async def test_the_server_lets_a_role_do_its_own_work(
     secured: Secured, identity: str, how: str, subject: str
 ) -> None:
     async with raw(secured, identity) as nc:
-        if how == "pub":
-            await nc.publish(subject, b"{}")
-        else:
-            await nc.subscribe(subject)
-        await nc.flush()
+        await _attempt(nc, how, subject)
         await nc.flush()  # a refusal would have come before the second answer
 
         assert denied(nc) is None
