@@ -39,10 +39,6 @@ FETCH_BATCH = 1000
 """Reports fetched at once while the backlog is applied at start."""
 PULL_CAPACITY = 2000
 """Reports or triggers asked for ahead (the server sends them as soon as they are stored)."""
-PULL_MAX_BYTES = 16 * 1024 * 1024
-"""Bytes one pull request may bring. Requests ask for at least a quarter of PULL_CAPACITY,
-so at most four are out: what is asked for ahead stays within 64 MiB (more only with a
-max_payload over 8 MiB), whoever floods the stream with big messages."""
 AGENT_SWEEP_S = 0.5
 MAX_HEARTBEAT_BYTES = 1024 * 1024
 API_GRACE_S = 10.0
@@ -207,8 +203,7 @@ class Coordinator:
 
         puller = Puller(self._nc, stream, consumer, on_msg,
                         capacity=lambda: PULL_CAPACITY - len(buffer),
-                        min_request=PULL_CAPACITY // 4,
-                        max_bytes=max(PULL_MAX_BYTES, 2 * self._nc.max_payload))
+                        min_request=PULL_CAPACITY // 4)
         await puller.start()
         try:
             while True:

@@ -34,12 +34,8 @@ class Puller:
     def __init__(self, nc: NATS, stream: str, consumer: str, on_msg: Callable[[Msg], None],
                  capacity: Callable[[], int], *, api_prefix: str = "$JS.API",
                  expires_s: float = EXPIRES_S, heartbeat_s: float = HEARTBEAT_S,
-                 min_request: int = 1, max_bytes: int | None = None) -> None:
+                 min_request: int = 1) -> None:
         self._nc = nc
-        self._max_bytes = max_bytes
-        """Bytes one request may bring (the server ends it at that, saying what it still
-        holds): with the count, a bound on memory however big the messages. It must be over
-        the largest message, which could never be delivered otherwise."""
         self._next = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._on_msg = on_msg
         self._capacity = capacity
@@ -84,8 +80,6 @@ class Puller:
         if need < self._min_request:
             return
         body = {"batch": need, "expires": self._expires_ns, "idle_heartbeat": self._heartbeat_ns}
-        if self._max_bytes is not None:
-            body["max_bytes"] = self._max_bytes
         self.outstanding += need
         self.requests += 1
         try:

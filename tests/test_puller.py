@@ -94,19 +94,3 @@ async def test_after_a_server_restart_messages_flow_again(nc: NATS, nats_server:
     finally:
         await puller.stop()
 
-
-async def test_a_byte_budget_per_request_brings_everything_in_several_requests(nc: NATS) -> None:
-    got: list[Msg] = []
-    js = nc.jetstream()
-    for i in range(20):
-        await js.publish("work.x", str(i).encode() + b" " * 1000)
-    puller = Puller(nc, "WORK", "w", got.append, capacity=lambda: 100 - len(got),
-                    max_bytes=3500)  # about three messages a request
-
-    await puller.start()
-    try:
-        await wait_for(lambda: len(got) == 20)
-        assert [int(m.data) for m in got] == list(range(20))
-        assert puller.requests >= 6
-    finally:
-        await puller.stop()
