@@ -13,6 +13,7 @@ from flowforge.loader import LoadError, import_target
 from flowforge.registry import REGISTRY
 from protocol.errors import FlowForgeError, NotConnected
 from protocol.limits import is_valid_name
+from protocol.subjects import agent_id_fits
 
 log = logging.getLogger("flowforge.agent")
 
@@ -81,6 +82,10 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         raise ValueError("--concurrency must be 1 or more")
     if ns.agent_id and not is_valid_name(ns.agent_id):
         raise ValueError(f"--agent-id {ns.agent_id!r} is not valid: letters, digits, '_', '-'")
+    if ns.agent_id and ns.identity and not agent_id_fits(ns.identity, ns.agent_id):
+        raise ValueError(f"--agent-id {ns.agent_id!r} does not fit --identity {ns.identity!r}: "
+                         f"use {ns.identity!r} or a name starting '{ns.identity}-' (the "
+                         "coordinator refuses reports from other names)")
     for target in imports:
         import_target(target)
     return AgentConfig(

@@ -44,6 +44,7 @@ from protocol.messages import (
     dispatch_decoder,
     encoder,
 )
+from protocol.subjects import agent_id_fits
 from protocol.untrusted import Malformed, decode
 
 log = logging.getLogger("flowforge.agent")
@@ -125,6 +126,10 @@ class Agent:
         identity = config.connect.identity
         self.agent_id = config.agent_id or (  # under an identity, ids start with it
             f"{identity}-{default_agent_id()}"[:MAX_ID_CHARS] if identity else default_agent_id())
+        if identity and not agent_id_fits(identity, self.agent_id):
+            raise ValueError(f"agent id {self.agent_id!r} does not fit identity {identity!r}: "
+                             f"use {identity!r} or a name starting '{identity}-' (the "
+                             "coordinator refuses reports from other names)")
         self.subjects = config.connect.subjects
         self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
         n = len(config.queues)

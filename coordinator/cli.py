@@ -79,6 +79,10 @@ async def serve(ns: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"flowforge-coordinator: --auth: {exc}", file=sys.stderr)
         return runtime.EXIT_USAGE
+    if auth is not None and not auth.identities:
+        log.warning("--auth %s has no identities.json (written by `flowforge auth init` since "
+                    "reports carry identities): agents bound to queues are not held to them "
+                    "until it is written again", ns.auth)
     if not url:
         host, port = ns.listen
         embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port,
@@ -99,7 +103,7 @@ async def serve(ns: argparse.Namespace) -> int:
         db_path=ns.db or ns.data_dir / "flowforge.db",
         lease_s=ns.lease,
         agent_lost_after_s=ns.agent_lost_after,
-        agent_queues={i.name: i.queues for i in auth.identities if i.role == "agent"}
+        agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},
     )
     coordinator = Coordinator(config)

@@ -19,6 +19,7 @@ from coordinator.publisher import Publisher
 from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
 from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
+from flowforge.auth import Identity
 from flowforge.connection import ConnectOptions, connect
 from flowforge.jetstream import (
     DEFAULT_LEASE_S,
@@ -51,8 +52,8 @@ class CoordinatorConfig:
     db_path: Path
     lease_s: float = DEFAULT_LEASE_S
     agent_lost_after_s: float = 15.0
-    agent_queues: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
-    """Under authorization: the queues each agent identity may report on (None: any)."""
+    agent_identities: Mapping[str, Identity] = field(default_factory=dict)
+    """Under authorization: each agent identity, with the queues and agent id it is bound to."""
 
 
 class Coordinator:
@@ -95,7 +96,7 @@ class Coordinator:
         self.writer = Writer(self._store, self.scheduler, flows, publisher,
                              trigger_prefix=self.subjects.trigger_prefix,
                              report_prefix=self.subjects.report_prefix,
-                             agent_queues=self.config.agent_queues)
+                             agent_identities=self.config.agent_identities)
         self._js, self._flows, self._publisher = js, flows, publisher
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
                         self.config.lease_s, self.agents)

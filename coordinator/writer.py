@@ -17,6 +17,7 @@ from coordinator.graph import CompiledFlow
 from coordinator.publisher import Publisher
 from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
+from flowforge.auth import Identity
 from protocol.api import StartRun
 from protocol.dag import check_params
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, NotHolder, TooLarge
@@ -38,6 +39,7 @@ from protocol.messages import (
     trigger_decoder,
 )
 from protocol.records import RunRecord
+from protocol.subjects import agent_id_fits
 from protocol.untrusted import Malformed, check_depth, decode
 
 log = logging.getLogger("flowforge.coordinator.writer")
@@ -116,12 +118,12 @@ class Writer:
     def __init__(
         self, store: Store, scheduler: Scheduler, flows: FlowCache, publisher: Publisher,
         trigger_prefix: str, report_prefix: str = "",
-        agent_queues: Mapping[str, tuple[str, ...] | None] | None = None,
+        agent_identities: Mapping[str, Identity] | None = None,
     ) -> None:
         self.store = store
         self._report_prefix = report_prefix
-        self.agent_queues = dict(agent_queues or {})
-        """Per agent identity under authorization, the queues it may report on (None: any)."""
+        self.agent_identities = dict(agent_identities or {})
+        """Under authorization, each agent identity: the queues and agent id it is bound to."""
         self.scheduler = scheduler
         self.flows = flows
         self.publisher = publisher
@@ -296,14 +298,18 @@ class Writer:
         identity in the subject, and this holds the report's agent id and task's queue to it."""
         if sender is None:
             return
-        if report.agent_id != sender and not report.agent_id.startswith(f"{sender}-"):
-            raise NotHolder(f"identity {sender} sent a report as agent {report.agent_id}; its "
-                            f"agents' ids are {sender} or start with '{sender}-'")
-        queues = self.agent_queues.get(sender)
+        who = self.agent_identities.get(sender)
+        claimed = report.agent_id
+        longer = [i for i in self.agent_identities if len(i) > len(sender) and agent_id_fits(i, claimed)]
+        if (not agent_id_fits(sender, claimed) or longer
+                or (who is not None and who.agent_id is not None and claimed != who.agent_id)):
+            raise NotHolder(f"identity {sender} sent a report as agent {claimed}, which is not "
+                            "one of its agents")
         queue = self.scheduler.queue_of(report.run_id, report.task)
-        if queues is not None and queue is not None and queue not in queues:
+        if who is not None and who.queues is not None and queue is not None \
+                and queue not in who.queues:
             raise NotHolder(f"identity {sender} may not report on queue {queue} "
-                            f"({report.run_id}/{report.task}); it serves {', '.join(queues)}")
+                            f"({report.run_id}/{report.task}); it serves {', '.join(who.queues)}")
 
     def _check_result(self, report: AttemptReport) -> None:
         self._check_holder(report)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import nkeys
 
-from protocol.subjects import IDENTITY_RE, Subjects
+from protocol.subjects import IDENTITY_RE, Subjects, agent_id_fits
 
 AUTH_CONF = "nats-auth.conf"
 IDENTITIES = "identities.json"
@@ -121,6 +121,11 @@ def default_identities(agents: Sequence[str] = ()) -> list[Identity]:
         if not IDENTITY_RE.match(name) or name in ROLES:
             raise ValueError(f"agent name {name!r} is not valid: letters, digits, '_' or '-', "
                              f"and none of {', '.join(ROLES)}")
+        clash = next((o.name for o in out if agent_id_fits(o.name, name)
+                      or agent_id_fits(name, o.name)), None)
+        if clash is not None:  # agents are named <identity>-…: one must not pass for another
+            raise ValueError(f"agent name {name!r} and identity {clash!r}: neither may be the "
+                             "other followed by '-'")
         out.append(Identity(name=name, role="agent", agent_id=name,
                             queues=tuple(q for q in queues.split(",") if q) or None))
     return out

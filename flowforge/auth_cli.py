@@ -54,5 +54,5 @@ def auth_main(ns: argparse.Namespace) -> int:
         print(f"  {who.name:12} {who.role:11} publish {len(perms.publish):2} subjects, "
               f"subscribe {len(perms.subscribe)}   {auth.env_file(who.name)}")
     print(f"next: flowforge-coordinator --auth {ns.dir}   (or include {auth.server_conf} in "
-          "your nats-server's config and run the coordinator with its coordinator.env)")
+          f"your nats-server's config and run flowforge-coordinator --nats URL --auth {ns.dir})")
     return runtime.EXIT_OK

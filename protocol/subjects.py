@@ -8,6 +8,12 @@ from protocol.limits import NAMESPACE_RE
 IDENTITY_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 DEFAULT_NAMESPACE = "flowforge"
+
+
+def agent_id_fits(identity: str, agent_id: str) -> bool:
+    """Whether an agent logged in as ``identity`` may go by ``agent_id``: the identity itself,
+    or a name that starts with it and a '-' (what agents under an identity are named)."""
+    return agent_id == identity or agent_id.startswith(f"{identity}-")
 API_QUEUE_GROUP = "flowforge-coordinator"
 
 

@@ -58,10 +58,10 @@ async def services(secured: Secured, tmp_path: Path) -> AsyncIterator[Callable[.
     running: list[tuple[Coordinator | Agent, asyncio.Task[None]]] = []
 
     async def coordinator() -> Coordinator:
-        queues = {i.name: i.queues for i in read_auth_dir(secured.auth.path).identities
+        agents = {i.name: i for i in read_auth_dir(secured.auth.path).identities
                   if i.role == "agent"}
         c = Coordinator(CoordinatorConfig(connect=secured.opts("coordinator"),
-                                          db_path=tmp_path / "ff.db", agent_queues=queues))
+                                          db_path=tmp_path / "ff.db", agent_identities=agents))
         await c.start()
         running.append((c, asyncio.create_task(c.run())))
         await asyncio.wait_for(c.started.wait(), 10)
@@ -301,10 +301,11 @@ async def test_an_agent_reports_only_for_itself_and_its_queues(
     await services.coordinator()  # type: ignore[attr-defined]
     async with Client(secured.opts("operator")) as operator:
         await operator.register([inputflows.register_noop()])  # on queue default
-        runs = [await operator.start("noop") for _ in range(3)]
+        runs = [await operator.start("noop") for _ in range(4)]
         forged = {  # (identity that sends, agent id it claims): why it is refused
             ("gpu-1", "gpu-1"): "may not report on queue default",
             ("agent", "gpu-1"): "sent a report as agent gpu-1",
+            ("gpu-1", "gpu-1-other"): "sent a report as agent gpu-1-other",  # bound to gpu-1
         }
         async with raw(secured, "gpu-1") as gpu, raw(secured, "agent") as shared:
             for (identity, agent_id), run in zip(forged, runs, strict=False):
@@ -320,14 +321,32 @@ async def test_an_agent_reports_only_for_itself_and_its_queues(
                 assert any(why in reason for reason in reasons), reasons
             assert {r.status for r in await operator.runs()} == {RunStatus.RUNNING}
 
-            honest = TaskSucceeded(run_id=runs[2].run_id, task="noop", attempt=1,
+            honest = TaskSucceeded(run_id=runs[3].run_id, task="noop", attempt=1,
                                    agent_id="agent-host-1", at=2.0, started_at=1.0,
                                    output=msgspec.Raw(b'"fine"'))
-            await shared.jetstream().publish(f"flowforge.report.agent.{runs[2].run_id}",
+            await shared.jetstream().publish(f"flowforge.report.agent.{runs[3].run_id}",
                                              encoder.encode(honest))
-            detail = await operator.wait(runs[2].run_id, timeout_s=20)
+            detail = await operator.wait(runs[3].run_id, timeout_s=20)
             assert detail.run.status is RunStatus.SUCCEEDED
 
 
 async def _rejected(client: Client, n: int) -> bool:
     return len(await client.rejected()) >= n
+
+
+def test_identity_names_that_could_pass_for_each_other_are_refused() -> None:
+    for agents in (["agent-gpu=gpu"], ["gpu=gpu", "gpu-1=gpu"], ["operator-x"]):
+        with pytest.raises(ValueError, match="followed by '-'"):
+            default_identities(agents)
+    assert [i.name for i in default_identities(["gpu-1=gpu", "gpu_2"])][-2:] == ["gpu-1", "gpu_2"]
+
+
+async def test_an_agent_whose_id_does_not_fit_its_identity_does_not_start(secured: Secured) -> None:
+    with pytest.raises(ValueError, match="does not fit identity 'agent'"):
+        Agent(AgentConfig(connect=secured.opts("agent"), queues=("default",), functions={},
+                          agent_id="worker-1"))
+    env = {**os.environ, "FLOWFORGE_NATS_URL": secured.server.url, "PYTHONPATH": str(REPO)}
+    done = await asyncio.to_thread(run_cli, [
+        "flowforge-agent", "--identity", "agent", "--agent-id", "worker-1",
+        "--import", "tests.inputflows"], env)
+    assert done.returncode == 2 and "does not fit --identity" in done.stderr, done.stderr
