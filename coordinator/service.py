@@ -135,9 +135,13 @@ class Coordinator:
                                                  self.subjects.reports_stream)
         applied = 0
         try:
-            while True:
+            while True:  # ask how many wait first: a fetch from an empty consumer waits it out
+                info = await self._js.consumer_info(self.subjects.reports_stream,
+                                                    self.subjects.reports_consumer)
+                if not info.num_pending:
+                    return applied
                 try:
-                    msgs = await sub.fetch(FETCH_BATCH, timeout=0.5)
+                    msgs = await sub.fetch(min(FETCH_BATCH, info.num_pending), timeout=2.0)
                 except (TimeoutError, NatsTimeout):
                     return applied
                 applied += len(msgs)

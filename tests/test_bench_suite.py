@@ -78,9 +78,9 @@ def test_a_quick_flowforge_only_run_writes_its_json(tmp_path: Path) -> None:
     assert result["celery"] == {"available": False, "reason": "--no-celery was given"}
     chain = result["workloads"]["chain"]["flowforge"]
     assert chain["median"]["ms_per_hop"] > 0 and len(chain["samples"]) == 1
-    for key in ("cpu_coordinator_s", "cpu_nats_s", "cpu_agents_s"):
-        assert chain["median"][key] >= 0
-    assert chain["median"]["cpu_coordinator_s"] + chain["median"]["cpu_agents_s"] > 0
+    for key in ("cpu_coordinator_s", "cpu_nats_s", "cpu_agents_s"):  # read from /proc in
+        assert isinstance(chain["median"][key], int | float) and chain["median"][key] >= 0  # 10 ms
+    # ticks: a 20-task chain may well spend less than one (the reader itself is tested above)
     assert chain["memory"]["coordinator"]["peak_rss_kib"] > 0
     assert result["workloads"]["chain"]["celery"] == {"skipped": "--no-celery was given"}
     lat = result["workloads"]["latency"]["flowforge"]["median"]
