@@ -35,10 +35,11 @@ EPILOG = """examples:
   flowforge agents
   flowforge dashboard
 
-exit codes: 0 ok (run succeeded), 1 run failed or cancelled, 2 usage or connection error
+exit codes: 0 ok (run succeeded), 1 run failed or cancelled, 2 usage, 3 cannot reach NATS or
+the coordinator (or NATS refused the login)
 """
 
-EXIT_CONNECTION = runtime.EXIT_USAGE
+EXIT_CONNECTION = runtime.EXIT_NO_NATS
 
 
 def _params(ns: argparse.Namespace) -> dict[str, Any]:

@@ -107,12 +107,13 @@ async def test_runs_filters_by_flow_and_status_and_graph_draws_the_dag(stack, cl
     assert "◄── fetch_data1, fetch_data2" in graph.stdout
 
 
-async def test_cli_commands_exit_2_with_a_clear_message_when_nothing_answers(tmp_path) -> None:
+async def test_cli_commands_exit_3_with_a_clear_message_when_nothing_answers(tmp_path) -> None:
     env = {**(await asyncio.to_thread(dict, __import__("os").environ)),
            "FLOWFORGE_NATS_URL": "nats://127.0.0.1:1"}
     result = await cli(env, "runs")
-    assert result.returncode == 2
+    assert result.returncode == 3  # as the services: 3 is "cannot reach NATS"
     assert "cannot reach NATS at nats://127.0.0.1:1" in result.stderr
+    assert "start one with `flowforge-coordinator`" in result.stderr
 
 
 async def test_dev_runs_a_flow_headless_and_exits_0_or_1_with_a_summary(tmp_path, cli_env) -> None:
