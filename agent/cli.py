@@ -45,20 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="module (pkg.mod) or file (path/to/flows.py) whose flows to serve; "
                    "repeatable [FLOWFORGE_IMPORTS, comma-separated]")
     p.add_argument("--concurrency", "-c", type=int,
-                   default=int(env("CONCURRENCY", str(os.cpu_count() or 2)) or 2),
+                   default=env("CONCURRENCY", str(os.cpu_count() or 2)),
                    help="tasks run at once, split evenly between the queues "
                    "[FLOWFORGE_CONCURRENCY] (default: %(default)s)")
     p.add_argument("--pool", choices=("thread", "process"), default=env("POOL", "thread"),
                    help="where sync task functions run: a thread pool, or worker processes "
                    "that are killed when a task times out or is cancelled [FLOWFORGE_POOL] "
                    "(default: %(default)s)")
-    p.add_argument("--lease", type=float, default=float(env("LEASE", str(DEFAULT_LEASE_S)) or 30),
+    p.add_argument("--lease", type=float, default=env("LEASE", str(DEFAULT_LEASE_S)),
                    metavar="SECONDS", help="how long a task may go without a lease extension "
                    "before it is redelivered [FLOWFORGE_LEASE] (default: %(default)s)")
-    p.add_argument("--grace", type=float, default=float(env("GRACE", "30") or 30),
+    p.add_argument("--grace", type=float, default=env("GRACE", "30"),
                    metavar="SECONDS", help="on SIGTERM, how long running tasks may finish "
                    "[FLOWFORGE_GRACE] (default: %(default)s)")
-    p.add_argument("--heartbeat", type=float, default=float(env("HEARTBEAT", "5") or 5),
+    p.add_argument("--heartbeat", type=float, default=env("HEARTBEAT", "5"),
                    metavar="SECONDS", help="how often to tell the coordinator it is alive "
                    "[FLOWFORGE_HEARTBEAT] (default: %(default)s)")
     p.add_argument("--agent-id", default=env("AGENT_ID", ""),

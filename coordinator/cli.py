@@ -52,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "[FLOWFORGE_DATA_DIR] (default: %(default)s)")
     p.add_argument("--db", default=env("DB"), type=Path, metavar="PATH",
                    help="SQLite file [FLOWFORGE_DB] (default: DATA_DIR/flowforge.db)")
-    p.add_argument("--lease", type=float, default=float(env("LEASE", str(DEFAULT_LEASE_S)) or 30),
+    p.add_argument("--lease", type=float, default=env("LEASE", str(DEFAULT_LEASE_S)),
                    metavar="SECONDS", help="task lease before redelivery [FLOWFORGE_LEASE] "
                    "(default: %(default)s)")
-    p.add_argument("--agent-lost-after", type=float, default=float(env("AGENT_LOST_AFTER", "15") or 15),
+    p.add_argument("--agent-lost-after", type=float, default=env("AGENT_LOST_AFTER", "15"),
                    metavar="SECONDS", help="an agent silent this long is reported lost "
                    "[FLOWFORGE_AGENT_LOST_AFTER] (default: %(default)s)")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),

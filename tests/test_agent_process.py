@@ -23,6 +23,23 @@ async def test_an_agent_that_cannot_import_its_module_exits_2_naming_it(cli_env)
     assert "cannot import 'no_such_module_here'" in result.stderr
 
 
+@pytest.mark.parametrize(("script", "variable"), [
+    ("flowforge-agent", "FLOWFORGE_LEASE"), ("flowforge-agent", "FLOWFORGE_CONCURRENCY"),
+    ("flowforge-coordinator", "FLOWFORGE_LEASE"),
+    ("flowforge-coordinator", "FLOWFORGE_AGENT_LOST_AFTER"),
+])
+async def test_a_bad_number_in_the_environment_is_a_usage_error_and_help_still_works(
+    cli_env, script: str, variable: str
+) -> None:
+    env = {**cli_env, variable: "abc"}
+    assert (await asyncio.to_thread(run_cli, [script, "--help"], env)).returncode == 0
+    result = await asyncio.to_thread(run_cli, [script, "--import", "tests.inputflows"]
+                                     if script == "flowforge-agent" else [script], env)
+    assert result.returncode == 2, result.stderr
+    assert "invalid" in result.stderr and "'abc'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def test_a_project_with_its_own_agent_package_gets_an_error_naming_the_clash(
     cli_env, tmp_path: Path
 ) -> None:
