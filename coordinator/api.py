@@ -208,6 +208,15 @@ class Api:
         return await self.store.list_runs(req.flow, req.status, req.limit)
 
     async def task_log(self, req: GetLog) -> TaskLogText:
+        """A task's log; an unknown run or a task its flow does not have is an error (an empty
+        answer would look like a task that printed nothing)."""
+        found = await self.store.run_flow(req.run_id)
+        if found is None:
+            raise UnknownRun(req.run_id)
+        flow = await self.flows.version(*found)
+        if req.task not in flow.tasks:
+            raise BadRequest(f"run {req.run_id} of {found[0]!r} has no task {req.task!r}; it has "
+                             f"{', '.join(sorted(flow.tasks)[:20])}")
         return TaskLogText(run_id=req.run_id, task=req.task,
                            log=await self.store.task_log(req.run_id, req.task))
 

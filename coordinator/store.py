@@ -308,6 +308,14 @@ class Store:
         ) as cur:
             return [_task_from_row(r) for r in await cur.fetchall()]
 
+    async def run_flow(self, run_id: str) -> tuple[str, str] | None:
+        """The flow and version of a run, or None when there is no such run."""
+        async with self._db.execute(
+            "SELECT flow, version FROM runs WHERE run_id = ?", (run_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (row[0], row[1])
+
     async def task_log(self, run_id: str, task: str) -> str:
         async with self._db.execute(
             "SELECT log FROM task_logs WHERE run_id = ? AND task = ?", (run_id, task)

@@ -19,6 +19,7 @@ from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
 from flowforge.terminal import out, safe_json
 from protocol.errors import FlowForgeError, NotConnected
+from protocol.limits import MAX_LIST_LIMIT
 from protocol.states import RunStatus
 
 EPILOG = """examples:
@@ -54,6 +55,17 @@ def _params(ns: argparse.Namespace) -> dict[str, Any]:
         params.update(loaded)
     params.update(dict(ns.param or []))
     return params
+
+
+def list_limit(text: str) -> int:
+    """``--limit``: a whole number the coordinator will honour, or a usage error saying so."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_LIST_LIMIT:
+        raise argparse.ArgumentTypeError(f"{value} is not from 1 to {MAX_LIST_LIMIT}")
+    return value
 
 
 def _print_json(value: Any) -> None:
@@ -102,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("task")
     c.add_argument("--follow", "-f", action="store_true",
                    help="keep printing new lines until the run finishes")
+    c.add_argument("--json", action="store_true", help="print JSON (not with --follow)")
 
     c = cmd("cancel", "cancel a run: pending tasks are cancelled, running ones stopped")
     c.add_argument("run_id")
@@ -122,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmd("runs", "list runs, newest first")
     c.add_argument("--flow")
     c.add_argument("--status", choices=[s.value for s in RunStatus])
-    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--limit", type=list_limit, default=50,
+                   help=f"1 to {MAX_LIST_LIMIT} (default: %(default)s)")
     c.add_argument("--json", action="store_true", help="print JSON")
 
     c = cmd("show", "a run with each task's status, attempt, agent, times, output and error")
@@ -144,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON")
 
     c = cmd("rejected", "messages the coordinator refused (bad triggers), with reasons")
-    c.add_argument("--limit", type=int, default=50)
+    c.add_argument("--limit", type=list_limit, default=50,
+                   help=f"1 to {MAX_LIST_LIMIT} (default: %(default)s)")
     c.add_argument("--json", action="store_true", help="print JSON")
 
     from flowforge.auth_cli import add_auth_parser
@@ -194,6 +209,10 @@ async def _wait_and_show(c: Client, run_id: str, ns: argparse.Namespace) -> int:
 
 
 async def _logs(c: Client, ns: argparse.Namespace) -> int:
+    if ns.json:
+        _print_json({"run_id": ns.run_id, "task": ns.task,
+                     "log": await c.task_log(ns.run_id, ns.task)})
+        return runtime.EXIT_OK
     if not ns.follow:
         out(await c.task_log(ns.run_id, ns.task), end="")
         return runtime.EXIT_OK

@@ -1,6 +1,7 @@
 """Task logs: prints and log records captured by the agent, kept by the coordinator, shown by the CLI."""
 
 import asyncio
+import json
 
 import pytest
 
@@ -29,6 +30,30 @@ async def test_what_a_task_prints_and_logs_is_kept_and_shown_by_flowforge_logs(
     shown = await asyncio.to_thread(run_cli, ["flowforge", "logs", run.run_id, "talk"], cli_env)
     assert shown.returncode == 0
     assert "hello from print" in shown.stdout
+    as_json = await asyncio.to_thread(run_cli, ["flowforge", "logs", run.run_id, "talk", "--json"],
+                                      cli_env)
+    assert json.loads(as_json.stdout)["log"] == text
+
+
+async def test_logs_of_an_unknown_run_or_task_are_an_error_not_an_empty_log(
+    coordinator, client: Client, cli_env
+) -> None:
+    await client.register()
+    run = await client.start("chatty")
+    for args, said in (([run.run_id, "no_such_task"], "has no task 'no_such_task'"),
+                       (["0190000000000000001", "talk"], "0190000000000000001")):
+        shown = await asyncio.to_thread(run_cli, ["flowforge", "logs", *args], cli_env)
+        assert shown.returncode == 2 and said in shown.stderr, shown.stderr
+        assert shown.stdout == ""
+
+
+@pytest.mark.parametrize("limit", ["5000", "0", "-1", "many"])
+async def test_a_list_limit_the_coordinator_would_not_honour_is_a_usage_error(
+    cli_env, limit: str
+) -> None:
+    for command in ("runs", "rejected"):
+        shown = await asyncio.to_thread(run_cli, ["flowforge", command, "--limit", limit], cli_env)
+        assert shown.returncode == 2 and "--limit" in shown.stderr, shown.stderr
 
 
 async def test_logs_follow_prints_lines_as_they_come_until_the_run_ends(
