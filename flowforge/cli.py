@@ -20,6 +20,7 @@ from flowforge.registry import REGISTRY
 from flowforge.terminal import out, safe_json
 from protocol.errors import FlowForgeError, NotConnected
 from protocol.limits import MAX_LIST_LIMIT
+from protocol.records import RunDetail
 from protocol.states import RunStatus
 
 EPILOG = """examples:
@@ -199,7 +200,20 @@ async def _run(c: Client, ns: argparse.Namespace) -> int:
 
 
 async def _wait_and_show(c: Client, run_id: str, ns: argparse.Namespace) -> int:
-    detail = await c.wait(run_id, timeout_s=getattr(ns, "wait_timeout", None))
+    said: set[str] = set()
+
+    def say_why_waiting(detail: RunDetail) -> None:  # e.g. "waiting: no agent on queue gpu"
+        why: dict[str, list[str]] = {}
+        for task in detail.tasks:
+            if task.note and task.note.startswith("waiting:") and task.note not in said:
+                why.setdefault(task.note, []).append(task.task)
+        for note, tasks in why.items():
+            said.add(note)
+            shown = ", ".join(tasks[:5]) + (f" and {len(tasks) - 5} more" if len(tasks) > 5 else "")
+            out(f"{note} ({shown})", file=sys.stderr)
+
+    detail = await c.wait(run_id, timeout_s=getattr(ns, "wait_timeout", None),
+                          on_detail=say_why_waiting)
     spec = (await c.flow(detail.run.flow, detail.run.version)).spec
     if ns.json:
         _print_json(detail)

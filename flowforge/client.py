@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -329,8 +329,10 @@ class Client:
         return await self.request("rejected", "list", {"limit": limit}, list[RejectedMessage])
 
     async def wait(self, run_id: str, timeout_s: float | None = None,
-                   poll_s: float = 2.0) -> RunDetail:
-        """Wait until the run is finished; follows events, re-checks every ``poll_s``."""
+                   poll_s: float = 2.0,
+                   on_detail: Callable[[RunDetail], None] | None = None) -> RunDetail:
+        """Wait until the run is finished; follows events, re-checks every ``poll_s``
+        (``on_detail`` sees each state read while waiting, e.g. to say why tasks wait)."""
         done = asyncio.Event()
 
         async def on_event(msg: Any) -> None:
@@ -345,6 +347,8 @@ class Client:
                     detail = await self.get(run_id)
                     if detail.run.status in RUN_FINAL:
                         return detail
+                    if on_detail is not None:
+                        on_detail(detail)
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(poll_s):
                             await done.wait()

@@ -78,3 +78,17 @@ async def test_a_task_on_a_queue_no_agent_serves_is_flagged_as_waiting_and_clear
 
 async def _is_note(note, expected: str) -> bool:
     return await note == expected
+
+
+async def test_run_wait_says_why_a_task_waits_when_no_agent_serves_its_queue(
+    start_coordinator, client: Client, cli_env
+) -> None:
+    await start_coordinator(agent_lost_after_s=0.5)
+    await client.register()
+
+    shown = await asyncio.to_thread(
+        run_cli, ["flowforge", "run", "routing", "--wait", "--wait-timeout", "8"], cli_env)
+
+    assert shown.returncode == 1  # still going after --wait-timeout
+    assert "waiting: no agent on queue gpu (gpu0, gpu1, gpu2)" in shown.stderr, shown.stderr
+    assert shown.stderr.count("waiting: no agent on queue gpu") == 1  # once, not per poll
