@@ -350,3 +350,17 @@ async def test_an_agent_whose_id_does_not_fit_its_identity_does_not_start(secure
         "flowforge-agent", "--identity", "agent", "--agent-id", "worker-1",
         "--import", "tests.inputflows"], env)
     assert done.returncode == 2 and "does not fit --identity" in done.stderr, done.stderr
+
+
+async def test_a_user_and_password_log_in_and_a_wrong_password_is_refused(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats", port=-1, login=("ops", "s3cret pass", None))
+    await server.start()
+    try:
+        nc = await connect(ConnectOptions(url=server.url, user="ops", password="s3cret pass"),
+                           name="test")
+        await nc.close()
+        with pytest.raises(NotAuthorized, match="refused this login"):
+            await connect(ConnectOptions(url=server.url, user="ops", password="guess"),
+                          name="test")
+    finally:
+        await server.stop()
