@@ -102,7 +102,9 @@ async def test_kill_9_of_an_agent_mid_run_loses_nothing_when_another_agent_is_al
         assert t.attempt >= 2 and t.agent_id == "survivor"
         # None: killed before its started report was due (agent.worker.STARTED_AFTER_S)
         assert t.history[0].agent_id in ("victim", None)
-    assert any(t.history[0].agent_id == "victim" for t in taken_over)
+    # Not asserted: that one of them had said "started". A task seen running (after 20 ms of
+    # its 20-50) can finish in the moment the kill takes, leaving only unreported ones lost
+    # (it failed one CI run); a lost attempt is proof enough that the victim held them.
 
 
 async def _victim_busy_after(client: Client, run_id: str, n: int) -> bool:
