@@ -13,10 +13,11 @@ from nats.js import JetStreamContext
 
 from coordinator.agents import AgentRegistry
 from coordinator.flows import FlowCache
+from coordinator.intake import scoped_key
 from coordinator.operations import Operations
 from coordinator.publisher import Publisher
 from coordinator.store import Store
-from coordinator.writer import Writer, scoped_key
+from coordinator.writer import Writer
 from flowforge.jetstream import ensure_task_consumer
 from protocol.api import (
     API_REQUESTS,

@@ -9,37 +9,32 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 from nats.aio.msg import Msg
 
 from coordinator.flows import FlowCache
 from coordinator.graph import CompiledFlow
+from coordinator.intake import ReportChecks, checked_key, flow_and_scope, kind_of, scoped_key
 from coordinator.publisher import Publisher
 from coordinator.scheduler import Changes, Scheduler
 from coordinator.store import Store
 from flowforge.auth import Identity
 from protocol.api import StartRun
 from protocol.dag import check_params
-from protocol.errors import BadRequest, ErrorCode, FlowForgeError, NotHolder, TooLarge
-from protocol.fields import Key
+from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
 from protocol.limits import (
-    MAX_KEY_CHARS,
     MAX_PARAMS_BYTES,
     MAX_VALUE_DEPTH,
     is_token,
     is_valid_name,
 )
 from protocol.messages import (
-    AttemptReport,
     TaskLog,
     TaskResults,
-    TaskSucceeded,
     encoder,
     report_decoder,
     trigger_decoder,
 )
 from protocol.records import RunRecord
-from protocol.subjects import agent_id_fits
 from protocol.untrusted import Malformed, check_depth, decode
 
 log = logging.getLogger("flowforge.coordinator.writer")
@@ -121,9 +116,7 @@ class Writer:
         agent_identities: Mapping[str, Identity] | None = None,
     ) -> None:
         self.store = store
-        self._report_prefix = report_prefix
-        self.agent_identities = dict(agent_identities or {})
-        """Under authorization, each agent identity: the queues and agent id it is bound to."""
+        self.checks = ReportChecks(scheduler, report_prefix, dict(agent_identities or {}))
         self.scheduler = scheduler
         self.flows = flows
         self.publisher = publisher
@@ -198,7 +191,7 @@ class Writer:
         await self.publisher.run_events(ch.runs.values())
         await self.publisher.log_events(batch.log_msgs)
         for r, rid in zip(batch.rejected, ids, strict=True):
-            await self.publisher.error_event(_kind_of(r.subject), r.subject, r.code, r.reason, rid)
+            await self.publisher.error_event(kind_of(r.subject), r.subject, r.code, r.reason, rid)
             if r.msg is not None:
                 await _settle(r.msg.term)
         await self.publisher.ack(batch.acks)
@@ -254,17 +247,17 @@ class Writer:
         else:
             log.error("could not apply the message on %s", msg.subject[:200], exc_info=exc)
             code, reason = ErrorCode.INTERNAL, f"could not be applied: {type(exc).__name__}: {exc}"
-        log.warning("rejected %s on %s: %s", _kind_of(msg.subject), msg.subject[:200], reason[:500])
+        log.warning("rejected %s on %s: %s", kind_of(msg.subject), msg.subject[:200], reason[:500])
         batch.rejected.append(Rejected(msg.subject, code, reason, msg.data, msg))
 
     def _report(self, msg: Msg, now: float, batch: Batch) -> None:
         report = decode(report_decoder, msg.data, "report")
-        sender = self._sender(msg.subject)
+        sender = self.checks.sender(msg.subject)
         if isinstance(report, TaskResults):  # each result on its own: a refused one
             for result in report.results:    # must not lose the others
                 try:
-                    self._check_sender(result, sender)
-                    self._check_result(result)
+                    self.checks.check_sender(result, sender)
+                    self.checks.check_result(result)
                 except FlowForgeError as exc:
                     log.warning("refused a result on %s: %s", msg.subject[:200], exc.message)
                     batch.rejected.append(Rejected(msg.subject, exc.code, exc.message,
@@ -272,8 +265,8 @@ class Writer:
                     continue
                 self.scheduler.on_report(result, now, batch.changes)
             return
-        self._check_sender(report, sender)
-        self._check_holder(report)
+        self.checks.check_sender(report, sender)
+        self.checks.check_holder(report)
         if isinstance(report, TaskLog):
             if not (is_token(report.run_id) and is_valid_name(report.task)):
                 raise Malformed("invalid report: a log's run id and task name become a subject "
@@ -282,54 +275,15 @@ class Writer:
             batch.logs[key] = batch.logs.get(key, "") + report.text
             batch.log_msgs.append(report)
         else:
-            self._check_result(report)
+            self.checks.check_result(report)
             self.scheduler.on_report(report, now, batch.changes)
 
-    def _sender(self, subject: str) -> str | None:
-        """The identity a report's subject carries (``<ns>.report.<identity>.<run>``), or None
-        on an open bus (``<ns>.report.<run>``)."""
-        parts = subject[len(self._report_prefix):].split(".")
-        if len(parts) > 2:
-            raise Malformed("a report's subject is <namespace>.report.[<identity>.]<run_id>")
-        return parts[0] if len(parts) == 2 else None
-
-    def _check_sender(self, report: AttemptReport | TaskLog, sender: str | None) -> None:
-        """Under authorization an agent reports for itself: the server holds it to its
-        identity in the subject, and this holds the report's agent id and task's queue to it."""
-        if sender is None:
-            return
-        who = self.agent_identities.get(sender)
-        claimed = report.agent_id
-        longer = [i for i in self.agent_identities if len(i) > len(sender) and agent_id_fits(i, claimed)]
-        if (not agent_id_fits(sender, claimed) or longer
-                or (who is not None and who.agent_id is not None and claimed != who.agent_id)):
-            raise NotHolder(f"identity {sender} sent a report as agent {claimed}, which is not "
-                            "one of its agents")
-        queue = self.scheduler.queue_of(report.run_id, report.task)
-        if who is not None and who.queues is not None and queue is not None \
-                and queue not in who.queues:
-            raise NotHolder(f"identity {sender} may not report on queue {queue} "
-                            f"({report.run_id}/{report.task}); it serves {', '.join(who.queues)}")
-
-    def _check_result(self, report: AttemptReport) -> None:
-        self._check_holder(report)
-        if isinstance(report, TaskSucceeded):  # agents check before sending; some did not
-            check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
-
-    def _check_holder(self, report: AttemptReport | TaskLog) -> None:
-        holder = self.scheduler.holder_other_than(report.run_id, report.task, report.attempt,
-                                                  report.agent_id)
-        if holder is not None:
-            raise NotHolder(f"a report on attempt {report.attempt} of {report.run_id}/"
-                            f"{report.task} from agent {report.agent_id}, but agent {holder} "
-                            "holds it")
-
     async def _trigger(self, msg: Msg, now: float, batch: Batch) -> None:
-        flow, scope = _flow_and_scope(msg.subject[len(self._trigger_prefix):])
+        flow, scope = flow_and_scope(msg.subject[len(self._trigger_prefix):])
         trigger = decode(trigger_decoder, msg.data, "trigger", max_bytes=MAX_PARAMS_BYTES + 1024)
         header_key = (msg.headers or {}).get("Nats-Msg-Id")
         if header_key is not None and trigger.idempotency_key is None:
-            header_key = _checked_key(header_key)
+            header_key = checked_key(header_key)
         key = scoped_key(scope, trigger.idempotency_key or header_key)
         first_of_key = False
         if key is None:  # a redelivery after a crash must not start a second run
@@ -405,34 +359,3 @@ def _redelivery_key(msg: Msg) -> str:
     """
     meta = msg.metadata
     return f"trigger:{meta.sequence.stream}:{meta.timestamp.timestamp():.6f}"
-
-
-def scoped_key(scope: str | None, key: str | None) -> str | None:
-    """An idempotency key as stored: under authorization each identity has keys of its own,
-    so no client can claim another's key before it."""
-    return f"{scope}/{key}" if scope and key else key
-
-
-def _flow_and_scope(rest: str) -> tuple[str, str | None]:
-    """``<flow>`` or ``<flow>.<identity>``: what follows ``<ns>.trigger.``."""
-    parts = rest.split(".")
-    if len(parts) > 2:
-        raise Malformed("a trigger's subject is <namespace>.trigger.<flow>[.<identity>]")
-    return parts[0], parts[1] if len(parts) == 2 else None
-
-
-def _checked_key(key: str) -> str:
-    """A ``Nats-Msg-Id`` used as an idempotency key: held to the same rules as the field."""
-    try:
-        return msgspec.convert(key, Key)
-    except msgspec.ValidationError:
-        raise Malformed(
-            f"the Nats-Msg-Id header is not a usable idempotency key: it must be 1 to "
-            f"{MAX_KEY_CHARS} printable characters"
-        ) from None
-
-
-def _kind_of(subject: str) -> str:
-    """``report`` of ``<ns>.report.<run>``: which kind of message a subject carries."""
-    parts = subject.split(".", 2)
-    return parts[1] if len(parts) > 1 and parts[1].isidentifier() else "message"

@@ -1,0 +1,94 @@
+"""Judging what comes in before the scheduler sees it: who sent a report and whether it may,
+and what a trigger's subject and idempotency key say."""
+
+import msgspec
+
+from coordinator.scheduler import Scheduler
+from flowforge.auth import Identity
+from protocol.errors import NotHolder
+from protocol.fields import Key
+from protocol.limits import MAX_KEY_CHARS, MAX_VALUE_DEPTH
+from protocol.messages import AttemptReport, TaskLog, TaskSucceeded
+from protocol.subjects import agent_id_fits
+from protocol.untrusted import Malformed, check_depth
+
+
+class ReportChecks:
+    """May this report be applied? Raises a FlowForgeError saying why not."""
+
+    def __init__(self, scheduler: Scheduler, report_prefix: str,
+                 agent_identities: dict[str, Identity]) -> None:
+        self.scheduler = scheduler
+        self._report_prefix = report_prefix
+        self.agent_identities = agent_identities
+        """Under authorization, each agent identity: the queues and agent id it is bound to."""
+
+    def sender(self, subject: str) -> str | None:
+        """The identity a report's subject carries (``<ns>.report.<identity>.<run>``), or None
+        on an open bus (``<ns>.report.<run>``)."""
+        parts = subject[len(self._report_prefix):].split(".")
+        if len(parts) > 2:
+            raise Malformed("a report's subject is <namespace>.report.[<identity>.]<run_id>")
+        return parts[0] if len(parts) == 2 else None
+
+    def check_sender(self, report: AttemptReport | TaskLog, sender: str | None) -> None:
+        """Under authorization an agent reports for itself: the server holds it to its
+        identity in the subject, and this holds the report's agent id and task's queue to it."""
+        if sender is None:
+            return
+        who = self.agent_identities.get(sender)
+        claimed = report.agent_id
+        longer = [i for i in self.agent_identities if len(i) > len(sender) and agent_id_fits(i, claimed)]
+        if (not agent_id_fits(sender, claimed) or longer
+                or (who is not None and who.agent_id is not None and claimed != who.agent_id)):
+            raise NotHolder(f"identity {sender} sent a report as agent {claimed}, which is not "
+                            "one of its agents")
+        queue = self.scheduler.queue_of(report.run_id, report.task)
+        if who is not None and who.queues is not None and queue is not None \
+                and queue not in who.queues:
+            raise NotHolder(f"identity {sender} may not report on queue {queue} "
+                            f"({report.run_id}/{report.task}); it serves {', '.join(who.queues)}")
+
+    def check_result(self, report: AttemptReport) -> None:
+        self.check_holder(report)
+        if isinstance(report, TaskSucceeded):  # agents check before sending; some did not
+            check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
+
+    def check_holder(self, report: AttemptReport | TaskLog) -> None:
+        holder = self.scheduler.holder_other_than(report.run_id, report.task, report.attempt,
+                                                  report.agent_id)
+        if holder is not None:
+            raise NotHolder(f"a report on attempt {report.attempt} of {report.run_id}/"
+                            f"{report.task} from agent {report.agent_id}, but agent {holder} "
+                            "holds it")
+
+
+def scoped_key(scope: str | None, key: str | None) -> str | None:
+    """An idempotency key as stored: under authorization each identity has keys of its own,
+    so no client can claim another's key before it."""
+    return f"{scope}/{key}" if scope and key else key
+
+
+def flow_and_scope(rest: str) -> tuple[str, str | None]:
+    """``<flow>`` or ``<flow>.<identity>``: what follows ``<ns>.trigger.``."""
+    parts = rest.split(".")
+    if len(parts) > 2:
+        raise Malformed("a trigger's subject is <namespace>.trigger.<flow>[.<identity>]")
+    return parts[0], parts[1] if len(parts) == 2 else None
+
+
+def checked_key(key: str) -> str:
+    """A ``Nats-Msg-Id`` used as an idempotency key: held to the same rules as the field."""
+    try:
+        return msgspec.convert(key, Key)
+    except msgspec.ValidationError:
+        raise Malformed(
+            f"the Nats-Msg-Id header is not a usable idempotency key: it must be 1 to "
+            f"{MAX_KEY_CHARS} printable characters"
+        ) from None
+
+
+def kind_of(subject: str) -> str:
+    """``report`` of ``<ns>.report.<run>``: which kind of message a subject carries."""
+    parts = subject.split(".", 2)
+    return parts[1] if len(parts) > 1 and parts[1].isidentifier() else "message"
