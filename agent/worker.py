@@ -8,7 +8,6 @@ import os
 import re
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from agent.binding import BindPlan
 from agent.consumers import queue_lease
 from agent.executor import execute
 from agent.procpool import ProcessPool
+from agent.progress import ProgressSink
 from agent.results import ResultSender, result_message_limit
 from agent.threads import TaskThreads
 from flowforge.connection import ConnectOptions, connect
@@ -38,7 +38,6 @@ from protocol.messages import (
     TaskDispatch,
     TaskFailed,
     TaskLog,
-    TaskProgress,
     TaskStarted,
     TaskSucceeded,
     dispatch_decoder,
@@ -60,7 +59,6 @@ task messages not yet acked) may reach this many times the queue's slots before 
 stops taking tasks. Holding slots for the store's round trip capped throughput at
 slots / round trip."""
 LOG_FLUSH_S = 0.5
-PROGRESS_EVERY_S = 0.2
 STARTED_AFTER_S = 0.02
 """A task still running after this long is reported started; a shorter one goes straight to
 its result, which carries its start time (one message, one write and one event less per task,
@@ -395,9 +393,10 @@ class Agent:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REPORT_RETRY_MAX_S)
 
-    def _progress_sink(self, task: TaskDispatch, delivery: int) -> "ProgressSink":
+    def _progress_sink(self, task: TaskDispatch, delivery: int) -> ProgressSink:
         assert self._loop is not None
-        return ProgressSink(self, task, delivery, self._loop)
+        return ProgressSink(task, delivery, self.agent_id, self._loop, send=self._publish,
+                            spawn=self._spawn)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -484,57 +483,3 @@ class Agent:
         if self._procs is not None:
             await self._procs.close()
         log.info("agent %s stopped after %d tasks", self.agent_id, self.completed)
-
-
-class ProgressSink:
-    """``ctx.progress()``/``checkpoint()`` from any thread, coalesced per PROGRESS_EVERY_S.
-
-    The newest fraction and the newest message win: a tight loop of progress calls costs
-    the coordinator a few reports a second, not thousands. ``flush()`` before the result.
-    """
-
-    _lock = threading.Lock()
-    """One for all sinks: held for a few assignments, and one per task would cost every task."""
-
-    def __init__(self, agent: Agent, task: TaskDispatch, delivery: int,
-                 loop: asyncio.AbstractEventLoop) -> None:
-        self._agent, self._task, self._delivery, self._loop = agent, task, delivery, loop
-        self._fraction: float | None = None
-        self._message: str | None = None
-        self._due = False
-
-    def __call__(self, fraction: float | None, message: str | None) -> None:
-        with self._lock:
-            if fraction is not None:
-                self._fraction = fraction
-            if message is not None:
-                self._message = message
-            if self._due:
-                return
-            self._due = True
-        self._loop.call_soon_threadsafe(self._loop.call_later, PROGRESS_EVERY_S, self._send_later)
-
-    def _take(self) -> TaskProgress | None:
-        with self._lock:
-            if self._fraction is None and self._message is None:
-                self._due = False
-                return None
-            t = self._task
-            report = TaskProgress(
-                run_id=t.run_id, task=t.task, attempt=t.attempt, agent_id=self._agent.agent_id,
-                at=time.time(), fraction=self._fraction, message=self._message,
-                delivery=self._delivery,
-            )
-            self._fraction = self._message = None
-            self._due = False
-            return report
-
-    def _send_later(self) -> None:
-        report = self._take()
-        if report is not None:
-            self._agent._spawn(self._agent._publish(report.run_id, report))
-
-    async def flush(self) -> None:
-        report = self._take()
-        if report is not None:
-            await self._agent._publish(report.run_id, report)
