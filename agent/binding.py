@@ -9,7 +9,9 @@ import msgspec
 
 from flowforge.context import TaskContext
 from flowforge.introspect import is_context, signature_of
+from protocol.errors import FlowForgeError
 from protocol.messages import TaskDispatch
+from protocol.untrusted import decode
 
 _CTX, _NAMED, _VAR_KW = 0, 1, 2
 
@@ -49,12 +51,23 @@ class BindPlan:
                 for key, value in task.params.items():
                     kwargs.setdefault(key, value)
             elif name in task.inputs:
-                kwargs[name] = msgspec.json.decode(task.inputs[name])
+                kwargs[name] = _input(name, task.inputs[name])
             elif name in task.params:
                 kwargs[name] = task.params[name]
             elif not has_default:
                 raise BindError(_missing(name, task.inputs, task.params))
         return kwargs
+
+
+_any = msgspec.json.Decoder()
+
+
+def _input(name: str, raw: msgspec.Raw) -> Any:
+    """An upstream output, read like every other message part: with the limits first."""
+    try:
+        return decode(_any, bytes(raw), f"upstream output {name!r}")
+    except FlowForgeError as exc:
+        raise BindError(exc.message) from None
 
 
 def _missing(name: str, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> str:

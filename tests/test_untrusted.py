@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.binding import BindError, BindPlan
 from protocol.errors import TooLarge
-from protocol.messages import trigger_decoder
+from protocol.messages import TaskDispatch, trigger_decoder
 from protocol.untrusted import Malformed, decode, json_depth_over
 
 json_values = st.recursive(
@@ -61,3 +62,19 @@ def test_decode_turns_every_failure_into_one_error_with_a_reason() -> None:
         decode(trigger_decoder, b"{}" + b" " * 100, "trigger", max_bytes=10)
     assert decode(trigger_decoder, b'{"params": {"a": [[1]]}}', "trigger").params == {"a": [[1]]}
     assert msgspec.json.decode(b"[[1]]") == [[1]]
+
+
+def _consumes(clean: Any) -> Any:
+    return clean
+
+
+def test_an_upstream_output_is_read_with_the_limits_and_a_bad_one_fails_the_binding() -> None:
+    plan = BindPlan.of(_consumes)
+
+    def dispatch(raw: bytes) -> TaskDispatch:
+        return TaskDispatch(run_id="r", flow="f", version="v", task="t", function="m:f",
+                            attempt=1, inputs={"clean": msgspec.Raw(raw)})
+
+    assert plan.bind(dispatch(b'{"rows": [1, 2]}'), None) == {"clean": {"rows": [1, 2]}}  # type: ignore[arg-type]
+    with pytest.raises(BindError, match=r"upstream output 'clean'.*levels deep"):
+        plan.bind(dispatch(b"[" * 100 + b"]" * 100), None)  # type: ignore[arg-type]
