@@ -4,12 +4,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import re
-import secrets
-import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,31 +15,28 @@ from nats.js import JetStreamContext
 
 from agent import logcapture
 from agent.binding import BindPlan
+from agent.config import AgentConfig, agent_id_for
 from agent.consumers import queue_lease
 from agent.executor import execute
+from agent.keepalive import Heartbeat, keep_leases
 from agent.procpool import ProcessPool
 from agent.progress import ProgressSink
 from agent.results import ResultSender, result_message_limit
+from agent.taskmsg import deliveries, failed, read_task, settle
 from agent.threads import TaskThreads
-from flowforge.connection import ConnectOptions, connect
+from flowforge.connection import connect
 from flowforge.context import TaskContext
-from flowforge.jetstream import DEFAULT_LEASE_S
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
 from protocol.errors import FlowForgeError
-from protocol.limits import MAX_ID_CHARS, is_token
 from protocol.messages import (
-    AgentHeartbeat,
     TaskDispatch,
     TaskFailed,
     TaskLog,
     TaskStarted,
     TaskSucceeded,
-    dispatch_decoder,
     encoder,
 )
-from protocol.subjects import agent_id_fits
-from protocol.untrusted import Malformed, decode
 
 log = logging.getLogger("flowforge.agent")
 
@@ -65,44 +57,6 @@ its result, which carries its start time (one message, one write and one event l
 like Celery's ``task_track_started`` off, but the dashboard still shows longer tasks running)."""
 
 
-@dataclass(frozen=True, slots=True)
-class AgentConfig:
-    connect: ConnectOptions
-    queues: tuple[str, ...]
-    functions: dict[str, Callable[..., Any]]
-    concurrency: int = 4
-    lease_s: float = DEFAULT_LEASE_S
-    grace_s: float = 30.0
-    heartbeat_s: float = 5.0
-    agent_id: str = ""
-    pool: str = "thread"
-    """Where sync functions run: "thread" (a thread pool) or "process" (killable processes)."""
-    imports: tuple[str, ...] = ()
-    """What the agent imported; worker processes import the same."""
-
-
-def _deliveries(msg: Msg) -> int:
-    """How often JetStream delivered this message: 1 the first time."""
-    parts = msg.reply.split(".") if msg.reply else ()
-    try:
-        if len(parts) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<left>
-            return max(1, int(parts[4]))  # (nats-py's metadata also builds a datetime)
-        return max(1, msg.metadata.num_delivered or 1)
-    except Exception:  # noqa: BLE001 - not a JetStream message (tests, hand-made)
-        return 1
-
-
-async def _settle(action: Callable[[], Any]) -> None:
-    """Ack, nak or term; a failure (NATS away) means a redelivery later, which is fine."""
-    with contextlib.suppress(Exception):
-        await action()
-
-
-def default_agent_id() -> str:
-    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(2)}"
-
-
 @dataclass(slots=True)
 class _Running:
     msg: Msg
@@ -121,13 +75,7 @@ class Agent:
                 f"({len(config.queues)}); each queue needs at least one slot"
             )
         self.config = config
-        identity = config.connect.identity
-        self.agent_id = config.agent_id or (  # under an identity, ids start with it
-            f"{identity}-{default_agent_id()}"[:MAX_ID_CHARS] if identity else default_agent_id())
-        if identity and not agent_id_fits(identity, self.agent_id):
-            raise ValueError(f"agent id {self.agent_id!r} does not fit identity {identity!r}: "
-                             f"use {identity!r} or a name starting '{identity}-' (the "
-                             "coordinator refuses reports from other names)")
+        self.agent_id = agent_id_for(config)
         self.subjects = config.connect.subjects
         self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
         n = len(config.queues)
@@ -156,7 +104,8 @@ class Agent:
         self._closed = False
         self.lost_nats = False
         """The NATS connection was closed under us (the process should exit with code 3)."""
-        self._started_at = time.time()
+        self._heartbeat = Heartbeat(lambda: self._nc, self.subjects, self.agent_id, config,
+                                    busy=lambda: len(self._running))
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_s = config.lease_s
         self.completed = 0
@@ -196,7 +145,8 @@ class Agent:
             )
             self._pullers[queue] = puller
         async with asyncio.TaskGroup() as tg:
-            helpers = [tg.create_task(self._extend_leases()), tg.create_task(self._heartbeat()),
+            helpers = [tg.create_task(keep_leases(lambda: self.lease_s, self._held)),
+                       tg.create_task(self._heartbeat.run()),
                        tg.create_task(self._flush_logs())]
             for puller in self._pullers.values():
                 await puller.start()
@@ -207,7 +157,7 @@ class Agent:
             await self._finish_in_flight()
             for helper in helpers:
                 helper.cancel()
-        await self._send_heartbeat(stopping=True)
+        await self._heartbeat.send(stopping=True)
 
     # -- pulling within free slots ------------------------------------------------------
 
@@ -221,7 +171,7 @@ class Agent:
 
     def _on_task_msg(self, queue: str, msg: Msg) -> None:
         if self._stop.is_set():  # stopping: straight back for another agent
-            self._spawn(_settle(msg.nak))
+            self._spawn(settle(msg.nak))
             return
         self._in_hand[queue] += 1  # more than the share only if the server sent extra
         self._busy[queue] += 1
@@ -271,25 +221,19 @@ class Agent:
     async def _run(self, msg: Msg, key: int) -> TaskSucceeded | TaskFailed | None:
         """The task's terminal report, or None when the message was settled here (malformed)."""
         try:
-            task = decode(dispatch_decoder, msg.data, "task message")
-            if not is_token(task.run_id):  # it becomes the subject of the reports
-                raise Malformed("invalid task message: the run id must be letters, digits, "
-                                "'_' or '-'")
+            task = read_task(msg)
         except FlowForgeError as exc:  # never retried: it would fail the same way each time
             log.error("dropping malformed task message on %s: %s", msg.subject, exc.message)
-            await _settle(msg.term)
+            await settle(msg.term)
             return None
-        deliveries = _deliveries(msg)
-        if deliveries > 1:  # redelivered: an earlier agent lost it; this is a new attempt
-            task = msgspec.structs.replace(task, attempt=task.attempt + deliveries - 1)
-        if deliveries > MAX_DELIVERIES:
-            return TaskFailed(
-                run_id=task.run_id, task=task.task, attempt=task.attempt,
-                agent_id=self.agent_id, at=time.time(), error_type="TooManyDeliveries",
-                message=(f"the task was delivered {deliveries} times and every agent running "
-                         "it vanished (killed, out of memory, crashed?); not running it again"),
-            )
-        sink = self._progress_sink(task, deliveries)
+        count = deliveries(msg)
+        if count > 1:  # redelivered: an earlier agent lost it; this is a new attempt
+            task = msgspec.structs.replace(task, attempt=task.attempt + count - 1)
+        if count > MAX_DELIVERIES:
+            return failed(task, self.agent_id, "TooManyDeliveries",
+                          f"the task was delivered {count} times and every agent running it "
+                          "vanished (killed, out of memory, crashed?); not running it again")
+        sink = self._progress_sink(task, count)
         fn = self.config.functions.get(task.function)
         if fn is None:
             return self._unknown_function(task)
@@ -302,7 +246,7 @@ class Agent:
             return self._cancelled(task, time.time())
         started = time.time()
         report_started = asyncio.get_running_loop().call_later(
-            STARTED_AFTER_S, self._report_started, task, deliveries, started)
+            STARTED_AFTER_S, self._report_started, task, count, started)
         capture = logcapture.Capture(f"── attempt {task.attempt} on {self.agent_id} ──\n")
         logcapture.current.set(capture)  # this asyncio task's own context
         self._captures[key] = (task, capture)
@@ -345,11 +289,7 @@ class Agent:
                 await self._send_log(task, capture)
 
     def _cancelled(self, task: TaskDispatch, started: float) -> TaskFailed:
-        return TaskFailed(
-            run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
-            at=time.time(), started_at=started, error_type="Cancelled",
-            message="the run was cancelled",
-        )
+        return failed(task, self.agent_id, "Cancelled", "the run was cancelled", started)
 
     async def _on_cancel(self, msg: Msg) -> None:
         run_id = msg.subject.rsplit(".", 1)[-1]
@@ -364,20 +304,15 @@ class Agent:
 
     def _unknown_function(self, task: TaskDispatch) -> TaskFailed:
         log.warning("task %s/%s names unknown function %r", task.run_id, task.task, task.function)
-        return TaskFailed(
-            run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
-            at=time.time(), error_type="UnknownFunction",
-            message=(
-                f"agent {self.agent_id} has no function {task.function!r}: it runs only "
-                "functions registered by the modules it imported (--import); nothing was "
-                "imported for this message"
-            ),
-        )
+        return failed(task, self.agent_id, "UnknownFunction",
+                      f"agent {self.agent_id} has no function {task.function!r}: it runs only "
+                      "functions registered by the modules it imported (--import); nothing "
+                      "was imported for this message")
 
     async def _finish(self, msg: Msg, report: TaskSucceeded | TaskFailed) -> None:
         """Store the terminal report durably, then ack the task (retrying while NATS is away)."""
         assert self._results is not None
-        report = msgspec.structs.replace(report, delivery=_deliveries(msg))
+        report = msgspec.structs.replace(report, delivery=deliveries(msg))
         delay = 0.1
         while True:
             try:
@@ -409,32 +344,9 @@ class Agent:
         with contextlib.suppress(Exception):
             await self._nc.publish(self.subjects.report(run_id), encoder.encode(report))
 
-    # -- background loops ----------------------------------------------------------------
-
-    async def _extend_leases(self) -> None:
-        while True:
-            await asyncio.sleep(max(0.2, self.lease_s / 3))
-            msgs = [r.msg for r in self._running.values()] + list(self._reporting.values())
-            for msg in msgs:
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await self._send_heartbeat()
-            await asyncio.sleep(self.config.heartbeat_s)
-
-    async def _send_heartbeat(self, stopping: bool = False) -> None:
-        if self._nc is None or self._nc.is_closed:
-            return
-        beat = AgentHeartbeat(
-            agent_id=self.agent_id, host=socket.gethostname(), pid=os.getpid(),
-            queues=self.config.queues, functions=tuple(sorted(self.config.functions)),
-            slots_total=self.config.concurrency, slots_busy=len(self._running),
-            started_at=self._started_at, at=time.time(), stopping=stopping,
-        )
-        with contextlib.suppress(Exception):
-            await self._nc.publish(self.subjects.heartbeat(self.agent_id), encoder.encode(beat))
+    def _held(self) -> list[Msg]:
+        """Task messages whose leases this agent keeps: running, or results being stored."""
+        return [r.msg for r in self._running.values()] + list(self._reporting.values())
 
     # -- shutdown ---------------------------------------------------------------------------
 

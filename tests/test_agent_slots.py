@@ -12,7 +12,8 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from agent.worker import REPORTS_AHEAD, Agent, AgentConfig, _deliveries
+from agent.taskmsg import deliveries as _deliveries
+from agent.worker import REPORTS_AHEAD, Agent, AgentConfig
 from flowforge.connection import ConnectOptions
 from flowforge.jetstream import ensure_streams
 from protocol.messages import TaskDispatch, TaskResults, TaskSucceeded, encoder, report_decoder
