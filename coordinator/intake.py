@@ -9,6 +9,8 @@ from protocol.errors import NotHolder
 from protocol.fields import Key
 from protocol.limits import MAX_KEY_CHARS, MAX_VALUE_DEPTH
 from protocol.messages import AttemptReport, TaskLog, TaskSucceeded
+from protocol.records import TaskRecord
+from protocol.states import TaskStatus
 from protocol.subjects import agent_id_fits
 from protocol.untrusted import Malformed, check_depth
 
@@ -43,7 +45,8 @@ class ReportChecks:
                 or (who is not None and who.agent_id is not None and claimed != who.agent_id)):
             raise NotHolder(f"identity {sender} sent a report as agent {claimed}, which is not "
                             "one of its agents")
-        queue = self.scheduler.queue_of(report.run_id, report.task)
+        rec = self.scheduler.task_record(report.run_id, report.task)
+        queue = rec.queue if rec is not None else None
         if who is not None and who.queues is not None and queue is not None \
                 and queue not in who.queues:
             raise NotHolder(f"identity {sender} may not report on queue {queue} "
@@ -55,12 +58,24 @@ class ReportChecks:
             check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
 
     def check_holder(self, report: AttemptReport | TaskLog) -> None:
-        holder = self.scheduler.holder_other_than(report.run_id, report.task, report.attempt,
-                                                  report.agent_id)
+        holder = holder_other_than(self.scheduler.task_record(report.run_id, report.task),
+                                   report.attempt, report.agent_id)
         if holder is not None:
             raise NotHolder(f"a report on attempt {report.attempt} of {report.run_id}/"
                             f"{report.task} from agent {report.agent_id}, but agent {holder} "
                             "holds it")
+
+
+def holder_other_than(rec: TaskRecord | None, attempt: int, agent_id: str) -> str | None:
+    """The agent that holds this attempt when it is not ``agent_id`` (a report about it
+    from anyone else is refused); None when the report may be applied.
+
+    A later attempt is not refused: a redelivery to another agent after the holder
+    vanished is one, and the coordinator cannot tell it from a forged one (it does not
+    see lease extensions; a killed agent still looks live for a while)."""
+    if rec is None or rec.status is not TaskStatus.RUNNING or rec.attempt != attempt:
+        return None
+    return rec.agent_id if rec.agent_id not in (None, agent_id) else None
 
 
 def scoped_key(scope: str | None, key: str | None) -> str | None:

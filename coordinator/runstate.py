@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from coordinator.graph import CompiledFlow
 from protocol.messages import TaskDispatch
 from protocol.records import Attempt, RunRecord, TaskRecord
-from protocol.states import TASK_DONE_OK, TASK_FINAL, TaskStatus
+from protocol.states import TASK_DONE_OK, TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
 
 
 @dataclass(slots=True)
@@ -67,6 +67,19 @@ class RunState:
         ))
         rec.deadline_at = None
 
+    @staticmethod
+    def close_lost_attempts(rec: TaskRecord, attempt: int, at: float) -> None:
+        """The message came back as ``attempt``: each earlier delivery was lost."""
+        while rec.attempt < attempt:
+            if rec.status is not TaskStatus.RUNNING:
+                rec.agent_id = rec.started_at = None
+            rec.error_type, rec.error_message = "AgentLost", (
+                f"agent {rec.agent_id or '(unknown)'} vanished; the task was redelivered"
+            )
+            RunState.close_attempt(rec, "lost", at)
+            rec.error_type = rec.error_message = rec.agent_id = rec.started_at = None
+            rec.attempt += 1
+
     def dispatch(self, rec: TaskRecord) -> TaskDispatch:
         """The task message for the current attempt, with its params and upstream outputs."""
         spec = self.flow.tasks[rec.task]
@@ -79,6 +92,47 @@ class RunState:
             task=rec.task, function=spec.function, attempt=rec.dispatch, params=params,
             inputs=inputs, timeout_s=spec.timeout_s, queued_at=rec.queued_at or 0.0,
         )
+
+    def unblock_downstream(self, task: str, ch: Changes) -> None:
+        """Upstream-failed tasks below ``task`` go back to pending, unless another of their
+        dependencies still did not succeed."""
+        blocked = [n for n in self.downstream(task)
+                   if self.tasks[n].status is TaskStatus.UPSTREAM_FAILED]
+        changed = True
+        while changed:  # in dependency order: a task frees only after its parents did
+            changed = False
+            for name in blocked:
+                child = self.tasks[name]
+                deps = self.flow.tasks[name].depends_on
+                if child.status is TaskStatus.UPSTREAM_FAILED and not any(
+                    self.tasks[d].status in TASK_NOT_OK for d in deps
+                ):
+                    child.note, child.finished_at = None, None
+                    self.set(child, TaskStatus.PENDING)
+                    ch.tasks[(self.run.run_id, name)] = child
+                    changed = True
+
+    def cancel(self, now: float, ch: Changes) -> list[TaskRecord]:
+        """Every task not finished is cancelled, and the run; returns those queued or running."""
+        run_id = self.run.run_id
+        in_flight = []
+        for rec in self.tasks.values():
+            if rec.status in TASK_FINAL:
+                continue
+            if rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+                in_flight.append(rec)
+            if rec.status is TaskStatus.RUNNING:
+                RunState.close_attempt(rec, "cancelled", now)
+            rec.finished_at = now
+            rec.note = "cancelled"
+            self.set(rec, TaskStatus.CANCELLED)
+            ch.tasks[(run_id, rec.task)] = rec
+        self.run.status = RunStatus.CANCELLED
+        self.run.finished_at = now
+        ch.runs[run_id] = self.run
+        ch.cancelled_runs.append(run_id)
+        ch.withdrawn += [r for r in in_flight if r.attempt and r.started_at is None]
+        return in_flight
 
     def fail_downstream(
         self, children: Iterable[str], now: float, ch: Changes, cause: list[str]

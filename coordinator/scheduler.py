@@ -10,7 +10,7 @@ from coordinator.graph import CompiledFlow
 from coordinator.runstate import Changes, RunState
 from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
-from protocol.states import TASK_DONE_OK, TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
+from protocol.states import TASK_DONE_OK, TASK_NOT_OK, RunStatus, TaskStatus
 
 MAX_RETRY_DELAY_S = 3600.0
 
@@ -24,9 +24,9 @@ class Scheduler:
         self.runs: dict[str, RunState] = {}
         self._rng = rng or random.Random()
         self.max_dispatch_bytes = max_dispatch_bytes
+        """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
         self.backstop_s = 60.0
         """Past a running task's timeout, how long to wait for its report before calling it lost."""
-        """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
 
     # -- run lifecycle -----------------------------------------------------------------
 
@@ -128,7 +128,7 @@ class Scheduler:
                 and rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id):
             return False  # a duplicate
         ch.tasks[(msg.run_id, msg.task)] = rec  # first, so events keep cause before effect
-        self._close_lost_attempts(rec, msg.attempt, msg.at)
+        RunState.close_lost_attempts(rec, msg.attempt, msg.at)
         if rec.note and rec.note.startswith("waiting:"):
             rec.note = None  # an agent has it
         match msg:
@@ -147,37 +147,10 @@ class Scheduler:
         ch.runs[msg.run_id] = state.run
         return True
 
-    def queue_of(self, run_id: str, task: str) -> str | None:
-        """The queue of a task of an active run (None when the coordinator has no such task)."""
+    def task_record(self, run_id: str, task: str) -> TaskRecord | None:
+        """The state of a task of an active run (None when the coordinator has no such task)."""
         state = self.runs.get(run_id)
-        rec = state.tasks.get(task) if state else None
-        return rec.queue if rec is not None else None
-
-    def holder_other_than(self, run_id: str, task: str, attempt: int, agent_id: str) -> str | None:
-        """The agent that holds this attempt when it is not ``agent_id`` (a report about it
-        from anyone else is refused); None when the report may be applied.
-
-        A later attempt is not refused: a redelivery to another agent after the holder
-        vanished is one, and the coordinator cannot tell it from a forged one (it does not
-        see lease extensions; a killed agent still looks live for a while)."""
-        state = self.runs.get(run_id)
-        rec = state.tasks.get(task) if state else None
-        if rec is None or rec.status is not TaskStatus.RUNNING or rec.attempt != attempt:
-            return None
-        return rec.agent_id if rec.agent_id not in (None, agent_id) else None
-
-    @staticmethod
-    def _close_lost_attempts(rec: TaskRecord, attempt: int, at: float) -> None:
-        """The message came back as ``attempt``: each earlier delivery was lost."""
-        while rec.attempt < attempt:
-            if rec.status is not TaskStatus.RUNNING:
-                rec.agent_id = rec.started_at = None
-            rec.error_type, rec.error_message = "AgentLost", (
-                f"agent {rec.agent_id or '(unknown)'} vanished; the task was redelivered"
-            )
-            RunState.close_attempt(rec, "lost", at)
-            rec.error_type = rec.error_message = rec.agent_id = rec.started_at = None
-            rec.attempt += 1
+        return state.tasks.get(task) if state else None
 
     def _mark_running(
         self, state: RunState, rec: TaskRecord, agent_id: str, at: float, ch: Changes
@@ -212,29 +185,8 @@ class Scheduler:
 
     def cancel(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
         """Cancel an active run; returns the tasks that were queued or running (None: not active)."""
-        state = self.runs.get(run_id)
-        if state is None:
-            return None
-        in_flight = []
-        for rec in state.tasks.values():
-            if rec.status in TASK_FINAL:
-                continue
-            if rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
-                in_flight.append(rec)
-            if rec.status is TaskStatus.RUNNING:
-                RunState.close_attempt(rec, "cancelled", now)
-            rec.finished_at = now
-            rec.note = "cancelled"
-            state.set(rec, TaskStatus.CANCELLED)
-            ch.tasks[(run_id, rec.task)] = rec
-        run = state.run
-        run.status = RunStatus.CANCELLED
-        run.finished_at = now
-        ch.runs[run_id] = run
-        ch.cancelled_runs.append(run_id)
-        ch.withdrawn += [r for r in in_flight if r.attempt and r.started_at is None]
-        del self.runs[run_id]
-        return in_flight
+        state = self.runs.pop(run_id, None)
+        return state.cancel(now, ch) if state is not None else None
 
     def retry(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
@@ -274,7 +226,7 @@ class Scheduler:
             rec.output, rec.note = output, "marked succeeded by hand"
             rec.error_type = rec.error_message = rec.traceback = None
             state.set(rec, TaskStatus.SUCCEEDED)
-            self._unblock_downstream(state, task, ch)
+            state.unblock_downstream(task, ch)
             self._reopen(state, ch)
             for name, child in state.tasks.items():
                 if child.status is TaskStatus.PENDING and state.waiting[name] == 0:
@@ -287,25 +239,6 @@ class Scheduler:
             ch.runs[run.run_id] = state.run
         self._maybe_finish(state, now, ch)
         return rec
-
-    def _unblock_downstream(self, state: RunState, task: str, ch: Changes) -> None:
-        """Upstream-failed tasks below ``task`` go back to pending, unless another of their
-        dependencies still did not succeed."""
-        blocked = [n for n in state.downstream(task)
-                   if state.tasks[n].status is TaskStatus.UPSTREAM_FAILED]
-        changed = True
-        while changed:  # in dependency order: a task frees only after its parents did
-            changed = False
-            for name in blocked:
-                child = state.tasks[name]
-                deps = state.flow.tasks[name].depends_on
-                if child.status is TaskStatus.UPSTREAM_FAILED and not any(
-                    state.tasks[d].status in TASK_NOT_OK for d in deps
-                ):
-                    child.note, child.finished_at = None, None
-                    state.set(child, TaskStatus.PENDING)
-                    ch.tasks[(state.run.run_id, name)] = child
-                    changed = True
 
     def _reopen(self, state: RunState, ch: Changes) -> None:
         state.waiting = state.compute_waiting()
