@@ -266,8 +266,8 @@ class Writer:
                 self.scheduler.on_report(result, now, batch.changes)
             return
         self.checks.check_sender(report, sender)
-        self.checks.check_holder(report)
         if isinstance(report, TaskLog):
+            self.checks.check_holder(report)
             if not (is_token(report.run_id) and is_valid_name(report.task)):
                 raise Malformed("invalid report: a log's run id and task name become a subject "
                                 "and must be letters, digits, '_' or '-'")

@@ -153,9 +153,10 @@ class Client:
             done, _ = await asyncio.wait({request}, timeout=DENIAL_CHECK_S)
             if done:
                 return request.result()
-            if denied(self.nc, subject) is not None:
+            if (why := denied(self.nc, subject)) is not None:
                 request.cancel()
-                raise NatsTimeout
+                raise NotAuthorized(f"NATS does not let this client send on {subject} ({why}); "
+                                    "ask for credentials of a role that may")
 
     async def _ask(self, noun: str, verb: str, data: bytes) -> RawReply:
         for pause_s in NO_RESPONDER_RETRIES_S:  # a coordinator restarting: ask again shortly
@@ -165,10 +166,6 @@ class Client:
             except NoRespondersError:
                 await asyncio.sleep(pause_s)
             except NatsTimeout:
-                subject = self.subjects.api(noun, verb)
-                if (why := denied(self.nc, subject)) is not None:
-                    raise NotAuthorized(f"NATS does not let this client send {noun}.{verb} "
-                                        f"({why}); ask for credentials of a role that may") from None
                 raise NotConnected(f"the coordinator did not answer {noun}.{verb} in "
                                    f"{self.timeout_s:g} s") from None
         else:

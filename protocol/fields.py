@@ -34,7 +34,6 @@ FunctionRef = Annotated[str, msgspec.Meta(max_length=1024)]
 Key = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]+$", min_length=1,
                                    max_length=MAX_KEY_CHARS)]
 """An idempotency key: 1 to MAX_KEY_CHARS printable characters (an empty key is no key)."""
-assert MAX_ID_CHARS == 128  # TOKEN_PATTERN spells it out
 ListLimit = Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_LIMIT)]
 MAX_FUNCTIONS = 20_000
 """Most functions one heartbeat may list."""

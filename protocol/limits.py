@@ -54,7 +54,7 @@ MAX_ID_CHARS = 128
 """Run ids, agent ids and other identifiers: they become NATS subject tokens, and a subject
 over the server's 4,096-byte control line makes it close the connection."""
 
-TOKEN_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+TOKEN_PATTERN = rf"^[A-Za-z0-9_-]{{1,{MAX_ID_CHARS}}}$"
 """An identifier that is safe as one subject token (no '.', '*', '>' or white space)."""
 
 NAME_PATTERN = NAME_RE.pattern

@@ -6,7 +6,7 @@ message can be unacceptable (too big, too deep, not JSON, wrong shape, out of ra
 """
 
 import re
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 
@@ -67,20 +67,3 @@ def decode(decoder: msgspec.json.Decoder[T], data: bytes, what: str,
         raise Malformed(f"invalid {what}: not valid JSON: {exc}") from None
     except RecursionError:  # deep in the caller's own stack: still refuse, never crash
         raise Malformed(f"invalid {what}: nests too deep to decode") from None
-
-
-def value_depth_over(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """True when a Python value (about to be sent) nests deeper than ``limit``."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        if level > limit:
-            return True
-        stack.extend((child, level + 1) for child in children)
-    return False
