@@ -16,6 +16,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.errors import AuthorizationError
 
+from flowforge.credfiles import check_creds_file, check_nkey_file
 from protocol.errors import NotAuthorized, NotConnected
 from protocol.subjects import DEFAULT_NAMESPACE, Subjects
 
@@ -104,9 +105,10 @@ def _tls(opts: ConnectOptions) -> ssl.SSLContext | None:
 
 
 def _check_files(opts: ConnectOptions) -> None:
-    for flag, path in (("--creds", opts.creds_file), ("--nkey", opts.nkey_seed_file)):
-        if path is not None and not os.path.isfile(path):
-            raise NotConnected(f"{flag} {path}: no such file")
+    if opts.creds_file is not None:
+        check_creds_file(opts.creds_file)
+    if opts.nkey_seed_file is not None:
+        check_nkey_file(opts.nkey_seed_file)
 
 
 async def connect(
