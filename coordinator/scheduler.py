@@ -220,6 +220,7 @@ class Scheduler:
         rec = state.tasks[task]
         self.runs[run.run_id] = state
         rec.finished_at = now
+        rec.started_at = None  # its outcome is by hand: no run of it took from then to now
         rec.deadline_at = rec.retry_at = None  # whatever was pending for it no longer is
         ch.tasks[(run.run_id, task)] = rec
         if status is TaskStatus.SUCCEEDED:

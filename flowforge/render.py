@@ -119,7 +119,7 @@ def show_run(detail: RunDetail, spec: FlowSpec | None) -> str:
         if t.error_type or t.note or t.checkpoint or len(t.history) > 1:
             out.append("")
             out.append(f"── {t.task} ({t.status.value}, attempt {t.attempt})")
-            for a in t.history if len(t.history) > 1 else []:
+            for a in t.history if len(t.history) > 1 or t.started_at is None else []:
                 error = f"  {a.error_type}: {cut(a.error_message or '', 70)}" if a.error_type else ""
                 out.append(f"   attempt {a.attempt}: {a.outcome:10} on {a.agent_id or '-'} "
                            f"{clock(a.started_at)} {duration(a.started_at, a.finished_at)}{error}")

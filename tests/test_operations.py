@@ -5,6 +5,7 @@ from pathlib import Path
 
 import msgspec
 
+from flowforge import render
 from flowforge.client import Client
 from protocol.errors import RemoteError
 from protocol.states import RunStatus, TaskStatus
@@ -102,6 +103,15 @@ async def test_marking_a_failed_task_succeeded_lets_its_dependants_run_with_that
     assert done.run.status is RunStatus.SUCCEEDED
     assert msgspec.json.decode(tasks["after_flaky"].output) == "after: fixed by hand"
     assert tasks["flaky"].note == "marked succeeded by hand"
+    # what ran was the failed attempt: the task shows no duration of its own, the attempt its own
+    assert tasks["flaky"].started_at is None
+    [attempt] = tasks["flaky"].history
+    assert attempt.outcome == "failed" and attempt.started_at and attempt.finished_at
+    shown = render.show_run(done, None)
+    [row] = [line for line in shown.splitlines() if line.startswith("flaky ")]
+    status, _, _, started, took = row.split()[1:6]
+    assert (status, started, took) == ("succeeded", "-", "-"), row
+    assert "attempt 1: failed" in shown
 
 
 async def test_marking_a_task_failed_fails_its_dependants_and_the_run(
