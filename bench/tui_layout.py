@@ -1,4 +1,4 @@
-"""Times the DAG layout on a random flow: ``python -m tui.layout_bench [--tasks 1000]``."""
+"""Times the DAG layout on a random flow: ``python -m bench.tui_layout [--tasks 1000]``."""
 
 import argparse
 import random
