@@ -4,7 +4,8 @@ import argparse
 import random
 import time
 
-from tui.dag_layout import Node, layout
+from tui.dag_graph import Node
+from tui.dag_layout import layout
 
 
 def random_nodes(n: int, seed: int = 1234, max_deps: int = 3) -> list[Node]:

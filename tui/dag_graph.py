@@ -1,16 +1,24 @@
-"""Layers of a DAG and an order within each that keeps crossings few (pure; used by dag_layout)."""
+"""The tasks of a DAG to draw, its layers and an order within each that keeps crossings few
+(pure; used by dag_layout)."""
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tui.dag_layout import Node
+from dataclasses import dataclass
 
 SWEEPS = 4
 
 
-def _layers(nodes: Sequence["Node"]) -> list[int]:
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A task to draw: its name, what it waits for, its group (if nested) and its label."""
+
+    name: str
+    deps: tuple[str, ...] = ()
+    group: str | None = None
+    label: str = ""
+
+
+def _layers(nodes: Sequence[Node]) -> list[int]:
     """Longest distance from a root, by Kahn's algorithm (dependencies outside the set are ignored)."""
     index = {n.name: i for i, n in enumerate(nodes)}
     indeg = [0] * len(nodes)
@@ -36,7 +44,7 @@ def _layers(nodes: Sequence["Node"]) -> list[int]:
 class Graph:
     """Nodes plus dummy items that carry long edges through the layers in between."""
 
-    def __init__(self, nodes: Sequence["Node"]) -> None:
+    def __init__(self, nodes: Sequence[Node]) -> None:
         self.nodes = nodes
         self.n = len(nodes)
         self.layer = _layers(nodes)
