@@ -79,6 +79,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params-json", metavar="JSON", help="all parameters as one JSON object")
 
 
+AddCommand = Callable[[str, str], argparse.ArgumentParser]
+"""Adds a subcommand (name, help) that talks to the coordinator: connection options included."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flowforge", description="Define, run and inspect FlowForge flows.",
@@ -93,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how long to wait for each coordinator answer (default: %(default)s)")
         return c
 
+    _add_start_commands(cmd)
+    _add_run_commands(cmd)
+    _add_read_commands(cmd)
+    from flowforge.auth_cli import add_auth_parser
+    from flowforge.dev import add_dev_parser
+
+    add_dev_parser(sub)
+    add_auth_parser(sub)
+    return p
+
+
+def _add_start_commands(cmd: AddCommand) -> None:
+    """register and run."""
     c = cmd("register", "send the flows defined by modules or files to the coordinator")
     c.add_argument("targets", nargs="+", metavar="MODULE_OR_FILE")
     c.add_argument("--json", action="store_true", help="print JSON")
@@ -110,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "their last successful outputs are reused")
     c.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_run_commands(cmd: AddCommand) -> None:
+    """What can be done to one run: logs, cancel, retry, mark."""
     c = cmd("logs", "what a task logged and printed (the last 64 KiB, every attempt)")
     c.add_argument("run_id")
     c.add_argument("task")
@@ -133,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", default="null", metavar="JSON", help="output when succeeded")
     c.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_read_commands(cmd: AddCommand) -> None:
+    """What only reads: runs, show, flows, graph, agents, rejected."""
     c = cmd("runs", "list runs, newest first")
     c.add_argument("--flow")
     c.add_argument("--status", choices=[s.value for s in RunStatus])
@@ -162,13 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--limit", type=list_limit, default=50,
                    help=f"1 to {MAX_LIST_LIMIT} (default: %(default)s)")
     c.add_argument("--json", action="store_true", help="print JSON")
-
-    from flowforge.auth_cli import add_auth_parser
-    from flowforge.dev import add_dev_parser
-
-    add_dev_parser(sub)
-    add_auth_parser(sub)
-    return p
 
 
 async def _register(c: Client, ns: argparse.Namespace) -> int:

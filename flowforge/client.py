@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -14,6 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.jspub import JsPublisher
 from flowforge.registry import REGISTRY
+from protocol import api
 from protocol.api import FlowDetail, RawReply, RegisteredFlow, TaskLogText, reply_decoder
 from protocol.errors import (
     BadRequest,
@@ -51,6 +52,9 @@ _EVENT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "run": _run_dec, "tasks": _tasks_dec, "flow": _flow_dec, "error": _error_dec,
     "agent": _agent_dec,
 }
+
+_ROUTES: dict[type[msgspec.Struct], tuple[str, str]] = {t: key for key, t in api.API_REQUESTS.items()}
+"""The (noun, verb) of each request type: its subject is ``<ns>.api.<noun>.<verb>``."""
 
 NO_RESPONDER_RETRIES_S = (0.05, 0.2, 0.5)
 BUSY_FIRST_PAUSE_S = 0.05
@@ -118,8 +122,10 @@ class Client:
             raise NotConnected("Client is not connected: use `async with Client(...)`")
         return self._nc
 
-    async def request(self, noun: str, verb: str, body: Any, result_type: type[T]) -> T:
-        """One API call; raises RemoteError with the coordinator's code on an error reply."""
+    async def request(self, body: msgspec.Struct, result_type: type[T]) -> T:
+        """One API call, on the subject of the request's type (``protocol.api.API_REQUESTS``);
+        raises RemoteError with the coordinator's code on an error reply."""
+        noun, verb = _ROUTES[type(body)]
         data = encoder.encode(body)
         limit = self.nc.max_payload
         if limit and len(data) > limit:
@@ -194,20 +200,20 @@ class Client:
             ]
             if not group:
                 continue
-            body = {"flows": group, "replace": flag}
+            body = api.RegisterFlows(flows=group, replace=flag)
             if len(encoder.encode(body)) <= self.nc.max_payload:  # all in one transaction
-                out += await self.request("flows", "register", body, list[RegisteredFlow])
+                out += await self.request(body, list[RegisteredFlow])
                 continue
             for spec in group:  # too big together: one by one (each may still be too big)
-                out += await self.request("flows", "register", {"flows": [spec], "replace": flag},
+                out += await self.request(api.RegisterFlows(flows=[spec], replace=flag),
                                           list[RegisteredFlow])
         return out
 
     async def flows(self) -> list[FlowSummary]:
-        return await self.request("flows", "list", {}, list[FlowSummary])
+        return await self.request(api.ListFlows(), list[FlowSummary])
 
     async def flow(self, name: str, version: str | None = None) -> FlowDetail:
-        return await self.request("flows", "get", {"name": name, "version": version}, FlowDetail)
+        return await self.request(api.GetFlow(name=name, version=version), FlowDetail)
 
     # -- triggers -----------------------------------------------------------------------
 
@@ -252,30 +258,30 @@ class Client:
         idempotency_key: str | None = None, source: str = "api", only: list[str] | None = None,
     ) -> RunRecord:
         """Start a run; ``only`` runs just those tasks, reusing the others' last outputs."""
-        body = {"flow": flow, "params": params or {}, "idempotency_key": idempotency_key,
-                "source": source, "only": only}
-        return await self.request("runs", "start", body, RunRecord)
+        body = api.StartRun(flow=flow, params=params or {}, idempotency_key=idempotency_key,
+                            source=source, only=only)
+        return await self.request(body, RunRecord)
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run: pending tasks are cancelled and running ones are told to stop."""
-        return await self.request("runs", "cancel", {"run_id": run_id}, RunRecord)
+        return await self.request(api.CancelRun(run_id=run_id), RunRecord)
 
     async def retry(self, run_id: str) -> RunRecord:
         """Run again the failed, cancelled and upstream-failed tasks of a run."""
-        return await self.request("runs", "retry", {"run_id": run_id}, RunRecord)
+        return await self.request(api.RetryRun(run_id=run_id), RunRecord)
 
     async def mark(self, run_id: str, task: str, status: str, output: Any = None) -> TaskRecord:
         """Set a task succeeded (with ``output``) or failed by hand; its dependants follow."""
-        body = {"run_id": run_id, "task": task, "status": status, "output": output}
-        return await self.request("tasks", "mark", body, TaskRecord)
+        body = api.MarkTask(run_id=run_id, task=task, status=status, output=output)
+        return await self.request(body, TaskRecord)
 
     async def get(self, run_id: str) -> RunDetail:
         """A run and all its task instances (fetched in pages when they do not fit in one
         message; the run record is the newest page's)."""
-        detail = await self.request("runs", "get", {"run_id": run_id}, RunDetail)
+        detail = await self.request(api.GetRun(run_id=run_id), RunDetail)
         while detail.next_task is not None and detail.tasks:  # by name: offsets move
             page = await self.request(
-                "runs", "get", {"run_id": run_id, "after_task": detail.tasks[-1].task}, RunDetail)
+                api.GetRun(run_id=run_id, after_task=detail.tasks[-1].task), RunDetail)
             detail = RunDetail(run=page.run, tasks=detail.tasks + page.tasks,
                                next_task=page.next_task)
         return detail
@@ -283,13 +289,13 @@ class Client:
     async def runs(
         self, flow: str | None = None, status: RunStatus | str | None = None, limit: int = 50
     ) -> list[RunRecord]:
-        body = {"flow": flow, "status": status, "limit": limit}
-        return await self.request("runs", "list", body, list[RunRecord])
+        # a status that is not a RunStatus goes as it is: the coordinator answers bad_request
+        body = api.ListRuns(flow=flow, status=cast("RunStatus | None", status), limit=limit)
+        return await self.request(body, list[RunRecord])
 
     async def task_log(self, run_id: str, task: str) -> str:
         """The end of a task instance's log (what it logged and printed, every attempt)."""
-        body = {"run_id": run_id, "task": task}
-        return (await self.request("tasks", "log", body, TaskLogText)).log
+        return (await self.request(api.GetLog(run_id=run_id, task=task), TaskLogText)).log
 
     async def follow_log(self, run_id: str, task: str) -> AsyncIterator[str]:
         """The stored log, then new lines as they arrive, until the run finishes."""
@@ -319,11 +325,10 @@ class Client:
 
     async def agents(self, include_gone: bool = True) -> list[AgentInfo]:
         """Agents the coordinator heard from: live ones first, then lost or stopped."""
-        return await self.request("agents", "list", {"include_gone": include_gone},
-                                  list[AgentInfo])
+        return await self.request(api.ListAgents(include_gone=include_gone), list[AgentInfo])
 
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
-        return await self.request("rejected", "list", {"limit": limit}, list[RejectedMessage])
+        return await self.request(api.ListRejected(limit=limit), list[RejectedMessage])
 
     async def wait(self, run_id: str, timeout_s: float | None = None,
                    poll_s: float = 2.0,

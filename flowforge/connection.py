@@ -124,7 +124,28 @@ async def connect(
 ) -> NATS:
     """Connect, or raise NotConnected saying which URL could not be reached."""
     _check_files(opts)
-    kwargs: dict[str, Any] = {
+    errors = _ErrorLog()
+    kwargs = _nats_options(opts, name, reconnect, initial_attempts, connect_timeout_s)
+    kwargs.update(
+        disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+        closed_cb=on_closed,  # closed for good: by us, or by the server after a protocol error
+        error_cb=errors.note,
+    )
+    try:
+        nc = await _connect_or_tls_failure(
+            {k: v for k, v in kwargs.items() if v is not None}, errors.tls_failed,
+            max(1, initial_attempts) * (connect_timeout_s + 1.0) + 2.0)
+    except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types here
+        raise errors.failure(exc, opts.url) from None
+    nc.options["max_reconnect_attempts"] = -1 if reconnect else 0
+    _denials[nc] = errors.denials
+    return nc
+
+
+def _nats_options(opts: ConnectOptions, name: str, reconnect: bool, initial_attempts: int,
+                  connect_timeout_s: float) -> dict[str, Any]:
+    """``nats.connect`` keyword arguments: servers, reconnecting, credentials and TLS."""
+    return {
         "servers": [u.strip() for u in opts.url.split(",")],
         "inbox_prefix": opts.subjects.inbox_prefix,
         "name": name,
@@ -141,51 +162,44 @@ async def connect(
         "token": opts.token,
         "tls": _tls(opts),
     }
-    if on_disconnect:
-        kwargs["disconnected_cb"] = on_disconnect
-    if on_reconnect:
-        kwargs["reconnected_cb"] = on_reconnect
-    if on_closed:  # closed for good: by us, or by the server after a protocol error
-        kwargs["closed_cb"] = on_closed
 
-    refused: collections.deque[Exception] = collections.deque(maxlen=1)
-    seen: collections.deque[Exception] = collections.deque(maxlen=1)
-    """The last errors while connecting (bounded: this callback lives as long as the
-    connection, and nats-py calls it on every failed reconnect)."""
-    denials: collections.deque[str] = collections.deque(maxlen=20)
 
-    tls_failed = asyncio.Event()
+class _ErrorLog:
+    """What NATS reported on a connection (its ``error_cb``): the last errors while connecting,
+    a failed TLS handshake, and the permissions violations that ``denied`` reads.
 
-    async def _note_error(exc: Exception) -> None:
-        seen.append(exc)
+    Bounded: the callback lives as long as the connection, and nats-py calls it on every
+    failed reconnect."""
+
+    def __init__(self) -> None:
+        self.refused: collections.deque[Exception] = collections.deque(maxlen=1)
+        self.seen: collections.deque[Exception] = collections.deque(maxlen=1)
+        self.denials: collections.deque[str] = collections.deque(maxlen=20)
+        self.tls_failed = asyncio.Event()
+
+    async def note(self, exc: Exception) -> None:
+        self.seen.append(exc)
         if isinstance(exc, ssl.SSLError):
-            tls_failed.set()
+            self.tls_failed.set()
         if isinstance(exc, AuthorizationError) or "authoriz" in str(exc).lower():
-            refused.append(exc)
+            self.refused.append(exc)
         elif "permissions violation" in str(exc).lower():  # nats-py lowercases it
-            denials.append(str(exc).lower())
+            self.denials.append(str(exc).lower())
             log.debug("NATS refused an operation: %s", exc)  # callers say what it means
 
-    kwargs["error_cb"] = _note_error
-    try:
-        nc = await _connect_or_tls_failure(
-            {k: v for k, v in kwargs.items() if v is not None}, tls_failed,
-            max(1, initial_attempts) * (connect_timeout_s + 1.0) + 2.0)
-    except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types here
-        if isinstance(exc, TimeoutError) and seen:
-            exc = seen[-1]
-        if refused or isinstance(exc, AuthorizationError):
-            raise NotAuthorized(
-                f"NATS at {opts.url} refused this login ({refused[-1] if refused else exc}); "
+    def failure(self, exc: Exception, url: str) -> NotConnected:
+        """What to raise when the first connect to ``url`` ended with ``exc``."""
+        if isinstance(exc, TimeoutError) and self.seen:
+            exc = self.seen[-1]
+        if self.refused or isinstance(exc, AuthorizationError):
+            return NotAuthorized(
+                f"NATS at {url} refused this login ({self.refused[-1] if self.refused else exc}); "
                 "check --creds / --nkey / --user and --password / --token (or their "
                 "FLOWFORGE_* variables)"
-            ) from None
+            )
         reason = str(exc) or type(exc).__name__
-        raise NotConnected(f"cannot reach NATS at {opts.url}: {reason}; start one with "
-                           "`flowforge-coordinator` (it embeds one) or `flowforge dev`") from None
-    nc.options["max_reconnect_attempts"] = -1 if reconnect else 0
-    _denials[nc] = denials
-    return nc
+        return NotConnected(f"cannot reach NATS at {url}: {reason}; start one with "
+                            "`flowforge-coordinator` (it embeds one) or `flowforge dev`")
 
 
 async def _connect_or_tls_failure(kwargs: dict[str, Any], tls_failed: asyncio.Event,

@@ -5,6 +5,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from protocol.dag import layers_of
 from protocol.flows import FlowSpec
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from protocol.states import TaskStatus
@@ -136,24 +137,10 @@ def show_run(detail: RunDetail, spec: FlowSpec | None) -> str:
 
 def stages(spec: FlowSpec) -> list[list[str]]:
     """Tasks grouped by longest distance from a root (stage 1 = no dependencies)."""
-    level: dict[str, int] = {}
-    deps = {t.name: t.depends_on for t in spec.tasks}
-
-    def depth(name: str) -> int:
-        stack = [name]
-        while stack:
-            node = stack[-1]
-            missing = [d for d in deps[node] if d not in level]
-            if missing:
-                stack.extend(missing)
-                continue
-            level[node] = 1 + max((level[d] for d in deps[node]), default=0)
-            stack.pop()
-        return level[name]
-
+    layer = layers_of({t.name: t.depends_on for t in spec.tasks})
     out: dict[int, list[str]] = {}
     for t in spec.tasks:
-        out.setdefault(depth(t.name), []).append(t.name)
+        out.setdefault(layer[t.name], []).append(t.name)
     return [out[k] for k in sorted(out)]
 
 

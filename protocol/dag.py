@@ -1,5 +1,6 @@
 """Validation of flow definitions and the graph facts the scheduler needs (pure)."""
 
+import graphlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -15,30 +16,17 @@ from protocol.flows import JSON_TYPES, FlowSpec, ParamSpec
 from protocol.limits import MAX_TASKS_PER_FLOW, is_valid_name
 
 
-def find_cycle(flow: str, deps: Mapping[str, Sequence[str]]) -> list[str] | None:
-    """A cycle as a path that starts and ends on the same task, or None."""
-    WHITE, GREY, BLACK = 0, 1, 2
-    colour = dict.fromkeys(deps, WHITE)
-    for root in deps:
-        if colour[root] != WHITE:
-            continue
-        stack: list[tuple[str, Iterable[str]]] = [(root, iter(deps[root]))]
-        path = [root]
-        colour[root] = GREY
-        while stack:
-            node, children = stack[-1]
-            for child in children:
-                if colour.get(child) == GREY:
-                    return [*path[path.index(child):], child]
-                if colour.get(child) == WHITE:
-                    colour[child] = GREY
-                    path.append(child)
-                    stack.append((child, iter(deps[child])))
-                    break
-            else:
-                colour[node] = BLACK
-                stack.pop()
-                path.pop()
+def find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A cycle as a path along dependencies that starts and ends on the same task (the one of
+    the cycle that comes first in ``deps``), or None."""
+    try:
+        graphlib.TopologicalSorter(deps).prepare()
+    except graphlib.CycleError as exc:
+        loop = exc.args[1][-1:0:-1]  # graphlib goes from a dependency to its dependants
+        order = {name: i for i, name in enumerate(deps)}
+        first = min(range(len(loop)), key=lambda i: order.get(loop[i], len(order)))
+        loop = loop[first:] + loop[:first]
+        return [*loop, loop[0]]
     return None
 
 
@@ -66,7 +54,7 @@ def validate_flow(spec: FlowSpec) -> None:
         for dep in task.depends_on:
             if dep not in names:
                 raise UnknownDependency(spec.name, task.name, dep)
-    cycle = find_cycle(spec.name, deps)
+    cycle = find_cycle(deps)
     if cycle:
         raise CycleError(spec.name, cycle)
     _validate_inputs(spec, deps)
@@ -116,24 +104,20 @@ def _validate_task_fields(flow: str, task: Any) -> None:
 def ancestors_of(deps: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
     """Every task's transitive dependencies (the graph must be acyclic)."""
     memo: dict[str, frozenset[str]] = {}
-    for start in deps:
-        stack = [start]
-        while stack:
-            node = stack[-1]
-            if node in memo:
-                stack.pop()
-                continue
-            pending = [d for d in deps[node] if d not in memo]
-            if pending:
-                stack.extend(pending)
-                continue
-            acc: set[str] = set()
-            for d in deps[node]:
-                acc.add(d)
-                acc |= memo[d]
-            memo[node] = frozenset(acc)
-            stack.pop()
+    for name in graphlib.TopologicalSorter(deps).static_order():
+        memo[name] = frozenset(deps[name]).union(*(memo[d] for d in deps[name]))
     return memo
+
+
+def layers_of(deps: Mapping[str, Iterable[str]]) -> dict[str, int]:
+    """Every task's longest distance from a task without dependencies (those are 0): the
+    column or stage it is drawn in. Dependencies that are not keys of ``deps`` are ignored;
+    the graph must be acyclic."""
+    inside = {name: [d for d in ds if d in deps] for name, ds in deps.items()}
+    layer: dict[str, int] = {}
+    for name in graphlib.TopologicalSorter(inside).static_order():
+        layer[name] = max((layer[d] + 1 for d in inside[name]), default=0)
+    return layer
 
 
 def _type_ok(expected: str | None, value: Any) -> bool:

@@ -122,7 +122,6 @@ class RemoteError(FlowForgeError):
             self.code = ErrorCode(code)
         except ValueError:
             self.code = ErrorCode.INTERNAL
-        self.raw_code = code
 
 
 class NotConnected(FlowForgeError):

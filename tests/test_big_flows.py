@@ -7,6 +7,7 @@ import pytest
 from coordinator.service import Coordinator
 from flowforge import register_task_pipeline
 from flowforge.client import Client
+from protocol import api
 from protocol.errors import TooLarge
 from protocol.limits import MAX_TASKS_PER_FLOW
 from tests.taskflows import ok_task
@@ -51,7 +52,7 @@ async def test_a_run_too_big_for_one_answer_is_read_in_pages(
     detail = await client.wait(run.run_id, timeout_s=60)
     assert detail.run.status == "succeeded" and detail.next_task is None
     assert sorted(t.task for t in detail.tasks) == sorted(t.name for t in spec.tasks)
-    first = await client.request("runs", "get", {"run_id": run.run_id}, type(detail))
+    first = await client.request(api.GetRun(run_id=run.run_id), type(detail))
     assert first.next_task is not None and 0 < len(first.tasks) < len(spec.tasks)
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from flowforge.pipeline import register_task_pipeline
 from flowforge.registry import REGISTRY
-from protocol.dag import ancestors_of, check_params, find_cycle, validate_flow
+from protocol.dag import ancestors_of, check_params, find_cycle, layers_of, validate_flow
 from protocol.errors import (
     CycleError,
     DuplicateTask,
@@ -375,7 +375,7 @@ def test_a_parameter_named_like_a_task_that_is_not_upstream_is_rejected() -> Non
 @given(graph=acyclic_graphs(), data=st.data())
 def test_an_acyclic_graph_always_validates_and_has_no_cycle(graph: Deps, data: st.DataObject) -> None:
     order = data.draw(st.permutations(list(graph)))
-    assert find_cycle("g", graph) is None
+    assert find_cycle(graph) is None
     validate_flow(as_flow(graph, order))
 
 
@@ -392,7 +392,7 @@ def test_a_back_edge_closing_a_path_makes_find_cycle_return_a_real_cycle(
     # high depends (transitively) on low; now low depends on high as well
     cyclic = {**graph, low: (*graph[low], high)}
     order = data.draw(st.permutations(list(cyclic)))
-    cycle = find_cycle("g", {n: cyclic[n] for n in order})
+    cycle = find_cycle({n: cyclic[n] for n in order})
     assert cycle is not None
     assert_is_cycle(cycle, cyclic)
     assert (low, high) in pairwise(cycle), "every cycle uses the new edge"
@@ -406,3 +406,26 @@ def test_a_back_edge_closing_a_path_makes_find_cycle_return_a_real_cycle(
 def test_ancestors_of_equals_the_transitive_closure(graph: Deps, data: st.DataObject) -> None:
     order = data.draw(st.permutations(list(graph)))
     assert ancestors_of({n: graph[n] for n in order}) == closure(graph)
+
+
+def longest_from_a_root(graph: Deps) -> dict[str, int]:
+    """Brute force: the most edges on any path down from a task to one without dependencies."""
+    def longest(name: str) -> int:
+        return max((1 + longest(d) for d in graph[name]), default=0)
+
+    return {n: longest(n) for n in graph}
+
+
+@settings(max_examples=200, deadline=None)
+@given(graph=acyclic_graphs(max_tasks=12), data=st.data())
+def test_layers_of_is_the_longest_path_from_a_root(graph: Deps, data: st.DataObject) -> None:
+    order = data.draw(st.permutations(list(graph)))
+    assert layers_of({n: graph[n] for n in order}) == longest_from_a_root(graph)
+
+
+def test_layers_of_ignores_dependencies_outside_the_graph() -> None:
+    assert layers_of({"a": ("elsewhere",), "b": ("a", "gone")}) == {"a": 0, "b": 1}
+
+
+def test_find_cycle_starts_the_cycle_at_its_first_defined_task() -> None:
+    assert find_cycle({"x": (), "b": ("c",), "c": ("a",), "a": ("b",)}) == ["b", "c", "a", "b"]

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Select, Static, TextArea
 from protocol.messages import TaskLog
 from protocol.records import AgentInfo, RunDetail, RunRecord, TaskRecord
 from protocol.states import RunStatus, TaskStatus
+from tests.memory_source import MemorySource, flow_detail
 from tests.test_tui_dag_shape import etl, fan
 from tests.test_tui_support import T0, clock, history, memory_source, running_run, until, utc
 from tui.app import DashboardApp
@@ -20,7 +21,6 @@ from tui.banner import Banner
 from tui.dag_layout import progress_edge
 from tui.dag_view import DagView
 from tui.forms import ConfirmScreen, MarkScreen, TextScreen, TriggerScreen
-from tui.memory_source import MemorySource, flow_detail
 from tui.run_view import RunScreen
 
 SIZE = (150, 44)

@@ -4,9 +4,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from bench.tui_layout import random_nodes
 from tests.test_tui_support import spec
-from tui.dag_layout import LINE_CHARS, DagLayout, Node, layout, layout_spec, progress_edge
-from tui.layout_bench import random_nodes
+from tui.dag_graph import Node
+from tui.dag_layout import LINE_CHARS, DagLayout, layout, layout_spec, progress_edge
 
 UP, DOWN, LEFT, RIGHT = 1, 2, 4, 8
 STEP = {UP: (0, -1), DOWN: (0, 1), RIGHT: (1, 0), LEFT: (-1, 0)}

@@ -9,9 +9,9 @@ import msgspec
 from protocol.messages import TaskLog
 from protocol.records import FlowSummary, RunRecord
 from protocol.states import RunStatus
+from tests.memory_source import MemorySource
 from tests.test_tui_support import NOW, T0, clock, memory_source, running_run, until
 from tui.follower import Follower
-from tui.memory_source import MemorySource
 from tui.model import Dirty, Model
 
 

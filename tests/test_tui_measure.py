@@ -1,6 +1,6 @@
-"""tui.measure on small sizes: both parts run to the end and the table reads them."""
+"""bench.tui_measure on small sizes: both parts run to the end and the table reads them."""
 
-from tui.measure import big_flow, half_done, measure_follow, measure_open, table
+from bench.tui_measure import big_flow, half_done, measure_follow, measure_open, table
 
 
 def test_the_big_run_has_a_record_for_every_task_some_running_with_progress() -> None:

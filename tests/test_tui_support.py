@@ -22,7 +22,7 @@ from protocol.records import (
     TaskRecord,
 )
 from protocol.states import RunStatus, TaskStatus
-from tui.memory_source import MemorySource, flow_detail
+from tests.memory_source import MemorySource, flow_detail
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 NOW = T0 + 90.0

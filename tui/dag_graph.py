@@ -1,45 +1,34 @@
-"""Layers of a DAG and an order within each that keeps crossings few (pure; used by dag_layout)."""
+"""The tasks of a DAG to draw, its layers and an order within each that keeps crossings few
+(pure; used by dag_layout)."""
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-if TYPE_CHECKING:
-    from tui.dag_layout import Node
+from protocol.dag import layers_of
 
 SWEEPS = 4
 
 
-def _layers(nodes: Sequence["Node"]) -> list[int]:
-    """Longest distance from a root, by Kahn's algorithm (dependencies outside the set are ignored)."""
-    index = {n.name: i for i, n in enumerate(nodes)}
-    indeg = [0] * len(nodes)
-    dependants: list[list[int]] = [[] for _ in nodes]
-    for i, n in enumerate(nodes):
-        for d in n.deps:
-            j = index.get(d)
-            if j is not None:
-                indeg[i] += 1
-                dependants[j].append(i)
-    layer = [0] * len(nodes)
-    ready = [i for i, k in enumerate(indeg) if k == 0]
-    while ready:
-        j = ready.pop()
-        for i in dependants[j]:
-            layer[i] = max(layer[i], layer[j] + 1)
-            indeg[i] -= 1
-            if indeg[i] == 0:
-                ready.append(i)
-    return layer
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A task to draw: its name, what it waits for, its group (if nested) and its label."""
+
+    name: str
+    deps: tuple[str, ...] = ()
+    group: str | None = None
+    label: str = ""
 
 
 class Graph:
     """Nodes plus dummy items that carry long edges through the layers in between."""
 
-    def __init__(self, nodes: Sequence["Node"]) -> None:
+    def __init__(self, nodes: Sequence[Node]) -> None:
         self.nodes = nodes
         self.n = len(nodes)
-        self.layer = _layers(nodes)
+        layer_of = layers_of({n.name: n.deps for n in nodes})
+        self.layer = [layer_of[n.name] for n in nodes]
+        """Each item's column: a task's longest distance from a root (a dummy's is set as made)."""
         self.succ: list[list[int]] = [[] for _ in nodes]
         self.pred: list[list[int]] = [[] for _ in nodes]
         index = {n.name: i for i, n in enumerate(nodes)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from protocol.flows import FlowSpec
-from tui.dag_graph import Graph
+from tui.dag_graph import Graph, Node
 from tui.dag_route import Route, Source, route
 
 UP, DOWN, LEFT, RIGHT = 1, 2, 4, 8
@@ -32,16 +32,6 @@ Glyph = Callable[[str], str]
 Progress = Callable[[str], float | None]
 """How far a task is (0 to 1), or None to draw a plain box."""
 Direction = Literal["up", "down", "left", "right"]
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """A task to draw: its name, what it waits for, its group (if nested) and its label."""
-
-    name: str
-    deps: tuple[str, ...] = ()
-    group: str | None = None
-    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)

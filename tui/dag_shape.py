@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from protocol.flows import FlowSpec
 from protocol.states import TaskStatus
-from tui.dag_layout import Node
+from tui.dag_graph import Node
 
 ZOOM_LABELS = (24, 12, 5)
 """Longest label drawn at each zoom level: 0 is the default, higher levels show more tasks."""

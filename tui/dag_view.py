@@ -65,7 +65,7 @@ class DagView(ScrollView, can_focus=True):
         self.glyph: Glyph | None = None
         self.progress: Progress | None = None
         self.painted_rows = 0
-        """Rows of the current layout drawn so far (how tui.measure knows a DAG is on screen)."""
+        """Rows of the current layout drawn so far (how bench.tui_measure knows a DAG is on screen)."""
         self.spec: FlowSpec | None = None
         self.version = ""
         self.shape = Shape()

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from textual.dom import DOMNode
 from textual.signal import Signal
@@ -14,8 +14,14 @@ from tui.dag_shape import Shape, shaped_nodes
 from tui.model import Dirty, Model
 from tui.source import DataSource
 
-if TYPE_CHECKING:
-    from tui.operator import Operator
+
+class Actions(Protocol):
+    """What a view may ask of the deployment (tui/operator.py's Operator; each asks first)."""
+
+    def trigger(self, flow: str) -> None: ...
+    def cancel(self, run_id: str) -> None: ...
+    def retry(self, run_id: str) -> None: ...
+    def mark(self, run_id: str, task: str) -> None: ...
 
 
 @dataclass
@@ -25,7 +31,7 @@ class Hub:
     clock: Callable[[], float]
     changed: Signal[Dirty]
     layouts: dict[tuple[str, str, Shape], DagLayout] = field(default_factory=dict)
-    operator: "Operator" = field(init=False)
+    operator: Actions = field(init=False)
     """Set by the app once it exists: the actions every view offers."""
 
     async def flow_spec(self, name: str, version: str | None = None) -> tuple[FlowSpec, str] | None:

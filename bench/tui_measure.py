@@ -1,6 +1,6 @@
 """Measures the dashboard headless: opening a big run, and memory while following many runs.
 
-``python -m tui.measure`` runs each part in a fresh process (so its peak RSS is its own) and
+``python -m bench.tui_measure`` runs each part in a fresh process (so its peak RSS is its own) and
 prints a table:
 
 - open: time from ``open_run`` until the run view has drawn the DAG of a run of a flow of
@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.tui_layout import random_nodes
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.records import RunCounts, RunDetail, RunRecord, TaskRecord
 from protocol.states import RunStatus, TaskStatus
+from tests.memory_source import MemorySource, flow_detail
 from tui.app import FLUSH_S, DashboardApp
 from tui.dag_view import DagView
-from tui.layout_bench import random_nodes
-from tui.memory_source import MemorySource, flow_detail
 from tui.run_view import RunScreen
 
 T0 = 1_767_225_600.0
@@ -41,7 +41,7 @@ def clock() -> float:
 def big_flow(name: str, n: int) -> FlowSpec:
     """A flow shaped like the layout benchmark's random DAG (each task waits for up to 3)."""
     return FlowSpec(name=name, tasks=tuple(
-        TaskSpec(name=node.name, function="tui.measure:noop", depends_on=node.deps, group=node.group)
+        TaskSpec(name=node.name, function="bench.tui_measure:noop", depends_on=node.deps, group=node.group)
         for node in random_nodes(n)))
 
 
@@ -216,9 +216,9 @@ def _part(ns: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m tui.measure", description=__doc__,
+        prog="python -m bench.tui_measure", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  python -m tui.measure --tasks 1000 --runs 100 --run-tasks 20")
+        epilog="example:\n  python -m bench.tui_measure --tasks 1000 --runs 100 --run-tasks 20")
     p.add_argument("--tasks", type=int, default=1000, help="tasks of the big flow (default 1000)")
     p.add_argument("--repeat", type=int, default=5, help="opens timed, cold and warm (default 5)")
     p.add_argument("--runs", type=int, default=100, help="concurrent runs followed (default 100)")
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = []
     for part in ("open", "follow"):
-        args = [sys.executable, "-m", "tui.measure", "--part", part, "--tasks", str(ns.tasks),
+        args = [sys.executable, "-m", "bench.tui_measure", "--part", part, "--tasks", str(ns.tasks),
                 "--repeat", str(ns.repeat), "--runs", str(ns.runs), "--run-tasks", str(ns.run_tasks)]
         done = subprocess.run(args, capture_output=True, text=True, check=False)
         if done.returncode != 0:

@@ -1,10 +1,11 @@
-"""Times the DAG layout on a random flow: ``python -m tui.layout_bench [--tasks 1000]``."""
+"""Times the DAG layout on a random flow: ``python -m bench.tui_layout [--tasks 1000]``."""
 
 import argparse
 import random
 import time
 
-from tui.dag_layout import Node, layout
+from tui.dag_graph import Node
+from tui.dag_layout import layout
 
 
 def random_nodes(n: int, seed: int = 1234, max_deps: int = 3) -> list[Node]:

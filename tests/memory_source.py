@@ -1,4 +1,4 @@
-"""MemorySource: a DataSource over records held in memory — for tests, snapshots and demos.
+"""MemorySource: a DataSource over records held in memory — for tests, snapshots and bench.tui_measure.
 
 Actions are recorded in ``calls`` and answered with plausible records; ``push`` sends an
 event to every subscriber; ``go_down`` / ``come_back`` play a lost deployment.
