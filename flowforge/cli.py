@@ -277,6 +277,8 @@ async def _mark(c: Client, ns: argparse.Namespace) -> int:
 
 async def _runs(c: Client, ns: argparse.Namespace) -> int:
     runs = await c.runs(ns.flow, ns.status, ns.limit)
+    if not runs and ns.flow:
+        await c.flow(ns.flow)  # a name no flow has is an error, not an empty list
     _print_json(runs) if ns.json else out(render.runs_table(runs))
     return runtime.EXIT_OK
 

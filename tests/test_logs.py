@@ -47,6 +47,16 @@ async def test_logs_of_an_unknown_run_or_task_are_an_error_not_an_empty_log(
         assert shown.stdout == ""
 
 
+async def test_runs_of_a_flow_that_is_not_registered_is_an_error_not_an_empty_list(
+    coordinator, client: Client, cli_env
+) -> None:
+    await client.register()
+    listed = await asyncio.to_thread(run_cli, ["flowforge", "runs", "--flow", "chatty"], cli_env)
+    assert listed.returncode == 0 and listed.stdout == "no runs\n", listed.stderr
+    typo = await asyncio.to_thread(run_cli, ["flowforge", "runs", "--flow", "chaty"], cli_env)
+    assert typo.returncode == 2 and "no flow named 'chaty'" in typo.stderr, typo.stderr
+
+
 @pytest.mark.parametrize("limit", ["5000", "0", "-1", "many"])
 async def test_a_list_limit_the_coordinator_would_not_honour_is_a_usage_error(
     cli_env, limit: str
