@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from celery import Celery
 
 REDIS_URL_ENV = "FLOWFORGE_BENCH_REDIS_URL"
+DEFAULTS_ENV = "FLOWFORGE_BENCH_CELERY_DEFAULTS"
+"""Set to 1: the workers run as a user starts them (``bench.run``'s defaults workload)."""
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 NOOP = "bench.noop"
@@ -66,8 +68,13 @@ WORKER_ARGS: tuple[str, ...] = (
 """Command-line options of every ``celery worker`` (the pool and concurrency come from the caller)."""
 
 
-def settings(url: str) -> dict[str, object]:
-    """The Celery configuration of both the workers and the benchmark's client."""
+def settings(url: str, defaults: bool = False) -> dict[str, object]:
+    """The Celery configuration of both the workers and the benchmark's client; with
+    ``defaults`` only what a user must write (broker, result backend, JSON)."""
+    if defaults:
+        return {"broker_url": url, "result_backend": url, "task_serializer": "json",
+                "result_serializer": "json", "accept_content": ["json"],
+                "worker_hijack_root_logger": False, "broker_connection_retry_on_startup": True}
     return {
         "broker_url": url,
         "result_backend": url,
@@ -98,12 +105,12 @@ def _started_at(*args: object) -> float:
     return time.time()
 
 
-def make_app(url: str) -> "Celery":
+def make_app(url: str, defaults: bool = False) -> "Celery":
     """A Celery app on Redis ``url`` with the benchmark's two tasks registered by name."""
     from celery import Celery
 
     app = Celery("flowforge_bench", set_as_current=False)
-    app.conf.update(settings(url))
+    app.conf.update(settings(url, defaults))
     app.task(name=NOOP)(_noop)
     app.task(name=STARTED_AT)(_started_at)
     return app
@@ -122,7 +129,8 @@ def __getattr__(name: str) -> Any:
     """
     if name in ("app", "noop", "started_at"):
         if not _built:
-            app = make_app(os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL))
+            app = make_app(os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL),
+                           defaults=os.environ.get(DEFAULTS_ENV) == "1")
             _built.update(app=app, noop=app.tasks[NOOP], started_at=app.tasks[STARTED_AT])
         return _built[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -171,6 +171,9 @@ class CeleryStack(BaseStack):
     concurrency: int = capp.CONCURRENCY
     pool: str = capp.POOL
     prefetch_multiplier: int | None = None
+    defaults: bool = False
+    """Workers as a user starts them: ``celery -A app worker``, no options, an app that sets
+    only its broker, result backend and JSON (``pool``/``concurrency``/prefetch ignored)."""
     url: str = ""
     redis: Proc | None = None
     worker_procs: list[Proc] = field(default_factory=list)
@@ -193,11 +196,12 @@ class CeleryStack(BaseStack):
         while not await _redis_pong(port):
             self._check(deadline, "redis-server to answer PING")
             await asyncio.sleep(0.05)
-        env = os.environ | {capp.REDIS_URL_ENV: self.url}
+        env = os.environ | {capp.REDIS_URL_ENV: self.url,
+                            capp.DEFAULTS_ENV: "1" if self.defaults else "0"}
         for i in range(self.workers):
             name = f"worker{i}"
             self.worker_procs.append(spawn(name, self._worker_argv(name), self.workdir / f"{name}.log", env))
-        self.app = capp.make_app(self.url)
+        self.app = capp.make_app(self.url, self.defaults)
         self._thread = ClientThread()
         await self.run(self._wait_for_workers, deadline)
 
@@ -210,8 +214,10 @@ class CeleryStack(BaseStack):
 
     def _worker_argv(self, name: str) -> list[str]:
         argv = [sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker",
-                "--hostname", f"{name}@%h", "--pool", self.pool,
-                "--concurrency", str(self.concurrency), *capp.WORKER_ARGS]
+                "--hostname", f"{name}@%h"]
+        if self.defaults:
+            return [*argv, "--loglevel", "WARNING"]
+        argv += ["--pool", self.pool, "--concurrency", str(self.concurrency), *capp.WORKER_ARGS]
         if self.prefetch_multiplier is not None:
             argv += ["--prefetch-multiplier", str(self.prefetch_multiplier)]
         return argv

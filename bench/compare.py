@@ -159,6 +159,9 @@ def rows_for(entry: dict[str, Any]) -> list[Row]:
         case "wide":
             return [_metric_row(entry, "tasks/s", "tasks_per_s", "tasks_per_s", ",.0f", True,
                                 "≥ 10x Celery tasks/s", _ratio_ok)]
+        case "defaults":
+            return [_metric_row(entry, "tasks/s, both at defaults", "tasks_per_s", "tasks_per_s",
+                                ",.0f", True, "≥ 10x Celery tasks/s", _ratio_ok)]
         case "triggers":
             return [_metric_row(entry, "runs/s", "runs_per_s", "runs_per_s", ",.0f", True,
                                 "≥ 10x Celery tasks/s", _ratio_ok)]

@@ -24,6 +24,8 @@ workloads (full sizes; --quick in brackets)
                        Celery: chain(noop, chord(19,998 x noop, noop))
   throughput-triggers  5,000 trigger messages, one single-task run each [100]: runs/s from the
                        first publish to the last run's succeeded event; Celery: 5,000 noop.delay()
+  defaults             1 → 2,000 → 1 [1→200→1] with both sides as a user starts them: the agent
+                       without --concurrency, `celery -A app worker` without options; tasks/s
   fanout               1 → 10,000 → 1 [1→100→1]: wall time from the start to the join's success
   chain                t0 → … → t199 [20]: ms per hop = wall time / tasks
   latency              500 single-task runs, one started every 10 ms through the API [50]:

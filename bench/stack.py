@@ -200,7 +200,8 @@ class Stack(BaseStack):
 
     workdir: Path
     agents: int = 1
-    concurrency: int = 16
+    concurrency: int | None = 16
+    """Each agent's ``--concurrency``; None: the agent's default."""
     log_level: str = "INFO"
     lease_s: float | None = None
     """``--lease`` for the coordinator and the agents (default: theirs)."""
@@ -258,8 +259,11 @@ class Stack(BaseStack):
         imports = [arg for module in self.imports for arg in ("--import", module)]
         return [*console_script("flowforge-agent", "agent.cli"),
                 "--nats", self.url, "--queue", "default", *imports, "--agent-id", agent_id,
-                "--concurrency", str(self.concurrency), "--log-level", self.log_level,
+                *self._concurrency_args(), "--log-level", self.log_level,
                 *self._lease_args()]
+
+    def _concurrency_args(self) -> list[str]:
+        return [] if self.concurrency is None else ["--concurrency", str(self.concurrency)]
 
     def _lease_args(self) -> list[str]:
         return [] if self.lease_s is None else ["--lease", f"{self.lease_s:g}"]

@@ -28,7 +28,7 @@ from bench.usage import CpuMeter
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
 
-WORKLOADS = ("wide", "triggers", "fanout", "chain", "latency", "scale", "agents")
+WORKLOADS = ("wide", "triggers", "defaults", "fanout", "chain", "latency", "scale", "agents")
 ALIASES = {"throughput-wide": "wide", "throughput-triggers": "triggers"}
 NAMES = {"wide": "throughput-wide", "triggers": "throughput-triggers"}
 """The table's name of a workload, where it differs from its key."""
@@ -54,6 +54,7 @@ class BenchConfig:
     scale_history_tasks: int
     agent_counts: tuple[int, ...]
     agents_trigger_count: int
+    defaults_width: int
     publish_window: int
     timeout_s: float
     workloads: tuple[str, ...]
@@ -65,12 +66,13 @@ FULL_SIZES: dict[str, Any] = {
     "wide_width": flows.WIDE_WIDTH, "trigger_count": 5000, "fanout_width": 10_000,
     "chain_length": 200, "latency_count": 500, "scale_start_tasks": 10_000,
     "scale_history_runs": 100, "scale_history_tasks": 1000, "agent_counts": (1, 2, 4),
-    "agents_trigger_count": 5000,
+    "agents_trigger_count": 5000, "defaults_width": 2000,
 }
 QUICK_SIZES: dict[str, Any] = {
     "wide_width": 200, "trigger_count": 100, "fanout_width": 100, "chain_length": 20,
     "latency_count": 50, "scale_start_tasks": 1000, "scale_history_runs": 10,
     "scale_history_tasks": 100, "agent_counts": (1, 2, 4), "agents_trigger_count": 200,
+    "defaults_width": 200,
 }
 
 FlowForgeSample = Callable[[Stack], Awaitable[dict[str, Any]]]
@@ -91,6 +93,9 @@ class Plan:
     agents: int
     repeat: int
     notes: tuple[str, ...] = ()
+    defaults: bool = False
+    """Both sides as a user starts them: agents without --concurrency, Celery workers without
+    options (``CeleryStack.defaults``)."""
 
 
 def _plan_throughput(cfg: BenchConfig, kind: str) -> Plan:
@@ -131,12 +136,25 @@ def plans(cfg: BenchConfig, name: str) -> list[Plan]:
                          lambda c: celery_side.dispatch_latency(c, n, every, t), cfg.agents, cfg.repeat)]
         case "scale":
             return [_plan_scale(cfg)]
+        case "defaults":
+            return [_plan_defaults(cfg)]
         case _:
             n = cfg.agents_trigger_count
             return [Plan(f"agents-{k}", "agents", f"agents x{k}", f"{n:,} single-task runs", (single,),
                          lambda s: workloads.triggers(s, single.name, n, t, cfg.publish_window),
                          lambda c: celery_side.singles(c, n, t), k, cfg.repeat)
                     for k in cfg.agent_counts]
+
+
+def _plan_defaults(cfg: BenchConfig) -> Plan:
+    spec, w, t = flows.fanout_flow(cfg.defaults_width), cfg.defaults_width, cfg.timeout_s
+    return Plan("defaults", "defaults", f"defaults 1→{w:,}→1", f"{w + 2:,} tasks, one run", (spec,),
+                lambda s: workloads.fanout(s, spec.name, t),
+                lambda c: celery_side.wide(c, w, t), 1, cfg.repeat,
+                ("defaults: one agent started without --concurrency and one Celery worker started "
+                 "as `celery -A app worker` (prefork, one process per core, prefetch multiplier 4) "
+                 "with an app that sets only its broker, result backend and JSON; tasks/s from "
+                 "the client's submit to the join's result",), defaults=True)
 
 
 def _plan_scale(cfg: BenchConfig) -> Plan:
@@ -257,8 +275,9 @@ async def measure(cfg: BenchConfig, plan: Plan, celery_off: str | None) -> dict[
     with _workdir(cfg, plan.key) as tmp:
         (Path(tmp) / "flowforge").mkdir()
         (Path(tmp) / "celery").mkdir()
-        ff_stack = Stack(Path(tmp) / "flowforge", plan.agents, cfg.concurrency)
-        cel_stack = CeleryStack(Path(tmp) / "celery", workers=plan.agents)
+        ff_stack = Stack(Path(tmp) / "flowforge", plan.agents,
+                         None if plan.defaults else cfg.concurrency)
+        cel_stack = CeleryStack(Path(tmp) / "celery", workers=plan.agents, defaults=plan.defaults)
         try:
             await _start_flowforge(ff_stack, plan, ff, cfg.timeout_s)
             if cel.live:

@@ -100,3 +100,24 @@ def test_the_profiler_runs_a_small_workload_and_prints_both_tables(component: st
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{component} profiled during chain 5" in done.stdout
     assert "Ordered by: internal time" in done.stdout and "Ordered by: cumulative time" in done.stdout
+
+
+def test_the_defaults_workload_starts_both_sides_as_a_user_would(tmp_path: Path) -> None:
+    from bench import celery_app, suite
+    from bench.celery_side import CeleryStack
+    from bench.stack import Stack
+
+    cfg = config_from_args(build_parser().parse_args(["--workload", "defaults"]))
+    [plan] = suite.plans(cfg, "defaults")
+    assert plan.defaults and plan.agents == 1 and plan.size == "2,002 tasks, one run"
+    tuned = Stack(tmp_path, 1, cfg.concurrency)._agent_argv("agent0")
+    assert tuned[tuned.index("--concurrency") + 1] == "16"
+    assert "--concurrency" not in Stack(tmp_path, 1, None)._agent_argv("agent0")
+    worker = CeleryStack(tmp_path, defaults=True)._worker_argv("worker0")
+    assert worker[worker.index("worker"):] == ["worker", "--hostname", "worker0@%h",
+                                               "--loglevel", "WARNING"]
+    assert set(celery_app.settings("redis://x", defaults=True)).isdisjoint(
+        {"worker_prefetch_multiplier", "worker_pool", "worker_concurrency",
+         "worker_disable_rate_limits", "task_acks_late"})
+    row = compare.rows_for(_entry("defaults", {"tasks_per_s": 6000.0}, {"tasks_per_s": 500.0}))[0]
+    assert (row.metric, row.ratio, row.verdict) == ("tasks/s, both at defaults", "12.0x faster", "met")
