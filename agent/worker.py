@@ -5,7 +5,6 @@ import contextlib
 import functools
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -18,11 +17,12 @@ from agent.binding import BindPlan
 from agent.config import AgentConfig, agent_id_for
 from agent.consumers import queue_lease
 from agent.executor import execute
+from agent.inhand import TaskInHand, TaskState
 from agent.keepalive import Heartbeat, keep_leases
 from agent.procpool import ProcessPool
 from agent.progress import ProgressSink
 from agent.results import ResultSender, result_message_limit
-from agent.taskmsg import deliveries, failed, read_task, settle
+from agent.taskmsg import failed, read_task, settle
 from agent.threads import TaskThreads
 from flowforge.connection import connect
 from flowforge.context import TaskContext
@@ -57,14 +57,6 @@ its result, which carries its start time (one message, one write and one event l
 like Celery's ``task_track_started`` off, but the dashboard still shows longer tasks running)."""
 
 
-@dataclass(slots=True)
-class _Running:
-    msg: Msg
-    ctx: TaskContext | None
-    task: asyncio.Task[None] | None
-    lingering: list[asyncio.Future[Any]]
-
-
 class Agent:
     """``async with Agent(config) as a: await a.run()``; ``shutdown()`` is idempotent."""
 
@@ -86,11 +78,9 @@ class Agent:
         """Task messages received per queue and not yet acked (running or reporting)."""
         self._busy = dict.fromkeys(config.queues, 0)
         """Slots taken per queue: functions running (or their abandoned threads)."""
-        self._reporting: dict[int, Msg] = {}
-        """Task messages whose result is being stored; their leases are still extended."""
+        self._items: set[TaskInHand] = set()
+        """Task messages received and not yet settled, each with its state."""
         self._pullers: dict[str, Puller] = {}
-        self._running: dict[int, _Running] = {}
-        self._captures: dict[int, tuple[TaskDispatch, logcapture.Capture]] = {}
         self._cancelled_runs: dict[str, None] = {}
         """Runs cancelled recently (newest last): their tasks are stopped or not started."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -105,7 +95,7 @@ class Agent:
         self.lost_nats = False
         """The NATS connection was closed under us (the process should exit with code 3)."""
         self._heartbeat = Heartbeat(lambda: self._nc, self.subjects, self.agent_id, config,
-                                    busy=lambda: len(self._running))
+                                    busy=lambda: len(self._in_state(TaskState.RUNNING)))
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_s = config.lease_s
         self.completed = 0
@@ -173,11 +163,14 @@ class Agent:
         if self._stop.is_set():  # stopping: straight back for another agent
             self._spawn(settle(msg.nak))
             return
+        item = TaskInHand.of(msg, queue)
+        self._items.add(item)
         self._in_hand[queue] += 1  # more than the share only if the server sent extra
         self._busy[queue] += 1
-        task = asyncio.create_task(self._handle(msg, queue))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        item.move(TaskState.RUNNING)
+        item.task = asyncio.create_task(self._handle(item))
+        self._tasks.add(item.task)
+        item.task.add_done_callback(self._tasks.discard)
 
     async def _free_slot(self, queue: str) -> None:
         self._busy[queue] -= 1
@@ -185,26 +178,25 @@ class Agent:
 
     # -- one task -----------------------------------------------------------------------
 
-    async def _handle(self, msg: Msg, queue: str) -> None:
+    async def _handle(self, item: TaskInHand) -> None:
         """Run the task in a slot; free the slot; then store the result and ack the task."""
-        key = id(msg)
-        running = _Running(msg, None, asyncio.current_task(), [])
-        self._running[key] = running
+        queue = item.queue
+        report: TaskSucceeded | TaskFailed | None = None
         try:
             try:
-                report = await self._run(msg, key)
+                report = await self._run(item)
             finally:
-                self._captures.pop(key, None)
-                self._running.pop(key, None)
-                if running.lingering:
-                    self._release_when_done(queue, running.lingering)
+                item.capture = None
+                if report is not None:
+                    item.move(TaskState.REPORTING)
+                if item.lingering:
+                    self._release_when_done(queue, item.lingering)
                 else:
                     await self._free_slot(queue)
             if report is not None:
-                self._reporting[key] = msg
-                await self._finish(msg, report)
+                await self._finish(item, report)
         finally:
-            self._reporting.pop(key, None)
+            self._items.discard(item)
             self._in_hand[queue] -= 1
             await self._pullers[queue].top_up()
 
@@ -218,17 +210,20 @@ class Agent:
         self._tasks.add(waiter)
         waiter.add_done_callback(self._tasks.discard)
 
-    async def _run(self, msg: Msg, key: int) -> TaskSucceeded | TaskFailed | None:
+    async def _run(self, item: TaskInHand) -> TaskSucceeded | TaskFailed | None:
         """The task's terminal report, or None when the message was settled here (malformed)."""
+        msg = item.msg
         try:
             task = read_task(msg)
         except FlowForgeError as exc:  # never retried: it would fail the same way each time
             log.error("dropping malformed task message on %s: %s", msg.subject, exc.message)
             await settle(msg.term)
+            item.move(TaskState.DONE)
             return None
-        count = deliveries(msg)
+        count = item.delivery
         if count > 1:  # redelivered: an earlier agent lost it; this is a new attempt
             task = msgspec.structs.replace(task, attempt=task.attempt + count - 1)
+        item.dispatch = task
         if count > MAX_DELIVERIES:
             return failed(task, self.agent_id, "TooManyDeliveries",
                           f"the task was delivered {count} times and every agent running it "
@@ -237,11 +232,10 @@ class Agent:
         fn = self.config.functions.get(task.function)
         if fn is None:
             return self._unknown_function(task)
-        ctx = TaskContext(
+        ctx = item.ctx = TaskContext(
             run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
             params=task.params, agent_id=self.agent_id, sink=sink,
         )
-        self._running[key].ctx = ctx
         if task.run_id in self._cancelled_runs:
             return self._cancelled(task, time.time())
         started = time.time()
@@ -249,10 +243,10 @@ class Agent:
             STARTED_AFTER_S, self._report_started, task, count, started)
         capture = logcapture.Capture(f"── attempt {task.attempt} on {self.agent_id} ──\n")
         logcapture.current.set(capture)  # this asyncio task's own context
-        self._captures[key] = (task, capture)
+        item.capture = capture
         try:
             report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
-                                   self.agent_id, self._procs, self._running[key].lingering)
+                                   self.agent_id, self._procs, item.lingering)
         except asyncio.CancelledError:
             if task.run_id not in self._cancelled_runs or self._stop.is_set():
                 raise
@@ -262,7 +256,7 @@ class Agent:
             report = self._cancelled(task, started)
         finally:
             report_started.cancel()
-        self._captures.pop(key, None)
+        item.capture = None
         await sink.flush()  # progress and the log go out before the result
         await self._send_log(task, capture)
         return report
@@ -285,8 +279,9 @@ class Agent:
         """Running tasks' logs go out in small batches, at most every LOG_FLUSH_S."""
         while True:
             await asyncio.sleep(LOG_FLUSH_S)
-            for task, capture in list(self._captures.values()):
-                await self._send_log(task, capture)
+            for item in [i for i in self._items if i.capture is not None]:
+                assert item.dispatch is not None and item.capture is not None
+                await self._send_log(item.dispatch, item.capture)
 
     def _cancelled(self, task: TaskDispatch, started: float) -> TaskFailed:
         return failed(task, self.agent_id, "Cancelled", "the run was cancelled", started)
@@ -296,11 +291,9 @@ class Agent:
         self._cancelled_runs[run_id] = None
         while len(self._cancelled_runs) > MAX_CANCELLED_RUNS:
             del self._cancelled_runs[next(iter(self._cancelled_runs))]
-        for running in list(self._running.values()):
-            if running.ctx is not None and running.ctx.run_id == run_id:
-                running.ctx._cancel()
-                if running.task is not None:
-                    running.task.cancel()
+        for item in self._in_state(TaskState.RUNNING):
+            if item.ctx is not None and item.ctx.run_id == run_id:
+                item.cancel()
 
     def _unknown_function(self, task: TaskDispatch) -> TaskFailed:
         log.warning("task %s/%s names unknown function %r", task.run_id, task.task, task.function)
@@ -309,15 +302,17 @@ class Agent:
                       "functions registered by the modules it imported (--import); nothing "
                       "was imported for this message")
 
-    async def _finish(self, msg: Msg, report: TaskSucceeded | TaskFailed) -> None:
+    async def _finish(self, item: TaskInHand, report: TaskSucceeded | TaskFailed) -> None:
         """Store the terminal report durably, then ack the task (retrying while NATS is away)."""
         assert self._results is not None
-        report = msgspec.structs.replace(report, delivery=deliveries(msg))
+        msg = item.msg
+        report = msgspec.structs.replace(report, delivery=item.delivery)
         delay = 0.1
         while True:
             try:
                 await self._results.send(report)
                 await msg.ack()
+                item.move(TaskState.DONE)
                 self.completed += 1
                 return
             except asyncio.CancelledError:
@@ -344,9 +339,12 @@ class Agent:
         with contextlib.suppress(Exception):
             await self._nc.publish(self.subjects.report(run_id), encoder.encode(report))
 
+    def _in_state(self, *states: TaskState) -> list[TaskInHand]:
+        return [item for item in self._items if item.state in states]
+
     def _held(self) -> list[Msg]:
         """Task messages whose leases this agent keeps: running, or results being stored."""
-        return [r.msg for r in self._running.values()] + list(self._reporting.values())
+        return [item.msg for item in self._in_state(TaskState.RUNNING, TaskState.REPORTING)]
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -355,19 +353,20 @@ class Agent:
             return
         log.info("waiting up to %gs for %d running tasks", self.config.grace_s, len(self._tasks))
         _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.grace_s)
-        unfinished = list(self._running.values())
-        unsettled = [r.msg for r in unfinished] + list(self._reporting.values())
-        for running in unfinished:
-            if running.ctx is not None:
-                running.ctx._cancel()
+        unsettled = self._in_state(TaskState.RUNNING, TaskState.REPORTING)
+        for item in unsettled:
+            if item.state is TaskState.RUNNING and item.ctx is not None:
+                item.ctx._cancel()
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5.0)
-            for msg in unsettled:  # an acked one refuses the nak: fine
+            handed_back = [item for item in unsettled if item.state is not TaskState.DONE]
+            for item in handed_back:
                 with contextlib.suppress(Exception):
-                    await msg.nak()
-            log.warning("handed back %d unfinished tasks for redelivery", len(unsettled))
+                    await item.msg.nak()
+                item.move(TaskState.HANDED_BACK)
+            log.warning("handed back %d unfinished tasks for redelivery", len(handed_back))
 
     def request_stop(self) -> None:
         self._stop.set()
