@@ -22,6 +22,7 @@ from agent.keepalive import Heartbeat, keep_leases
 from agent.procpool import ProcessPool
 from agent.progress import ProgressSink
 from agent.results import ResultSender, result_message_limit
+from agent.slots import SlotLedger
 from agent.taskmsg import failed, read_task, settle
 from agent.threads import TaskThreads
 from flowforge.connection import connect
@@ -45,11 +46,6 @@ REPORT_ACK_TIMEOUT_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
 MAX_DELIVERIES = 5
 """A task message delivered more often than this is failed instead of run (a poison pill)."""
-REPORTS_AHEAD = 3
-"""A slot is free as soon as its function returned; the results still being stored (their
-task messages not yet acked) may reach this many times the queue's slots before the agent
-stops taking tasks. Holding slots for the store's round trip capped throughput at
-slots / round trip."""
 LOG_FLUSH_S = 0.5
 STARTED_AFTER_S = 0.02
 """A task still running after this long is reported started; a shorter one goes straight to
@@ -70,16 +66,10 @@ class Agent:
         self.agent_id = agent_id_for(config)
         self.subjects = config.connect.subjects
         self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
-        n = len(config.queues)
-        self._share = {q: config.concurrency // n + (i < config.concurrency % n)
-                       for i, q in enumerate(config.queues)}
-        """Slots of each queue: the agent's concurrency split evenly, at least one each."""
-        self._in_hand = dict.fromkeys(config.queues, 0)
-        """Task messages received per queue and not yet acked (running or reporting)."""
-        self._busy = dict.fromkeys(config.queues, 0)
-        """Slots taken per queue: functions running (or their abandoned threads)."""
-        self._items: set[TaskInHand] = set()
-        """Task messages received and not yet settled, each with its state."""
+        self._stop = asyncio.Event()
+        self._slots = SlotLedger(config.queues, config.concurrency, start=self._start_task,
+                                 top_up=self._top_up, spawn=self._spawn,
+                                 stopping=self._stop.is_set)
         self._pullers: dict[str, Puller] = {}
         self._cancelled_runs: dict[str, None] = {}
         """Runs cancelled recently (newest last): their tasks are stopped or not started."""
@@ -90,12 +80,11 @@ class Agent:
         self._js: JetStreamContext | None = None
         self._jspub: JsPublisher | None = None
         self._results: ResultSender | None = None
-        self._stop = asyncio.Event()
         self._closed = False
         self.lost_nats = False
         """The NATS connection was closed under us (the process should exit with code 3)."""
         self._heartbeat = Heartbeat(lambda: self._nc, self.subjects, self.agent_id, config,
-                                    busy=lambda: len(self._in_state(TaskState.RUNNING)))
+                                    busy=lambda: len(self._slots.in_state(TaskState.RUNNING)))
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_s = config.lease_s
         self.completed = 0
@@ -130,8 +119,8 @@ class Agent:
             puller = Puller(
                 self._nc, self.subjects.tasks_stream, self.subjects.task_consumer(queue),
                 functools.partial(self._on_task_msg, queue),
-                capacity=functools.partial(self._capacity, queue),
-                min_request=max(1, self._share[queue] // 4),
+                capacity=functools.partial(self._slots.capacity, queue),
+                min_request=max(1, self._slots.share[queue] // 4),
             )
             self._pullers[queue] = puller
         async with asyncio.TaskGroup() as tg:
@@ -151,36 +140,25 @@ class Agent:
 
     # -- pulling within free slots ------------------------------------------------------
 
-    def _capacity(self, queue: str) -> int:
-        """How many more task messages this queue can take now (none once stopping)."""
-        if self._stop.is_set():
-            return 0
-        share = self._share[queue]
-        return max(0, min(share - self._busy[queue],
-                          share * (1 + REPORTS_AHEAD) - self._in_hand[queue]))
-
     def _on_task_msg(self, queue: str, msg: Msg) -> None:
         if self._stop.is_set():  # stopping: straight back for another agent
             self._spawn(settle(msg.nak))
             return
-        item = TaskInHand.of(msg, queue)
-        self._items.add(item)
-        self._in_hand[queue] += 1  # more than the share only if the server sent extra
-        self._busy[queue] += 1
-        item.move(TaskState.RUNNING)
+        self._slots.admit(TaskInHand.of(msg, queue))
+
+    def _start_task(self, item: TaskInHand) -> None:
+        """The ledger gave the message a slot: run it (and report it) in its own asyncio task."""
         item.task = asyncio.create_task(self._handle(item))
         self._tasks.add(item.task)
         item.task.add_done_callback(self._tasks.discard)
 
-    async def _free_slot(self, queue: str) -> None:
-        self._busy[queue] -= 1
+    async def _top_up(self, queue: str) -> None:
         await self._pullers[queue].top_up()
 
     # -- one task -----------------------------------------------------------------------
 
     async def _handle(self, item: TaskInHand) -> None:
         """Run the task in a slot; free the slot; then store the result and ack the task."""
-        queue = item.queue
         report: TaskSucceeded | TaskFailed | None = None
         try:
             try:
@@ -189,26 +167,11 @@ class Agent:
                 item.capture = None
                 if report is not None:
                     item.move(TaskState.REPORTING)
-                if item.lingering:
-                    self._release_when_done(queue, item.lingering)
-                else:
-                    await self._free_slot(queue)
+                await self._slots.release(item)
             if report is not None:
                 await self._finish(item, report)
         finally:
-            self._items.discard(item)
-            self._in_hand[queue] -= 1
-            await self._pullers[queue].top_up()
-
-    def _release_when_done(self, queue: str, threads: list[asyncio.Future[Any]]) -> None:
-        """Give the slot back only when the abandoned thread really returns."""
-        async def wait_then_release() -> None:
-            await asyncio.wait(threads)
-            await self._free_slot(queue)
-
-        waiter = asyncio.ensure_future(wait_then_release())
-        self._tasks.add(waiter)
-        waiter.add_done_callback(self._tasks.discard)
+            await self._slots.let_go(item)
 
     async def _run(self, item: TaskInHand) -> TaskSucceeded | TaskFailed | None:
         """The task's terminal report, or None when the message was settled here (malformed)."""
@@ -279,7 +242,7 @@ class Agent:
         """Running tasks' logs go out in small batches, at most every LOG_FLUSH_S."""
         while True:
             await asyncio.sleep(LOG_FLUSH_S)
-            for item in [i for i in self._items if i.capture is not None]:
+            for item in [i for i in self._slots if i.capture is not None]:
                 assert item.dispatch is not None and item.capture is not None
                 await self._send_log(item.dispatch, item.capture)
 
@@ -291,7 +254,7 @@ class Agent:
         self._cancelled_runs[run_id] = None
         while len(self._cancelled_runs) > MAX_CANCELLED_RUNS:
             del self._cancelled_runs[next(iter(self._cancelled_runs))]
-        for item in self._in_state(TaskState.RUNNING):
+        for item in self._slots.in_state(TaskState.RUNNING):
             if item.ctx is not None and item.ctx.run_id == run_id:
                 item.cancel()
 
@@ -339,21 +302,19 @@ class Agent:
         with contextlib.suppress(Exception):
             await self._nc.publish(self.subjects.report(run_id), encoder.encode(report))
 
-    def _in_state(self, *states: TaskState) -> list[TaskInHand]:
-        return [item for item in self._items if item.state in states]
-
     def _held(self) -> list[Msg]:
         """Task messages whose leases this agent keeps: running, or results being stored."""
-        return [item.msg for item in self._in_state(TaskState.RUNNING, TaskState.REPORTING)]
+        return [item.msg for item in self._slots.in_state(TaskState.RUNNING, TaskState.REPORTING)]
 
     # -- shutdown ---------------------------------------------------------------------------
 
     async def _finish_in_flight(self) -> None:
+        await self._hand_back(self._slots.take_waiting())
         if not self._tasks:
             return
         log.info("waiting up to %gs for %d running tasks", self.config.grace_s, len(self._tasks))
         _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.grace_s)
-        unsettled = self._in_state(TaskState.RUNNING, TaskState.REPORTING)
+        unsettled = self._slots.in_state(TaskState.RUNNING, TaskState.REPORTING)
         for item in unsettled:
             if item.state is TaskState.RUNNING and item.ctx is not None:
                 item.ctx._cancel()
@@ -361,12 +322,16 @@ class Agent:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5.0)
-            handed_back = [item for item in unsettled if item.state is not TaskState.DONE]
-            for item in handed_back:
-                with contextlib.suppress(Exception):
-                    await item.msg.nak()
-                item.move(TaskState.HANDED_BACK)
-            log.warning("handed back %d unfinished tasks for redelivery", len(handed_back))
+            await self._hand_back([item for item in unsettled if item.state is not TaskState.DONE])
+
+    async def _hand_back(self, items: list[TaskInHand]) -> None:
+        """Nak unfinished task messages so that another agent runs them."""
+        for item in items:
+            with contextlib.suppress(Exception):
+                await item.msg.nak()
+            item.move(TaskState.HANDED_BACK)
+        if items:
+            log.warning("handed back %d unfinished tasks for redelivery", len(items))
 
     def request_stop(self) -> None:
         self._stop.set()
