@@ -17,8 +17,9 @@ from agent.binding import BindPlan
 from agent.config import AgentConfig, agent_id_for
 from agent.consumers import queue_lease
 from agent.executor import execute
+from agent.heartbeat import Heartbeat
 from agent.inhand import TaskInHand, TaskState
-from agent.keepalive import Heartbeat, keep_leases
+from agent.leases import keep_leases
 from agent.procpool import ProcessPool
 from agent.progress import ProgressSink
 from agent.results import ResultSender, result_message_limit
@@ -124,7 +125,7 @@ class Agent:
             )
             self._pullers[queue] = puller
         async with asyncio.TaskGroup() as tg:
-            helpers = [tg.create_task(keep_leases(lambda: self.lease_s, self._held)),
+            helpers = [tg.create_task(keep_leases(lambda: self.lease_s, self._slots)),
                        tg.create_task(self._heartbeat.run()),
                        tg.create_task(self._flush_logs())]
             for puller in self._pullers.values():
@@ -301,10 +302,6 @@ class Agent:
         assert self._nc is not None
         with contextlib.suppress(Exception):
             await self._nc.publish(self.subjects.report(run_id), encoder.encode(report))
-
-    def _held(self) -> list[Msg]:
-        """Task messages whose leases this agent keeps: running, or results being stored."""
-        return [item.msg for item in self._slots.in_state(TaskState.RUNNING, TaskState.REPORTING)]
 
     # -- shutdown ---------------------------------------------------------------------------
 
