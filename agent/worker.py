@@ -17,6 +17,7 @@ from agent.binding import BindPlan
 from agent.config import AgentConfig, agent_id_for
 from agent.consumers import queue_lease
 from agent.executor import execute
+from agent.finisher import Finisher
 from agent.heartbeat import Heartbeat
 from agent.inhand import TaskInHand, TaskState
 from agent.leases import keep_leases
@@ -42,7 +43,6 @@ from protocol.messages import (
 
 log = logging.getLogger("flowforge.agent")
 
-REPORT_RETRY_MAX_S = 5.0
 REPORT_ACK_TIMEOUT_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
 MAX_DELIVERIES = 5
@@ -81,6 +81,7 @@ class Agent:
         self._js: JetStreamContext | None = None
         self._jspub: JsPublisher | None = None
         self._results: ResultSender | None = None
+        self._finisher: Finisher | None = None
         self._closed = False
         self.lost_nats = False
         """The NATS connection was closed under us (the process should exit with code 3)."""
@@ -88,8 +89,12 @@ class Agent:
                                     busy=lambda: len(self._slots.in_state(TaskState.RUNNING)))
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lease_s = config.lease_s
-        self.completed = 0
         self.ready = asyncio.Event()
+
+    @property
+    def completed(self) -> int:
+        """Tasks finished: their report stored and their message acked."""
+        return self._finisher.completed if self._finisher is not None else 0
 
     async def __aenter__(self) -> "Agent":
         await self.start()
@@ -108,6 +113,7 @@ class Agent:
         await self._jspub.start()
         self._results = ResultSender(self._jspub, self.subjects,
                                      result_message_limit(self._nc.max_payload))
+        self._finisher = Finisher(self._results)
         await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
         leases = [await queue_lease(self._nc, self.subjects, queue, self.config.lease_s)
                   for queue in self.config.queues]
@@ -170,7 +176,8 @@ class Agent:
                     item.move(TaskState.REPORTING)
                 await self._slots.release(item)
             if report is not None:
-                await self._finish(item, report)
+                assert self._finisher is not None
+                await self._finisher.finish(item, report)
         finally:
             await self._slots.let_go(item)
 
@@ -265,27 +272,6 @@ class Agent:
                       f"agent {self.agent_id} has no function {task.function!r}: it runs only "
                       "functions registered by the modules it imported (--import); nothing "
                       "was imported for this message")
-
-    async def _finish(self, item: TaskInHand, report: TaskSucceeded | TaskFailed) -> None:
-        """Store the terminal report durably, then ack the task (retrying while NATS is away)."""
-        assert self._results is not None
-        msg = item.msg
-        report = msgspec.structs.replace(report, delivery=item.delivery)
-        delay = 0.1
-        while True:
-            try:
-                await self._results.send(report)
-                await msg.ack()
-                item.move(TaskState.DONE)
-                self.completed += 1
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep trying; the lease is extended
-                log.warning("report for %s/%s not accepted yet (%r); retrying",
-                            report.run_id, report.task, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, REPORT_RETRY_MAX_S)
 
     def _progress_sink(self, task: TaskDispatch, delivery: int) -> ProgressSink:
         assert self._loop is not None
