@@ -5,12 +5,12 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from agent import logcapture
 from agent.binding import BindPlan
@@ -27,6 +27,7 @@ from agent.results import ResultSender, result_message_limit
 from agent.slots import SlotLedger
 from agent.taskmsg import failed, read_task, settle
 from agent.threads import TaskThreads
+from agent.updates import Updates
 from flowforge.connection import connect
 from flowforge.context import TaskContext
 from flowforge.jspub import JsPublisher
@@ -35,10 +36,7 @@ from protocol.errors import FlowForgeError
 from protocol.messages import (
     TaskDispatch,
     TaskFailed,
-    TaskLog,
-    TaskStarted,
     TaskSucceeded,
-    encoder,
 )
 
 log = logging.getLogger("flowforge.agent")
@@ -47,7 +45,6 @@ REPORT_ACK_TIMEOUT_S = 5.0
 MAX_CANCELLED_RUNS = 10_000
 MAX_DELIVERIES = 5
 """A task message delivered more often than this is failed instead of run (a poison pill)."""
-LOG_FLUSH_S = 0.5
 STARTED_AFTER_S = 0.02
 """A task still running after this long is reported started; a shorter one goes straight to
 its result, which carries its start time (one message, one write and one event less per task,
@@ -78,7 +75,6 @@ class Agent:
         self._pool = TaskThreads(config.concurrency)
         self._procs = ProcessPool(config.imports) if config.pool == "process" else None
         self._nc: NATS | None = None
-        self._js: JetStreamContext | None = None
         self._jspub: JsPublisher | None = None
         self._results: ResultSender | None = None
         self._finisher: Finisher | None = None
@@ -87,7 +83,7 @@ class Agent:
         """The NATS connection was closed under us (the process should exit with code 3)."""
         self._heartbeat = Heartbeat(lambda: self._nc, self.subjects, self.agent_id, config,
                                     busy=lambda: len(self._slots.in_state(TaskState.RUNNING)))
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._updates = Updates(lambda: self._nc, self.subjects, self.agent_id, self._spawn)
         self.lease_s = config.lease_s
         self.ready = asyncio.Event()
 
@@ -104,11 +100,9 @@ class Agent:
         await self.shutdown()
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         logcapture.install()
         self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
                                  initial_attempts=20, on_closed=self._on_nats_closed)
-        self._js = self._nc.jetstream()
         self._jspub = JsPublisher(self._nc, ack_timeout_s=REPORT_ACK_TIMEOUT_S)
         await self._jspub.start()
         self._results = ResultSender(self._jspub, self.subjects,
@@ -133,7 +127,7 @@ class Agent:
         async with asyncio.TaskGroup() as tg:
             helpers = [tg.create_task(keep_leases(lambda: self.lease_s, self._slots)),
                        tg.create_task(self._heartbeat.run()),
-                       tg.create_task(self._flush_logs())]
+                       tg.create_task(self._updates.flush_logs(self._slots))]
             for puller in self._pullers.values():
                 await puller.start()
             self.ready.set()
@@ -183,12 +177,11 @@ class Agent:
 
     async def _run(self, item: TaskInHand) -> TaskSucceeded | TaskFailed | None:
         """The task's terminal report, or None when the message was settled here (malformed)."""
-        msg = item.msg
         try:
-            task = read_task(msg)
+            task = read_task(item.msg)
         except FlowForgeError as exc:  # never retried: it would fail the same way each time
-            log.error("dropping malformed task message on %s: %s", msg.subject, exc.message)
-            await settle(msg.term)
+            log.error("dropping malformed task message on %s: %s", item.msg.subject, exc.message)
+            await settle(item.msg.term)
             item.move(TaskState.DONE)
             return None
         count = item.delivery
@@ -199,24 +192,30 @@ class Agent:
             return failed(task, self.agent_id, "TooManyDeliveries",
                           f"the task was delivered {count} times and every agent running it "
                           "vanished (killed, out of memory, crashed?); not running it again")
-        sink = self._progress_sink(task, count)
+        sink = self._updates.progress_sink(task, count)
         fn = self.config.functions.get(task.function)
         if fn is None:
             return self._unknown_function(task)
-        ctx = item.ctx = TaskContext(
+        item.ctx = TaskContext(
             run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
             params=task.params, agent_id=self.agent_id, sink=sink,
         )
         if task.run_id in self._cancelled_runs:
             return self._cancelled(task, time.time())
+        return await self._call(item, task, fn, sink)
+
+    async def _call(self, item: TaskInHand, task: TaskDispatch, fn: Callable[..., Any],
+                    sink: ProgressSink) -> TaskSucceeded | TaskFailed:
+        """Call the function with its log captured, reporting it started if it runs a while."""
+        assert item.ctx is not None
         started = time.time()
         report_started = asyncio.get_running_loop().call_later(
-            STARTED_AFTER_S, self._report_started, task, count, started)
-        capture = logcapture.Capture(f"── attempt {task.attempt} on {self.agent_id} ──\n")
+            STARTED_AFTER_S, self._updates.started, task, item.delivery, started)
+        capture = item.capture = logcapture.Capture(
+            f"── attempt {task.attempt} on {self.agent_id} ──\n")
         logcapture.current.set(capture)  # this asyncio task's own context
-        item.capture = capture
         try:
-            report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
+            report = await execute(task, fn, self.plans[task.function], item.ctx, self._pool,
                                    self.agent_id, self._procs, item.lingering)
         except asyncio.CancelledError:
             if task.run_id not in self._cancelled_runs or self._stop.is_set():
@@ -229,30 +228,8 @@ class Agent:
             report_started.cancel()
         item.capture = None
         await sink.flush()  # progress and the log go out before the result
-        await self._send_log(task, capture)
+        await self._updates.send_log(task, capture)
         return report
-
-    def _report_started(self, task: TaskDispatch, delivery: int, at: float) -> None:
-        self._spawn(self._publish(task.run_id, TaskStarted(
-            run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
-            at=at, delivery=delivery,
-        )))
-
-    async def _send_log(self, task: TaskDispatch, capture: logcapture.Capture) -> None:
-        text = capture.take()
-        if text:
-            await self._publish(task.run_id, TaskLog(
-                run_id=task.run_id, task=task.task, attempt=task.attempt,
-                agent_id=self.agent_id, at=time.time(), text=text,
-            ))
-
-    async def _flush_logs(self) -> None:
-        """Running tasks' logs go out in small batches, at most every LOG_FLUSH_S."""
-        while True:
-            await asyncio.sleep(LOG_FLUSH_S)
-            for item in [i for i in self._slots if i.capture is not None]:
-                assert item.dispatch is not None and item.capture is not None
-                await self._send_log(item.dispatch, item.capture)
 
     def _cancelled(self, task: TaskDispatch, started: float) -> TaskFailed:
         return failed(task, self.agent_id, "Cancelled", "the run was cancelled", started)
@@ -273,21 +250,10 @@ class Agent:
                       "functions registered by the modules it imported (--import); nothing "
                       "was imported for this message")
 
-    def _progress_sink(self, task: TaskDispatch, delivery: int) -> ProgressSink:
-        assert self._loop is not None
-        return ProgressSink(task, delivery, self.agent_id, self._loop, send=self._publish,
-                            spawn=self._spawn)
-
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _publish(self, run_id: str, report: Any) -> None:
-        """Best-effort report (started, progress): stored by the stream, not awaited."""
-        assert self._nc is not None
-        with contextlib.suppress(Exception):
-            await self._nc.publish(self.subjects.report(run_id), encoder.encode(report))
 
     # -- shutdown ---------------------------------------------------------------------------
 
