@@ -1,54 +1,42 @@
-"""The agent process: pull tasks for its queues within free slots, run them, report, ack."""
+"""Agent: the agent process — pull tasks for its queues within free slots, run them, report, ack.
+
+Each task message is a TaskInHand (agent/inhand.py) that moves through its states: the
+SlotLedger (agent/slots.py) gives it a slot, the TaskRunner (agent/runner.py) runs it, the
+Finisher (agent/finisher.py) stores its report and acks it; meanwhile its lease is extended
+(agent/leases.py) and its progress and log go out best-effort (agent/updates.py).
+"""
 
 import asyncio
 import contextlib
 import functools
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from agent import logcapture
-from agent.binding import BindPlan
 from agent.config import AgentConfig, agent_id_for
 from agent.consumers import queue_lease
-from agent.executor import execute
 from agent.finisher import Finisher
 from agent.heartbeat import Heartbeat
 from agent.inhand import TaskInHand, TaskState
 from agent.leases import keep_leases
 from agent.procpool import ProcessPool
-from agent.progress import ProgressSink
 from agent.results import ResultSender, result_message_limit
+from agent.runner import TaskRunner
 from agent.slots import SlotLedger
-from agent.taskmsg import failed, read_task, settle
+from agent.taskmsg import settle
 from agent.threads import TaskThreads
 from agent.updates import Updates
 from flowforge.connection import connect
-from flowforge.context import TaskContext
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
-from protocol.errors import FlowForgeError
-from protocol.messages import (
-    TaskDispatch,
-    TaskFailed,
-    TaskSucceeded,
-)
+from protocol.messages import TaskFailed, TaskSucceeded
 
 log = logging.getLogger("flowforge.agent")
 
 REPORT_ACK_TIMEOUT_S = 5.0
-MAX_CANCELLED_RUNS = 10_000
-MAX_DELIVERIES = 5
-"""A task message delivered more often than this is failed instead of run (a poison pill)."""
-STARTED_AFTER_S = 0.02
-"""A task still running after this long is reported started; a shorter one goes straight to
-its result, which carries its start time (one message, one write and one event less per task,
-like Celery's ``task_track_started`` off, but the dashboard still shows longer tasks running)."""
 
 
 class Agent:
@@ -63,14 +51,11 @@ class Agent:
         self.config = config
         self.agent_id = agent_id_for(config)
         self.subjects = config.connect.subjects
-        self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
         self._stop = asyncio.Event()
         self._slots = SlotLedger(config.queues, config.concurrency, start=self._start_task,
                                  top_up=self._top_up, spawn=self._spawn,
                                  stopping=self._stop.is_set)
         self._pullers: dict[str, Puller] = {}
-        self._cancelled_runs: dict[str, None] = {}
-        """Runs cancelled recently (newest last): their tasks are stopped or not started."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = TaskThreads(config.concurrency)
         self._procs = ProcessPool(config.imports) if config.pool == "process" else None
@@ -84,6 +69,8 @@ class Agent:
         self._heartbeat = Heartbeat(lambda: self._nc, self.subjects, self.agent_id, config,
                                     busy=lambda: len(self._slots.in_state(TaskState.RUNNING)))
         self._updates = Updates(lambda: self._nc, self.subjects, self.agent_id, self._spawn)
+        self._runner = TaskRunner(self.agent_id, config.functions, self._pool, self._procs,
+                                  self._updates, stopping=self._stop.is_set)
         self.lease_s = config.lease_s
         self.ready = asyncio.Event()
 
@@ -163,7 +150,7 @@ class Agent:
         report: TaskSucceeded | TaskFailed | None = None
         try:
             try:
-                report = await self._run(item)
+                report = await self._runner.run(item)
             finally:
                 item.capture = None
                 if report is not None:
@@ -175,80 +162,13 @@ class Agent:
         finally:
             await self._slots.let_go(item)
 
-    async def _run(self, item: TaskInHand) -> TaskSucceeded | TaskFailed | None:
-        """The task's terminal report, or None when the message was settled here (malformed)."""
-        try:
-            task = read_task(item.msg)
-        except FlowForgeError as exc:  # never retried: it would fail the same way each time
-            log.error("dropping malformed task message on %s: %s", item.msg.subject, exc.message)
-            await settle(item.msg.term)
-            item.move(TaskState.DONE)
-            return None
-        count = item.delivery
-        if count > 1:  # redelivered: an earlier agent lost it; this is a new attempt
-            task = msgspec.structs.replace(task, attempt=task.attempt + count - 1)
-        item.dispatch = task
-        if count > MAX_DELIVERIES:
-            return failed(task, self.agent_id, "TooManyDeliveries",
-                          f"the task was delivered {count} times and every agent running it "
-                          "vanished (killed, out of memory, crashed?); not running it again")
-        sink = self._updates.progress_sink(task, count)
-        fn = self.config.functions.get(task.function)
-        if fn is None:
-            return self._unknown_function(task)
-        item.ctx = TaskContext(
-            run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
-            params=task.params, agent_id=self.agent_id, sink=sink,
-        )
-        if task.run_id in self._cancelled_runs:
-            return self._cancelled(task, time.time())
-        return await self._call(item, task, fn, sink)
-
-    async def _call(self, item: TaskInHand, task: TaskDispatch, fn: Callable[..., Any],
-                    sink: ProgressSink) -> TaskSucceeded | TaskFailed:
-        """Call the function with its log captured, reporting it started if it runs a while."""
-        assert item.ctx is not None
-        started = time.time()
-        report_started = asyncio.get_running_loop().call_later(
-            STARTED_AFTER_S, self._updates.started, task, item.delivery, started)
-        capture = item.capture = logcapture.Capture(
-            f"── attempt {task.attempt} on {self.agent_id} ──\n")
-        logcapture.current.set(capture)  # this asyncio task's own context
-        try:
-            report = await execute(task, fn, self.plans[task.function], item.ctx, self._pool,
-                                   self.agent_id, self._procs, item.lingering)
-        except asyncio.CancelledError:
-            if task.run_id not in self._cancelled_runs or self._stop.is_set():
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            report = self._cancelled(task, started)
-        finally:
-            report_started.cancel()
-        item.capture = None
-        await sink.flush()  # progress and the log go out before the result
-        await self._updates.send_log(task, capture)
-        return report
-
-    def _cancelled(self, task: TaskDispatch, started: float) -> TaskFailed:
-        return failed(task, self.agent_id, "Cancelled", "the run was cancelled", started)
-
     async def _on_cancel(self, msg: Msg) -> None:
+        """A run was cancelled: stop its tasks running here; none of it starts here any more."""
         run_id = msg.subject.rsplit(".", 1)[-1]
-        self._cancelled_runs[run_id] = None
-        while len(self._cancelled_runs) > MAX_CANCELLED_RUNS:
-            del self._cancelled_runs[next(iter(self._cancelled_runs))]
+        self._runner.note_cancelled(run_id)
         for item in self._slots.in_state(TaskState.RUNNING):
             if item.ctx is not None and item.ctx.run_id == run_id:
                 item.cancel()
-
-    def _unknown_function(self, task: TaskDispatch) -> TaskFailed:
-        log.warning("task %s/%s names unknown function %r", task.run_id, task.task, task.function)
-        return failed(task, self.agent_id, "UnknownFunction",
-                      f"agent {self.agent_id} has no function {task.function!r}: it runs only "
-                      "functions registered by the modules it imported (--import); nothing "
-                      "was imported for this message")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
