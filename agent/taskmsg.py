@@ -43,3 +43,20 @@ def failed(task: TaskDispatch, agent_id: str, error_type: str, message: str,
     return TaskFailed(run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=agent_id,
                       at=time.time(), started_at=started_at, error_type=error_type,
                       message=message)
+
+
+def too_many_deliveries(task: TaskDispatch, agent_id: str, count: int) -> TaskFailed:
+    return failed(task, agent_id, "TooManyDeliveries",
+                  f"the task was delivered {count} times and every agent running it vanished "
+                  "(killed, out of memory, crashed?); not running it again")
+
+
+def unknown_function(task: TaskDispatch, agent_id: str) -> TaskFailed:
+    return failed(task, agent_id, "UnknownFunction",
+                  f"agent {agent_id} has no function {task.function!r}: it runs only functions "
+                  "registered by the modules it imported (--import); nothing was imported for "
+                  "this message")
+
+
+def cancelled(task: TaskDispatch, agent_id: str, started_at: float) -> TaskFailed:
+    return failed(task, agent_id, "Cancelled", "the run was cancelled", started_at)

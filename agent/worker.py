@@ -1,68 +1,42 @@
-"""The agent process: pull tasks for its queues within free slots, run them, report, ack."""
+"""Agent: the agent process — pull tasks for its queues within free slots, run them, report, ack.
+
+Each task message is a TaskInHand (agent/inhand.py) that moves through its states: the
+SlotLedger (agent/slots.py) gives it a slot, the TaskRunner (agent/runner.py) runs it, the
+Finisher (agent/finisher.py) stores its report and acks it; meanwhile its lease is extended
+(agent/leases.py) and its progress and log go out best-effort (agent/updates.py).
+"""
 
 import asyncio
 import contextlib
 import functools
 import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from agent import logcapture
-from agent.binding import BindPlan
 from agent.config import AgentConfig, agent_id_for
 from agent.consumers import queue_lease
-from agent.executor import execute
-from agent.keepalive import Heartbeat, keep_leases
+from agent.finisher import Finisher
+from agent.heartbeat import Heartbeat
+from agent.inhand import TaskInHand, TaskState
+from agent.leases import keep_leases
 from agent.procpool import ProcessPool
-from agent.progress import ProgressSink
 from agent.results import ResultSender, result_message_limit
-from agent.taskmsg import deliveries, failed, read_task, settle
+from agent.runner import TaskRunner
+from agent.slots import SlotLedger
+from agent.taskmsg import settle
 from agent.threads import TaskThreads
+from agent.updates import Updates
 from flowforge.connection import connect
-from flowforge.context import TaskContext
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
-from protocol.errors import FlowForgeError
-from protocol.messages import (
-    TaskDispatch,
-    TaskFailed,
-    TaskLog,
-    TaskStarted,
-    TaskSucceeded,
-    encoder,
-)
+from protocol.messages import TaskFailed, TaskSucceeded
 
 log = logging.getLogger("flowforge.agent")
 
-REPORT_RETRY_MAX_S = 5.0
 REPORT_ACK_TIMEOUT_S = 5.0
-MAX_CANCELLED_RUNS = 10_000
-MAX_DELIVERIES = 5
-"""A task message delivered more often than this is failed instead of run (a poison pill)."""
-REPORTS_AHEAD = 3
-"""A slot is free as soon as its function returned; the results still being stored (their
-task messages not yet acked) may reach this many times the queue's slots before the agent
-stops taking tasks. Holding slots for the store's round trip capped throughput at
-slots / round trip."""
-LOG_FLUSH_S = 0.5
-STARTED_AFTER_S = 0.02
-"""A task still running after this long is reported started; a shorter one goes straight to
-its result, which carries its start time (one message, one write and one event less per task,
-like Celery's ``task_track_started`` off, but the dashboard still shows longer tasks running)."""
-
-
-@dataclass(slots=True)
-class _Running:
-    msg: Msg
-    ctx: TaskContext | None
-    task: asyncio.Task[None] | None
-    lingering: list[asyncio.Future[Any]]
 
 
 class Agent:
@@ -77,39 +51,33 @@ class Agent:
         self.config = config
         self.agent_id = agent_id_for(config)
         self.subjects = config.connect.subjects
-        self.plans = {ref: BindPlan.of(fn) for ref, fn in config.functions.items()}
-        n = len(config.queues)
-        self._share = {q: config.concurrency // n + (i < config.concurrency % n)
-                       for i, q in enumerate(config.queues)}
-        """Slots of each queue: the agent's concurrency split evenly, at least one each."""
-        self._in_hand = dict.fromkeys(config.queues, 0)
-        """Task messages received per queue and not yet acked (running or reporting)."""
-        self._busy = dict.fromkeys(config.queues, 0)
-        """Slots taken per queue: functions running (or their abandoned threads)."""
-        self._reporting: dict[int, Msg] = {}
-        """Task messages whose result is being stored; their leases are still extended."""
+        self._stop = asyncio.Event()
+        self._slots = SlotLedger(config.queues, config.concurrency, start=self._start_task,
+                                 top_up=self._top_up, spawn=self._spawn,
+                                 stopping=self._stop.is_set)
         self._pullers: dict[str, Puller] = {}
-        self._running: dict[int, _Running] = {}
-        self._captures: dict[int, tuple[TaskDispatch, logcapture.Capture]] = {}
-        self._cancelled_runs: dict[str, None] = {}
-        """Runs cancelled recently (newest last): their tasks are stopped or not started."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = TaskThreads(config.concurrency)
         self._procs = ProcessPool(config.imports) if config.pool == "process" else None
         self._nc: NATS | None = None
-        self._js: JetStreamContext | None = None
         self._jspub: JsPublisher | None = None
         self._results: ResultSender | None = None
-        self._stop = asyncio.Event()
+        self._finisher: Finisher | None = None
         self._closed = False
         self.lost_nats = False
         """The NATS connection was closed under us (the process should exit with code 3)."""
         self._heartbeat = Heartbeat(lambda: self._nc, self.subjects, self.agent_id, config,
-                                    busy=lambda: len(self._running))
-        self._loop: asyncio.AbstractEventLoop | None = None
+                                    busy=lambda: len(self._slots.in_state(TaskState.RUNNING)))
+        self._updates = Updates(lambda: self._nc, self.subjects, self.agent_id, self._spawn)
+        self._runner = TaskRunner(self.agent_id, config.functions, self._pool, self._procs,
+                                  self._updates, stopping=self._stop.is_set)
         self.lease_s = config.lease_s
-        self.completed = 0
         self.ready = asyncio.Event()
+
+    @property
+    def completed(self) -> int:
+        """Tasks finished: their report stored and their message acked."""
+        return self._finisher.completed if self._finisher is not None else 0
 
     async def __aenter__(self) -> "Agent":
         await self.start()
@@ -119,15 +87,14 @@ class Agent:
         await self.shutdown()
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         logcapture.install()
         self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
                                  initial_attempts=20, on_closed=self._on_nats_closed)
-        self._js = self._nc.jetstream()
         self._jspub = JsPublisher(self._nc, ack_timeout_s=REPORT_ACK_TIMEOUT_S)
         await self._jspub.start()
         self._results = ResultSender(self._jspub, self.subjects,
                                      result_message_limit(self._nc.max_payload))
+        self._finisher = Finisher(self._results)
         await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
         leases = [await queue_lease(self._nc, self.subjects, queue, self.config.lease_s)
                   for queue in self.config.queues]
@@ -140,14 +107,14 @@ class Agent:
             puller = Puller(
                 self._nc, self.subjects.tasks_stream, self.subjects.task_consumer(queue),
                 functools.partial(self._on_task_msg, queue),
-                capacity=functools.partial(self._capacity, queue),
-                min_request=max(1, self._share[queue] // 4),
+                capacity=functools.partial(self._slots.capacity, queue),
+                min_request=max(1, self._slots.share[queue] // 4),
             )
             self._pullers[queue] = puller
         async with asyncio.TaskGroup() as tg:
-            helpers = [tg.create_task(keep_leases(lambda: self.lease_s, self._held)),
+            helpers = [tg.create_task(keep_leases(lambda: self.lease_s, self._slots)),
                        tg.create_task(self._heartbeat.run()),
-                       tg.create_task(self._flush_logs())]
+                       tg.create_task(self._updates.flush_logs(self._slots))]
             for puller in self._pullers.values():
                 await puller.start()
             self.ready.set()
@@ -161,213 +128,79 @@ class Agent:
 
     # -- pulling within free slots ------------------------------------------------------
 
-    def _capacity(self, queue: str) -> int:
-        """How many more task messages this queue can take now (none once stopping)."""
-        if self._stop.is_set():
-            return 0
-        share = self._share[queue]
-        return max(0, min(share - self._busy[queue],
-                          share * (1 + REPORTS_AHEAD) - self._in_hand[queue]))
-
     def _on_task_msg(self, queue: str, msg: Msg) -> None:
         if self._stop.is_set():  # stopping: straight back for another agent
             self._spawn(settle(msg.nak))
             return
-        self._in_hand[queue] += 1  # more than the share only if the server sent extra
-        self._busy[queue] += 1
-        task = asyncio.create_task(self._handle(msg, queue))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._slots.admit(TaskInHand.of(msg, queue))
 
-    async def _free_slot(self, queue: str) -> None:
-        self._busy[queue] -= 1
+    def _start_task(self, item: TaskInHand) -> None:
+        """The ledger gave the message a slot: run it (and report it) in its own asyncio task."""
+        item.task = asyncio.create_task(self._handle(item))
+        self._tasks.add(item.task)
+        item.task.add_done_callback(self._tasks.discard)
+
+    async def _top_up(self, queue: str) -> None:
         await self._pullers[queue].top_up()
 
     # -- one task -----------------------------------------------------------------------
 
-    async def _handle(self, msg: Msg, queue: str) -> None:
+    async def _handle(self, item: TaskInHand) -> None:
         """Run the task in a slot; free the slot; then store the result and ack the task."""
-        key = id(msg)
-        running = _Running(msg, None, asyncio.current_task(), [])
-        self._running[key] = running
+        report: TaskSucceeded | TaskFailed | None = None
         try:
             try:
-                report = await self._run(msg, key)
+                report = await self._runner.run(item)
             finally:
-                self._captures.pop(key, None)
-                self._running.pop(key, None)
-                if running.lingering:
-                    self._release_when_done(queue, running.lingering)
-                else:
-                    await self._free_slot(queue)
+                item.capture = None
+                if report is not None:
+                    item.move(TaskState.REPORTING)
+                await self._slots.release(item)
             if report is not None:
-                self._reporting[key] = msg
-                await self._finish(msg, report)
+                assert self._finisher is not None
+                await self._finisher.finish(item, report)
         finally:
-            self._reporting.pop(key, None)
-            self._in_hand[queue] -= 1
-            await self._pullers[queue].top_up()
-
-    def _release_when_done(self, queue: str, threads: list[asyncio.Future[Any]]) -> None:
-        """Give the slot back only when the abandoned thread really returns."""
-        async def wait_then_release() -> None:
-            await asyncio.wait(threads)
-            await self._free_slot(queue)
-
-        waiter = asyncio.ensure_future(wait_then_release())
-        self._tasks.add(waiter)
-        waiter.add_done_callback(self._tasks.discard)
-
-    async def _run(self, msg: Msg, key: int) -> TaskSucceeded | TaskFailed | None:
-        """The task's terminal report, or None when the message was settled here (malformed)."""
-        try:
-            task = read_task(msg)
-        except FlowForgeError as exc:  # never retried: it would fail the same way each time
-            log.error("dropping malformed task message on %s: %s", msg.subject, exc.message)
-            await settle(msg.term)
-            return None
-        count = deliveries(msg)
-        if count > 1:  # redelivered: an earlier agent lost it; this is a new attempt
-            task = msgspec.structs.replace(task, attempt=task.attempt + count - 1)
-        if count > MAX_DELIVERIES:
-            return failed(task, self.agent_id, "TooManyDeliveries",
-                          f"the task was delivered {count} times and every agent running it "
-                          "vanished (killed, out of memory, crashed?); not running it again")
-        sink = self._progress_sink(task, count)
-        fn = self.config.functions.get(task.function)
-        if fn is None:
-            return self._unknown_function(task)
-        ctx = TaskContext(
-            run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
-            params=task.params, agent_id=self.agent_id, sink=sink,
-        )
-        self._running[key].ctx = ctx
-        if task.run_id in self._cancelled_runs:
-            return self._cancelled(task, time.time())
-        started = time.time()
-        report_started = asyncio.get_running_loop().call_later(
-            STARTED_AFTER_S, self._report_started, task, count, started)
-        capture = logcapture.Capture(f"── attempt {task.attempt} on {self.agent_id} ──\n")
-        logcapture.current.set(capture)  # this asyncio task's own context
-        self._captures[key] = (task, capture)
-        try:
-            report = await execute(task, fn, self.plans[task.function], ctx, self._pool,
-                                   self.agent_id, self._procs, self._running[key].lingering)
-        except asyncio.CancelledError:
-            if task.run_id not in self._cancelled_runs or self._stop.is_set():
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            report = self._cancelled(task, started)
-        finally:
-            report_started.cancel()
-        self._captures.pop(key, None)
-        await sink.flush()  # progress and the log go out before the result
-        await self._send_log(task, capture)
-        return report
-
-    def _report_started(self, task: TaskDispatch, delivery: int, at: float) -> None:
-        self._spawn(self._publish(task.run_id, TaskStarted(
-            run_id=task.run_id, task=task.task, attempt=task.attempt, agent_id=self.agent_id,
-            at=at, delivery=delivery,
-        )))
-
-    async def _send_log(self, task: TaskDispatch, capture: logcapture.Capture) -> None:
-        text = capture.take()
-        if text:
-            await self._publish(task.run_id, TaskLog(
-                run_id=task.run_id, task=task.task, attempt=task.attempt,
-                agent_id=self.agent_id, at=time.time(), text=text,
-            ))
-
-    async def _flush_logs(self) -> None:
-        """Running tasks' logs go out in small batches, at most every LOG_FLUSH_S."""
-        while True:
-            await asyncio.sleep(LOG_FLUSH_S)
-            for task, capture in list(self._captures.values()):
-                await self._send_log(task, capture)
-
-    def _cancelled(self, task: TaskDispatch, started: float) -> TaskFailed:
-        return failed(task, self.agent_id, "Cancelled", "the run was cancelled", started)
+            await self._slots.let_go(item)
 
     async def _on_cancel(self, msg: Msg) -> None:
+        """A run was cancelled: stop its tasks running here; none of it starts here any more."""
         run_id = msg.subject.rsplit(".", 1)[-1]
-        self._cancelled_runs[run_id] = None
-        while len(self._cancelled_runs) > MAX_CANCELLED_RUNS:
-            del self._cancelled_runs[next(iter(self._cancelled_runs))]
-        for running in list(self._running.values()):
-            if running.ctx is not None and running.ctx.run_id == run_id:
-                running.ctx._cancel()
-                if running.task is not None:
-                    running.task.cancel()
-
-    def _unknown_function(self, task: TaskDispatch) -> TaskFailed:
-        log.warning("task %s/%s names unknown function %r", task.run_id, task.task, task.function)
-        return failed(task, self.agent_id, "UnknownFunction",
-                      f"agent {self.agent_id} has no function {task.function!r}: it runs only "
-                      "functions registered by the modules it imported (--import); nothing "
-                      "was imported for this message")
-
-    async def _finish(self, msg: Msg, report: TaskSucceeded | TaskFailed) -> None:
-        """Store the terminal report durably, then ack the task (retrying while NATS is away)."""
-        assert self._results is not None
-        report = msgspec.structs.replace(report, delivery=deliveries(msg))
-        delay = 0.1
-        while True:
-            try:
-                await self._results.send(report)
-                await msg.ack()
-                self.completed += 1
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - keep trying; the lease is extended
-                log.warning("report for %s/%s not accepted yet (%r); retrying",
-                            report.run_id, report.task, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, REPORT_RETRY_MAX_S)
-
-    def _progress_sink(self, task: TaskDispatch, delivery: int) -> ProgressSink:
-        assert self._loop is not None
-        return ProgressSink(task, delivery, self.agent_id, self._loop, send=self._publish,
-                            spawn=self._spawn)
+        self._runner.note_cancelled(run_id)
+        for item in self._slots.in_state(TaskState.RUNNING):
+            if item.ctx is not None and item.ctx.run_id == run_id:
+                item.cancel()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _publish(self, run_id: str, report: Any) -> None:
-        """Best-effort report (started, progress): stored by the stream, not awaited."""
-        assert self._nc is not None
-        with contextlib.suppress(Exception):
-            await self._nc.publish(self.subjects.report(run_id), encoder.encode(report))
-
-    def _held(self) -> list[Msg]:
-        """Task messages whose leases this agent keeps: running, or results being stored."""
-        return [r.msg for r in self._running.values()] + list(self._reporting.values())
-
     # -- shutdown ---------------------------------------------------------------------------
 
     async def _finish_in_flight(self) -> None:
+        await self._hand_back(self._slots.take_waiting())
         if not self._tasks:
             return
         log.info("waiting up to %gs for %d running tasks", self.config.grace_s, len(self._tasks))
         _, pending = await asyncio.wait(set(self._tasks), timeout=self.config.grace_s)
-        unfinished = list(self._running.values())
-        unsettled = [r.msg for r in unfinished] + list(self._reporting.values())
-        for running in unfinished:
-            if running.ctx is not None:
-                running.ctx._cancel()
+        unsettled = self._slots.in_state(TaskState.RUNNING, TaskState.REPORTING)
+        for item in unsettled:
+            if item.state is TaskState.RUNNING and item.ctx is not None:
+                item.ctx._cancel()
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5.0)
-            for msg in unsettled:  # an acked one refuses the nak: fine
-                with contextlib.suppress(Exception):
-                    await msg.nak()
-            log.warning("handed back %d unfinished tasks for redelivery", len(unsettled))
+            await self._hand_back([item for item in unsettled if item.state is not TaskState.DONE])
+
+    async def _hand_back(self, items: list[TaskInHand]) -> None:
+        """Nak unfinished task messages so that another agent runs them."""
+        for item in items:
+            with contextlib.suppress(Exception):
+                await item.msg.nak()
+            item.move(TaskState.HANDED_BACK)
+        if items:
+            log.warning("handed back %d unfinished tasks for redelivery", len(items))
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -12,8 +12,10 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from agent.inhand import TaskState
+from agent.slots import REPORTS_AHEAD
 from agent.taskmsg import deliveries as _deliveries
-from agent.worker import REPORTS_AHEAD, Agent, AgentConfig
+from agent.worker import Agent, AgentConfig
 from flowforge.connection import ConnectOptions
 from flowforge.jetstream import ensure_streams
 from protocol.messages import TaskDispatch, TaskResults, TaskSucceeded, encoder, report_decoder
@@ -69,7 +71,7 @@ async def test_a_slot_runs_the_next_task_while_results_wait_to_be_stored_up_to_a
 ) -> None:
     ahead = 1 + REPORTS_AHEAD  # one slot: one running, REPORTS_AHEAD waiting to be stored
     await _send(nc, ahead + 3)
-    await wait_for(lambda: len(agent._reporting) == ahead, 10)
+    await wait_for(lambda: len(agent._slots.in_state(TaskState.REPORTING)) == ahead, 10)
     assert agent._nc is not None
     await agent._nc.flush()  # any pull request the agent sent has reached the server
     # nothing acked (no result stored yet), and the bound holds: no pull request is waiting,

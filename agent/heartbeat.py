@@ -1,27 +1,17 @@
-"""What a live agent keeps sending: heartbeats, and lease extensions for the tasks it holds."""
+"""Heartbeat: the agent says it is alive, what it serves and how busy it is."""
 
 import asyncio
 import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from agent.config import AgentConfig
 from protocol.messages import AgentHeartbeat, encoder
 from protocol.subjects import Subjects
-
-
-async def keep_leases(lease_s: Callable[[], float], held: Callable[[], Iterable[Msg]]) -> None:
-    """Extend the lease of every task message held, a few times per lease, until cancelled."""
-    while True:
-        await asyncio.sleep(max(0.2, lease_s() / 3))
-        for msg in list(held()):
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
 
 
 class Heartbeat:

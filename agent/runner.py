@@ -1,0 +1,114 @@
+"""TaskRunner: one task message in a slot, from its bytes to its terminal report."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from agent import logcapture
+from agent.binding import BindPlan
+from agent.executor import execute
+from agent.inhand import TaskInHand, TaskState
+from agent.procpool import ProcessPool
+from agent.progress import ProgressSink
+from agent.taskmsg import cancelled, read_task, settle, too_many_deliveries, unknown_function
+from agent.threads import TaskThreads
+from agent.updates import Updates
+from flowforge.context import TaskContext
+from protocol.errors import FlowForgeError
+from protocol.messages import TaskDispatch, TaskFailed, TaskSucceeded
+
+log = logging.getLogger("flowforge.agent")
+
+MAX_DELIVERIES = 5
+"""A task message delivered more often than this is failed instead of run (a poison pill)."""
+MAX_CANCELLED_RUNS = 10_000
+"""How many cancelled runs the agent remembers (the oldest are forgotten first)."""
+STARTED_AFTER_S = 0.02
+"""A task still running after this long is reported started; a shorter one goes straight to
+its result, which carries its start time (one message, one write and one event less per task,
+like Celery's ``task_track_started`` off, but the dashboard still shows longer tasks running)."""
+
+
+class TaskRunner:
+    """``run(item)`` reads a RUNNING task message, runs its function, returns its report.
+
+    Before anything runs: a malformed message is terminated here (never retried: it would fail
+    the same way each time); a message delivered more than MAX_DELIVERIES times, a function
+    this agent does not have, and a run cancelled lately each become a failure report.
+    """
+
+    def __init__(self, agent_id: str, functions: dict[str, Callable[..., Any]],
+                 threads: TaskThreads, processes: ProcessPool | None, updates: Updates,
+                 stopping: Callable[[], bool]) -> None:
+        self._agent_id, self._functions = agent_id, functions
+        self._plans = {ref: BindPlan.of(fn) for ref, fn in functions.items()}
+        self._threads, self._processes = threads, processes
+        self._updates, self._stopping = updates, stopping
+        self._cancelled_runs: dict[str, None] = {}
+        """Runs cancelled lately (newest last): their tasks are stopped or not started."""
+
+    def note_cancelled(self, run_id: str) -> None:
+        """The run was cancelled: none of its tasks starts here any more."""
+        self._cancelled_runs[run_id] = None
+        while len(self._cancelled_runs) > MAX_CANCELLED_RUNS:
+            del self._cancelled_runs[next(iter(self._cancelled_runs))]
+
+    async def run(self, item: TaskInHand) -> TaskSucceeded | TaskFailed | None:
+        """The task's terminal report, or None when the message was settled here (malformed)."""
+        try:
+            task = read_task(item.msg)
+        except FlowForgeError as exc:
+            log.error("dropping malformed task message on %s: %s", item.msg.subject, exc.message)
+            await settle(item.msg.term)
+            item.move(TaskState.DONE)
+            return None
+        count = item.delivery
+        if count > 1:  # redelivered: an earlier agent lost it; this is a new attempt
+            task = msgspec.structs.replace(task, attempt=task.attempt + count - 1)
+        item.dispatch = task
+        if count > MAX_DELIVERIES:
+            return too_many_deliveries(task, self._agent_id, count)
+        sink = self._updates.progress_sink(task, count)
+        fn = self._functions.get(task.function)
+        if fn is None:
+            log.warning("task %s/%s names unknown function %r", task.run_id, task.task,
+                        task.function)
+            return unknown_function(task, self._agent_id)
+        item.ctx = TaskContext(
+            run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
+            params=task.params, agent_id=self._agent_id, sink=sink,
+        )
+        if task.run_id in self._cancelled_runs:
+            return cancelled(task, self._agent_id, time.time())
+        return await self._call(item, task, fn, sink)
+
+    async def _call(self, item: TaskInHand, task: TaskDispatch, fn: Callable[..., Any],
+                    sink: ProgressSink) -> TaskSucceeded | TaskFailed:
+        """Call the function with its log captured, reporting it started if it runs a while."""
+        assert item.ctx is not None
+        started = time.time()
+        report_started = asyncio.get_running_loop().call_later(
+            STARTED_AFTER_S, self._updates.started, task, item.delivery, started)
+        capture = item.capture = logcapture.Capture(
+            f"── attempt {task.attempt} on {self._agent_id} ──\n")
+        logcapture.current.set(capture)  # this asyncio task's own context
+        try:
+            report = await execute(task, fn, self._plans[task.function], item.ctx, self._threads,
+                                   self._agent_id, self._processes, item.lingering)
+        except asyncio.CancelledError:
+            if task.run_id not in self._cancelled_runs or self._stopping():
+                raise  # stopped for shutdown: the message is handed back
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            report = cancelled(task, self._agent_id, started)
+        finally:
+            report_started.cancel()
+        item.capture = None
+        await sink.flush()  # progress and the log go out before the result
+        await self._updates.send_log(task, capture)
+        return report

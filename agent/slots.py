@@ -1,0 +1,114 @@
+"""SlotLedger: each queue's slots, the task messages the agent holds, and how many more it takes.
+
+A queue's share of the agent's concurrency is its slots. A message the agent receives is
+in hand until it is settled; it takes a slot (RUNNING) until its function returns — or, for
+a sync function abandoned after a timeout or cancel, until its thread really returns — and
+then stays in hand while its result is stored (REPORTING). With a prefetch window, a
+message may also be held beyond the free slots, WAITING in a local FIFO for one.
+"""
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from agent.inhand import TaskInHand, TaskState
+
+REPORTS_AHEAD = 3
+"""A slot is free as soon as its function returned; the results still being stored (their
+task messages not yet acked) may reach this many times the queue's slots before the agent
+stops taking tasks. Holding slots for the store's round trip capped throughput at
+slots / round trip."""
+
+
+class SlotLedger:
+    """Counts per queue; starts a message when it gets a slot; asks for more when one frees.
+
+    ``start(item)`` runs a message that got a slot, ``top_up(queue)`` asks the queue's puller
+    for what ``capacity(queue)`` allows now, ``spawn`` runs a background coroutine (kept by
+    the agent, so shutdown waits for it) and ``stopping()`` says no more messages are taken.
+    """
+
+    def __init__(self, queues: tuple[str, ...], concurrency: int, *,
+                 start: Callable[[TaskInHand], None],
+                 top_up: Callable[[str], Awaitable[None]],
+                 spawn: Callable[[Awaitable[Any]], None],
+                 stopping: Callable[[], bool], prefetch: int = 0) -> None:
+        n = len(queues)
+        self.share = {q: concurrency // n + (i < concurrency % n) for i, q in enumerate(queues)}
+        """Slots of each queue: the agent's concurrency split evenly, at least one each."""
+        self.prefetch = prefetch
+        """Messages a queue may hold beyond its free slots, waiting for one (0: none wait)."""
+        self._busy = dict.fromkeys(queues, 0)
+        """Slots taken per queue: functions running (or their abandoned threads)."""
+        self._in_hand = dict.fromkeys(queues, 0)
+        """Messages held per queue: waiting, running or reporting."""
+        self._waiting: dict[str, deque[TaskInHand]] = {q: deque() for q in queues}
+        self._items: set[TaskInHand] = set()
+        self._start, self._top_up, self._spawn, self._stopping = start, top_up, spawn, stopping
+
+    def __iter__(self) -> Iterator[TaskInHand]:
+        """The messages in hand (a snapshot)."""
+        return iter(list(self._items))
+
+    def in_state(self, *states: TaskState) -> list[TaskInHand]:
+        return [item for item in self._items if item.state in states]
+
+    def capacity(self, queue: str) -> int:
+        """How many more task messages this queue can take now (none once stopping)."""
+        if self._stopping():
+            return 0
+        share = self.share[queue]
+        free = share + self.prefetch - self._busy[queue] - len(self._waiting[queue])
+        return max(0, min(free, share * (1 + REPORTS_AHEAD) - self._in_hand[queue]))
+
+    def admit(self, item: TaskInHand) -> None:
+        """Take a delivered message in hand: into a slot, or to wait for one (prefetch)."""
+        queue = item.queue
+        self._items.add(item)
+        self._in_hand[queue] += 1  # more than capacity() only if the server sent extra
+        if self.prefetch and self._busy[queue] >= self.share[queue]:
+            item.move(TaskState.WAITING)
+            self._waiting[queue].append(item)
+            return
+        self._take_slot(item)  # without a window, an extra message runs beyond the share
+
+    async def release(self, item: TaskInHand) -> None:
+        """Its function returned: the slot is free now, or once its abandoned threads return."""
+        if not item.lingering:
+            await self._free(item.queue)
+            return
+        threads = list(item.lingering)
+
+        async def wait_then_free() -> None:
+            await asyncio.wait(threads)
+            await self._free(item.queue)
+
+        self._spawn(wait_then_free())
+
+    async def let_go(self, item: TaskInHand) -> None:
+        """The message left the agent's hands (settled, or abandoned at shutdown)."""
+        self._items.discard(item)
+        self._in_hand[item.queue] -= 1
+        await self._top_up(item.queue)
+
+    def take_waiting(self) -> list[TaskInHand]:
+        """Every waiting message, out of the ledger (at shutdown, to be handed back)."""
+        taken = [item for waiting in self._waiting.values() for item in waiting]
+        for waiting in self._waiting.values():
+            waiting.clear()
+        for item in taken:
+            self._items.discard(item)
+            self._in_hand[item.queue] -= 1
+        return taken
+
+    def _take_slot(self, item: TaskInHand) -> None:
+        self._busy[item.queue] += 1
+        item.move(TaskState.RUNNING)
+        self._start(item)
+
+    async def _free(self, queue: str) -> None:
+        self._busy[queue] -= 1
+        if self._waiting[queue] and not self._stopping():  # stopping: they go back
+            self._take_slot(self._waiting[queue].popleft())
+        await self._top_up(queue)
