@@ -2,9 +2,9 @@
 
 import argparse
 import logging
-import os
 import sys
 
+from agent.config import default_concurrency
 from agent.worker import Agent, AgentConfig
 from flowforge import runtime
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, env, options_from_args
@@ -16,6 +16,8 @@ from protocol.limits import is_valid_name
 from protocol.subjects import agent_id_fits
 
 log = logging.getLogger("flowforge.agent")
+
+MAX_PREFETCH = 10_000
 
 EPILOG = """examples:
   flowforge-agent --queue default --import examples.seed_pipelines
@@ -44,10 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--import", "-i", action="append", dest="imports", metavar="MODULE_OR_FILE",
                    help="module (pkg.mod) or file (path/to/flows.py) whose flows to serve; "
                    "repeatable [FLOWFORGE_IMPORTS, comma-separated]")
-    p.add_argument("--concurrency", "-c", type=int,
-                   default=env("CONCURRENCY", str(os.cpu_count() or 2)),
+    p.add_argument("--concurrency", "-c", type=int, default=env("CONCURRENCY", None),
                    help="tasks run at once, split evenly between the queues "
-                   "[FLOWFORGE_CONCURRENCY] (default: %(default)s)")
+                   "[FLOWFORGE_CONCURRENCY] (default: 16 with the thread pool, one per core "
+                   "with the process pool)")
+    p.add_argument("--prefetch", type=int, default=env("PREFETCH", None), metavar="N",
+                   help="task messages a queue may hold beyond its free slots, waiting for "
+                   "one, while its tasks take under 50 ms on average (a pull round trip "
+                   "between two short tasks is what limits them); 0 turns it off "
+                   "[FLOWFORGE_PREFETCH] (default: 4 per slot)")
     p.add_argument("--pool", choices=("thread", "process"), default=env("POOL", "thread"),
                    help="where sync task functions run: a thread pool, or worker processes "
                    "that are killed when a task times out or is cancelled [FLOWFORGE_POOL] "
@@ -78,8 +85,12 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
     imports = ns.imports or _csv_env("IMPORTS") or []
     if not imports:
         raise ValueError("give at least one --import MODULE_OR_FILE with the task functions")
+    if ns.concurrency is None:
+        ns.concurrency = default_concurrency(ns.pool)
     if ns.concurrency < 1:
         raise ValueError("--concurrency must be 1 or more")
+    if ns.prefetch is not None and not 0 <= ns.prefetch <= MAX_PREFETCH:
+        raise ValueError(f"--prefetch must be 0 to {MAX_PREFETCH}")
     if ns.agent_id and not is_valid_name(ns.agent_id):
         raise ValueError(f"--agent-id {ns.agent_id!r} is not valid: letters, digits, '_', '-'")
     if ns.agent_id and ns.identity and not agent_id_fits(ns.identity, ns.agent_id):
@@ -93,6 +104,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         queues=queues,
         functions=dict(REGISTRY.functions),
         concurrency=max(ns.concurrency, len(queues)),
+        prefetch=ns.prefetch,
         lease_s=ns.lease,
         grace_s=ns.grace,
         heartbeat_s=ns.heartbeat,

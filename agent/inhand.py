@@ -54,6 +54,8 @@ class TaskInHand:
     capture: logcapture.Capture | None = None
     """Its log, while its function runs."""
     lingering: list[asyncio.Future[Any]] = field(default_factory=list)
+    slot_since: float = 0.0
+    """``time.monotonic()`` when it took its slot."""
     """Threads still running a function that timed out or was cancelled (they keep the slot)."""
 
     @classmethod

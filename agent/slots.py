@@ -8,6 +8,7 @@ message may also be held beyond the free slots, WAITING in a local FIFO for one.
 """
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -19,6 +20,15 @@ REPORTS_AHEAD = 3
 task messages not yet acked) may reach this many times the queue's slots before the agent
 stops taking tasks. Holding slots for the store's round trip capped throughput at
 slots / round trip."""
+SHORT_TASK_S = 0.05
+"""The prefetch window opens only while a queue's tasks hold their slot for less than this on
+average: then waiting for a pull round trip between two tasks is what limits throughput, and
+a message waiting here delays it by at most window / slots short tasks. Longer tasks gain
+nothing from waiting here and would keep messages from idle agents, so none wait."""
+SEEN_BEFORE_PREFETCH = 8
+"""Tasks a queue finishes before its average is trusted (the window stays shut until then)."""
+AVERAGE_WEIGHT = 0.1
+"""How much each task counts in the moving average of slot time."""
 
 
 class SlotLedger:
@@ -33,12 +43,18 @@ class SlotLedger:
                  start: Callable[[TaskInHand], None],
                  top_up: Callable[[str], Awaitable[None]],
                  spawn: Callable[[Awaitable[Any]], None],
-                 stopping: Callable[[], bool], prefetch: int = 0) -> None:
+                 stopping: Callable[[], bool],
+                 prefetch: int | Callable[[int], int] = 0) -> None:
         n = len(queues)
         self.share = {q: concurrency // n + (i < concurrency % n) for i, q in enumerate(queues)}
         """Slots of each queue: the agent's concurrency split evenly, at least one each."""
-        self.prefetch = prefetch
-        """Messages a queue may hold beyond its free slots, waiting for one (0: none wait)."""
+        self.prefetch = {q: prefetch(s) if callable(prefetch) else prefetch
+                         for q, s in self.share.items()}
+        """Messages each queue may hold beyond its free slots, waiting for one, while its
+        tasks are short (0: none ever wait); given as a number or a function of the share."""
+        self._slot_time = dict.fromkeys(queues, 0.0)
+        """Moving average of how long a task held its slot, per queue."""
+        self._seen = dict.fromkeys(queues, 0)
         self._busy = dict.fromkeys(queues, 0)
         """Slots taken per queue: functions running (or their abandoned threads)."""
         self._in_hand = dict.fromkeys(queues, 0)
@@ -59,15 +75,21 @@ class SlotLedger:
         if self._stopping():
             return 0
         share = self.share[queue]
-        free = share + self.prefetch - self._busy[queue] - len(self._waiting[queue])
+        free = share + self.window(queue) - self._busy[queue] - len(self._waiting[queue])
         return max(0, min(free, share * (1 + REPORTS_AHEAD) - self._in_hand[queue]))
+
+    def window(self, queue: str) -> int:
+        """Messages the queue may hold waiting now: the prefetch while its tasks are short."""
+        if not self.prefetch[queue] or self._seen[queue] < SEEN_BEFORE_PREFETCH:
+            return 0
+        return self.prefetch[queue] if self._slot_time[queue] < SHORT_TASK_S else 0
 
     def admit(self, item: TaskInHand) -> None:
         """Take a delivered message in hand: into a slot, or to wait for one (prefetch)."""
         queue = item.queue
         self._items.add(item)
         self._in_hand[queue] += 1  # more than capacity() only if the server sent extra
-        if self.prefetch and self._busy[queue] >= self.share[queue]:
+        if self._busy[queue] >= self.share[queue] and (self.window(queue) or self._waiting[queue]):
             item.move(TaskState.WAITING)
             self._waiting[queue].append(item)
             return
@@ -75,6 +97,7 @@ class SlotLedger:
 
     async def release(self, item: TaskInHand) -> None:
         """Its function returned: the slot is free now, or once its abandoned threads return."""
+        self._note_slot_time(item)
         if not item.lingering:
             await self._free(item.queue)
             return
@@ -104,8 +127,16 @@ class SlotLedger:
 
     def _take_slot(self, item: TaskInHand) -> None:
         self._busy[item.queue] += 1
+        item.slot_since = time.monotonic()
         item.move(TaskState.RUNNING)
         self._start(item)
+
+    def _note_slot_time(self, item: TaskInHand) -> None:
+        took = time.monotonic() - item.slot_since
+        queue = item.queue
+        seen = self._seen[queue] = self._seen[queue] + 1
+        weight = max(AVERAGE_WEIGHT, 1.0 / seen)  # the first tasks: a plain mean
+        self._slot_time[queue] += weight * (took - self._slot_time[queue])
 
     async def _free(self, queue: str) -> None:
         self._busy[queue] -= 1

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from agent import logcapture
-from agent.config import AgentConfig, agent_id_for
+from agent.config import AgentConfig, agent_id_for, prefetch_of
 from agent.consumers import queue_lease
 from agent.finisher import Finisher
 from agent.heartbeat import Heartbeat
@@ -54,7 +54,8 @@ class Agent:
         self._stop = asyncio.Event()
         self._slots = SlotLedger(config.queues, config.concurrency, start=self._start_task,
                                  top_up=self._top_up, spawn=self._spawn,
-                                 stopping=self._stop.is_set)
+                                 stopping=self._stop.is_set,
+                                 prefetch=functools.partial(prefetch_of, config))
         self._pullers: dict[str, Puller] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = TaskThreads(config.concurrency)

@@ -3,7 +3,6 @@
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,8 @@ def add_dev_parser(sub: Any) -> None:
     c.add_argument("--listen", default="127.0.0.1:4222", metavar="HOST:PORT", type=parse_listen,
                    help="embedded nats-server address; a free port is used when it is taken "
                    "(default: %(default)s)")
-    c.add_argument("--concurrency", type=int, default=max(4, os.cpu_count() or 2))
+    c.add_argument("--concurrency", type=int, default=None,
+                   help="slots of each agent (default: as flowforge-agent's)")
 
 
 class Progress:
@@ -92,6 +92,7 @@ async def _start_nats(ns: argparse.Namespace) -> EmbeddedNats:
 
 
 async def dev(ns: argparse.Namespace) -> int:
+    from agent.config import THREAD_SLOTS
     from agent.worker import Agent, AgentConfig
     from coordinator.service import Coordinator, CoordinatorConfig
     import_target(ns.target)
@@ -106,7 +107,8 @@ async def dev(ns: argparse.Namespace) -> int:
     queues = tuple(sorted({q for f in REGISTRY.flows.values() for q in f.queues()}))
     coordinator = Coordinator(CoordinatorConfig(connect=opts, db_path=ns.data_dir / "flowforge.db"))
     agent = Agent(AgentConfig(connect=opts, queues=queues, functions=dict(REGISTRY.functions),
-                              concurrency=max(ns.concurrency, len(queues)), grace_s=5.0))
+                              concurrency=max(ns.concurrency or THREAD_SLOTS, len(queues)),
+                              grace_s=5.0))
     out(f"nats-server {server.url} (store {server.store_dir}), database "
           f"{ns.data_dir / 'flowforge.db'}, agent on {', '.join(queues)}", file=sys.stderr)
     try:

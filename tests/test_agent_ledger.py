@@ -1,6 +1,7 @@
 """SlotLedger and TaskInHand on their own: slots, messages in hand, waiting, leases held."""
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -9,7 +10,7 @@ from nats.aio.msg import Msg
 
 from agent.inhand import TaskInHand, TaskState
 from agent.leases import held
-from agent.slots import REPORTS_AHEAD, SlotLedger
+from agent.slots import REPORTS_AHEAD, SEEN_BEFORE_PREFETCH, SHORT_TASK_S, SlotLedger
 
 
 class Owner:
@@ -35,6 +36,19 @@ class Owner:
 
 def message(queue: str = "q") -> TaskInHand:
     return TaskInHand.of(Msg(_client=None, subject=f"flowforge.task.{queue}"), queue)  # type: ignore[arg-type]
+
+
+async def run_tasks(ledger: SlotLedger, n: int, took_s: float, queue: str = "q") -> None:
+    """``n`` tasks through the ledger, each as if it held its slot for ``took_s``."""
+    for _ in range(n):
+        item = message(queue)
+        ledger.admit(item)
+        assert item.state is TaskState.RUNNING
+        item.slot_since = time.monotonic() - took_s
+        item.move(TaskState.REPORTING)
+        await ledger.release(item)
+        item.move(TaskState.DONE)
+        await ledger.let_go(item)
 
 
 def test_the_concurrency_is_split_evenly_and_each_queue_gets_at_least_one_slot() -> None:
@@ -98,6 +112,8 @@ async def test_without_a_prefetch_window_a_message_beyond_the_slots_runs_at_once
 async def test_within_a_prefetch_window_messages_wait_for_a_slot_in_arrival_order() -> None:
     owner = Owner()
     ledger = owner.ledger(prefetch=2)
+    await run_tasks(ledger, SEEN_BEFORE_PREFETCH, took_s=0.001)
+    owner.started.clear()
     assert ledger.capacity("q") == 3  # one slot and two waiting
     running, second, third = message(), message(), message()
     for item in (running, second, third):
@@ -114,6 +130,8 @@ async def test_within_a_prefetch_window_messages_wait_for_a_slot_in_arrival_orde
 async def test_at_shutdown_waiting_messages_leave_the_ledger_and_none_starts() -> None:
     owner = Owner()
     ledger = owner.ledger(prefetch=1)
+    await run_tasks(ledger, SEEN_BEFORE_PREFETCH, took_s=0.001)
+    owner.started.clear()
     running, waiting = message(), message()
     ledger.admit(running)
     ledger.admit(waiting)
@@ -132,3 +150,38 @@ def test_a_message_moves_only_along_its_lifecycle() -> None:
     item.move(TaskState.DONE)
     with pytest.raises(RuntimeError, match="cannot become running"):
         item.move(TaskState.RUNNING)
+
+
+async def test_the_prefetch_window_opens_only_while_the_queues_tasks_are_short() -> None:
+    owner = Owner()
+    ledger = owner.ledger(("fast", "slow"), concurrency=4, prefetch=lambda share: 4 * share)
+    assert ledger.prefetch == {"fast": 8, "slow": 8}
+    await run_tasks(ledger, SEEN_BEFORE_PREFETCH - 1, took_s=0.001, queue="fast")
+    assert ledger.window("fast") == 0 and ledger.capacity("fast") == 2  # not trusted yet
+    await run_tasks(ledger, 1, took_s=0.001, queue="fast")
+    assert ledger.window("fast") == 8  # messages in hand still stay under the reports bound
+    assert ledger.capacity("fast") == min(2 + 8, 2 * (1 + REPORTS_AHEAD))
+    await run_tasks(ledger, SEEN_BEFORE_PREFETCH, took_s=SHORT_TASK_S * 4, queue="slow")
+    assert ledger.window("slow") == 0 and ledger.capacity("slow") == 2  # long tasks: none wait
+    await run_tasks(ledger, 20, took_s=SHORT_TASK_S * 4, queue="fast")  # the fast got slow
+    assert ledger.window("fast") == 0
+    await run_tasks(ledger, 40, took_s=0.001, queue="fast")  # and fast again
+    assert ledger.window("fast") == 8
+
+
+async def test_a_message_arriving_while_others_wait_queues_behind_them_even_if_the_window_shut(
+) -> None:
+    owner = Owner()
+    ledger = owner.ledger(prefetch=1)
+    await run_tasks(ledger, SEEN_BEFORE_PREFETCH, took_s=0.001)
+    owner.started.clear()
+    running, waiting = message(), message()
+    ledger.admit(running)
+    ledger.admit(waiting)
+    ledger.prefetch["q"] = 0  # as if the tasks had become long
+    late = message()
+    ledger.admit(late)  # the server sent extra: it does not jump the queue
+    assert owner.started == [running] and late.state is TaskState.WAITING
+    running.move(TaskState.REPORTING)
+    await ledger.release(running)
+    assert owner.started == [running, waiting]

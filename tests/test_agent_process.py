@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -25,6 +26,7 @@ async def test_an_agent_that_cannot_import_its_module_exits_2_naming_it(cli_env)
 
 @pytest.mark.parametrize(("script", "variable"), [
     ("flowforge-agent", "FLOWFORGE_LEASE"), ("flowforge-agent", "FLOWFORGE_CONCURRENCY"),
+    ("flowforge-agent", "FLOWFORGE_PREFETCH"),
     ("flowforge-coordinator", "FLOWFORGE_LEASE"),
     ("flowforge-coordinator", "FLOWFORGE_AGENT_LOST_AFTER"),
 ])
@@ -143,3 +145,25 @@ async def test_a_storm_of_progress_calls_is_coalesced_into_a_few_reports(
     assert storm.status is TaskStatus.SUCCEEDED
     assert storm.checkpoint == "item 19999"
     assert 1 <= len(reports) < 100  # 20,000 calls; at most one report per 0.2 s
+
+
+def test_the_agents_defaults_are_sixteen_thread_slots_or_one_process_per_core_and_a_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent.cli import build_parser, config_from_args
+    from agent.config import prefetch_of
+
+    for name in ("FLOWFORGE_CONCURRENCY", "FLOWFORGE_PREFETCH", "FLOWFORGE_POOL"):
+        monkeypatch.delenv(name, raising=False)
+    threads = config_from_args(build_parser().parse_args(["--import", "tests.inputflows"]))
+    assert (threads.concurrency, threads.prefetch, prefetch_of(threads, 16)) == (16, None, 64)
+    procs = config_from_args(build_parser().parse_args(
+        ["--import", "tests.inputflows", "--pool", "process"]))
+    assert procs.concurrency == (os.cpu_count() or 2)
+    off = config_from_args(build_parser().parse_args(
+        ["--import", "tests.inputflows", "-c", "3", "--prefetch", "0"]))
+    assert (off.concurrency, prefetch_of(off, 3)) == (3, 0)
+    for bad in ("-1", "10001"):
+        with pytest.raises(ValueError, match="--prefetch must be 0 to 10000"):
+            config_from_args(build_parser().parse_args(
+                ["--import", "tests.inputflows", "--prefetch", bad]))
