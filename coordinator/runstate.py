@@ -1,29 +1,13 @@
-"""One run's state in memory, and the batch of changes the scheduler hands to the service."""
+"""One active run's state in memory, and the changes to it that the scheduler makes."""
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from coordinator.changes import Changes
 from coordinator.graph import CompiledFlow
 from protocol.messages import TaskDispatch
 from protocol.records import Attempt, RunRecord, TaskRecord
 from protocol.states import TASK_DONE_OK, TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
-
-
-@dataclass(slots=True)
-class Changes:
-    """What one batch of events changed: persisted in one transaction, then published."""
-
-    tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
-    runs: dict[str, RunRecord] = field(default_factory=dict)
-    new_runs: list[str] = field(default_factory=list)
-    dispatches: list[tuple[str, TaskDispatch]] = field(default_factory=list)
-    timers: list[tuple[float, str, str]] = field(default_factory=list)
-    withdrawn: list[TaskRecord] = field(default_factory=list)
-    """Queued tasks whose messages should be taken back from the stream."""
-    cancelled_runs: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.tasks or self.runs)
 
 
 @dataclass(slots=True)

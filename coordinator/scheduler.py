@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
+from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.graph import CompiledFlow
-from coordinator.runstate import Changes, RunState
+from coordinator.runstate import RunState
 from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import TASK_DONE_OK, TASK_NOT_OK, RunStatus, TaskStatus
@@ -92,11 +93,11 @@ class Scheduler:
             ch.runs[run.run_id] = run
         for rec in tasks.values():
             if rec.status is TaskStatus.QUEUED:
-                ch.dispatches.append((rec.queue, state.dispatch(rec)))
+                ch.dispatches.append(Dispatch(rec.queue, state.dispatch(rec)))
             elif rec.status is TaskStatus.RETRY_WAIT:
-                ch.timers.append((rec.retry_at or now, run.run_id, rec.task))
+                ch.timers.append(Timer(rec.retry_at or now, run.run_id, rec.task))
             elif rec.status is TaskStatus.RUNNING and rec.deadline_at:
-                ch.timers.append((rec.deadline_at, run.run_id, rec.task))
+                ch.timers.append(Timer(rec.deadline_at, run.run_id, rec.task))
             elif rec.status is TaskStatus.PENDING:
                 self._settle_pending(state, rec.task, now, ch)
         self._maybe_finish(state, now, ch)
@@ -160,7 +161,7 @@ class Scheduler:
         timeout_s = state.flow.tasks[rec.task].timeout_s
         if timeout_s is not None and rec.deadline_at is None:
             rec.deadline_at = at + timeout_s + self.backstop_s
-            ch.timers.append((rec.deadline_at, state.run.run_id, rec.task))
+            ch.timers.append(Timer(rec.deadline_at, state.run.run_id, rec.task))
         rec.agent_id = agent_id
         rec.started_at = at
 
@@ -260,7 +261,7 @@ class Scheduler:
             delay = self.retry_delay_s(spec.retry_delay_s, rec.attempt)
             rec.retry_at = now + delay
             state.set(rec, TaskStatus.RETRY_WAIT)
-            ch.timers.append((rec.retry_at, state.run.run_id, rec.task))
+            ch.timers.append(Timer(rec.retry_at, state.run.run_id, rec.task))
             return
         state.set(rec, TaskStatus.FAILED)
         state.fail_downstream(state.flow.dependants.get(rec.task, ()), now, ch, [rec.task])
@@ -360,7 +361,7 @@ class Scheduler:
             self._maybe_finish(state, now, ch)
             return
         state.set(rec, TaskStatus.QUEUED)
-        ch.dispatches.append((rec.queue, dispatch))
+        ch.dispatches.append(Dispatch(rec.queue, dispatch))
 
     def _maybe_finish(self, state: RunState, now: float, ch: Changes) -> None:
         if state.open_count > 0:

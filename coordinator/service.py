@@ -14,9 +14,10 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from coordinator.agents import AgentRegistry
 from coordinator.api import Api
+from coordinator.changes import Changes
 from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
-from coordinator.scheduler import Changes, Scheduler
+from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
 from flowforge.auth import Identity
@@ -122,7 +123,7 @@ class Coordinator:
         if ch:
             await self._store.commit(ch)
         backlog = await self._apply_report_backlog()
-        still_queued = [(q, d) for q, d in ch.dispatches if self._still_queued(d)]
+        still_queued = [d for d in ch.dispatches if self._still_queued(d.message)]
         await self._publisher.dispatch(still_queued)
         self.writer.arm_timers(ch.timers)
         if runs:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import aiosqlite
 import msgspec
 
-from coordinator.scheduler import Changes
+from coordinator.changes import Changes
 from coordinator.schema import MIGRATIONS
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
