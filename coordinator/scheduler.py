@@ -22,7 +22,7 @@ class Scheduler:
     def __init__(
         self, *, rng: random.Random | None = None, max_dispatch_bytes: int = 1024 * 1024
     ) -> None:
-        self.runs: dict[str, RunState] = {}
+        self._runs: dict[str, RunState] = {}
         self._rng = rng or random.Random()
         self.max_dispatch_bytes = max_dispatch_bytes
         """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
@@ -48,7 +48,7 @@ class Scheduler:
         run.status = RunStatus.RUNNING
         run.started_at = now
         run.counts.total = len(tasks)
-        self.runs[run.run_id] = state
+        self._runs[run.run_id] = state
         ch.new_runs.append(run.run_id)
         ch.runs[run.run_id] = run
         if run.only is not None:
@@ -88,7 +88,7 @@ class Scheduler:
                 ch.tasks[(run.run_id, name)] = tasks[name]
         stored_counts = msgspec.structs.replace(run.counts)
         state = RunState.from_records(run, flow, tasks)
-        self.runs[run.run_id] = state
+        self._runs[run.run_id] = state
         if run.counts != stored_counts:  # rebuilt from the tasks: store the right ones
             ch.runs[run.run_id] = run
         for rec in tasks.values():
@@ -118,7 +118,7 @@ class Scheduler:
         ch: Changes,
     ) -> bool:
         """Apply an agent's report; False when it is stale, duplicate or for an unknown run."""
-        state = self.runs.get(msg.run_id)
+        state = self._runs.get(msg.run_id)
         rec = state.tasks.get(msg.task) if state else None
         if state is None or rec is None or rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return False
@@ -148,9 +148,19 @@ class Scheduler:
         ch.runs[msg.run_id] = state.run
         return True
 
+    # -- queries -----------------------------------------------------------------------
+
+    def is_active(self, run_id: str) -> bool:
+        """Whether the run is in memory: started or restored, and not finished."""
+        return run_id in self._runs
+
+    def run_state(self, run_id: str) -> RunState | None:
+        """An active run's state (None when the run is not active)."""
+        return self._runs.get(run_id)
+
     def task_record(self, run_id: str, task: str) -> TaskRecord | None:
         """The state of a task of an active run (None when the coordinator has no such task)."""
-        state = self.runs.get(run_id)
+        state = self._runs.get(run_id)
         return state.tasks.get(task) if state else None
 
     def _mark_running(
@@ -186,7 +196,7 @@ class Scheduler:
 
     def cancel(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
         """Cancel an active run; returns the tasks that were queued or running (None: not active)."""
-        state = self.runs.pop(run_id, None)
+        state = self._runs.pop(run_id, None)
         return state.cancel(now, ch) if state is not None else None
 
     def retry(
@@ -194,11 +204,11 @@ class Scheduler:
         ch: Changes,
     ) -> list[str]:
         """Run again the failed, cancelled and upstream-failed tasks, reusing what succeeded."""
-        state = self.runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
+        state = self._runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
         again = [name for name, rec in state.tasks.items() if rec.status in TASK_NOT_OK]
         if not again:
             return []
-        self.runs[run.run_id] = state
+        self._runs[run.run_id] = state
         for name in again:
             rec = state.tasks[name]
             rec.error_type = rec.error_message = rec.traceback = None
@@ -217,9 +227,9 @@ class Scheduler:
         status: TaskStatus, output: msgspec.Raw, now: float, ch: Changes,
     ) -> TaskRecord:
         """Set a task succeeded (with an output) or failed by hand; dependants follow."""
-        state = self.runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
+        state = self._runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
         rec = state.tasks[task]
-        self.runs[run.run_id] = state
+        self._runs[run.run_id] = state
         rec.finished_at = now
         rec.deadline_at = rec.retry_at = None  # whatever was pending for it no longer is
         ch.tasks[(run.run_id, task)] = rec
@@ -279,7 +289,7 @@ class Scheduler:
 
     def on_timer(self, run_id: str, task: str, now: float, ch: Changes) -> bool:
         """A retry delay ran out (queue the next attempt) or a running task's deadline passed."""
-        state = self.runs.get(run_id)
+        state = self._runs.get(run_id)
         rec = state.tasks.get(task) if state else None
         if state is None or rec is None:
             return False
@@ -302,7 +312,7 @@ class Scheduler:
     def flag_waiting(self, why: Callable[[str, str], str | None], ch: Changes) -> int:
         """Note on each queued task why no agent can take it (or clear the note); returns changes."""
         changed = 0
-        for state in self.runs.values():
+        for state in self._runs.values():
             for rec in state.tasks.values():
                 if rec.status is not TaskStatus.QUEUED:
                     continue
@@ -365,8 +375,8 @@ class Scheduler:
 
     def _maybe_finish(self, state: RunState, now: float, ch: Changes) -> None:
         if state.open_count > 0:
-            if state.run.run_id not in self.runs:
-                self.runs[state.run.run_id] = state
+            if state.run.run_id not in self._runs:
+                self._runs[state.run.run_id] = state
             return
         run = state.run
         if state.failed_count:
@@ -377,4 +387,4 @@ class Scheduler:
             run.status = RunStatus.SUCCEEDED
         run.finished_at = now
         ch.runs[run.run_id] = run
-        self.runs.pop(run.run_id, None)
+        self._runs.pop(run.run_id, None)

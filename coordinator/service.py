@@ -151,8 +151,7 @@ class Coordinator:
             await sub.unsubscribe()
 
     def _still_queued(self, dispatch: TaskDispatch) -> bool:
-        state = self.scheduler.runs.get(dispatch.run_id)
-        rec = state.tasks.get(dispatch.task) if state else None
+        rec = self.scheduler.task_record(dispatch.run_id, dispatch.task)
         return rec is not None and rec.status is TaskStatus.QUEUED and rec.attempt == dispatch.attempt
 
     async def run(self) -> None:

@@ -184,7 +184,7 @@ def test_a_task_is_queued_only_when_all_its_dependencies_succeeded() -> None:
 
 def test_the_run_state_tracks_open_tasks_and_unmet_dependencies() -> None:
     h = Harness(flow(t("a"), t("b"), t("c", "a", "b")))
-    state = h.sched.runs[RUN_ID]
+    state = h.sched.run_state(RUN_ID)
     assert isinstance(state, RunState) and state.run is h.run
     assert state.waiting == {"a": 0, "b": 0, "c": 2}
     assert (state.open_count, state.failed_count) == (3, 0)
@@ -219,7 +219,7 @@ def test_a_run_fails_as_soon_as_nothing_more_can_run() -> None:
     h.start("a")
     h.fail("a")
     assert h.run.status is RunStatus.FAILED
-    assert RUN_ID not in h.sched.runs
+    assert not h.sched.is_active(RUN_ID)
     assert h.last.runs[RUN_ID].status is RunStatus.FAILED
     assert {h.last.tasks[(RUN_ID, n)].status for n in "bc"} == {TaskStatus.UPSTREAM_FAILED}
 
@@ -231,7 +231,7 @@ def test_a_run_succeeds_when_every_task_succeeded() -> None:
     h.run_through("c", "d")
     assert h.run.status is RunStatus.SUCCEEDED
     assert h.run.finished_at == h.now
-    assert RUN_ID not in h.sched.runs
+    assert not h.sched.is_active(RUN_ID)
     assert h.run.counts.done == h.run.counts.succeeded == 4
     assert_counts_match(h.run, h.tasks.values())
 
@@ -547,7 +547,7 @@ def test_restore_marks_a_task_missing_from_the_store_upstream_failed_when_its_de
     sched.on_report(TaskSucceeded(run_id=RUN_ID, task="x", attempt=1, agent_id="ag", at=T0 + 5,
                                   started_at=T0 + 4, output=msgspec.Raw(b"1")), T0 + 5, ch)
     assert run.status is RunStatus.FAILED, "nothing is left that could run"
-    assert RUN_ID not in sched.runs
+    assert not sched.is_active(RUN_ID)
     assert_counts_match(run, [*records, b])
 
 
@@ -559,7 +559,7 @@ def test_restore_finishes_a_run_whose_tasks_were_all_final() -> None:
     sched, ch = Scheduler(), Changes()
     sched.restore(run, h.compiled, records, T0 + 50, ch)
     assert run.status is RunStatus.SUCCEEDED and run.finished_at == T0 + 50
-    assert ch.runs[RUN_ID] is run and RUN_ID not in sched.runs
+    assert ch.runs[RUN_ID] is run and not sched.is_active(RUN_ID)
 
 
 # -- operator actions: cancel, retry, mark ----------------------------------------------
@@ -609,7 +609,7 @@ def test_cancelling_a_run_withdraws_its_queued_task_and_names_the_run_as_cancell
     assert in_flight is not None and sorted(r.task for r in in_flight) == ["a", "b"]
     assert [r.task for r in ch.withdrawn] == ["a"], "the running task is stopped, not withdrawn"
     assert ch.cancelled_runs == [RUN_ID]
-    assert ch.dispatches == [] and RUN_ID not in h.sched.runs
+    assert ch.dispatches == [] and not h.sched.is_active(RUN_ID)
     assert h.statuses() == {n: TaskStatus.CANCELLED for n in "abc"}
     assert [(x.attempt, x.outcome) for x in h.tasks["b"].history] == [(1, "cancelled")]
     assert h.tasks["a"].history == [], "a queued attempt never ran"
@@ -628,7 +628,7 @@ def test_retrying_a_run_with_nothing_to_retry_returns_nothing_and_changes_nothin
     assert h.sched.retry(run, h.compiled, records, h.now + 1, ch) == []
     assert ch == Changes()
     assert _enc.encode([run, *records]) == stored
-    assert RUN_ID not in h.sched.runs
+    assert not h.sched.is_active(RUN_ID)
 
     active = Harness(flow(t("a"), t("b", "a")))
     active.start("a")
@@ -666,7 +666,7 @@ def test_marking_a_task_failed_fails_its_pending_dependants_and_finishes_the_run
     rec = mark(h, "a", TaskStatus.FAILED)
     assert (rec.status, rec.error_type) == (TaskStatus.FAILED, "MarkedFailed")
     assert h.status("b") is h.status("c") is TaskStatus.UPSTREAM_FAILED
-    assert h.run.status is RunStatus.FAILED and RUN_ID not in h.sched.runs
+    assert h.run.status is RunStatus.FAILED and not h.sched.is_active(RUN_ID)
     assert_counts_match(h.run, h.tasks.values())
     assert not h.succeed("a", attempt=1), "the agent's late report is ignored"
 
@@ -694,7 +694,7 @@ def test_marking_one_of_two_failed_dependencies_succeeded_keeps_the_dependant_up
     h.fail("b")
     mark(h, "a", TaskStatus.SUCCEEDED, b"1")
     assert h.status("c") is TaskStatus.UPSTREAM_FAILED, "b still failed: c cannot run"
-    assert h.run.status is RunStatus.FAILED and RUN_ID not in h.sched.runs
+    assert h.run.status is RunStatus.FAILED and not h.sched.is_active(RUN_ID)
 
 
 def test_marking_a_task_of_a_cancelled_run_succeeded_leaves_the_run_cancelled() -> None:
@@ -953,7 +953,7 @@ class Simulation:
         assert self.store_run.counts.done == self.store_run.counts.total == len(tasks)
         assert self.store_run.counts.running == 0
         assert max(self.successes.values(), default=0) <= 1
-        assert RUN_ID not in self.sched.runs
+        assert not self.sched.is_active(RUN_ID)
 
     def check_final_task(self, name: str, rec: TaskRecord) -> None:
         deps = [self.store_tasks[d].status for d in self.deps[name]]
@@ -1150,7 +1150,8 @@ class OperatorSimulation(Simulation):
         return True
 
     def check_dispatch(self, queue: str, d: TaskDispatch) -> None:
-        state = self.sched.runs[d.run_id]
+        state = self.sched.run_state(d.run_id)
+        assert state is not None
         rec = state.tasks[d.task]
         assert queue == self.flow.tasks[d.task].queue
         assert rec.status is TaskStatus.QUEUED and rec.attempt == d.attempt
@@ -1278,7 +1279,7 @@ class OperatorSimulation(Simulation):
 
     def deliver(self, msgs: list[Report], *, ack: bool = True, lose: str | None = None) -> None:
         finished = self.finished
-        assert not finished or RUN_ID not in self.sched.runs
+        assert not finished or not self.sched.is_active(RUN_ID)
 
         def apply(ch: Changes) -> None:
             applied = []
@@ -1305,7 +1306,7 @@ class OperatorSimulation(Simulation):
 
     def records(self) -> tuple[RunRecord, list[TaskRecord]]:
         """What ``Operations`` passes: the run in memory when active, else the store's copy."""
-        state = self.sched.runs.get(RUN_ID)
+        state = self.sched.run_state(RUN_ID)
         assert (state is None) == self.finished
         if state is not None:
             return state.run, list(state.tasks.values())
@@ -1328,7 +1329,7 @@ class OperatorSimulation(Simulation):
             assert {rec.task for rec in ch.withdrawn} == {
                 n for n, s in before.items() if s is TaskStatus.QUEUED}
             assert ch.cancelled_runs == [RUN_ID] and not ch.dispatches
-            assert RUN_ID not in self.sched.runs
+            assert not self.sched.is_active(RUN_ID)
             assert (ch.runs[RUN_ID].status, ch.runs[RUN_ID].finished_at) == (RunStatus.CANCELLED, self.now)
             for name, old in before.items():
                 assert self.live[name].status is (old if old in TASK_FINAL else TaskStatus.CANCELLED)
@@ -1347,7 +1348,7 @@ class OperatorSimulation(Simulation):
                 assert not ch and not ch.dispatches and run.status is status_before
                 return
             assert (run.status, run.finished_at) == (RunStatus.RUNNING, None)
-            assert RUN_ID in self.sched.runs
+            assert self.sched.is_active(RUN_ID)
             for rec in records:
                 status, attempt, output = before[rec.task]
                 if rec.task in again:
@@ -1397,7 +1398,7 @@ class OperatorSimulation(Simulation):
             for name in waiting_children if status is TaskStatus.FAILED else ():
                 assert tasks[name].status is TaskStatus.UPSTREAM_FAILED
             still_open = any(r.status not in TASK_FINAL for r in records)
-            assert (RUN_ID in self.sched.runs) == still_open == (run.status is RunStatus.RUNNING)
+            assert self.sched.is_active(RUN_ID) == still_open == (run.status is RunStatus.RUNNING)
 
         if self.batch(apply, lose=lose, kind="mark", touched={task} | blocked):
             self.actions[f"mark {status}"] += 1
@@ -1414,7 +1415,7 @@ class OperatorSimulation(Simulation):
         assert run.finished_at is not None
         assert run.counts.done == run.counts.total == len(self.store_tasks)
         assert run.counts.running == 0
-        assert RUN_ID not in self.sched.runs
+        assert not self.sched.is_active(RUN_ID)
         for name, rec in self.store_tasks.items():
             check_history(rec)
             self.check_final_task(name, rec)
