@@ -3,6 +3,8 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgspec
+
 from coordinator.changes import Changes
 from coordinator.graph import CompiledFlow
 from protocol.messages import TaskDispatch
@@ -40,6 +42,22 @@ class RunState:
         counts.succeeded += (status is TaskStatus.SUCCEEDED) - (old is TaskStatus.SUCCEEDED)
         counts.running += (status is TaskStatus.RUNNING) - (old is TaskStatus.RUNNING)
         rec.status = status
+
+    def skip_all_but(
+        self, only: frozenset[str], reused: dict[str, tuple[msgspec.Raw, str]], now: float
+    ) -> None:
+        """Tasks not in ``only`` are skipped; ``reused`` gives a skipped task's output and the
+        run it came from."""
+        for name, rec in self.tasks.items():
+            if name in only:
+                continue
+            if name in reused:
+                rec.output, source = reused[name]
+                rec.note = f"skipped: output reused from run {source}"
+            else:
+                rec.note = "skipped: not in --only"
+            rec.finished_at = now
+            self.set(rec, TaskStatus.SKIPPED)
 
     @staticmethod
     def close_attempt(rec: TaskRecord, outcome: str, at: float) -> None:

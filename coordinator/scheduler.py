@@ -3,6 +3,7 @@
 import math
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import msgspec
 
@@ -16,18 +17,23 @@ from protocol.states import TASK_DONE_OK, TASK_NOT_OK, RunStatus, TaskStatus
 MAX_RETRY_DELAY_S = 3600.0
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    max_dispatch_bytes: int = 1024 * 1024
+    """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
+    backstop_s: float = 60.0
+    """Past a running task's timeout, how long to wait for its report before calling it lost."""
+
+
 class Scheduler:
     """Decides what runs next. No I/O: every method records its effects in ``Changes``."""
 
     def __init__(
-        self, *, rng: random.Random | None = None, max_dispatch_bytes: int = 1024 * 1024
+        self, settings: SchedulerSettings | None = None, *, rng: random.Random | None = None
     ) -> None:
+        self.settings = settings or SchedulerSettings()
         self._runs: dict[str, RunState] = {}
         self._rng = rng or random.Random()
-        self.max_dispatch_bytes = max_dispatch_bytes
-        """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
-        self.backstop_s = 60.0
-        """Past a running task's timeout, how long to wait for its report before calling it lost."""
 
     # -- run lifecycle -----------------------------------------------------------------
 
@@ -52,7 +58,7 @@ class Scheduler:
         ch.new_runs.append(run.run_id)
         ch.runs[run.run_id] = run
         if run.only is not None:
-            self._skip_all_but(state, set(run.only), reused or {}, now)
+            state.skip_all_but(frozenset(run.only), reused or {}, now)
         state.waiting = state.compute_waiting()
         for rec in tasks.values():
             ch.tasks[(run.run_id, rec.task)] = rec
@@ -60,21 +66,6 @@ class Scheduler:
             if rec.status is TaskStatus.PENDING and state.waiting[name] == 0:
                 self._queue(state, name, now, ch)
         self._maybe_finish(state, now, ch)
-
-    def _skip_all_but(
-        self, state: RunState, only: set[str], reused: dict[str, tuple[msgspec.Raw, str]],
-        now: float,
-    ) -> None:
-        for name, rec in state.tasks.items():
-            if name in only:
-                continue
-            if name in reused:
-                rec.output, source = reused[name]
-                rec.note = f"skipped: output reused from run {source}"
-            else:
-                rec.note = "skipped: not in --only"
-            rec.finished_at = now
-            state.set(rec, TaskStatus.SKIPPED)
 
     def restore(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
@@ -170,7 +161,7 @@ class Scheduler:
             state.set(rec, TaskStatus.RUNNING)
         timeout_s = state.flow.tasks[rec.task].timeout_s
         if timeout_s is not None and rec.deadline_at is None:
-            rec.deadline_at = at + timeout_s + self.backstop_s
+            rec.deadline_at = at + timeout_s + self.settings.backstop_s
             ch.timers.append(Timer(rec.deadline_at, state.run.run_id, rec.task))
         rec.agent_id = agent_id
         rec.started_at = at
@@ -303,7 +294,7 @@ class Scheduler:
                 run_id=run_id, task=task, attempt=rec.attempt, agent_id=rec.agent_id or "",
                 delivery=rec.attempt - rec.dispatch + 1,
                 at=now, error_type="AgentLost",
-                message=(f"no result {self.backstop_s:g} s past its timeout; agent "
+                message=(f"no result {self.settings.backstop_s:g} s past its timeout; agent "
                          f"{rec.agent_id} was probably lost"),
             ), now, ch)
             return True
@@ -358,12 +349,12 @@ class Scheduler:
         ch.runs[state.run.run_id] = state.run
         dispatch = state.dispatch(rec)
         size = sum(len(raw) for raw in dispatch.inputs.values())
-        if size > self.max_dispatch_bytes:
+        if size > self.settings.max_dispatch_bytes:
             rec.finished_at = now
             rec.error_type = "InputsTooLarge"
             rec.error_message = (
                 f"the upstream outputs this task takes add up to {size:,} bytes, over the "
-                f"{self.max_dispatch_bytes:,} a task message may carry; have the upstream tasks "
+                f"{self.settings.max_dispatch_bytes:,} a task message may carry; have the upstream tasks "
                 "store large results (a file, a table) and return a reference instead"
             )
             state.set(rec, TaskStatus.FAILED)

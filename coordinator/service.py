@@ -17,7 +17,7 @@ from coordinator.api import Api
 from coordinator.changes import Changes
 from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
-from coordinator.scheduler import Scheduler
+from coordinator.scheduler import Scheduler, SchedulerSettings
 from coordinator.store import Store
 from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
 from flowforge.auth import Identity
@@ -63,7 +63,6 @@ class Coordinator:
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
         self.subjects = config.connect.subjects
-        self.scheduler = Scheduler()
         self.agents = AgentRegistry(lost_after_s=config.agent_lost_after_s)
         self._nc: NATS | None = None
         self._store: Store | None = None
@@ -88,8 +87,10 @@ class Coordinator:
         self._nc = await connect(self.config.connect, name="flowforge-coordinator",
                                  initial_attempts=20, on_closed=self._on_nats_closed)
         js = self._nc.jetstream()
-        self.scheduler.max_dispatch_bytes = max(64 * 1024, self._nc.max_payload - 64 * 1024)
-        self.scheduler.backstop_s = 2 * self.config.lease_s + 5.0
+        self.scheduler = Scheduler(SchedulerSettings(
+            max_dispatch_bytes=max(64 * 1024, self._nc.max_payload - 64 * 1024),
+            backstop_s=2 * self.config.lease_s + 5.0,
+        ))
         await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)

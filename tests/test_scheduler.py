@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.graph import CompiledFlow
 from coordinator.runstate import RunState
-from coordinator.scheduler import MAX_RETRY_DELAY_S, Scheduler
+from coordinator.scheduler import MAX_RETRY_DELAY_S, Scheduler, SchedulerSettings
 from protocol.dag import validate_flow
 from protocol.flows import FlowSpec, ParamSpec, TaskSpec
 from protocol.messages import TaskDispatch, TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
@@ -72,9 +72,10 @@ def assert_counts_match(run: RunRecord, tasks: Iterable[TaskRecord]) -> None:
 class Harness:
     """One run driven step by step; each step's Changes kept in ``last``."""
 
-    def __init__(self, spec: FlowSpec, *, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+    def __init__(self, spec: FlowSpec, *, params: dict[str, Any] | None = None, seed: int = 0,
+                 settings: SchedulerSettings | None = None) -> None:
         self.compiled = CompiledFlow.compile(spec)
-        self.sched = Scheduler(rng=random.Random(seed))
+        self.sched = Scheduler(settings, rng=random.Random(seed))
         self.run = RunRecord(run_id=RUN_ID, flow=spec.name, version=self.compiled.version,
                              params=params or {})
         self.now = T0
@@ -319,8 +320,7 @@ def test_a_running_task_past_its_timeout_and_backstop_is_failed_as_lost_and_retr
     spec = FlowSpec(name="f", tasks=(
         TaskSpec(name="a", function="m:f", timeout_s=10.0, retries=1),
     ))
-    h = Harness(spec)
-    h.sched.backstop_s = 5.0
+    h = Harness(spec, settings=SchedulerSettings(backstop_s=5.0))
     assert h.start("a")
     ch = Changes()
     assert not h.sched.on_timer(RUN_ID, "a", T0 + 14.0, ch)  # deadline not reached: ignored
@@ -716,7 +716,7 @@ def test_a_task_marked_while_running_and_retried_gets_a_new_deadline_when_it_sta
     h.start("a")
     rec = h.tasks["a"]
     assert (rec.status, rec.attempt) == (TaskStatus.RUNNING, 2)
-    assert rec.deadline_at == started + 10.0 + h.sched.backstop_s
+    assert rec.deadline_at == started + 10.0 + h.sched.settings.backstop_s
     assert h.last.timers == [Timer(rec.deadline_at, RUN_ID, "a")]
 
 
