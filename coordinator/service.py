@@ -1,4 +1,4 @@
-"""The coordinator process: NATS wiring around the store, scheduler and writer."""
+"""The coordinator process: NATS wiring around the store, scheduler, writer and recovery."""
 
 import asyncio
 import contextlib
@@ -14,9 +14,9 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from coordinator.agents import AgentRegistry
 from coordinator.api import Api
-from coordinator.changes import Changes
 from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
+from coordinator.recovery import recover_runs, still_queued
 from coordinator.scheduler import Scheduler, SchedulerSettings
 from coordinator.store import Store
 from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
@@ -30,8 +30,7 @@ from flowforge.jetstream import (
 )
 from flowforge.puller import Puller
 from protocol.errors import FlowForgeError
-from protocol.messages import TaskDispatch, heartbeat_decoder
-from protocol.states import TaskStatus
+from protocol.messages import heartbeat_decoder
 from protocol.subjects import API_QUEUE_GROUP
 from protocol.untrusted import Malformed, decode
 
@@ -115,21 +114,14 @@ class Coordinator:
         Reports first: a task that finished while the coordinator was down is not sent again.
         """
         assert self._store is not None and self.writer is not None
-        ch, now = Changes(), time.time()
-        runs = await self._store.active_runs()
-        for run in runs:
-            flow = await self._flows.version(run.flow, run.version)
-            tasks = await self._store.tasks_of(run.run_id)
-            self.scheduler.restore(run, flow, tasks, now, ch)
-        if ch:
-            await self._store.commit(ch)
+        recovered = await recover_runs(self._store, self._flows, self.scheduler, time.time())
         backlog = await self._apply_report_backlog()
-        still_queued = [d for d in ch.dispatches if self._still_queued(d.message)]
-        await self._publisher.dispatch(still_queued)
-        self.writer.arm_timers(ch.timers)
-        if runs:
+        again = still_queued(self.scheduler, recovered.dispatches)
+        await self._publisher.dispatch(again)
+        self.writer.arm_timers(recovered.timers)
+        if recovered.runs:
             log.info("resumed %d active runs: applied %d waiting reports, re-published %d "
-                     "queued tasks", len(runs), backlog, len(still_queued))
+                     "queued tasks", recovered.runs, backlog, len(again))
 
     async def _apply_report_backlog(self) -> int:
         assert self.writer is not None
@@ -150,10 +142,6 @@ class Coordinator:
                 await self.writer.process([Reports(msgs)])
         finally:
             await sub.unsubscribe()
-
-    def _still_queued(self, dispatch: TaskDispatch) -> bool:
-        rec = self.scheduler.task_record(dispatch.run_id, dispatch.task)
-        return rec is not None and rec.status is TaskStatus.QUEUED and rec.attempt == dispatch.attempt
 
     async def run(self) -> None:
         """Serve until ``shutdown()``; a crash of any loop stops the coordinator loudly."""
