@@ -100,8 +100,7 @@ class Coordinator:
                              agent_identities=self.config.agent_identities)
         self._js, self._flows, self._publisher = js, flows, publisher
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
-                        self.config.lease_s, self.agents)
-        self._api.max_reply_bytes = self._nc.max_payload
+                        self.config.lease_s, self.agents, max_reply_bytes=self._nc.max_payload)
         for summary in await self._store.list_flows():
             await flows.current(summary.name)
         for queue in flows.queues():

@@ -1,6 +1,5 @@
 """Persistence in SQLite (aiosqlite, WAL): one transaction per batch of changes."""
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -165,9 +164,6 @@ class Store:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
-        self._tx = asyncio.Lock()
-        """One connection, so one transaction at a time: the writer's batches and the API's
-        flow registrations would otherwise interleave their BEGIN/COMMIT across awaits."""
 
     @classmethod
     async def open(cls, path: Path | str) -> "Store":
@@ -198,11 +194,9 @@ class Store:
     # -- flows -----------------------------------------------------------------------
 
     async def register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
-        """Store a definition; returns (version, changed). Raises FlowExists when refused."""
-        async with self._tx:
-            return await self._register_flow(spec, replace)
+        """Store a definition; returns (version, changed). Raises FlowExists when refused.
 
-    async def _register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
+        Like ``commit``, called only by the writer: one transaction at a time."""
         version, now = spec.version(), time.time()
         async with self._db.execute("SELECT version FROM flows WHERE name = ?", (spec.name,)) as c:
             row = await c.fetchone()
@@ -271,13 +265,7 @@ class Store:
         logs: dict[tuple[str, str], str] | None = None,
     ) -> list[int]:
         """Write one batch in one transaction; returns the ids of the rejected rows."""
-        async with self._tx:
-            return await self._commit(ch, rejected, logs or {})
-
-    async def _commit(
-        self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]],
-        logs: dict[tuple[str, str], str],
-    ) -> list[int]:
+        logs = logs or {}
         new = set(ch.new_runs)
         new_runs = [_run_row(r) for r in ch.runs.values() if r.run_id in new]
         changed = [(_run_row(r), _run_update(r)) for r in ch.runs.values() if r.run_id not in new]

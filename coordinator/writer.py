@@ -22,6 +22,7 @@ from flowforge.auth import Identity
 from protocol.api import StartRun
 from protocol.dag import check_params
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
+from protocol.flows import FlowSpec
 from protocol.limits import (
     MAX_PARAMS_BYTES,
     MAX_VALUE_DEPTH,
@@ -133,6 +134,16 @@ class Writer:
 
     async def submit_start(self, request: StartRun) -> RunRecord:
         return await self.submit(lambda now, batch: self._start(request, now, batch))
+
+    async def register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
+        """Store a flow definition and make it the current one, between two batches (the
+        store has this one writer); returns (version, changed). Raises FlowExists."""
+        async def act(now: float, batch: Batch) -> tuple[str, bool]:
+            stored = await self.store.register_flow(spec, replace)
+            self.flows.put(spec)
+            return stored
+
+        return await self.submit(act)
 
     async def run(self) -> None:
         """Process batches until a StopWriter item; each batch is one transaction."""
