@@ -16,7 +16,7 @@ from flowforge.jspub import JsPublisher
 from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
 from protocol.states import TaskStatus
-from protocol.subjects import Subjects
+from protocol.subjects import Subjects, task_msg_id
 
 log = logging.getLogger("flowforge.coordinator.publisher")
 
@@ -54,7 +54,7 @@ class Publisher:
         one lost with a dropped connection never comes) is handled when it comes."""
         for item in items:
             msg = item.message
-            msg_id = f"{msg.run_id}.{msg.task}.{msg.attempt}"
+            msg_id = task_msg_id(msg.run_id, msg.task, msg.attempt)
             try:
                 fut = await self._jspub.publish(
                     self._s.task(item.queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id},
@@ -82,12 +82,12 @@ class Publisher:
         """Tasks that left ``queued`` no longer need their message sequence."""
         for rec in records:
             if rec.status is not TaskStatus.QUEUED:
-                self._seqs.pop(f"{rec.run_id}.{rec.task}.{rec.dispatch}", None)
+                self._seqs.pop(task_msg_id(rec.run_id, rec.task, rec.dispatch), None)
 
     async def withdraw(self, records: Iterable[TaskRecord]) -> None:
         """Delete queued task messages of a cancelled run, so no agent starts them."""
         for rec in records:
-            msg_id = f"{rec.run_id}.{rec.task}.{rec.dispatch}"
+            msg_id = task_msg_id(rec.run_id, rec.task, rec.dispatch)
             self._retry.pop(msg_id, None)
             seq = self._seqs.pop(msg_id, None)
             if seq is not None:
