@@ -68,6 +68,8 @@ class Coordinator:
         self._stop = asyncio.Event()
         self._closed = False
         self.writer: Writer | None = None
+        self.scheduler: Scheduler
+        """Built by ``start()``: its settings depend on the NATS server's max_payload."""
         self.started = asyncio.Event()
         self._finished = asyncio.Event()
         self._running = False
