@@ -64,6 +64,7 @@ class Api:
     def __init__(
         self, store: Store, flows: FlowCache, writer: Writer, publisher: Publisher,
         js: JetStreamContext, subjects: Subjects, lease_s: float, agents: AgentRegistry,
+        max_reply_bytes: int = 1024 * 1024,
     ) -> None:
         self.store = store
         self.flows = flows
@@ -75,8 +76,8 @@ class Api:
         self.agents = agents
         self.operations = Operations(writer, store, flows, writer.scheduler)
         self._inflight: set[asyncio.Task[None]] = set()
-        self.max_reply_bytes = 1024 * 1024
-        """The NATS server's max_payload; set by the service once connected."""
+        self.max_reply_bytes = max_reply_bytes
+        """The NATS server's max_payload: no answer may be larger."""
         self._register_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(MAX_HANDLED_AT_ONCE)
         self._waiting_bytes = 0
@@ -166,8 +167,7 @@ class Api:
         out = []
         async with self._register_lock:
             for spec in req.flows:
-                version, changed = await self.store.register_flow(spec, req.replace)
-                self.flows.put(spec)
+                version, changed = await self.writer.register_flow(spec, req.replace)
                 for queue in spec.queues():
                     await ensure_task_consumer(self.js, self.subjects, queue, self.lease_s, update=True)
                 out.append(RegisteredFlow(name=spec.name, version=version, changed=changed))

@@ -72,25 +72,15 @@ def _as_coordinator(opts: ConnectOptions, auth: AuthDir | None) -> ConnectOption
 
 
 async def serve(ns: argparse.Namespace) -> int:
-    embedded = None
-    url = ns.nats
+    """Start NATS (embedded, unless ``--nats`` names one), then the coordinator until stopped."""
     try:
-        auth = read_auth_dir(ns.auth) if ns.auth else None
+        auth = _read_auth(ns)
     except FileNotFoundError as exc:
         print(f"flowforge-coordinator: --auth: {exc}", file=sys.stderr)
         return runtime.EXIT_USAGE
-    if auth is not None and not auth.identities:
-        log.warning("--auth %s has no identities.json (written by `flowforge auth init` since "
-                    "reports carry identities): agents bound to queues are not held to them "
-                    "until it is written again", ns.auth)
+    embedded, url = None, ns.nats
     if not url:
-        host, port = ns.listen
-        embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port,
-                                auth_conf=auth.server_conf if auth else None,
-                                tls_cert=ns.listen_tls_cert, tls_key=ns.listen_tls_key,
-                                login=(ns.user, ns.password, ns.token))
-        if (warning := embedded.exposure_warning()) is not None:
-            log.warning("%s", warning)
+        embedded = _embedded_nats(ns, auth)
         try:
             url = await embedded.start()
         except EmbeddedNatsError as exc:
@@ -98,7 +88,36 @@ async def serve(ns: argparse.Namespace) -> int:
             return runtime.EXIT_NO_NATS
         log.info("embedded nats-server listening on %s (JetStream store in %s%s)",
                  url, embedded.store_dir, ", roles enforced" if auth else "")
-    config = CoordinatorConfig(
+    try:
+        return await _run_coordinator(_config(ns, url, auth), url)
+    finally:
+        if embedded:
+            await embedded.stop()
+
+
+def _read_auth(ns: argparse.Namespace) -> AuthDir | None:
+    """What ``--auth DIR`` holds (None without it); FileNotFoundError when DIR lacks it."""
+    auth = read_auth_dir(ns.auth) if ns.auth else None
+    if auth is not None and not auth.identities:
+        log.warning("--auth %s has no identities.json (written by `flowforge auth init` since "
+                    "reports carry identities): agents bound to queues are not held to them "
+                    "until it is written again", ns.auth)
+    return auth
+
+
+def _embedded_nats(ns: argparse.Namespace, auth: AuthDir | None) -> EmbeddedNats:
+    host, port = ns.listen
+    embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port,
+                            auth_conf=auth.server_conf if auth else None,
+                            tls_cert=ns.listen_tls_cert, tls_key=ns.listen_tls_key,
+                            login=(ns.user, ns.password, ns.token))
+    if (warning := embedded.exposure_warning()) is not None:
+        log.warning("%s", warning)
+    return embedded
+
+
+def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> CoordinatorConfig:
+    return CoordinatorConfig(
         connect=_as_coordinator(options_from_args(ns, url), auth),
         db_path=ns.db or ns.data_dir / "flowforge.db",
         lease_s=ns.lease,
@@ -106,14 +125,16 @@ async def serve(ns: argparse.Namespace) -> int:
         agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},
     )
+
+
+async def _run_coordinator(config: CoordinatorConfig, url: str) -> int:
+    """Serve until a stop signal (or NATS closed the connection for good); the exit code."""
     coordinator = Coordinator(config)
     try:
         await coordinator.start()
     except NotConnected as exc:
         print(f"flowforge-coordinator: {exc}", file=sys.stderr)
         await coordinator.shutdown()
-        if embedded:
-            await embedded.stop()
         return runtime.EXIT_NO_NATS
     runtime.install_stop_signals(coordinator.request_stop)
     log.info("coordinator ready: db %s, NATS %s, namespace %r",
@@ -122,8 +143,6 @@ async def serve(ns: argparse.Namespace) -> int:
         await coordinator.run()
     finally:
         await coordinator.shutdown()
-        if embedded:
-            await embedded.stop()
     return runtime.EXIT_NO_NATS if coordinator.lost_nats else runtime.EXIT_OK
 
 

@@ -11,7 +11,6 @@ class CompiledFlow:
     version: str
     tasks: dict[str, TaskSpec]
     dependants: dict[str, tuple[str, ...]]
-    roots: tuple[str, ...]
     param_names: frozenset[str]
     params: dict[str, ParamSpec]
     """The run parameters of all tasks, merged (what a run of the whole flow is checked by)."""
@@ -30,7 +29,6 @@ class CompiledFlow:
             version=spec.version(),
             tasks=tasks,
             dependants={k: tuple(v) for k, v in dependants.items()},
-            roots=tuple(t.name for t in spec.tasks if not t.depends_on),
             param_names=frozenset(params),
             params=params,
             accepts_any_param=spec.accepts_any_param(),

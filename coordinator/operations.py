@@ -32,7 +32,7 @@ class Operations:
 
     async def _current(self, run_id: str) -> tuple[RunRecord, list[TaskRecord], bool]:
         """The run and its tasks: from memory while active, else from the store."""
-        state = self.scheduler.runs.get(run_id)
+        state = self.scheduler.run_state(run_id)
         if state is not None:
             return state.run, list(state.tasks.values()), True
         detail = await self._detail(run_id)

@@ -11,11 +11,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from coordinator.changes import Dispatch
 from flowforge.jspub import JsPublisher
-from protocol.messages import ErrorEvent, TaskDispatch, TaskLog, encoder
+from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
 from protocol.states import TaskStatus
-from protocol.subjects import Subjects
+from protocol.subjects import Subjects, task_msg_id
 
 log = logging.getLogger("flowforge.coordinator.publisher")
 
@@ -36,7 +37,7 @@ class Publisher:
         self._js = js
         self._jspub = JsPublisher(nc, ack_timeout_s=ack_timeout_s)
         self._s = subjects
-        self._retry: dict[str, tuple[str, TaskDispatch]] = {}
+        self._retry: dict[str, Dispatch] = {}
         self._seqs: dict[str, int] = {}
         """Stream sequence of each queued task's message, to take it back on cancel."""
         self.published = 0
@@ -48,28 +49,29 @@ class Publisher:
     async def stop(self) -> None:
         await self._jspub.stop()
 
-    async def dispatch(self, items: Iterable[tuple[str, TaskDispatch]]) -> None:
+    async def dispatch(self, items: Iterable[Dispatch]) -> None:
         """Send tasks without awaiting each ack; each ack (or its absence after ACK_TIMEOUT_S:
         one lost with a dropped connection never comes) is handled when it comes."""
-        for queue, msg in items:
-            msg_id = f"{msg.run_id}.{msg.task}.{msg.attempt}"
+        for item in items:
+            msg = item.message
+            msg_id = task_msg_id(msg.run_id, msg.task, msg.attempt)
             try:
                 fut = await self._jspub.publish(
-                    self._s.task(queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id},
+                    self._s.task(item.queue), encoder.encode(msg), headers={"Nats-Msg-Id": msg_id},
                 )
             except Exception as exc:  # noqa: BLE001 - any failure means: retry later
                 log.warning("publish of %s failed (%s); will retry", msg_id, exc)
-                self._retry[msg_id] = (queue, msg)
+                self._retry[msg_id] = item
                 continue
-            fut.add_done_callback(functools.partial(self._stored, msg_id, queue, msg))
+            fut.add_done_callback(functools.partial(self._stored, msg_id, item))
 
-    def _stored(self, msg_id: str, queue: str, msg: TaskDispatch, fut: "asyncio.Future[int]") -> None:
+    def _stored(self, msg_id: str, item: Dispatch, fut: "asyncio.Future[int]") -> None:
         # not stored: send again later with the same Nats-Msg-Id, so a message that was
         # stored after all is not duplicated
         error = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if error is not None:
             log.warning("task %s not stored by JetStream (%r); will retry", msg_id, error)
-            self._retry[msg_id] = (queue, msg)
+            self._retry[msg_id] = item
             return
         self.published += 1
         self._seqs[msg_id] = fut.result()
@@ -80,12 +82,12 @@ class Publisher:
         """Tasks that left ``queued`` no longer need their message sequence."""
         for rec in records:
             if rec.status is not TaskStatus.QUEUED:
-                self._seqs.pop(f"{rec.run_id}.{rec.task}.{rec.dispatch}", None)
+                self._seqs.pop(task_msg_id(rec.run_id, rec.task, rec.dispatch), None)
 
     async def withdraw(self, records: Iterable[TaskRecord]) -> None:
         """Delete queued task messages of a cancelled run, so no agent starts them."""
         for rec in records:
-            msg_id = f"{rec.run_id}.{rec.task}.{rec.dispatch}"
+            msg_id = task_msg_id(rec.run_id, rec.task, rec.dispatch)
             self._retry.pop(msg_id, None)
             seq = self._seqs.pop(msg_id, None)
             if seq is not None:

@@ -1,29 +1,15 @@
-"""One run's state in memory, and the batch of changes the scheduler hands to the service."""
+"""One active run's state in memory, and the changes to it that the scheduler makes."""
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import msgspec
+
+from coordinator.changes import Changes
 from coordinator.graph import CompiledFlow
 from protocol.messages import TaskDispatch
 from protocol.records import Attempt, RunRecord, TaskRecord
 from protocol.states import TASK_DONE_OK, TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
-
-
-@dataclass(slots=True)
-class Changes:
-    """What one batch of events changed: persisted in one transaction, then published."""
-
-    tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
-    runs: dict[str, RunRecord] = field(default_factory=dict)
-    new_runs: list[str] = field(default_factory=list)
-    dispatches: list[tuple[str, TaskDispatch]] = field(default_factory=list)
-    timers: list[tuple[float, str, str]] = field(default_factory=list)
-    withdrawn: list[TaskRecord] = field(default_factory=list)
-    """Queued tasks whose messages should be taken back from the stream."""
-    cancelled_runs: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.tasks or self.runs)
 
 
 @dataclass(slots=True)
@@ -56,6 +42,22 @@ class RunState:
         counts.succeeded += (status is TaskStatus.SUCCEEDED) - (old is TaskStatus.SUCCEEDED)
         counts.running += (status is TaskStatus.RUNNING) - (old is TaskStatus.RUNNING)
         rec.status = status
+
+    def skip_all_but(
+        self, only: frozenset[str], reused: dict[str, tuple[msgspec.Raw, str]], now: float
+    ) -> None:
+        """Tasks not in ``only`` are skipped; ``reused`` gives a skipped task's output and the
+        run it came from."""
+        for name, rec in self.tasks.items():
+            if name in only:
+                continue
+            if name in reused:
+                rec.output, source = reused[name]
+                rec.note = f"skipped: output reused from run {source}"
+            else:
+                rec.note = "skipped: not in --only"
+            rec.finished_at = now
+            self.set(rec, TaskStatus.SKIPPED)
 
     @staticmethod
     def close_attempt(rec: TaskRecord, outcome: str, at: float) -> None:

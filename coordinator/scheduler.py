@@ -3,11 +3,13 @@
 import math
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import msgspec
 
+from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.graph import CompiledFlow
-from coordinator.runstate import Changes, RunState
+from coordinator.runstate import RunState
 from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import TASK_DONE_OK, TASK_NOT_OK, RunStatus, TaskStatus
@@ -15,18 +17,23 @@ from protocol.states import TASK_DONE_OK, TASK_NOT_OK, RunStatus, TaskStatus
 MAX_RETRY_DELAY_S = 3600.0
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    max_dispatch_bytes: int = 1024 * 1024
+    """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
+    backstop_s: float = 60.0
+    """Past a running task's timeout, how long to wait for its report before calling it lost."""
+
+
 class Scheduler:
     """Decides what runs next. No I/O: every method records its effects in ``Changes``."""
 
     def __init__(
-        self, *, rng: random.Random | None = None, max_dispatch_bytes: int = 1024 * 1024
+        self, settings: SchedulerSettings | None = None, *, rng: random.Random | None = None
     ) -> None:
-        self.runs: dict[str, RunState] = {}
+        self.settings = settings or SchedulerSettings()
+        self._runs: dict[str, RunState] = {}
         self._rng = rng or random.Random()
-        self.max_dispatch_bytes = max_dispatch_bytes
-        """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
-        self.backstop_s = 60.0
-        """Past a running task's timeout, how long to wait for its report before calling it lost."""
 
     # -- run lifecycle -----------------------------------------------------------------
 
@@ -47,11 +54,11 @@ class Scheduler:
         run.status = RunStatus.RUNNING
         run.started_at = now
         run.counts.total = len(tasks)
-        self.runs[run.run_id] = state
+        self._runs[run.run_id] = state
         ch.new_runs.append(run.run_id)
         ch.runs[run.run_id] = run
         if run.only is not None:
-            self._skip_all_but(state, set(run.only), reused or {}, now)
+            state.skip_all_but(frozenset(run.only), reused or {}, now)
         state.waiting = state.compute_waiting()
         for rec in tasks.values():
             ch.tasks[(run.run_id, rec.task)] = rec
@@ -59,21 +66,6 @@ class Scheduler:
             if rec.status is TaskStatus.PENDING and state.waiting[name] == 0:
                 self._queue(state, name, now, ch)
         self._maybe_finish(state, now, ch)
-
-    def _skip_all_but(
-        self, state: RunState, only: set[str], reused: dict[str, tuple[msgspec.Raw, str]],
-        now: float,
-    ) -> None:
-        for name, rec in state.tasks.items():
-            if name in only:
-                continue
-            if name in reused:
-                rec.output, source = reused[name]
-                rec.note = f"skipped: output reused from run {source}"
-            else:
-                rec.note = "skipped: not in --only"
-            rec.finished_at = now
-            state.set(rec, TaskStatus.SKIPPED)
 
     def restore(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
@@ -87,16 +79,16 @@ class Scheduler:
                 ch.tasks[(run.run_id, name)] = tasks[name]
         stored_counts = msgspec.structs.replace(run.counts)
         state = RunState.from_records(run, flow, tasks)
-        self.runs[run.run_id] = state
+        self._runs[run.run_id] = state
         if run.counts != stored_counts:  # rebuilt from the tasks: store the right ones
             ch.runs[run.run_id] = run
         for rec in tasks.values():
             if rec.status is TaskStatus.QUEUED:
-                ch.dispatches.append((rec.queue, state.dispatch(rec)))
+                ch.dispatches.append(Dispatch(rec.queue, state.dispatch(rec)))
             elif rec.status is TaskStatus.RETRY_WAIT:
-                ch.timers.append((rec.retry_at or now, run.run_id, rec.task))
+                ch.timers.append(Timer(rec.retry_at or now, run.run_id, rec.task))
             elif rec.status is TaskStatus.RUNNING and rec.deadline_at:
-                ch.timers.append((rec.deadline_at, run.run_id, rec.task))
+                ch.timers.append(Timer(rec.deadline_at, run.run_id, rec.task))
             elif rec.status is TaskStatus.PENDING:
                 self._settle_pending(state, rec.task, now, ch)
         self._maybe_finish(state, now, ch)
@@ -117,7 +109,7 @@ class Scheduler:
         ch: Changes,
     ) -> bool:
         """Apply an agent's report; False when it is stale, duplicate or for an unknown run."""
-        state = self.runs.get(msg.run_id)
+        state = self._runs.get(msg.run_id)
         rec = state.tasks.get(msg.task) if state else None
         if state is None or rec is None or rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return False
@@ -147,9 +139,19 @@ class Scheduler:
         ch.runs[msg.run_id] = state.run
         return True
 
+    # -- queries -----------------------------------------------------------------------
+
+    def is_active(self, run_id: str) -> bool:
+        """Whether the run is in memory: started or restored, and not finished."""
+        return run_id in self._runs
+
+    def run_state(self, run_id: str) -> RunState | None:
+        """An active run's state (None when the run is not active)."""
+        return self._runs.get(run_id)
+
     def task_record(self, run_id: str, task: str) -> TaskRecord | None:
         """The state of a task of an active run (None when the coordinator has no such task)."""
-        state = self.runs.get(run_id)
+        state = self._runs.get(run_id)
         return state.tasks.get(task) if state else None
 
     def _mark_running(
@@ -159,8 +161,8 @@ class Scheduler:
             state.set(rec, TaskStatus.RUNNING)
         timeout_s = state.flow.tasks[rec.task].timeout_s
         if timeout_s is not None and rec.deadline_at is None:
-            rec.deadline_at = at + timeout_s + self.backstop_s
-            ch.timers.append((rec.deadline_at, state.run.run_id, rec.task))
+            rec.deadline_at = at + timeout_s + self.settings.backstop_s
+            ch.timers.append(Timer(rec.deadline_at, state.run.run_id, rec.task))
         rec.agent_id = agent_id
         rec.started_at = at
 
@@ -185,7 +187,7 @@ class Scheduler:
 
     def cancel(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
         """Cancel an active run; returns the tasks that were queued or running (None: not active)."""
-        state = self.runs.pop(run_id, None)
+        state = self._runs.pop(run_id, None)
         return state.cancel(now, ch) if state is not None else None
 
     def retry(
@@ -193,11 +195,11 @@ class Scheduler:
         ch: Changes,
     ) -> list[str]:
         """Run again the failed, cancelled and upstream-failed tasks, reusing what succeeded."""
-        state = self.runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
+        state = self._runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
         again = [name for name, rec in state.tasks.items() if rec.status in TASK_NOT_OK]
         if not again:
             return []
-        self.runs[run.run_id] = state
+        self._runs[run.run_id] = state
         for name in again:
             rec = state.tasks[name]
             rec.error_type = rec.error_message = rec.traceback = None
@@ -216,9 +218,9 @@ class Scheduler:
         status: TaskStatus, output: msgspec.Raw, now: float, ch: Changes,
     ) -> TaskRecord:
         """Set a task succeeded (with an output) or failed by hand; dependants follow."""
-        state = self.runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
+        state = self._runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
         rec = state.tasks[task]
-        self.runs[run.run_id] = state
+        self._runs[run.run_id] = state
         rec.finished_at = now
         rec.started_at = None  # its outcome is by hand: no run of it took from then to now
         rec.deadline_at = rec.retry_at = None  # whatever was pending for it no longer is
@@ -261,7 +263,7 @@ class Scheduler:
             delay = self.retry_delay_s(spec.retry_delay_s, rec.attempt)
             rec.retry_at = now + delay
             state.set(rec, TaskStatus.RETRY_WAIT)
-            ch.timers.append((rec.retry_at, state.run.run_id, rec.task))
+            ch.timers.append(Timer(rec.retry_at, state.run.run_id, rec.task))
             return
         state.set(rec, TaskStatus.FAILED)
         state.fail_downstream(state.flow.dependants.get(rec.task, ()), now, ch, [rec.task])
@@ -279,7 +281,7 @@ class Scheduler:
 
     def on_timer(self, run_id: str, task: str, now: float, ch: Changes) -> bool:
         """A retry delay ran out (queue the next attempt) or a running task's deadline passed."""
-        state = self.runs.get(run_id)
+        state = self._runs.get(run_id)
         rec = state.tasks.get(task) if state else None
         if state is None or rec is None:
             return False
@@ -293,7 +295,7 @@ class Scheduler:
                 run_id=run_id, task=task, attempt=rec.attempt, agent_id=rec.agent_id or "",
                 delivery=rec.attempt - rec.dispatch + 1,
                 at=now, error_type="AgentLost",
-                message=(f"no result {self.backstop_s:g} s past its timeout; agent "
+                message=(f"no result {self.settings.backstop_s:g} s past its timeout; agent "
                          f"{rec.agent_id} was probably lost"),
             ), now, ch)
             return True
@@ -302,7 +304,7 @@ class Scheduler:
     def flag_waiting(self, why: Callable[[str, str], str | None], ch: Changes) -> int:
         """Note on each queued task why no agent can take it (or clear the note); returns changes."""
         changed = 0
-        for state in self.runs.values():
+        for state in self._runs.values():
             for rec in state.tasks.values():
                 if rec.status is not TaskStatus.QUEUED:
                     continue
@@ -348,12 +350,12 @@ class Scheduler:
         ch.runs[state.run.run_id] = state.run
         dispatch = state.dispatch(rec)
         size = sum(len(raw) for raw in dispatch.inputs.values())
-        if size > self.max_dispatch_bytes:
+        if size > self.settings.max_dispatch_bytes:
             rec.finished_at = now
             rec.error_type = "InputsTooLarge"
             rec.error_message = (
                 f"the upstream outputs this task takes add up to {size:,} bytes, over the "
-                f"{self.max_dispatch_bytes:,} a task message may carry; have the upstream tasks "
+                f"{self.settings.max_dispatch_bytes:,} a task message may carry; have the upstream tasks "
                 "store large results (a file, a table) and return a reference instead"
             )
             state.set(rec, TaskStatus.FAILED)
@@ -361,12 +363,12 @@ class Scheduler:
             self._maybe_finish(state, now, ch)
             return
         state.set(rec, TaskStatus.QUEUED)
-        ch.dispatches.append((rec.queue, dispatch))
+        ch.dispatches.append(Dispatch(rec.queue, dispatch))
 
     def _maybe_finish(self, state: RunState, now: float, ch: Changes) -> None:
         if state.open_count > 0:
-            if state.run.run_id not in self.runs:
-                self.runs[state.run.run_id] = state
+            if state.run.run_id not in self._runs:
+                self._runs[state.run.run_id] = state
             return
         run = state.run
         if state.failed_count:
@@ -377,4 +379,4 @@ class Scheduler:
             run.status = RunStatus.SUCCEEDED
         run.finished_at = now
         ch.runs[run.run_id] = run
-        self.runs.pop(run.run_id, None)
+        self._runs.pop(run.run_id, None)

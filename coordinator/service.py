@@ -1,4 +1,4 @@
-"""The coordinator process: NATS wiring around the store, scheduler and writer."""
+"""The coordinator process: NATS wiring around the store, scheduler, writer and recovery."""
 
 import asyncio
 import contextlib
@@ -16,7 +16,8 @@ from coordinator.agents import AgentRegistry
 from coordinator.api import Api
 from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
-from coordinator.scheduler import Changes, Scheduler
+from coordinator.recovery import recover_runs, still_queued
+from coordinator.scheduler import Scheduler, SchedulerSettings
 from coordinator.store import Store
 from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
 from flowforge.auth import Identity
@@ -29,8 +30,7 @@ from flowforge.jetstream import (
 )
 from flowforge.puller import Puller
 from protocol.errors import FlowForgeError
-from protocol.messages import TaskDispatch, heartbeat_decoder
-from protocol.states import TaskStatus
+from protocol.messages import heartbeat_decoder
 from protocol.subjects import API_QUEUE_GROUP
 from protocol.untrusted import Malformed, decode
 
@@ -62,13 +62,14 @@ class Coordinator:
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
         self.subjects = config.connect.subjects
-        self.scheduler = Scheduler()
         self.agents = AgentRegistry(lost_after_s=config.agent_lost_after_s)
         self._nc: NATS | None = None
         self._store: Store | None = None
         self._stop = asyncio.Event()
         self._closed = False
         self.writer: Writer | None = None
+        self.scheduler: Scheduler
+        """Built by ``start()``: its settings depend on the NATS server's max_payload."""
         self.started = asyncio.Event()
         self._finished = asyncio.Event()
         self._running = False
@@ -87,8 +88,10 @@ class Coordinator:
         self._nc = await connect(self.config.connect, name="flowforge-coordinator",
                                  initial_attempts=20, on_closed=self._on_nats_closed)
         js = self._nc.jetstream()
-        self.scheduler.max_dispatch_bytes = max(64 * 1024, self._nc.max_payload - 64 * 1024)
-        self.scheduler.backstop_s = 2 * self.config.lease_s + 5.0
+        self.scheduler = Scheduler(SchedulerSettings(
+            max_dispatch_bytes=max(64 * 1024, self._nc.max_payload - 64 * 1024),
+            backstop_s=2 * self.config.lease_s + 5.0,
+        ))
         await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
@@ -99,8 +102,7 @@ class Coordinator:
                              agent_identities=self.config.agent_identities)
         self._js, self._flows, self._publisher = js, flows, publisher
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
-                        self.config.lease_s, self.agents)
-        self._api.max_reply_bytes = self._nc.max_payload
+                        self.config.lease_s, self.agents, max_reply_bytes=self._nc.max_payload)
         for summary in await self._store.list_flows():
             await flows.current(summary.name)
         for queue in flows.queues():
@@ -113,21 +115,14 @@ class Coordinator:
         Reports first: a task that finished while the coordinator was down is not sent again.
         """
         assert self._store is not None and self.writer is not None
-        ch, now = Changes(), time.time()
-        runs = await self._store.active_runs()
-        for run in runs:
-            flow = await self._flows.version(run.flow, run.version)
-            tasks = await self._store.tasks_of(run.run_id)
-            self.scheduler.restore(run, flow, tasks, now, ch)
-        if ch:
-            await self._store.commit(ch)
+        recovered = await recover_runs(self._store, self._flows, self.scheduler, time.time())
         backlog = await self._apply_report_backlog()
-        still_queued = [(q, d) for q, d in ch.dispatches if self._still_queued(d)]
-        await self._publisher.dispatch(still_queued)
-        self.writer.arm_timers(ch.timers)
-        if runs:
+        again = still_queued(self.scheduler, recovered.dispatches)
+        await self._publisher.dispatch(again)
+        self.writer.arm_timers(recovered.timers)
+        if recovered.runs:
             log.info("resumed %d active runs: applied %d waiting reports, re-published %d "
-                     "queued tasks", len(runs), backlog, len(still_queued))
+                     "queued tasks", recovered.runs, backlog, len(again))
 
     async def _apply_report_backlog(self) -> int:
         assert self.writer is not None
@@ -148,11 +143,6 @@ class Coordinator:
                 await self.writer.process([Reports(msgs)])
         finally:
             await sub.unsubscribe()
-
-    def _still_queued(self, dispatch: TaskDispatch) -> bool:
-        state = self.scheduler.runs.get(dispatch.run_id)
-        rec = state.tasks.get(dispatch.task) if state else None
-        return rec is not None and rec.status is TaskStatus.QUEUED and rec.attempt == dispatch.attempt
 
     async def run(self) -> None:
         """Serve until ``shutdown()``; a crash of any loop stops the coordinator loudly."""

@@ -1,16 +1,16 @@
-"""Persistence in SQLite (aiosqlite, WAL): one transaction per batch of changes."""
+"""Persistence in SQLite (WAL): one transaction per batch of changes, in one call on the
+database's thread."""
 
-import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import aiosqlite
 import msgspec
 
-from coordinator.scheduler import Changes
+from coordinator.changes import Changes
+from coordinator.database import Database
 from coordinator.schema import MIGRATIONS
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
@@ -32,7 +32,6 @@ from protocol.records import (
 )
 from protocol.states import RUN_FINAL, RunStatus, TaskStatus
 
-T = TypeVar("T")
 MAX_SUBJECT_KEPT = 512
 
 _enc = msgspec.json.Encoder()
@@ -52,6 +51,9 @@ _RUN_COLS = (
     "idempotency_key, source, counts, only_tasks"
 )
 
+
+PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000")
+_TASKS_OF = f"SELECT {_TASK_COLS} FROM task_instances WHERE run_id = ? ORDER BY task"
 
 _RUN_UPDATE = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, counts = ? WHERE run_id = ?"
 """What changes on a stored run: an update touches one of its four indexes, where a replace
@@ -100,6 +102,50 @@ def _write_batch(
         conn.execute("ROLLBACK")
         raise
     return ids
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """The migrations not applied yet, each in its own transaction with its number."""
+    (current,) = conn.execute("PRAGMA user_version").fetchone() or (0,)
+    for number, script in enumerate(MIGRATIONS, start=1):
+        if number > current:
+            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+
+
+def _register_flow(
+    conn: sqlite3.Connection, spec: FlowSpec, version: str, blob: bytes, replace: bool, now: float,
+) -> tuple[str, bool]:
+    row = conn.execute("SELECT version FROM flows WHERE name = ?", (spec.name,)).fetchone()
+    if row is not None and row[0] == version:
+        return version, False
+    if row is not None and not replace:
+        raise FlowExists(
+            f"flow {spec.name!r} is already registered with version {row[0]}; "
+            "pass clear_existing_flow_in_db=True (or --replace) to replace it"
+        )
+    conn.execute("BEGIN")
+    try:
+        conn.execute("INSERT OR IGNORE INTO flow_versions (flow, version, spec, created_at) "
+                     "VALUES (?, ?, ?, ?)", (spec.name, version, blob, now))
+        conn.execute(
+            "INSERT INTO flows (name, version, display_name, registered_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "version = excluded.version, display_name = excluded.display_name, "
+            "updated_at = excluded.updated_at",
+            (spec.name, version, spec.display_name, now, now),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version, True
+
+
+def _read_run(
+    conn: sqlite3.Connection, run_id: str
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] | None:
+    row = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else (row, conn.execute(_TASKS_OF, (run_id,)).fetchall())
 
 
 def _kept_raw(raw: bytes) -> bytes:
@@ -162,35 +208,21 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
 class Store:
     """The coordinator's SQLite file. Only this module writes SQL."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, db: Database, path: Path) -> None:
         self._db = db
         self.path = path
-        self._tx = asyncio.Lock()
-        """One connection, so one transaction at a time: the writer's batches and the API's
-        flow registrations would otherwise interleave their BEGIN/COMMIT across awaits."""
 
     @classmethod
     async def open(cls, path: Path | str) -> "Store":
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=NORMAL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
-        store = cls(db, path)
-        await store._migrate()
-        return store
-
-    async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            (current,) = await cur.fetchone() or (0,)
-        for number, script in enumerate(MIGRATIONS, start=1):
-            if number <= current:
-                continue
-            await self._db.executescript(
-                f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
+        db = await Database.open(path, PRAGMAS)
+        try:
+            await db.run(_migrate)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path)
 
     async def close(self) -> None:
         await self._db.close()
@@ -198,39 +230,11 @@ class Store:
     # -- flows -----------------------------------------------------------------------
 
     async def register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
-        """Store a definition; returns (version, changed). Raises FlowExists when refused."""
-        async with self._tx:
-            return await self._register_flow(spec, replace)
+        """Store a definition; returns (version, changed). Raises FlowExists when refused.
 
-    async def _register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
-        version, now = spec.version(), time.time()
-        async with self._db.execute("SELECT version FROM flows WHERE name = ?", (spec.name,)) as c:
-            row = await c.fetchone()
-        if row is not None and row[0] == version:
-            return version, False
-        if row is not None and not replace:
-            raise FlowExists(
-                f"flow {spec.name!r} is already registered with version {row[0]}; "
-                "pass clear_existing_flow_in_db=True (or --replace) to replace it"
-            )
-        await self._db.execute("BEGIN")
-        try:
-            await self._db.execute(
-                "INSERT OR IGNORE INTO flow_versions (flow, version, spec, created_at) "
-                "VALUES (?, ?, ?, ?)", (spec.name, version, _enc.encode(spec), now),
-            )
-            await self._db.execute(
-                "INSERT INTO flows (name, version, display_name, registered_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                "version = excluded.version, display_name = excluded.display_name, "
-                "updated_at = excluded.updated_at",
-                (spec.name, version, spec.display_name, now, now),
-            )
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
-        return version, True
+        Like ``commit``, called only by the writer: one transaction at a time."""
+        return await self._db.run(_register_flow, spec, spec.version(), _enc.encode(spec),
+                                  replace, time.time())
 
     async def get_flow(self, name: str, version: str | None = None) -> tuple[FlowSpec, str, float] | None:
         if version is None:
@@ -240,8 +244,7 @@ class Store:
         else:
             sql = "SELECT spec, version, created_at FROM flow_versions WHERE flow = ? AND version = ?"
             args = (name, version)
-        async with self._db.execute(sql, args) as cur:
-            row = await cur.fetchone()
+        row = await self._db.fetchone(sql, args)
         return None if row is None else (_spec_dec.decode(row[0]), row[1], row[2])
 
     async def list_flows(self) -> list[FlowSummary]:
@@ -253,15 +256,14 @@ class Store:
             "ORDER BY f.name"
         )
         out = []
-        async with self._db.execute(sql) as cur:
-            async for name, version, display, at, spec_blob, last in cur:
-                spec = _spec_dec.decode(spec_blob)
-                run_id, status = last.split(" ") if last else (None, None)
-                out.append(FlowSummary(
-                    name=name, version=version, display_name=display, tasks=len(spec.tasks),
-                    queues=sorted(spec.queues()), registered_at=at, last_run_id=run_id,
-                    last_run_status=RunStatus(status) if status else None,
-                ))
+        for name, version, display, at, spec_blob, last in await self._db.fetchall(sql):
+            spec = _spec_dec.decode(spec_blob)
+            run_id, status = last.split(" ") if last else (None, None)
+            out.append(FlowSummary(
+                name=name, version=version, display_name=display, tasks=len(spec.tasks),
+                queues=sorted(spec.queues()), registered_at=at, last_run_id=run_id,
+                last_run_status=RunStatus(status) if status else None,
+            ))
         return out
 
     # -- runs --------------------------------------------------------------------------
@@ -271,56 +273,34 @@ class Store:
         logs: dict[tuple[str, str], str] | None = None,
     ) -> list[int]:
         """Write one batch in one transaction; returns the ids of the rejected rows."""
-        async with self._tx:
-            return await self._commit(ch, rejected, logs or {})
-
-    async def _commit(
-        self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]],
-        logs: dict[tuple[str, str], str],
-    ) -> list[int]:
+        logs = logs or {}
         new = set(ch.new_runs)
         new_runs = [_run_row(r) for r in ch.runs.values() if r.run_id in new]
         changed = [(_run_row(r), _run_update(r)) for r in ch.runs.values() if r.run_id not in new]
         tasks = [_task_row(t) for t in ch.tasks.values()]
         log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
                     for (run_id, task), text in logs.items()]
-        return await self._in_db_thread(_write_batch, new_runs, changed, tasks, log_rows,
-                                        list(rejected))
-
-    async def _in_db_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(sqlite3_connection, *args)`` on aiosqlite's own thread: one hand-over for
-        a whole transaction instead of one per statement (the batch is the hot path)."""
-        db = self._db
-        return await db._execute(lambda: fn(db._conn, *args))
+        return await self._db.run(_write_batch, new_runs, changed, tasks, log_rows, list(rejected))
 
     async def get_run(self, run_id: str) -> RunDetail | None:
-        async with self._db.execute(
-            f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
+        """The run and its tasks, read together (never from two different commits)."""
+        found = await self._db.run(_read_run, run_id)
+        if found is None:
             return None
-        return RunDetail(run=_run_from_row(row), tasks=await self.tasks_of(run_id))
+        row, task_rows = found
+        return RunDetail(run=_run_from_row(row), tasks=[_task_from_row(r) for r in task_rows])
 
     async def tasks_of(self, run_id: str) -> list[TaskRecord]:
-        async with self._db.execute(
-            f"SELECT {_TASK_COLS} FROM task_instances WHERE run_id = ? ORDER BY task", (run_id,)
-        ) as cur:
-            return [_task_from_row(r) for r in await cur.fetchall()]
+        return [_task_from_row(r) for r in await self._db.fetchall(_TASKS_OF, (run_id,))]
 
     async def run_flow(self, run_id: str) -> tuple[str, str] | None:
         """The flow and version of a run, or None when there is no such run."""
-        async with self._db.execute(
-            "SELECT flow, version FROM runs WHERE run_id = ?", (run_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._db.fetchone("SELECT flow, version FROM runs WHERE run_id = ?", (run_id,))
         return None if row is None else (row[0], row[1])
 
     async def task_log(self, run_id: str, task: str) -> str:
-        async with self._db.execute(
-            "SELECT log FROM task_logs WHERE run_id = ? AND task = ?", (run_id, task)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._db.fetchone(
+            "SELECT log FROM task_logs WHERE run_id = ? AND task = ?", (run_id, task))
         return row[0] if row else ""
 
     async def last_outputs(
@@ -329,23 +309,20 @@ class Store:
         """The newest successful output of each task in any run of ``flow``, with its run."""
         out: dict[str, tuple[msgspec.Raw, str]] = {}
         for task in tasks:
-            async with self._db.execute(
+            row = await self._db.fetchone(
                 "SELECT ti.output, ti.run_id FROM task_instances ti JOIN runs r "
                 "ON r.run_id = ti.run_id WHERE r.flow = ? AND ti.task = ? "
                 "AND ti.status = 'succeeded' ORDER BY ti.finished_at DESC LIMIT 1",
                 (flow, task),
-            ) as cur:
-                row = await cur.fetchone()
+            )
             if row is not None:
                 out[task] = (msgspec.Raw(row[0] or b"null"), row[1])
         return out
 
     async def run_by_key(self, flow: str, key: str) -> RunRecord | None:
         """The run of ``flow`` started with this idempotency key, if any (keys are per flow)."""
-        async with self._db.execute(
-            f"SELECT {_RUN_COLS} FROM runs WHERE flow = ? AND idempotency_key = ?", (flow, key)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await self._db.fetchone(
+            f"SELECT {_RUN_COLS} FROM runs WHERE flow = ? AND idempotency_key = ?", (flow, key))
         return None if row is None else _run_from_row(row)
 
     async def list_runs(
@@ -363,27 +340,21 @@ class Store:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC LIMIT ?"
         args.append(max(1, min(limit, MAX_LIST_LIMIT)))
-        async with self._db.execute(sql, args) as cur:
-            return [_run_from_row(r) for r in await cur.fetchall()]
+        return [_run_from_row(r) for r in await self._db.fetchall(sql, args)]
 
     async def active_runs(self) -> list[RunRecord]:
         final = tuple(s.value for s in RUN_FINAL)
-        async with self._db.execute(
+        rows = await self._db.fetchall(
             f"SELECT {_RUN_COLS} FROM runs WHERE status NOT IN ({_marks(len(final))}) "
-            "ORDER BY created_at", final,
-        ) as cur:
-            return [_run_from_row(r) for r in await cur.fetchall()]
+            "ORDER BY created_at", final)
+        return [_run_from_row(r) for r in rows]
 
     async def list_rejected(self, limit: int = 50) -> list[RejectedMessage]:
-        async with self._db.execute(
+        rows = await self._db.fetchall(
             "SELECT id, subject, reason, code, raw, received_at FROM rejected "
-            "ORDER BY id DESC LIMIT ?", (max(1, min(limit, MAX_LIST_LIMIT)),),
-        ) as cur:
-            return [
-                RejectedMessage(id=r[0], subject=r[1], reason=r[2], code=r[3], raw=bytes(r[4]),
-                                received_at=r[5])
-                for r in await cur.fetchall()
-            ]
+            "ORDER BY id DESC LIMIT ?", (max(1, min(limit, MAX_LIST_LIMIT)),))
+        return [RejectedMessage(id=r[0], subject=r[1], reason=r[2], code=r[3], raw=bytes(r[4]),
+                                received_at=r[5]) for r in rows]
 
 
 def _marks(n: int) -> str:

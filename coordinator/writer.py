@@ -11,16 +11,18 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from coordinator.changes import Changes, Timer
 from coordinator.flows import FlowCache
 from coordinator.graph import CompiledFlow
 from coordinator.intake import ReportChecks, checked_key, flow_and_scope, kind_of, scoped_key
 from coordinator.publisher import Publisher
-from coordinator.scheduler import Changes, Scheduler
+from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from flowforge.auth import Identity
 from protocol.api import StartRun
 from protocol.dag import check_params
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
+from protocol.flows import FlowSpec
 from protocol.limits import (
     MAX_PARAMS_BYTES,
     MAX_VALUE_DEPTH,
@@ -133,6 +135,16 @@ class Writer:
     async def submit_start(self, request: StartRun) -> RunRecord:
         return await self.submit(lambda now, batch: self._start(request, now, batch))
 
+    async def register_flow(self, spec: FlowSpec, replace: bool) -> tuple[str, bool]:
+        """Store a flow definition and make it the current one, between two batches (the
+        store has this one writer); returns (version, changed). Raises FlowExists."""
+        async def act(now: float, batch: Batch) -> tuple[str, bool]:
+            stored = await self.store.register_flow(spec, replace)
+            self.flows.put(spec)
+            return stored
+
+        return await self.submit(act)
+
     async def run(self) -> None:
         """Process batches until a StopWriter item; each batch is one transaction."""
         while True:
@@ -197,14 +209,15 @@ class Writer:
         await self.publisher.ack(batch.acks)
         self.arm_timers(ch.timers)
 
-    def arm_timers(self, timers: list[tuple[float, str, str]]) -> None:
+    def arm_timers(self, timers: list[Timer]) -> None:
         loop = asyncio.get_running_loop()
-        for at, run_id, task in timers:
-            old = self._timers.pop((run_id, task), None)
+        for timer in timers:
+            key = (timer.run_id, timer.task)
+            old = self._timers.pop(key, None)
             if old is not None:
                 old.cancel()
-            delay = max(0.0, at - time.time())
-            self._timers[(run_id, task)] = loop.call_later(delay, self._fire, run_id, task)
+            delay = max(0.0, timer.at - time.time())
+            self._timers[key] = loop.call_later(delay, self._fire, *key)
 
     def _fire(self, run_id: str, task: str) -> None:
         self._timers.pop((run_id, task), None)

@@ -103,7 +103,6 @@ class TaskResults(Message, frozen=True, kw_only=True, tag="results.v1"):
 
 
 Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog | TaskResults
-TERMINAL_REPORTS = (TaskSucceeded, TaskFailed)
 
 
 # agents -> world, on <ns>.agent.heartbeat.<agent_id>

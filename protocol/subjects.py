@@ -14,6 +14,15 @@ def agent_id_fits(identity: str, agent_id: str) -> bool:
     """Whether an agent logged in as ``identity`` may go by ``agent_id``: the identity itself,
     or a name that starts with it and a '-' (what agents under an identity are named)."""
     return agent_id == identity or agent_id.startswith(f"{identity}-")
+
+
+def task_msg_id(run_id: str, task: str, attempt: int) -> str:
+    """The ``Nats-Msg-Id`` of the task message of one attempt: JetStream keeps one message
+    per id, so publishing an attempt again (after a crash, or a failed publish) sends nothing
+    twice."""
+    return f"{run_id}.{task}.{attempt}"
+
+
 API_QUEUE_GROUP = "flowforge-coordinator"
 
 

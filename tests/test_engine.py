@@ -1,6 +1,7 @@
 """The engine end to end in one process: real NATS, real SQLite, in-process coordinator and agents."""
 
 import itertools
+from dataclasses import replace
 
 import msgspec
 
@@ -85,7 +86,8 @@ async def test_a_task_whose_inputs_exceed_the_message_limit_fails_with_advice_no
     start_coordinator, start_agent, client: Client
 ) -> None:
     coordinator = await start_coordinator()
-    coordinator.scheduler.max_dispatch_bytes = 1024 * 1024  # a stock nats-server's limit
+    coordinator.scheduler.settings = replace(  # a stock nats-server's limit
+        coordinator.scheduler.settings, max_dispatch_bytes=1024 * 1024)
     await start_agent()
     await client.register()
     detail = await client.wait((await client.start("fan_in_too_big")).run_id, timeout_s=30)

@@ -8,6 +8,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from bench.flows import fanout_flow
+from coordinator.changes import Dispatch
 from coordinator.publisher import EVENT_CHUNK_BYTES, Publisher
 from coordinator.service import Coordinator
 from flowforge.client import Client, decode_events
@@ -111,7 +112,8 @@ async def test_a_task_whose_store_fails_or_is_never_acked_is_sent_again_and_then
     await publisher.start()
     try:
         silent = await nc.subscribe(subjects.task("quiet"))  # takes the message, never acks
-        await publisher.dispatch([("q", _dispatch("no_stream")), ("quiet", _dispatch("no_ack"))])
+        await publisher.dispatch([Dispatch("q", _dispatch("no_stream")),
+                                  Dispatch("quiet", _dispatch("no_ack"))])
         await wait_for(lambda: len(publisher._retry) == 2, timeout_s=10)
         assert publisher.published == 0
 

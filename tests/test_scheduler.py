@@ -3,7 +3,7 @@
 import random
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -12,8 +12,10 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.graph import CompiledFlow
-from coordinator.scheduler import MAX_RETRY_DELAY_S, Changes, RunState, Scheduler
+from coordinator.runstate import RunState
+from coordinator.scheduler import MAX_RETRY_DELAY_S, Scheduler, SchedulerSettings
 from protocol.dag import validate_flow
 from protocol.flows import FlowSpec, ParamSpec, TaskSpec
 from protocol.messages import TaskDispatch, TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
@@ -70,9 +72,10 @@ def assert_counts_match(run: RunRecord, tasks: Iterable[TaskRecord]) -> None:
 class Harness:
     """One run driven step by step; each step's Changes kept in ``last``."""
 
-    def __init__(self, spec: FlowSpec, *, params: dict[str, Any] | None = None, seed: int = 0) -> None:
+    def __init__(self, spec: FlowSpec, *, params: dict[str, Any] | None = None, seed: int = 0,
+                 settings: SchedulerSettings | None = None) -> None:
         self.compiled = CompiledFlow.compile(spec)
-        self.sched = Scheduler(rng=random.Random(seed))
+        self.sched = Scheduler(settings, rng=random.Random(seed))
         self.run = RunRecord(run_id=RUN_ID, flow=spec.name, version=self.compiled.version,
                              params=params or {})
         self.now = T0
@@ -87,7 +90,7 @@ class Harness:
         return {name: rec.status for name, rec in self.tasks.items()}
 
     def dispatched(self) -> list[str]:
-        return sorted(d.task for _, d in self.last.dispatches)
+        return sorted(d.message.task for d in self.last.dispatches)
 
     def report(self, msg: Report) -> bool:
         self.now += 1.0
@@ -137,7 +140,7 @@ class Harness:
 def test_starting_a_run_queues_exactly_the_roots_with_attempt_one() -> None:
     h = Harness(flow(t("a"), t("b", "a"), t("c"), t("d", "b", "c", queue="gpu")))
     assert h.dispatched() == ["a", "c"]
-    assert all(d.attempt == 1 for _, d in h.last.dispatches)
+    assert all(d.message.attempt == 1 for d in h.last.dispatches)
     assert h.statuses() == {"a": TaskStatus.QUEUED, "b": TaskStatus.PENDING,
                             "c": TaskStatus.QUEUED, "d": TaskStatus.PENDING}
     assert h.run.status is RunStatus.RUNNING and h.run.started_at == T0
@@ -155,7 +158,8 @@ def test_a_dispatch_goes_to_the_task_queue_with_its_params_inputs_and_timeout() 
     h = Harness(spec, params={"lr": 0.1, "unrelated": 1})
     h.start("load")
     h.succeed("load", output=b'{"rows":3}')
-    [(queue, dispatch)] = h.last.dispatches
+    [item] = h.last.dispatches
+    queue, dispatch = item.queue, item.message
     assert queue == "gpu"
     assert (dispatch.task, dispatch.function, dispatch.attempt) == ("train", "m:train", 1)
     assert dispatch.params == {"lr": 0.1}
@@ -181,7 +185,7 @@ def test_a_task_is_queued_only_when_all_its_dependencies_succeeded() -> None:
 
 def test_the_run_state_tracks_open_tasks_and_unmet_dependencies() -> None:
     h = Harness(flow(t("a"), t("b"), t("c", "a", "b")))
-    state = h.sched.runs[RUN_ID]
+    state = h.sched.run_state(RUN_ID)
     assert isinstance(state, RunState) and state.run is h.run
     assert state.waiting == {"a": 0, "b": 0, "c": 2}
     assert (state.open_count, state.failed_count) == (3, 0)
@@ -216,7 +220,7 @@ def test_a_run_fails_as_soon_as_nothing_more_can_run() -> None:
     h.start("a")
     h.fail("a")
     assert h.run.status is RunStatus.FAILED
-    assert RUN_ID not in h.sched.runs
+    assert not h.sched.is_active(RUN_ID)
     assert h.last.runs[RUN_ID].status is RunStatus.FAILED
     assert {h.last.tasks[(RUN_ID, n)].status for n in "bc"} == {TaskStatus.UPSTREAM_FAILED}
 
@@ -228,7 +232,7 @@ def test_a_run_succeeds_when_every_task_succeeded() -> None:
     h.run_through("c", "d")
     assert h.run.status is RunStatus.SUCCEEDED
     assert h.run.finished_at == h.now
-    assert RUN_ID not in h.sched.runs
+    assert not h.sched.is_active(RUN_ID)
     assert h.run.counts.done == h.run.counts.succeeded == 4
     assert_counts_match(h.run, h.tasks.values())
 
@@ -316,8 +320,7 @@ def test_a_running_task_past_its_timeout_and_backstop_is_failed_as_lost_and_retr
     spec = FlowSpec(name="f", tasks=(
         TaskSpec(name="a", function="m:f", timeout_s=10.0, retries=1),
     ))
-    h = Harness(spec)
-    h.sched.backstop_s = 5.0
+    h = Harness(spec, settings=SchedulerSettings(backstop_s=5.0))
     assert h.start("a")
     ch = Changes()
     assert not h.sched.on_timer(RUN_ID, "a", T0 + 14.0, ch)  # deadline not reached: ignored
@@ -376,13 +379,14 @@ def test_a_failed_attempt_with_retries_left_waits_then_is_queued_again() -> None
     rec = h.tasks["a"]
     assert rec.status is TaskStatus.RETRY_WAIT
     assert rec.error_message == "boom"
-    [(due, run_id, task)] = h.last.timers
+    [timer] = h.last.timers
+    due, run_id, task = timer.at, timer.run_id, timer.task
     assert (run_id, task) == (RUN_ID, "a") and due == rec.retry_at
     assert 10.0 <= due - h.now <= 11.0
     assert h.status("b") is TaskStatus.PENDING
     assert h.run.status is RunStatus.RUNNING
     assert h.fire("a")
-    assert h.dispatched() == ["a"] and h.last.dispatches[0][1].attempt == 2
+    assert h.dispatched() == ["a"] and h.last.dispatches[0].message.attempt == 2
     assert rec.status is TaskStatus.QUEUED and rec.retry_at is None
     assert not h.fire("a"), "a second firing of the same timer does nothing"
 
@@ -469,14 +473,14 @@ def test_restore_republishes_queued_tasks_with_the_same_attempt_and_the_run_comp
     h.succeed("a", output=b'"A"')
     h.start("c")  # c is running; b is queued, maybe never published
     sched, ch, tasks, run = restored(h)
-    assert [(q, d.task, d.attempt) for q, d in ch.dispatches] == [("default", "b", 1)]
-    assert bytes(ch.dispatches[0][1].inputs["a"]) == b'"A"'
+    assert [(d.queue, d.message.task, d.message.attempt) for d in ch.dispatches] == [("default", "b", 1)]
+    assert bytes(ch.dispatches[0].message.inputs["a"]) == b'"A"'
     assert ch.timers == [] and not ch, "nothing to persist: the store was consistent"
     assert run.status is RunStatus.RUNNING
     for task in ("b", "c"):
         sched.on_report(TaskSucceeded(run_id=RUN_ID, task=task, attempt=1, agent_id="x", at=T0 + 9,
                                       started_at=T0 + 8, output=msgspec.Raw(b"1")), T0 + 9, ch)
-    [(_, d)] = ch.dispatches[1:]
+    [d] = [item.message for item in ch.dispatches[1:]]
     assert (d.task, d.attempt) == ("d", 1)
     sched.on_report(TaskSucceeded(run_id=RUN_ID, task="d", attempt=1, agent_id="x", at=T0 + 10,
                                   started_at=T0 + 9, output=msgspec.Raw(b"1")), T0 + 10, ch)
@@ -489,9 +493,9 @@ def test_restore_rearms_the_timer_of_a_task_waiting_to_retry() -> None:
     h.fail("a")
     due = h.tasks["a"].retry_at
     sched, ch, _, _ = restored(h)
-    assert ch.timers == [(due, RUN_ID, "a")] and ch.dispatches == []
+    assert ch.timers == [Timer(due, RUN_ID, "a")] and ch.dispatches == []
     assert sched.on_timer(RUN_ID, "a", due, ch)
-    assert [(d.task, d.attempt) for _, d in ch.dispatches] == [("a", 2)]
+    assert [(d.message.task, d.message.attempt) for d in ch.dispatches] == [("a", 2)]
 
 
 def test_restore_leaves_a_running_task_to_its_agent() -> None:
@@ -523,7 +527,7 @@ def test_restore_queues_a_task_missing_from_the_store_whose_dependencies_succeed
     records = [r for r in records if r.task != "b"]
     sched, ch = Scheduler(), Changes()
     sched.restore(run, h.compiled, records, h.now, ch)
-    assert [(d.task, d.attempt) for _, d in ch.dispatches] == [("b", 1)]
+    assert [(d.message.task, d.message.attempt) for d in ch.dispatches] == [("b", 1)]
     assert ch.tasks[(RUN_ID, "b")].status is TaskStatus.QUEUED
 
 
@@ -543,7 +547,7 @@ def test_restore_marks_a_task_missing_from_the_store_upstream_failed_when_its_de
     sched.on_report(TaskSucceeded(run_id=RUN_ID, task="x", attempt=1, agent_id="ag", at=T0 + 5,
                                   started_at=T0 + 4, output=msgspec.Raw(b"1")), T0 + 5, ch)
     assert run.status is RunStatus.FAILED, "nothing is left that could run"
-    assert RUN_ID not in sched.runs
+    assert not sched.is_active(RUN_ID)
     assert_counts_match(run, [*records, b])
 
 
@@ -555,7 +559,7 @@ def test_restore_finishes_a_run_whose_tasks_were_all_final() -> None:
     sched, ch = Scheduler(), Changes()
     sched.restore(run, h.compiled, records, T0 + 50, ch)
     assert run.status is RunStatus.SUCCEEDED and run.finished_at == T0 + 50
-    assert ch.runs[RUN_ID] is run and RUN_ID not in sched.runs
+    assert ch.runs[RUN_ID] is run and not sched.is_active(RUN_ID)
 
 
 # -- operator actions: cancel, retry, mark ----------------------------------------------
@@ -605,7 +609,7 @@ def test_cancelling_a_run_withdraws_its_queued_task_and_names_the_run_as_cancell
     assert in_flight is not None and sorted(r.task for r in in_flight) == ["a", "b"]
     assert [r.task for r in ch.withdrawn] == ["a"], "the running task is stopped, not withdrawn"
     assert ch.cancelled_runs == [RUN_ID]
-    assert ch.dispatches == [] and RUN_ID not in h.sched.runs
+    assert ch.dispatches == [] and not h.sched.is_active(RUN_ID)
     assert h.statuses() == {n: TaskStatus.CANCELLED for n in "abc"}
     assert [(x.attempt, x.outcome) for x in h.tasks["b"].history] == [(1, "cancelled")]
     assert h.tasks["a"].history == [], "a queued attempt never ran"
@@ -624,7 +628,7 @@ def test_retrying_a_run_with_nothing_to_retry_returns_nothing_and_changes_nothin
     assert h.sched.retry(run, h.compiled, records, h.now + 1, ch) == []
     assert ch == Changes()
     assert _enc.encode([run, *records]) == stored
-    assert RUN_ID not in h.sched.runs
+    assert not h.sched.is_active(RUN_ID)
 
     active = Harness(flow(t("a"), t("b", "a")))
     active.start("a")
@@ -645,7 +649,7 @@ def test_marking_a_failed_task_succeeded_reruns_its_upstream_failed_chain() -> N
     assert bytes(rec.output) == b'"by hand"' and rec.error_type is None
     assert h.statuses() == {"a": TaskStatus.SUCCEEDED, "b": TaskStatus.QUEUED,
                             "c": TaskStatus.PENDING, "x": TaskStatus.SUCCEEDED}
-    [(_, d)] = h.last.dispatches
+    [d] = [item.message for item in h.last.dispatches]
     assert (d.task, d.attempt, bytes(d.inputs["a"])) == ("b", 1, b'"by hand"')
     assert h.run.status is RunStatus.RUNNING and h.run.finished_at is None
     assert_counts_match(h.run, h.tasks.values())
@@ -662,7 +666,7 @@ def test_marking_a_task_failed_fails_its_pending_dependants_and_finishes_the_run
     rec = mark(h, "a", TaskStatus.FAILED)
     assert (rec.status, rec.error_type) == (TaskStatus.FAILED, "MarkedFailed")
     assert h.status("b") is h.status("c") is TaskStatus.UPSTREAM_FAILED
-    assert h.run.status is RunStatus.FAILED and RUN_ID not in h.sched.runs
+    assert h.run.status is RunStatus.FAILED and not h.sched.is_active(RUN_ID)
     assert_counts_match(h.run, h.tasks.values())
     assert not h.succeed("a", attempt=1), "the agent's late report is ignored"
 
@@ -690,7 +694,7 @@ def test_marking_one_of_two_failed_dependencies_succeeded_keeps_the_dependant_up
     h.fail("b")
     mark(h, "a", TaskStatus.SUCCEEDED, b"1")
     assert h.status("c") is TaskStatus.UPSTREAM_FAILED, "b still failed: c cannot run"
-    assert h.run.status is RunStatus.FAILED and RUN_ID not in h.sched.runs
+    assert h.run.status is RunStatus.FAILED and not h.sched.is_active(RUN_ID)
 
 
 def test_marking_a_task_of_a_cancelled_run_succeeded_leaves_the_run_cancelled() -> None:
@@ -712,8 +716,8 @@ def test_a_task_marked_while_running_and_retried_gets_a_new_deadline_when_it_sta
     h.start("a")
     rec = h.tasks["a"]
     assert (rec.status, rec.attempt) == (TaskStatus.RUNNING, 2)
-    assert rec.deadline_at == started + 10.0 + h.sched.backstop_s
-    assert h.last.timers == [(rec.deadline_at, RUN_ID, "a")]
+    assert rec.deadline_at == started + 10.0 + h.sched.settings.backstop_s
+    assert h.last.timers == [Timer(rec.deadline_at, RUN_ID, "a")]
 
 
 def test_marking_a_task_failed_in_an_active_run_writes_the_run_with_its_new_counts() -> None:
@@ -793,7 +797,7 @@ class Simulation:
         self.published: list[TaskDispatch] = []
         self.reports: list[Report] = []
         self.history: list[Report] = []
-        self.timers: list[tuple[float, str, str]] = []
+        self.timers: list[Timer] = []
         self.executions = 0
         self.ever_dispatched: set[str] = set()
         self.successes: Counter[str] = Counter()
@@ -829,8 +833,9 @@ class Simulation:
         for name, old in before.items():
             if old in TASK_FINAL:
                 assert self.live[name].status is old, f"{name} left final state {old}"
-        for queue, d in ch.dispatches:
-            assert queue == self.flow.tasks[d.task].queue
+        for item in ch.dispatches:
+            d = item.message
+            assert item.queue == self.flow.tasks[d.task].queue
             assert self.live[d.task].status is TaskStatus.QUEUED
             assert self.live[d.task].attempt == d.attempt
             for dep in self.deps[d.task]:
@@ -853,7 +858,7 @@ class Simulation:
         assert_counts_match(self.store_run, self.store_tasks.values())
 
     def publish(self, ch: Changes) -> None:
-        for _, d in ch.dispatches:
+        for d in (item.message for item in ch.dispatches):
             stored = self.store_tasks[d.task]
             assert stored.status is TaskStatus.QUEUED and stored.attempt == d.attempt, \
                 "committed as queued before it is published"
@@ -862,9 +867,9 @@ class Simulation:
                 assert bytes(d.inputs[dep]) == bytes(self.store_tasks[dep].output)
             self.published.append(d)
             self.ever_dispatched.add(d.task)
-        for due, _, task in ch.timers:
-            stored = self.store_tasks[task]
-            assert stored.status is TaskStatus.RETRY_WAIT and stored.retry_at == due
+        for timer in ch.timers:
+            stored = self.store_tasks[timer.task]
+            assert stored.status is TaskStatus.RETRY_WAIT and stored.retry_at == timer.at
         self.timers.extend(ch.timers)
 
     def crash(self) -> None:
@@ -910,7 +915,7 @@ class Simulation:
         self.batch(apply, acked=msgs if ack else (), lose=lose)
 
     def fire(self, index: int, *, keep: bool = False, lose: str | None = None) -> None:
-        due, run_id, task = self.timers[index] if keep else self.timers.pop(index)
+        due, run_id, task = astuple(self.timers[index] if keep else self.timers.pop(index))
         self.now = max(self.now, due)
         self.batch(lambda ch: self.sched.on_timer(run_id, task, self.now, ch), lose=lose)
 
@@ -925,7 +930,7 @@ class Simulation:
             elif self.published:
                 self.execute(0)
             elif self.timers:
-                self.fire(min(range(len(self.timers)), key=lambda i: self.timers[i][0]))
+                self.fire(min(range(len(self.timers)), key=lambda i: self.timers[i].at))
             else:
                 pytest.fail(f"stuck: nothing in flight, run {self.store_run}, tasks {self.store_tasks}")
         pytest.fail("the run did not finish")
@@ -948,7 +953,7 @@ class Simulation:
         assert self.store_run.counts.done == self.store_run.counts.total == len(tasks)
         assert self.store_run.counts.running == 0
         assert max(self.successes.values(), default=0) <= 1
-        assert RUN_ID not in self.sched.runs
+        assert not self.sched.is_active(RUN_ID)
 
     def check_final_task(self, name: str, rec: TaskRecord) -> None:
         deps = [self.store_tasks[d].status for d in self.deps[name]]
@@ -1072,7 +1077,7 @@ class Delivery:
     delivered: int = 0
 
 
-class WatchedDispatches(list[tuple[str, TaskDispatch]]):
+class WatchedDispatches(list[Dispatch]):
     """``Changes.dispatches`` that checks the scheduler's memory at the moment of each dispatch."""
 
     def __init__(self, check: Callable[[str, TaskDispatch], None]) -> None:
@@ -1080,8 +1085,8 @@ class WatchedDispatches(list[tuple[str, TaskDispatch]]):
         self.check = check
         self.checked = 0
 
-    def append(self, item: tuple[str, TaskDispatch]) -> None:
-        self.check(*item)
+    def append(self, item: Dispatch) -> None:
+        self.check(item.queue, item.message)
         self.checked += 1
         super().append(item)
 
@@ -1145,7 +1150,8 @@ class OperatorSimulation(Simulation):
         return True
 
     def check_dispatch(self, queue: str, d: TaskDispatch) -> None:
-        state = self.sched.runs[d.run_id]
+        state = self.sched.run_state(d.run_id)
+        assert state is not None
         rec = state.tasks[d.task]
         assert queue == self.flow.tasks[d.task].queue
         assert rec.status is TaskStatus.QUEUED and rec.attempt == d.attempt
@@ -1177,7 +1183,7 @@ class OperatorSimulation(Simulation):
             assert old_attempt in [a for a, _ in history], f"{rec.task}: attempt {old_attempt} lost"
         if (rec.status is TaskStatus.RUNNING and (old, old_attempt) != now
                 and self.flow.tasks[rec.task].timeout_s is not None):
-            assert (rec.deadline_at, RUN_ID, rec.task) in ch.timers, \
+            assert Timer(rec.deadline_at, RUN_ID, rec.task) in ch.timers, \
                 f"{rec.task}: attempt {rec.attempt} running with no deadline timer"
         if kind is None and rec.status is not old:
             if rec.status is TaskStatus.SUCCEEDED:
@@ -1222,7 +1228,7 @@ class OperatorSimulation(Simulation):
                 assert TaskStatus.CANCELLED in statuses
 
     def publish(self, ch: Changes) -> None:
-        for _, d in ch.dispatches:
+        for d in (item.message for item in ch.dispatches):
             # committed first; a redelivered report numbered like this attempt may be applied
             # in the same batch, so the record may already be past queued
             assert self.store_tasks[d.task].attempt >= d.attempt
@@ -1231,15 +1237,15 @@ class OperatorSimulation(Simulation):
         for rec in ch.withdrawn:
             self.published = [e for e in self.published
                               if (e.dispatch.task, e.dispatch.attempt) != (rec.task, rec.attempt)]
-        due_by_task = {task: due for due, _, task in ch.timers}  # the writer keeps the last one
+        due_by_task = {timer.task: timer.at for timer in ch.timers}  # the writer keeps the last one
         for task, due in due_by_task.items():
             stored = self.store_tasks[task]
             if stored.status is TaskStatus.RETRY_WAIT:
                 assert stored.retry_at == due
             elif stored.status is TaskStatus.RUNNING:
                 assert stored.deadline_at == due
-            self.timers = [timer for timer in self.timers if timer[2] != task]
-            self.timers.append((due, RUN_ID, task))
+            self.timers = [timer for timer in self.timers if timer.task != task]
+            self.timers.append(Timer(due, RUN_ID, task))
 
     # -- the agents' side --------------------------------------------------------------
 
@@ -1273,7 +1279,7 @@ class OperatorSimulation(Simulation):
 
     def deliver(self, msgs: list[Report], *, ack: bool = True, lose: str | None = None) -> None:
         finished = self.finished
-        assert not finished or RUN_ID not in self.sched.runs
+        assert not finished or not self.sched.is_active(RUN_ID)
 
         def apply(ch: Changes) -> None:
             applied = []
@@ -1286,7 +1292,7 @@ class OperatorSimulation(Simulation):
         self.batch(apply, acked=msgs if ack else (), lose=lose)
 
     def fire(self, index: int, *, keep: bool = False, lose: str | None = None) -> None:
-        due, run_id, task = self.timers[index] if keep else self.timers.pop(index)
+        due, run_id, task = astuple(self.timers[index] if keep else self.timers.pop(index))
         self.now = max(self.now, due)
         finished = self.finished
 
@@ -1300,7 +1306,7 @@ class OperatorSimulation(Simulation):
 
     def records(self) -> tuple[RunRecord, list[TaskRecord]]:
         """What ``Operations`` passes: the run in memory when active, else the store's copy."""
-        state = self.sched.runs.get(RUN_ID)
+        state = self.sched.run_state(RUN_ID)
         assert (state is None) == self.finished
         if state is not None:
             return state.run, list(state.tasks.values())
@@ -1323,7 +1329,7 @@ class OperatorSimulation(Simulation):
             assert {rec.task for rec in ch.withdrawn} == {
                 n for n, s in before.items() if s is TaskStatus.QUEUED}
             assert ch.cancelled_runs == [RUN_ID] and not ch.dispatches
-            assert RUN_ID not in self.sched.runs
+            assert not self.sched.is_active(RUN_ID)
             assert (ch.runs[RUN_ID].status, ch.runs[RUN_ID].finished_at) == (RunStatus.CANCELLED, self.now)
             for name, old in before.items():
                 assert self.live[name].status is (old if old in TASK_FINAL else TaskStatus.CANCELLED)
@@ -1342,7 +1348,7 @@ class OperatorSimulation(Simulation):
                 assert not ch and not ch.dispatches and run.status is status_before
                 return
             assert (run.status, run.finished_at) == (RunStatus.RUNNING, None)
-            assert RUN_ID in self.sched.runs
+            assert self.sched.is_active(RUN_ID)
             for rec in records:
                 status, attempt, output = before[rec.task]
                 if rec.task in again:
@@ -1392,7 +1398,7 @@ class OperatorSimulation(Simulation):
             for name in waiting_children if status is TaskStatus.FAILED else ():
                 assert tasks[name].status is TaskStatus.UPSTREAM_FAILED
             still_open = any(r.status not in TASK_FINAL for r in records)
-            assert (RUN_ID in self.sched.runs) == still_open == (run.status is RunStatus.RUNNING)
+            assert self.sched.is_active(RUN_ID) == still_open == (run.status is RunStatus.RUNNING)
 
         if self.batch(apply, lose=lose, kind="mark", touched={task} | blocked):
             self.actions[f"mark {status}"] += 1
@@ -1409,7 +1415,7 @@ class OperatorSimulation(Simulation):
         assert run.finished_at is not None
         assert run.counts.done == run.counts.total == len(self.store_tasks)
         assert run.counts.running == 0
-        assert RUN_ID not in self.sched.runs
+        assert not self.sched.is_active(RUN_ID)
         for name, rec in self.store_tasks.items():
             check_history(rec)
             self.check_final_task(name, rec)

@@ -3,7 +3,7 @@
 import sqlite3
 from pathlib import Path
 
-from coordinator.runstate import Changes
+from coordinator.changes import Changes
 from coordinator.schema import MIGRATIONS
 from coordinator.store import Store
 from protocol.records import RunCounts, RunRecord

@@ -1,0 +1,42 @@
+"""What one batch of events changed: the scheduler fills it, the store persists it, the writer
+publishes it."""
+
+from dataclasses import dataclass, field
+
+from protocol.messages import TaskDispatch
+from protocol.records import RunRecord, TaskRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """A task message to publish on a queue (after its ``queued`` state is committed)."""
+
+    queue: str
+    message: TaskDispatch
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """At ``at`` (epoch seconds) look at a task again: a retry delay ran out, or a running
+    task's deadline passed."""
+
+    at: float
+    run_id: str
+    task: str
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one batch of events changed: persisted in one transaction, then published."""
+
+    tasks: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    new_runs: list[str] = field(default_factory=list)
+    dispatches: list[Dispatch] = field(default_factory=list)
+    timers: list[Timer] = field(default_factory=list)
+    withdrawn: list[TaskRecord] = field(default_factory=list)
+    """Queued tasks whose messages should be taken back from the stream."""
+    cancelled_runs: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.runs)

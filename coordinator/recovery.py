@@ -1,0 +1,51 @@
+"""Restart recovery: active runs rebuilt from the store, and which of their tasks to send again.
+
+The service applies the reports that piled up while the coordinator was down between the two
+steps, so a task that finished meanwhile is not sent again.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from coordinator.changes import Changes, Dispatch, Timer
+from coordinator.flows import FlowCache
+from coordinator.scheduler import Scheduler
+from coordinator.store import Store
+from protocol.states import TaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """What a restart rebuilt."""
+
+    runs: int
+    """Active runs back in the scheduler."""
+    dispatches: list[Dispatch]
+    """Task messages of the tasks that were queued: sent again if still queued (``still_queued``)."""
+    timers: list[Timer]
+    """Retry delays and deadlines to arm again."""
+
+
+async def recover_runs(store: Store, flows: FlowCache, scheduler: Scheduler, now: float) -> Recovered:
+    """Every active run of the store back into ``scheduler``. What the rebuild itself changed
+    (counts rebuilt from the tasks, tasks missing from the store, pending tasks whose
+    dependencies failed or succeeded) is committed before this returns."""
+    ch = Changes()
+    runs = await store.active_runs()
+    for run in runs:
+        flow = await flows.version(run.flow, run.version)
+        scheduler.restore(run, flow, await store.tasks_of(run.run_id), now, ch)
+    if ch:
+        await store.commit(ch)
+    return Recovered(runs=len(runs), dispatches=ch.dispatches, timers=ch.timers)
+
+
+def still_queued(scheduler: Scheduler, dispatches: Iterable[Dispatch]) -> list[Dispatch]:
+    """The messages whose task is still queued with the same attempt: the ones to send again."""
+    out = []
+    for item in dispatches:
+        msg = item.message
+        rec = scheduler.task_record(msg.run_id, msg.task)
+        if rec is not None and rec.status is TaskStatus.QUEUED and rec.attempt == msg.attempt:
+            out.append(item)
+    return out
