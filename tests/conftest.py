@@ -16,12 +16,9 @@ from flowforge.client import Client
 from flowforge.connection import ConnectOptions, connect
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
-from tests.helpers import Proc
+from tests.helpers import TEARDOWN_GRACE_S, Proc
 
 REPO = Path(__file__).resolve().parent.parent
-TEARDOWN_GRACE_S = 0.0
-"""A test's nats-server is killed at teardown without its graceful shutdown (about 75 ms of
-JetStream flushing, on every test that uses it): its store is thrown away with tmp_path."""
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from protocol.flows import FlowSpec
 from protocol.messages import TaskSucceeded, encoder
 from protocol.states import RunStatus
 from tests import inputflows
-from tests.helpers import REPO, Proc, run_cli, wait_for
+from tests.helpers import REPO, TEARDOWN_GRACE_S, Proc, run_cli, wait_for
 
 
 @dataclasses.dataclass
@@ -49,7 +49,7 @@ async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
     try:
         yield Secured(server, auth)
     finally:
-        await server.stop()
+        await server.stop(grace_s=TEARDOWN_GRACE_S)
 
 
 @pytest.fixture
@@ -363,4 +363,4 @@ async def test_a_user_and_password_log_in_and_a_wrong_password_is_refused(tmp_pa
             await connect(ConnectOptions(url=server.url, user="ops", password="guess"),
                           name="test")
     finally:
-        await server.stop()
+        await server.stop(grace_s=TEARDOWN_GRACE_S)

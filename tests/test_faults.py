@@ -18,7 +18,7 @@ from protocol.errors import FlowForgeError
 from protocol.records import TaskEvents
 from protocol.states import RunStatus, TaskStatus
 from tests import faultflows, taskflows  # noqa: F401 - register the flows
-from tests.helpers import coordinator_answers, wait_for
+from tests.helpers import TEARDOWN_GRACE_S, coordinator_answers, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -169,7 +169,7 @@ async def test_a_restart_of_nats_server_mid_run_is_survived_by_everyone(
         counts = await _counts(client, run.run_id, ledger, 200)
         assert counts == {"expected": 200, "succeeded": 200, "lost": 0, "finalised_twice": 0}
     finally:
-        await restarted.stop()
+        await restarted.stop(grace_s=TEARDOWN_GRACE_S)
 
 
 async def test_cancel_with_running_async_and_process_pool_tasks_ends_promptly_and_nothing_runs_after(

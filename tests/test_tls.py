@@ -19,6 +19,7 @@ from flowforge.registry import REGISTRY
 from protocol.errors import NotConnected
 from protocol.states import RunStatus
 from tests import inputflows
+from tests.helpers import TEARDOWN_GRACE_S
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ async def tls_server(tmp_path: Path, certs: dict[str, Path]) -> AsyncIterator[Em
     try:
         yield server
     finally:
-        await server.stop()
+        await server.stop(grace_s=TEARDOWN_GRACE_S)
 
 
 def _opts(server: EmbeddedNats, tmp_path: Path, identity: str, ca: Path | None) -> ConnectOptions:

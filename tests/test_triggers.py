@@ -26,7 +26,7 @@ from protocol.limits import MAX_REJECTED_RAW_BYTES
 from protocol.records import RunRecord
 from protocol.states import RunStatus
 from tests import inputflows
-from tests.helpers import wait_for
+from tests.helpers import TEARDOWN_GRACE_S, wait_for
 
 TRIGGERS_STREAM = "FLOWFORGE_TRIGGERS"
 TRIGGERS_CONSUMER = "coordinator_triggers"
@@ -226,7 +226,7 @@ async def test_triggers_still_start_runs_after_the_nats_store_was_lost_and_the_d
             await coordinator.shutdown()
             await asyncio.wait_for(serving, 10)
     finally:
-        await fresh.stop()
+        await fresh.stop(grace_s=TEARDOWN_GRACE_S)
 
 
 async def _run_count(client: Client, n: int) -> bool:
