@@ -1,4 +1,9 @@
-"""Fixtures: a real nats-server per test, in-process services, console scripts as subprocesses."""
+"""Fixtures: a real nats-server per test, in-process services, console scripts as subprocesses.
+
+Cases that each make one quick request and touch only names of their own may share one
+nats-server and coordinator per module (``shared_stack``); they run on the module's event loop,
+so they are marked ``on_shared_stack`` and use ``shared_client``/``shared_nc``/``shared_cli_env``.
+"""
 
 import asyncio
 import contextlib
@@ -8,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from nats.aio.client import Client as NATS
 
 from agent.worker import Agent, AgentConfig
@@ -16,7 +22,7 @@ from flowforge.client import Client
 from flowforge.connection import ConnectOptions, connect
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
-from tests.helpers import TEARDOWN_GRACE_S, Proc
+from tests.helpers import TEARDOWN_GRACE_S, Proc, SharedStack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,14 +124,19 @@ async def client(nats_opts: ConnectOptions) -> AsyncIterator[Client]:
         yield c
 
 
-@pytest.fixture
-def cli_env(nats_server: EmbeddedNats) -> dict[str, str]:
-    """Environment for console scripts: the test's NATS, the repo importable."""
+def env_for(url: str) -> dict[str, str]:
+    """Environment for console scripts: the NATS at ``url``, the repo importable."""
     env = dict(os.environ)
-    env["FLOWFORGE_NATS_URL"] = nats_server.url
+    env["FLOWFORGE_NATS_URL"] = url
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     env.pop("FLOWFORGE_NAMESPACE", None)
     return env
+
+
+@pytest.fixture
+def cli_env(nats_server: EmbeddedNats) -> dict[str, str]:
+    """Environment for console scripts: the test's NATS, the repo importable."""
+    return env_for(nats_server.url)
 
 
 @pytest.fixture
@@ -157,3 +168,56 @@ def _fresh_registry() -> Iterator[None]:
     REGISTRY.flows, REGISTRY.replace, REGISTRY.functions = (
         saved[0], saved[1], saved[2]
     )
+
+
+# -- one stack shared by a module's quick cases --------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedStack]:
+    """A nats-server and an in-process coordinator for all of a module's ``on_shared_stack`` tests.
+
+    Only for cases that leave the services as they found them and use flow names, run ids and
+    keys of their own; a test that stops, breaks or reconfigures a service takes its own stack.
+    """
+    root = tmp_path_factory.mktemp("shared")
+    server = EmbeddedNats(root / "nats", port=-1)
+    await server.start()
+    coordinator = Coordinator(CoordinatorConfig(connect=ConnectOptions(url=server.url),
+                                                db_path=root / "ff.db"))
+    serving: asyncio.Task[None] | None = None
+    try:
+        await coordinator.start()
+        serving = asyncio.create_task(coordinator.run())
+        await asyncio.wait_for(coordinator.started.wait(), 10)
+        yield SharedStack(server, coordinator)
+    finally:
+        await coordinator.shutdown()
+        if serving is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(serving, 10)
+        await server.stop(grace_s=TEARDOWN_GRACE_S)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def shared_client(shared_stack: SharedStack,
+                        request: pytest.FixtureRequest) -> AsyncIterator[Client]:
+    """A client of the shared stack; the nats-server's log is printed if the test fails."""
+    async with Client(shared_stack.opts) as c:
+        yield c
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("--- shared nats-server log ---\n" + "\n".join(shared_stack.server.log_tail))
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def shared_nc(shared_stack: SharedStack) -> AsyncIterator[NATS]:
+    """A plain connection to the shared stack's nats-server, as any other program would have."""
+    conn = await connect(shared_stack.opts, name="test")
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="module")
+def shared_cli_env(shared_stack: SharedStack) -> dict[str, str]:
+    return env_for(shared_stack.server.url)

@@ -7,7 +7,16 @@ import signal
 import subprocess
 import sysconfig
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from coordinator.service import Coordinator
+    from flowforge.connection import ConnectOptions
+    from flowforge.embedded import EmbeddedNats
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(sysconfig.get_path("scripts"))
@@ -16,6 +25,24 @@ TEARDOWN_GRACE_S = 0.0
 """A test's nats-server is killed at teardown (``EmbeddedNats.stop(grace_s=TEARDOWN_GRACE_S)``)
 without its graceful shutdown, about 75 ms of JetStream flushing on every test that uses one:
 its store is thrown away with tmp_path."""
+
+on_shared_stack = pytest.mark.asyncio(loop_scope="module")
+"""Mark for tests that use the ``shared_stack`` fixture: they run on the module's event loop,
+the one its services live on."""
+
+
+@dataclass(frozen=True)
+class SharedStack:
+    """What the ``shared_stack`` fixture yields: a nats-server and a coordinator on it."""
+
+    server: "EmbeddedNats"
+    coordinator: "Coordinator"
+
+    @property
+    def opts(self) -> "ConnectOptions":
+        from flowforge.connection import ConnectOptions
+
+        return ConnectOptions(url=self.server.url)
 
 
 def script(args: list[str]) -> list[str]:

@@ -25,8 +25,8 @@ def register_greeting() -> FlowSpec:
     })
 
 
-def register_noop() -> FlowSpec:
-    return register_task_pipeline(flow_name="noop", pipeline={
+def register_noop(flow_name: str = "noop") -> FlowSpec:
+    return register_task_pipeline(flow_name=flow_name, pipeline={
         "noop": {"function": noop, "depends_on": []},
     })
 

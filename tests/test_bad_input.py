@@ -5,6 +5,7 @@ messages are published by hand on the tasks stream, bypassing the coordinator.
 """
 
 import json
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,12 +20,14 @@ from agent.worker import Agent
 from coordinator.service import Coordinator
 from flowforge.client import Client
 from flowforge.embedded import EmbeddedNats
+from protocol.api import Reply
+from protocol.errors import ErrorCode
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.limits import MAX_PARAMS_BYTES
 from protocol.messages import TaskDispatch, TaskFailed, encoder, report_decoder
 from protocol.states import RunStatus, TaskStatus
 from tests import inputflows
-from tests.helpers import wait_for
+from tests.helpers import SharedStack, on_shared_stack, wait_for
 
 TASKS_STREAM = "FLOWFORGE_TASKS"
 MISSING_MODULE = "some_module_that_does_not_exist"
@@ -50,14 +53,20 @@ def _error(reply: dict[str, Any], code: str, *fragments: str) -> None:
         assert fragment in reply["error"]["message"], reply["error"]["message"]
 
 
-async def _still_serves(client: Client) -> None:
-    await client.register([inputflows.register_noop()])
-    run = await client.start("noop")
-    assert run.flow == "noop"
+async def _still_serves(client: Client, flow: str = "noop") -> None:
+    """The coordinator registers and starts a flow of the case's own (``flow``) and reads it back."""
+    await client.register([inputflows.register_noop(flow)])
+    run = await client.start(flow)
+    assert run.flow == flow
     assert (await client.get(run.run_id)).run.run_id == run.run_id
 
 
-# -- the coordinator API ------------------------------------------------------------------------
+def _own_flow(case: str) -> str:
+    """A flow name of the case's own, so cases on the shared stack cannot see each other's."""
+    return "noop_" + re.sub(r"[^A-Za-z0-9_-]", "_", case)
+
+
+# -- the coordinator API: the cases share one stack ---------------------------------------------
 
 MALFORMED_REQUESTS = {
     "invalid-json": ("runs.get", b'{"run_id": ', "invalid runs.get request"),
@@ -79,61 +88,84 @@ MALFORMED_REQUESTS = {
 }
 
 
+@on_shared_stack
 @pytest.mark.parametrize("case", list(MALFORMED_REQUESTS))
 async def test_a_malformed_api_request_gets_a_bad_request_reply_and_the_coordinator_goes_on(
-    case: str, coordinator: Coordinator, client: Client, nc: NATS
+    case: str, shared_client: Client, shared_nc: NATS
 ) -> None:
     subject, payload, *fragments = MALFORMED_REQUESTS[case]
 
-    reply = await _ask(nc, f"flowforge.api.{subject}", payload)
+    reply = await _ask(shared_nc, f"flowforge.api.{subject}", payload)
 
     _error(reply, "bad_request", *fragments)
-    await _still_serves(client)
+    await _still_serves(shared_client, _own_flow(case))
 
 
+@on_shared_stack
 async def test_run_parameters_over_the_size_limit_are_refused_with_advice(
-    coordinator: Coordinator, client: Client, nc: NATS
+    shared_client: Client, shared_nc: NATS
 ) -> None:
-    await client.register([inputflows.register_noop()])
-    huge = {"flow": "noop", "params": {"blob": "x" * (2 * MAX_PARAMS_BYTES)}}
+    flow = _own_flow("params-over-the-limit")
+    await shared_client.register([inputflows.register_noop(flow)])
+    huge = {"flow": flow, "params": {"blob": "x" * (2 * MAX_PARAMS_BYTES)}}
 
-    reply = await _ask(nc, "flowforge.api.runs.start", encoder.encode(huge))
+    reply = await _ask(shared_nc, "flowforge.api.runs.start", encoder.encode(huge))
 
     _error(reply, "too_large", f"over {MAX_PARAMS_BYTES} bytes", "reference")
-    assert await client.runs() == []
-    await _still_serves(client)
+    assert await shared_client.runs(flow=flow) == []
+    await _still_serves(shared_client, flow)
 
 
+@on_shared_stack
 async def test_an_unknown_run_id_gets_unknown_run_naming_the_id(
-    coordinator: Coordinator, client: Client, nc: NATS
+    shared_client: Client, shared_nc: NATS
 ) -> None:
-    reply = await _ask(nc, "flowforge.api.runs.get", b'{"run_id": "no-such-run"}')
+    reply = await _ask(shared_nc, "flowforge.api.runs.get", b'{"run_id": "no-such-run"}')
 
     _error(reply, "unknown_run", "'no-such-run'")
-    await _still_serves(client)
+    await _still_serves(shared_client, _own_flow("unknown-run"))
 
 
+@on_shared_stack
 @pytest.mark.parametrize(("subject", "payload"), [
     ("runs.start", b'{"flow": "no_such_flow"}'),
     ("flows.get", b'{"name": "no_such_flow"}'),
 ])
 async def test_an_unknown_flow_gets_unknown_flow_naming_the_flow(
-    subject: str, payload: bytes, coordinator: Coordinator, client: Client, nc: NATS
+    subject: str, payload: bytes, shared_client: Client, shared_nc: NATS
 ) -> None:
-    reply = await _ask(nc, f"flowforge.api.{subject}", payload)
+    reply = await _ask(shared_nc, f"flowforge.api.{subject}", payload)
 
     _error(reply, "unknown_flow", "'no_such_flow'")
-    await _still_serves(client)
+    await _still_serves(shared_client, _own_flow(f"unknown-flow-{subject}"))
 
 
-async def test_a_request_without_a_reply_subject_is_ignored_without_harm(
-    coordinator: Coordinator, client: Client, nc: NATS
+@on_shared_stack
+async def test_a_request_without_a_reply_subject_is_handled_and_answered_to_no_one(
+    shared_stack: SharedStack, shared_client: Client, shared_nc: NATS,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    await nc.publish("flowforge.api.runs.get", b"garbage")
-    await nc.publish("flowforge.api.runs.start", b'{"flow": "no_such_flow"}')
-    await nc.flush()
+    api = shared_stack.coordinator._api
+    handled: list[tuple[str, Reply]] = []
+    handle = api.handle
 
-    await _still_serves(client)
+    async def recorded(subject: str, data: bytes) -> Reply:
+        reply = await handle(subject, data)
+        handled.append((subject, reply))
+        return reply
+
+    monkeypatch.setattr(api, "handle", recorded)
+    await shared_nc.publish("flowforge.api.runs.get", b"garbage")
+    await shared_nc.publish("flowforge.api.runs.start", b'{"flow": "no_such_flow"}')
+    await shared_nc.flush()
+
+    await wait_for(lambda: len(handled) >= 2, timeout_s=10)  # both taken in and handled
+    assert sorted((subject, reply.ok, reply.error and reply.error.code)
+                  for subject, reply in handled[:2]) == [
+        ("flowforge.api.runs.get", False, ErrorCode.BAD_REQUEST),
+        ("flowforge.api.runs.start", False, ErrorCode.UNKNOWN_FLOW),
+    ]
+    await _still_serves(shared_client, _own_flow("no-reply-subject"))
 
 
 # -- agents: only registered functions, never an import -----------------------------------------
