@@ -7,6 +7,7 @@ the message on stderr and store nothing.
 
 import asyncio
 import json
+import re
 import subprocess
 import textwrap
 import types
@@ -35,7 +36,7 @@ from flowforge.registry import REGISTRY
 from protocol.errors import ErrorCode, FlowExists, RemoteError
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.messages import encoder
-from tests.helpers import run_cli, wait_for
+from tests.helpers import on_shared_stack, run_cli, wait_for
 
 
 @pytest.fixture
@@ -204,43 +205,46 @@ def _spec(name: str, *tasks: tuple[str, tuple[str, ...]]) -> FlowSpec:
     ))
 
 
+@on_shared_stack
 async def test_the_coordinator_refuses_a_changed_definition_without_replace_with_flow_exists(
-    coordinator: Coordinator, client: Client
+    shared_client: Client,
 ) -> None:
     first = _spec("guarded", ("a", ()))
     changed = _spec("guarded", ("a", ()), ("b", ("a",)))
-    await client.register([first])
+    await shared_client.register([first])
 
     with pytest.raises(RemoteError) as info:
-        await client.register([changed], replace=False)
+        await shared_client.register([changed], replace=False)
 
     assert info.value.code is ErrorCode.FLOW_EXISTS
     assert "'guarded'" in info.value.message
-    assert (await client.flow("guarded")).version == first.version()
-    same = await client.register([first], replace=False)
+    assert (await shared_client.flow("guarded")).version == first.version()
+    same = await shared_client.register([first], replace=False)
     assert [(r.name, r.changed) for r in same] == [("guarded", False)]
-    replaced = await client.register([changed], replace=True)
+    replaced = await shared_client.register([changed], replace=True)
     assert [(r.name, r.version, r.changed) for r in replaced] == [
         ("guarded", changed.version(), True)
     ]
 
 
+@on_shared_stack
 async def test_clear_existing_flow_in_db_false_is_honoured_when_the_sdk_registers(
-    coordinator: Coordinator, client: Client
+    shared_client: Client,
 ) -> None:
-    await client.register([_spec("legacy", ("a", ()))])
+    await shared_client.register([_spec("legacy", ("a", ()))])
     spec = register_task_pipeline(
         flow_name="legacy", clear_existing_flow_in_db=False,
         pipeline={"b": {"function": step_b, "depends_on": []}},
     )
 
     with pytest.raises(RemoteError) as info:
-        await client.register([spec])
+        await shared_client.register([spec])
 
     assert info.value.code is ErrorCode.FLOW_EXISTS
-    assert [t.name for t in (await client.flow("legacy")).spec.tasks] == ["a"]
+    assert [t.name for t in (await shared_client.flow("legacy")).spec.tasks] == ["a"]
 
 
+@on_shared_stack
 @pytest.mark.parametrize(("spec", "fragments"), [
     (_spec("cyclic", ("a", ("b",)), ("b", ("a",))), ["'cyclic'", "a -> b -> a"]),
     (_spec("dangling", ("a", ("zzz",))), ["'dangling'", "'a'", "'zzz'"]),
@@ -248,17 +252,18 @@ async def test_clear_existing_flow_in_db_false_is_honoured_when_the_sdk_register
     (_spec("bad name!", ("a", ())), ["'bad name!'", "not valid"]),
 ], ids=["cycle", "unknown-dependency", "duplicate", "bad-name"])
 async def test_the_coordinator_validates_definitions_it_is_sent_and_stores_none_of_a_bad_batch(
-    coordinator: Coordinator, client: Client, spec: FlowSpec, fragments: list[str]
+    shared_client: Client, spec: FlowSpec, fragments: list[str]
 ) -> None:
-    good = _spec("good", ("a", ()))
+    good = _spec("good_beside_" + re.sub(r"[^A-Za-z0-9_-]", "", spec.name), ("a", ()))
+    before = await shared_client.flows()
 
     with pytest.raises(RemoteError) as info:
-        await client.register([good, spec])
+        await shared_client.register([good, spec])
 
     assert info.value.code is ErrorCode.INVALID_FLOW
     for fragment in fragments:
         assert fragment in info.value.message
-    assert await client.flows() == []
+    assert await shared_client.flows() == before
 
 
 # -- the CLI -----------------------------------------------------------------------------------
@@ -353,30 +358,33 @@ BAD_MODULES: dict[str, tuple[str, list[str]]] = {
 }
 
 
+@on_shared_stack
 @pytest.mark.parametrize("case", list(BAD_MODULES))
 async def test_flowforge_register_of_a_bad_module_exits_2_names_the_offender_and_stores_nothing(
-    case: str, coordinator: Coordinator, client: Client, cli_env: dict[str, str], tmp_path: Path
+    case: str, shared_client: Client, shared_cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     body, fragments = BAD_MODULES[case]
     module = tmp_path / f"bad_{case}.py"
     module.write_text(_HEADER + textwrap.dedent(body))
+    before = await shared_client.flows()
 
-    result = await _cli(["flowforge", "register", str(module)], cli_env)
+    result = await _cli(["flowforge", "register", str(module)], shared_cli_env)
 
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("flowforge register: ")
     for fragment in fragments:
         assert fragment in result.stderr, f"{fragment!r} not in {result.stderr!r}"
     assert "Traceback" not in result.stderr
-    assert await client.flows() == []
+    assert await shared_client.flows() == before
 
 
+@on_shared_stack
 async def test_flowforge_register_of_a_missing_file_exits_2_and_names_it(
-    coordinator: Coordinator, cli_env: dict[str, str], tmp_path: Path
+    shared_cli_env: dict[str, str], tmp_path: Path
 ) -> None:
     missing = tmp_path / "no_such_flows.py"
 
-    result = await _cli(["flowforge", "register", str(missing)], cli_env)
+    result = await _cli(["flowforge", "register", str(missing)], shared_cli_env)
 
     assert result.returncode == 2
     assert str(missing) in result.stderr and "no such file" in result.stderr
