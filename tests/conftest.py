@@ -7,7 +7,6 @@ so they are marked ``on_shared_stack`` and use ``shared_client``/``shared_nc``/`
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from flowforge.client import Client
 from flowforge.connection import ConnectOptions, connect
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
-from tests.helpers import TEARDOWN_GRACE_S, Proc, SharedStack
+from tests.helpers import TEARDOWN_GRACE_S, Proc, SharedStack, env_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,15 +121,6 @@ async def nc(nats_opts: ConnectOptions) -> AsyncIterator[NATS]:
 async def client(nats_opts: ConnectOptions) -> AsyncIterator[Client]:
     async with Client(nats_opts) as c:
         yield c
-
-
-def env_for(url: str) -> dict[str, str]:
-    """Environment for console scripts: the NATS at ``url``, the repo importable."""
-    env = dict(os.environ)
-    env["FLOWFORGE_NATS_URL"] = url
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    env.pop("FLOWFORGE_NAMESPACE", None)
-    return env
 
 
 @pytest.fixture

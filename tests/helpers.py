@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sysconfig
 from collections.abc import Awaitable, Callable
@@ -86,6 +87,22 @@ class Proc:
                 self.kill9()
         self._log.close()
         return self.popen.returncode
+
+
+def env_for(url: str) -> dict[str, str]:
+    """Environment for console scripts: the NATS at ``url``, the repo importable."""
+    env = dict(os.environ)
+    env["FLOWFORGE_NATS_URL"] = url
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env.pop("FLOWFORGE_NAMESPACE", None)
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS says is free now, for a process that cannot be told to pick its own."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout_s: float = 60.0,

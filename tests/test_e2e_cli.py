@@ -2,11 +2,25 @@
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
-from tests.helpers import coordinator_answers, run_cli, wait_for
+from flowforge.embedded import EmbeddedNats
+from tests.helpers import (
+    REPO,
+    TEARDOWN_GRACE_S,
+    Proc,
+    coordinator_answers,
+    env_for,
+    free_port,
+    on_shared_stack,
+    run_cli,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -15,30 +29,79 @@ async def cli(env: dict[str, str], *args: str, timeout_s: float = 60):
     return await asyncio.to_thread(run_cli, ["flowforge", *args], env, timeout_s)
 
 
-@pytest.fixture
-async def stack(spawn, cli_env, nats_server, tmp_path: Path):
-    """Coordinator and two agents (default, gpu) as subprocesses on the test's nats-server."""
-    db = tmp_path / "ff.db"
+@dataclass(frozen=True)
+class Stack:
+    """A coordinator and two agents (default, gpu) as subprocesses, the example flows registered."""
+
+    env: dict[str, str]
+    """For console scripts: the stack's NATS."""
+    db: Path
+    coordinator: Proc
+    procs: list[Proc]
+
+
+async def _start_stack(spawn: Callable[..., Proc], env: dict[str, str], db: Path) -> Stack:
     coordinator = spawn("flowforge-coordinator", "--db", str(db))
-    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=20)
-    spawn("flowforge-agent", "--queue", "default", "--import", "examples.seed_pipelines")
-    spawn("flowforge-agent", "--queue", "gpu", "--import", "examples/seed_pipelines.py")
-    registered = await cli(cli_env, "register", "examples.seed_pipelines")
+    procs = [coordinator]
+    await wait_for(lambda: coordinator_answers(env["FLOWFORGE_NATS_URL"]), timeout_s=20)
+    procs.append(spawn("flowforge-agent", "--queue", "default",
+                       "--import", "examples.seed_pipelines"))
+    procs.append(spawn("flowforge-agent", "--queue", "gpu", "--import", "examples/seed_pipelines.py"))
+    registered = await cli(env, "register", "examples.seed_pipelines")
     assert registered.returncode == 0, registered.stderr
-    return {"coordinator": coordinator, "db": db}
+    return Stack(env, db, coordinator, procs)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def _shared_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    """One stack for the tests that only run flows and read: each looks at runs of its own."""
+    root = tmp_path_factory.mktemp("e2e")
+    server = EmbeddedNats(root / "nats", port=-1)
+    await server.start()
+    env = env_for(server.url)
+    procs: list[Proc] = []
+
+    def spawn(*args: str) -> Proc:
+        procs.append(Proc(list(args), root / f"{len(procs)}-{args[0]}.log", env, REPO))
+        return procs[-1]
+
+    try:
+        yield await _start_stack(spawn, env, root / "ff.db")
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        await server.stop(grace_s=TEARDOWN_GRACE_S)
+
+
+@pytest.fixture
+def stack(_shared_stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The shared stack (tests using it are marked ``on_shared_stack``); its processes' logs
+    are printed if the test fails."""
+    yield _shared_stack
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for proc in _shared_stack.procs:
+            print(f"--- {' '.join(proc.args)} ---\n{proc.log()}")
+
+
+@pytest.fixture
+async def own_stack(spawn: Callable[..., Proc], cli_env: dict[str, str], tmp_path: Path) -> Stack:
+    """A stack of the test's own, for a test that stops or restarts one of its processes."""
+    return await _start_stack(spawn, cli_env, tmp_path / "ff.db")
 
 
 @pytest.mark.parametrize("flow", ["pipeline_simple", "parallel_pipelines", "pipeline_simple_ml"])
+@on_shared_stack
 async def test_each_example_flow_runs_end_to_end_and_show_prints_its_outputs(
-    stack, cli_env, flow: str
+    stack: Stack, flow: str
 ) -> None:
-    done = await cli(cli_env, "run", flow, "--param", "n_rows=50", "--wait", "--json")
+    done = await cli(stack.env, "run", flow, "--param", "n_rows=50", "--wait", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     detail = json.loads(done.stdout)
     assert detail["run"]["status"] == "succeeded"
     assert all(t["status"] == "succeeded" for t in detail["tasks"])
 
-    shown = await cli(cli_env, "show", detail["run"]["run_id"])
+    shown = await cli(stack.env, "show", detail["run"]["run_id"])
     assert shown.returncode == 0
     assert "SUCCEEDED" in shown.stdout
     for task in detail["tasks"]:
@@ -49,10 +112,11 @@ async def test_each_example_flow_runs_end_to_end_and_show_prints_its_outputs(
         assert '"algorithm":"linear_regression_gd"' in shown.stdout
 
 
+@on_shared_stack
 async def test_the_failing_example_reports_type_message_traceback_and_run_wait_exits_1(
-    stack, cli_env
+    stack: Stack
 ) -> None:
-    done = await cli(cli_env, "run", "pipeline_simple_with_failure", "--wait", "--json")
+    done = await cli(stack.env, "run", "pipeline_simple_with_failure", "--wait", "--json")
     assert done.returncode == 1
     detail = json.loads(done.stdout)
     tasks = {t["task"]: t for t in detail["tasks"]}
@@ -64,44 +128,48 @@ async def test_the_failing_example_reports_type_message_traceback_and_run_wait_e
     assert tasks["publish_results"]["status"] == "upstream_failed"
     assert tasks["independent_summary"]["status"] == "succeeded"
 
-    shown = await cli(cli_env, "show", detail["run"]["run_id"])
+    shown = await cli(stack.env, "show", detail["run"]["run_id"])
     assert "NameError: name 'undefined_variable' is not defined" in shown.stdout
     assert "Traceback" in shown.stdout
 
 
-async def test_run_without_wait_prints_the_run_id_as_json(stack, cli_env) -> None:
-    started = await cli(cli_env, "run", "pipeline_simple", "--json")
+@on_shared_stack
+async def test_run_without_wait_prints_the_run_id_as_json(stack: Stack) -> None:
+    started = await cli(stack.env, "run", "pipeline_simple", "--json")
     assert started.returncode == 0
     assert json.loads(started.stdout)["run_id"]
 
 
 async def test_flows_and_runs_survive_a_restart_of_the_coordinator(
-    stack, cli_env, spawn, nats_server
+    own_stack: Stack, spawn: Callable[..., Proc], nats_server: EmbeddedNats
 ) -> None:
-    done = await cli(cli_env, "run", "pipeline_simple", "--wait", "--json")
+    done = await cli(own_stack.env, "run", "pipeline_simple", "--wait", "--json")
     run_id = json.loads(done.stdout)["run"]["run_id"]
-    assert stack["coordinator"].stop() == 0
+    assert own_stack.coordinator.stop() == 0
 
-    spawn("flowforge-coordinator", "--db", str(stack["db"]))
+    spawn("flowforge-coordinator", "--db", str(own_stack.db))
     await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=20)
-    flows = json.loads((await cli(cli_env, "flows", "--json")).stdout)
+    flows = json.loads((await cli(own_stack.env, "flows", "--json")).stdout)
     assert {f["name"] for f in flows} >= {"pipeline_simple", "pipeline_simple_ml"}
-    runs = json.loads((await cli(cli_env, "runs", "--json")).stdout)
+    runs = json.loads((await cli(own_stack.env, "runs", "--json")).stdout)
     assert run_id in {r["run_id"] for r in runs}
-    again = await cli(cli_env, "run", "pipeline_simple", "--wait")
+    again = await cli(own_stack.env, "run", "pipeline_simple", "--wait")
     assert again.returncode == 0
 
 
-async def test_runs_filters_by_flow_and_status_and_graph_draws_the_dag(stack, cli_env) -> None:
-    await cli(cli_env, "run", "pipeline_simple_with_failure", "--wait")
-    await cli(cli_env, "run", "parallel_pipelines", "--wait")
-    failed = json.loads((await cli(cli_env, "runs", "--status", "failed", "--json")).stdout)
+@on_shared_stack
+async def test_runs_filters_by_flow_and_status_and_graph_draws_the_dag(stack: Stack) -> None:
+    bad = await cli(stack.env, "run", "pipeline_simple_with_failure", "--wait", "--json")
+    good = await cli(stack.env, "run", "parallel_pipelines", "--wait", "--json")
+    bad_id, good_id = (json.loads(done.stdout)["run"]["run_id"] for done in (bad, good))
+    failed = json.loads((await cli(stack.env, "runs", "--status", "failed", "--json")).stdout)
+    assert bad_id in {r["run_id"] for r in failed}  # others' runs too: the stack is shared
     assert {r["flow"] for r in failed} == {"pipeline_simple_with_failure"}
-    listed = await cli(cli_env, "runs", "--flow", "parallel_pipelines")
-    assert "parallel_pipelines" in listed.stdout
+    listed = await cli(stack.env, "runs", "--flow", "parallel_pipelines")
+    assert good_id in listed.stdout
     assert "pipeline_simple_with_failure" not in listed.stdout
 
-    graph = await cli(cli_env, "graph", "pipeline_simple")
+    graph = await cli(stack.env, "graph", "pipeline_simple")
     assert graph.returncode == 0
     assert "[clean_data]" in graph.stdout
     assert "◄── fetch_data1, fetch_data2" in graph.stdout
@@ -134,7 +202,7 @@ async def test_dev_runs_a_flow_headless_and_exits_0_or_1_with_a_summary(tmp_path
 async def test_a_standalone_coordinator_starts_its_embedded_nats_server(
     spawn, tmp_path, cli_env
 ) -> None:
-    port = 4300 + (hash(str(tmp_path)) % 500)
+    port = free_port()
     url = f"nats://127.0.0.1:{port}"
     proc = spawn("flowforge-coordinator", "--listen", f"127.0.0.1:{port}",
                  "--data-dir", str(tmp_path / "data"), env={"FLOWFORGE_NATS_URL": ""})
@@ -143,10 +211,11 @@ async def test_a_standalone_coordinator_starts_its_embedded_nats_server(
     assert (tmp_path / "data" / "flowforge.db").is_file()
 
 
+@on_shared_stack
 async def test_a_misspelt_parameter_is_refused_naming_the_ones_the_flow_takes(
-    stack, cli_env
+    stack: Stack
 ) -> None:
-    result = await cli(cli_env, "run", "pipeline_simple", "--param", "n_row=5", "--wait")
+    result = await cli(stack.env, "run", "pipeline_simple", "--param", "n_row=5", "--wait")
     assert result.returncode == 2
     assert "unknown parameter 'n_row' (the flow takes n_rows)" in result.stderr
 
@@ -162,42 +231,44 @@ async def test_dev_reports_a_bad_parameter_as_a_usage_error_without_a_traceback(
     assert "Traceback" not in result.stderr + result.stdout
 
 
-async def test_operators_mark_retry_and_cancel_from_the_cli(stack, cli_env) -> None:
-    failed = json.loads((await cli(cli_env, "run", "pipeline_simple_with_failure", "--wait",
+@on_shared_stack
+async def test_operators_mark_retry_and_cancel_from_the_cli(stack: Stack) -> None:
+    failed = json.loads((await cli(stack.env, "run", "pipeline_simple_with_failure", "--wait",
                                    "--json")).stdout)
     run_id = failed["run"]["run_id"]
 
-    marked = await cli(cli_env, "mark", run_id, "faulty_transform", "succeeded",
+    marked = await cli(stack.env, "mark", run_id, "faulty_transform", "succeeded",
                        "--output", '{"value": 1}')
     assert marked.returncode == 0, marked.stderr
     assert "faulty_transform of run" in marked.stdout and "succeeded" in marked.stdout
 
     async def finished_ok() -> bool:
-        shown = json.loads((await cli(cli_env, "show", run_id, "--json")).stdout)
+        shown = json.loads((await cli(stack.env, "show", run_id, "--json")).stdout)
         return shown["run"]["status"] == "succeeded"
 
     await wait_for(finished_ok, timeout_s=30)
-    shown = json.loads((await cli(cli_env, "show", run_id, "--json")).stdout)
+    shown = json.loads((await cli(stack.env, "show", run_id, "--json")).stdout)
     tasks = {t["task"]: t for t in shown["tasks"]}
     assert tasks["publish_results"]["status"] == "succeeded"
 
-    again = await cli(cli_env, "retry", run_id)
+    again = await cli(stack.env, "retry", run_id)
     assert again.returncode == 2
     assert "no failed, cancelled or upstream_failed task" in again.stderr
-    cancel = await cli(cli_env, "cancel", run_id)
+    cancel = await cli(stack.env, "cancel", run_id)
     assert cancel.returncode == 2
     assert "already succeeded" in cancel.stderr
 
 
-async def test_graph_exports_mermaid_and_dot_coloured_by_a_run(stack, cli_env) -> None:
-    done = json.loads((await cli(cli_env, "run", "pipeline_simple_with_failure", "--wait",
+@on_shared_stack
+async def test_graph_exports_mermaid_and_dot_coloured_by_a_run(stack: Stack) -> None:
+    done = json.loads((await cli(stack.env, "run", "pipeline_simple_with_failure", "--wait",
                                  "--json")).stdout)
     run_id = done["run"]["run_id"]
-    dot = await cli(cli_env, "graph", "pipeline_simple_with_failure", "--format", "dot",
+    dot = await cli(stack.env, "graph", "pipeline_simple_with_failure", "--format", "dot",
                     "--run", run_id)
     assert dot.returncode == 0 and dot.stdout.startswith("digraph")
     assert "failed" in dot.stdout and "upstream_failed" in dot.stdout
-    text = await cli(cli_env, "graph", "pipeline_simple_with_failure", "--run", run_id)
+    text = await cli(stack.env, "graph", "pipeline_simple_with_failure", "--run", run_id)
     assert "[faulty_transform]" in text.stdout and "failed" in text.stdout
-    wrong = await cli(cli_env, "graph", "pipeline_simple", "--run", run_id)
+    wrong = await cli(stack.env, "graph", "pipeline_simple", "--run", run_id)
     assert wrong.returncode == 2 and "is a run of 'pipeline_simple_with_failure'" in wrong.stderr
