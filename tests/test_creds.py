@@ -17,7 +17,7 @@ from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
 from protocol.states import RunStatus
 from tests import inputflows
-from tests.helpers import run_cli
+from tests.helpers import TEARDOWN_GRACE_S, run_cli
 from tests.natsjwt import Operator, make_operator, stranger_account
 
 
@@ -35,7 +35,7 @@ async def jwt_server(tmp_path: Path, operator: Operator) -> AsyncIterator[Embedd
     try:
         yield server
     finally:
-        await server.stop()
+        await server.stop(grace_s=TEARDOWN_GRACE_S)
 
 
 def _cli_env(url: str, **extra: str) -> dict[str, str]:
