@@ -4,16 +4,21 @@ Docker is not needed: these tests read the files and check them against our pars
 """
 
 import importlib
+import logging
+import re
 import shlex
 import shutil
 import sys
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from agent import cli as agent_cli
+from coordinator.service import API_GRACE_S
 from flowforge.loader import check_clashes, import_target
 from flowforge.registry import REGISTRY
 from protocol.flows import FlowSpec
@@ -23,6 +28,8 @@ COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 SCRIPTS: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
 NATS_URL = "nats://nats:4222"
+SERVICE_SCRIPTS = ("flowforge-coordinator", "flowforge-agent")
+"""The long-running services; the one-shot ``flowforge register`` takes flags only."""
 
 
 def built_from_our_dockerfile(service: dict[str, Any]) -> bool:
@@ -36,14 +43,19 @@ OUR_SERVICES = {name: s for name, s in SERVICES.items() if built_from_our_docker
 AGENTS = {name: s for name, s in OUR_SERVICES.items() if s["command"][0] == "flowforge-agent"}
 
 
+def seconds(duration: str | int) -> float:
+    """A compose duration (``20s``, ``1m30s``, ``500ms``) in seconds."""
+    if isinstance(duration, int):
+        return float(duration)
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert "".join(n + u for n, u in parts) == duration, f"not a compose duration: {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
 def option_values(argv: list[str], option: str) -> list[str]:
     """Every value given to a repeatable ``--option VALUE``."""
     return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == option]
-
-
-def depends_on(service: dict[str, Any]) -> set[str]:
-    deps = service.get("depends_on", [])
-    return set(deps if isinstance(deps, list) else deps.keys())
 
 
 def volume_targets(service: dict[str, Any]) -> dict[str, str]:
@@ -106,6 +118,17 @@ def test_nats_is_the_official_image_2_10_or_later_with_jetstream_on_a_named_volu
     assert volume_targets(nats)["/data"] in COMPOSE["volumes"]
 
 
+def test_the_nats_healthcheck_asks_the_monitoring_port_the_server_is_told_to_open() -> None:
+    nats = SERVICES["nats"]
+    (monitor_port,) = option_values(nats["command"], "-m") or option_values(nats["command"],
+                                                                             "--http_port")
+    probe = nats["healthcheck"]["test"]
+    assert probe[0] == "CMD" and "wget" in probe[1]  # the alpine image's busybox, no shell
+    url = urlsplit(probe[-1])
+    assert (url.hostname, url.port, url.path) == ("127.0.0.1", int(monitor_port), "/healthz")
+    assert seconds(nats["healthcheck"]["interval"]) > 0 and nats["healthcheck"]["retries"] >= 1
+
+
 def test_the_coordinator_keeps_its_database_on_a_named_volume_and_starts_after_nats() -> None:
     coordinator = SERVICES["coordinator"]
     argv = coordinator["command"]
@@ -114,7 +137,9 @@ def test_the_coordinator_keeps_its_database_on_a_named_volume_and_starts_after_n
     (db,) = option_values(argv, "--db")
     assert PurePosixPath(db).parent == PurePosixPath("/data")
     assert volume_targets(coordinator)["/data"] in COMPOSE["volumes"]
-    assert "nats" in depends_on(coordinator)
+    assert coordinator["depends_on"] == {"nats": {"condition": "service_healthy"}}
+    # shutdown waits API_GRACE_S for requests in hand, then commits and drains
+    assert seconds(coordinator["stop_grace_period"]) > API_GRACE_S
 
 
 @pytest.mark.parametrize("name", ["agent-default", "agent-gpu"])
@@ -123,7 +148,60 @@ def test_each_agent_imports_the_examples_and_connects_to_the_compose_nats(name: 
     assert name in AGENTS
     assert option_values(agent["command"], "--import") == ["examples.seed_pipelines"]
     assert option_values(agent["command"], "--nats") == [NATS_URL]
-    assert "nats" in depends_on(agent)
+    # the coordinator creates the streams: an agent that comes up first exits and is restarted
+    assert agent["depends_on"] == {"nats": {"condition": "service_healthy"},
+                                   "coordinator": {"condition": "service_started"}}
+    assert agent["restart"] in ("unless-stopped", "always", "on-failure")
+
+
+@pytest.mark.parametrize("name", ["agent-default", "agent-gpu"])
+def test_docker_waits_longer_for_an_agent_to_stop_than_the_agent_lets_tasks_finish(name: str) -> None:
+    argv = SERVICES[name]["command"]
+    grace_s = agent_cli.build_parser().parse_args(argv[1:]).grace
+    assert seconds(SERVICES[name]["stop_grace_period"]) > grace_s
+
+
+def test_the_examples_are_registered_once_the_coordinator_runs_retrying_until_it_answers() -> None:
+    job = SERVICES["register-examples"]
+    argv = job["command"]
+    assert argv[:3] == ["flowforge", "register", "examples.seed_pipelines"]
+    assert option_values(argv, "--nats") == [NATS_URL]
+    served = {t for agent in AGENTS.values() for t in option_values(agent["command"], "--import")}
+    assert argv[2] in served  # the flows it stores are the ones the agents run
+    assert job["depends_on"] == {"coordinator": {"condition": "service_started"}}
+    assert job["restart"] == "on-failure"  # a one-shot: retried while the coordinator starts
+
+
+def test_our_services_share_one_image_and_environment() -> None:
+    assert {(s["image"], s["restart"] != "no") for s in OUR_SERVICES.values()} == {
+        ("flowforge:local", True)}
+    environments = [s.get("environment", {}) for s in OUR_SERVICES.values()]
+    assert all(env == environments[0] for env in environments)
+    assert all(isinstance(env, dict) and all(k.startswith("FLOWFORGE_") for k in env)
+               for env in environments)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in OUR_SERVICES.items()
+                                        if s["command"][0] in SERVICE_SCRIPTS))
+def test_every_variable_a_service_is_given_is_read_by_its_script_and_accepted(
+    name: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = OUR_SERVICES[name]
+    argv = service["command"]
+    module = importlib.import_module(SCRIPTS[argv[0]].partition(":")[0])
+
+    def defaults_with(variable: str, value: str) -> dict[str, Any]:
+        monkeypatch.setenv(variable, value)
+        return {a.dest: a.default for a in module.build_parser()._actions}
+
+    for variable, value in service.get("environment", {}).items():
+        read = defaults_with(variable, "one") != defaults_with(variable, "two")
+        assert read, f"{name}: {argv[0]} does not read {variable}"
+        monkeypatch.setenv(variable, str(value))
+        module.build_parser().parse_args(argv[1:])  # the value is of the option's type
+    level = service.get("environment", {}).get("FLOWFORGE_LOG_LEVEL")
+    if level is not None:
+        assert isinstance(logging.getLevelName(str(level)), int), f"{level!r} is not a level"
 
 
 def test_the_default_agent_serves_the_default_queue() -> None:
