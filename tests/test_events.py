@@ -2,8 +2,10 @@
 size; task messages whose store fails or is never acked sent again."""
 
 import asyncio
+from collections.abc import Iterable
 
 import msgspec
+import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
@@ -13,13 +15,14 @@ from coordinator.publisher import EVENT_CHUNK_BYTES, Publisher
 from coordinator.service import Coordinator
 from flowforge.client import Client, decode_events
 from flowforge.jetstream import ensure_streams
-from protocol.messages import TaskDispatch
+from protocol.messages import TaskDispatch, encoder
 from protocol.records import NULL, TaskEvents, TaskRecord
 from protocol.states import TaskStatus
 from protocol.subjects import Subjects
 from tests.helpers import wait_for
 
 _events_dec = msgspec.json.Decoder(TaskEvents)
+_record_dec = msgspec.json.Decoder(TaskRecord)
 
 
 async def _collect(nc: NATS, subject: str) -> tuple[list[Msg], asyncio.Event, list[int]]:
@@ -77,26 +80,54 @@ async def test_a_record_nats_refuses_is_dropped_and_counted_the_others_go_out(nc
     assert publisher.dropped_events == 1
 
 
-async def test_a_fan_out_run_sends_far_fewer_messages_than_task_changes(
+async def test_a_fan_out_run_sends_one_message_per_batch_carrying_every_change_of_that_batch(
     coordinator: Coordinator, start_agent: object, client: Client, nc: NATS,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec = fanout_flow(300)
+    publisher = coordinator.writer.publisher  # type: ignore[union-attr]
+    batches: list[list[TaskRecord]] = []  # what each committed batch changed, as handed over
+    task_events = publisher.task_events
+
+    async def recorded(records: Iterable[TaskRecord]) -> None:
+        records = list(records)
+        batches.append([_copy(r) for r in records])  # the scheduler changes them later
+        await task_events(records)
+
+    monkeypatch.setattr(publisher, "task_events", recorded)
     await start_agent(concurrency=16)  # type: ignore[operator]
     await client.register([spec])
     msgs, _, _ = await _collect(nc, client.subjects.task_events("*"))
     run = await client.start(spec.name)
     detail = await client.wait(run.run_id, timeout_s=60)
     assert detail.run.status == "succeeded"
-    await nc.flush()
 
-    final: dict[str, TaskRecord] = {}
-    for msg in msgs:  # decoded as the SDK does
-        for rec in decode_events(msg.subject, msg.data, "flowforge"):
-            assert isinstance(rec, TaskRecord) and rec.run_id == run.run_id
-            final[rec.task] = rec
+    ours = [[r for r in batch if r.run_id == run.run_id] for batch in batches]
+    ours = [batch for batch in ours if batch]
+    sent = [rec for batch in ours for rec in batch]
+    received: list[TaskRecord] = []
+
+    def all_received() -> bool:
+        received[:] = [rec for msg in msgs  # decoded as the SDK does
+                       for rec in decode_events(msg.subject, msg.data, "flowforge")]
+        return len(received) >= len(sent)
+
+    await wait_for(all_received, timeout_s=10)
+    assert all(isinstance(rec, TaskRecord) and rec.run_id == run.run_id for rec in received)
+    assert [encoder.encode(r) for r in received] == [encoder.encode(r) for r in sent]
+    # every change announced once, in commit order; no batch of this size is split by
+    # EVENT_CHUNK_BYTES, so each goes out as exactly one message
+    assert all(sum(len(encoder.encode(r)) + 1 for r in batch) < EVENT_CHUNK_BYTES for batch in ours)
+    assert len(msgs) == len(ours)
+    assert [len(_events_dec.decode(m.data).tasks) for m in msgs] == [len(b) for b in ours]
+    assert all(len({r.task for r in batch}) == len(batch) for batch in ours)  # latest state only
+    final = {rec.task: rec for rec in received}
     assert len(final) == 302 and {r.status for r in final.values()} == {TaskStatus.SUCCEEDED}
-    # each task goes pending → queued → succeeded: 906 changes, in far fewer messages
-    assert len(msgs) < 302
+    assert len(msgs) < len(received)  # the run's first batch alone holds its 302 new tasks
+
+
+def _copy(rec: TaskRecord) -> TaskRecord:
+    return _record_dec.decode(encoder.encode(rec))
 
 
 def _dispatch(task: str) -> TaskDispatch:
