@@ -81,14 +81,25 @@ async def _is_note(note, expected: str) -> bool:
 
 
 async def test_run_wait_says_why_a_task_waits_when_no_agent_serves_its_queue(
-    start_coordinator, client: Client, cli_env
+    start_coordinator, client: Client, cli_env, nc
 ) -> None:
     await start_coordinator(agent_lost_after_s=0.5)
     await client.register()
+    run = await client.start("routing", idempotency_key="waits-for-gpu")
+    await wait_for(lambda: _is_flagged(client, run.run_id), timeout_s=15)
+    polls = await nc.subscribe("flowforge.api.runs.get")  # a copy of each request the CLI makes
 
-    shown = await asyncio.to_thread(
-        run_cli, ["flowforge", "run", "routing", "--wait", "--wait-timeout", "8"], cli_env)
+    shown = await asyncio.to_thread(run_cli, [  # the same key: it waits for the run above
+        "flowforge", "run", "routing", "--idempotency-key", "waits-for-gpu", "--wait",
+        "--wait-timeout", "3.5"], cli_env)
 
     assert shown.returncode == 1  # still going after --wait-timeout
+    assert f"started run {run.run_id}" in shown.stderr
     assert "waiting: no agent on queue gpu (gpu0, gpu1, gpu2)" in shown.stderr, shown.stderr
-    assert shown.stderr.count("waiting: no agent on queue gpu") == 1  # once, not per poll
+    await nc.flush()
+    assert polls.pending_msgs >= 2  # it read the run again after saying so...
+    assert shown.stderr.count("waiting: no agent on queue gpu") == 1  # ...and said it once
+
+
+async def _is_flagged(client: Client, run_id: str) -> bool:
+    return any((t.note or "").startswith("waiting:") for t in (await client.get(run_id)).tasks)
