@@ -248,11 +248,17 @@ async def test_the_same_idempotency_key_on_two_flows_starts_one_run_of_each(
 
 
 async def test_a_trigger_redelivered_after_its_run_was_committed_starts_no_second_run(
-    stack: Client, nc: NATS, monkeypatch: pytest.MonkeyPatch
+    start_coordinator: Callable[..., Awaitable[Coordinator]],
+    start_agent: Callable[..., Awaitable[Agent]], client: Client, nc: NATS,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The coordinator commits the run, then "crashes" before acking the trigger: JetStream
     delivers it again (after the inbox ack wait) and the stored run is found, not doubled."""
     from coordinator.publisher import Publisher
+
+    await start_coordinator(lease_s=1.0)  # the inbox ack wait: redelivery after 1 s, not 5
+    await _register_flows(client)
+    await start_agent()
 
     real_ack = Publisher.ack
     dropped: list[object] = []
@@ -270,13 +276,13 @@ async def test_a_trigger_redelivered_after_its_run_was_committed_starts_no_secon
     js = nc.jetstream()
     await js.publish("flowforge.trigger.greeting", json.dumps({"params": {"name": "once"}}).encode())
     await wait_for(lambda: dropped, timeout_s=10)
-    [first] = await stack.runs(flow="greeting")  # committed before the ack was lost
+    [first] = await client.runs(flow="greeting")  # committed before the ack was lost
     await wait_for(lambda: _triggers_settled(js, 1), timeout_s=20)  # redelivered, then acked
     info = await js.consumer_info(TRIGGERS_STREAM, TRIGGERS_CONSUMER)
     assert info.delivered.consumer_seq == 2  # it was delivered twice
-    runs = await stack.runs(flow="greeting")
+    runs = await client.runs(flow="greeting")
     assert [r.run_id for r in runs] == [first.run_id]  # the same run, not a new one
-    assert (await stack.wait(first.run_id, timeout_s=20)).run.status is RunStatus.SUCCEEDED
+    assert (await client.wait(first.run_id, timeout_s=20)).run.status is RunStatus.SUCCEEDED
 
 
 async def test_the_sdk_sends_triggers_that_start_runs_and_keys_dedupe_them(stack: Client) -> None:
