@@ -6,7 +6,8 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 from rich.console import Console
-from textual.command import CommandList, CommandPalette
+from textual import events
+from textual.command import CommandInput, CommandList, CommandPalette
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Select, Static, TextArea
 
@@ -445,10 +446,14 @@ async def test_a_running_task_s_box_shows_its_progress_and_follows_it() -> None:
 
 
 async def palette(app: DashboardApp, pilot: Pilot[None], search: str) -> None:
-    """Open the command palette, type ``search`` and run the first command it offers."""
+    """Open the command palette, paste ``search`` and run the first command it offers.
+
+    Pasted rather than pressed key by key: each simulated key waits for the app to go idle
+    (about 0.1 s), and what is found by the search is the point, not the typing.
+    """
     await pilot.press("ctrl+p")
     await until(lambda: isinstance(app.screen, CommandPalette))
-    await pilot.press(*search)
+    app.screen.query_one(CommandInput).post_message(events.Paste(search))
     results = app.screen.query_one(CommandList)
     await until(lambda: results.option_count > 0 and search.lower() in
                 str(results.get_option_at_index(0).prompt).lower())
