@@ -13,6 +13,7 @@ from bench.flows import fanout_flow
 from coordinator.changes import Dispatch
 from coordinator.publisher import EVENT_CHUNK_BYTES, Publisher
 from coordinator.service import Coordinator
+from flowforge import jspub
 from flowforge.client import Client, decode_events
 from flowforge.jetstream import ensure_streams
 from protocol.messages import TaskDispatch, encoder
@@ -136,8 +137,9 @@ def _dispatch(task: str) -> TaskDispatch:
 
 
 async def test_a_task_whose_store_fails_or_is_never_acked_is_sent_again_and_then_stored(
-    nc: NATS,
+    nc: NATS, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(jspub, "SWEEP_EVERY_S", 0.05)  # late acks looked for every 1 s
     subjects = Subjects()
     publisher = Publisher(nc, nc.jetstream(), subjects, ack_timeout_s=0.2)
     await publisher.start()

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.aio.client import Client as NATS
 
+from flowforge import jspub
 from flowforge.connection import ConnectOptions, connect
 from flowforge.jspub import JsPublisher, PublishError
 
@@ -48,8 +49,9 @@ async def test_an_api_error_is_raised_with_its_description(pub: tuple[NATS, JsPu
 
 
 async def test_with_an_ack_timeout_an_ack_that_never_comes_fails_the_future(
-    nats_opts: ConnectOptions,
+    nats_opts: ConnectOptions, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(jspub, "SWEEP_EVERY_S", 0.05)  # looked for late acks every 1 s
     nc = await connect(nats_opts, name="jspub-timeout-test")
     publisher = JsPublisher(nc, ack_timeout_s=0.2)
     await publisher.start()
