@@ -5,11 +5,19 @@ import json
 
 import pytest
 
+from coordinator import service
 from flowforge.client import Client
 from tests import taskflows  # noqa: F401 - registers the flows the agents serve
 from tests.helpers import run_cli, wait_for
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def _quick_sweeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-process coordinator looks for silent agents (and, every fourth look, for tasks
+    nobody can take) every 0.1 s instead of 0.5 s; these tests wait for what it finds."""
+    monkeypatch.setattr(service, "AGENT_SWEEP_S", 0.1)
 
 
 async def _status(client: Client, agent_id: str) -> str | None:
