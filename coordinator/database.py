@@ -1,84 +1,119 @@
-"""One SQLite connection on a thread of its own: each call is handed to that thread, in order."""
+"""The SQLite file through two aiosqlite connections: the single writer's, and the readers'."""
 
 import asyncio
 import contextlib
-import sqlite3
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+import aiosqlite
+
 Row = tuple[Any, ...]
+Query = tuple[str, Sequence[Any]]
 
 
 class Database:
-    """A ``sqlite3`` connection used only from one thread (its objects must stay on the thread
-    that made them), without blocking the event loop.
+    """Two connections on one WAL file, each with its own aiosqlite thread.
 
-    ``run`` hands a whole function over: a batch of statements and its transaction cost one
-    hand-over (the hot path: a Python loop of awaited statements is a thread hop each), and
-    no other call runs in the middle of it, so nothing reads a transaction half done.
+    ``writer`` belongs to the coordinator's single writer (batches, flow registration,
+    migrations): a transaction there is a sequence of awaited statements, and no read is
+    ever queued between them. Reads go to the other connection, where WAL mode shows each
+    read transaction the last commit made before it began — never a transaction half done,
+    and anything committed before the read was asked for.
+
+    Each aiosqlite thread keeps the process alive until its connection is closed, so an
+    owner that fails between ``open`` and ``close`` (a coordinator failing to start) would
+    hang the exit: a guard task closes both connections when the event loop cancels what is
+    left at its end (``asyncio.run``), if ``close`` was not called before.
     """
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
-        self._conn = conn
-        self._executor = executor
-        self._closed = False
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.writer = writer
+        self._reader = reader
+        self._reading = asyncio.Lock()
+        """Held by every read: a single statement never lands inside another caller's
+        snapshot, which would show it that snapshot's older state."""
+        self._guard = asyncio.get_running_loop().create_task(self._close_at_loop_end())
 
     @classmethod
     async def open(cls, path: Path, pragmas: Iterable[str] = ()) -> "Database":
-        """Connect in autocommit mode (transactions are explicit ``BEGIN``/``COMMIT``)."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowforge-sqlite")
+        """Both connections in autocommit mode (transactions are explicit ``BEGIN``); the
+        reader is also ``query_only``. Nothing stays open when this fails."""
+        pragmas = tuple(pragmas)
+        writer = await _connect(path, pragmas)
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(
-                executor, partial(_connect, path, tuple(pragmas)))
+            reader = await _connect(path, (*pragmas, "query_only=ON"))
         except BaseException:
-            executor.shutdown(wait=False)
+            await writer.close()
             raise
-        return cls(conn, executor)
+        return cls(writer, reader)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(connection, *args)`` on the connection's thread."""
-        if self._closed:
-            raise sqlite3.ProgrammingError("the database is closed")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, partial(fn, self._conn, *args))
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        """One statement on the read connection, from the last commit."""
+        async with self._reading:
+            return _rows(await self._reader.execute_fetchall(sql, args))
 
-    async def fetchone(self, sql: str, args: Iterable[Any] = ()) -> Row | None:
-        return await self.run(_fetchone, sql, tuple(args))
+    async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
+        """The first row of one statement (every row is fetched: the statement is finished,
+        so no read transaction is left open to hide later commits)."""
+        rows = await self.fetchall(sql, args)
+        return rows[0] if rows else None
 
-    async def fetchall(self, sql: str, args: Iterable[Any] = ()) -> list[Row]:
-        return await self.run(_fetchall, sql, tuple(args))
+    async def fetch_together(self, *queries: Query) -> list[list[Row]]:
+        """Several statements in one read transaction: all from the same commit."""
+        async with self._reading:
+            try:
+                await self._reader.execute("BEGIN")
+                return [_rows(await self._reader.execute_fetchall(sql, args))
+                        for sql, args in queries]
+            finally:  # also when cancelled: queued after the BEGIN, it always ends it
+                await self._reader.rollback()
 
     async def close(self) -> None:
-        """Close once the calls handed over before are done; closing twice is a no-op."""
-        if self._closed:
-            return
-        self._closed = True
+        """Close both connections (their threads end); closing twice is a no-op."""
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+            await self._close_connections()
         finally:
-            self._executor.shutdown(wait=False)
+            self._guard.cancel()
+            await asyncio.wait([self._guard])
+
+    async def _close_connections(self) -> None:
+        try:
+            await self._reader.close()
+        finally:
+            await self.writer.close()
+
+    async def _close_at_loop_end(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()  # never done: waits to be cancelled
+        finally:
+            await self._close_connections()  # a no-op after close()
 
 
-def _connect(path: Path, pragmas: tuple[str, ...]) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None)
+@contextlib.asynccontextmanager
+async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """``BEGIN`` ... ``COMMIT``, or ``ROLLBACK`` when the block (or the commit) fails or is
+    cancelled: the rollback is queued after whatever statement was in flight, and is a no-op
+    once the commit has gone through."""
+    try:
+        await conn.execute("BEGIN")
+        yield conn
+        await conn.commit()
+    except BaseException:
+        await conn.rollback()
+        raise
+
+
+async def _connect(path: Path, pragmas: tuple[str, ...]) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         for pragma in pragmas:
-            conn.execute(f"PRAGMA {pragma}")
+            await conn.execute_fetchall(f"PRAGMA {pragma}")
     except BaseException:
-        conn.close()
+        await conn.close()
         raise
     return conn
 
 
-def _fetchone(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Row | None:
-    with contextlib.closing(conn.execute(sql, args)) as cur:
-        return cur.fetchone()
-
-
-def _fetchall(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Row]:
-    with contextlib.closing(conn.execute(sql, args)) as cur:
-        return cur.fetchall()
+def _rows(rows: Iterable[Any]) -> list[Row]:
+    return rows if isinstance(rows, list) else list(rows)

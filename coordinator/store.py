@@ -1,16 +1,16 @@
-"""Persistence in SQLite (WAL): one transaction per batch of changes, in one call on the
-database's thread."""
+"""Persistence in SQLite (aiosqlite, WAL): one transaction per batch of changes on the
+writer's connection; reads on a second connection, from committed data only."""
 
-import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import msgspec
 
 from coordinator.changes import Changes
-from coordinator.database import Database
+from coordinator.database import Database, transaction
 from coordinator.schema import MIGRATIONS
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
@@ -60,92 +60,85 @@ _RUN_UPDATE = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, coun
 rewrites all four (a quarter of the cost)."""
 
 
-def _write_batch(
-    conn: sqlite3.Connection, new_runs: list[tuple[Any, ...]], changed_runs: list[tuple[Any, ...]],
+async def _write_batch(
+    db: aiosqlite.Connection, new_runs: list[tuple[Any, ...]], changed_runs: list[tuple[Any, ...]],
     tasks: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
     rejected: list[tuple[str, str, str, bytes]],
 ) -> list[int]:
     """One transaction: runs, task instances, log tails, rejected messages (their new ids).
 
     ``changed_runs`` are (row, update) pairs of stored runs; a run the update misses is
-    written whole."""
-    ids: list[int] = []
-    conn.execute("BEGIN")
-    try:
+    written whole. Each statement is a hand-over to the connection's thread, so each table
+    is written by one ``executemany``, whatever the size of the batch."""
+    async with transaction(db):
         if changed_runs:
-            cur = conn.executemany(_RUN_UPDATE, [update for _, update in changed_runs])
+            cur = await db.executemany(_RUN_UPDATE, [update for _, update in changed_runs])
             if cur.rowcount != len(changed_runs):  # not stored after all: write them whole
                 new_runs = new_runs + [row for row, _ in changed_runs]
         if new_runs:
-            conn.executemany(
+            await db.executemany(
                 f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(12)})", new_runs)
         if tasks:
-            conn.executemany(
+            await db.executemany(
                 f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(21)})",
                 tasks)
         if logs:
-            conn.executemany(
+            await db.executemany(
                 "INSERT INTO task_logs (run_id, task, log) VALUES (?, ?, substr(?, ?)) "
                 "ON CONFLICT (run_id, task) DO UPDATE SET log = substr(log || excluded.log, ?)",
                 logs)
-        now = time.time()
-        for subject, code, reason, raw in rejected:
-            cur = conn.execute(
-                "INSERT INTO rejected (subject, code, reason, raw, received_at) "
-                "VALUES (?, ?, ?, ?, ?)", (subject[:MAX_SUBJECT_KEPT], code, reason[:MAX_TEXT_CHARS],
-                                           _kept_raw(raw), now))
-            ids.append(cur.lastrowid or 0)
-        if ids:  # the newest are kept: a flood of bad messages cannot fill the disk
-            conn.execute("DELETE FROM rejected WHERE id <= ?", (ids[-1] - MAX_REJECTED_KEPT,))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        return await _insert_rejected(db, rejected) if rejected else []
+
+
+async def _insert_rejected(
+    db: aiosqlite.Connection, rejected: list[tuple[str, str, str, bytes]]
+) -> list[int]:
+    """The rejected rows and their ids, in order: the newest ids are this batch's (there is
+    one writer), and the table keeps only the newest rows, so a flood of bad messages
+    cannot fill the disk."""
+    now = time.time()
+    await db.executemany(
+        "INSERT INTO rejected (subject, code, reason, raw, received_at) VALUES (?, ?, ?, ?, ?)",
+        [(subject[:MAX_SUBJECT_KEPT], code, reason[:MAX_TEXT_CHARS], _kept_raw(raw), now)
+         for subject, code, reason, raw in rejected])
+    rows = await db.execute_fetchall("SELECT id FROM rejected ORDER BY id DESC LIMIT ?",
+                                     (len(rejected),))
+    ids = sorted(row[0] for row in rows)
+    await db.execute("DELETE FROM rejected WHERE id <= ?", (ids[-1] - MAX_REJECTED_KEPT,))
     return ids
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+async def _migrate(db: aiosqlite.Connection) -> None:
     """The migrations not applied yet, each in its own transaction with its number."""
-    (current,) = conn.execute("PRAGMA user_version").fetchone() or (0,)
+    rows = await db.execute_fetchall("PRAGMA user_version")
+    current = next(iter(rows))[0]
     for number, script in enumerate(MIGRATIONS, start=1):
         if number > current:
-            conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
 
 
-def _register_flow(
-    conn: sqlite3.Connection, spec: FlowSpec, version: str, blob: bytes, replace: bool, now: float,
+async def _register_flow(
+    db: aiosqlite.Connection, spec: FlowSpec, version: str, blob: bytes, replace: bool, now: float,
 ) -> tuple[str, bool]:
-    row = conn.execute("SELECT version FROM flows WHERE name = ?", (spec.name,)).fetchone()
-    if row is not None and row[0] == version:
+    rows = list(await db.execute_fetchall("SELECT version FROM flows WHERE name = ?", (spec.name,)))
+    if rows and rows[0][0] == version:
         return version, False
-    if row is not None and not replace:
+    if rows and not replace:
         raise FlowExists(
-            f"flow {spec.name!r} is already registered with version {row[0]}; "
+            f"flow {spec.name!r} is already registered with version {rows[0][0]}; "
             "pass clear_existing_flow_in_db=True (or --replace) to replace it"
         )
-    conn.execute("BEGIN")
-    try:
-        conn.execute("INSERT OR IGNORE INTO flow_versions (flow, version, spec, created_at) "
-                     "VALUES (?, ?, ?, ?)", (spec.name, version, blob, now))
-        conn.execute(
+    async with transaction(db):
+        await db.execute("INSERT OR IGNORE INTO flow_versions (flow, version, spec, created_at) "
+                         "VALUES (?, ?, ?, ?)", (spec.name, version, blob, now))
+        await db.execute(
             "INSERT INTO flows (name, version, display_name, registered_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
             "version = excluded.version, display_name = excluded.display_name, "
             "updated_at = excluded.updated_at",
             (spec.name, version, spec.display_name, now, now),
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return version, True
-
-
-def _read_run(
-    conn: sqlite3.Connection, run_id: str
-) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] | None:
-    row = conn.execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    return None if row is None else (row, conn.execute(_TASKS_OF, (run_id,)).fetchall())
 
 
 def _kept_raw(raw: bytes) -> bytes:
@@ -218,7 +211,7 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await Database.open(path, PRAGMAS)
         try:
-            await db.run(_migrate)
+            await _migrate(db.writer)
         except BaseException:
             await db.close()
             raise
@@ -233,8 +226,8 @@ class Store:
         """Store a definition; returns (version, changed). Raises FlowExists when refused.
 
         Like ``commit``, called only by the writer: one transaction at a time."""
-        return await self._db.run(_register_flow, spec, spec.version(), _enc.encode(spec),
-                                  replace, time.time())
+        return await _register_flow(self._db.writer, spec, spec.version(), _enc.encode(spec),
+                                    replace, time.time())
 
     async def get_flow(self, name: str, version: str | None = None) -> tuple[FlowSpec, str, float] | None:
         if version is None:
@@ -272,7 +265,10 @@ class Store:
         self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]] = (),
         logs: dict[tuple[str, str], str] | None = None,
     ) -> list[int]:
-        """Write one batch in one transaction; returns the ids of the rejected rows."""
+        """Write one batch in one transaction; returns the ids of the rejected rows.
+
+        Called only by the coordinator's single writer, on the write connection: readers,
+        on their own connection, see the batch once it is committed, whole."""
         logs = logs or {}
         new = set(ch.new_runs)
         new_runs = [_run_row(r) for r in ch.runs.values() if r.run_id in new]
@@ -280,15 +276,16 @@ class Store:
         tasks = [_task_row(t) for t in ch.tasks.values()]
         log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
                     for (run_id, task), text in logs.items()]
-        return await self._db.run(_write_batch, new_runs, changed, tasks, log_rows, list(rejected))
+        return await _write_batch(self._db.writer, new_runs, changed, tasks, log_rows,
+                                  list(rejected))
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         """The run and its tasks, read together (never from two different commits)."""
-        found = await self._db.run(_read_run, run_id)
-        if found is None:
+        runs, task_rows = await self._db.fetch_together(
+            (f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)), (_TASKS_OF, (run_id,)))
+        if not runs:
             return None
-        row, task_rows = found
-        return RunDetail(run=_run_from_row(row), tasks=[_task_from_row(r) for r in task_rows])
+        return RunDetail(run=_run_from_row(runs[0]), tasks=[_task_from_row(r) for r in task_rows])
 
     async def tasks_of(self, run_id: str) -> list[TaskRecord]:
         return [_task_from_row(r) for r in await self._db.fetchall(_TASKS_OF, (run_id,))]

@@ -1,13 +1,22 @@
-"""The SQLite store: migrations in order, recorded in user_version, data kept across them."""
+"""The SQLite store: migrations in order, recorded in user_version, data kept across them;
+readers see whole commits only."""
 
+import asyncio
 import sqlite3
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
+import pytest
+
+from coordinator import store as store_module
 from coordinator.changes import Changes
 from coordinator.schema import MIGRATIONS
 from coordinator.store import Store
-from protocol.records import RunCounts, RunRecord
-from protocol.states import RunStatus
+from protocol.records import RunCounts, RunRecord, TaskRecord
+from protocol.states import RunStatus, TaskStatus
 
 
 async def test_a_database_from_the_first_schema_is_migrated_and_keeps_its_runs(
@@ -71,3 +80,147 @@ async def test_a_stored_run_is_updated_in_place_and_one_never_stored_is_written_
         assert await store.run_by_key("f", "k-r1") == later.runs["r1"]
     finally:
         await store.close()
+
+
+def _task(run_id: str, task: str, status: TaskStatus) -> TaskRecord:
+    return TaskRecord(run_id=run_id, task=task, status=status, attempt=1)
+
+
+def _batch(status: RunStatus, task_status: TaskStatus, new: bool = False) -> Changes:
+    ch = Changes(runs={"r1": _run("r1", status)},
+                 tasks={("r1", t): _task("r1", t, task_status) for t in ("a", "b")})
+    if new:
+        ch.new_runs.append("r1")
+    return ch
+
+
+class Pause:
+    """Holds one awaited aiosqlite call after it ran, until the test lets it go on."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    def wrap(self, call: Callable[..., Awaitable[Any]], when: Callable[[str], bool]) -> Any:
+        async def paused(conn: aiosqlite.Connection, sql: str, *args: Any) -> Any:
+            result = await call(conn, sql, *args)
+            if when(sql) and not self.reached.is_set():
+                self.reached.set()
+                await asyncio.wait_for(self.go_on.wait(), 10)
+            return result
+        return paused
+
+
+async def test_a_read_during_a_batch_sees_the_state_before_it_and_the_batch_whole_once_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = await Store.open(tmp_path / "ff.db")
+    try:
+        await store.commit(_batch(RunStatus.RUNNING, TaskStatus.QUEUED, new=True))
+        pause = Pause()  # the batch stops after its first statement, its transaction open
+        monkeypatch.setattr(aiosqlite.Connection, "executemany",
+                            pause.wrap(aiosqlite.Connection.executemany, lambda sql: True))
+        later = _batch(RunStatus.SUCCEEDED, TaskStatus.SUCCEEDED)
+        later.runs["r2"] = _run("r2", RunStatus.PENDING)
+        later.new_runs.append("r2")
+        committing = asyncio.create_task(store.commit(later))
+        await asyncio.wait_for(pause.reached.wait(), 10)
+
+        detail = await store.get_run("r1")
+        assert detail is not None and detail.run.status is RunStatus.RUNNING
+        assert {t.status for t in detail.tasks} == {TaskStatus.QUEUED}
+        assert [r.run_id for r in await store.list_runs()] == ["r1"]
+        assert await store.get_run("r2") is None and await store.run_by_key("f", "k-r2") is None
+
+        pause.go_on.set()
+        await asyncio.wait_for(committing, 10)
+        detail = await store.get_run("r1")  # asked after the commit: sees all of it
+        assert detail is not None and detail.run.status is RunStatus.SUCCEEDED
+        assert {t.status for t in detail.tasks} == {TaskStatus.SUCCEEDED}
+        assert {r.run_id for r in await store.active_runs()} == {"r2"}
+    finally:
+        await store.close()
+
+
+async def test_a_run_and_its_tasks_are_read_from_one_commit_even_when_one_lands_in_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = await Store.open(tmp_path / "ff.db")
+    try:
+        await store.commit(_batch(RunStatus.RUNNING, TaskStatus.QUEUED, new=True))
+        pause = Pause()  # get_run stops after reading the run, before reading its tasks
+        monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", pause.wrap(
+            aiosqlite.Connection.execute_fetchall, lambda sql: sql.endswith("WHERE run_id = ?")))
+        reading = asyncio.create_task(store.get_run("r1"))
+        await asyncio.wait_for(pause.reached.wait(), 10)
+        await store.commit(_batch(RunStatus.SUCCEEDED, TaskStatus.SUCCEEDED))
+        pause.go_on.set()
+
+        detail = await asyncio.wait_for(reading, 10)
+        assert detail is not None and detail.run.status is RunStatus.RUNNING
+        assert {t.status for t in detail.tasks} == {TaskStatus.QUEUED}
+        after = await store.get_run("r1")
+        assert after is not None and {t.status for t in after.tasks} == {TaskStatus.SUCCEEDED}
+    finally:
+        await store.close()
+
+
+async def test_a_failed_batch_is_rolled_back_whole_and_the_store_goes_on(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "ff.db")
+    try:
+        await store.commit(_batch(RunStatus.RUNNING, TaskStatus.QUEUED, new=True))
+        broken = _batch(RunStatus.SUCCEEDED, TaskStatus.SUCCEEDED)
+        broken.tasks[("r1", "c")] = TaskRecord(run_id="r1", task="c", queue=None)  # type: ignore[arg-type]
+        with pytest.raises(sqlite3.IntegrityError):  # queue is NOT NULL: the tasks' statement fails
+            await store.commit(broken)
+        detail = await store.get_run("r1")
+        assert detail is not None and detail.run.status is RunStatus.RUNNING
+        await store.commit(_batch(RunStatus.SUCCEEDED, TaskStatus.SUCCEEDED))
+        detail = await store.get_run("r1")
+        assert detail is not None and detail.run.status is RunStatus.SUCCEEDED
+    finally:
+        await store.close()
+
+
+async def test_rejected_messages_get_their_ids_in_order_and_only_the_newest_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_REJECTED_KEPT", 3)
+    store = await Store.open(tmp_path / "ff.db")
+    try:
+        first = await store.commit(Changes(), [(f"s.{i}", "bad", "why", b"x") for i in range(2)])
+        second = await store.commit(Changes(), [(f"s.{i}", "bad", "why", b"x") for i in (2, 3)])
+        assert first == [1, 2] and second == [3, 4]
+        kept = await store.list_rejected()
+        assert [(r.id, r.subject) for r in kept] == [(4, "s.3"), (3, "s.2"), (2, "s.1")]
+    finally:
+        await store.close()
+
+
+def _new_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t not in before]
+
+
+def test_a_store_its_owner_never_closed_is_closed_when_the_event_loop_ends(tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+
+    async def owner_fails_after_open() -> None:
+        await Store.open(tmp_path / "ff.db")
+        raise RuntimeError("the coordinator failed to start")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(owner_fails_after_open())
+    for thread in _new_threads(before):  # a connection thread left running hangs the exit
+        thread.join(10)
+        assert not thread.is_alive(), thread
+
+
+def test_a_store_that_fails_to_open_leaves_no_connection_behind(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-database.db"
+    path.write_bytes(b"this is not an SQLite file" * 100)
+    before = set(threading.enumerate())
+    with pytest.raises(sqlite3.DatabaseError):
+        asyncio.run(Store.open(path))
+    for thread in _new_threads(before):
+        thread.join(10)
+        assert not thread.is_alive(), thread
