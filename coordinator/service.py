@@ -10,7 +10,9 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import ServiceUnavailableError
 
 from coordinator.agents import AgentRegistry
 from coordinator.api import Api
@@ -29,7 +31,7 @@ from flowforge.jetstream import (
     ensure_task_consumer,
 )
 from flowforge.puller import Puller
-from protocol.errors import FlowForgeError
+from protocol.errors import FlowForgeError, NotConnected
 from protocol.messages import heartbeat_decoder
 from protocol.subjects import API_QUEUE_GROUP
 from protocol.untrusted import Malformed, decode
@@ -84,6 +86,17 @@ class Coordinator:
         await self.shutdown()
 
     async def start(self) -> None:
+        """Open the store, connect, set up streams and restore active runs; whatever was
+        opened is closed again when a step fails (the database threads would keep the
+        process alive)."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.shutdown()
+            raise
+
+    async def _start(self) -> None:
         self._store = await Store.open(self.config.db_path)
         self._nc = await connect(self.config.connect, name="flowforge-coordinator",
                                  initial_attempts=20, on_closed=self._on_nats_closed)
@@ -92,7 +105,12 @@ class Coordinator:
             max_dispatch_bytes=max(64 * 1024, self._nc.max_payload - 64 * 1024),
             backstop_s=2 * self.config.lease_s + 5.0,
         ))
-        await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))
+        try:
+            await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))
+        except (ServiceUnavailableError, NoRespondersError):
+            raise NotConnected(
+                f"NATS at {self.config.connect.url} has no JetStream: start nats-server with "
+                "-js (JetStream on), or leave out --nats and the coordinator embeds one") from None
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
         await publisher.start()
