@@ -37,10 +37,12 @@ class Database:
 
     @classmethod
     async def open(cls, path: Path, pragmas: Iterable[str] = ()) -> "Database":
-        """Both connections in autocommit mode (transactions are explicit ``BEGIN``); the
-        reader is also ``query_only``. Nothing stays open when this fails."""
+        """The reader in autocommit mode (its read transactions are explicit ``BEGIN``) and
+        ``query_only``; the writer opens a transaction by itself before its first change
+        (sqlite3's DEFERRED mode: one hand-over to its thread less per batch). Nothing stays
+        open when this fails."""
         pragmas = tuple(pragmas)
-        writer = await _connect(path, pragmas)
+        writer = await _connect(path, pragmas, begin_implicitly=True)
         try:
             reader = await _connect(path, (*pragmas, "query_only=ON"))
         except BaseException:
@@ -92,11 +94,11 @@ class Database:
 
 @contextlib.asynccontextmanager
 async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """``BEGIN`` ... ``COMMIT``, or ``ROLLBACK`` when the block (or the commit) fails or is
-    cancelled: the rollback is queued after whatever statement was in flight, and is a no-op
-    once the commit has gone through."""
+    """The writer's changes in the block, then ``COMMIT`` (its first change began the
+    transaction), or ``ROLLBACK`` when the block (or the commit) fails or is cancelled: the
+    rollback is queued after whatever statement was in flight, and is a no-op once the
+    commit has gone through."""
     try:
-        await conn.execute("BEGIN")
         yield conn
         await conn.commit()
     except BaseException:
@@ -104,8 +106,9 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Con
         raise
 
 
-async def _connect(path: Path, pragmas: tuple[str, ...]) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
+async def _connect(path: Path, pragmas: tuple[str, ...],
+                   begin_implicitly: bool = False) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(path, isolation_level="DEFERRED" if begin_implicitly else None)
     try:
         for pragma in pragmas:
             await conn.execute_fetchall(f"PRAGMA {pragma}")
