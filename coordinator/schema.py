@@ -83,4 +83,32 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, task)
     ) WITHOUT ROWID;
     """,
+    # 5: schedules, each nominal time they dealt with, and the runs they started
+    """
+    ALTER TABLE runs ADD COLUMN schedule TEXT;
+    ALTER TABLE runs ADD COLUMN scheduled_for REAL;
+    CREATE INDEX runs_of_schedule ON runs (schedule, status) WHERE schedule IS NOT NULL;
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        flow TEXT NOT NULL,
+        spec BLOB NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        note TEXT,
+        cursor REAL NOT NULL,
+        origin TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE schedule_fires (
+        schedule TEXT NOT NULL,
+        nominal REAL NOT NULL,
+        last_nominal REAL NOT NULL,
+        count INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        run_id TEXT,
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (schedule, nominal)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -88,6 +88,10 @@ class RunRecord(msgspec.Struct, kw_only=True):
     only: list[str] | None = None
     """A partial run: just these tasks ran; the others were skipped."""
     counts: RunCounts = msgspec.field(default_factory=RunCounts)
+    schedule: str | None = None
+    """The schedule that started it, if one did."""
+    scheduled_for: float | None = None
+    """A scheduled run's nominal time (UTC epoch seconds): the time whose data it handles."""
 
 
 class RunDetail(msgspec.Struct, kw_only=True):

@@ -106,3 +106,42 @@ def check_schedule(spec: ScheduleSpec) -> None:
 def _check_span(where: str, field: str, value: float, low: float, high: float) -> None:
     if not math.isfinite(value) or not low <= value <= high:
         raise InvalidSchedule(f"{where}: {field} must be from {low:g} to {high:g} seconds")
+
+
+class FireOutcome(StrEnum):
+    STARTED = "started"
+    """A run was started for the nominal time."""
+    SKIPPED = "skipped"
+    """Not run, by a policy (overlap, catch-up); the reason says which."""
+    MISSED = "missed"
+    """Not run: it came due before the catch-up window began."""
+    BUFFERED = "buffered"
+    """Waits for the schedule's running runs (overlap buffer_one / buffer_all)."""
+
+
+class ScheduleState(msgspec.Struct, kw_only=True):
+    """A stored schedule: its spec and where it is."""
+
+    spec: ScheduleSpec
+    paused: bool = False
+    note: str | None = None
+    """Why it was paused."""
+    cursor: float = 0.0
+    """The newest nominal time dealt with (run, skipped or missed): it fires after this."""
+    origin: str = "cli"
+    """Where it was defined: ``code`` (a flow's ``schedules=``) or ``cli`` (the API)."""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class FireRecord(msgspec.Struct, kw_only=True):
+    """What became of one nominal time of a schedule (or of a range of them: ``count``)."""
+
+    schedule: str
+    nominal: float
+    last_nominal: float
+    count: int = 1
+    outcome: FireOutcome
+    reason: str = ""
+    run_id: str | None = None
+    recorded_at: float = 0.0

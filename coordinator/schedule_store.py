@@ -1,0 +1,88 @@
+"""Schedules in SQLite: their state, and a row per nominal time they dealt with (its primary
+key is the schedule and the nominal time, so no nominal time is recorded twice). Writes go in
+the writer's batch transaction (``write``); reads go through the read connection."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from coordinator.database import Database
+from protocol.schedules import FireOutcome, FireRecord, ScheduleSpec, ScheduleState
+
+_enc = msgspec.json.Encoder()
+_spec_dec = msgspec.json.Decoder(ScheduleSpec)
+_STATE_COLS = "name, flow, spec, paused, note, cursor, origin, created_at, updated_at"
+_FIRE_COLS = "schedule, nominal, last_nominal, count, outcome, reason, run_id, recorded_at"
+_OUTCOMES = {o.value: o for o in FireOutcome}
+
+
+def state_row(s: ScheduleState) -> tuple[Any, ...]:
+    return (s.spec.name, s.spec.flow, _enc.encode(s.spec), int(s.paused), s.note, s.cursor,
+            s.origin, s.created_at, s.updated_at)
+
+
+def fire_row(f: FireRecord) -> tuple[Any, ...]:
+    return (f.schedule, f.nominal, f.last_nominal, f.count, f.outcome.value, f.reason,
+            f.run_id, f.recorded_at)
+
+
+def _state(row: tuple[Any, ...]) -> ScheduleState:
+    return ScheduleState(spec=_spec_dec.decode(row[2]), paused=bool(row[3]), note=row[4],
+                         cursor=row[5], origin=row[6], created_at=row[7], updated_at=row[8])
+
+
+def _fire(row: tuple[Any, ...]) -> FireRecord:
+    return FireRecord(schedule=row[0], nominal=row[1], last_nominal=row[2], count=row[3],
+                      outcome=_OUTCOMES[row[4]], reason=row[5], run_id=row[6],
+                      recorded_at=row[7])
+
+
+@dataclass(slots=True)
+class ScheduleWrites:
+    """What a batch changes about schedules (written in its transaction)."""
+
+    states: dict[str, ScheduleState] = field(default_factory=dict)
+    fires: list[FireRecord] = field(default_factory=list)
+    deleted: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.fires or self.deleted)
+
+
+async def write(conn: aiosqlite.Connection, states: Iterable[ScheduleState],
+                fires: Iterable[FireRecord], deleted: Iterable[str] = ()) -> None:
+    """Inside the writer's transaction: schedules as they are now, the nominal times dealt
+    with (a time already recorded keeps its first record), schedules deleted."""
+    states, fires, deleted = list(states), list(fires), list(deleted)
+    if states:
+        await conn.executemany(f"INSERT OR REPLACE INTO schedules ({_STATE_COLS}) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [state_row(s) for s in states])
+    if fires:
+        await conn.executemany(f"INSERT OR IGNORE INTO schedule_fires ({_FIRE_COLS}) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [fire_row(f) for f in fires])
+    if deleted:
+        await conn.executemany("DELETE FROM schedules WHERE name = ?", [(n,) for n in deleted])
+
+
+async def all_states(db: Database) -> list[ScheduleState]:
+    return [_state(r) for r in await db.fetchall(
+        f"SELECT {_STATE_COLS} FROM schedules ORDER BY name")]
+
+
+async def get_state(db: Database, name: str) -> ScheduleState | None:
+    row = await db.fetchone(f"SELECT {_STATE_COLS} FROM schedules WHERE name = ?", (name,))
+    return None if row is None else _state(row)
+
+
+async def fires_of(db: Database, name: str, limit: int = 50,
+                   outcome: FireOutcome | None = None) -> list[FireRecord]:
+    """The newest records of a schedule's nominal times, newest first."""
+    where, args = "schedule = ?", [name]
+    if outcome is not None:
+        where, args = where + " AND outcome = ?", [*args, outcome.value]
+    rows = await db.fetchall(f"SELECT {_FIRE_COLS} FROM schedule_fires WHERE {where} "
+                             "ORDER BY nominal DESC LIMIT ?", (*args, limit))
+    return [_fire(r) for r in rows]
