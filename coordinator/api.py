@@ -98,6 +98,13 @@ class Api:
             ("tasks", "log"): self.task_log,
         }
 
+    def route(self, handlers: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]]) -> None:
+        """Answer more requests (each noun and verb must have a request type in
+        ``protocol.api.API_REQUESTS``)."""
+        for key in handlers:
+            assert key in _decoders, key
+        self._handlers.update(handlers)
+
     async def on_message(self, msg: Msg) -> None:
         """Subscription callback: each request runs as its own task, at most
         ``MAX_HANDLED_AT_ONCE`` at a time; past ``MAX_WAITING`` (or ``MAX_WAITING_BYTES``) a

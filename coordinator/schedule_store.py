@@ -55,14 +55,18 @@ class ScheduleWrites:
 async def write(conn: aiosqlite.Connection, states: Iterable[ScheduleState],
                 fires: Iterable[FireRecord], deleted: Iterable[str] = ()) -> None:
     """Inside the writer's transaction: schedules as they are now, the nominal times dealt
-    with (a time already recorded keeps its first record), schedules deleted."""
+    with (a time already recorded keeps its record, unless it was waiting: buffered),
+    schedules deleted."""
     states, fires, deleted = list(states), list(fires), list(deleted)
     if states:
         await conn.executemany(f"INSERT OR REPLACE INTO schedules ({_STATE_COLS}) "
                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [state_row(s) for s in states])
     if fires:
-        await conn.executemany(f"INSERT OR IGNORE INTO schedule_fires ({_FIRE_COLS}) "
-                               "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [fire_row(f) for f in fires])
+        await conn.executemany(
+            f"INSERT INTO schedule_fires ({_FIRE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (schedule, nominal) DO UPDATE SET outcome = excluded.outcome, "
+            "reason = excluded.reason, run_id = excluded.run_id, recorded_at = excluded.recorded_at "
+            "WHERE schedule_fires.outcome = 'buffered'", [fire_row(f) for f in fires])
     if deleted:
         await conn.executemany("DELETE FROM schedules WHERE name = ?", [(n,) for n in deleted])
 

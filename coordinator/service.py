@@ -19,7 +19,9 @@ from coordinator.api import Api
 from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
 from coordinator.recovery import recover_runs, still_queued
+from coordinator.schedule_clock import ScheduleClock
 from coordinator.scheduler import Scheduler, SchedulerSettings
+from coordinator.schedules_api import SchedulesApi
 from coordinator.store import Store
 from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
 from flowforge.auth import Identity
@@ -70,6 +72,7 @@ class Coordinator:
         self._stop = asyncio.Event()
         self._closed = False
         self.writer: Writer | None = None
+        self.schedules: ScheduleClock | None = None
         self.scheduler: Scheduler
         """Built by ``start()``: its settings depend on the NATS server's max_payload."""
         self.started = asyncio.Event()
@@ -126,6 +129,9 @@ class Coordinator:
         for queue in flows.queues():
             await ensure_task_consumer(js, self.subjects, queue, self.config.lease_s, update=True)
         await self._restore()
+        self.schedules = ScheduleClock(self.writer, self._store)
+        await self.schedules.start()
+        self._api.route(SchedulesApi(self.schedules, flows).handlers())
 
     async def _restore(self) -> None:
         """Rebuild active runs from SQLite, apply the reports that piled up, re-publish the rest.
@@ -277,6 +283,8 @@ class Coordinator:
             return
         self._closed = True
         self._stop.set()
+        if self.schedules is not None:
+            self.schedules.stop()
         if self._running:
             await self._finished.wait()
         if self.writer is not None:

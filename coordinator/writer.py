@@ -5,7 +5,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from coordinator.flows import FlowCache
 from coordinator.graph import CompiledFlow
 from coordinator.intake import ReportChecks, checked_key, flow_and_scope, kind_of, scoped_key
 from coordinator.publisher import Publisher
+from coordinator.schedule_store import ScheduleWrites
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from flowforge.auth import Identity
@@ -107,6 +108,7 @@ class Batch:
     keys: dict[tuple[str, str], RunRecord] = field(default_factory=dict)
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
     log_msgs: list[TaskLog] = field(default_factory=list)
+    schedules: ScheduleWrites = field(default_factory=ScheduleWrites)
 
 
 class Writer:
@@ -125,6 +127,8 @@ class Writer:
         self._trigger_prefix = trigger_prefix
         self.inbox: asyncio.Queue[Input] = asyncio.Queue(maxsize=256)
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.run_listeners: list[Callable[[Iterable[RunRecord]], None]] = []
+        """Told of the runs each batch changed, once it is committed."""
 
     async def submit(self, fn: Callable[[float, "Batch"], Awaitable[Any]]) -> Any:
         """Run ``fn`` in the next batch; returns once its changes are committed."""
@@ -184,9 +188,10 @@ class Writer:
     async def _commit_and_publish(self, batch: Batch) -> None:
         ch = batch.changes
         ids: list[int] = []
-        if ch or batch.rejected or batch.logs:
+        if ch or batch.rejected or batch.logs or batch.schedules:
             ids = await self.store.commit(
-                ch, [(r.subject, r.code, r.reason, r.raw) for r in batch.rejected], batch.logs)
+                ch, [(r.subject, r.code, r.reason, r.raw) for r in batch.rejected], batch.logs,
+                batch.schedules)
         for future, result in batch.replies:  # committed: callers may know now
             if future.done():
                 continue
@@ -208,6 +213,8 @@ class Writer:
                 await _settle(r.msg.term)
         await self.publisher.ack(batch.acks)
         self.arm_timers(ch.timers)
+        for listener in self.run_listeners:
+            listener(ch.runs.values())
 
     def arm_timers(self, timers: list[Timer]) -> None:
         loop = asyncio.get_running_loop()
@@ -306,8 +313,14 @@ class Writer:
         request = StartRun(flow=flow, params=trigger.params, idempotency_key=key, source="trigger")
         await self._start(request, now, batch, first_of_key)
 
+    async def start_scheduled(self, request: StartRun, now: float, batch: Batch, schedule: str,
+                              nominal: float) -> RunRecord:
+        """A schedule's run for one nominal time, inside the schedule clock's batch."""
+        return await self._start(request, now, batch, scheduled=(schedule, nominal))
+
     async def _start(self, request: StartRun, now: float, batch: Batch,
-                     first_of_key: bool = False) -> RunRecord:
+                     first_of_key: bool = False,
+                     scheduled: tuple[str, float] | None = None) -> RunRecord:
         """Start a run (or return the run its idempotency key already started; with
         ``first_of_key`` the key is known to be new and the store is not asked)."""
         flow = await self.flows.current(request.flow)
@@ -333,6 +346,8 @@ class Writer:
             run_id=new_run_id(), flow=request.flow, version=flow.version,
             params=dict(request.params), created_at=now, idempotency_key=key,
             source=request.source, only=sorted(only) if only is not None else None,
+            schedule=scheduled[0] if scheduled else None,
+            scheduled_for=scheduled[1] if scheduled else None,
         )
         if key:
             batch.keys[(request.flow, key)] = run

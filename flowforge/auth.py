@@ -24,7 +24,8 @@ IDENTITIES = "identities.json"
 """Who is who (not secret): the coordinator reads which queues each agent may report on."""
 ROLES = ("coordinator", "agent", "operator", "trigger", "observer")
 READ_VERBS = (("runs", "get"), ("runs", "list"), ("flows", "list"), ("flows", "get"),
-              ("tasks", "log"), ("agents", "list"), ("rejected", "list"))
+              ("tasks", "log"), ("agents", "list"), ("rejected", "list"),
+              ("schedules", "list"), ("schedules", "get"))
 """The API requests that change nothing: all an observer may send."""
 
 

@@ -37,6 +37,7 @@ from protocol.records import (
     TaskEvents,
     TaskRecord,
 )
+from protocol.schedules import ScheduleSpec
 from protocol.states import RUN_FINAL, RunStatus
 from protocol.untrusted import decode
 
@@ -329,6 +330,17 @@ class Client:
 
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
         return await self.request(api.ListRejected(limit=limit), list[RejectedMessage])
+
+    async def put_schedule(self, spec: ScheduleSpec) -> api.ScheduleDetail:
+        """Create or change a schedule (``flowforge schedule add``)."""
+        return await self.request(api.PutSchedule(spec=spec), api.ScheduleDetail)
+
+    async def schedules(self) -> list[api.ScheduleDetail]:
+        return await self.request(api.ListSchedules(), list[api.ScheduleDetail])
+
+    async def schedule(self, name: str, fires: int = 20, upcoming: int = 5) -> api.ScheduleDetail:
+        return await self.request(api.GetSchedule(name=name, fires=fires, upcoming=upcoming),
+                                  api.ScheduleDetail)
 
     async def wait(self, run_id: str, timeout_s: float | None = None,
                    poll_s: float = 2.0,

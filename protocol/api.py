@@ -7,6 +7,7 @@ import msgspec
 from protocol.fields import Key, ListLimit, Name, Token
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_ID_CHARS
+from protocol.schedules import FireRecord, ScheduleSpec, ScheduleState
 from protocol.states import RunStatus
 
 
@@ -98,6 +99,32 @@ class ListAgents(msgspec.Struct, frozen=True, kw_only=True):
     """Also list agents that stopped or were lost."""
 
 
+class PutSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """Create a schedule, or change one (its cursor stays: nothing fires twice)."""
+
+    spec: ScheduleSpec
+
+
+class ListSchedules(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class GetSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    name: Name
+    fires: ListLimit = 20
+    """How many of the newest nominal times dealt with to include."""
+    upcoming: ListLimit = 5
+    """How many next fire times to include."""
+
+
+class ScheduleDetail(msgspec.Struct, frozen=True, kw_only=True):
+    state: ScheduleState
+    next_fires: list[float]
+    """The next nominal times (UTC epoch seconds); empty when paused or ended."""
+    fires: list[FireRecord] = []
+    """The newest nominal times dealt with, newest first."""
+
+
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     code: str
     message: str
@@ -124,6 +151,9 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("tasks", "log"): GetLog,
     ("rejected", "list"): ListRejected,
     ("agents", "list"): ListAgents,
+    ("schedules", "put"): PutSchedule,
+    ("schedules", "list"): ListSchedules,
+    ("schedules", "get"): GetSchedule,
 }
 
 class RawReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,6 +21,8 @@ class ErrorCode(StrEnum):
     """A message or value is over its size limit."""
     INVALID_STATE = "invalid_state"
     """The request does not fit the current state (e.g. cancelling a finished run)."""
+    UNKNOWN_SCHEDULE = "unknown_schedule"
+    """No schedule of that name exists."""
     BUSY = "busy"
     """The coordinator has too many requests in hand; try again shortly."""
     INTERNAL = "internal"
@@ -95,6 +97,13 @@ class UnknownRun(FlowForgeError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run with id {run_id!r}")
+
+
+class UnknownSchedule(FlowForgeError):
+    code = ErrorCode.UNKNOWN_SCHEDULE
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}; `flowforge schedule list` shows them")
 
 
 class InvalidParams(FlowForgeError):

@@ -84,3 +84,19 @@ async def test_a_failed_batch_writes_none_of_its_schedule_changes(tmp_path: Path
         assert await schedule_store.fires_of(store.database, "hourly") == []
     finally:
         await store.close()
+
+
+async def test_a_buffered_nominal_time_is_the_one_record_that_changes_when_it_starts(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db")
+    try:
+        await store.commit(Changes(), schedules=ScheduleWrites(
+            fires=[_fire(3600.0, FireOutcome.BUFFERED, run_id=None)]))
+        await store.commit(Changes(), schedules=ScheduleWrites(fires=[_fire(3600.0)]))
+        await store.commit(Changes(), schedules=ScheduleWrites(
+            fires=[_fire(3600.0, FireOutcome.SKIPPED, run_id=None)]))  # started stays
+        [fire] = await schedule_store.fires_of(store.database, "hourly")
+        assert (fire.outcome, fire.run_id) == (FireOutcome.STARTED, "r1")
+    finally:
+        await store.close()

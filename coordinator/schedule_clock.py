@@ -1,0 +1,219 @@
+"""ScheduleClock: fires schedules on time, each nominal time once, inside the writer's batches.
+
+The next fire of every schedule waits in a heap with one timer for the earliest, so a tick
+costs nothing per idle schedule. A due schedule is dealt with in a writer batch: the catch-up
+policy picks the nominal times to run, the overlap policy what each does, and the runs (keyed
+``schedule:<name>:<nominal>``), the records of the times and the schedule's new cursor are
+committed together. After a kill -9 either all of it happened or none of it did; a restart
+starts again from the cursor, so no nominal time runs twice and none is lost.
+"""
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from coordinator import schedule_store
+from coordinator.firing import Action, may_start_buffered, on_fire
+from coordinator.store import Store
+from coordinator.writer import Batch, Writer
+from flowforge.firetimes import catch_up, fire_at, next_fires
+from protocol.api import StartRun
+from protocol.records import RunRecord
+from protocol.schedules import FireOutcome, FireRecord, ScheduleState
+from protocol.states import RUN_FINAL, RunStatus
+
+log = logging.getLogger("flowforge.coordinator.schedules")
+
+MISSED_REASON = "outside the catch-up window"
+
+
+def run_key(name: str, nominal: float) -> str:
+    """The idempotency key of a schedule's run for one nominal time."""
+    return f"schedule:{name}:{nominal!r}"
+
+
+class ScheduleClock:
+    """``await start()`` after the coordinator restored its runs; ``stop()`` at shutdown."""
+
+    def __init__(self, writer: Writer, store: Store) -> None:
+        self.writer = writer
+        self.store = store
+        self.states: dict[str, ScheduleState] = {}
+        self.running: dict[str, set[str]] = {}
+        """Active runs of each schedule."""
+        self.buffered: dict[str, deque[float]] = {}
+        """Nominal times waiting for the schedule's runs (overlap buffer_one / buffer_all)."""
+        self._heap: list[tuple[float, str, int]] = []
+        self._generation: dict[str, int] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._firing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+        writer.run_listeners.append(self._runs_changed)
+
+    async def start(self) -> None:
+        db = self.store.database
+        for state in await schedule_store.all_states(db):
+            name = state.spec.name
+            self.states[name] = state
+            waiting = await schedule_store.fires_of(db, name, 1000, FireOutcome.BUFFERED)
+            if waiting:
+                self.buffered[name] = deque(sorted(f.nominal for f in waiting))
+            self.plan(name)
+        for run in await self.store.active_runs():
+            if run.schedule is not None:
+                self.running.setdefault(run.schedule, set()).add(run.run_id)
+        self._arm()
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in (self._firing, *self._tasks):
+            if task is not None:
+                task.cancel()
+
+    # -- when ---------------------------------------------------------------------------------
+
+    def plan(self, name: str) -> None:
+        """Put the schedule's next fire in the heap (replacing any it had there)."""
+        self._generation[name] = generation = self._generation.get(name, 0) + 1
+        state = self.states.get(name)
+        if state is None or state.paused:
+            return
+        upcoming = next_fires(state.spec, state.cursor, 1)
+        if upcoming:
+            heapq.heappush(self._heap, (fire_at(state.spec, upcoming[0]), name, generation))
+            self._arm()
+
+    def _arm(self) -> None:
+        while self._heap and self._heap[0][2] != self._generation.get(self._heap[0][1]):
+            heapq.heappop(self._heap)  # replaced or deleted since
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._heap and not self._stopped and (self._firing is None or self._firing.done()):
+            delay = max(0.0, self._heap[0][0] - time.time())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._due)
+
+    def _due(self) -> None:
+        self._timer = None
+        self._firing = asyncio.ensure_future(self._fire_due())
+
+    async def _fire_due(self) -> None:
+        try:
+            await self.writer.submit(self._fire_in_batch)
+        except Exception:
+            log.exception("firing schedules failed; trying again in a second")
+            await asyncio.sleep(1.0)
+        finally:
+            self._firing = None
+            self._arm()
+
+    async def _fire_in_batch(self, now: float, batch: Batch) -> None:
+        due: list[str] = []
+        while self._heap and self._heap[0][0] <= now:
+            _, name, generation = heapq.heappop(self._heap)
+            if generation == self._generation.get(name):
+                due.append(name)
+        for name in due:
+            await self.fire(name, now, batch)
+            self.plan(name)
+
+    # -- what ---------------------------------------------------------------------------------
+
+    async def fire(self, name: str, now: float, batch: Batch) -> None:
+        """The times of ``name`` due by ``now``: run, buffer or record each as skipped."""
+        state = self.states[name]
+        result = catch_up(state.spec, state.cursor, now)
+        for gap in result.skipped:
+            outcome = FireOutcome.MISSED if gap.reason == MISSED_REASON else FireOutcome.SKIPPED
+            self._record(batch, name, gap.first, outcome, gap.reason, now, gap.last, gap.count)
+        for nominal in result.run:
+            await self._one_time(name, nominal, now, batch)
+        state.cursor = max(state.cursor, result.cursor)
+        state.updated_at = now
+        batch.schedules.states[name] = state
+
+    async def _one_time(self, name: str, nominal: float, now: float, batch: Batch) -> None:
+        state = self.states[name]
+        running = self.running.get(name, set())
+        decision = on_fire(state.spec.overlap, len(running), len(self.buffered.get(name, ())))
+        if decision.action is Action.SKIP:
+            self._record(batch, name, nominal, FireOutcome.SKIPPED, decision.reason, now)
+        elif decision.action is Action.BUFFER:
+            self.buffered.setdefault(name, deque()).append(nominal)
+            self._record(batch, name, nominal, FireOutcome.BUFFERED, decision.reason, now)
+        else:
+            if decision.action is Action.CANCEL_THEN_START:
+                for run_id in sorted(running):
+                    self.writer.scheduler.cancel(run_id, now, batch.changes)
+            await self.start_run(name, nominal, now, batch, decision.reason)
+
+    async def start_run(self, name: str, nominal: float, now: float, batch: Batch,
+                        reason: str = "") -> RunRecord:
+        spec = self.states[name].spec
+        request = StartRun(flow=spec.flow, params=spec.params, source="schedule",
+                           idempotency_key=run_key(name, nominal))
+        run = await self.writer.start_scheduled(request, now, batch, name, nominal)
+        if run.status not in RUN_FINAL:
+            self.running.setdefault(name, set()).add(run.run_id)
+        self._record(batch, name, nominal, FireOutcome.STARTED, reason, now, run_id=run.run_id)
+        return run
+
+    @staticmethod
+    def _record(batch: Batch, name: str, nominal: float, outcome: FireOutcome, reason: str,
+                now: float, last: float | None = None, count: int = 1,
+                run_id: str | None = None) -> None:
+        batch.schedules.fires.append(FireRecord(
+            schedule=name, nominal=nominal, last_nominal=nominal if last is None else last,
+            count=count, outcome=outcome, reason=reason, run_id=run_id, recorded_at=now))
+
+    # -- runs ending --------------------------------------------------------------------------
+
+    def _runs_changed(self, runs: Iterable[RunRecord]) -> None:
+        """After a commit: runs of schedules that ended free their schedule; a failure pauses
+        a schedule that asks for it; a buffered time starts when nothing is going."""
+        for run in runs:
+            if run.schedule is None or run.status not in RUN_FINAL:
+                continue
+            self.running.get(run.schedule, set()).discard(run.run_id)
+            state = self.states.get(run.schedule)
+            if state is None:
+                continue
+            if run.status is RunStatus.FAILED and state.spec.pause_on_failure and not state.paused:
+                self._later(self._pause_after_failure(run))
+            if may_start_buffered(len(self.running.get(run.schedule, ())),
+                                  len(self.buffered.get(run.schedule, ()))):
+                self._later(self._start_buffered(run.schedule))
+
+    def _later(self, coro: "asyncio.Future[None] | object") -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pause_after_failure(self, run: RunRecord) -> None:
+        async def act(now: float, batch: Batch) -> None:
+            state = self.states.get(run.schedule or "")
+            if state is not None and not state.paused:
+                state.paused, state.note, state.updated_at = True, (
+                    f"paused: run {run.run_id} failed (pause_on_failure)"), now
+                batch.schedules.states[state.spec.name] = state
+                self.plan(state.spec.name)
+
+        with contextlib.suppress(Exception):
+            await self.writer.submit(act)
+
+    async def _start_buffered(self, name: str) -> None:
+        async def act(now: float, batch: Batch) -> None:
+            waiting = self.buffered.get(name)
+            if name in self.states and waiting and not self.running.get(name):
+                await self.start_run(name, waiting.popleft(), now, batch,
+                                     "buffered until the schedule's runs ended")
+
+        with contextlib.suppress(Exception):
+            await self.writer.submit(act)

@@ -1,0 +1,84 @@
+"""Schedules on the real stack (NATS, SQLite, an in-process coordinator and agent): a schedule
+fires runs that know their nominal time, each nominal time once, across a coordinator
+restart; a bad schedule is refused with what to fix."""
+
+import pytest
+
+from flowforge.client import Client
+from protocol.errors import RemoteError
+from protocol.records import RunRecord
+from protocol.schedules import Catchup, FireOutcome, Overlap, ScheduleSpec
+from protocol.states import RunStatus
+from tests import inputflows
+from tests.helpers import wait_for
+
+
+async def _scheduled_runs(client: Client) -> list[RunRecord]:
+    return [r for r in await client.runs(flow="noop", limit=1000) if r.schedule == "tick"]
+
+
+async def test_a_schedule_fires_each_nominal_time_once_across_a_coordinator_restart(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    coordinator = await start_coordinator()
+    flow = inputflows.register_noop()  # before the agent: it serves what is registered
+    await start_agent()
+    await client.register([flow])
+    detail = await client.put_schedule(ScheduleSpec(
+        name="tick", flow="noop", every_s=1.0, catchup=Catchup.ALL, overlap=Overlap.ALLOW_ALL))
+    assert len(detail.next_fires) == 5 and detail.next_fires[0] == int(detail.next_fires[0])
+
+    async def at_least(n: int) -> bool:
+        runs = await _scheduled_runs(client)
+        return sum(r.status is RunStatus.SUCCEEDED for r in runs) >= n
+
+    await wait_for(lambda: at_least(3), timeout_s=30)
+    await coordinator.shutdown()  # fires keep coming due while it is down
+    await start_coordinator()
+    await wait_for(lambda: at_least(8), timeout_s=30)
+
+    runs = await _scheduled_runs(client)
+    nominal = sorted(r.scheduled_for for r in runs if r.scheduled_for is not None)
+    assert len(nominal) == len(runs) == len(set(nominal)), "a nominal time ran twice"
+    assert nominal == [float(t) for t in range(int(nominal[0]), int(nominal[-1]) + 1)], (
+        "a nominal time was lost")
+    for run in runs:
+        assert run.source == "schedule" and run.idempotency_key == f"schedule:tick:{run.scheduled_for!r}"
+        assert run.created_at >= run.scheduled_for  # type: ignore[operator]
+    shown = await client.schedule("tick", fires=100)
+    started = {f.nominal: f.run_id for f in shown.fires if f.outcome is FireOutcome.STARTED}
+    assert {r.scheduled_for: r.run_id for r in runs}.items() <= started.items()
+    assert shown.state.cursor >= nominal[-1] and shown.next_fires[0] > shown.state.cursor
+
+
+async def test_a_running_run_makes_an_overlap_skip_schedule_record_its_fires_as_skipped(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop()])  # no agent: the first run stays queued
+    await client.put_schedule(ScheduleSpec(name="tick", flow="noop", every_s=1.0))
+
+    async def skipped() -> bool:
+        shown = await client.schedule("tick", fires=20)
+        return any(f.outcome is FireOutcome.SKIPPED for f in shown.fires)
+
+    await wait_for(skipped, timeout_s=20)
+    shown = await client.schedule("tick", fires=20)
+    started = [f for f in shown.fires if f.outcome is FireOutcome.STARTED]
+    assert len(started) == 1
+    assert all("overlap skip" in f.reason for f in shown.fires if f.outcome is FireOutcome.SKIPPED)
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    ({"cron": "0 25 * * *"}, "is not valid"),
+    ({"cron": "0 * * * *", "timezone": "Mars/Base"}, "not an IANA time zone"),
+    ({"every_s": 60.0, "flow": "nope"}, "no flow named 'nope'"),
+    ({"every_s": 60.0, "params": {"x": 1}}, "x"),
+])
+async def test_a_schedule_that_cannot_work_is_refused_with_what_to_fix(
+    coordinator, client: Client, change: dict, said: str
+) -> None:
+    await client.register([inputflows.register_noop()])
+    fields = {"name": "bad", "flow": "noop", **change}
+    with pytest.raises(RemoteError, match=said):
+        await client.put_schedule(ScheduleSpec(**fields))
+    assert await client.schedules() == []
