@@ -119,4 +119,5 @@ def call_for(function: str, kwargs: dict[str, Any], ctx: TaskContext) -> Call:
         function=function, kwargs={k: v for k, v in kwargs.items() if v is not ctx},
         ctx_param=ctx_param, run_id=ctx.run_id, flow=ctx.flow, task=ctx.task,
         attempt=ctx.attempt, params=ctx.params, agent_id=ctx.agent_id,
+        scheduled_for=None if ctx.scheduled_for is None else ctx.scheduled_for.timestamp(),
     )

@@ -30,6 +30,7 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     params: dict[str, Any] = {}
     agent_id: str = ""
+    scheduled_for: float | None = None
 
 
 class Line(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -61,7 +62,7 @@ def serve(out: Any, inp: Any) -> None:
         if call.ctx_param:
             kwargs[call.ctx_param] = TaskContext(
                 run_id=call.run_id, flow=call.flow, task=call.task, attempt=call.attempt,
-                params=call.params, agent_id=call.agent_id,
+                params=call.params, agent_id=call.agent_id, scheduled_for=call.scheduled_for,
                 sink=lambda f, m: send(Line(kind="progress", fraction=f, message=m)),
             )
         send(_run(call.function, kwargs))

@@ -81,6 +81,7 @@ class TaskRunner:
         item.ctx = TaskContext(
             run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
             params=task.params, agent_id=self._agent_id, sink=sink,
+            scheduled_for=task.scheduled_for,
         )
         if task.run_id in self._cancelled_runs:
             return cancelled(task, self._agent_id, time.time())

@@ -93,6 +93,7 @@ class RunState:
             run_id=self.run.run_id, flow=self.run.flow, version=self.flow.version,
             task=rec.task, function=spec.function, attempt=rec.dispatch, params=params,
             inputs=inputs, timeout_s=spec.timeout_s, queued_at=rec.queued_at or 0.0,
+            scheduled_for=self.run.scheduled_for,
         )
 
     def unblock_downstream(self, task: str, ch: Changes) -> None:

@@ -1,5 +1,6 @@
 """TaskContext: what a running task knows about itself and how it talks back."""
 
+import datetime
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ class TaskContext:
         params: Mapping[str, Any],
         agent_id: str,
         sink: ProgressSink,
+        scheduled_for: float | None = None,
     ) -> None:
         self.run_id = run_id
         self.flow = flow
@@ -29,6 +31,10 @@ class TaskContext:
         self.attempt = attempt
         self.params = dict(params)
         self.agent_id = agent_id
+        self.scheduled_for = (None if scheduled_for is None
+                              else datetime.datetime.fromtimestamp(scheduled_for, datetime.UTC))
+        """A scheduled run's nominal time (aware, UTC): the hour or day whose data this run
+        handles, however late it started; None for a run nobody scheduled."""
         self._sink = sink
         self._cancelled = False  # set by the agent's loop, read by the task's thread
 

@@ -43,6 +43,8 @@ class TaskDispatch(Message, frozen=True, kw_only=True, tag="task.v1"):
     inputs: dict[str, msgspec.Raw] = {}
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMESTAMP)] | None = None
     queued_at: Time = 0.0
+    scheduled_for: Time | None = None
+    """A scheduled run's nominal time (UTC epoch seconds)."""
 
 
 # agents -> coordinator, on <ns>.report.<run_id> (or .several, for TaskResults of many runs)

@@ -4,7 +4,7 @@ import importlib
 import sys
 from types import ModuleType
 
-from flowforge import register_task_pipeline
+from flowforge import TaskContext, register_task_pipeline
 from protocol.flows import FlowSpec
 
 SEED_MODULE = "examples.seed_pipelines"
@@ -17,6 +17,17 @@ def greet(name: str, times: int = 1) -> str:
 
 def noop() -> str:
     return "done"
+
+
+def which_hour(ctx: TaskContext) -> str | None:
+    """The nominal time a scheduled run handles, as the task sees it."""
+    return None if ctx.scheduled_for is None else ctx.scheduled_for.isoformat()
+
+
+def register_which_hour() -> FlowSpec:
+    return register_task_pipeline(flow_name="which_hour", pipeline={
+        "which_hour": {"function": which_hour, "depends_on": []},
+    })
 
 
 def register_greeting() -> FlowSpec:

@@ -2,6 +2,9 @@
 fires runs that know their nominal time, each nominal time once, across a coordinator
 restart; a bad schedule is refused with what to fix."""
 
+from datetime import UTC, datetime
+
+import msgspec
 import pytest
 
 from flowforge.client import Client
@@ -82,3 +85,25 @@ async def test_a_schedule_that_cannot_work_is_refused_with_what_to_fix(
     with pytest.raises(RemoteError, match=said):
         await client.put_schedule(ScheduleSpec(**fields))
     assert await client.schedules() == []
+
+
+async def test_a_scheduled_task_knows_the_nominal_time_it_handles(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = inputflows.register_which_hour()
+    await start_agent()
+    await client.register([flow])
+    by_hand = await client.wait((await client.start("which_hour")).run_id, timeout_s=20)
+    assert msgspec.json.decode(by_hand.tasks[0].output) is None
+    await client.put_schedule(ScheduleSpec(name="hourly", flow="which_hour", every_s=1.0))
+
+    async def scheduled() -> list[RunRecord]:
+        return [r for r in await client.runs(flow="which_hour") if r.schedule == "hourly"
+                and r.status is RunStatus.SUCCEEDED]
+
+    await wait_for(scheduled, timeout_s=20)
+    run = (await scheduled())[0]
+    detail = await client.get(run.run_id)
+    assert run.scheduled_for is not None
+    assert msgspec.json.decode(detail.tasks[0].output) == datetime.fromtimestamp(
+        run.scheduled_for, UTC).isoformat()
