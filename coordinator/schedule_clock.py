@@ -11,6 +11,7 @@ starts again from the cursor, so no nominal time runs twice and none is lost.
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -20,7 +21,7 @@ from coordinator import schedule_store
 from coordinator.firing import Action, may_start_buffered, on_fire
 from coordinator.store import Store
 from coordinator.writer import Batch, Writer
-from flowforge.firetimes import catch_up, fire_at, next_fires
+from flowforge.firetimes import MAX_RECORDED, catch_up, fire_at, next_fires, nominal_times
 from protocol.api import StartRun
 from protocol.records import RunRecord
 from protocol.schedules import FireOutcome, FireRecord, ScheduleState
@@ -172,6 +173,18 @@ class ScheduleClock:
         batch.schedules.fires.append(FireRecord(
             schedule=name, nominal=nominal, last_nominal=nominal if last is None else last,
             count=count, outcome=outcome, reason=reason, run_id=run_id, recorded_at=now))
+
+    def skip_paused(self, state: ScheduleState, now: float, batch: Batch) -> None:
+        """Resuming: the times that came due while paused are recorded as skipped and the
+        cursor moves to now (a pause is not downtime: nothing is caught up)."""
+        name = state.spec.name
+        times = list(itertools.islice(itertools.takewhile(
+            lambda t: t <= now, nominal_times(state.spec, state.cursor)), MAX_RECORDED + 1))
+        if len(times) > MAX_RECORDED:
+            self._record(batch, name, times[0], FireOutcome.SKIPPED, "paused", now, now, 0)
+        for t in times if len(times) <= MAX_RECORDED else []:
+            self._record(batch, name, t, FireOutcome.SKIPPED, "paused", now)
+        state.cursor = max(state.cursor, now)
 
     # -- runs ending --------------------------------------------------------------------------
 

@@ -8,9 +8,19 @@ from coordinator.flows import FlowCache
 from coordinator.schedule_clock import ScheduleClock
 from coordinator.writer import Batch
 from flowforge.firetimes import check_timing, next_fires
-from protocol.api import GetSchedule, ListSchedules, PutSchedule, ScheduleDetail
+from protocol.api import (
+    DeleteSchedule,
+    GetSchedule,
+    ListSchedules,
+    PauseSchedule,
+    PutSchedule,
+    ResumeSchedule,
+    ScheduleDetail,
+    TriggerSchedule,
+)
 from protocol.dag import check_params
 from protocol.errors import UnknownSchedule
+from protocol.records import RunRecord
 from protocol.schedules import ScheduleState
 
 
@@ -21,7 +31,55 @@ class SchedulesApi:
 
     def handlers(self) -> dict[tuple[str, str], Callable[[Any], Awaitable[Any]]]:
         return {("schedules", "put"): self.put, ("schedules", "list"): self.list_all,
-                ("schedules", "get"): self.get}
+                ("schedules", "get"): self.get, ("schedules", "pause"): self.pause,
+                ("schedules", "resume"): self.resume, ("schedules", "delete"): self.delete,
+                ("schedules", "trigger"): self.trigger}
+
+    async def pause(self, req: PauseSchedule) -> ScheduleDetail:
+        async def act(now: float, batch: Batch) -> ScheduleState:
+            state = self._state(req.name)
+            state.paused, state.note, state.updated_at = True, req.note, now
+            return self._changed(state, batch)
+
+        return self._detail(await self.clock.writer.submit(act))
+
+    async def resume(self, req: ResumeSchedule) -> ScheduleDetail:
+        async def act(now: float, batch: Batch) -> ScheduleState:
+            state = self._state(req.name)
+            if state.paused:
+                self.clock.skip_paused(state, now, batch)
+                state.paused, state.note, state.updated_at = False, None, now
+            return self._changed(state, batch)
+
+        return self._detail(await self.clock.writer.submit(act))
+
+    async def delete(self, req: DeleteSchedule) -> ScheduleDetail:
+        async def act(now: float, batch: Batch) -> ScheduleState:
+            state = self._state(req.name)
+            del self.clock.states[req.name]
+            batch.schedules.deleted.add(req.name)
+            self.clock.plan(req.name)  # forgets its next fire
+            return state
+
+        return self._detail(await self.clock.writer.submit(act), upcoming=0)
+
+    async def trigger(self, req: TriggerSchedule) -> RunRecord:
+        async def act(now: float, batch: Batch) -> RunRecord:
+            self._state(req.name)
+            return await self.clock.start_run(req.name, now, now, batch, "triggered by hand")
+
+        return await self.clock.writer.submit(act)
+
+    def _state(self, name: str) -> ScheduleState:
+        state = self.clock.states.get(name)
+        if state is None:
+            raise UnknownSchedule(name)
+        return state
+
+    def _changed(self, state: ScheduleState, batch: Batch) -> ScheduleState:
+        batch.schedules.states[state.spec.name] = state
+        self.clock.plan(state.spec.name)
+        return state
 
     async def put(self, req: PutSchedule) -> ScheduleDetail:
         """Create or change a schedule; a changed one keeps its cursor and pause."""
@@ -57,5 +115,6 @@ class SchedulesApi:
     @staticmethod
     def _detail(state: ScheduleState, upcoming: int = 5,
                 fires: list[Any] | None = None) -> ScheduleDetail:
-        times = [] if state.paused else next_fires(state.spec, state.cursor, upcoming)
+        times = [] if state.paused or not upcoming else next_fires(state.spec, state.cursor,
+                                                                    upcoming)
         return ScheduleDetail(state=state, next_fires=times, fires=fires or [])

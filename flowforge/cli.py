@@ -11,12 +11,13 @@ from typing import Any
 
 import msgspec
 
-from flowforge import graphs, render, runtime
+from flowforge import graphs, render, runtime, schedule_cli
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
 from flowforge.loader import LoadError, import_target
 from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
+from flowforge.schedule_cli import add_schedule_parser
 from flowforge.terminal import out, safe_json
 from protocol.errors import FlowForgeError, NotConnected
 from protocol.limits import MAX_LIST_LIMIT
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dev_parser(sub)
     add_auth_parser(sub)
+    add_schedule_parser(sub)
     return p
 
 
@@ -337,7 +339,7 @@ async def _rejected(c: Client, ns: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "register": _register, "run": _run, "runs": _runs, "show": _show, "flows": _flows,
     "graph": _graph, "rejected": _rejected, "agents": _agents, "cancel": _cancel,
-    "retry": _retry, "mark": _mark, "logs": _logs,
+    "retry": _retry, "mark": _mark, "logs": _logs, "schedule": schedule_cli.run,
 }
 
 

@@ -14,6 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.jspub import JsPublisher
 from flowforge.registry import REGISTRY
+from flowforge.schedule_calls import ScheduleCalls
 from protocol import api
 from protocol.api import FlowDetail, RawReply, RegisteredFlow, TaskLogText, reply_decoder
 from protocol.errors import (
@@ -37,7 +38,6 @@ from protocol.records import (
     TaskEvents,
     TaskRecord,
 )
-from protocol.schedules import ScheduleSpec
 from protocol.states import RUN_FINAL, RunStatus
 from protocol.untrusted import decode
 
@@ -87,7 +87,7 @@ def decode_log_event(data: bytes) -> TaskLog | None:
         return None
 
 
-class Client:
+class Client(ScheduleCalls):
     """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:
@@ -330,17 +330,6 @@ class Client:
 
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
         return await self.request(api.ListRejected(limit=limit), list[RejectedMessage])
-
-    async def put_schedule(self, spec: ScheduleSpec) -> api.ScheduleDetail:
-        """Create or change a schedule (``flowforge schedule add``)."""
-        return await self.request(api.PutSchedule(spec=spec), api.ScheduleDetail)
-
-    async def schedules(self) -> list[api.ScheduleDetail]:
-        return await self.request(api.ListSchedules(), list[api.ScheduleDetail])
-
-    async def schedule(self, name: str, fires: int = 20, upcoming: int = 5) -> api.ScheduleDetail:
-        return await self.request(api.GetSchedule(name=name, fires=fires, upcoming=upcoming),
-                                  api.ScheduleDetail)
 
     async def wait(self, run_id: str, timeout_s: float | None = None,
                    poll_s: float = 2.0,

@@ -4,7 +4,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from protocol.fields import Key, ListLimit, Name, Token
+from protocol.fields import Key, ListLimit, Name, Text, Token
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_ID_CHARS
 from protocol.schedules import FireRecord, ScheduleSpec, ScheduleState
@@ -117,6 +117,28 @@ class GetSchedule(msgspec.Struct, frozen=True, kw_only=True):
     """How many next fire times to include."""
 
 
+class PauseSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    name: Name
+    note: Text | None = None
+    """Why (shown by ``schedule list`` and ``show``)."""
+
+
+class ResumeSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """Fire again from now; the times that came due while paused are recorded as skipped."""
+
+    name: Name
+
+
+class DeleteSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    name: Name
+
+
+class TriggerSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """Start a run of the schedule now (its nominal time is now), outside its times."""
+
+    name: Name
+
+
 class ScheduleDetail(msgspec.Struct, frozen=True, kw_only=True):
     state: ScheduleState
     next_fires: list[float]
@@ -154,6 +176,10 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("schedules", "put"): PutSchedule,
     ("schedules", "list"): ListSchedules,
     ("schedules", "get"): GetSchedule,
+    ("schedules", "pause"): PauseSchedule,
+    ("schedules", "resume"): ResumeSchedule,
+    ("schedules", "delete"): DeleteSchedule,
+    ("schedules", "trigger"): TriggerSchedule,
 }
 
 class RawReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,207 @@
+"""``flowforge schedule add|list|show|pause|resume|delete|trigger|preview``."""
+
+import argparse
+import datetime as dt
+import json
+import zoneinfo
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from flowforge import render
+from flowforge.connection import DEFAULT_NATS_URL, add_connection_args
+from flowforge.firetimes import check_timing, next_fires
+from flowforge.params import parse_param
+from flowforge.terminal import out, safe_json
+from protocol.api import ScheduleDetail
+from protocol.errors import FlowForgeError
+from protocol.limits import is_valid_name
+from protocol.schedules import Catchup, Overlap, ScheduleSpec, parse_duration
+
+MAX_PREVIEW = 1000
+
+
+def add_schedule_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    s = sub.add_parser("schedule", help="flows that run by themselves, on a cron or every N",
+                       description="Schedules: each nominal time runs once, across restarts.")
+    verbs = s.add_subparsers(dest="schedule_command", required=True, metavar="VERB")
+
+    def verb(name: str, help_text: str, named: bool = True) -> argparse.ArgumentParser:
+        c = verbs.add_parser(name, help=help_text, description=help_text)
+        if named:
+            c.add_argument("name", help="the schedule's name")
+        add_connection_args(c, nats_default=DEFAULT_NATS_URL)
+        c.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="how long to wait for each coordinator answer (default: %(default)s)")
+        c.add_argument("--json", action="store_true", help="print JSON")
+        return c
+
+    _add_add(verb("add", "create a schedule, or change one (it keeps its place)"))
+    verb("list", "every schedule, its next fire and whether it is paused", named=False)
+    verb("show", "a schedule, its next fires and what became of its last times").add_argument(
+        "--fires", type=int, default=20, metavar="N", help="recent times shown (default: 20)")
+    verb("pause", "stop firing until resumed").add_argument("--note", metavar="TEXT",
+                                                            help="why (shown by list and show)")
+    verb("resume", "fire again from now (times due while paused are recorded as skipped)")
+    verb("delete", "forget a schedule (its runs stay)")
+    verb("trigger", "start a run of the schedule now, outside its times")
+    c = verb("preview", "the next fire times, local and UTC, without firing")
+    c.add_argument("--from", dest="from_", metavar="ISO", help="from this time (default: now)")
+    c.add_argument("--count", type=int, default=10, metavar="N", help="how many (default: 10)")
+
+
+def _add_add(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--flow", required=True, help="the flow it runs")
+    when = c.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help="a cron expression, e.g. '0 6 * * 1-5'")
+    when.add_argument("--every", metavar="DURATION", help="an interval, e.g. 15m, 6h, 30s")
+    c.add_argument("--timezone", default="UTC", metavar="ZONE",
+                   help="IANA zone of --cron, --start and --end (default: %(default)s)")
+    c.add_argument("--param", "-p", action="append", type=parse_param, metavar="KEY=VALUE",
+                   help="run parameter; repeatable")
+    c.add_argument("--params", metavar="JSON", help="all run parameters as one JSON object")
+    c.add_argument("--overlap", choices=[o.value for o in Overlap], default=Overlap.SKIP.value,
+                   help="while its previous run is still going (default: %(default)s)")
+    c.add_argument("--catchup", choices=[o.value for o in Catchup], default=Catchup.LATEST.value,
+                   help="times that came due while no coordinator ran (default: %(default)s)")
+    c.add_argument("--catchup-window", default="1d", metavar="DURATION",
+                   help="how far back catch-up looks (default: %(default)s)")
+    c.add_argument("--start", metavar="ISO", help="no fire before this")
+    c.add_argument("--end", metavar="ISO", help="no fire after this")
+    c.add_argument("--jitter", default="0s", metavar="DURATION",
+                   help="start each fire up to this much later (default: none)")
+    c.add_argument("--pause-on-failure", action="store_true",
+                   help="a failed run pauses the schedule")
+
+
+def spec_from_args(ns: argparse.Namespace) -> ScheduleSpec:
+    """The schedule ``add`` describes; raises FlowForgeError saying what to fix."""
+    zone = _zone(ns.timezone)
+    spec = ScheduleSpec(
+        name=ns.name, flow=ns.flow, cron=ns.cron, timezone=ns.timezone,
+        every_s=parse_duration(ns.every, "--every") if ns.every else None,
+        params=_params(ns), overlap=Overlap(ns.overlap), catchup=Catchup(ns.catchup),
+        catchup_window_s=parse_duration(ns.catchup_window, "--catchup-window"),
+        start_at=_instant(ns.start, zone, "--start"), end_at=_instant(ns.end, zone, "--end"),
+        jitter_s=parse_duration(ns.jitter, "--jitter"), pause_on_failure=ns.pause_on_failure)
+    for what, name in (("schedule name", spec.name), ("--flow", spec.flow)):
+        if not is_valid_name(name):
+            raise FlowForgeError(f"{what} {name!r} is not valid: letters, digits, '_' and "
+                                 "'-', starting with a letter or '_'")
+    check_timing(spec)
+    return spec
+
+
+def _params(ns: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if ns.params:
+        try:
+            params = json.loads(ns.params)
+        except json.JSONDecodeError as exc:
+            raise FlowForgeError(f"--params is not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise FlowForgeError("--params must be a JSON object")
+    return {**params, **dict(ns.param or [])}
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise FlowForgeError(f"--timezone {name!r} is not an IANA time zone (e.g. UTC, "
+                             "Europe/Paris)") from None
+
+
+def _instant(text: str | None, zone: zoneinfo.ZoneInfo, flag: str) -> float | None:
+    """An ISO time; without an offset it is read in ``zone``."""
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise FlowForgeError(f"{flag} {text!r} is not an ISO time (e.g. 2026-01-31T06:00)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=zone)).timestamp()
+
+
+async def run(client: Any, ns: argparse.Namespace) -> int:
+    """One ``schedule`` verb; prints its answer (JSON with --json)."""
+    actions: dict[str, Callable[[], Any]] = {
+        "add": lambda: client.put_schedule(spec_from_args(ns)),
+        "list": client.schedules,
+        "show": lambda: client.schedule(ns.name, fires=ns.fires),
+        "pause": lambda: client.pause_schedule(ns.name, ns.note),
+        "resume": lambda: client.resume_schedule(ns.name),
+        "delete": lambda: client.delete_schedule(ns.name),
+        "trigger": lambda: client.trigger_schedule(ns.name),
+        "preview": lambda: _preview(client, ns),
+    }
+    answer = await actions[ns.schedule_command]()
+    if ns.json:
+        out(safe_json(msgspec.json.format(msgspec.json.encode(answer), indent=2).decode()))
+    elif ns.schedule_command == "list":
+        out(_list_text(answer))
+    elif ns.schedule_command == "trigger":
+        out(f"run {answer.run_id} started (nominal time {_local(answer.scheduled_for, 'UTC')})")
+    elif ns.schedule_command == "preview":
+        out(_times_text(answer["times"], answer["timezone"]))
+    else:
+        out(show_text(answer))
+    return 0
+
+
+async def _preview(client: Any, ns: argparse.Namespace) -> dict[str, Any]:
+    if not 1 <= ns.count <= MAX_PREVIEW:
+        raise FlowForgeError(f"--count must be from 1 to {MAX_PREVIEW}")
+    spec = (await client.schedule(ns.name, fires=1)).state.spec
+    start = _instant(ns.from_, _zone(spec.timezone), "--from")
+    after = (dt.datetime.now(dt.UTC).timestamp() if start is None else start - 1e-6)
+    return {"schedule": spec.name, "timezone": spec.timezone,
+            "times": next_fires(spec, after, ns.count)}
+
+
+def _local(ts: float | None, zone: str) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(zone)).isoformat(timespec="seconds")
+
+
+def _utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _when(spec: ScheduleSpec) -> str:
+    if spec.cron is not None:
+        return f"cron '{spec.cron}' {spec.timezone}"
+    return f"every {spec.every_s:g} s"
+
+
+def _times_text(times: list[float], zone: str) -> str:
+    return render.table(["local", "UTC"], [[_local(t, zone), _utc(t)] for t in times])
+
+
+def _list_text(details: list[ScheduleDetail]) -> str:
+    if not details:
+        return "no schedules"
+    rows = [[d.state.spec.name, d.state.spec.flow, _when(d.state.spec),
+             _local(d.next_fires[0], d.state.spec.timezone) if d.next_fires else "-",
+             "paused" + (f": {render.cut(d.state.note, 40)}" if d.state.note else "")
+             if d.state.paused else "active"] for d in details]
+    return render.table(["schedule", "flow", "when", "next fire", "state"], rows)
+
+
+def show_text(d: ScheduleDetail) -> str:
+    s, spec = d.state, d.state.spec
+    lines = [f"schedule {spec.name}  flow {spec.flow}  {_when(spec)}  "
+             f"{'PAUSED' + (': ' + s.note if s.note else '') if s.paused else 'active'}",
+             f"overlap {spec.overlap.value}  catch-up {spec.catchup.value} within "
+             f"{spec.catchup_window_s:g} s  params {msgspec.json.encode(spec.params).decode()}",
+             f"last time dealt with {_local(s.cursor, spec.timezone)}", ""]
+    if d.next_fires:
+        lines += ["next fires", _times_text(d.next_fires, spec.timezone), ""]
+    if d.fires:
+        lines.append(render.table(
+            ["nominal", "outcome", "run", "reason"],
+            [[_local(f.nominal, spec.timezone) + (f" … ({f.count})" if f.count != 1 else ""),
+              f.outcome.value, f.run_id or "-", render.cut(f.reason, 60)] for f in d.fires]))
+    return "\n".join(lines).rstrip()
