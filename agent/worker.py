@@ -88,6 +88,16 @@ class Agent:
         await self.shutdown()
 
     async def start(self) -> None:
+        """Connect and find the queues' consumers; what was opened is closed again when a
+        step fails (a refused queue, a lost connection)."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.shutdown()
+            raise
+
+    async def _start(self) -> None:
         logcapture.install()
         self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
                                  initial_attempts=20, on_closed=self._on_nats_closed)

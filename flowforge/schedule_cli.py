@@ -170,10 +170,19 @@ def _utc(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _span(seconds: float) -> str:
+    """``1d``, ``6h``, ``15m``, ``30s``: the largest unit that divides it."""
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _when(spec: ScheduleSpec) -> str:
     if spec.cron is not None:
         return f"cron '{spec.cron}' {spec.timezone}"
-    return f"every {spec.every_s:g} s"
+    assert spec.every_s is not None
+    return f"every {_span(spec.every_s)}"
 
 
 def _times_text(times: list[float], zone: str) -> str:
@@ -195,8 +204,8 @@ def show_text(d: ScheduleDetail) -> str:
     lines = [f"schedule {spec.name}  flow {spec.flow}  {_when(spec)}  "
              f"{'PAUSED' + (': ' + s.note if s.note else '') if s.paused else 'active'}",
              f"overlap {spec.overlap.value}  catch-up {spec.catchup.value} within "
-             f"{spec.catchup_window_s:g} s  params {msgspec.json.encode(spec.params).decode()}",
-             f"last time dealt with {_local(s.cursor, spec.timezone)}", ""]
+             f"{_span(spec.catchup_window_s)}  params {msgspec.json.encode(spec.params).decode()}",
+             f"dealt with up to {_local(s.cursor, spec.timezone)}", ""]
     if d.next_fires:
         lines += ["next fires", _times_text(d.next_fires, spec.timezone), ""]
     if d.fires:
