@@ -79,6 +79,9 @@ class Api:
         self.max_reply_bytes = max_reply_bytes
         """The NATS server's max_payload: no answer may be larger."""
         self._register_lock = asyncio.Lock()
+        self.schedules: Any = None
+        """The schedule requests (``coordinator.schedules_api``), once the coordinator made
+        them: registration hands them the schedules written in code."""
         self._slots = asyncio.Semaphore(MAX_HANDLED_AT_ONCE)
         self._waiting_bytes = 0
         self.refused_busy = 0
@@ -171,6 +174,8 @@ class Api:
     async def register_flows(self, req: RegisterFlows) -> list[RegisteredFlow]:
         for spec in req.flows:
             validate_flow(spec)
+        if req.schedules is not None and self.schedules is not None:
+            self.schedules.check_code(req)
         out = []
         async with self._register_lock:
             for spec in req.flows:
@@ -178,6 +183,8 @@ class Api:
                 for queue in spec.queues():
                     await ensure_task_consumer(self.js, self.subjects, queue, self.lease_s, update=True)
                 out.append(RegisteredFlow(name=spec.name, version=version, changed=changed))
+        if req.schedules is not None and self.schedules is not None:
+            await self.schedules.sync_code(req)
         summaries = {f.name: f for f in await self.store.list_flows()}
         for spec in req.flows:
             if spec.name in summaries:

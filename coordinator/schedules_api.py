@@ -14,14 +14,15 @@ from protocol.api import (
     ListSchedules,
     PauseSchedule,
     PutSchedule,
+    RegisterFlows,
     ResumeSchedule,
     ScheduleDetail,
     TriggerSchedule,
 )
 from protocol.dag import check_params
-from protocol.errors import UnknownSchedule
+from protocol.errors import BadRequest, UnknownSchedule
 from protocol.records import RunRecord
-from protocol.schedules import ScheduleState
+from protocol.schedules import ScheduleSpec, ScheduleState
 
 
 class SchedulesApi:
@@ -81,6 +82,47 @@ class SchedulesApi:
         self.clock.plan(state.spec.name)
         return state
 
+    def check_code(self, req: RegisterFlows) -> None:
+        """Before a registration stores anything: its code-defined schedules can work, and
+        none takes the name of a schedule added from the CLI."""
+        for flow, specs in (req.schedules or {}).items():
+            if flow not in {f.name for f in req.flows}:
+                raise BadRequest(f"schedules are given for flow {flow!r}, which is not registered "
+                                 "in the same request")
+            for spec in specs:
+                if spec.flow != flow:
+                    raise BadRequest(f"schedule {spec.name!r} is given with flow {flow!r} but "
+                                     f"runs flow {spec.flow!r}")
+                check_timing(spec)
+                old = self.clock.states.get(spec.name)
+                if old is not None and (old.origin != "code" or old.spec.flow != flow):
+                    raise BadRequest(
+                        f"schedule {spec.name!r} already exists ({old.origin}, flow "
+                        f"{old.spec.flow!r}); delete it or give the one in code another name")
+
+    async def sync_code(self, req: RegisterFlows) -> None:
+        """After the flows are stored: each flow's code-defined schedules become exactly the
+        ones given (added, changed in place, or deleted)."""
+        given = req.schedules or {}
+        for flow_name, specs in given.items():
+            flow = await self.flows.current(flow_name)
+            for spec in specs:
+                check_params(flow_name, flow.params, spec.params,
+                             allow_unknown=flow.accepts_any_param, known=flow.param_names)
+
+        async def act(now: float, batch: Batch) -> None:
+            for flow_name, specs in given.items():
+                wanted = {s.name for s in specs}
+                for name, state in list(self.clock.states.items()):
+                    if state.origin == "code" and state.spec.flow == flow_name and name not in wanted:
+                        del self.clock.states[name]
+                        batch.schedules.deleted.add(name)
+                        self.clock.plan(name)
+                for spec in specs:
+                    await self._put_state(spec, "code", now, batch)
+
+        await self.clock.writer.submit(act)
+
     async def put(self, req: PutSchedule) -> ScheduleDetail:
         """Create or change a schedule; a changed one keeps its cursor and pause."""
         spec = req.spec
@@ -89,18 +131,27 @@ class SchedulesApi:
         check_params(spec.flow, flow.params, spec.params, allow_unknown=flow.accepts_any_param,
                      known=flow.param_names)
 
-        async def act(now: float, batch: Batch) -> ScheduleState:
-            old = self.clock.states.get(spec.name)
-            state = ScheduleState(
-                spec=spec, paused=old.paused if old else False, note=old.note if old else None,
-                cursor=old.cursor if old else now, origin="cli",
-                created_at=old.created_at if old else now, updated_at=now)
-            self.clock.states[spec.name] = state
-            batch.schedules.states[spec.name] = state
-            self.clock.plan(spec.name)
-            return state
+        old = self.clock.states.get(spec.name)
+        if old is not None and old.origin == "code":
+            raise BadRequest(f"schedule {spec.name!r} is defined in the code of flow "
+                             f"{old.spec.flow!r}; change it there and register again")
+        return self._detail(await self.clock.writer.submit(
+            lambda now, batch: self._put_state(spec, "cli", now, batch)))
 
-        return self._detail(await self.clock.writer.submit(act))
+    async def _put_state(self, spec: ScheduleSpec, origin: str, now: float,
+                         batch: Batch) -> ScheduleState:
+        """A new schedule fires from now; a changed one keeps its cursor and pause."""
+        old = self.clock.states.get(spec.name)
+        if old is not None and old.spec == spec and old.origin == origin:
+            return old
+        state = ScheduleState(
+            spec=spec, paused=old.paused if old else False, note=old.note if old else None,
+            cursor=old.cursor if old else now, origin=origin,
+            created_at=old.created_at if old else now, updated_at=now)
+        self.clock.states[spec.name] = state
+        batch.schedules.states[spec.name] = state
+        self.clock.plan(spec.name)
+        return state
 
     async def list_all(self, req: ListSchedules) -> list[ScheduleDetail]:
         return [self._detail(s, upcoming=1) for _, s in sorted(self.clock.states.items())]

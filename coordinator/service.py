@@ -131,7 +131,9 @@ class Coordinator:
         await self._restore()
         self.schedules = ScheduleClock(self.writer, self._store)
         await self.schedules.start()
-        self._api.route(SchedulesApi(self.schedules, flows).handlers())
+        schedules_api = SchedulesApi(self.schedules, flows)
+        self._api.route(schedules_api.handlers())
+        self._api.schedules = schedules_api
 
     async def _restore(self) -> None:
         """Rebuild active runs from SQLite, apply the reports that piled up, re-publish the rest.

@@ -4,6 +4,7 @@ from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.context import TaskContext
 from flowforge.pipeline import Flow, register_task_pipeline
+from flowforge.schedules import Schedule
 from protocol.errors import (
     CycleError,
     DuplicateTask,
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidFlow",
     "InvalidOption",
     "RunStatus",
+    "Schedule",
     "TaskContext",
     "TaskStatus",
     "UnknownDependency",

@@ -38,6 +38,7 @@ from protocol.records import (
     TaskEvents,
     TaskRecord,
 )
+from protocol.schedules import ScheduleSpec
 from protocol.states import RUN_FINAL, RunStatus
 from protocol.untrusted import decode
 
@@ -85,6 +86,13 @@ def decode_log_event(data: bytes) -> TaskLog | None:
         return decode(_log_dec, data, "log event")
     except FlowForgeError:
         return None
+
+
+def _code_schedules(specs: list[FlowSpec]) -> dict[str, list[ScheduleSpec]]:
+    """The schedules written in code of the flows this process defined (and only those: a
+    flow defined elsewhere keeps its schedules)."""
+    return {s.name: REGISTRY.schedules.get(s.name, []) for s in specs
+            if REGISTRY.flows.get(s.name) is s}
 
 
 class Client(ScheduleCalls):
@@ -201,13 +209,14 @@ class Client(ScheduleCalls):
             ]
             if not group:
                 continue
-            body = api.RegisterFlows(flows=group, replace=flag)
+            body = api.RegisterFlows(flows=group, replace=flag, schedules=_code_schedules(group))
             if len(encoder.encode(body)) <= self.nc.max_payload:  # all in one transaction
                 out += await self.request(body, list[RegisteredFlow])
                 continue
             for spec in group:  # too big together: one by one (each may still be too big)
-                out += await self.request(api.RegisterFlows(flows=[spec], replace=flag),
-                                          list[RegisteredFlow])
+                out += await self.request(api.RegisterFlows(
+                    flows=[spec], replace=flag, schedules=_code_schedules([spec])),
+                    list[RegisteredFlow])
         return out
 
     async def flows(self) -> list[FlowSummary]:

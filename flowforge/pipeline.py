@@ -1,11 +1,12 @@
 """Defining flows: ``register_task_pipeline`` as in Django Flow Forge, and a decorator form."""
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flowforge.introspect import bind_plan, doc_and_source, function_ref
 from flowforge.registry import REGISTRY
+from flowforge.schedules import schedule_specs
 from protocol.dag import validate_flow
 from protocol.errors import DuplicateTask, InvalidFlow, InvalidOption
 from protocol.flows import FlowSpec, TaskSpec
@@ -32,6 +33,7 @@ def register_task_pipeline(
     display_name: str = "",
     description: str = "",
     defaults: Mapping[str, Any] | None = None,
+    schedules: Iterable[Mapping[str, Any]] | None = None,
 ) -> FlowSpec:
     """Define a flow from ``{task_name: {"function": f, "depends_on": [...], ...}}``.
 
@@ -42,7 +44,8 @@ def register_task_pipeline(
     ``Client.register``. ``clear_existing_flow_in_db=False`` keeps an existing
     flow's definition and refuses a different one. ``defaults`` gives options
     (``retries``, ``retry_delay``, ``timeout``, ``queue``) to every task that does not
-    set them itself.
+    set them itself. ``schedules`` (``Schedule(...)``) start it on time once registered;
+    a schedule removed here is removed from the coordinator at the next registration.
     """
     if not isinstance(flow_name, str) or not is_valid_name(flow_name):
         raise InvalidFlow(
@@ -65,7 +68,9 @@ def register_task_pipeline(
         name=flow_name, tasks=tuple(tasks), display_name=display_name, description=description
     )
     validate_flow(flow)
+    specs = schedule_specs(flow_name, schedules)
     REGISTRY.add(flow, functions, replace=clear_existing_flow_in_db)
+    REGISTRY.schedules[flow_name] = specs
     return flow
 
 
@@ -152,8 +157,10 @@ class Flow:
     """Decorator form: ``flow = Flow("etl")``, ``@flow.task(depends_on=[...])``, ``flow.register()``."""
 
     def __init__(self, name: str, *, display_name: str = "", description: str = "",
-                 defaults: Mapping[str, Any] | None = None) -> None:
+                 defaults: Mapping[str, Any] | None = None,
+                 schedules: Iterable[Mapping[str, Any]] | None = None) -> None:
         self.name = name
+        self.schedules = list(schedules or [])
         self.display_name = display_name
         self.description = description
         self.defaults = defaults
@@ -181,4 +188,5 @@ class Flow:
             display_name=self.display_name,
             description=self.description,
             defaults=self.defaults,
+            schedules=self.schedules,
         )

@@ -5,6 +5,7 @@ from typing import Any
 
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
+from protocol.schedules import ScheduleSpec
 
 
 class Registry:
@@ -14,6 +15,8 @@ class Registry:
         self.flows: dict[str, FlowSpec] = {}
         self.replace: dict[str, bool] = {}
         self.functions: dict[str, Callable[..., Any]] = {}
+        self.schedules: dict[str, list[ScheduleSpec]] = {}
+        """Each flow's schedules written in code (``schedules=[...]``)."""
 
     def add(self, spec: FlowSpec, functions: dict[str, Callable[..., Any]], replace: bool) -> None:
         old = self.flows.get(spec.name)
@@ -30,6 +33,7 @@ class Registry:
         self.flows.clear()
         self.replace.clear()
         self.functions.clear()
+        self.schedules.clear()
 
 
 REGISTRY = Registry()

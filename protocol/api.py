@@ -15,6 +15,9 @@ class RegisterFlows(msgspec.Struct, frozen=True, kw_only=True):
     flows: list[FlowSpec]
     replace: bool = True
     """``clear_existing_flow_in_db``: replace an existing flow's definition."""
+    schedules: dict[Name, list[ScheduleSpec]] | None = None
+    """The schedules written in code of these flows (``schedules=[...]``): they replace the
+    flow's code-defined schedules; None leaves schedules alone."""
 
 
 class RegisteredFlow(msgspec.Struct, frozen=True, kw_only=True):

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from flowforge import Schedule, register_task_pipeline
 from flowforge.client import Client
-from protocol.errors import RemoteError
+from protocol.errors import InvalidFlow, RemoteError
+from protocol.flows import FlowSpec
 from protocol.records import RunRecord
 from protocol.schedules import Catchup, FireOutcome, Overlap, ScheduleSpec
 from protocol.states import RunStatus
@@ -107,3 +109,53 @@ async def test_a_scheduled_task_knows_the_nominal_time_it_handles(
     assert run.scheduled_for is not None
     assert msgspec.json.decode(detail.tasks[0].output) == datetime.fromtimestamp(
         run.scheduled_for, UTC).isoformat()
+
+
+def _flow_with(schedules: list[dict]) -> FlowSpec:
+    return register_task_pipeline(flow_name="noop", schedules=schedules, pipeline={
+        "noop": {"function": inputflows.noop, "depends_on": []}})
+
+
+async def test_schedules_written_in_code_follow_the_code_at_each_registration(
+    coordinator, client: Client
+) -> None:
+    await client.register([_flow_with([Schedule("nightly", cron="30 2 * * *",
+                                                timezone="Europe/Paris")])])
+    [shown] = await client.schedules()
+    assert (shown.state.spec.name, shown.state.origin, shown.state.spec.cron) == (
+        "nightly", "code", "30 2 * * *")
+    cursor = shown.state.cursor
+    await client.register([_flow_with([Schedule("nightly", cron="0 3 * * *",
+                                                timezone="Europe/Paris")])])
+    [changed] = await client.schedules()
+    assert changed.state.spec.cron == "0 3 * * *" and changed.state.cursor == cursor
+    with pytest.raises(RemoteError, match="defined in the code of flow 'noop'"):
+        await client.put_schedule(ScheduleSpec(name="nightly", flow="noop", every_s=60.0))
+    await client.register([_flow_with([])])
+    assert await client.schedules() == []
+
+
+async def test_a_code_schedule_may_not_take_the_name_of_one_added_from_the_cli(
+    coordinator, client: Client
+) -> None:
+    await client.register([_flow_with([])])
+    await client.put_schedule(ScheduleSpec(name="nightly", flow="noop", every_s=60.0))
+    with pytest.raises(RemoteError, match="schedule 'nightly' already exists"):
+        await client.register([_flow_with([Schedule("nightly", every="1h")])])
+    [kept] = await client.schedules()
+    assert kept.state.origin == "cli" and kept.state.spec.every_s == 60.0
+
+
+@pytest.mark.parametrize(("schedules", "said"), [
+    ([Schedule("n", cron="0 25 * * *")], "cron '0 25 \\* \\* \\*' is not valid"),
+    ([Schedule("n")], "exactly one of cron or every"),
+    ([Schedule("n", every="soon")], "is not a duration"),
+    ([Schedule("n", every="1h"), Schedule("n", every="2h")], "two schedules are named 'n'"),
+    ([{"name": "n", "every": "1h", "when": "now"}], "has no option when"),
+    ([Schedule("n", every="1h", start=datetime(2026, 1, 1))], "aware datetimes"),
+])
+def test_a_schedule_in_code_that_cannot_work_is_an_error_at_definition(
+    schedules: list[dict], said: str
+) -> None:
+    with pytest.raises(InvalidFlow, match=f"flow 'noop': .*{said}"):
+        _flow_with(schedules)
