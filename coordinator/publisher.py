@@ -12,9 +12,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from coordinator.changes import Dispatch
+from coordinator.schedule_store import ScheduleWrites
 from flowforge.jspub import JsPublisher
 from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
+from protocol.schedules import FireRecord, ScheduleEvent
 from protocol.states import TaskStatus
 from protocol.subjects import Subjects, task_msg_id
 
@@ -156,6 +158,17 @@ class Publisher:
     async def log_events(self, logs: Iterable[TaskLog]) -> None:
         for entry in logs:
             await self._event(self._s.log_event(entry.run_id, entry.task), encoder.encode(entry))
+
+    async def schedule_events(self, writes: ScheduleWrites) -> None:
+        """One event per schedule a commit changed: its state (None once deleted) and the
+        nominal times it dealt with."""
+        fires: dict[str, list[FireRecord]] = {}
+        for fire in writes.fires:
+            fires.setdefault(fire.schedule, []).append(fire)
+        for name in {*writes.states, *fires, *writes.deleted}:
+            state = None if name in writes.deleted else writes.states.get(name)
+            event = ScheduleEvent(name=name, state=state, fires=fires.get(name, []))
+            await self._event(self._s.schedule_event(name), encoder.encode(event))
 
     async def flow_event(self, flow: FlowSummary) -> None:
         await self._event(self._s.flow_event(flow.name), encoder.encode(flow))

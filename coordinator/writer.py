@@ -207,6 +207,8 @@ class Writer:
         await self.publisher.task_events(ch.tasks.values())
         await self.publisher.run_events(ch.runs.values())
         await self.publisher.log_events(batch.log_msgs)
+        if batch.schedules:
+            await self.publisher.schedule_events(batch.schedules)
         for r, rid in zip(batch.rejected, ids, strict=True):
             await self.publisher.error_event(kind_of(r.subject), r.subject, r.code, r.reason, rid)
             if r.msg is not None:

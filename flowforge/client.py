@@ -38,7 +38,7 @@ from protocol.records import (
     TaskEvents,
     TaskRecord,
 )
-from protocol.schedules import ScheduleSpec
+from protocol.schedules import ScheduleEvent, ScheduleSpec
 from protocol.states import RUN_FINAL, RunStatus
 from protocol.untrusted import decode
 
@@ -52,7 +52,7 @@ _agent_dec = msgspec.json.Decoder(AgentInfo)
 _log_dec = msgspec.json.Decoder(TaskLog)
 _EVENT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "run": _run_dec, "tasks": _tasks_dec, "flow": _flow_dec, "error": _error_dec,
-    "agent": _agent_dec,
+    "agent": _agent_dec, "schedule": msgspec.json.Decoder(ScheduleEvent),
 }
 
 _ROUTES: dict[type[msgspec.Struct], tuple[str, str]] = {t: key for key, t in api.API_REQUESTS.items()}
@@ -62,7 +62,7 @@ NO_RESPONDER_RETRIES_S = (0.05, 0.2, 0.5)
 BUSY_FIRST_PAUSE_S = 0.05
 DENIAL_CHECK_S = 0.1
 
-Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo
+Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | ScheduleEvent
 
 
 def decode_events(subject: str, data: bytes, namespace: str) -> list[Event]:

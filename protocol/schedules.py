@@ -134,6 +134,16 @@ class ScheduleState(msgspec.Struct, kw_only=True):
     updated_at: float = 0.0
 
 
+class ScheduleEvent(msgspec.Struct, kw_only=True):
+    """On ``<ns>.events.schedule.<name>`` after each commit that changed the schedule."""
+
+    name: str
+    state: ScheduleState | None
+    """The schedule as it is now; None once deleted."""
+    fires: list["FireRecord"] = []
+    """The nominal times this commit dealt with."""
+
+
 class FireRecord(msgspec.Struct, kw_only=True):
     """What became of one nominal time of a schedule (or of a range of them: ``count``)."""
 

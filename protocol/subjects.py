@@ -132,6 +132,9 @@ class Subjects:
     def error_event(self, kind: str) -> str:
         return f"{self.namespace}.events.error.{kind}"
 
+    def schedule_event(self, name: str) -> str:
+        return f"{self.namespace}.events.schedule.{name}"
+
     def agent_event(self, agent_id: str) -> str:
         return f"{self.namespace}.events.agent.{agent_id}"
 

@@ -2,6 +2,7 @@
 fires runs that know their nominal time, each nominal time once, across a coordinator
 restart; a bad schedule is refused with what to fix."""
 
+import asyncio
 from datetime import UTC, datetime
 
 import msgspec
@@ -12,7 +13,7 @@ from flowforge.client import Client
 from protocol.errors import InvalidFlow, RemoteError
 from protocol.flows import FlowSpec
 from protocol.records import RunRecord
-from protocol.schedules import Catchup, FireOutcome, Overlap, ScheduleSpec
+from protocol.schedules import Catchup, FireOutcome, Overlap, ScheduleEvent, ScheduleSpec
 from protocol.states import RunStatus
 from tests import inputflows
 from tests.helpers import wait_for
@@ -159,3 +160,28 @@ def test_a_schedule_in_code_that_cannot_work_is_an_error_at_definition(
 ) -> None:
     with pytest.raises(InvalidFlow, match=f"flow 'noop': .*{said}"):
         _flow_with(schedules)
+
+
+async def test_each_commit_that_changes_a_schedule_is_an_event(coordinator, client: Client) -> None:
+    await client.register([inputflows.register_noop()])
+    seen: list[ScheduleEvent] = []
+
+    async def follow() -> None:
+        async for event in client.events("schedule.>"):
+            assert isinstance(event, ScheduleEvent)
+            seen.append(event)
+
+    follower = asyncio.create_task(follow())
+    await client.flows()  # the subscription is in place once a request went through after it
+    try:
+        await client.put_schedule(ScheduleSpec(name="tick", flow="noop", every_s=1.0))
+        await wait_for(lambda: any(f.outcome is FireOutcome.SKIPPED
+                                   for e in seen for f in e.fires), timeout_s=20)
+        await client.delete_schedule("tick")
+        await wait_for(lambda: seen[-1].state is None, timeout_s=10)
+    finally:
+        follower.cancel()
+    assert seen[0].state is not None and seen[0].fires == []  # the put
+    started = [f for e in seen for f in e.fires if f.outcome is FireOutcome.STARTED]
+    assert len(started) == 1 and started[0].run_id is not None  # no agent: the rest skip
+    assert {e.name for e in seen} == {"tick"}
