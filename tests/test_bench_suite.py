@@ -121,3 +121,20 @@ def test_the_defaults_workload_starts_both_sides_as_a_user_would(tmp_path: Path)
          "worker_disable_rate_limits", "task_acks_late"})
     row = compare.rows_for(_entry("defaults", {"tasks_per_s": 6000.0}, {"tasks_per_s": 500.0}))[0]
     assert (row.metric, row.ratio, row.verdict) == ("tasks/s, both at defaults", "12.0x faster", "met")
+
+
+def test_the_schedules_benchmark_loads_schedules_fires_some_and_writes_its_json(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "schedules.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.schedules", "--schedules", "50", "--firing", "3",
+         "--every", "1", "--idle-s", "0.5", "--fire-s", "3", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=80,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["schedules"] == 50 and result["idle_cpu_pct"] >= 0
+    late = result["late_created"]
+    assert late["count"] >= 3 and 0 <= late["p50_ms"] <= late["p99_ms"] <= late["max_ms"]
+    assert "coordinator idle CPU" in proc.stdout
