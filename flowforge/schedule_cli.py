@@ -142,7 +142,7 @@ async def run(client: Any, ns: argparse.Namespace) -> int:
     elif ns.schedule_command == "list":
         out(_list_text(answer))
     elif ns.schedule_command == "trigger":
-        out(f"run {answer.run_id} started (nominal time {_local(answer.scheduled_for, 'UTC')})")
+        out(f"run {answer.run_id} started (nominal time {local_time(answer.scheduled_for, 'UTC')})")
     elif ns.schedule_command == "preview":
         out(_times_text(answer["times"], answer["timezone"]))
     else:
@@ -160,7 +160,8 @@ async def _preview(client: Any, ns: argparse.Namespace) -> dict[str, Any]:
             "times": next_fires(spec, after, ns.count)}
 
 
-def _local(ts: float | None, zone: str) -> str:
+def local_time(ts: float | None, zone: str) -> str:
+    """A UTC epoch time as ISO in ``zone``; ``-`` for None."""
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts, zoneinfo.ZoneInfo(zone)).isoformat(timespec="seconds")
@@ -178,7 +179,7 @@ def _span(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _when(spec: ScheduleSpec) -> str:
+def describe_when(spec: ScheduleSpec) -> str:
     if spec.cron is not None:
         return f"cron '{spec.cron}' {spec.timezone}"
     assert spec.every_s is not None
@@ -186,14 +187,14 @@ def _when(spec: ScheduleSpec) -> str:
 
 
 def _times_text(times: list[float], zone: str) -> str:
-    return render.table(["local", "UTC"], [[_local(t, zone), _utc(t)] for t in times])
+    return render.table(["local", "UTC"], [[local_time(t, zone), _utc(t)] for t in times])
 
 
 def _list_text(details: list[ScheduleDetail]) -> str:
     if not details:
         return "no schedules"
-    rows = [[d.state.spec.name, d.state.spec.flow, _when(d.state.spec),
-             _local(d.next_fires[0], d.state.spec.timezone) if d.next_fires else "-",
+    rows = [[d.state.spec.name, d.state.spec.flow, describe_when(d.state.spec),
+             local_time(d.next_fires[0], d.state.spec.timezone) if d.next_fires else "-",
              "paused" + (f": {render.cut(d.state.note, 40)}" if d.state.note else "")
              if d.state.paused else "active"] for d in details]
     return render.table(["schedule", "flow", "when", "next fire", "state"], rows)
@@ -201,16 +202,16 @@ def _list_text(details: list[ScheduleDetail]) -> str:
 
 def show_text(d: ScheduleDetail) -> str:
     s, spec = d.state, d.state.spec
-    lines = [f"schedule {spec.name}  flow {spec.flow}  {_when(spec)}  "
+    lines = [f"schedule {spec.name}  flow {spec.flow}  {describe_when(spec)}  "
              f"{'PAUSED' + (': ' + s.note if s.note else '') if s.paused else 'active'}",
              f"overlap {spec.overlap.value}  catch-up {spec.catchup.value} within "
              f"{_span(spec.catchup_window_s)}  params {msgspec.json.encode(spec.params).decode()}",
-             f"dealt with up to {_local(s.cursor, spec.timezone)}", ""]
+             f"dealt with up to {local_time(s.cursor, spec.timezone)}", ""]
     if d.next_fires:
         lines += ["next fires", _times_text(d.next_fires, spec.timezone), ""]
     if d.fires:
         lines.append(render.table(
             ["nominal", "outcome", "run", "reason"],
-            [[_local(f.nominal, spec.timezone) + (f" … ({f.count})" if f.count != 1 else ""),
+            [[local_time(f.nominal, spec.timezone) + (f" … ({f.count})" if f.count != 1 else ""),
               f.outcome.value, f.run_id or "-", render.cut(f.reason, 60)] for f in d.fires]))
     return "\n".join(lines).rstrip()

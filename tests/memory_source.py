@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from protocol.api import FlowDetail
+from protocol.api import FlowDetail, ScheduleDetail
 from protocol.errors import NotConnected, RemoteError, UnknownFlow, UnknownRun
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_LOG_KEPT_CHARS
@@ -23,6 +23,7 @@ from protocol.records import (
     RunRecord,
     TaskRecord,
 )
+from protocol.schedules import ScheduleEvent, ScheduleState
 from protocol.states import RunStatus, TaskStatus
 from tui.source import LinkDown, LinkUp, SourceEvent
 
@@ -46,11 +47,13 @@ class MemorySource:
     def __init__(self, flows: Iterable[FlowDetail] = (), runs: Iterable[RunDetail] = (),
                  agents: Iterable[AgentInfo] = (), rejected: Iterable[RejectedMessage] = (),
                  logs: dict[tuple[str, str], str] | None = None,
-                 clock: Callable[[], float] = lambda: 0.0) -> None:
+                 clock: Callable[[], float] = lambda: 0.0,
+                 schedules: Iterable[ScheduleState] = ()) -> None:
         self.flow_details = {f.spec.name: f for f in flows}
         self.details = {d.run.run_id: d for d in runs}
         self.agent_list = list(agents)
         self.rejected_list = list(rejected)
+        self.schedule_states = {s.spec.name: s for s in schedules}
         self.logs = dict(logs or {})
         """Stored logs by (run, task); a pushed TaskLog adds to them."""
         self.clock = clock
@@ -186,3 +189,35 @@ class MemorySource:
         self.calls.append(("mark", run_id, task, status, output))
         rec = next(t for t in detail.tasks if t.task == task)
         return msgspec.structs.replace(rec, status=TaskStatus(status))
+
+    async def schedules(self) -> list[ScheduleDetail]:
+        self._check()
+        return [ScheduleDetail(state=s, next_fires=[]) for _, s in sorted(self.schedule_states.items())]
+
+    def _schedule(self, name: str) -> ScheduleState:
+        if name not in self.schedule_states:
+            raise RemoteError("unknown_schedule", f"no schedule named {name!r}")
+        return self.schedule_states[name]
+
+    async def pause_schedule(self, name: str, note: str | None = None) -> ScheduleDetail:
+        self._check()
+        state = msgspec.structs.replace(self._schedule(name), paused=True, note=note)
+        self.calls.append(("pause_schedule", name, note))
+        self.schedule_states[name] = state
+        self.push(ScheduleEvent(name=name, state=state))
+        return ScheduleDetail(state=state, next_fires=[])
+
+    async def resume_schedule(self, name: str) -> ScheduleDetail:
+        self._check()
+        state = msgspec.structs.replace(self._schedule(name), paused=False, note=None)
+        self.calls.append(("resume_schedule", name))
+        self.schedule_states[name] = state
+        self.push(ScheduleEvent(name=name, state=state))
+        return ScheduleDetail(state=state, next_fires=[])
+
+    async def trigger_schedule(self, name: str) -> RunRecord:
+        self._check()
+        spec = self._schedule(name).spec
+        run = await self.start(spec.flow, dict(spec.params))
+        self.calls[-1] = ("trigger_schedule", name)
+        return run

@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Select, Static, TextArea
 
 from protocol.messages import TaskLog
 from protocol.records import AgentInfo, RunDetail, RunRecord, TaskRecord
+from protocol.schedules import FireOutcome, FireRecord, ScheduleEvent
 from protocol.states import RunStatus, TaskStatus
 from tests.memory_source import MemorySource, flow_detail
 from tests.test_tui_dag_shape import etl, fan
@@ -493,3 +494,33 @@ async def test_the_command_palette_cancels_retries_and_marks_in_the_selected_run
         await pilot.press("y")
         await until(lambda: source.calls[-1][:4] == ("mark", "run-failed-1", "publish_results",
                                                      "failed"))
+
+
+async def test_the_schedules_view_lists_schedules_and_pauses_resumes_and_runs_one_now() -> None:
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("w")
+        table = app.query_one("#schedules-table", DataTable)
+        await until(lambda: table.row_count == 2)
+        rows = [[str(c) for c in table.get_row_at(i)] for i in range(2)]
+        assert rows[0][0] == "every-15m" and rows[0][5] == "paused: source system down"
+        assert rows[1][:3] == ["nightly-ml", "pipeline_simple_ml", "cron '30 2 * * *' Europe/Paris"]
+        assert rows[1][3] == "2026-01-01T02:30:00+01:00" and rows[1][5] == "active"
+        assert "added from the CLI" in text_of(app.query_one("#schedule-detail", Static))
+        await pilot.press("u")  # the paused one: resume, once confirmed
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: ("resume_schedule", "every-15m") in source.calls)
+        await until(lambda: str(table.get_row_at(0)[5]) == "active")
+        await pilot.press("n")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: ("trigger_schedule", "every-15m") in source.calls)
+        source.push(ScheduleEvent(name="nightly-ml", state=source.schedule_states["nightly-ml"],
+                                  fires=[FireRecord(schedule="nightly-ml", nominal=T0,
+                                                    last_nominal=T0, outcome=FireOutcome.MISSED,
+                                                    reason="outside the catch-up window")]))
+        await until(lambda: str(table.get_row_at(1)[4]) == "missed")
+        source.push(ScheduleEvent(name="every-15m", state=None))
+        await until(lambda: table.row_count == 1)

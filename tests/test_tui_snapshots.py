@@ -74,3 +74,16 @@ def test_the_agents_view_lists_live_and_lost_agents_with_their_heartbeat(snap_co
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_the_schedules_view_shows_next_fires_and_a_paused_schedule(snap_compare: Any) -> None:
+    app = dashboard()
+
+    async def ready(pilot: Pilot[None]) -> None:
+        await pilot.press("w")
+        table = app.query_one("#schedules-table", DataTable)
+        await until(lambda: table.row_count == 2)
+        await until(lambda: "every-15m" in panel_text(app, "#schedule-detail"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)

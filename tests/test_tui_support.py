@@ -21,6 +21,7 @@ from protocol.records import (
     RunRecord,
     TaskRecord,
 )
+from protocol.schedules import ScheduleSpec, ScheduleState
 from protocol.states import RunStatus, TaskStatus
 from tests.memory_source import MemorySource, flow_detail
 
@@ -147,6 +148,15 @@ def agent(agent_id: str = "agent-1", status: str = "live") -> AgentInfo:
                      status=status)
 
 
+def schedules() -> list[ScheduleState]:
+    nightly = ScheduleSpec(name="nightly-ml", flow="pipeline_simple_ml", cron="30 2 * * *",
+                           timezone="Europe/Paris", params={"n_rows": 500})
+    often = ScheduleSpec(name="every-15m", flow="pipeline_simple", every_s=900.0)
+    return [ScheduleState(spec=nightly, cursor=T0 - 3600, origin="code", created_at=T0 - 86400),
+            ScheduleState(spec=often, cursor=T0, paused=True, note="source system down",
+                          created_at=T0 - 86400)]
+
+
 def rejected() -> RejectedMessage:
     return RejectedMessage(id=1, subject="flowforge.trigger.pipeline_simple",
                            reason="params: expected an object, got a string", code="bad_request",
@@ -158,7 +168,8 @@ def memory_source(runs: bool = True) -> MemorySource:
                                                 "pipeline_simple_ml")]
     return MemorySource(flows=flows, runs=[failed_run(), running_run()] if runs else [],
                         agents=[agent(), agent("agent-2", "lost")], rejected=[rejected()],
-                        logs={("run-failed-1", "faulty_transform"): FAULTY_LOG}, clock=clock)
+                        logs={("run-failed-1", "faulty_transform"): FAULTY_LOG}, clock=clock,
+                        schedules=schedules())
 
 
 async def test_the_memory_source_answers_like_a_coordinator() -> None:

@@ -25,6 +25,7 @@ from tui.operator import Operator
 from tui.problems_view import ProblemsView
 from tui.run_view import RunScreen
 from tui.runs_view import RunsView
+from tui.schedules_view import SchedulesView
 from tui.source import DataSource
 
 FLUSH_S = 0.05
@@ -35,7 +36,8 @@ EPILOG = """examples:
   flowforge-dashboard --nats nats://ops-nats:4222 --namespace staging
 
 keys: f flows, r runs, a agents, p problems, enter open, t trigger, c cancel, y retry,
-m mark a task, o a task's whole output, g its whole log, l load more runs,
+w schedules (u pause or resume, n run now), m mark a task, o a task's whole output,
+g its whole log, l load more runs,
 in a DAG: arrows move, - / + zoom out / in, x collapse or expand a group, X all groups,
 s stack or unstack wide fan-outs,
 escape back, ctrl+p command palette, q quit
@@ -52,6 +54,7 @@ class DashboardApp(App[None]):
         Binding("r", "show_tab('runs')", "Runs"),
         Binding("a", "show_tab('agents')", "Agents"),
         Binding("p", "show_tab('problems')", "Problems"),
+        Binding("w", "show_tab('schedules')", "Schedules"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -79,10 +82,12 @@ class DashboardApp(App[None]):
                 yield AgentsView(id="agents-view")
             with TabPane("Problems", id="problems"):
                 yield ProblemsView(id="problems-view")
+            with TabPane("Schedules", id="schedules"):
+                yield SchedulesView(id="schedules-view")
         yield Footer()
 
     FOCUS = {"flows": "#flows-table", "runs": "#runs-table", "agents": "#agents-table",
-             "problems": "#problems-table"}
+             "problems": "#problems-table", "schedules": "#schedules-table"}
     """The widget that takes the keys when a tab is shown."""
 
     def on_mount(self) -> None:
@@ -128,7 +133,7 @@ class DashboardApp(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for tab in ("flows", "runs", "agents", "problems"):
+        for tab in ("flows", "runs", "agents", "problems", "schedules"):
             yield SystemCommand(f"Show {tab}", f"the {tab} view",
                                 lambda tab=tab: self.action_show_tab(tab))
         model = self.hub.model

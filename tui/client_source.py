@@ -10,7 +10,7 @@ from nats.errors import Error as NatsError
 
 from flowforge.client import Client, decode_events, decode_log_event
 from flowforge.connection import ConnectOptions
-from protocol.api import FlowDetail
+from protocol.api import FlowDetail, ScheduleDetail
 from protocol.errors import NotConnected
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from tui.source import LinkDown, LinkUp, SourceEvent
@@ -128,3 +128,15 @@ class ClientSource:
 
     async def mark(self, run_id: str, task: str, status: str, output: Any = None) -> TaskRecord:
         return await self._guard(self.client.mark(run_id, task, status, output))
+
+    async def schedules(self) -> list[ScheduleDetail]:
+        return await self._guard(self.client.schedules())
+
+    async def pause_schedule(self, name: str, note: str | None = None) -> ScheduleDetail:
+        return await self._guard(self.client.pause_schedule(name, note))
+
+    async def resume_schedule(self, name: str) -> ScheduleDetail:
+        return await self._guard(self.client.resume_schedule(name))
+
+    async def trigger_schedule(self, name: str) -> RunRecord:
+        return await self._guard(self.client.trigger_schedule(name))

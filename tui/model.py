@@ -11,6 +11,7 @@ from protocol.flows import FlowSpec
 from protocol.limits import MAX_LOG_KEPT_CHARS
 from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
+from protocol.schedules import FireRecord, ScheduleEvent, ScheduleState
 from protocol.states import RUN_FINAL, RunStatus
 from tui.source import LinkDown, LinkUp, Snapshot, SourceEvent
 
@@ -111,6 +112,9 @@ class Model:
         self.runs: dict[str, RunRecord] = {}
         self.tasks: dict[str, dict[str, TaskRecord]] = {}
         self.agents: dict[str, AgentInfo] = {}
+        self.schedules: dict[str, ScheduleState] = {}
+        self.last_fire: dict[str, FireRecord] = {}
+        """The newest nominal time each schedule dealt with (from its events)."""
         self.rejected: list[RejectedMessage] = []
         self.errors: deque[ErrorEvent] = deque(maxlen=max_errors)
         self.link_down: str | None = None
@@ -154,9 +158,12 @@ class Model:
                        if not self._newer(("agent", a.agent_id), since)} | {
             k: a for k, a in self.agents.items() if self._newer(("agent", k), since)}
         self.rejected = sorted(snap.rejected, key=lambda m: m.received_at, reverse=True)
+        self.schedules = {d.state.spec.name: d.state for d in snap.schedules
+                          if not self._newer(("schedule", d.state.spec.name), since)} | {
+            k: s for k, s in self.schedules.items() if self._newer(("schedule", k), since)}
         self.synced_at = now
         self._prune()
-        return Dirty({"flows", "runs", "agents", "problems", "link"}, set(self.runs))
+        return Dirty({"flows", "runs", "agents", "problems", "link", "schedules"}, set(self.runs))
 
     def set_detail(self, detail: RunDetail, since: int | None = None) -> Dirty:
         """A run fetched (at ``since``) with all its task instances (the run view asks)."""
@@ -228,6 +235,8 @@ class Model:
             case ErrorEvent():
                 self.errors.appendleft(event)
                 return Dirty({"problems"})
+            case ScheduleEvent():
+                return self._apply_schedule(event)
             case LinkDown():
                 if self.link_down is None:
                     self.down_since = now
@@ -243,6 +252,19 @@ class Model:
         for event in events:
             dirty.merge(self.apply(event, now))
         return dirty
+
+    def _apply_schedule(self, event: ScheduleEvent) -> Dirty:
+        self._touch("schedule", event.name)
+        if event.state is None:
+            self.schedules.pop(event.name, None)
+            self.last_fire.pop(event.name, None)
+        else:
+            self.schedules[event.name] = event.state
+        for fire in event.fires:
+            last = self.last_fire.get(event.name)
+            if last is None or fire.nominal >= last.nominal:
+                self.last_fire[event.name] = fire
+        return Dirty({"schedules"})
 
     def _apply_run(self, run: RunRecord) -> Dirty:
         known = run.run_id in self.runs

@@ -55,6 +55,20 @@ class Operator:
 
         self.app.push_screen(MarkScreen(run_id, task), chosen)
 
+    def toggle_schedule(self, name: str, paused: bool) -> None:
+        if paused:
+            self._confirm(f"Resume schedule {name}? It fires again from now; the times due "
+                          "while it was paused stay skipped.",
+                          lambda: self.hub.source.resume_schedule(name), f"{name} resumed")
+        else:
+            self._confirm(f"Pause schedule {name}? Nothing fires until it is resumed.",
+                          lambda: self.hub.source.pause_schedule(name, "paused from the dashboard"),
+                          f"{name} paused")
+
+    def run_schedule(self, name: str) -> None:
+        self._confirm(f"Start a run of schedule {name} now, outside its times?",
+                      lambda: self.hub.source.trigger_schedule(name), f"{name}: run started")
+
     def _confirm(self, question: str, call: Callable[[], Awaitable[object]], done: str) -> None:
         def answered(yes: bool | None) -> None:
             if yes:

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from protocol.api import FlowDetail
+from protocol.api import FlowDetail, ScheduleDetail
 from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import (
     AgentInfo,
@@ -14,8 +14,9 @@ from protocol.records import (
     RunRecord,
     TaskRecord,
 )
+from protocol.schedules import ScheduleEvent
 
-Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | TaskLog
+Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | TaskLog | ScheduleEvent
 """A status event, as ``flowforge.client.Client.events`` yields them, or lines of a task's log."""
 
 
@@ -42,6 +43,7 @@ class Snapshot:
     runs: list[RunRecord] = field(default_factory=list)
     agents: list[AgentInfo] = field(default_factory=list)
     rejected: list[RejectedMessage] = field(default_factory=list)
+    schedules: list[ScheduleDetail] = field(default_factory=list)
 
 
 class DataSource(Protocol):
@@ -87,6 +89,14 @@ class DataSource(Protocol):
 
     async def mark(self, run_id: str, task: str, status: str, output: Any = None) -> TaskRecord: ...
 
+    async def schedules(self) -> list[ScheduleDetail]: ...
+
+    async def pause_schedule(self, name: str, note: str | None = None) -> ScheduleDetail: ...
+
+    async def resume_schedule(self, name: str) -> ScheduleDetail: ...
+
+    async def trigger_schedule(self, name: str) -> RunRecord: ...
+
 
 async def load_snapshot(source: DataSource, runs_limit: int = 200) -> Snapshot:
     """The dashboard's starting state, one API call per kind."""
@@ -95,4 +105,5 @@ async def load_snapshot(source: DataSource, runs_limit: int = 200) -> Snapshot:
         runs=await source.runs(limit=runs_limit),
         agents=await source.agents(),
         rejected=await source.rejected(),
+        schedules=await source.schedules(),
     )
