@@ -23,6 +23,7 @@ from coordinator.store import Store
 from coordinator.writer import Batch, Writer
 from flowforge.firetimes import MAX_RECORDED, catch_up, fire_at, next_fires, nominal_times
 from protocol.api import StartRun
+from protocol.errors import FlowForgeError
 from protocol.records import RunRecord
 from protocol.schedules import FireOutcome, FireRecord, ScheduleState
 from protocol.states import RUN_FINAL, RunStatus
@@ -30,6 +31,8 @@ from protocol.states import RUN_FINAL, RunStatus
 log = logging.getLogger("flowforge.coordinator.schedules")
 
 MISSED_REASON = "outside the catch-up window"
+MAX_FIRES_PER_BATCH = 256
+"""Schedules dealt with in one writer batch; more due at once go in the batches after."""
 
 
 def run_key(name: str, nominal: float) -> str:
@@ -68,6 +71,9 @@ class ScheduleClock:
         for run in await self.store.active_runs():
             if run.schedule is not None:
                 self.running.setdefault(run.schedule, set()).add(run.run_id)
+        for name in list(self.buffered):
+            if not self.running.get(name):
+                self._later(self._start_buffered(name))
         self._arm()
 
     def stop(self) -> None:
@@ -116,14 +122,30 @@ class ScheduleClock:
             self._arm()
 
     async def _fire_in_batch(self, now: float, batch: Batch) -> None:
+        """The schedules due by now, at most MAX_FIRES_PER_BATCH (the rest in the next batch,
+        at once): a batch of thousands would hold up reports and requests for seconds."""
         due: list[str] = []
-        while self._heap and self._heap[0][0] <= now:
+        while self._heap and self._heap[0][0] <= now and len(due) < MAX_FIRES_PER_BATCH:
             _, name, generation = heapq.heappop(self._heap)
             if generation == self._generation.get(name):
                 due.append(name)
         for name in due:
-            await self.fire(name, now, batch)
-            self.plan(name)
+            try:
+                await self.fire(name, now, batch)
+            except Exception as exc:  # noqa: BLE001 - one schedule must not stop the others
+                self._pause_broken(name, exc, now, batch)
+            finally:
+                self.plan(name)
+
+    def _pause_broken(self, name: str, exc: Exception, now: float, batch: Batch) -> None:
+        """A fire that cannot start its run (the flow changed under it, say) pauses its
+        schedule with the reason, instead of failing the same way at every tick."""
+        log.warning("schedule %s paused: its fire failed: %s", name, exc)
+        state = self.states.get(name)
+        if state is not None:
+            reason = exc.message if isinstance(exc, FlowForgeError) else f"{type(exc).__name__}: {exc}"
+            state.paused, state.note, state.updated_at = True, f"a fire failed: {reason}"[:500], now
+            batch.schedules.states[name] = state
 
     # -- what ---------------------------------------------------------------------------------
 
@@ -142,6 +164,7 @@ class ScheduleClock:
 
     async def _one_time(self, name: str, nominal: float, now: float, batch: Batch) -> None:
         state = self.states[name]
+        await self.start_waiting(name, now, batch)  # a waiting fire goes before this one
         running = self.running.get(name, set())
         decision = on_fire(state.spec.overlap, len(running), len(self.buffered.get(name, ())))
         if decision.action is Action.SKIP:
@@ -155,12 +178,25 @@ class ScheduleClock:
                     self.writer.scheduler.cancel(run_id, now, batch.changes)
             await self.start_run(name, nominal, now, batch, decision.reason)
 
+    async def start_waiting(self, name: str, now: float, batch: Batch) -> None:
+        """The oldest buffered fire starts when none of the schedule's runs is going (also
+        after a restart that came between a run's end and that start)."""
+        waiting = self.buffered.get(name)
+        state = self.states.get(name)
+        if waiting and state is not None and not state.paused and not self.running.get(name):
+            await self.start_run(name, waiting.popleft(), now, batch,
+                                 "buffered until the schedule's runs ended")
+
     async def start_run(self, name: str, nominal: float, now: float, batch: Batch,
-                        reason: str = "") -> RunRecord:
+                        reason: str = "", key: str | None = None) -> RunRecord:
         spec = self.states[name].spec
         request = StartRun(flow=spec.flow, params=spec.params, source="schedule",
-                           idempotency_key=run_key(name, nominal))
+                           idempotency_key=key or run_key(name, nominal))
         run = await self.writer.start_scheduled(request, now, batch, name, nominal)
+        if run.schedule != name:  # the key was taken by a run the schedule did not start
+            self._record(batch, name, nominal, FireOutcome.SKIPPED,
+                         f"its key was taken by run {run.run_id}", now)
+            return run
         if run.status not in RUN_FINAL:
             self.running.setdefault(name, set()).add(run.run_id)
         self._record(batch, name, nominal, FireOutcome.STARTED, reason, now, run_id=run.run_id)
@@ -173,6 +209,14 @@ class ScheduleClock:
         batch.schedules.fires.append(FireRecord(
             schedule=name, nominal=nominal, last_nominal=nominal if last is None else last,
             count=count, outcome=outcome, reason=reason, run_id=run_id, recorded_at=now))
+
+    def forget(self, name: str, batch: Batch) -> None:
+        """A deleted schedule: nothing of it stays to be inherited by a new one of its name."""
+        self.states.pop(name, None)
+        self.running.pop(name, None)
+        self.buffered.pop(name, None)
+        batch.schedules.deleted.add(name)
+        self.plan(name)
 
     def skip_paused(self, state: ScheduleState, now: float, batch: Batch) -> None:
         """Resuming: the times that came due while paused are recorded as skipped and the
@@ -191,8 +235,13 @@ class ScheduleClock:
     def _runs_changed(self, runs: Iterable[RunRecord]) -> None:
         """After a commit: runs of schedules that ended free their schedule; a failure pauses
         a schedule that asks for it; a buffered time starts when nothing is going."""
+        if self._stopped:
+            return
         for run in runs:
-            if run.schedule is None or run.status not in RUN_FINAL:
+            if run.schedule is None:
+                continue
+            if run.status not in RUN_FINAL:  # started, or retried after it had ended
+                self.running.setdefault(run.schedule, set()).add(run.run_id)
                 continue
             self.running.get(run.schedule, set()).discard(run.run_id)
             state = self.states.get(run.schedule)
@@ -223,10 +272,7 @@ class ScheduleClock:
 
     async def _start_buffered(self, name: str) -> None:
         async def act(now: float, batch: Batch) -> None:
-            waiting = self.buffered.get(name)
-            if name in self.states and waiting and not self.running.get(name):
-                await self.start_run(name, waiting.popleft(), now, batch,
-                                     "buffered until the schedule's runs ended")
+            await self.start_waiting(name, now, batch)
 
         with contextlib.suppress(Exception):
             await self.writer.submit(act)

@@ -69,6 +69,8 @@ async def write(conn: aiosqlite.Connection, states: Iterable[ScheduleState],
             "WHERE schedule_fires.outcome = 'buffered'", [fire_row(f) for f in fires])
     if deleted:
         await conn.executemany("DELETE FROM schedules WHERE name = ?", [(n,) for n in deleted])
+        await conn.executemany("DELETE FROM schedule_fires WHERE schedule = ? AND outcome = ?",
+                               [(n, FireOutcome.BUFFERED.value) for n in deleted])
 
 
 async def all_states(db: Database) -> list[ScheduleState]:

@@ -20,9 +20,12 @@ from protocol.api import (
     TriggerSchedule,
 )
 from protocol.dag import check_params
-from protocol.errors import BadRequest, UnknownSchedule
+from protocol.errors import BadRequest, TooLarge, UnknownSchedule
+from protocol.limits import MAX_PARAMS_BYTES, MAX_VALUE_DEPTH
+from protocol.messages import encoder
 from protocol.records import RunRecord
 from protocol.schedules import ScheduleSpec, ScheduleState
+from protocol.untrusted import check_depth
 
 
 class SchedulesApi:
@@ -57,9 +60,7 @@ class SchedulesApi:
     async def delete(self, req: DeleteSchedule) -> ScheduleDetail:
         async def act(now: float, batch: Batch) -> ScheduleState:
             state = self._state(req.name)
-            del self.clock.states[req.name]
-            batch.schedules.deleted.add(req.name)
-            self.clock.plan(req.name)  # forgets its next fire
+            self.clock.forget(req.name, batch)
             return state
 
         return self._detail(await self.clock.writer.submit(act), upcoming=0)
@@ -67,7 +68,8 @@ class SchedulesApi:
     async def trigger(self, req: TriggerSchedule) -> RunRecord:
         async def act(now: float, batch: Batch) -> RunRecord:
             self._state(req.name)
-            return await self.clock.start_run(req.name, now, now, batch, "triggered by hand")
+            return await self.clock.start_run(req.name, now, now, batch, "triggered by hand",
+                                              key=f"schedule:{req.name}:by-hand:{now!r}")
 
         return await self.clock.writer.submit(act)
 
@@ -94,6 +96,7 @@ class SchedulesApi:
                     raise BadRequest(f"schedule {spec.name!r} is given with flow {flow!r} but "
                                      f"runs flow {spec.flow!r}")
                 check_timing(spec)
+                check_schedule_params(spec)
                 old = self.clock.states.get(spec.name)
                 if old is not None and (old.origin != "code" or old.spec.flow != flow):
                     raise BadRequest(
@@ -115,9 +118,7 @@ class SchedulesApi:
                 wanted = {s.name for s in specs}
                 for name, state in list(self.clock.states.items()):
                     if state.origin == "code" and state.spec.flow == flow_name and name not in wanted:
-                        del self.clock.states[name]
-                        batch.schedules.deleted.add(name)
-                        self.clock.plan(name)
+                        self.clock.forget(name, batch)
                 for spec in specs:
                     await self._put_state(spec, "code", now, batch)
 
@@ -127,6 +128,7 @@ class SchedulesApi:
         """Create or change a schedule; a changed one keeps its cursor and pause."""
         spec = req.spec
         check_timing(spec)
+        check_schedule_params(spec)
         flow = await self.flows.current(spec.flow)
         check_params(spec.flow, flow.params, spec.params, allow_unknown=flow.accepts_any_param,
                      known=flow.param_names)
@@ -142,11 +144,15 @@ class SchedulesApi:
                          batch: Batch) -> ScheduleState:
         """A new schedule fires from now; a changed one keeps its cursor and pause."""
         old = self.clock.states.get(spec.name)
+        batch.schedules.deleted.discard(spec.name)  # deleted and added again in one batch
         if old is not None and old.spec == spec and old.origin == origin:
             return old
+        cursor = now if old is None else old.cursor
+        if old is not None and _timing(old.spec) != _timing(spec):
+            cursor = max(cursor, now)  # new times start from now: no back-dated catch-up
         state = ScheduleState(
             spec=spec, paused=old.paused if old else False, note=old.note if old else None,
-            cursor=old.cursor if old else now, origin=origin,
+            cursor=cursor, origin=origin,
             created_at=old.created_at if old else now, updated_at=now)
         self.clock.states[spec.name] = state
         batch.schedules.states[spec.name] = state
@@ -169,3 +175,17 @@ class SchedulesApi:
         times = [] if state.paused or not upcoming else next_fires(state.spec, state.cursor,
                                                                     upcoming)
         return ScheduleDetail(state=state, next_fires=times, fires=fires or [])
+
+
+def _timing(spec: ScheduleSpec) -> tuple[object, ...]:
+    return (spec.cron, spec.every_s, spec.timezone, spec.start_at)
+
+
+def check_schedule_params(spec: ScheduleSpec) -> None:
+    """The run parameters a schedule will start its runs with: held to a run's limits now,
+    not at each fire."""
+    params_json = encoder.encode(spec.params)
+    if len(params_json) > MAX_PARAMS_BYTES:
+        raise TooLarge(f"schedule {spec.name!r}: parameters are over {MAX_PARAMS_BYTES} bytes; "
+                       "pass a reference (a path or a key) instead of the data")
+    check_depth(params_json, f"schedule {spec.name!r}'s parameters", MAX_VALUE_DEPTH)

@@ -168,14 +168,14 @@ def catch_up(spec: ScheduleSpec, cursor: float, now: float) -> CatchUp:
     catch-up window are missed; of the rest, ``all`` runs each (at most MAX_CATCHUP_RUNS),
     ``latest`` the newest, ``none`` only one still on time."""
     out = CatchUp(cursor=cursor)
-    window_start = now - spec.catchup_window_s
+    window_start = now - spec.catchup_window_s - spec.jitter_s  # a fire is up to jitter late
     _missed_before(spec, out, window_start)
     since = max(out.cursor, math.nextafter(window_start, -math.inf))  # the window's start is in
     due = list(itertools.takewhile(lambda t: t <= now, nominal_times(spec, since)))
     if due:
         out.cursor = due[-1]
     keep = {Catchup.ALL: due[-MAX_CATCHUP_RUNS:], Catchup.LATEST: due[-1:],
-            Catchup.NONE: [t for t in due[-1:] if now - t <= ON_TIME_S]}[spec.catchup]
+            Catchup.NONE: [t for t in due[-1:] if now - fire_at(spec, t) <= ON_TIME_S]}[spec.catchup]
     reason = {Catchup.ALL: f"catch-up runs at most {MAX_CATCHUP_RUNS} at once",
               Catchup.LATEST: "catch-up latest: a newer time ran instead",
               Catchup.NONE: "catch-up none: it came due while no coordinator ran"}[spec.catchup]

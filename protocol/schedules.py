@@ -97,7 +97,7 @@ def check_schedule(spec: ScheduleSpec) -> None:
                               "characters")
     if spec.every_s is not None and not MIN_INTERVAL_S <= spec.every_s <= MAX_INTERVAL_S:
         raise InvalidSchedule(f"{where}: every must be from {MIN_INTERVAL_S:g} s to 366 days")
-    _check_span(where, "catchup_window", spec.catchup_window_s, 0.0, MAX_CATCHUP_WINDOW_S)
+    _check_span(where, "catchup_window", spec.catchup_window_s, 1.0, MAX_CATCHUP_WINDOW_S)
     _check_span(where, "jitter", spec.jitter_s, 0.0, spec.every_s or MAX_INTERVAL_S)
     if spec.start_at is not None and spec.end_at is not None and spec.end_at <= spec.start_at:
         raise InvalidSchedule(f"{where}: end must be after start")

@@ -15,6 +15,11 @@ def greet(name: str, times: int = 1) -> str:
     return " ".join([f"hello {name}"] * times)
 
 
+def greet_twice(name: str, times: int) -> str:
+    """Like greet, but ``times`` is required: a flow changed under its schedules."""
+    return greet(name, times)
+
+
 def noop() -> str:
     return "done"
 

@@ -128,8 +128,8 @@ async def test_schedules_written_in_code_follow_the_code_at_each_registration(
     cursor = shown.state.cursor
     await client.register([_flow_with([Schedule("nightly", cron="0 3 * * *",
                                                 timezone="Europe/Paris")])])
-    [changed] = await client.schedules()
-    assert changed.state.spec.cron == "0 3 * * *" and changed.state.cursor == cursor
+    [changed] = await client.schedules()  # new times start from now: nothing back-dated
+    assert changed.state.spec.cron == "0 3 * * *" and changed.state.cursor >= cursor
     with pytest.raises(RemoteError, match="defined in the code of flow 'noop'"):
         await client.put_schedule(ScheduleSpec(name="nightly", flow="noop", every_s=60.0))
     await client.register([_flow_with([])])
@@ -185,3 +185,80 @@ async def test_each_commit_that_changes_a_schedule_is_an_event(coordinator, clie
     started = [f for e in seen for f in e.fires if f.outcome is FireOutcome.STARTED]
     assert len(started) == 1 and started[0].run_id is not None  # no agent: the rest skip
     assert {e.name for e in seen} == {"tick"}
+
+
+async def _fires(client: Client, name: str) -> list:  # type: ignore[type-arg]
+    return (await client.schedule(name, fires=100)).fires
+
+
+async def test_buffered_fires_wait_for_the_running_run_and_start_in_order(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop()])  # no agent: runs stay queued
+    await client.put_schedule(ScheduleSpec(name="tick", flow="noop", every_s=1.0,
+                                           overlap=Overlap.BUFFER_ALL))
+
+    async def buffered(n: int) -> bool:
+        return sum(f.outcome is FireOutcome.BUFFERED for f in await _fires(client, "tick")) >= n
+
+    await wait_for(lambda: buffered(2), timeout_s=20)
+    [first] = [f for f in await _fires(client, "tick") if f.outcome is FireOutcome.STARTED]
+    waiting = sorted(f.nominal for f in await _fires(client, "tick")
+                     if f.outcome is FireOutcome.BUFFERED)
+    await client.cancel(first.run_id or "")  # the running run ends: the oldest waiting starts
+
+    async def started_next() -> bool:
+        fires = {f.nominal: f for f in await _fires(client, "tick")}
+        return fires[waiting[0]].outcome is FireOutcome.STARTED
+
+    await wait_for(started_next, timeout_s=20)
+    fires = {f.nominal: f for f in await _fires(client, "tick")}
+    assert fires[waiting[1]].outcome is FireOutcome.BUFFERED  # in order, one at a time
+    assert "buffered until" in fires[waiting[0]].reason
+
+
+async def test_a_schedule_whose_fires_fail_is_paused_with_why_and_the_others_go_on(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop(), inputflows.register_greeting()])
+    await client.put_schedule(ScheduleSpec(name="a-greet", flow="greeting", every_s=1.0,
+                                           params={"name": "x"}))
+    await client.put_schedule(ScheduleSpec(name="b-tick", flow="noop", every_s=1.0,
+                                           overlap=Overlap.ALLOW_ALL))
+    changed = register_task_pipeline(flow_name="greeting", pipeline={  # a new required param
+        "greet": {"function": inputflows.greet_twice, "depends_on": []}})
+    await client.register([changed])
+
+    async def paused() -> bool:
+        return (await client.schedule("a-greet")).state.paused
+
+    await wait_for(paused, timeout_s=20)
+    note = (await client.schedule("a-greet")).state.note or ""
+    assert note.startswith("a fire failed:") and "times" in note
+    count = len(await _fires(client, "b-tick"))
+    await wait_for(lambda: _more_fires(client, "b-tick", count), timeout_s=20)
+
+
+async def _more_fires(client: Client, name: str, than: int) -> bool:
+    return len(await _fires(client, name)) > than
+
+
+async def test_a_schedule_deleted_and_added_again_inherits_nothing(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop()])  # no agent: the first run stays queued
+    spec = ScheduleSpec(name="tick", flow="noop", every_s=1.0)
+    await client.put_schedule(spec)
+
+    async def skipped() -> bool:
+        return any(f.outcome is FireOutcome.SKIPPED for f in await _fires(client, "tick"))
+
+    await wait_for(skipped, timeout_s=20)
+    await client.delete_schedule("tick")
+    again = await client.put_schedule(spec)
+
+    async def started_again() -> bool:
+        return any(f.outcome is FireOutcome.STARTED and f.nominal > again.state.cursor
+                   for f in await _fires(client, "tick"))
+
+    await wait_for(started_again, timeout_s=20)  # not skipped for the old schedule's run
