@@ -6,6 +6,10 @@ from enum import StrEnum
 
 from protocol.schedules import Overlap
 
+MAX_BUFFERED = 1000
+"""Fires of one schedule waiting at most (buffer_all); later ones are skipped, as Temporal caps
+its buffer."""
+
 
 class Action(StrEnum):
     START = "start"
@@ -38,6 +42,9 @@ def on_fire(policy: Overlap, running: int, buffered: int) -> Decision:
                 return Decision(Action.BUFFER, f"overlap buffer_one: waits, {busy}")
             return Decision(Action.SKIP, "overlap buffer_one: a fire is already waiting")
         case Overlap.BUFFER_ALL:
+            if buffered >= MAX_BUFFERED:
+                return Decision(Action.SKIP, f"overlap buffer_all: {MAX_BUFFERED} fires already "
+                                "wait (the most kept)")
             return Decision(Action.BUFFER, f"overlap buffer_all: waits its turn, {busy}")
         case _:  # CANCEL_OTHER
             return Decision(Action.CANCEL_THEN_START, f"overlap cancel_other: {busy} cancelled")

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from coordinator import schedule_store
-from coordinator.firing import Action, may_start_buffered, on_fire
+from coordinator.firing import MAX_BUFFERED, Action, may_start_buffered, on_fire
 from coordinator.store import Store
 from coordinator.writer import Batch, Writer
 from flowforge.firetimes import MAX_RECORDED, catch_up, fire_at, next_fires, nominal_times
@@ -64,9 +64,9 @@ class ScheduleClock:
         for state in await schedule_store.all_states(db):
             name = state.spec.name
             self.states[name] = state
-            waiting = await schedule_store.fires_of(db, name, 1000, FireOutcome.BUFFERED)
+            waiting = await schedule_store.waiting_fires(db, name, MAX_BUFFERED)
             if waiting:
-                self.buffered[name] = deque(sorted(f.nominal for f in waiting))
+                self.buffered[name] = deque(waiting)
             self.plan(name)
         for run in await self.store.active_runs():
             if run.schedule is not None:

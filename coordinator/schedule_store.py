@@ -83,6 +83,14 @@ async def get_state(db: Database, name: str) -> ScheduleState | None:
     return None if row is None else _state(row)
 
 
+async def waiting_fires(db: Database, name: str, limit: int) -> list[float]:
+    """The nominal times of a schedule's buffered fires, oldest first."""
+    rows = await db.fetchall("SELECT nominal FROM schedule_fires WHERE schedule = ? AND "
+                             "outcome = ? ORDER BY nominal LIMIT ?",
+                             (name, FireOutcome.BUFFERED.value, limit))
+    return [r[0] for r in rows]
+
+
 async def fires_of(db: Database, name: str, limit: int = 50,
                    outcome: FireOutcome | None = None) -> list[FireRecord]:
     """The newest records of a schedule's nominal times, newest first."""

@@ -9,6 +9,7 @@ field follow the clock as it is: in a repeated hour they fire in both passes, ea
 own instant. A nominal time is a UTC instant, so no instant is ever fired twice.
 """
 
+import collections
 import hashlib
 import itertools
 import math
@@ -171,15 +172,18 @@ def catch_up(spec: ScheduleSpec, cursor: float, now: float) -> CatchUp:
     window_start = now - spec.catchup_window_s - spec.jitter_s  # a fire is up to jitter late
     _missed_before(spec, out, window_start)
     since = max(out.cursor, math.nextafter(window_start, -math.inf))  # the window's start is in
-    due = list(itertools.takewhile(lambda t: t <= now, nominal_times(spec, since)))
-    if due:
-        out.cursor = due[-1]
-    keep = {Catchup.ALL: due[-MAX_CATCHUP_RUNS:], Catchup.LATEST: due[-1:],
-            Catchup.NONE: [t for t in due[-1:] if now - fire_at(spec, t) <= ON_TIME_S]}[spec.catchup]
+    due = _Due()
+    for t in itertools.takewhile(lambda t: t <= now, nominal_times(spec, since)):
+        due.add(t)
+    if due.count:
+        out.cursor = due.tail[-1]
+    last = list(due.tail)[-1:]
+    keep = {Catchup.ALL: list(due.tail)[-MAX_CATCHUP_RUNS:], Catchup.LATEST: last,
+            Catchup.NONE: [t for t in last if now - fire_at(spec, t) <= ON_TIME_S]}[spec.catchup]
     reason = {Catchup.ALL: f"catch-up runs at most {MAX_CATCHUP_RUNS} at once",
               Catchup.LATEST: "catch-up latest: a newer time ran instead",
               Catchup.NONE: "catch-up none: it came due while no coordinator ran"}[spec.catchup]
-    _record(out, due[: len(due) - len(keep)], reason)
+    due.record_all_but(out, len(keep), reason)
     out.run = keep
     return out
 
@@ -206,6 +210,31 @@ def _missed_before(spec: ScheduleSpec, out: CatchUp, until: float) -> None:
         out.cursor = until - 1e-6
         return
     out.cursor = missed[-1]
+
+
+class _Due:
+    """The times due, without keeping them all: the first few (recorded one by one), the
+    last MAX_CATCHUP_RUNS (the ones that may run) and how many."""
+
+    def __init__(self) -> None:
+        self.head: list[float] = []
+        self.tail: collections.deque[float] = collections.deque(maxlen=MAX_CATCHUP_RUNS + 1)
+        self.count = 0
+
+    def add(self, t: float) -> None:
+        if len(self.head) <= MAX_RECORDED:
+            self.head.append(t)
+        self.tail.append(t)
+        self.count += 1
+
+    def record_all_but(self, out: CatchUp, kept: int, reason: str) -> None:
+        """Record every time but the last ``kept`` as skipped (a range past MAX_RECORDED)."""
+        skipped = self.count - kept
+        for t in self.head[:min(skipped, MAX_RECORDED)]:
+            out.skipped.append(Skipped(t, t, 1, reason))
+        if skipped > MAX_RECORDED:
+            out.skipped.append(Skipped(self.head[MAX_RECORDED], self.tail[-(kept + 1)],
+                                       skipped - MAX_RECORDED, reason))
 
 
 def _record(out: CatchUp, times: list[float], reason: str) -> None:

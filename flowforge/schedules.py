@@ -6,6 +6,7 @@ from typing import Any
 
 from flowforge.firetimes import check_timing
 from protocol.errors import InvalidFlow
+from protocol.limits import is_valid_name
 from protocol.schedules import (
     Catchup,
     InvalidSchedule,
@@ -52,6 +53,9 @@ def _spec(flow: str, given: Mapping[str, Any]) -> ScheduleSpec:
     if unknown:
         raise InvalidSchedule(f"schedule {given.get('name')!r} has no option "
                               f"{', '.join(sorted(unknown))}")
+    if not isinstance(given.get("name"), str) or not is_valid_name(given["name"]):
+        raise InvalidSchedule(f"schedule name {given.get('name')!r} is not valid: letters, "
+                              "digits, '_' and '-', starting with a letter or '_'")
     every = given.get("every")
     return ScheduleSpec(
         name=given["name"], flow=flow, cron=given.get("cron"), timezone=given.get("timezone", "UTC"),

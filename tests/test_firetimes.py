@@ -218,3 +218,13 @@ def test_started_in_the_second_pass_of_a_repeated_hour_nothing_fires_back_in_the
     assert restart > fired
     [after_restart] = itertools.islice(nominal_times(spec("30 2 * * *", "Europe/Paris"), restart), 1)
     assert datetime.fromtimestamp(after_restart, paris) == datetime(2026, 10, 26, 2, 30, tzinfo=paris)
+
+
+def test_a_large_catch_up_runs_the_newest_and_accounts_for_every_other_time() -> None:
+    s = spec(every_s=1, catchup=Catchup.ALL, catchup_window_s=5000)
+    result = catch_up(s, cursor=0, now=5000)
+    assert result.run == [float(t) for t in range(4001, 5001)]  # MAX_CATCHUP_RUNS of them
+    singles, [rest] = result.skipped[:MAX_RECORDED], result.skipped[MAX_RECORDED:]
+    assert [k.first for k in singles] == [float(t) for t in range(1, MAX_RECORDED + 1)]
+    assert (rest.first, rest.last, rest.count) == (MAX_RECORDED + 1, 4000, 4000 - MAX_RECORDED)
+    assert sum(k.count for k in result.skipped) + len(result.run) == 5000
