@@ -58,6 +58,7 @@ class ScheduleClock:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         writer.run_listeners.append(self._runs_changed)
+        writer.before_commit.append(self._pause_on_failures)
 
     async def start(self) -> None:
         db = self.store.database
@@ -247,8 +248,6 @@ class ScheduleClock:
             state = self.states.get(run.schedule)
             if state is None:
                 continue
-            if run.status is RunStatus.FAILED and state.spec.pause_on_failure and not state.paused:
-                self._later(self._pause_after_failure(run))
             if may_start_buffered(len(self.running.get(run.schedule, ())),
                                   len(self.buffered.get(run.schedule, ()))):
                 self._later(self._start_buffered(run.schedule))
@@ -258,17 +257,17 @@ class ScheduleClock:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _pause_after_failure(self, run: RunRecord) -> None:
-        async def act(now: float, batch: Batch) -> None:
+    def _pause_on_failures(self, now: float, batch: Batch) -> None:
+        """Before a batch commits: a schedule with pause_on_failure whose run failed in it is
+        paused in the same transaction (a crash cannot leave it unpaused)."""
+        for run in batch.changes.runs.values():
             state = self.states.get(run.schedule or "")
-            if state is not None and not state.paused:
-                state.paused, state.note, state.updated_at = True, (
-                    f"paused: run {run.run_id} failed (pause_on_failure)"), now
+            if (run.status is RunStatus.FAILED and state is not None
+                    and state.spec.pause_on_failure and not state.paused):
+                state.paused, state.updated_at = True, now
+                state.note = f"run {run.run_id} failed (pause_on_failure)"
                 batch.schedules.states[state.spec.name] = state
                 self.plan(state.spec.name)
-
-        with contextlib.suppress(Exception):
-            await self.writer.submit(act)
 
     async def _start_buffered(self, name: str) -> None:
         async def act(now: float, batch: Batch) -> None:

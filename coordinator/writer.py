@@ -129,6 +129,8 @@ class Writer:
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.run_listeners: list[Callable[[Iterable[RunRecord]], None]] = []
         """Told of the runs each batch changed, once it is committed."""
+        self.before_commit: list[Callable[[float, Batch], None]] = []
+        """Called with each batch before it is committed: changes they add go in with it."""
 
     async def submit(self, fn: Callable[[float, "Batch"], Awaitable[Any]]) -> Any:
         """Run ``fn`` in the next batch; returns once its changes are committed."""
@@ -188,6 +190,8 @@ class Writer:
     async def _commit_and_publish(self, batch: Batch) -> None:
         ch = batch.changes
         ids: list[int] = []
+        for hook in self.before_commit:
+            hook(time.time(), batch)
         if ch or batch.rejected or batch.logs or batch.schedules:
             ids = await self.store.commit(
                 ch, [(r.subject, r.code, r.reason, r.raw) for r in batch.rejected], batch.logs,

@@ -20,6 +20,15 @@ def greet_twice(name: str, times: int) -> str:
     return greet(name, times)
 
 
+def broken() -> None:
+    raise RuntimeError("the source system is down")
+
+
+def register_broken() -> FlowSpec:
+    return register_task_pipeline(flow_name="broken", pipeline={
+        "broken": {"function": broken, "depends_on": []}})
+
+
 def noop() -> str:
     return "done"
 

@@ -262,3 +262,22 @@ async def test_a_schedule_deleted_and_added_again_inherits_nothing(
                    for f in await _fires(client, "tick"))
 
     await wait_for(started_again, timeout_s=20)  # not skipped for the old schedule's run
+
+
+async def test_a_failed_run_pauses_a_schedule_that_asks_for_it_in_the_same_commit(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = inputflows.register_broken()
+    await start_agent()
+    await client.register([flow])
+    await client.put_schedule(ScheduleSpec(name="fragile", flow="broken", every_s=1.0,
+                                           overlap=Overlap.ALLOW_ALL, pause_on_failure=True))
+
+    async def paused() -> bool:
+        return (await client.schedule("fragile")).state.paused
+
+    await wait_for(paused, timeout_s=20)
+    shown = await client.schedule("fragile", fires=50)
+    failed = [r for r in await client.runs(flow="broken") if r.status is RunStatus.FAILED]
+    assert shown.state.note in {f"run {r.run_id} failed (pause_on_failure)" for r in failed}
+    assert shown.next_fires == []
