@@ -15,7 +15,7 @@ from flowforge import graphs, render, runtime, schedule_cli
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
 from flowforge.loader import LoadError, import_target
-from flowforge.params import parse_param
+from flowforge.params import params_from, parse_param
 from flowforge.registry import REGISTRY
 from flowforge.schedule_cli import add_schedule_parser
 from flowforge.terminal import out, safe_json
@@ -46,17 +46,7 @@ EXIT_CONNECTION = runtime.EXIT_NO_NATS
 
 
 def _params(ns: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if ns.params_json:
-        try:
-            loaded = json.loads(ns.params_json)
-        except json.JSONDecodeError as exc:
-            raise FlowForgeError(f"--params-json is not valid JSON: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise FlowForgeError("--params-json must be a JSON object")
-        params.update(loaded)
-    params.update(dict(ns.param or []))
-    return params
+    return params_from(ns.params_json, "--params-json", ns.param)
 
 
 def list_limit(text: str) -> int:

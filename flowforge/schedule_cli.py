@@ -2,7 +2,6 @@
 
 import argparse
 import datetime as dt
-import json
 import zoneinfo
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +11,7 @@ import msgspec
 from flowforge import render
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args
 from flowforge.firetimes import check_timing, next_fires
-from flowforge.params import parse_param
+from flowforge.params import params_from, parse_param
 from flowforge.terminal import out, safe_json
 from protocol.api import ScheduleDetail
 from protocol.errors import FlowForgeError
@@ -94,15 +93,7 @@ def spec_from_args(ns: argparse.Namespace) -> ScheduleSpec:
 
 
 def _params(ns: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    if ns.params:
-        try:
-            params = json.loads(ns.params)
-        except json.JSONDecodeError as exc:
-            raise FlowForgeError(f"--params is not valid JSON: {exc}") from None
-        if not isinstance(params, dict):
-            raise FlowForgeError("--params must be a JSON object")
-    return {**params, **dict(ns.param or [])}
+    return params_from(ns.params, "--params", ns.param)
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
