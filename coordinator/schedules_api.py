@@ -160,7 +160,8 @@ class SchedulesApi:
         return state
 
     async def list_all(self, req: ListSchedules) -> list[ScheduleDetail]:
-        return [self._detail(s, upcoming=1) for _, s in sorted(self.clock.states.items())]
+        names = sorted(n for n in self.clock.states if req.after is None or n > req.after)
+        return [self._detail(self.clock.states[n], upcoming=1) for n in names[:req.limit]]
 
     async def get(self, req: GetSchedule) -> ScheduleDetail:
         state = self.clock.states.get(req.name)

@@ -21,8 +21,17 @@ class ScheduleCalls:
         """Create or change a schedule; a changed one keeps its place (nothing fires twice)."""
         return await self.request(api.PutSchedule(spec=spec), api.ScheduleDetail)
 
-    async def schedules(self) -> list[api.ScheduleDetail]:
-        return await self.request(api.ListSchedules(), list[api.ScheduleDetail])
+    async def schedules(self, page: int = 500) -> list[api.ScheduleDetail]:
+        """Every schedule, by name (asked for a page at a time: an answer must fit in one
+        NATS message)."""
+        out: list[api.ScheduleDetail] = []
+        while True:
+            after = out[-1].state.spec.name if out else None
+            got = await self.request(api.ListSchedules(after=after, limit=page),
+                                     list[api.ScheduleDetail])
+            out += got
+            if len(got) < page:
+                return out
 
     async def schedule(self, name: str, fires: int = 20, upcoming: int = 5) -> api.ScheduleDetail:
         return await self.request(api.GetSchedule(name=name, fires=fires, upcoming=upcoming),

@@ -109,7 +109,10 @@ class PutSchedule(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ListSchedules(msgspec.Struct, frozen=True, kw_only=True):
-    pass
+    """A page of schedules by name: those after ``after``, at most ``limit``."""
+
+    after: Name | None = None
+    limit: ListLimit = 500
 
 
 class GetSchedule(msgspec.Struct, frozen=True, kw_only=True):

@@ -281,3 +281,14 @@ async def test_a_failed_run_pauses_a_schedule_that_asks_for_it_in_the_same_commi
     failed = [r for r in await client.runs(flow="broken") if r.status is RunStatus.FAILED]
     assert shown.state.note in {f"run {r.run_id} failed (pause_on_failure)" for r in failed}
     assert shown.next_fires == []
+
+
+async def test_schedules_are_listed_a_page_at_a_time_and_all_come_back(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop()])
+    names = [f"s{i:02d}" for i in range(7)]
+    for name in names:
+        await client.put_schedule(ScheduleSpec(name=name, flow="noop", cron="0 3 1 1 *"))
+    assert [d.state.spec.name for d in await client.schedules(page=3)] == names
+    assert [d.state.spec.name for d in await client.schedules(page=7)] == names
