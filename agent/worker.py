@@ -32,6 +32,7 @@ from agent.updates import Updates
 from flowforge.connection import connect
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
+from flowforge.runtime import start_or_close
 from protocol.messages import TaskFailed, TaskSucceeded
 
 log = logging.getLogger("flowforge.agent")
@@ -90,12 +91,7 @@ class Agent:
     async def start(self) -> None:
         """Connect and find the queues' consumers; what was opened is closed again when a
         step fails (a refused queue, a lost connection)."""
-        try:
-            await self._start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self.shutdown()
-            raise
+        await start_or_close(self._start, self.shutdown)
 
     async def _start(self) -> None:
         logcapture.install()

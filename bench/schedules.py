@@ -14,7 +14,6 @@ On one fresh stack (embedded nats-server, coordinator, one agent):
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import flows
-from bench.report import write_json
+from bench.report import percentile, write_json
 from bench.stack import Stack
 from flowforge import runtime
 from protocol.records import RunRecord
@@ -47,9 +46,8 @@ async def _put_all(stack: Stack, specs: list[ScheduleSpec]) -> float:
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
-    q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else values * 99
-    return {"p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "max_ms": max(values) * 1000,
-            "count": len(values)}
+    return {"p50_ms": percentile(values, 0.5) * 1000, "p99_ms": percentile(values, 0.99) * 1000,
+            "max_ms": max(values) * 1000, "count": len(values)}
 
 
 async def _cpu_over(stack: Stack, seconds: float) -> float:

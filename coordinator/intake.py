@@ -1,14 +1,16 @@
 """Judging what comes in before the scheduler sees it: who sent a report and whether it may,
 and what a trigger's subject and idempotency key say."""
 
+from typing import Any
+
 import msgspec
 
 from coordinator.scheduler import Scheduler
 from flowforge.auth import Identity
-from protocol.errors import NotHolder
+from protocol.errors import NotHolder, TooLarge
 from protocol.fields import Key
-from protocol.limits import MAX_KEY_CHARS, MAX_VALUE_DEPTH
-from protocol.messages import AttemptReport, TaskLog, TaskSucceeded
+from protocol.limits import MAX_KEY_CHARS, MAX_PARAMS_BYTES, MAX_VALUE_DEPTH
+from protocol.messages import AttemptReport, TaskLog, TaskSucceeded, encoder
 from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 from protocol.subjects import agent_id_fits
@@ -107,3 +109,12 @@ def kind_of(subject: str) -> str:
     """``report`` of ``<ns>.report.<run>``: which kind of message a subject carries."""
     parts = subject.split(".", 2)
     return parts[1] if len(parts) > 1 and parts[1].isidentifier() else "message"
+
+
+def check_run_params(params: dict[str, Any], where: str = "") -> None:
+    """Run parameters held to a run's limits: their JSON size and nesting depth."""
+    params_json = encoder.encode(params)
+    if len(params_json) > MAX_PARAMS_BYTES:
+        raise TooLarge(f"{where}parameters are over {MAX_PARAMS_BYTES} bytes; pass a reference "
+                       "(a path or a key) instead of the data")
+    check_depth(params_json, f"{where or 'the '}parameters", MAX_VALUE_DEPTH)

@@ -5,6 +5,7 @@ from typing import Any
 
 from coordinator import schedule_store
 from coordinator.flows import FlowCache
+from coordinator.intake import check_run_params
 from coordinator.schedule_clock import ScheduleClock
 from coordinator.writer import Batch
 from flowforge.firetimes import check_timing, next_fires
@@ -20,12 +21,9 @@ from protocol.api import (
     TriggerSchedule,
 )
 from protocol.dag import check_params
-from protocol.errors import BadRequest, TooLarge, UnknownSchedule
-from protocol.limits import MAX_PARAMS_BYTES, MAX_VALUE_DEPTH
-from protocol.messages import encoder
+from protocol.errors import BadRequest, UnknownSchedule
 from protocol.records import RunRecord
 from protocol.schedules import ScheduleSpec, ScheduleState
-from protocol.untrusted import check_depth
 
 
 class SchedulesApi:
@@ -96,7 +94,7 @@ class SchedulesApi:
                     raise BadRequest(f"schedule {spec.name!r} is given with flow {flow!r} but "
                                      f"runs flow {spec.flow!r}")
                 check_timing(spec)
-                check_schedule_params(spec)
+                check_run_params(spec.params, f"schedule {spec.name!r}: ")
                 old = self.clock.states.get(spec.name)
                 if old is not None and (old.origin != "code" or old.spec.flow != flow):
                     raise BadRequest(
@@ -128,7 +126,7 @@ class SchedulesApi:
         """Create or change a schedule; a changed one keeps its cursor and pause."""
         spec = req.spec
         check_timing(spec)
-        check_schedule_params(spec)
+        check_run_params(spec.params, f"schedule {spec.name!r}: ")
         flow = await self.flows.current(spec.flow)
         check_params(spec.flow, flow.params, spec.params, allow_unknown=flow.accepts_any_param,
                      known=flow.param_names)
@@ -180,13 +178,3 @@ class SchedulesApi:
 
 def _timing(spec: ScheduleSpec) -> tuple[object, ...]:
     return (spec.cron, spec.every_s, spec.timezone, spec.start_at)
-
-
-def check_schedule_params(spec: ScheduleSpec) -> None:
-    """The run parameters a schedule will start its runs with: held to a run's limits now,
-    not at each fire."""
-    params_json = encoder.encode(spec.params)
-    if len(params_json) > MAX_PARAMS_BYTES:
-        raise TooLarge(f"schedule {spec.name!r}: parameters are over {MAX_PARAMS_BYTES} bytes; "
-                       "pass a reference (a path or a key) instead of the data")
-    check_depth(params_json, f"schedule {spec.name!r}'s parameters", MAX_VALUE_DEPTH)

@@ -33,6 +33,7 @@ from flowforge.jetstream import (
     ensure_task_consumer,
 )
 from flowforge.puller import Puller
+from flowforge.runtime import start_or_close
 from protocol.errors import FlowForgeError, NotConnected
 from protocol.messages import heartbeat_decoder
 from protocol.subjects import API_QUEUE_GROUP
@@ -92,12 +93,7 @@ class Coordinator:
         """Open the store, connect, set up streams and restore active runs; whatever was
         opened is closed again when a step fails (the database threads would keep the
         process alive)."""
-        try:
-            await self._start()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self.shutdown()
-            raise
+        await start_or_close(self._start, self.shutdown)
 
     async def _start(self) -> None:
         self._store = await Store.open(self.config.db_path)

@@ -14,7 +14,14 @@ from nats.aio.msg import Msg
 from coordinator.changes import Changes, Timer
 from coordinator.flows import FlowCache
 from coordinator.graph import CompiledFlow
-from coordinator.intake import ReportChecks, checked_key, flow_and_scope, kind_of, scoped_key
+from coordinator.intake import (
+    ReportChecks,
+    check_run_params,
+    checked_key,
+    flow_and_scope,
+    kind_of,
+    scoped_key,
+)
 from coordinator.publisher import Publisher
 from coordinator.schedule_store import ScheduleWrites
 from coordinator.scheduler import Scheduler
@@ -22,11 +29,10 @@ from coordinator.store import Store
 from flowforge.auth import Identity
 from protocol.api import StartRun
 from protocol.dag import check_params
-from protocol.errors import BadRequest, ErrorCode, FlowForgeError, TooLarge
+from protocol.errors import BadRequest, ErrorCode, FlowForgeError
 from protocol.flows import FlowSpec
 from protocol.limits import (
     MAX_PARAMS_BYTES,
-    MAX_VALUE_DEPTH,
     is_token,
     is_valid_name,
 )
@@ -38,7 +44,7 @@ from protocol.messages import (
     trigger_decoder,
 )
 from protocol.records import RunRecord
-from protocol.untrusted import Malformed, check_depth, decode
+from protocol.untrusted import Malformed, decode
 
 log = logging.getLogger("flowforge.coordinator.writer")
 
@@ -330,13 +336,7 @@ class Writer:
         """Start a run (or return the run its idempotency key already started; with
         ``first_of_key`` the key is known to be new and the store is not asked)."""
         flow = await self.flows.current(request.flow)
-        params_json = encoder.encode(request.params)
-        if len(params_json) > MAX_PARAMS_BYTES:
-            raise TooLarge(
-                f"parameters are over {MAX_PARAMS_BYTES} bytes; pass a reference (a path or "
-                "a key) instead of the data"
-            )
-        check_depth(params_json, "the parameters", MAX_VALUE_DEPTH)
+        check_run_params(request.params)
         only = _check_only(request.flow, flow, request.only)
         specs = flow.params if only is None else flow.spec.param_specs(only)
         check_params(request.flow, specs, request.params,

@@ -92,7 +92,7 @@ async def _start_nats(ns: argparse.Namespace) -> EmbeddedNats:
 
 
 async def dev(ns: argparse.Namespace) -> int:
-    from agent.config import THREAD_SLOTS
+    from agent.config import default_concurrency
     from agent.worker import Agent, AgentConfig
     from coordinator.service import Coordinator, CoordinatorConfig
     import_target(ns.target)
@@ -107,7 +107,7 @@ async def dev(ns: argparse.Namespace) -> int:
     queues = tuple(sorted({q for f in REGISTRY.flows.values() for q in f.queues()}))
     coordinator = Coordinator(CoordinatorConfig(connect=opts, db_path=ns.data_dir / "flowforge.db"))
     agent = Agent(AgentConfig(connect=opts, queues=queues, functions=dict(REGISTRY.functions),
-                              concurrency=max(ns.concurrency or THREAD_SLOTS, len(queues)),
+                              concurrency=max(ns.concurrency or default_concurrency("thread"), len(queues)),
                               grace_s=5.0))
     out(f"nats-server {server.url} (store {server.store_dir}), database "
           f"{ns.data_dir / 'flowforge.db'}, agent on {', '.join(queues)}", file=sys.stderr)

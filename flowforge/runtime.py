@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from flowforge.terminal import safe
@@ -74,3 +74,14 @@ def run(main: Coroutine[Any, Any, int]) -> int:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def start_or_close(start: Callable[[], Awaitable[None]],
+                         close: Callable[[], Awaitable[None]]) -> None:
+    """``start()``; when it fails, ``close()`` what it opened (best effort), then raise."""
+    try:
+        await start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await close()
+        raise
