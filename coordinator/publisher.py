@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from coordinator.changes import Dispatch
 from coordinator.schedule_store import ScheduleWrites
 from flowforge.jspub import JsPublisher
+from protocol.batches import BatchRecord
 from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
 from protocol.schedules import FireRecord, ScheduleEvent
@@ -169,6 +170,10 @@ class Publisher:
             state = None if name in writes.deleted else writes.states.get(name)
             event = ScheduleEvent(name=name, state=state, fires=fires.get(name, []))
             await self._event(self._s.schedule_event(name), encoder.encode(event))
+
+    async def batch_event(self, record: BatchRecord) -> None:
+        """A batch as it is now, with its items counted by status."""
+        await self._event(self._s.batch_event(record.batch_id), encoder.encode(record))
 
     async def flow_event(self, flow: FlowSummary) -> None:
         await self._event(self._s.flow_event(flow.name), encoder.encode(flow))

@@ -70,7 +70,7 @@ class ScheduleClock:
                 self.buffered[name] = deque(waiting)
             self.plan(name)
         for run in await self.store.active_runs():
-            if run.schedule is not None:
+            if run.schedule is not None and run.batch is None:
                 self.running.setdefault(run.schedule, set()).add(run.run_id)
         for name in list(self.buffered):
             if not self.running.get(name):
@@ -193,7 +193,8 @@ class ScheduleClock:
         spec = self.states[name].spec
         request = StartRun(flow=spec.flow, params=spec.params, source="schedule",
                            idempotency_key=key or run_key(name, nominal))
-        run = await self.writer.start_scheduled(request, now, batch, name, nominal)
+        run = await self.writer.start_from(request, now, batch, schedule=name,
+                                           scheduled_for=nominal)
         if run.schedule != name:  # the key was taken by a run the schedule did not start
             self._record(batch, name, nominal, FireOutcome.SKIPPED,
                          f"its key was taken by run {run.run_id}", now)
@@ -239,7 +240,7 @@ class ScheduleClock:
         if self._stopped:
             return
         for run in runs:
-            if run.schedule is None:
+            if run.schedule is None or run.batch is not None:  # a backfill's: its own limit
                 continue
             if run.status not in RUN_FINAL:  # started, or retried after it had ended
                 self.running.setdefault(run.schedule, set()).add(run.run_id)
@@ -261,7 +262,7 @@ class ScheduleClock:
         """Before a batch commits: a schedule with pause_on_failure whose run failed in it is
         paused in the same transaction (a crash cannot leave it unpaused)."""
         for run in batch.changes.runs.values():
-            state = self.states.get(run.schedule or "")
+            state = self.states.get(run.schedule or "") if run.batch is None else None
             if (run.status is RunStatus.FAILED and state is not None
                     and state.spec.pause_on_failure and not state.paused):
                 state.paused, state.updated_at = True, now

@@ -51,6 +51,9 @@ class ScheduleWrites:
     def __bool__(self) -> bool:
         return bool(self.states or self.fires or self.deleted)
 
+    async def write(self, conn: aiosqlite.Connection) -> None:
+        await write(conn, self.states.values(), self.fires, self.deleted)
+
 
 async def write(conn: aiosqlite.Connection, states: Iterable[ScheduleState],
                 fires: Iterable[FireRecord], deleted: Iterable[str] = ()) -> None:

@@ -111,4 +111,31 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (schedule, nominal)
     ) WITHOUT ROWID;
     """,
+    # 6: batches, their items (waiting ones stay here until they start), runs of batches
+    """
+    ALTER TABLE runs ADD COLUMN batch TEXT;
+    CREATE TABLE batches (
+        batch_id TEXT PRIMARY KEY,
+        name TEXT,
+        flow TEXT NOT NULL,
+        state TEXT NOT NULL,
+        record BLOB NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX batches_by_name ON batches (name, created_at);
+    CREATE TABLE batch_items (
+        batch_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        item_key TEXT NOT NULL,
+        params BLOB NOT NULL,
+        scheduled_for REAL,
+        status TEXT NOT NULL,
+        run_id TEXT,
+        reason TEXT,
+        PRIMARY KEY (batch_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX batch_items_by_key ON batch_items (item_key);
+    CREATE INDEX batch_items_by_run ON batch_items (run_id) WHERE run_id IS NOT NULL;
+    CREATE INDEX batch_items_by_status ON batch_items (batch_id, status, seq);
+    """,
 )

@@ -16,6 +16,8 @@ from nats.js.errors import ServiceUnavailableError
 
 from coordinator.agents import AgentRegistry
 from coordinator.api import Api
+from coordinator.batch_runner import BatchRunner
+from coordinator.batches_api import BatchesApi
 from coordinator.flows import FlowCache
 from coordinator.publisher import Publisher
 from coordinator.recovery import recover_runs, still_queued
@@ -74,6 +76,7 @@ class Coordinator:
         self._closed = False
         self.writer: Writer | None = None
         self.schedules: ScheduleClock | None = None
+        self.batches: BatchRunner | None = None
         self.scheduler: Scheduler
         """Built by ``start()``: its settings depend on the NATS server's max_payload."""
         self.started = asyncio.Event()
@@ -130,6 +133,9 @@ class Coordinator:
         schedules_api = SchedulesApi(self.schedules, flows)
         self._api.route(schedules_api.handlers())
         self._api.schedules = schedules_api
+        self.batches = BatchRunner(self.writer, self._store)
+        await self.batches.start()
+        self._api.route(BatchesApi(self.batches, flows, self.schedules).handlers())
 
     async def _restore(self) -> None:
         """Rebuild active runs from SQLite, apply the reports that piled up, re-publish the rest.
@@ -283,6 +289,8 @@ class Coordinator:
         self._stop.set()
         if self.schedules is not None:
             self.schedules.stop()
+        if self.batches is not None:
+            self.batches.stop()
         if self._running:
             await self._finished.wait()
         if self.writer is not None:

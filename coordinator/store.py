@@ -2,17 +2,15 @@
 writer's connection; reads on a second connection, from committed data only."""
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 import msgspec
 
-from coordinator import schedule_store
 from coordinator.changes import Changes
 from coordinator.database import Database, transaction
-from coordinator.schedule_store import ScheduleWrites
 from coordinator.schema import MIGRATIONS
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
@@ -36,6 +34,14 @@ from protocol.states import RUN_FINAL, RunStatus, TaskStatus
 
 MAX_SUBJECT_KEPT = 512
 
+
+class SideWrites(Protocol):
+    """Changes to other tables (schedules, batches) that go in a batch's transaction."""
+
+    def __bool__(self) -> bool: ...
+
+    async def write(self, conn: aiosqlite.Connection) -> None: ...
+
 _enc = msgspec.json.Encoder()
 _spec_dec = msgspec.json.Decoder(FlowSpec)
 _counts_dec = msgspec.json.Decoder(RunCounts)
@@ -50,7 +56,7 @@ _TASK_COLS = (
 )
 _RUN_COLS = (
     "run_id, flow, version, status, params, created_at, started_at, finished_at, "
-    "idempotency_key, source, counts, only_tasks, schedule, scheduled_for"
+    "idempotency_key, source, counts, only_tasks, schedule, scheduled_for, batch"
 )
 
 
@@ -65,7 +71,7 @@ rewrites all four (a quarter of the cost)."""
 async def _write_batch(
     db: aiosqlite.Connection, new_runs: list[tuple[Any, ...]], changed_runs: list[tuple[Any, ...]],
     tasks: list[tuple[Any, ...]], logs: list[tuple[Any, ...]],
-    rejected: list[tuple[str, str, str, bytes]], schedules: ScheduleWrites | None = None,
+    rejected: list[tuple[str, str, str, bytes]], side: Sequence[SideWrites] = (),
 ) -> list[int]:
     """One transaction: runs, task instances, log tails, rejected messages (their new ids).
 
@@ -79,7 +85,7 @@ async def _write_batch(
                 new_runs = new_runs + [row for row, _ in changed_runs]
         if new_runs:
             await db.executemany(
-                f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(14)})", new_runs)
+                f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(15)})", new_runs)
         if tasks:
             await db.executemany(
                 f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(21)})",
@@ -89,9 +95,9 @@ async def _write_batch(
                 "INSERT INTO task_logs (run_id, task, log) VALUES (?, ?, substr(?, ?)) "
                 "ON CONFLICT (run_id, task) DO UPDATE SET log = substr(log || excluded.log, ?)",
                 logs)
-        if schedules:
-            await schedule_store.write(db, schedules.states.values(), schedules.fires,
-                                       schedules.deleted)
+        for writes in side:
+            if writes:
+                await writes.write(db)
         return await _insert_rejected(db, rejected) if rejected else []
 
 
@@ -185,7 +191,7 @@ def _run_row(r: RunRecord) -> tuple[Any, ...]:
     return (
         r.run_id, r.flow, r.version, r.status.value, _enc.encode(r.params), r.created_at,
         r.started_at, r.finished_at, r.idempotency_key, r.source, _enc.encode(r.counts),
-        None if r.only is None else _enc.encode(r.only), r.schedule, r.scheduled_for,
+        None if r.only is None else _enc.encode(r.only), r.schedule, r.scheduled_for, r.batch,
     )
 
 
@@ -200,7 +206,7 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         finished_at=row[7], idempotency_key=row[8], source=row[9],
         counts=_counts_dec.decode(row[10]),
         only=None if row[11] is None else _only_dec.decode(row[11]),
-        schedule=row[12], scheduled_for=row[13],
+        schedule=row[12], scheduled_for=row[13], batch=row[14],
     )
 
 
@@ -275,7 +281,7 @@ class Store:
     async def commit(
         self, ch: Changes, rejected: Iterable[tuple[str, str, str, bytes]] = (),
         logs: dict[tuple[str, str], str] | None = None,
-        schedules: ScheduleWrites | None = None,
+        side: Sequence[SideWrites] = (),
     ) -> list[int]:
         """Write one batch in one transaction; returns the ids of the rejected rows.
 
@@ -289,7 +295,7 @@ class Store:
         log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
                     for (run_id, task), text in logs.items()]
         return await _write_batch(self._db.writer, new_runs, changed, tasks, log_rows,
-                                  list(rejected), schedules)
+                                  list(rejected), side)
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         """The run and its tasks, read together (never from two different commits)."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
+from coordinator.batch_store import BatchWrites
 from coordinator.changes import Changes, Timer
 from coordinator.flows import FlowCache
 from coordinator.graph import CompiledFlow
@@ -115,6 +116,7 @@ class Batch:
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
     log_msgs: list[TaskLog] = field(default_factory=list)
     schedules: ScheduleWrites = field(default_factory=ScheduleWrites)
+    batches: BatchWrites = field(default_factory=BatchWrites)
 
 
 class Writer:
@@ -198,10 +200,10 @@ class Writer:
         ids: list[int] = []
         for hook in self.before_commit:
             hook(time.time(), batch)
-        if ch or batch.rejected or batch.logs or batch.schedules:
+        if ch or batch.rejected or batch.logs or batch.schedules or batch.batches:
             ids = await self.store.commit(
                 ch, [(r.subject, r.code, r.reason, r.raw) for r in batch.rejected], batch.logs,
-                batch.schedules)
+                (batch.schedules, batch.batches))
         for future, result in batch.replies:  # committed: callers may know now
             if future.done():
                 continue
@@ -325,14 +327,16 @@ class Writer:
         request = StartRun(flow=flow, params=trigger.params, idempotency_key=key, source="trigger")
         await self._start(request, now, batch, first_of_key)
 
-    async def start_scheduled(self, request: StartRun, now: float, batch: Batch, schedule: str,
-                              nominal: float) -> RunRecord:
-        """A schedule's run for one nominal time, inside the schedule clock's batch."""
-        return await self._start(request, now, batch, scheduled=(schedule, nominal))
+    async def start_from(self, request: StartRun, now: float, batch: Batch, *,
+                         schedule: str | None = None, scheduled_for: float | None = None,
+                         batch_id: str | None = None) -> RunRecord:
+        """A run started by a schedule or a batch (recorded with it), inside their batch."""
+        origin = {"schedule": schedule, "scheduled_for": scheduled_for, "batch": batch_id}
+        return await self._start(request, now, batch, origin=origin)
 
     async def _start(self, request: StartRun, now: float, batch: Batch,
                      first_of_key: bool = False,
-                     scheduled: tuple[str, float] | None = None) -> RunRecord:
+                     origin: dict[str, Any] | None = None) -> RunRecord:
         """Start a run (or return the run its idempotency key already started; with
         ``first_of_key`` the key is known to be new and the store is not asked)."""
         flow = await self.flows.current(request.flow)
@@ -352,8 +356,7 @@ class Writer:
             run_id=new_run_id(), flow=request.flow, version=flow.version,
             params=dict(request.params), created_at=now, idempotency_key=key,
             source=request.source, only=sorted(only) if only is not None else None,
-            schedule=scheduled[0] if scheduled else None,
-            scheduled_for=scheduled[1] if scheduled else None,
+            **(origin or {}),
         )
         if key:
             batch.keys[(request.flow, key)] = run

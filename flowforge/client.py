@@ -11,12 +11,14 @@ from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from flowforge.batch_calls import BatchCalls
 from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.jspub import JsPublisher
 from flowforge.registry import REGISTRY
 from flowforge.schedule_calls import ScheduleCalls
 from protocol import api
 from protocol.api import FlowDetail, RawReply, RegisteredFlow, TaskLogText, reply_decoder
+from protocol.batches import BatchRecord
 from protocol.errors import (
     BadRequest,
     ErrorCode,
@@ -53,6 +55,7 @@ _log_dec = msgspec.json.Decoder(TaskLog)
 _EVENT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "run": _run_dec, "tasks": _tasks_dec, "flow": _flow_dec, "error": _error_dec,
     "agent": _agent_dec, "schedule": msgspec.json.Decoder(ScheduleEvent),
+    "batch": msgspec.json.Decoder(BatchRecord),
 }
 
 _ROUTES: dict[type[msgspec.Struct], tuple[str, str]] = {t: key for key, t in api.API_REQUESTS.items()}
@@ -62,7 +65,7 @@ NO_RESPONDER_RETRIES_S = (0.05, 0.2, 0.5)
 BUSY_FIRST_PAUSE_S = 0.05
 DENIAL_CHECK_S = 0.1
 
-Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | ScheduleEvent
+Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | ScheduleEvent | BatchRecord
 
 
 def decode_events(subject: str, data: bytes, namespace: str) -> list[Event]:
@@ -95,7 +98,7 @@ def _code_schedules(specs: list[FlowSpec]) -> dict[str, list[ScheduleSpec]]:
             if REGISTRY.flows.get(s.name) is s}
 
 
-class Client(ScheduleCalls):
+class Client(ScheduleCalls, BatchCalls):
     """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:

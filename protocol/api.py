@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from protocol.batch_api import BATCH_REQUESTS
 from protocol.fields import Key, ListLimit, Name, Text, Token
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_ID_CHARS
@@ -186,6 +187,7 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("schedules", "resume"): ResumeSchedule,
     ("schedules", "delete"): DeleteSchedule,
     ("schedules", "trigger"): TriggerSchedule,
+    **BATCH_REQUESTS,
 }
 
 class RawReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,10 +4,14 @@ an item that already succeeded is not run again. Pure: msgspec and the stdlib on
 
 import hashlib
 import math
+from collections.abc import Iterable
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
+
+from protocol.fields import Name, Time
+from protocol.states import RunStatus
 
 _canonical = msgspec.json.Encoder(order="deterministic")
 
@@ -16,11 +20,11 @@ class Reprocess(StrEnum):
     """Which items run again when their parameters were run before (in any batch)."""
 
     NONE = "none"
-    """Only items never run, or whose runs did not finish: a second submit runs nothing new."""
+    """Items never run, or whose last run was cancelled: a second submit runs nothing new."""
     FAILED = "failed"
-    """Also items whose last run failed or was cancelled."""
+    """Also items whose last run failed."""
     ALL = "all"
-    """Every item."""
+    """Every item, even one that succeeded before."""
 
 
 def canonical(value: Any) -> Any:
@@ -46,3 +50,117 @@ def item_key(flow: str, params: dict[str, Any]) -> str:
     """The key of one item: the same for equal parameters (as JSON values) of one flow."""
     digest = hashlib.sha256(flow.encode() + b"\0" + canonical_json(params)).hexdigest()
     return f"item:{digest[:40]}"
+
+
+MAX_ITEMS = 1_000_000
+"""Most items in one batch."""
+DEFAULT_MAX_ACTIVE = 100
+"""Runs of one batch active at once when the batch does not say: the others wait in SQLite."""
+MAX_ACTIVE_LIMIT = 10_000
+BatchName = Annotated[str, msgspec.Meta(min_length=1, max_length=100,
+                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
+MaxActive = Annotated[int, msgspec.Meta(ge=1, le=MAX_ACTIVE_LIMIT)]
+
+
+class BatchState(StrEnum):
+    LOADING = "loading"
+    """Its items are arriving; nothing runs until it is started."""
+    ACTIVE = "active"
+    PAUSED = "paused"
+    """No new run starts; the runs going on finish."""
+    CANCELLED = "cancelled"
+    DONE = "done"
+    """Every item ran or was skipped."""
+
+
+BATCH_FINAL = frozenset({BatchState.CANCELLED, BatchState.DONE})
+
+
+class ItemStatus(StrEnum):
+    """An item's status: waiting or skipped, then its run's status once it has one."""
+
+    WAITING = "waiting"
+    SKIPPED = "skipped"
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    """Its run was cancelled, or the batch was cancelled before it started."""
+
+
+ITEM_ACTIVE = frozenset({ItemStatus.PENDING, ItemStatus.RUNNING})
+
+
+def item_status(run: RunStatus) -> ItemStatus:
+    return ItemStatus(run.value)
+
+
+class BatchSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What a batch is asked to be (``batch submit``, ``schedule backfill``)."""
+
+    flow: Name
+    name: BatchName | None = None
+    reprocess: Reprocess = Reprocess.NONE
+    max_active: MaxActive = DEFAULT_MAX_ACTIVE
+    schedule: Name | None = None
+    """A backfill: the schedule whose nominal times the items are."""
+
+
+class BatchRecord(msgspec.Struct, kw_only=True):
+    """A batch as stored, with its items counted by status when it is shown."""
+
+    batch_id: str
+    spec: BatchSpec
+    state: BatchState = BatchState.LOADING
+    created_at: Time = 0.0
+    updated_at: Time = 0.0
+    finished_at: Time | None = None
+    note: str | None = None
+    total: int = 0
+    counts: dict[str, int] = {}
+    """Items by status (``ItemStatus``); filled in when read, not stored."""
+
+
+class BatchItem(msgspec.Struct, kw_only=True):
+    batch_id: str
+    seq: int
+    """Its place in the batch, from 0 (its line in the file)."""
+    status: ItemStatus
+    params: dict[str, Any]
+    run_id: str | None = None
+    reason: str | None = None
+    """Why it was skipped (or could not start)."""
+    scheduled_for: float | None = None
+    """A backfill's nominal time."""
+
+
+class Prior(NamedTuple):
+    """An item with the same key, in this batch or another."""
+
+    batch_id: str
+    seq: int
+    status: ItemStatus
+    run_id: str | None
+
+
+def decide(reprocess: Reprocess, batch_id: str, priors: Iterable[Prior]) -> str | None:
+    """Why an item is skipped given the items with its key (None: it runs). The same
+    parameters twice in one batch run once; otherwise what counts is the last run."""
+    ran: list[Prior] = []
+    for p in priors:
+        if p.batch_id == batch_id:
+            return f"same parameters as item {p.seq}"
+        if p.run_id is not None:
+            ran.append(p)
+    if not ran or reprocess is Reprocess.ALL:
+        return None
+    last = max(ran, key=lambda p: p.run_id or "")  # run ids are ordered by time
+    where = f"in batch {last.batch_id} (run {last.run_id})"
+    if last.status in ITEM_ACTIVE:
+        return f"running {where}"
+    if last.status is ItemStatus.SUCCEEDED:
+        return f"succeeded {where}"
+    if last.status is ItemStatus.FAILED and reprocess is Reprocess.NONE:
+        return f"failed {where}; --reprocess failed runs it again"
+    return None

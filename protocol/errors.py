@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     """The request does not fit the current state (e.g. cancelling a finished run)."""
     UNKNOWN_SCHEDULE = "unknown_schedule"
     """No schedule of that name exists."""
+    UNKNOWN_BATCH = "unknown_batch"
+    """No batch of that id or name exists."""
     BUSY = "busy"
     """The coordinator has too many requests in hand; try again shortly."""
     INTERNAL = "internal"
@@ -104,6 +106,13 @@ class UnknownSchedule(FlowForgeError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no schedule named {name!r}; `flowforge schedule list` shows them")
+
+
+class UnknownBatch(FlowForgeError):
+    code = ErrorCode.UNKNOWN_BATCH
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no batch with id or name {ref!r}; `flowforge batch list` shows them")
 
 
 class InvalidParams(FlowForgeError):

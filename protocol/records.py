@@ -92,6 +92,8 @@ class RunRecord(msgspec.Struct, kw_only=True):
     """The schedule that started it, if one did."""
     scheduled_for: float | None = None
     """A scheduled run's nominal time (UTC epoch seconds): the time whose data it handles."""
+    batch: str | None = None
+    """The batch whose item it runs, if a batch started it."""
 
 
 class RunDetail(msgspec.Struct, kw_only=True):

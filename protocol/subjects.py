@@ -135,6 +135,9 @@ class Subjects:
     def schedule_event(self, name: str) -> str:
         return f"{self.namespace}.events.schedule.{name}"
 
+    def batch_event(self, batch_id: str) -> str:
+        return f"{self.namespace}.events.batch.{batch_id}"
+
     def agent_event(self, agent_id: str) -> str:
         return f"{self.namespace}.events.agent.{agent_id}"
 

@@ -39,8 +39,8 @@ async def test_a_schedule_its_fires_and_its_run_are_written_together_and_read_ba
         ch.runs[run.run_id] = run
         ch.new_runs.append(run.run_id)
         state = _state(paused=True, note="maintenance")
-        await store.commit(ch, schedules=ScheduleWrites(
-            states={"hourly": state}, fires=[_fire(3600.0)]))
+        await store.commit(ch, side=[ScheduleWrites(
+            states={"hourly": state}, fires=[_fire(3600.0)])])
         db = store.database
         assert await schedule_store.all_states(db) == [state]
         assert await schedule_store.get_state(db, "hourly") == state
@@ -57,17 +57,17 @@ async def test_a_nominal_time_keeps_its_first_record_and_deleting_forgets_the_sc
 ) -> None:
     store = await Store.open(tmp_path / "db")
     try:
-        await store.commit(Changes(), schedules=ScheduleWrites(
-            states={"hourly": _state()}, fires=[_fire(3600.0), _fire(7200.0, run_id="r2")]))
-        await store.commit(Changes(), schedules=ScheduleWrites(
-            fires=[_fire(3600.0, FireOutcome.SKIPPED, run_id=None)]))  # again: ignored
+        await store.commit(Changes(), side=[ScheduleWrites(
+            states={"hourly": _state()}, fires=[_fire(3600.0), _fire(7200.0, run_id="r2")])])
+        await store.commit(Changes(), side=[ScheduleWrites(
+            fires=[_fire(3600.0, FireOutcome.SKIPPED, run_id=None)])])  # again: ignored
         fires = await schedule_store.fires_of(store.database, "hourly")
         assert [(f.nominal, f.outcome, f.run_id) for f in fires] == [
             (7200.0, FireOutcome.STARTED, "r2"), (3600.0, FireOutcome.STARTED, "r1")]
         started = await schedule_store.fires_of(store.database, "hourly", limit=1,
                                                 outcome=FireOutcome.STARTED)
         assert [f.nominal for f in started] == [7200.0]
-        await store.commit(Changes(), schedules=ScheduleWrites(deleted={"hourly"}))
+        await store.commit(Changes(), side=[ScheduleWrites(deleted={"hourly"})])
         assert await schedule_store.get_state(store.database, "hourly") is None
     finally:
         await store.close()
@@ -78,8 +78,8 @@ async def test_a_failed_batch_writes_none_of_its_schedule_changes(tmp_path: Path
     try:
         bad = [("subject", "code", "reason", object())]  # not storable: the batch fails
         with pytest.raises(Exception):  # noqa: B017 - sqlite3 says which binding it refused
-            await store.commit(Changes(), bad, schedules=ScheduleWrites(  # type: ignore[arg-type]
-                states={"hourly": _state()}, fires=[_fire(3600.0)]))
+            await store.commit(Changes(), bad, side=[ScheduleWrites(  # type: ignore[arg-type]
+                states={"hourly": _state()}, fires=[_fire(3600.0)])])
         assert await schedule_store.all_states(store.database) == []
         assert await schedule_store.fires_of(store.database, "hourly") == []
     finally:
@@ -91,11 +91,11 @@ async def test_a_buffered_nominal_time_is_the_one_record_that_changes_when_it_st
 ) -> None:
     store = await Store.open(tmp_path / "db")
     try:
-        await store.commit(Changes(), schedules=ScheduleWrites(
-            fires=[_fire(3600.0, FireOutcome.BUFFERED, run_id=None)]))
-        await store.commit(Changes(), schedules=ScheduleWrites(fires=[_fire(3600.0)]))
-        await store.commit(Changes(), schedules=ScheduleWrites(
-            fires=[_fire(3600.0, FireOutcome.SKIPPED, run_id=None)]))  # started stays
+        await store.commit(Changes(), side=[ScheduleWrites(
+            fires=[_fire(3600.0, FireOutcome.BUFFERED, run_id=None)])])
+        await store.commit(Changes(), side=[ScheduleWrites(fires=[_fire(3600.0)])])
+        await store.commit(Changes(), side=[ScheduleWrites(
+            fires=[_fire(3600.0, FireOutcome.SKIPPED, run_id=None)])])  # started stays
         [fire] = await schedule_store.fires_of(store.database, "hourly")
         assert (fire.outcome, fire.run_id) == (FireOutcome.STARTED, "r1")
     finally:

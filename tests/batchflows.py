@@ -1,0 +1,37 @@
+"""Flows for the batch tests; registered on demand so other tests never see them."""
+
+import os
+import time
+
+from flowforge import TaskContext, register_task_pipeline
+from protocol.flows import FlowSpec
+
+
+def square(x: int, fail: bool = False) -> int:
+    if fail:
+        raise ValueError(f"item {x} was asked to fail")
+    return x * x
+
+
+def register_square() -> FlowSpec:
+    return register_task_pipeline(flow_name="square", pipeline={
+        "square": {"function": square, "depends_on": []}})
+
+
+def slow_square(ctx: TaskContext, x: int, hold_s: float = 0.2) -> int:
+    """Holds its slot a while and, with FLOWFORGE_TEST_LEDGER set, appends when it started and
+    ended to that file (a test counts how many ran at once)."""
+    ledger = os.environ.get("FLOWFORGE_TEST_LEDGER")
+    if ledger:
+        with open(ledger, "a") as f:
+            f.write(f"start {ctx.run_id} {time.time()!r}\n")
+    time.sleep(hold_s)
+    if ledger:
+        with open(ledger, "a") as f:
+            f.write(f"end {ctx.run_id} {time.time()!r}\n")
+    return x * x
+
+
+def register_slow_square() -> FlowSpec:
+    return register_task_pipeline(flow_name="slow_square", pipeline={
+        "slow_square": {"function": slow_square, "depends_on": []}})

@@ -1,0 +1,124 @@
+"""Batches on the real stack (NATS, SQLite, an in-process coordinator and agent): one run per
+parameter set, each set run once however often it is submitted, never more than max_active
+runs of a batch at once; pause, resume, cancel; a bad item refused with its line."""
+
+import pytest
+
+from flowforge.client import Client
+from protocol.batches import BatchState, ItemStatus
+from protocol.errors import RemoteError
+from protocol.records import RunRecord
+from protocol.states import RunStatus
+from tests import batchflows
+from tests.helpers import wait_for
+
+ITEMS = [{"x": 1}, {"x": 2}, {"x": 3.0}, {"x": 4, "fail": True}, {"x": 3}, {"x": 5}]
+"""Item 4 repeats item 2 (3.0 and 3 are one JSON value); item 3 fails."""
+
+
+async def _runs_of(client: Client, batch_id: str) -> list[RunRecord]:
+    return [r for r in await client.runs(limit=1000) if r.batch == batch_id]
+
+
+async def test_each_parameter_set_runs_once_and_a_second_submit_runs_nothing_new(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = batchflows.register_square()
+    await start_agent()
+    await client.register([flow])
+    first = await client.submit_batch("square", ITEMS, name="squares")
+    assert (first.total, first.to_run, first.skipped) == (6, 5, {4: "same parameters as item 2"})
+    assert first.batch is not None and first.batch.spec.name == "squares"
+    done = await client.wait_batch(first.batch.batch_id, timeout_s=30)
+    assert done.state is BatchState.DONE
+    shown = await client.batch("squares", items=10)
+    assert shown.batch.counts == {"succeeded": 4, "failed": 1, "skipped": 1}
+    assert [i.status for i in shown.items] == [
+        ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED, ItemStatus.SUCCEEDED, ItemStatus.FAILED,
+        ItemStatus.SKIPPED, ItemStatus.SUCCEEDED]
+    runs = await _runs_of(client, first.batch.batch_id)
+    assert sorted(r.params["x"] for r in runs) == [1, 2, 3, 4, 5]
+    assert all(r.source == "batch" for r in runs)
+
+    again = await client.submit_batch("square", ITEMS)
+    assert again.to_run == 0
+    assert "succeeded in batch" in again.skipped[0]
+    assert again.skipped[3].startswith("failed in batch") and "--reprocess failed" in again.skipped[3]
+    assert again.batch is not None
+    assert (await client.wait_batch(again.batch.batch_id, timeout_s=10)).state is BatchState.DONE
+    assert await _runs_of(client, again.batch.batch_id) == []
+
+    failed = await client.submit_batch("square", ITEMS, reprocess="failed")
+    assert failed.to_run == 1 and 3 not in failed.skipped
+    assert failed.batch is not None
+    await client.wait_batch(failed.batch.batch_id, timeout_s=30)
+    [rerun] = await _runs_of(client, failed.batch.batch_id)
+    assert rerun.params == {"x": 4, "fail": True} and rerun.status is RunStatus.FAILED
+
+
+async def test_a_dry_run_says_what_would_run_and_stores_nothing(
+    coordinator, client: Client
+) -> None:
+    await client.register([batchflows.register_square()])
+    plan = await client.submit_batch("square", ITEMS + [{"x": 1}], dry_run=True)
+    assert plan.batch is None and plan.to_run == 5
+    assert plan.skipped == {4: "same parameters as item 2", 6: "same parameters as item 0"}
+    assert await client.batches() == []
+
+
+@pytest.mark.parametrize(("items", "said"), [
+    ([{"x": 1}, {"y": 2}], "item 1 (line 2): flow 'square': missing required parameter 'x'"),
+    ([{"x": "one"}], "item 0 (line 1): flow 'square': parameter 'x' must be int"),
+])
+async def test_a_bad_item_is_refused_with_its_line_and_nothing_runs(
+    coordinator, client: Client, items: list[dict], said: str
+) -> None:
+    await client.register([batchflows.register_square()])
+    with pytest.raises(RemoteError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        await client.submit_batch("square", items)
+    [batch] = await client.batches()
+    assert batch.state is BatchState.CANCELLED
+    assert await client.runs() == []
+
+
+async def test_max_active_holds_and_pause_resume_cancel_work(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = batchflows.register_slow_square()
+    await start_agent(concurrency=8)
+    await client.register([flow])
+    sub = await client.submit_batch("slow_square", [{"x": i} for i in range(12)], max_active=2)
+    assert sub.batch is not None
+    batch_id = sub.batch.batch_id
+
+    async def succeeded(n: int) -> bool:
+        return (await client.batch(batch_id)).batch.counts.get("succeeded", 0) >= n
+
+    await wait_for(lambda: succeeded(2), timeout_s=30)
+    paused = await client.pause_batch(batch_id, note="the source is slow today")
+    assert paused.state is BatchState.PAUSED and paused.note == "the source is slow today"
+
+    async def quiet() -> bool:
+        counts = (await client.batch(batch_id)).batch.counts
+        return counts.get("pending", 0) + counts.get("running", 0) == 0
+
+    await wait_for(quiet, timeout_s=30)
+    held = (await client.batch(batch_id)).batch.counts
+    assert held.get("waiting", 0) > 0
+    assert (await client.resume_batch(batch_id)).state is BatchState.ACTIVE
+    await wait_for(lambda: succeeded(held["succeeded"] + 2), timeout_s=30)
+    cancelled = await client.cancel_batch(batch_id)
+    assert cancelled.state is BatchState.CANCELLED
+    shown = (await client.batch(batch_id)).batch
+    assert shown.counts.get("waiting", 0) == 0 and shown.counts.get("cancelled", 0) > 0
+
+    runs = await _runs_of(client, batch_id)
+    events = sorted([(r.created_at, 1) for r in runs]
+                    + [(r.finished_at, -1) for r in runs if r.finished_at is not None])
+    at_once = most = 0
+    for _, step in events:
+        at_once += step
+        most = max(most, at_once)
+    assert most <= 2
+    with pytest.raises(RemoteError, match="already cancelled"):
+        await client.resume_batch(batch_id)
