@@ -2,14 +2,20 @@
 parameter set, each set run once however often it is submitted, never more than max_active
 runs of a batch at once; pause, resume, cancel; a bad item refused with its line."""
 
+import itertools
+import time
+from datetime import UTC, datetime
+
+import msgspec
 import pytest
 
 from flowforge.client import Client
 from protocol.batches import BatchState, ItemStatus
 from protocol.errors import RemoteError
 from protocol.records import RunRecord
+from protocol.schedules import ScheduleSpec
 from protocol.states import RunStatus
-from tests import batchflows
+from tests import batchflows, inputflows
 from tests.helpers import wait_for
 
 ITEMS = [{"x": 1}, {"x": 2}, {"x": 3.0}, {"x": 4, "fail": True}, {"x": 3}, {"x": 5}]
@@ -60,7 +66,7 @@ async def test_a_dry_run_says_what_would_run_and_stores_nothing(
     coordinator, client: Client
 ) -> None:
     await client.register([batchflows.register_square()])
-    plan = await client.submit_batch("square", ITEMS + [{"x": 1}], dry_run=True)
+    plan = await client.submit_batch("square", [*ITEMS, {"x": 1}], dry_run=True)
     assert plan.batch is None and plan.to_run == 5
     assert plan.skipped == {4: "same parameters as item 2", 6: "same parameters as item 0"}
     assert await client.batches() == []
@@ -122,3 +128,56 @@ async def test_max_active_holds_and_pause_resume_cancel_work(
     assert most <= 2
     with pytest.raises(RemoteError, match="already cancelled"):
         await client.resume_batch(batch_id)
+
+
+async def test_a_backfill_runs_each_missing_nominal_time_once_and_knows_it(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = inputflows.register_which_hour()
+    await start_agent()
+    await client.register([flow])
+    await client.put_schedule(ScheduleSpec(name="hourly", flow="which_hour", every_s=3600.0))
+    now = time.time()
+    start, end = now - 5 * 3600, now
+    plan = await client.backfill("hourly", start, end, dry_run=True)
+    assert plan.batch is None and plan.times == 5 and plan.skipped == {}
+    assert await client.batches() == []
+
+    done = await client.backfill("hourly", start, end, max_active=1)
+    assert done.batch is not None and done.batch.spec.schedule == "hourly"
+    assert done.batch.spec.name == "backfill hourly"
+    finished = await client.wait_batch(done.batch.batch_id, timeout_s=30)
+    assert finished.state is BatchState.DONE
+    runs = await _runs_of(client, done.batch.batch_id)
+    nominal = sorted(r.scheduled_for for r in runs if r.scheduled_for is not None)
+    assert len(nominal) == 5 and all(start <= t <= end for t in nominal)
+    assert all(b - a == 3600.0 for a, b in itertools.pairwise(nominal))
+    for run in runs:
+        assert run.status is RunStatus.SUCCEEDED and run.schedule == "hourly"
+        assert run.idempotency_key == f"schedule:hourly:{run.scheduled_for!r}"
+        output = (await client.get(run.run_id)).tasks[0].output
+        assert msgspec.json.decode(output) == datetime.fromtimestamp(
+            run.scheduled_for, UTC).isoformat()  # type: ignore[arg-type]
+    ordered = sorted(runs, key=lambda r: r.created_at)
+    assert all(a.finished_at is not None and a.finished_at <= b.created_at
+               for a, b in itertools.pairwise(ordered)), "max_active=1 overlapped"
+
+    again = await client.backfill("hourly", start - 3600, end)
+    assert again.times == 6 and len(again.skipped) == 5
+    assert all(why.startswith("already run: run ") for why in again.skipped.values())
+    assert again.batch is not None
+    await client.wait_batch(again.batch.batch_id, timeout_s=30)
+    assert len(await _runs_of(client, again.batch.batch_id)) == 1
+
+
+async def test_a_backfill_of_an_unknown_schedule_or_a_reversed_range_is_refused(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop()])
+    with pytest.raises(RemoteError, match="no schedule named 'nope'"):
+        await client.backfill("nope", 0, 3600)
+    await client.put_schedule(ScheduleSpec(name="tick", flow="noop", every_s=60.0))
+    with pytest.raises(RemoteError, match="end is before its start"):
+        await client.backfill("tick", 7200, 3600)
+    with pytest.raises(RemoteError, match="more than 100,000 nominal times"):
+        await client.backfill("tick", 0, time.time())
