@@ -92,7 +92,7 @@ class BatchesApi:
     async def add(self, req: AddItems) -> ItemsAdded:
         """Check a chunk of items (every one, before any is stored) and store them with what
         will become of them: waiting, or skipped with the reason."""
-        record = self._loading(req.batch_id)
+        record = await self._check_loading(req.batch_id)
         flow = await self.flows.current(record.spec.flow)
         if req.first_seq + len(req.items) > MAX_ITEMS:
             raise TooLarge(f"a batch holds at most {MAX_ITEMS:,} items")
@@ -142,17 +142,24 @@ class BatchesApi:
         return new
 
     async def start(self, req: StartBatch) -> BatchRecord:
+        await self._check_loading(req.batch_id)
         return await self._write(
             lambda now, batch: self.runner.begin(self._loading(req.batch_id), now, batch))
 
-    def _loading(self, batch_id: str) -> BatchRecord:
-        record = self.runner.records.get(batch_id)
+    def _loading(self, batch_id: str, record: BatchRecord | None = None) -> BatchRecord:
+        """The batch, which must be loading (``record``: as stored, when it is not open)."""
+        record = self.runner.records.get(batch_id, record)
         if record is None:
             raise UnknownBatch(batch_id)
         if record.state is not BatchState.LOADING:
             raise InvalidState(f"batch {batch_id} is {record.state}: items are added only "
                                "before it starts")
         return record
+
+    async def _check_loading(self, batch_id: str) -> BatchRecord:
+        if batch_id in self.runner.records:
+            return self._loading(batch_id)
+        return self._loading(batch_id, await self._find(batch_id))
 
     # -- reading ------------------------------------------------------------------------------
 

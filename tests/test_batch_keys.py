@@ -1,4 +1,5 @@
-"""Batch item keys: equal parameters (as JSON values) are one item, however written."""
+"""Batch item keys: equal parameters (as JSON values) are one item, however written; and
+which items run again under each reprocess policy."""
 
 import json
 import math
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.batches import item_key
+from protocol.batches import ItemStatus, Prior, Reprocess, decide, item_key
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70)
@@ -55,3 +56,41 @@ def test_an_integral_float_is_its_integer_and_non_finite_numbers_are_refused() -
     assert item_key("f", {"lr": 0.1}) != item_key("f", {"lr": 0.10000000000000002})
     with pytest.raises(ValueError, match="finite"):
         item_key("f", {"x": math.inf})
+
+
+def _prior(batch: str, status: ItemStatus, run: str | None, seq: int = 0) -> Prior:
+    return Prior(batch, seq, status, run)
+
+
+@pytest.mark.parametrize(("last", "none", "failed", "all_"), [
+    (ItemStatus.SUCCEEDED, "succeeded", "succeeded", None),
+    (ItemStatus.FAILED, "failed", None, None),
+    (ItemStatus.CANCELLED, None, None, None),
+    (ItemStatus.RUNNING, "running", "running", None),
+    (ItemStatus.PENDING, "running", "running", None),
+])
+def test_the_last_run_of_an_item_decides_per_reprocess_policy(
+    last: ItemStatus, none: str | None, failed: str | None, all_: str | None
+) -> None:
+    priors = [_prior("old", ItemStatus.SUCCEEDED if last is ItemStatus.FAILED else
+                     ItemStatus.FAILED, "0001"), _prior("new", last, "0002")]
+    for policy, expected in ((Reprocess.NONE, none), (Reprocess.FAILED, failed),
+                             (Reprocess.ALL, all_)):
+        reason = decide(policy, "this", priors)
+        if expected is None:
+            assert reason is None, (policy, reason)
+        else:
+            assert reason is not None and reason.startswith(expected)
+            assert "in batch new (run 0002)" in reason
+
+
+def test_items_never_run_run_and_a_repeat_in_the_same_batch_runs_once() -> None:
+    waiting_elsewhere = _prior("other", ItemStatus.WAITING, None)
+    skipped_elsewhere = _prior("other", ItemStatus.SKIPPED, None)
+    for policy in Reprocess:
+        assert decide(policy, "this", []) is None
+        assert decide(policy, "this", [waiting_elsewhere, skipped_elsewhere]) is None
+        assert decide(policy, "this", [_prior("this", ItemStatus.WAITING, None, seq=7)]) == (
+            "same parameters as item 7")
+    assert "--reprocess failed" in (decide(Reprocess.NONE, "this", [
+        _prior("b", ItemStatus.FAILED, "0001")]) or "")

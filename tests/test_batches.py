@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from flowforge.client import Client
+from protocol.batch_api import AddItems, ItemsAdded
 from protocol.batches import BatchState, ItemStatus
 from protocol.errors import RemoteError
 from protocol.records import RunRecord
@@ -181,3 +182,43 @@ async def test_a_backfill_of_an_unknown_schedule_or_a_reversed_range_is_refused(
         await client.backfill("tick", 7200, 3600)
     with pytest.raises(RemoteError, match="more than 100,000 nominal times"):
         await client.backfill("tick", 0, time.time())
+
+
+async def test_a_batch_goes_on_where_it_was_after_a_coordinator_restart(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    coordinator = await start_coordinator()
+    flow = batchflows.register_slow_square()
+    await start_agent(concurrency=8)
+    await client.register([flow])
+    sub = await client.submit_batch("slow_square", [{"x": i} for i in range(10)], max_active=2)
+    assert sub.batch is not None
+    batch_id = sub.batch.batch_id
+
+    async def succeeded(n: int) -> bool:
+        return (await client.batch(batch_id)).batch.counts.get("succeeded", 0) >= n
+
+    await wait_for(lambda: succeeded(2), timeout_s=30)
+    await coordinator.shutdown()
+    await start_coordinator()
+    assert (await client.wait_batch(batch_id, timeout_s=60)).state is BatchState.DONE
+    runs = await _runs_of(client, batch_id)
+    assert sorted(r.params["x"] for r in runs) == list(range(10)), "an item ran twice or never"
+    assert all(r.status is RunStatus.SUCCEEDED for r in runs)
+
+
+async def test_an_empty_batch_is_done_and_items_come_only_while_it_loads(
+    coordinator, client: Client
+) -> None:
+    await client.register([batchflows.register_square()])
+    empty = await client.submit_batch("square", [])
+    assert empty.batch is not None and empty.total == 0
+    assert (await client.wait_batch(empty.batch.batch_id, timeout_s=10)).state is BatchState.DONE
+    with pytest.raises(RemoteError, match="items are added only before it starts") as late:
+        await client.request(AddItems(batch_id=empty.batch.batch_id, first_seq=0,
+                                      items=[{"x": 1}]), ItemsAdded)
+    assert late.value.code == "invalid_state"
+    with pytest.raises(RemoteError) as unknown:
+        await client.batch("no-such-batch")
+    assert unknown.value.code == "unknown_batch"
+    assert "`flowforge batch list` shows them" in unknown.value.message
