@@ -114,7 +114,8 @@ async def test_the_log_pane_follows_a_running_task_s_log_live(
         screen = await run_screen(app)
         await until(lambda: "waiting for the release" in panel_text(app, "#run-task"),
                     what="the stored log of the running task")
-        assert app.hub.model.runs[run.run_id].status == "running"
+        await until(lambda: app.hub.model.runs[run.run_id].status == "running",
+                    what="the run's running event")
         release.touch()
         await until(lambda: "released, finishing" in panel_text(app, "#run-task"),
                     what="a line logged after the log was fetched, from a log event")

@@ -183,9 +183,12 @@ async def test_the_memory_source_answers_like_a_coordinator() -> None:
     assert run.run_id == "run-0001" and source.calls == [("start", "pipeline_simple", {"n_rows": 3})]
 
 
-async def until(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "") -> None:
-    """Wait for a condition (checked every few ms), failing after ``timeout_s``."""
-    async with asyncio.timeout(timeout_s):
-        while not predicate():
-            await asyncio.sleep(0.005)
-    assert predicate(), what
+async def until(predicate: Callable[[], object], timeout_s: float = 30.0, what: str = "") -> None:
+    """Wait for a condition (checked every few ms), failing after ``timeout_s`` (generous: a
+    loaded machine is slow, and a condition met early ends the wait at once)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise AssertionError(f"not after {timeout_s:g} s: {what or predicate}") from None
