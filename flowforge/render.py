@@ -21,6 +21,10 @@ def stamp(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
+def utc_iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def duration(start: float | None, end: float | None) -> str:
     if not start or not end:
         return "-"
@@ -107,6 +111,11 @@ def show_run(detail: RunDetail, spec: FlowSpec | None) -> str:
     ]
     if run.only is not None:
         out.append(f"partial run: only {', '.join(run.only)}")
+    if run.schedule is not None or run.batch is not None:
+        out.append("  ".join(part for part in (
+            f"schedule {run.schedule}" if run.schedule else "",
+            f"for {utc_iso(run.scheduled_for)}" if run.scheduled_for is not None else "",
+            f"batch {run.batch}" if run.batch else "") if part))
     out.append("")
     tasks = ordered(detail, spec)
     out.append(table(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from flowforge import render
 from flowforge.client import Client
 from protocol.batch_api import AddItems, ItemsAdded
 from protocol.batches import BatchState, ItemStatus
@@ -156,9 +157,12 @@ async def test_a_backfill_runs_each_missing_nominal_time_once_and_knows_it(
     for run in runs:
         assert run.status is RunStatus.SUCCEEDED and run.schedule == "hourly"
         assert run.idempotency_key == f"schedule:hourly:{run.scheduled_for!r}"
-        output = (await client.get(run.run_id)).tasks[0].output
-        assert msgspec.json.decode(output) == datetime.fromtimestamp(
+        detail = await client.get(run.run_id)
+        assert msgspec.json.decode(detail.tasks[0].output) == datetime.fromtimestamp(
             run.scheduled_for, UTC).isoformat()  # type: ignore[arg-type]
+        when = datetime.fromtimestamp(run.scheduled_for, UTC).strftime(  # type: ignore[arg-type]
+            "%Y-%m-%dT%H:%M:%SZ")
+        assert f"schedule hourly  for {when}  batch {run.batch}" in render.show_run(detail, None)
     ordered = sorted(runs, key=lambda r: r.created_at)
     assert all(a.finished_at is not None and a.finished_at <= b.created_at
                for a, b in itertools.pairwise(ordered)), "max_active=1 overlapped"
