@@ -23,6 +23,8 @@ from nats.js import JetStreamContext
 from agent.worker import Agent
 from coordinator.service import Coordinator
 from flowforge.client import Client, decode_events
+from protocol.batch_api import CreateBatch
+from protocol.batches import BatchRecord, BatchSpec
 from protocol.messages import encoder
 from protocol.records import RunRecord
 from protocol.states import RunStatus
@@ -68,6 +70,23 @@ API = {  # verb: a valid body
     "agents.list": {"include_gone": True},
     "flows.register": {"flows": [json.loads(encoder.encode(inputflows.register_noop()))],
                        "replace": True},
+    "schedules.put": {"spec": {"name": "fz", "flow": "noop", "every_s": 3600.0}},
+    "schedules.get": {"name": "fz", "fires": 5},
+    "schedules.list": {"after": "a", "limit": 5},
+    "schedules.pause": {"name": "fz", "note": "x"},
+    "schedules.resume": {"name": "fz"},
+    "schedules.trigger": {"name": "fz"},
+    "schedules.delete": {"name": "fz"},
+    "batches.create": {"spec": {"flow": "noop", "name": "fz", "max_active": 2}},
+    "batches.add": {"batch_id": RUN_ID, "first_seq": 0, "items": [{}, {}]},
+    "batches.plan": {"flow": "noop", "reprocess": "failed", "items": [{}]},
+    "batches.start": {"batch_id": RUN_ID},
+    "batches.list": {"limit": 5, "flow": "noop"},
+    "batches.get": {"batch": "fz", "items": 5, "status": "waiting"},
+    "batches.pause": {"batch": "fz", "note": "x"},
+    "batches.resume": {"batch": "fz"},
+    "batches.cancel": {"batch": "fz"},
+    "batches.backfill": {"schedule": "fz", "start": 0.0, "end": 7200.0, "dry_run": True},
 }
 
 # -- hostile values --------------------------------------------------------------------------
@@ -165,6 +184,7 @@ class Stack:
     nc: NATS
     js: JetStreamContext
     good: int = 0
+    batch_id: str | None = None
 
     async def alive(self) -> None:
         """Both processes serve: neither service loop has ended, the API answers, and a good
@@ -256,11 +276,25 @@ async def test_hostile_task_messages(stack: Stack, payload: bytes) -> None:
     await stack.alive()
 
 
-@FUZZ
+@settings(FUZZ, max_examples=120)
 @given(verb=st.sampled_from(sorted(API)), data=st.data())
 async def test_hostile_api_requests(stack: Stack, verb: str, data: st.DataObject) -> None:
     body = data.draw(hostile([API[verb]]))
     msg = await stack.nc.request(f"flowforge.api.{verb}", body, timeout=10)
+    reply = json.loads(msg.data)
+    if not reply["ok"]:
+        assert reply["error"]["code"] not in ("internal",), reply
+    await stack.alive()
+
+
+@FUZZ
+@given(items=st.lists(json_values | absurd, max_size=6), first=st.integers(-5, 1_000_005))
+async def test_hostile_items_of_a_loading_batch(stack: Stack, items: list[Any], first: int) -> None:
+    if stack.batch_id is None:
+        created = await stack.client.request(CreateBatch(spec=BatchSpec(flow="noop")), BatchRecord)
+        stack.batch_id = created.batch_id
+    body = json.dumps({"batch_id": stack.batch_id, "first_seq": first, "items": items})
+    msg = await stack.nc.request("flowforge.api.batches.add", body.encode(), timeout=10)
     reply = json.loads(msg.data)
     if not reply["ok"]:
         assert reply["error"]["code"] not in ("internal",), reply
