@@ -149,7 +149,10 @@ class BatchRunner:
                 if not more and batch_id not in self._again:
                     return
         except Exception:
-            log.exception("starting the items of batch %s failed", batch_id)
+            log.exception("starting the items of batch %s failed; trying again in a second",
+                          batch_id)
+            self._filling.discard(batch_id)
+            asyncio.get_running_loop().call_later(1.0, self.fill_later, batch_id)
         finally:
             self._filling.discard(batch_id)
 
@@ -193,9 +196,12 @@ class BatchRunner:
             run = await self.writer.start_from(request, now, batch, batch_id=batch_id,
                                                schedule=record.spec.schedule,
                                                scheduled_for=nominal)
-        except FlowForgeError as exc:  # the flow changed under the batch, say
+        except Exception as exc:  # the flow changed under the batch, say
+            if not isinstance(exc, FlowForgeError):
+                log.exception("item %d of batch %s could not start", seq, batch_id)
+            why = exc.message if isinstance(exc, FlowForgeError) else f"{type(exc).__name__}: {exc}"
             writes.updates[(batch_id, seq)] = (ItemStatus.FAILED, None,
-                                               f"could not start: {exc.message}"[:500])
+                                               f"could not start: {why}"[:500])
             return
         if run.batch != batch_id:  # its key has a run already (a schedule's, say)
             writes.updates[(batch_id, seq)] = (

@@ -35,3 +35,13 @@ def slow_square(ctx: TaskContext, x: int, hold_s: float = 0.2) -> int:
 def register_slow_square() -> FlowSpec:
     return register_task_pipeline(flow_name="slow_square", pipeline={
         "slow_square": {"function": slow_square, "depends_on": []}})
+
+
+def strict_square(x: int, y: int) -> int:
+    return x * y
+
+
+def register_square_needing_y() -> FlowSpec:
+    """``square`` changed: it now needs ``y`` (items submitted before it lack it)."""
+    return register_task_pipeline(flow_name="square", clear_existing_flow_in_db=True, pipeline={
+        "square": {"function": strict_square, "depends_on": []}})

@@ -226,3 +226,24 @@ async def test_an_empty_batch_is_done_and_items_come_only_while_it_loads(
         await client.batch("no-such-batch")
     assert unknown.value.code == "unknown_batch"
     assert "`flowforge batch list` shows them" in unknown.value.message
+
+
+async def test_an_item_the_changed_flow_refuses_fails_with_the_reason_and_the_rest_go_on(
+    coordinator, client: Client
+) -> None:
+    await client.register([batchflows.register_square()])  # no agent: nothing finishes
+    sub = await client.submit_batch("square", [{"x": i} for i in range(5)], max_active=2)
+    assert sub.batch is not None
+    await client.pause_batch(sub.batch.batch_id)
+    await client.register([batchflows.register_square_needing_y()], replace=True)
+    for run in await _runs_of(client, sub.batch.batch_id):
+        await client.cancel(run.run_id)
+    await client.resume_batch(sub.batch.batch_id)
+    done = await client.wait_batch(sub.batch.batch_id, timeout_s=30)
+    assert done.state is BatchState.DONE
+    shown = await client.batch(sub.batch.batch_id, items=10)
+    assert shown.batch.counts == {"cancelled": 2, "failed": 3}
+    refused = [i for i in shown.items if i.status is ItemStatus.FAILED]
+    assert all(i.run_id is None and i.reason is not None
+               and "could not start" in i.reason and "missing required parameter 'y'" in i.reason
+               for i in refused)
