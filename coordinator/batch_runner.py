@@ -14,7 +14,7 @@ from typing import Any
 
 from coordinator import batch_store
 from coordinator.store import Store
-from coordinator.writer import Batch, Writer
+from coordinator.writer import Batch, Call, Writer
 from protocol.api import StartRun
 from protocol.batches import (
     BatchRecord,
@@ -61,15 +61,23 @@ class BatchRunner:
         writer.before_commit.append(self._follow_runs)
 
     async def start(self) -> None:
+        """After the runs were rebuilt and the reports that piled up applied (this runner
+        already follows their commits): the open batches, their active runs, and their items
+        brought in line with their runs (the rebuild commits outside the writer)."""
         for record in await batch_store.open_batches(self.store.database):
             self._keep(record)
         for run in await self.store.active_runs():
             if run.batch in self.active:
                 self.active[run.batch].add(run.run_id)
+        if self.records:
+            await self.writer.process([Call(self._reconcile, asyncio.get_running_loop().create_future())])
         for batch_id, record in self.records.items():
             if record.state is BatchState.ACTIVE:
                 self.fill_later(batch_id)
         self._later(self._announce_loop())
+
+    async def _reconcile(self, now: float, batch: Batch) -> None:
+        batch.batches.reconcile.update(self.records)
 
     def stop(self) -> None:
         self._stopped = True

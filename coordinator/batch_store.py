@@ -45,13 +45,16 @@ class BatchWrites:
     """Items follow their runs: run id -> its status now."""
     cancelled: set[str] = field(default_factory=set)
     """Batches whose waiting items are cancelled."""
+    reconcile: set[str] = field(default_factory=set)
+    """Batches whose active items take their runs' status from the runs table (at start: a
+    run may have ended in a commit that did not follow its item, the rebuild of the runs)."""
     started_keys: set[str] = field(default_factory=set)
     """Item keys started in this writer batch (not written: not committed yet, so a read
     cannot see them)."""
 
     def __bool__(self) -> bool:
         return bool(self.records or self.items or self.updates or self.run_statuses
-                    or self.cancelled)
+                    or self.cancelled or self.reconcile)
 
     async def write(self, conn: aiosqlite.Connection) -> None:
         if self.records:
@@ -78,6 +81,11 @@ class BatchWrites:
                 "UPDATE batch_items SET status = ?, reason = ? WHERE batch_id = ? AND status = ?",
                 [(ItemStatus.CANCELLED.value, "the batch was cancelled before it started",
                   b, ItemStatus.WAITING.value) for b in self.cancelled])
+        if self.reconcile:
+            await conn.executemany(
+                "UPDATE batch_items SET status = (SELECT r.status FROM runs r WHERE r.run_id = "
+                "batch_items.run_id) WHERE batch_id = ? AND status IN (?, ?) AND run_id IS NOT NULL",
+                [(b, ItemStatus.PENDING.value, ItemStatus.RUNNING.value) for b in self.reconcile])
 
 
 def _record_row(r: BatchRecord) -> tuple[Any, ...]:

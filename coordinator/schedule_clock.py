@@ -60,7 +60,9 @@ class ScheduleClock:
         writer.run_listeners.append(self._runs_changed)
         writer.before_commit.append(self._pause_on_failures)
 
-    async def start(self) -> None:
+    async def load(self) -> None:
+        """The schedules, before the reports that piled up are applied (a failure among them
+        pauses a schedule with pause_on_failure)."""
         db = self.store.database
         for state in await schedule_store.all_states(db):
             name = state.spec.name
@@ -68,6 +70,10 @@ class ScheduleClock:
             waiting = await schedule_store.waiting_fires(db, name, MAX_BUFFERED)
             if waiting:
                 self.buffered[name] = deque(waiting)
+
+    async def start(self) -> None:
+        """After the runs were rebuilt: the schedules' active runs, and the timer."""
+        for name in self.states:
             self.plan(name)
         for run in await self.store.active_runs():
             if run.schedule is not None and run.batch is None:

@@ -127,14 +127,15 @@ class Coordinator:
             await flows.current(summary.name)
         for queue in flows.queues():
             await ensure_task_consumer(js, self.subjects, queue, self.config.lease_s, update=True)
-        await self._restore()
         self.schedules = ScheduleClock(self.writer, self._store)
+        self.batches = BatchRunner(self.writer, self._store)
+        await self.schedules.load()  # they follow the commits of the reports that piled up
+        await self._restore()
         await self.schedules.start()
+        await self.batches.start()
         schedules_api = SchedulesApi(self.schedules, flows)
         self._api.route(schedules_api.handlers())
         self._api.schedules = schedules_api
-        self.batches = BatchRunner(self.writer, self._store)
-        await self.batches.start()
         self._api.route(BatchesApi(self.batches, flows, self.schedules).handlers())
 
     async def _restore(self) -> None:
