@@ -60,7 +60,7 @@ async def test_a_dry_run_says_what_would_run_and_stores_nothing(
     coordinator, client: Client
 ) -> None:
     await client.register([batchflows.register_square()])
-    plan = await client.submit_batch("square", ITEMS + [{"x": 1}], dry_run=True)
+    plan = await client.submit_batch("square", [*ITEMS, {"x": 1}], dry_run=True)
     assert plan.batch is None and plan.to_run == 5
     assert plan.skipped == {4: "same parameters as item 2", 6: "same parameters as item 0"}
     assert await client.batches() == []
