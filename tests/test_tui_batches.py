@@ -246,3 +246,27 @@ async def test_pause_resume_and_cancel_a_batch_each_confirmed() -> None:
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen) and len(source.calls) == 3
         assert app.query_one(BatchesView).batch is not None
+
+
+async def test_a_busy_batch_s_items_are_fetched_at_most_once_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("tui.batches_view.ITEMS_REFRESH_S", 3600.0)
+    source = memory_source()
+    app = app_for(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("b")
+        view = app.query_one(BatchesView)
+        items = app.query_one("#batch-items-table", DataTable)
+        await until(lambda: items.row_count == 300)
+        asked = len(source.batch_queries)
+        source.announce(BIG_BATCH)
+        await until(lambda: view._due is not None, what="a fetch put off to the interval's end")
+        due = view._due
+        source.announce(BIG_BATCH)
+        await until(lambda: view.batch is app.hub.model.batches[BIG_BATCH]
+                    and view.batch is not view._basis)
+        await pilot.pause()
+        assert view._due is due and len(source.batch_queries) == asked  # still the one put off
+        await pilot.press("down")  # another batch: its items at once
+        await until(lambda: items.row_count == 24 and view._due is None)
