@@ -11,7 +11,9 @@ from typing import Any
 import msgspec
 
 from protocol.api import FlowDetail, ScheduleDetail
-from protocol.errors import NotConnected, RemoteError, UnknownFlow, UnknownRun
+from protocol.batch_api import BatchDetail
+from protocol.batches import BatchItem, BatchRecord, BatchState, ItemStatus
+from protocol.errors import NotConnected, RemoteError, UnknownBatch, UnknownFlow, UnknownRun
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_LOG_KEPT_CHARS
 from protocol.messages import TaskLog
@@ -48,12 +50,18 @@ class MemorySource:
                  agents: Iterable[AgentInfo] = (), rejected: Iterable[RejectedMessage] = (),
                  logs: dict[tuple[str, str], str] | None = None,
                  clock: Callable[[], float] = lambda: 0.0,
-                 schedules: Iterable[ScheduleState] = ()) -> None:
+                 schedules: Iterable[ScheduleState] = (),
+                 batches: Iterable[tuple[BatchRecord, list[BatchItem]]] = ()) -> None:
         self.flow_details = {f.spec.name: f for f in flows}
         self.details = {d.run.run_id: d for d in runs}
         self.agent_list = list(agents)
         self.rejected_list = list(rejected)
         self.schedule_states = {s.spec.name: s for s in schedules}
+        self.batch_records = {b.batch_id: b for b, _ in batches}
+        self.batch_items = {b.batch_id: list(items) for b, items in batches}
+        """Items by batch, in sequence order; counts are taken from them when asked."""
+        self.batch_queries: list[tuple[str, int, int, str | None]] = []
+        """Every ``batch`` call: (ref, items, after_seq, status)."""
         self.logs = dict(logs or {})
         """Stored logs by (run, task); a pushed TaskLog adds to them."""
         self.clock = clock
@@ -77,6 +85,9 @@ class MemorySource:
                 d = self.details[event.run_id]
                 tasks = [t for t in d.tasks if t.task != event.task] + [event]
                 self.details[event.run_id] = RunDetail(run=d.run, tasks=tasks)
+            case BatchRecord():
+                self.batch_records[event.batch_id] = event
+                self.batch_items.setdefault(event.batch_id, [])
             case TaskLog():
                 key = (event.run_id, event.task)
                 self.logs[key] = (self.logs.get(key, "") + event.text)[-MAX_LOG_KEPT_CHARS:]
@@ -221,3 +232,65 @@ class MemorySource:
         run = await self.start(spec.flow, dict(spec.params))
         self.calls[-1] = ("trigger_schedule", name)
         return run
+
+    def counted(self, batch_id: str) -> BatchRecord:
+        """The batch with its items counted by status, as the coordinator shows it."""
+        counts: dict[str, int] = {}
+        for item in self.batch_items[batch_id]:
+            counts[item.status.value] = counts.get(item.status.value, 0) + 1
+        return msgspec.structs.replace(self.batch_records[batch_id], counts=counts)
+
+    def announce(self, batch_id: str) -> None:
+        """Publish the batch's event with its counts (after its items changed)."""
+        self.push(self.counted(batch_id))
+
+    async def batches(self, limit: int = 50) -> list[BatchRecord]:
+        self._check()
+        newest = sorted(self.batch_records.values(), key=lambda b: (b.created_at, b.batch_id),
+                        reverse=True)
+        return [self.counted(b.batch_id) for b in newest[:limit]]
+
+    def _batch(self, ref: str) -> str:
+        if ref in self.batch_records:
+            return ref
+        named = [b for b in self.batch_records.values() if b.spec.name == ref]
+        if not named:
+            raise RemoteError("unknown_batch", str(UnknownBatch(ref)))
+        return max(named, key=lambda b: b.created_at).batch_id
+
+    async def batch(self, ref: str, items: int = 0, after_seq: int = -1,
+                    status: str | None = None) -> BatchDetail:
+        self._check()
+        self.batch_queries.append((ref, items, after_seq, status))
+        if not 0 <= items <= 1_000:
+            raise RemoteError("bad_request", f"items: {items} is not between 0 and 1000")
+        batch_id = self._batch(ref)
+        page = [i for i in self.batch_items[batch_id]
+                if i.seq > after_seq and (status is None or i.status == status)][:items]
+        return BatchDetail(batch=self.counted(batch_id), items=page)
+
+    def _set_state(self, ref: str, state: BatchState, note: str | None = None) -> BatchRecord:
+        batch_id = self._batch(ref)
+        record = msgspec.structs.replace(self.batch_records[batch_id], state=state, note=note)
+        self.batch_records[batch_id] = record
+        if state is BatchState.CANCELLED:
+            self.batch_items[batch_id] = [
+                msgspec.structs.replace(i, status=ItemStatus.CANCELLED)
+                if i.status is ItemStatus.WAITING else i for i in self.batch_items[batch_id]]
+        self.announce(batch_id)
+        return self.counted(batch_id)
+
+    async def pause_batch(self, ref: str, note: str | None = None) -> BatchRecord:
+        self._check()
+        self.calls.append(("pause_batch", ref, note))
+        return self._set_state(ref, BatchState.PAUSED, note)
+
+    async def resume_batch(self, ref: str) -> BatchRecord:
+        self._check()
+        self.calls.append(("resume_batch", ref))
+        return self._set_state(ref, BatchState.ACTIVE)
+
+    async def cancel_batch(self, ref: str) -> BatchRecord:
+        self._check()
+        self.calls.append(("cancel_batch", ref))
+        return self._set_state(ref, BatchState.CANCELLED)

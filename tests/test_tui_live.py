@@ -1,4 +1,5 @@
-"""The dashboard against the real stack: nats-server, an in-process coordinator and agent."""
+"""The dashboard against the real stack: nats-server, an in-process coordinator and agent
+(runs, cancel and retry, live logs, lost links, batches)."""
 
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from coordinator.service import Coordinator
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats
+from tests import batchflows
 from tests.test_tui_app import (
     SIZE,
     form_error,
@@ -162,3 +164,54 @@ async def test_a_stopped_coordinator_shows_a_banner_and_a_new_one_is_found(
         await start_coordinator()
         await until(lambda: not banner.display, timeout_s=30)
         assert app.follower.syncs >= 2
+
+
+async def test_the_batches_view_follows_a_real_batch_and_pauses_and_cancels_it(
+    coordinator: Coordinator, start_agent: Callable[..., Awaitable[object]], client: Client,
+    nats_opts: ConnectOptions,
+) -> None:
+    await client.register([batchflows.register_square(), batchflows.register_slow_square()])
+    await start_agent(concurrency=4)
+    done = await client.submit_batch("square", [{"x": 1}, {"x": 2, "fail": True}, {"x": 3}],
+                                     name="squares")
+    assert done.batch is not None
+    await client.wait_batch(done.batch.batch_id, timeout_s=30)
+    slow = await client.submit_batch("slow_square", [{"x": i, "hold_s": 0.5} for i in range(20)],
+                                     name="slow", max_active=1)
+    assert slow.batch is not None
+    app = DashboardApp(ClientSource(nats_opts), tick_s=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("b")
+        table = app.query_one("#batches-table", DataTable)
+        items = app.query_one("#batch-items-table", DataTable)
+        await until(lambda: table.row_count == 2 and cells(table, 0)[0] == "slow")
+        await until(lambda: cells(table, 0)[4] not in ("0", ""), timeout_s=20,
+                    what="succeeded items counted from batch events")
+        await until(lambda: "running" in column(items, 1) and "waiting" in column(items, 1),
+                    what="the items fetched again as the batch goes on")
+        await pilot.press("u")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: cells(table, 0)[2].startswith("paused"), what="paused, from its event")
+        assert (await client.batch("slow")).batch.state == "paused"
+        await pilot.press("c")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(lambda: cells(table, 0)[2] == "cancelled", timeout_s=20)
+        await until(lambda: "cancelled" in column(items, 1) and "waiting" not in column(items, 1))
+
+        await pilot.press("down")  # the finished batch: its failed item first, then the rest
+        await until(lambda: column(items, 1) == ["failed", "succeeded", "succeeded"])
+        assert cells(table, 1)[3].endswith("100%") and cells(table, 1)[5] == "1"
+        await pilot.press("enter", "enter")
+        screen = await run_screen(app)
+        await until(lambda: "failed" in panel_text(app, "#run-head"))
+        assert screen.run_id == cells(items, 0)[2]
+
+
+def cells(table: DataTable, row: int) -> list[str]:
+    return [str(c) for c in table.get_row_at(row)]
+
+
+def column(table: DataTable, col: int) -> list[str]:
+    return [cells(table, i)[col] for i in range(table.row_count)]

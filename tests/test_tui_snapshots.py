@@ -87,3 +87,17 @@ def test_the_schedules_view_shows_next_fires_and_a_paused_schedule(snap_compare:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_the_batches_view_shows_progress_counts_and_the_failed_items_first(snap_compare: Any) -> None:
+    app = dashboard()
+
+    async def ready(pilot: Pilot[None]) -> None:
+        await pilot.press("b")
+        items = app.query_one("#batch-items-table", DataTable)
+        await until(lambda: items.row_count == 300)
+        await until(lambda: "not listed" in panel_text(app, "#batch-items-note"))
+        await pilot.wait_for_scheduled_animations()  # the tab's underline slides over
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -1,4 +1,5 @@
-"""Fixed data for the dashboard tests (a clock, flows, runs, agents, problems), and its own checks."""
+"""Fixed data for the dashboard tests (a clock, flows, runs, agents, problems, schedules,
+batches), and its own checks."""
 
 import asyncio
 import contextlib
@@ -11,6 +12,7 @@ import msgspec
 import examples.seed_pipelines  # noqa: F401 - registers the seed flows
 import tests.taskflows  # noqa: F401 - registers the test flows
 from flowforge.registry import REGISTRY
+from protocol.batches import BatchItem, BatchRecord, BatchSpec, BatchState, ItemStatus
 from protocol.flows import FlowSpec
 from protocol.records import (
     AgentInfo,
@@ -157,6 +159,65 @@ def schedules() -> list[ScheduleState]:
                           created_at=T0 - 86400)]
 
 
+BIG_BATCH = "0019b7a1c2e0000b1f0"
+BACKFILL = "0019b7a1b660000a2f0"
+OLD_BATCH = "0019b79e3e00000c3d0"
+
+
+def _big_batch() -> tuple[BatchRecord, list[BatchItem]]:
+    """2,000 items of pipeline_simple: 1,497 succeeded, 3 failed (item 17's run is
+    run-failed-1), 2 running (item 1501's is run-running-2), 1 pending, 1 skipped, 496 waiting."""
+    special = {17: (ItemStatus.FAILED, "run-failed-1"), 404: (ItemStatus.FAILED, None),
+               1203: (ItemStatus.FAILED, None), 1500: (ItemStatus.RUNNING, None),
+               1501: (ItemStatus.RUNNING, "run-running-2"), 1502: (ItemStatus.PENDING, None),
+               1600: (ItemStatus.SKIPPED, None)}
+    items = []
+    for seq in range(2000):
+        status, run_id = special.get(seq, (ItemStatus.SUCCEEDED if seq < 1500 else
+                                           ItemStatus.WAITING, None))
+        if run_id is None and status not in (ItemStatus.WAITING, ItemStatus.SKIPPED):
+            run_id = f"0019b7a1{seq:011x}"
+        items.append(BatchItem(
+            batch_id=BIG_BATCH, seq=seq, status=status, run_id=run_id,
+            params={"n_rows": 100 + seq, "source": f"s3://archive/2025/part-{seq:05d}.parquet"},
+            reason="same parameters as item 3" if status is ItemStatus.SKIPPED else None))
+    record = BatchRecord(batch_id=BIG_BATCH, spec=BatchSpec(
+        flow="pipeline_simple", name="reprocess-2025", max_active=4), state=BatchState.ACTIVE,
+        created_at=T0 + 20, updated_at=T0 + 21, total=2000)
+    return record, items
+
+
+def _backfill() -> tuple[BatchRecord, list[BatchItem]]:
+    """A backfill of nightly-ml, paused: 10 hours done, 14 waiting."""
+    items = [BatchItem(batch_id=BACKFILL, seq=h, params={"n_rows": 500},
+                       status=ItemStatus.SUCCEEDED if h < 10 else ItemStatus.WAITING,
+                       run_id=f"0019b7a1b66{h:08x}" if h < 10 else None,
+                       scheduled_for=T0 - 86400 + 3600 * h) for h in range(24)]
+    record = BatchRecord(batch_id=BACKFILL, spec=BatchSpec(
+        flow="pipeline_simple_ml", name="backfill nightly-ml", max_active=1,
+        schedule="nightly-ml"), state=BatchState.PAUSED, note="source system down",
+        created_at=T0 + 10, updated_at=T0 + 15, total=24)
+    return record, items
+
+
+def _old_batch() -> tuple[BatchRecord, list[BatchItem]]:
+    """An unnamed batch that is done: 3 succeeded, 1 failed, 1 skipped (it ran before)."""
+    statuses = [ItemStatus.SUCCEEDED] * 3 + [ItemStatus.FAILED, ItemStatus.SKIPPED]
+    items = [BatchItem(batch_id=OLD_BATCH, seq=i, status=s, params={"n_rows": i},
+                       run_id=None if s is ItemStatus.SKIPPED else f"0019b79e3e{i:09x}",
+                       reason="succeeded in batch 0019b79a00000000fff (run 0019b79a0000000a1b2)"
+                       if s is ItemStatus.SKIPPED else None)
+             for i, s in enumerate(statuses)]
+    record = BatchRecord(batch_id=OLD_BATCH, spec=BatchSpec(flow="pipeline_simple_with_failure"),
+                         state=BatchState.DONE, created_at=T0 - 3600, updated_at=T0 - 3000,
+                         finished_at=T0 - 3000, total=5)
+    return record, items
+
+
+def batches() -> list[tuple[BatchRecord, list[BatchItem]]]:
+    return [_big_batch(), _backfill(), _old_batch()]
+
+
 def rejected() -> RejectedMessage:
     return RejectedMessage(id=1, subject="flowforge.trigger.pipeline_simple",
                            reason="params: expected an object, got a string", code="bad_request",
@@ -169,7 +230,7 @@ def memory_source(runs: bool = True) -> MemorySource:
     return MemorySource(flows=flows, runs=[failed_run(), running_run()] if runs else [],
                         agents=[agent(), agent("agent-2", "lost")], rejected=[rejected()],
                         logs={("run-failed-1", "faulty_transform"): FAULTY_LOG}, clock=clock,
-                        schedules=schedules())
+                        schedules=schedules(), batches=batches())
 
 
 async def test_the_memory_source_answers_like_a_coordinator() -> None:

@@ -17,6 +17,7 @@ from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_
 from protocol.states import RUN_FINAL
 from tui.agents_view import AgentsView
 from tui.banner import Banner
+from tui.batches_view import BatchesView
 from tui.flows_view import FlowsView
 from tui.follower import Follower
 from tui.hub import Hub
@@ -36,7 +37,8 @@ EPILOG = """examples:
   flowforge-dashboard --nats nats://ops-nats:4222 --namespace staging
 
 keys: f flows, r runs, a agents, p problems, enter open, t trigger, c cancel, y retry,
-w schedules (u pause or resume, n run now), m mark a task, o a task's whole output,
+w schedules (u pause or resume, n run now), b batches (enter its items, enter on an item its
+run, u pause or resume, c cancel), m mark a task, o a task's whole output,
 g its whole log, l load more runs,
 in a DAG: arrows move, - / + zoom out / in, x collapse or expand a group, X all groups,
 s stack or unstack wide fan-outs,
@@ -55,6 +57,7 @@ class DashboardApp(App[None]):
         Binding("a", "show_tab('agents')", "Agents"),
         Binding("p", "show_tab('problems')", "Problems"),
         Binding("w", "show_tab('schedules')", "Schedules"),
+        Binding("b", "show_tab('batches')", "Batches"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -84,10 +87,13 @@ class DashboardApp(App[None]):
                 yield ProblemsView(id="problems-view")
             with TabPane("Schedules", id="schedules"):
                 yield SchedulesView(id="schedules-view")
+            with TabPane("Batches", id="batches"):
+                yield BatchesView(id="batches-view")
         yield Footer()
 
     FOCUS = {"flows": "#flows-table", "runs": "#runs-table", "agents": "#agents-table",
-             "problems": "#problems-table", "schedules": "#schedules-table"}
+             "problems": "#problems-table", "schedules": "#schedules-table",
+             "batches": "#batches-table"}
     """The widget that takes the keys when a tab is shown."""
 
     def on_mount(self) -> None:
@@ -133,7 +139,7 @@ class DashboardApp(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for tab in ("flows", "runs", "agents", "problems", "schedules"):
+        for tab in self.FOCUS:
             yield SystemCommand(f"Show {tab}", f"the {tab} view",
                                 lambda tab=tab: self.action_show_tab(tab))
         model = self.hub.model
@@ -181,7 +187,8 @@ class DashboardApp(App[None]):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flowforge-dashboard", epilog=EPILOG,
-        description="Follow a FlowForge deployment live: flows, runs, agents, problems.",
+        description="Follow a FlowForge deployment live: flows, runs, agents, problems, schedules, "
+                    "batches.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_connection_args(p, nats_default=DEFAULT_NATS_URL)
     return p

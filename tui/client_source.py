@@ -11,12 +11,13 @@ from nats.errors import Error as NatsError
 from flowforge.client import Client, decode_events, decode_log_event
 from flowforge.connection import ConnectOptions
 from protocol.api import FlowDetail, ScheduleDetail
+from protocol.batch_api import BatchDetail
+from protocol.batches import BatchRecord
 from protocol.errors import NotConnected
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from tui.source import LinkDown, LinkUp, SourceEvent
 
 T = TypeVar("T")
-
 
 
 class ClientSource:
@@ -140,3 +141,19 @@ class ClientSource:
 
     async def trigger_schedule(self, name: str) -> RunRecord:
         return await self._guard(self.client.trigger_schedule(name))
+
+    async def batches(self, limit: int = 50) -> list[BatchRecord]:
+        return await self._guard(self.client.batches(limit))
+
+    async def batch(self, ref: str, items: int = 0, after_seq: int = -1,
+                    status: str | None = None) -> BatchDetail:
+        return await self._guard(self.client.batch(ref, items, after_seq, status))
+
+    async def pause_batch(self, ref: str, note: str | None = None) -> BatchRecord:
+        return await self._guard(self.client.pause_batch(ref, note))
+
+    async def resume_batch(self, ref: str) -> BatchRecord:
+        return await self._guard(self.client.resume_batch(ref))
+
+    async def cancel_batch(self, ref: str) -> BatchRecord:
+        return await self._guard(self.client.cancel_batch(ref))

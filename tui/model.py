@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from protocol.api import FlowDetail
+from protocol.batches import BatchRecord
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_LOG_KEPT_CHARS
 from protocol.messages import ErrorEvent, TaskLog
@@ -17,11 +18,13 @@ from tui.source import LinkDown, LinkUp, Snapshot, SourceEvent
 
 MAX_RUNS = 500
 MAX_ERRORS = 200
+MAX_BATCHES = 200
 
 
 @dataclass(slots=True)
 class Dirty:
-    """What changed: kinds of view ("flows", "runs", "agents", "problems", "link") and run ids."""
+    """What changed: kinds of view ("flows", "runs", "agents", "problems", "link", "schedules",
+    "batches", "log", "tick") and run ids."""
 
     kinds: set[str] = field(default_factory=set)
     runs: set[str] = field(default_factory=set)
@@ -105,8 +108,10 @@ class Problem:
 class Model:
     """Latest record of every flow, run, task instance and agent the dashboard knows of."""
 
-    def __init__(self, max_runs: int = MAX_RUNS, max_errors: int = MAX_ERRORS) -> None:
+    def __init__(self, max_runs: int = MAX_RUNS, max_errors: int = MAX_ERRORS,
+                 max_batches: int = MAX_BATCHES) -> None:
         self.max_runs = max_runs
+        self.max_batches = max_batches
         self.flows: dict[str, FlowSummary] = {}
         self.specs: dict[tuple[str, str], FlowDetail] = {}
         self.runs: dict[str, RunRecord] = {}
@@ -115,6 +120,8 @@ class Model:
         self.schedules: dict[str, ScheduleState] = {}
         self.last_fire: dict[str, FireRecord] = {}
         """The newest nominal time each schedule dealt with (from its events)."""
+        self.batches: dict[str, BatchRecord] = {}
+        """The newest batches (at most ``max_batches``), each with its items counted by status."""
         self.rejected: list[RejectedMessage] = []
         self.errors: deque[ErrorEvent] = deque(maxlen=max_errors)
         self.link_down: str | None = None
@@ -161,9 +168,14 @@ class Model:
         self.schedules = {d.state.spec.name: d.state for d in snap.schedules
                           if not self._newer(("schedule", d.state.spec.name), since)} | {
             k: s for k, s in self.schedules.items() if self._newer(("schedule", k), since)}
+        self.batches = {b.batch_id: b for b in snap.batches
+                        if not self._newer(("batch", b.batch_id), since)} | {
+            k: b for k, b in self.batches.items() if self._newer(("batch", k), since)}
         self.synced_at = now
         self._prune()
-        return Dirty({"flows", "runs", "agents", "problems", "link", "schedules"}, set(self.runs))
+        self._prune_batches()
+        return Dirty({"flows", "runs", "agents", "problems", "link", "schedules", "batches"},
+                     set(self.runs))
 
     def set_detail(self, detail: RunDetail, since: int | None = None) -> Dirty:
         """A run fetched (at ``since``) with all its task instances (the run view asks)."""
@@ -237,15 +249,20 @@ class Model:
                 return Dirty({"problems"})
             case ScheduleEvent():
                 return self._apply_schedule(event)
-            case LinkDown():
-                if self.link_down is None:
-                    self.down_since = now
-                self.link_down = event.reason
-                return Dirty({"link"})
-            case LinkUp():
-                self.link_down, self.down_since = None, None
-                return Dirty({"link"})
+            case BatchRecord():
+                return self._apply_batch(event)
+            case LinkDown() | LinkUp():
+                return self._apply_link(event, now)
         return Dirty()
+
+    def _apply_link(self, event: LinkDown | LinkUp, now: float) -> Dirty:
+        if isinstance(event, LinkUp):
+            self.link_down, self.down_since = None, None
+        else:
+            if self.link_down is None:
+                self.down_since = now
+            self.link_down = event.reason
+        return Dirty({"link"})
 
     def apply_all(self, events: Iterable[SourceEvent], now: float) -> Dirty:
         dirty = Dirty()
@@ -265,6 +282,14 @@ class Model:
             if last is None or fire.nominal >= last.nominal:
                 self.last_fire[event.name] = fire
         return Dirty({"schedules"})
+
+    def _apply_batch(self, batch: BatchRecord) -> Dirty:
+        self._touch("batch", batch.batch_id)
+        known = batch.batch_id in self.batches
+        self.batches[batch.batch_id] = batch
+        if not known:
+            self._prune_batches()
+        return Dirty({"batches"})
 
     def _apply_run(self, run: RunRecord) -> Dirty:
         known = run.run_id in self.runs
@@ -300,6 +325,12 @@ class Model:
                 self._touched.pop(("task", run.run_id, task), None)
             self._touched.pop(("run", run.run_id), None)
 
+    def _prune_batches(self) -> None:
+        """Forget the oldest batches beyond ``max_batches``."""
+        for record in self.batches_view()[self.max_batches:]:
+            del self.batches[record.batch_id]
+            self._touched.pop(("batch", record.batch_id), None)
+
     # -- queries -----------------------------------------------------------------------
 
     def spec(self, flow: str, version: str | None = None) -> FlowSpec | None:
@@ -317,6 +348,11 @@ class Model:
                 if (flow is None or r.flow == flow) and (status is None or r.status == status)]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return rows
+
+    def batches_view(self) -> list[BatchRecord]:
+        """Batches newest first."""
+        return sorted(self.batches.values(), key=lambda b: (b.created_at, b.batch_id),
+                      reverse=True)
 
     def flows_view(self) -> list[FlowSummary]:
         return sorted(self.flows.values(), key=lambda f: f.name)

@@ -1,4 +1,5 @@
-"""Operator: the dashboard's actions on a deployment — trigger, cancel, retry, mark — each confirmed."""
+"""Operator: the dashboard's actions on a deployment — trigger, cancel, retry, mark, schedules and
+batches — each confirmed."""
 
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -6,6 +7,7 @@ from typing import Any
 from textual.app import App
 
 from flowforge.terminal import safe
+from protocol.batches import BatchRecord, BatchState, ItemStatus
 from protocol.errors import FlowForgeError
 from protocol.records import RunRecord
 from tui.forms import ConfirmScreen, MarkScreen, TriggerScreen
@@ -68,6 +70,28 @@ class Operator:
     def run_schedule(self, name: str) -> None:
         self._confirm(f"Start a run of schedule {name} now, outside its times?",
                       lambda: self.hub.source.trigger_schedule(name), f"{name}: run started")
+
+    def toggle_batch(self, batch: BatchRecord) -> None:
+        """Pause an active (or loading) batch, resume a paused one."""
+        ref, name = batch.batch_id, batch.spec.name or batch.batch_id
+        if batch.state is BatchState.PAUSED:
+            self._confirm(f"Resume batch {name}? Its waiting items start again, at most "
+                          f"{batch.spec.max_active:,} runs at once.",
+                          lambda: self.hub.source.resume_batch(ref), f"batch {name} resumed")
+            return
+        active = sum(batch.counts.get(s, 0) for s in (ItemStatus.PENDING, ItemStatus.RUNNING))
+        self._confirm(f"Pause batch {name}? No more of its items start until it is resumed; "
+                      f"its {active:,} active runs go on.",
+                      lambda: self.hub.source.pause_batch(ref, "paused from the dashboard"),
+                      f"batch {name} paused")
+
+    def cancel_batch(self, batch: BatchRecord) -> None:
+        ref, name = batch.batch_id, batch.spec.name or batch.batch_id
+        waiting = batch.counts.get(ItemStatus.WAITING, 0)
+        active = sum(batch.counts.get(s, 0) for s in (ItemStatus.PENDING, ItemStatus.RUNNING))
+        self._confirm(f"Cancel batch {name}? Its {waiting:,} waiting items never start and its "
+                      f"{active:,} active runs are cancelled.",
+                      lambda: self.hub.source.cancel_batch(ref), f"batch {name}: cancel requested")
 
     def _confirm(self, question: str, call: Callable[[], Awaitable[object]], done: str) -> None:
         def answered(yes: bool | None) -> None:

@@ -1,8 +1,9 @@
-"""Colours and marks for run and task states, and the legend that explains them."""
+"""Colours and marks for run, task, batch and batch item states, and the legend that explains them."""
 
 from rich.style import Style
 from rich.text import Text
 
+from protocol.batches import BatchState, ItemStatus
 from protocol.states import RunStatus, TaskStatus
 
 TASK_COLOUR: dict[TaskStatus, str] = {
@@ -35,6 +36,24 @@ RUN_COLOUR: dict[RunStatus, str] = {
     RunStatus.SUCCEEDED: "green",
     RunStatus.FAILED: "bold red",
     RunStatus.CANCELLED: "grey50",
+}
+
+ITEM_COLOUR: dict[ItemStatus, str] = {
+    ItemStatus.WAITING: "grey62",
+    ItemStatus.SKIPPED: "blue",
+    ItemStatus.PENDING: "cyan",
+    ItemStatus.RUNNING: "bold yellow",
+    ItemStatus.SUCCEEDED: "green",
+    ItemStatus.FAILED: "bold red",
+    ItemStatus.CANCELLED: "grey50",
+}
+
+BATCH_COLOUR: dict[BatchState, str] = {
+    BatchState.LOADING: "cyan",
+    BatchState.ACTIVE: "bold yellow",
+    BatchState.PAUSED: "dark_orange",
+    BatchState.CANCELLED: "grey50",
+    BatchState.DONE: "green",
 }
 
 EDGE = Style.parse("grey50")

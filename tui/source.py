@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from protocol.api import FlowDetail, ScheduleDetail
+from protocol.batch_api import BatchDetail
+from protocol.batches import BatchRecord
 from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import (
     AgentInfo,
@@ -16,7 +18,8 @@ from protocol.records import (
 )
 from protocol.schedules import ScheduleEvent
 
-Event = RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | TaskLog | ScheduleEvent
+Event = (RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | TaskLog | ScheduleEvent
+         | BatchRecord)
 """A status event, as ``flowforge.client.Client.events`` yields them, or lines of a task's log."""
 
 
@@ -44,6 +47,8 @@ class Snapshot:
     agents: list[AgentInfo] = field(default_factory=list)
     rejected: list[RejectedMessage] = field(default_factory=list)
     schedules: list[ScheduleDetail] = field(default_factory=list)
+    batches: list[BatchRecord] = field(default_factory=list)
+    """The newest batches, with their items counted by status."""
 
 
 class DataSource(Protocol):
@@ -97,8 +102,25 @@ class DataSource(Protocol):
 
     async def trigger_schedule(self, name: str) -> RunRecord: ...
 
+    async def batches(self, limit: int = 50) -> list[BatchRecord]:
+        """The newest batches first, with their items counted by status."""
+        ...
 
-async def load_snapshot(source: DataSource, runs_limit: int = 200) -> Snapshot:
+    async def batch(self, ref: str, items: int = 0, after_seq: int = -1,
+                    status: str | None = None) -> BatchDetail:
+        """A batch with up to ``items`` of its items after ``after_seq`` (only those in
+        ``status`` if given), in sequence order."""
+        ...
+
+    async def pause_batch(self, ref: str, note: str | None = None) -> BatchRecord: ...
+
+    async def resume_batch(self, ref: str) -> BatchRecord: ...
+
+    async def cancel_batch(self, ref: str) -> BatchRecord: ...
+
+
+async def load_snapshot(source: DataSource, runs_limit: int = 200,
+                        batches_limit: int = 100) -> Snapshot:
     """The dashboard's starting state, one API call per kind."""
     return Snapshot(
         flows=await source.flows(),
@@ -106,4 +128,5 @@ async def load_snapshot(source: DataSource, runs_limit: int = 200) -> Snapshot:
         agents=await source.agents(),
         rejected=await source.rejected(),
         schedules=await source.schedules(),
+        batches=await source.batches(limit=batches_limit),
     )
