@@ -60,7 +60,7 @@ async def test_a_dry_run_says_what_would_run_and_stores_nothing(
     coordinator, client: Client
 ) -> None:
     await client.register([batchflows.register_square()])
-    plan = await client.submit_batch("square", ITEMS + [{"x": 1}], dry_run=True)
+    plan = await client.submit_batch("square", [*ITEMS, {"x": 1}], dry_run=True)
     assert plan.batch is None and plan.to_run == 5
     assert plan.skipped == {4: "same parameters as item 2", 6: "same parameters as item 0"}
     assert await client.batches() == []
@@ -122,3 +122,20 @@ async def test_max_active_holds_and_pause_resume_cancel_work(
     assert most <= 2
     with pytest.raises(RemoteError, match="already cancelled"):
         await client.resume_batch(batch_id)
+
+
+async def test_a_dry_run_counts_every_item_that_would_be_skipped_past_a_thousand(
+    coordinator, start_agent, client: Client
+) -> None:
+    """The coordinator names at most 1,000 skipped items per answer; a dry run still says
+    that a second submit of 1,200 items that all ran would run none of them."""
+    await client.register([batchflows.register_square()])
+    await start_agent(concurrency=16)
+    items = [{"x": i} for i in range(1200)]
+    first = await client.submit_batch("square", items, max_active=200)
+    assert first.batch is not None
+    await client.wait_batch(first.batch.batch_id, timeout_s=60)
+
+    plan = await client.submit_batch("square", items, dry_run=True)
+    assert (plan.to_run, len(plan.skipped)) == (0, 1200)
+    assert (await client.submit_batch("square", items)).to_run == 0
