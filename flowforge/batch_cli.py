@@ -303,9 +303,10 @@ def list_text(records: list[BatchRecord]) -> str:
 def show_text(detail: BatchDetail, page: int) -> str:
     """The batch, its counts and its items; a full ``page`` of items says how to see more."""
     r, spec = detail.batch, detail.batch.spec
-    origin = f"backfill of schedule {spec.schedule}  " if spec.schedule else ""
+    origin = (f"backfill of schedule {spec.schedule}" if spec.schedule
+              else f"reprocess {spec.reprocess.value}")
     lines = [headline(r),
-             f"{origin}reprocess {spec.reprocess.value}  max active {spec.max_active}  "
+             f"{origin}  max active {spec.max_active}  "
              f"created {render.stamp(r.created_at)}  finished {render.stamp(r.finished_at)}",
              f"{r.total} items, {_done(r)} done: {_counts(r)}"]
     if not detail.items:

@@ -149,8 +149,9 @@ async def run(client: Any, ns: argparse.Namespace) -> int:
         "delete": lambda: client.delete_schedule(ns.name),
         "trigger": lambda: client.trigger_schedule(ns.name),
         "preview": lambda: _preview(client, ns),
-        "backfill": lambda: _backfill(client, ns),
     }
+    if ns.schedule_command == "backfill":
+        return await _backfill(client, ns)
     answer = await actions[ns.schedule_command]()
     if ns.json:
         out(safe_json(msgspec.json.format(msgspec.json.encode(answer), indent=2).decode()))
@@ -160,8 +161,6 @@ async def run(client: Any, ns: argparse.Namespace) -> int:
         out(f"run {answer.run_id} started (nominal time {local_time(answer.scheduled_for, 'UTC')})")
     elif ns.schedule_command == "preview":
         out(_times_text(answer["times"], answer["timezone"]))
-    elif ns.schedule_command == "backfill":
-        out(backfill_text(answer))
     else:
         out(show_text(answer))
     return 0
@@ -177,17 +176,24 @@ async def _preview(client: Any, ns: argparse.Namespace) -> dict[str, Any]:
             "times": next_fires(spec, after, ns.count)}
 
 
-async def _backfill(client: Any, ns: argparse.Namespace) -> BackfillPlan:
-    zone = _zone((await client.schedule(ns.name, fires=1)).state.spec.timezone)
-    start = _instant(ns.from_, zone, "--from")
-    end = _instant(ns.to_, zone, "--to")
+async def _backfill(client: Any, ns: argparse.Namespace) -> int:
+    """``--from`` and ``--to`` without an offset are read in the schedule's zone, as by
+    ``preview``; its times are shown in that zone."""
+    zone = (await client.schedule(ns.name, fires=1)).state.spec.timezone
+    start = _instant(ns.from_, _zone(zone), "--from")
+    end = _instant(ns.to_, _zone(zone), "--to")
     assert start is not None and end is not None  # both are required
-    return await client.backfill(ns.name, start, end, max_active=ns.max_active,
+    plan = await client.backfill(ns.name, start, end, max_active=ns.max_active,
                                  name=ns.batch_name, dry_run=ns.dry_run)
+    if ns.json:
+        out(safe_json(msgspec.json.format(msgspec.json.encode(plan), indent=2).decode()))
+    else:
+        out(backfill_text(plan, zone))
+    return 0
 
 
-def backfill_text(plan: BackfillPlan) -> str:
-    """What a backfill started (or would start), and the times it skips."""
+def backfill_text(plan: BackfillPlan, zone: str) -> str:
+    """What a backfill started (or would start), and the times it skips (in ``zone``)."""
     skipped = len(plan.skipped)
     at_least = "at least " if skipped >= MAX_BACKFILL_REASONS else ""
     at_most = "at most " if at_least else ""
@@ -201,7 +207,9 @@ def backfill_text(plan: BackfillPlan) -> str:
     more = ("--json lists them all" if not at_least else "--json lists the first 1,000"
             if plan.batch is None else
             f"`flowforge batch show {plan.batch.batch_id} --status skipped` lists them")
-    return "\n".join([head, *reasons_text(list(plan.skipped.items()), skipped, more)])
+    reasons = [(local_time(dt.datetime.fromisoformat(t).timestamp(), zone), why)
+               for t, why in plan.skipped.items()]
+    return "\n".join([head, *reasons_text(reasons, skipped, more)])
 
 
 def local_time(ts: float | None, zone: str) -> str:

@@ -279,6 +279,7 @@ async def test_schedule_backfill_runs_past_nominal_times_once(
     said = again.stdout.splitlines()
     assert said[0].endswith("(backfill bf_hourly): 6 times, 0 to run, 6 skipped"), said
     assert all(": already run: run " in line for line in said[1:]) and len(said) == 7
+    assert said[1].startswith(f"  {wanted[0].isoformat()}: ")  # in the schedule's zone
     assert len(await shared_client.runs(flow="which_hour", limit=100)) == 6
 
     unknown = await cli(env, "schedule", "backfill", "nope", *span)
