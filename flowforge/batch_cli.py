@@ -210,6 +210,8 @@ async def _submit(client: Any, ns: argparse.Namespace) -> int:
     try:
         final: BatchRecord = await client.wait_batch(batch_id, timeout_s=ns.wait_timeout)
     except TimeoutError:
+        if ns.json:  # a script still learns the batch's id
+            print_json(sub)
         out(f"flowforge batch: batch {batch_id} is still going after --wait-timeout; follow it "
             f"with `flowforge batch show {batch_id}`", file=sys.stderr)
         return runtime.EXIT_FAILED

@@ -147,9 +147,10 @@ async def test_pause_resume_and_cancel_say_the_new_state_and_a_finished_batch_re
     env = shared_cli_env
     params = _file(tmp_path, "slow.jsonl", [json.dumps({"x": i, "hold_s": 0.5}) for i in range(40)])
     started = await cli(env, "batch", "submit", "slow_cli", "--params", params, "--name", "slow",
-                        "--max-active", "1", "--wait", "--wait-timeout", "0.5")
+                        "--max-active", "1", "--wait", "--wait-timeout", "0.5", "--json")
     assert started.returncode == 1
-    assert "is still going after --wait-timeout" in started.stderr
+    batch_id = json.loads(started.stdout)["batch"]["batch_id"]  # a script still gets the id
+    assert f"batch {batch_id} is still going after --wait-timeout" in started.stderr
 
     paused = await cli(env, "batch", "pause", "slow", "--note", "the source is slow today")
     assert paused.returncode == 0, paused.stderr
@@ -167,7 +168,7 @@ async def test_pause_resume_and_cancel_say_the_new_state_and_a_finished_batch_re
 
     again = await cli(env, "batch", "cancel", "slow")
     assert again.returncode == 2
-    assert again.stderr == f"flowforge batch: batch {record['batch_id']} is already cancelled\n"
+    assert again.stderr == f"flowforge batch: batch {batch_id} is already cancelled\n"
     verbs = ("show", "pause", "resume", "cancel")
     for verb, unknown in zip(verbs, await asyncio.gather(
             *(cli(env, "batch", verb, "no-such-batch") for verb in verbs)), strict=True):
