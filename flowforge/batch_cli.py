@@ -20,6 +20,7 @@ from protocol.batch_api import BatchDetail
 from protocol.batches import (
     DEFAULT_MAX_ACTIVE,
     MAX_ACTIVE_LIMIT,
+    MAX_ITEMS,
     BatchRecord,
     BatchState,
     ItemStatus,
@@ -75,7 +76,7 @@ def add_batch_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]")
     c.add_argument("ref", metavar="REF", help="a batch id, or a name (its newest batch)")
     c.add_argument("--items", type=whole(0, MAX_ITEMS_SHOWN), default=20, metavar="N",
                    help=f"items shown, 0 to {MAX_ITEMS_SHOWN:,} (default: %(default)s)")
-    c.add_argument("--after", type=int, default=-1, metavar="SEQ",
+    c.add_argument("--after", type=whole(-1, MAX_ITEMS), default=-1, metavar="SEQ",
                    help="items after this place in the batch (default: from the first)")
     c.add_argument("--status", choices=[s.value for s in ItemStatus], help="only these items")
     for name, help_text in (("pause", "start no more of its items (runs going on finish)"),
