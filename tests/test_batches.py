@@ -139,4 +139,3 @@ async def test_max_active_holds_and_pause_resume_cancel_work(
     assert most <= 2
     with pytest.raises(RemoteError, match="already cancelled"):
         await client.resume_batch(batch_id)
-
