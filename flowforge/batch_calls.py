@@ -27,6 +27,9 @@ from protocol.subjects import Subjects
 
 T = TypeVar("T")
 CHUNK_MARGIN_BYTES = 16 * 1024
+PLAN_CHUNK_ITEMS = 1_000
+"""Items per dry-run request: the coordinator names at most 1,000 skipped items in one answer,
+and a dry run counts what would run from the names, so no answer may leave one out."""
 
 
 class BatchSubmission(msgspec.Struct, kw_only=True):
@@ -92,7 +95,7 @@ class BatchCalls:
         chunk is found here (the coordinator sees one chunk at a time)."""
         first_of: dict[str, int] = {}
         skipped: dict[int, str] = {}
-        for first, chunk in self._chunks(items):
+        for first, chunk in self._chunks(items, PLAN_CHUNK_ITEMS):
             got = await self.request(batch_api.PlanItems(
                 flow=flow, reprocess=reprocess, first_seq=first, items=chunk), ItemsAdded)
             skipped.update(got.skipped)
@@ -106,13 +109,15 @@ class BatchCalls:
         return BatchSubmission(batch=None, total=len(items), to_run=len(items) - len(skipped),
                                skipped=dict(sorted(skipped.items())))
 
-    def _chunks(self, items: list[dict[str, Any]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        """Runs of items that fit in one request (by count and by the server's max_payload)."""
+    def _chunks(self, items: list[dict[str, Any]], most: int = MAX_ITEMS_PER_CHUNK
+                ) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Runs of items that fit in one request (at most ``most`` items, and within the
+        server's max_payload)."""
         budget = max(64 * 1024, self.nc.max_payload - CHUNK_MARGIN_BYTES)
         start, size = 0, 0
         for i, params in enumerate(items):
             n = len(encoder.encode(params)) + 1
-            if i > start and (i - start >= MAX_ITEMS_PER_CHUNK or size + n > budget):
+            if i > start and (i - start >= most or size + n > budget):
                 yield start, items[start:i]
                 start, size = i, 0
             size += n

@@ -1,4 +1,5 @@
-"""``flowforge``: the command-line client (register, run, runs, show, flows, graph) and ``dev``."""
+"""``flowforge``: the command-line client (register, run, runs, show, flows, graph; schedule and
+batch in their own modules) and ``dev``."""
 
 import argparse
 import asyncio
@@ -11,7 +12,8 @@ from typing import Any
 
 import msgspec
 
-from flowforge import graphs, render, runtime, schedule_cli
+from flowforge import batch_cli, graphs, render, runtime, schedule_cli
+from flowforge.batch_cli import add_batch_parser
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
 from flowforge.loader import LoadError, import_target
@@ -35,11 +37,12 @@ EPILOG = """examples:
   flowforge retry RUN_ID --wait
   flowforge run pipeline_simple --only clean_data,analyze_data --wait
   flowforge graph pipeline_simple
+  flowforge batch submit pipeline_simple_ml --params params.jsonl --wait
   flowforge agents
   flowforge dashboard
 
-exit codes: 0 ok (run succeeded), 1 run failed or cancelled, 2 usage, 3 cannot reach NATS or
-the coordinator (or NATS refused the login)
+exit codes: 0 ok (run succeeded), 1 run (or an item of a batch) failed or cancelled, 2 usage,
+3 cannot reach NATS or the coordinator (or NATS refused the login)
 """
 
 EXIT_CONNECTION = runtime.EXIT_NO_NATS
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dev_parser(sub)
     add_auth_parser(sub)
     add_schedule_parser(sub)
+    add_batch_parser(sub)
     return p
 
 
@@ -330,6 +334,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "register": _register, "run": _run, "runs": _runs, "show": _show, "flows": _flows,
     "graph": _graph, "rejected": _rejected, "agents": _agents, "cancel": _cancel,
     "retry": _retry, "mark": _mark, "logs": _logs, "schedule": schedule_cli.run,
+    "batch": batch_cli.run,
 }
 
 
@@ -364,13 +369,15 @@ def main(argv: list[str] | None = None) -> int:
         from flowforge.auth_cli import auth_main
 
         return auth_main(ns)
-    if ns.command == "register":
-        try:  # import before connecting: a bad definition is reported even with no coordinator
+    try:  # before connecting: a bad definition or parameter file is told with no coordinator
+        if ns.command == "register":
             for target in ns.targets:
                 import_target(target)
-        except FlowForgeError as exc:
-            out(f"flowforge register: {exc}", file=sys.stderr)
-            return runtime.EXIT_USAGE
+        elif ns.command == "batch":
+            batch_cli.prepare(ns)
+    except FlowForgeError as exc:
+        out(f"flowforge {ns.command}: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
     try:
         return asyncio.run(_client_command(ns))
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""``flowforge schedule add|list|show|pause|resume|delete|trigger|preview``."""
+"""``flowforge schedule add|list|show|pause|resume|delete|trigger|preview|backfill``."""
 
 import argparse
 import datetime as dt
@@ -9,16 +9,21 @@ from typing import Any
 import msgspec
 
 from flowforge import render
+from flowforge.batch_cli import reasons_text, whole
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args
 from flowforge.firetimes import check_timing, next_fires
 from flowforge.params import params_from, parse_param
 from flowforge.terminal import out, safe_json
 from protocol.api import ScheduleDetail
+from protocol.batch_api import BackfillPlan
+from protocol.batches import MAX_ACTIVE_LIMIT
 from protocol.errors import FlowForgeError
 from protocol.limits import is_valid_name
 from protocol.schedules import Catchup, Overlap, ScheduleSpec, parse_duration
 
 MAX_PREVIEW = 1000
+MAX_BACKFILL_REASONS = 1000
+"""The most skipped times a backfill's answer names (``BackfillPlan.skipped``)."""
 
 
 def add_schedule_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -46,8 +51,26 @@ def add_schedule_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser
     verb("delete", "forget a schedule (its runs stay)")
     verb("trigger", "start a run of the schedule now, outside its times")
     c = verb("preview", "the next fire times, local and UTC, without firing")
-    c.add_argument("--from", dest="from_", metavar="ISO", help="from this time (default: now)")
+    c.add_argument("--from", dest="from_", metavar="ISO",
+                   help="from this time; without an offset, in the schedule's time zone "
+                   "(default: now)")
     c.add_argument("--count", type=int, default=10, metavar="N", help="how many (default: 10)")
+    _add_backfill(verb("backfill", "run the schedule's nominal times from --from to --to (a "
+                       "batch); times that already have a run are skipped"))
+
+
+def _add_backfill(c: argparse.ArgumentParser) -> None:
+    for flag, what in (("--from", "the first time, included"),
+                       ("--to", "the last time, included (times after now are not run)")):
+        c.add_argument(flag, dest=flag[2:] + "_", required=True, metavar="ISO",
+                       help=f"{what}; without an offset, in the schedule's time zone "
+                       "(e.g. 2026-01-31T06:00)")
+    c.add_argument("--max-active", type=whole(1, MAX_ACTIVE_LIMIT), default=1, metavar="N",
+                   help="runs at once, started in time order (default: %(default)s)")
+    c.add_argument("--name", dest="batch_name", metavar="NAME",
+                   help="the batch's name (default: backfill SCHEDULE)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="say which times would run and which would be skipped; start nothing")
 
 
 def _add_add(c: argparse.ArgumentParser) -> None:
@@ -127,6 +150,8 @@ async def run(client: Any, ns: argparse.Namespace) -> int:
         "trigger": lambda: client.trigger_schedule(ns.name),
         "preview": lambda: _preview(client, ns),
     }
+    if ns.schedule_command == "backfill":
+        return await _backfill(client, ns)
     answer = await actions[ns.schedule_command]()
     if ns.json:
         out(safe_json(msgspec.json.format(msgspec.json.encode(answer), indent=2).decode()))
@@ -149,6 +174,42 @@ async def _preview(client: Any, ns: argparse.Namespace) -> dict[str, Any]:
     after = (dt.datetime.now(dt.UTC).timestamp() if start is None else start - 1e-6)
     return {"schedule": spec.name, "timezone": spec.timezone,
             "times": next_fires(spec, after, ns.count)}
+
+
+async def _backfill(client: Any, ns: argparse.Namespace) -> int:
+    """``--from`` and ``--to`` without an offset are read in the schedule's zone, as by
+    ``preview``; its times are shown in that zone."""
+    zone = (await client.schedule(ns.name, fires=1)).state.spec.timezone
+    start = _instant(ns.from_, _zone(zone), "--from")
+    end = _instant(ns.to_, _zone(zone), "--to")
+    assert start is not None and end is not None  # both are required
+    plan = await client.backfill(ns.name, start, end, max_active=ns.max_active,
+                                 name=ns.batch_name, dry_run=ns.dry_run)
+    if ns.json:
+        out(safe_json(msgspec.json.format(msgspec.json.encode(plan), indent=2).decode()))
+    else:
+        out(backfill_text(plan, zone))
+    return 0
+
+
+def backfill_text(plan: BackfillPlan, zone: str) -> str:
+    """What a backfill started (or would start), and the times it skips (in ``zone``)."""
+    skipped = len(plan.skipped)
+    at_least = "at least " if skipped >= MAX_BACKFILL_REASONS else ""
+    at_most = "at most " if at_least else ""
+    if plan.batch is None:
+        head = (f"dry run: {plan.times} times, would run {at_most}{plan.times - skipped}, "
+                f"would skip {at_least}{skipped}")
+    else:
+        name = f" ({plan.batch.spec.name})" if plan.batch.spec.name else ""
+        head = (f"batch {plan.batch.batch_id}{name}: {plan.times} times, {at_most}"
+                f"{plan.times - skipped} to run, {at_least}{skipped} skipped")
+    more = ("--json lists them all" if not at_least else "--json lists the first 1,000"
+            if plan.batch is None else
+            f"`flowforge batch show {plan.batch.batch_id} --status skipped` lists them")
+    reasons = [(local_time(dt.datetime.fromisoformat(t).timestamp(), zone), why)
+               for t, why in plan.skipped.items()]
+    return "\n".join([head, *reasons_text(reasons, skipped, more)])
 
 
 def local_time(ts: float | None, zone: str) -> str:

@@ -13,8 +13,8 @@ def square(x: int, fail: bool = False) -> int:
     return x * x
 
 
-def register_square() -> FlowSpec:
-    return register_task_pipeline(flow_name="square", pipeline={
+def register_square(flow_name: str = "square") -> FlowSpec:
+    return register_task_pipeline(flow_name=flow_name, pipeline={
         "square": {"function": square, "depends_on": []}})
 
 
@@ -32,8 +32,8 @@ def slow_square(ctx: TaskContext, x: int, hold_s: float = 0.2) -> int:
     return x * x
 
 
-def register_slow_square() -> FlowSpec:
-    return register_task_pipeline(flow_name="slow_square", pipeline={
+def register_slow_square(flow_name: str = "slow_square") -> FlowSpec:
+    return register_task_pipeline(flow_name=flow_name, pipeline={
         "slow_square": {"function": slow_square, "depends_on": []}})
 
 

@@ -74,6 +74,23 @@ async def test_a_dry_run_says_what_would_run_and_stores_nothing(
     assert await client.batches() == []
 
 
+async def test_a_dry_run_counts_every_item_that_would_be_skipped_past_a_thousand(
+    coordinator, start_agent, client: Client
+) -> None:
+    """The coordinator names at most 1,000 skipped items per answer; a dry run still says
+    that a second submit of 1,200 items that all ran would run none of them."""
+    await client.register([batchflows.register_square()])
+    await start_agent(concurrency=16)
+    items = [{"x": i} for i in range(1200)]
+    first = await client.submit_batch("square", items, max_active=200)
+    assert first.batch is not None
+    await client.wait_batch(first.batch.batch_id, timeout_s=60)
+
+    plan = await client.submit_batch("square", items, dry_run=True)
+    assert (plan.to_run, len(plan.skipped)) == (0, 1200)
+    assert (await client.submit_batch("square", items)).to_run == 0
+
+
 @pytest.mark.parametrize(("items", "said"), [
     ([{"x": 1}, {"y": 2}], "item 1 (line 2): flow 'square': missing required parameter 'x'"),
     ([{"x": "one"}], "item 0 (line 1): flow 'square': parameter 'x' must be int"),

@@ -22,6 +22,8 @@ from tests.helpers import REPO
 README = (REPO / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 SHELL_BLOCKS = re.findall(r"```bash\n(.*?)```", README, re.S)
+PROMPTS = "\n".join(re.findall(r"^\$ (.*)$", README, re.M))
+"""The commands of the blocks that show a session: ``$ command`` then its real output."""
 
 
 def _dashboard_parser() -> argparse.ArgumentParser:
@@ -37,10 +39,10 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 
 
 def _commands() -> list[list[str]]:
-    """Each FlowForge command of the shell blocks, as argv: comments, `&&` chains,
+    """Each FlowForge command of the shell blocks and sessions, as argv: comments, `&&` chains,
     `env $(cat FILE)` prefixes and `.venv/bin/` paths taken off."""
     found = []
-    for block in SHELL_BLOCKS:
+    for block in [*SHELL_BLOCKS, PROMPTS]:
         for line in block.splitlines():
             for part in line.split("&&"):
                 words = shlex.split(part, comments=True)
