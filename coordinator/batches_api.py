@@ -15,6 +15,7 @@ from coordinator.schedule_clock import ScheduleClock, run_key
 from coordinator.writer import Batch, new_run_id
 from flowforge.firetimes import nominal_times
 from protocol.batch_api import (
+    MAX_REASONS,
     AddItems,
     BackfillPlan,
     BackfillSchedule,
@@ -54,7 +55,6 @@ from protocol.errors import (
 
 T = TypeVar("T")
 MAX_BACKFILL_TIMES = 100_000
-MAX_REASONS_SHOWN = 1_000
 
 
 class BatchesApi:
@@ -221,7 +221,7 @@ class BatchesApi:
         ran = await batch_store.runs_by_keys(self.db, spec.flow, keys)
         skipped = {t: f"already run: run {ran[k][0]} ({ran[k][1]})"
                    for t, k in zip(times, keys, strict=True) if k in ran}
-        shown = dict(list((_iso(t), why) for t, why in skipped.items())[:MAX_REASONS_SHOWN])
+        shown = dict(list((_iso(t), why) for t, why in skipped.items())[:MAX_REASONS])
         if req.dry_run:
             return BackfillPlan(batch=None, times=len(times), skipped=shown)
         params = canonical_json(spec.params)
@@ -264,4 +264,4 @@ def _iso(t: float) -> str:
 def _added(items: list[NewItem]) -> ItemsAdded:
     skipped = {i.seq: i.reason or "" for i in items if i.status is ItemStatus.SKIPPED}
     return ItemsAdded(added=len(items) - len(skipped),
-                      skipped=dict(list(skipped.items())[:MAX_REASONS_SHOWN]))
+                      skipped=dict(list(skipped.items())[:MAX_REASONS]))

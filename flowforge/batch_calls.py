@@ -11,7 +11,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from protocol import batch_api
-from protocol.batch_api import MAX_ITEMS_PER_CHUNK, BackfillPlan, BatchDetail, ItemsAdded
+from protocol.batch_api import MAX_ITEMS_PER_CHUNK, MAX_REASONS, BackfillPlan, BatchDetail, ItemsAdded
 from protocol.batches import (
     BATCH_FINAL,
     DEFAULT_MAX_ACTIVE,
@@ -27,9 +27,6 @@ from protocol.subjects import Subjects
 
 T = TypeVar("T")
 CHUNK_MARGIN_BYTES = 16 * 1024
-PLAN_CHUNK_ITEMS = 1_000
-"""Items per dry-run request: the coordinator names at most 1,000 skipped items in one answer,
-and a dry run counts what would run from the names, so no answer may leave one out."""
 
 
 class BatchSubmission(msgspec.Struct, kw_only=True):
@@ -95,7 +92,7 @@ class BatchCalls:
         chunk is found here (the coordinator sees one chunk at a time)."""
         first_of: dict[str, int] = {}
         skipped: dict[int, str] = {}
-        for first, chunk in self._chunks(items, PLAN_CHUNK_ITEMS):
+        for first, chunk in self._chunks(items, MAX_REASONS):  # every skip is named
             got = await self.request(batch_api.PlanItems(
                 flow=flow, reprocess=reprocess, first_seq=first, items=chunk), ItemsAdded)
             skipped.update(got.skipped)

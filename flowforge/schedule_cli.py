@@ -15,14 +15,13 @@ from flowforge.firetimes import check_timing, next_fires
 from flowforge.params import params_from, parse_param
 from flowforge.terminal import out, safe_json
 from protocol.api import ScheduleDetail
-from protocol.batch_api import BackfillPlan
+from protocol.batch_api import MAX_REASONS, BackfillPlan
 from protocol.batches import MAX_ACTIVE_LIMIT
 from protocol.errors import FlowForgeError
 from protocol.limits import is_valid_name
 from protocol.schedules import Catchup, Overlap, ScheduleSpec, parse_duration
 
 MAX_PREVIEW = 1000
-MAX_BACKFILL_REASONS = 1000
 """The most skipped times a backfill's answer names (``BackfillPlan.skipped``)."""
 
 
@@ -195,7 +194,7 @@ async def _backfill(client: Any, ns: argparse.Namespace) -> int:
 def backfill_text(plan: BackfillPlan, zone: str) -> str:
     """What a backfill started (or would start), and the times it skips (in ``zone``)."""
     skipped = len(plan.skipped)
-    at_least = "at least " if skipped >= MAX_BACKFILL_REASONS else ""
+    at_least = "at least " if skipped >= MAX_REASONS else ""
     at_most = "at most " if at_least else ""
     if plan.batch is None:
         head = (f"dry run: {plan.times} times, would run {at_most}{plan.times - skipped}, "

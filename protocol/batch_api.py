@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 
 from protocol.batches import (
+    MAX_ITEMS,
     BatchItem,
     BatchName,
     BatchRecord,
@@ -21,6 +22,8 @@ from protocol.batches import (
 from protocol.fields import ListLimit, Name, Text, Time, Token
 
 MAX_ITEMS_PER_CHUNK = 5_000
+MAX_REASONS = 1_000
+"""Most skipped items (or backfill times) one answer names with their reason."""
 Seq = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 Chunk = Annotated[list[dict[str, Any]], msgspec.Meta(max_length=MAX_ITEMS_PER_CHUNK)]
 BatchRef = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -71,7 +74,7 @@ class GetBatch(msgspec.Struct, frozen=True, kw_only=True):
     batch: BatchRef
     items: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 0
     """How many of its items to include, from ``after_seq``."""
-    after_seq: int = -1
+    after_seq: Annotated[int, msgspec.Meta(ge=-1, le=MAX_ITEMS)] = -1
     status: ItemStatus | None = None
     """Only items in this status."""
 

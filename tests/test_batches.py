@@ -264,3 +264,12 @@ async def test_an_item_the_changed_flow_refuses_fails_with_the_reason_and_the_re
     assert all(i.run_id is None and i.reason is not None
                and "could not start" in i.reason and "missing required parameter 'y'" in i.reason
                for i in refused)
+
+
+@pytest.mark.parametrize("after_seq", [2**63, -(2**70), -2])
+async def test_an_item_page_from_a_place_no_batch_has_is_a_bad_request(
+    coordinator, client: Client, after_seq: int
+) -> None:
+    with pytest.raises(RemoteError) as refused:
+        await client.batch("any", items=5, after_seq=after_seq)
+    assert refused.value.code == "bad_request"

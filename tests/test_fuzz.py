@@ -82,7 +82,7 @@ API = {  # verb: a valid body
     "batches.plan": {"flow": "noop", "reprocess": "failed", "items": [{}]},
     "batches.start": {"batch_id": RUN_ID},
     "batches.list": {"limit": 5, "flow": "noop"},
-    "batches.get": {"batch": "fz", "items": 5, "status": "waiting"},
+    "batches.get": {"batch": "fz", "items": 5, "after_seq": 3, "status": "waiting"},
     "batches.pause": {"batch": "fz", "note": "x"},
     "batches.resume": {"batch": "fz"},
     "batches.cancel": {"batch": "fz"},
