@@ -1,4 +1,5 @@
-"""Benchmark flows — a wide fan-out, a single task, a long chain — whose every task is a no-op.
+"""Benchmark flows — a wide fan-out, a single task, a long chain, a batch item — whose every
+task is a no-op.
 
 Agents import this module (``--import bench.flows``) to learn the one function they run;
 the full-size flows are defined at import so that registration is never needed for that.
@@ -25,6 +26,16 @@ def single_flow() -> FlowSpec:
     return register_task_pipeline(flow_name="bench_single", pipeline={"only": {"function": noop}})
 
 
+def noop_item(i: int) -> None:
+    """Do nothing with one batch item's parameter (``{"i": n}``)."""
+    return None
+
+
+def item_flow() -> FlowSpec:
+    """``bench_item``: one no-op task taking ``i``, the flow of the batch benchmark's items."""
+    return register_task_pipeline(flow_name="bench_item", pipeline={"only": {"function": noop_item}})
+
+
 def fanout_flow(width: int = FANOUT_WIDTH) -> FlowSpec:
     """``bench_fanout_<width>``: ``root`` → ``width`` parallel no-ops → ``join``."""
     middle = [f"t{i:05d}" for i in range(width)]
@@ -44,5 +55,6 @@ def chain_flow(length: int = CHAIN_LENGTH) -> FlowSpec:
 
 
 single_flow()
+item_flow()
 fanout_flow()
 chain_flow()

@@ -138,3 +138,25 @@ def test_the_schedules_benchmark_loads_schedules_fires_some_and_writes_its_json(
     late = result["late_created"]
     assert late["count"] >= 3 and 0 <= late["p50_ms"] <= late["p99_ms"] <= late["max_ms"]
     assert "coordinator idle CPU" in proc.stdout
+
+
+def test_the_batches_benchmark_submits_runs_resubmits_and_plans_a_batch_and_writes_its_json(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "batches.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.batches", "--items", "300", "--max-active", "20",
+         "--json-out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert (result["items"], result["max_active"]) == (300, 20)
+    assert result["submit"]["to_run"] == 300 and result["submit"]["seconds"] > 0
+    assert result["run"]["counts"] == {"succeeded": 300} and result["run"]["runs_per_s"] > 0
+    assert result["resubmit"]["skipped"] == 300 and result["resubmit"]["counts"] == {"skipped": 300}
+    assert result["dry_run"] == {**result["dry_run"], "to_run": 0, "skipped": 300}
+    rss = result["coordinator_rss_kib"]
+    assert 0 < rss["before"] <= rss["peak_by_phase"]["run"] <= rss["peak_lifetime"]
+    assert result["surprises"] == []
+    assert "coordinator RSS peak: run" in proc.stdout and "second submit" in proc.stdout
