@@ -37,10 +37,9 @@ from protocol.batches import (
     BatchState,
     ItemStatus,
     Reprocess,
-    canonical,
+    as_item,
     canonical_json,
     decide,
-    item_key,
 )
 from protocol.dag import check_params
 from protocol.errors import (
@@ -120,11 +119,10 @@ class BatchesApi:
         seen: dict[str, int] = {}
         for seq, params in enumerate(items, start=first_seq):
             try:
-                params = canonical(params)  # 3.0 is 3, as the item's key says
+                params, blob, key = as_item(flow_name, params)  # 3.0 is 3, as the key says
                 check_run_params(params)
                 check_params(flow_name, flow.params, params, allow_unknown=flow.accepts_any_param,
                              known=flow.param_names)
-                key, blob = item_key(flow_name, params), canonical_json(params)
             except (FlowForgeError, ValueError) as exc:
                 why = exc.message if isinstance(exc, FlowForgeError) else str(exc)
                 raise InvalidParams(f"item {seq} (line {seq + 1}): {why}") from None

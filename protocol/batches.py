@@ -48,7 +48,18 @@ def canonical_json(params: dict[str, Any]) -> bytes:
 
 def item_key(flow: str, params: dict[str, Any]) -> str:
     """The key of one item: the same for equal parameters (as JSON values) of one flow."""
-    digest = hashlib.sha256(flow.encode() + b"\0" + canonical_json(params)).hexdigest()
+    return _key(flow, canonical_json(params))
+
+
+def as_item(flow: str, params: dict[str, Any]) -> tuple[dict[str, Any], bytes, str]:
+    """The parameters made canonical once: as they run, as canonical JSON, and the key."""
+    value = canonical(params)
+    blob = _canonical.encode(value)
+    return value, blob, _key(flow, blob)
+
+
+def _key(flow: str, params_json: bytes) -> str:
+    digest = hashlib.sha256(flow.encode() + b"\0" + params_json).hexdigest()
     return f"item:{digest[:40]}"
 
 

@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.batches import ItemStatus, Prior, Reprocess, decide, item_key
+from protocol.batches import (
+    ItemStatus,
+    Prior,
+    Reprocess,
+    as_item,
+    canonical_json,
+    decide,
+    item_key,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70)
@@ -94,3 +102,11 @@ def test_items_never_run_run_and_a_repeat_in_the_same_batch_runs_once() -> None:
             "same parameters as item 7")
     assert "--reprocess failed" in (decide(Reprocess.NONE, "this", [
         _prior("b", ItemStatus.FAILED, "0001")]) or "")
+
+
+@settings(max_examples=200, deadline=None)
+@given(params)
+def test_an_item_made_canonical_once_has_the_same_key_and_json(p: dict) -> None:
+    value, blob, key = as_item("f", p)
+    assert key == item_key("f", p) == item_key("f", value)
+    assert blob == canonical_json(p) and json.loads(blob) == value
