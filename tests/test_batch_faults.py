@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -87,14 +89,12 @@ def test_most_at_once_counts_distinct_runs() -> None:
     assert most_at_once([("a", 0, 5), ("b", 1, 2), ("c", 1.5, 3)]) == 3
 
 
-async def test_kill_9_of_the_coordinator_during_a_batch_runs_each_item_once_within_max_active(
-    spawn, nats_server, client: Client, tmp_path: Path
-) -> None:
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
-    ledger = tmp_path / "ledger.txt"
+async def _start_stack(spawn: Any, nats_server: Any, client: Client, tmp_path: Path,
+                       ledger: Path) -> tuple[Any, Callable[[], Any]]:
+    """A coordinator, answering, with the slow_square flow registered, and an agent that writes
+    the ledger; returns the coordinator's process and how to start it again (same database)."""
 
-    def coordinator():  # type: ignore[no-untyped-def]
+    def coordinator() -> Any:
         return spawn("flowforge-coordinator", "--db", str(tmp_path / "ff.db"), "--lease", "2")
 
     proc = coordinator()
@@ -102,6 +102,16 @@ async def test_kill_9_of_the_coordinator_during_a_batch_runs_each_item_once_with
     await client.register([batchfaultflows.FLOW])
     spawn("flowforge-agent", "--import", "tests.batchfaultflows", "--lease", "2",
           "--concurrency", str(AGENT_SLOTS), env={"FLOWFORGE_TEST_LEDGER": str(ledger)})
+    return proc, coordinator
+
+
+async def test_kill_9_of_the_coordinator_during_a_batch_runs_each_item_once_within_max_active(
+    spawn, nats_server, client: Client, tmp_path: Path
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    ledger = tmp_path / "ledger.txt"
+    proc, coordinator = await _start_stack(spawn, nats_server, client, tmp_path, ledger)
     items = [{"x": i, "hold_s": round(rng.uniform(0.2, 0.5), 3)} for i in range(ITEMS)]
     sub = await client.submit_batch("slow_square", items, max_active=MAX_ACTIVE)
     assert sub.batch is not None and sub.to_run == ITEMS
@@ -156,15 +166,7 @@ async def test_items_whose_runs_ended_while_the_coordinator_was_down_take_their_
     spawn, nats_server, client: Client, nc: NATS, tmp_path: Path
 ) -> None:
     ledger, subjects = tmp_path / "ledger.txt", Subjects()
-
-    def coordinator():  # type: ignore[no-untyped-def]
-        return spawn("flowforge-coordinator", "--db", str(tmp_path / "ff.db"), "--lease", "2")
-
-    proc = coordinator()
-    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
-    await client.register([batchfaultflows.FLOW])
-    spawn("flowforge-agent", "--import", "tests.batchfaultflows", "--lease", "2",
-          "--concurrency", str(AGENT_SLOTS), env={"FLOWFORGE_TEST_LEDGER": str(ledger)})
+    proc, coordinator = await _start_stack(spawn, nats_server, client, tmp_path, ledger)
     sub = await client.submit_batch("slow_square", [{"x": i, "hold_s": 0.3} for i in range(6)],
                                     max_active=MAX_ACTIVE)
     assert sub.batch is not None
