@@ -201,9 +201,10 @@ class ScheduleClock:
                            idempotency_key=key or run_key(name, nominal))
         run = await self.writer.start_from(request, now, batch, schedule=name,
                                            scheduled_for=nominal)
-        if run.schedule != name:  # the key was taken by a run the schedule did not start
+        if run.schedule != name or run.batch is not None:  # a run the schedule did not start
+            by = f"backfill batch {run.batch}" if run.batch else "another run"
             self._record(batch, name, nominal, FireOutcome.SKIPPED,
-                         f"its key was taken by run {run.run_id}", now)
+                         f"already run by {by}: run {run.run_id}", now)
             return run
         if run.status not in RUN_FINAL:
             self.running.setdefault(name, set()).add(run.run_id)
@@ -246,10 +247,11 @@ class ScheduleClock:
         if self._stopped:
             return
         for run in runs:
-            if run.schedule is None or run.batch is not None:  # a backfill's: its own limit
+            if run.schedule is None:
                 continue
             if run.status not in RUN_FINAL:  # started, or retried after it had ended
-                self.running.setdefault(run.schedule, set()).add(run.run_id)
+                if run.batch is None:  # a backfill's runs have their own limit
+                    self.running.setdefault(run.schedule, set()).add(run.run_id)
                 continue
             self.running.get(run.schedule, set()).discard(run.run_id)
             state = self.states.get(run.schedule)

@@ -15,7 +15,7 @@ from protocol.batch_api import AddItems, ItemsAdded
 from protocol.batches import BatchState, ItemStatus
 from protocol.errors import RemoteError
 from protocol.records import RunRecord
-from protocol.schedules import ScheduleSpec
+from protocol.schedules import FireOutcome, FireRecord, Overlap, ScheduleSpec
 from protocol.states import RunStatus
 from tests import batchflows, inputflows
 from tests.helpers import wait_for
@@ -273,3 +273,41 @@ async def test_an_item_page_from_a_place_no_batch_has_is_a_bad_request(
     with pytest.raises(RemoteError) as refused:
         await client.batch("any", items=5, after_seq=after_seq)
     assert refused.value.code == "bad_request"
+
+
+async def test_a_buffered_time_a_backfill_ran_is_skipped_and_the_schedule_goes_on(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop("slow")])  # no agent: runs stay running
+    await client.put_schedule(ScheduleSpec(name="s", flow="slow", every_s=2.0,
+                                           overlap=Overlap.BUFFER_ONE))
+
+    async def fires(outcome: FireOutcome) -> list[FireRecord]:
+        return [f for f in (await client.schedule("s", fires=50)).fires if f.outcome is outcome]
+
+    await wait_for(lambda: fires(FireOutcome.BUFFERED), timeout_s=20)
+    nominal = (await fires(FireOutcome.BUFFERED))[0].nominal
+    [first] = await client.runs(flow="slow")
+    backfill = await client.backfill("s", nominal, nominal)
+    assert backfill.batch is not None
+
+    async def backfill_runs() -> list[RunRecord]:
+        return await _runs_of(client, backfill.batch.batch_id)  # type: ignore[union-attr]
+
+    await wait_for(backfill_runs, timeout_s=20)
+    await client.cancel(first.run_id)  # the buffered time starts: the backfill has its run
+    await wait_for(lambda: _skipped_as_backfilled(client, nominal), timeout_s=20)
+    [backfilled] = await backfill_runs()
+    await client.cancel(backfilled.run_id)
+
+    async def a_later_run() -> bool:
+        runs = await client.runs(flow="slow", limit=100)
+        return any(r.batch is None and r.run_id != first.run_id for r in runs)
+
+    await wait_for(a_later_run, timeout_s=20)  # the schedule was not left stuck
+
+
+async def _skipped_as_backfilled(client: Client, nominal: float) -> bool:
+    fires = (await client.schedule("s", fires=50)).fires
+    return any(f.nominal == nominal and f.outcome is FireOutcome.SKIPPED
+               and "already run by backfill batch" in f.reason for f in fires)
