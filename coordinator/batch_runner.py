@@ -176,10 +176,11 @@ class BatchRunner:
         db = self.store.database
         rows = await batch_store.waiting(db, batch_id, self.cursor[batch_id], want)
         priors = {} if record.spec.schedule is not None else await batch_store.priors(
-            db, [key for _, key, _, _ in rows])
+            db, [key for _, key, _, _ in rows], batch_id)
         for seq, key, params, nominal in rows:
             self.cursor[batch_id] = seq + 1
-            others = [p for p in priors.get(key, ()) if p.batch_id != batch_id]
+            others = [p for p in priors.get(key, ()) if p.batch_id != batch_id or (
+                p.seq < seq and p.status is not ItemStatus.SKIPPED)]  # a repeat added at once
             await self._start_item(record, seq, key, params, nominal, others, now, batch)
         if len(rows) < want:  # nothing waits past the cursor
             if not active:

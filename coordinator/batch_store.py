@@ -149,15 +149,19 @@ async def items(db: Database, batch_id: str, after_seq: int, limit: int,
                       scheduled_for=r[6]) for r in rows]
 
 
-async def priors(db: Database, keys: Iterable[str]) -> dict[str, list[Prior]]:
-    """Every stored item of each key (in any batch)."""
+async def priors(db: Database, keys: Iterable[str], batch_id: str) -> dict[str, list[Prior]]:
+    """What decides each key: its items in batch ``batch_id``, and its last run (in any
+    batch). Both are index lookups, whatever the number of earlier batches."""
     out: dict[str, list[Prior]] = {}
     for part in _chunks(list(set(keys))):
-        rows = await db.fetchall(
-            f"SELECT item_key, batch_id, seq, status, run_id FROM batch_items "
-            f"WHERE item_key IN ({_marks(len(part))})", part)
-        for key, batch_id, seq, status, run_id in rows:
-            out.setdefault(key, []).append(Prior(batch_id, seq, ItemStatus(status), run_id))
+        marks = _marks(len(part))
+        own, ran = await db.fetch_together(
+            (f"SELECT item_key, batch_id, seq, status, run_id FROM batch_items "
+             f"WHERE item_key IN ({marks}) AND batch_id = ?", (*part, batch_id)),
+            (f"SELECT item_key, batch_id, seq, status, max(run_id) FROM batch_items "
+             f"WHERE item_key IN ({marks}) AND run_id IS NOT NULL GROUP BY item_key", part))
+        for key, b, seq, status, run_id in [*own, *ran]:
+            out.setdefault(key, []).append(Prior(b, seq, ItemStatus(status), run_id))
     return out
 
 

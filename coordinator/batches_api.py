@@ -131,7 +131,7 @@ class BatchesApi:
                 new[-1].status, new[-1].reason = (ItemStatus.SKIPPED,
                                                   f"same parameters as item {seen[key]}")
             seen.setdefault(key, seq)
-        priors = await batch_store.priors(self.db, seen)
+        priors = await batch_store.priors(self.db, seen, batch_id)
         for item in new:
             reason = item.reason or decide(reprocess, batch_id, [
                 p for p in priors.get(item.key, ()) if p.seq != item.seq or p.batch_id != batch_id])

@@ -138,4 +138,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX batch_items_by_run ON batch_items (run_id) WHERE run_id IS NOT NULL;
     CREATE INDEX batch_items_by_status ON batch_items (batch_id, status, seq);
     """,
+    # 7: an item's last run, and its repeats in its own batch, found without reading every
+    # earlier item of its key (a daily resubmit would read them all)
+    """
+    DROP INDEX batch_items_by_key;
+    CREATE INDEX batch_items_by_key ON batch_items (item_key, batch_id, seq);
+    CREATE INDEX batch_items_ran ON batch_items (item_key, run_id) WHERE run_id IS NOT NULL;
+    """,
 )

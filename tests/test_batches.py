@@ -2,6 +2,7 @@
 parameter set, each set run once however often it is submitted, never more than max_active
 runs of a batch at once; pause, resume, cancel; a bad item refused with its line."""
 
+import asyncio
 import itertools
 import time
 from datetime import UTC, datetime
@@ -11,8 +12,8 @@ import pytest
 
 from flowforge import render
 from flowforge.client import Client
-from protocol.batch_api import AddItems, ItemsAdded
-from protocol.batches import BatchState, ItemStatus
+from protocol.batch_api import AddItems, CreateBatch, ItemsAdded, StartBatch
+from protocol.batches import BatchRecord, BatchSpec, BatchState, ItemStatus
 from protocol.errors import RemoteError
 from protocol.records import RunRecord
 from protocol.schedules import FireOutcome, FireRecord, Overlap, ScheduleSpec
@@ -311,3 +312,21 @@ async def _skipped_as_backfilled(client: Client, nominal: float) -> bool:
     fires = (await client.schedule("s", fires=50)).fires
     return any(f.nominal == nominal and f.outcome is FireOutcome.SKIPPED
                and "already run by backfill batch" in f.reason for f in fires)
+
+
+async def test_a_repeat_added_in_a_chunk_sent_at_the_same_time_still_runs_once(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register([batchflows.register_square()])
+    await start_agent()
+    record = await client.request(CreateBatch(spec=BatchSpec(flow="square", max_active=1)),
+                                  BatchRecord)
+    await asyncio.gather(*[client.request(AddItems(
+        batch_id=record.batch_id, first_seq=i, items=[{"x": 7}]), ItemsAdded) for i in range(4)])
+    await client.request(StartBatch(batch_id=record.batch_id), BatchRecord)
+    await client.wait_batch(record.batch_id, timeout_s=30)
+    assert len(await _runs_of(client, record.batch_id)) == 1
+    shown = await client.batch(record.batch_id, items=10)
+    assert shown.batch.counts == {"succeeded": 1, "skipped": 3}
+    assert all((i.reason or "").startswith("same parameters as item")
+               for i in shown.items if i.status is ItemStatus.SKIPPED)
