@@ -136,6 +136,16 @@ class BatchRunner:
         batch.batches.cancelled.add(record.batch_id)
         return self.put(record, now, batch)
 
+    def check_reopen(self, run: Any) -> None:
+        """A finished run of an open batch becomes active again (retry, mark) only if the
+        batch has room for it: max_active holds for runs made active by hand too."""
+        record = self.records.get(run.batch or "")
+        if record is not None and len(self.active[record.batch_id]) >= record.spec.max_active:
+            raise InvalidState(
+                f"run {run.run_id} is an item of batch {record.batch_id}, which has its "
+                f"{record.spec.max_active} runs going (max_active); retry it when one ends, or "
+                "pause the batch first")
+
     # -- starting items -------------------------------------------------------------------------
 
     def fill_later(self, batch_id: str) -> None:

@@ -1,5 +1,7 @@
 """Operator actions on runs: cancel, retry what failed, mark a task succeeded or failed."""
 
+from collections.abc import Callable
+
 import msgspec
 
 from coordinator.flows import FlowCache
@@ -23,6 +25,9 @@ class Operations:
         self.store = store
         self.flows = flows
         self.scheduler = scheduler
+        self.reopen_checks: list[Callable[[RunRecord], None]] = []
+        """Asked before a finished run is made active again (retry, mark); one may refuse
+        (raise) — a batch that has no room for another active run."""
 
     async def _detail(self, run_id: str) -> RunDetail:
         detail = await self.store.get_run(run_id)
@@ -38,6 +43,11 @@ class Operations:
         detail = await self._detail(run_id)
         return detail.run, detail.tasks, False
 
+    def _may_reopen(self, run: RunRecord, active: bool) -> None:
+        if not active:
+            for check in self.reopen_checks:
+                check(run)
+
     async def cancel(self, req: CancelRun) -> RunRecord:
         async def act(now: float, batch: Batch) -> RunRecord:
             if self.scheduler.cancel(req.run_id, now, batch.changes) is not None:
@@ -49,7 +59,8 @@ class Operations:
 
     async def retry(self, req: RetryRun) -> RunRecord:
         async def act(now: float, batch: Batch) -> RunRecord:
-            run, records, _ = await self._current(req.run_id)
+            run, records, active = await self._current(req.run_id)
+            self._may_reopen(run, active)
             flow = await self.flows.version(run.flow, run.version)
             again = self.scheduler.retry(run, flow, records, now, batch.changes)
             if not again:
@@ -77,6 +88,7 @@ class Operations:
             run, records, active = await self._current(req.run_id)
             if req.task not in {r.task for r in records}:
                 raise BadRequest(f"run {req.run_id} has no task {req.task!r}")
+            self._may_reopen(run, active)
             flow = await self.flows.version(run.flow, run.version)
             rec = self.scheduler.mark(run, flow, records, req.task, status, output, now,
                                       batch.changes)

@@ -137,6 +137,7 @@ class Coordinator:
         self._api.route(schedules_api.handlers())
         self._api.schedules = schedules_api
         self._api.route(BatchesApi(self.batches, flows, self.schedules).handlers())
+        self._api.operations.reopen_checks.append(self.batches.check_reopen)
 
     async def _restore(self) -> None:
         """Rebuild active runs from SQLite, apply the reports that piled up, re-publish the rest.

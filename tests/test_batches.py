@@ -330,3 +330,36 @@ async def test_a_repeat_added_in_a_chunk_sent_at_the_same_time_still_runs_once(
     assert shown.batch.counts == {"succeeded": 1, "skipped": 3}
     assert all((i.reason or "").startswith("same parameters as item")
                for i in shown.items if i.status is ItemStatus.SKIPPED)
+
+
+async def test_retrying_a_run_of_a_full_batch_is_refused_and_max_active_holds(
+    coordinator, client: Client
+) -> None:
+    await client.register([batchflows.register_square()])  # no agent: runs stay running
+    sub = await client.submit_batch("square", [{"x": i} for i in range(5)], max_active=1)
+    assert sub.batch is not None
+    batch_id = sub.batch.batch_id
+
+    async def active_runs() -> list[RunRecord]:
+        return [r for r in await _runs_of(client, batch_id)
+                if r.status in (RunStatus.PENDING, RunStatus.RUNNING)]
+
+    await wait_for(active_runs, timeout_s=20)
+    [first] = await active_runs()
+    await client.cancel(first.run_id)  # the batch starts its next item in the freed place
+
+    async def next_started() -> bool:
+        return any(r.run_id != first.run_id for r in await active_runs())
+
+    await wait_for(next_started, timeout_s=20)
+    with pytest.raises(RemoteError, match="max_active") as refused:
+        await client.retry(first.run_id)
+    assert refused.value.code == "invalid_state"
+    with pytest.raises(RemoteError, match="max_active"):
+        await client.mark(first.run_id, "square", "succeeded", 1)
+    assert len(await active_runs()) == 1
+    await client.pause_batch(batch_id)
+    [second] = await active_runs()
+    await client.cancel(second.run_id)
+    assert (await client.retry(first.run_id)).run_id == first.run_id  # room again: allowed
+    assert [r.run_id for r in await active_runs()] == [first.run_id]
