@@ -113,14 +113,14 @@ async def find(db: Database, ref: str) -> BatchRecord | None:
 async def newest(db: Database, before: str | None, limit: int,
                  flow: str | None = None) -> list[BatchRecord]:
     where, args = ["1"], []
-    if before is not None:
-        where.append("created_at < (SELECT created_at FROM batches WHERE batch_id = ?)")
+    if before is not None:  # ids are ordered by time, and unlike times never equal
+        where.append("batch_id < ?")
         args.append(before)
     if flow is not None:
         where.append("flow = ?")
         args.append(flow)
     rows = await db.fetchall(f"SELECT record FROM batches WHERE {' AND '.join(where)} "
-                             "ORDER BY created_at DESC LIMIT ?", (*args, limit))
+                             "ORDER BY batch_id DESC LIMIT ?", (*args, limit))
     return [_record_dec.decode(r[0]) for r in rows]
 
 
@@ -138,12 +138,24 @@ async def counts(db: Database, batch_ids: Iterable[str]) -> dict[str, dict[str, 
 
 
 async def items(db: Database, batch_id: str, after_seq: int, limit: int,
-                status: ItemStatus | None = None) -> list[BatchItem]:
+                status: ItemStatus | None = None, budget: int = 1 << 20) -> list[BatchItem]:
+    """Items in order after ``after_seq``: at most ``limit``, and (after the first) no more
+    than fit in ``budget`` bytes of parameters — measured before any is read."""
     where, args = "batch_id = ? AND seq > ?", [batch_id, after_seq]
     if status is not None:
         where, args = where + " AND status = ?", [*args, status.value]
+    sizes = await db.fetchall(f"SELECT seq, length(params) FROM batch_items WHERE {where} "
+                              "ORDER BY seq LIMIT ?", (*args, limit))
+    taken = 0
+    for _, size in sizes:
+        budget -= size + 256
+        if budget < 0 and taken:
+            break
+        taken += 1
+    if not taken:
+        return []
     rows = await db.fetchall(f"SELECT {_ITEM_COLS} FROM batch_items WHERE {where} "
-                             "ORDER BY seq LIMIT ?", (*args, limit))
+                             "ORDER BY seq LIMIT ?", (*args, taken))
     return [BatchItem(batch_id=r[0], seq=r[1], status=ItemStatus(r[2]),
                       params=_params_dec.decode(r[3]), run_id=r[4], reason=r[5],
                       scheduled_for=r[6]) for r in rows]

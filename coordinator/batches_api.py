@@ -1,6 +1,7 @@
 """The coordinator API's batch requests: create, add items, start; list, show, pause, resume,
 cancel; a dry run (plan); a schedule's backfill."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -53,15 +54,21 @@ from protocol.errors import (
 )
 
 T = TypeVar("T")
+MAX_LOADING = 100
+"""Batches created and not yet started, at once: each is kept in memory until it starts."""
 MAX_BACKFILL_TIMES = 100_000
 
 
 class BatchesApi:
-    def __init__(self, runner: BatchRunner, flows: FlowCache, clock: ScheduleClock) -> None:
+    def __init__(self, runner: BatchRunner, flows: FlowCache, clock: ScheduleClock,
+                 max_reply_bytes: int = 1 << 20) -> None:
         self.runner = runner
+        self.max_reply_bytes = max_reply_bytes
+        """An answer must fit in one NATS message: a page of items stops before that."""
         self.flows = flows
         self.clock = clock
         self.db = runner.store.database
+        self._backfilling = asyncio.Lock()
 
     def handlers(self) -> dict[tuple[str, str], Callable[[Any], Awaitable[Any]]]:
         return {("batches", "create"): self.create, ("batches", "add"): self.add,
@@ -73,6 +80,10 @@ class BatchesApi:
     async def create(self, req: CreateBatch) -> BatchRecord:
         if req.spec.schedule is not None:
             raise BadRequest("a batch of a schedule's times is made by `schedule backfill`")
+        loading = sum(r.state is BatchState.LOADING for r in self.runner.records.values())
+        if loading >= MAX_LOADING:
+            raise InvalidState(f"{loading} batches are loading (created, not started); cancel "
+                               "the abandoned ones (`flowforge batch list` shows them)")
         await self.flows.current(req.spec.flow)
         return await self._write(
             lambda now, batch: self._new(req.spec, now, batch))
@@ -171,8 +182,9 @@ class BatchesApi:
     async def get(self, req: GetBatch) -> BatchDetail:
         record = await self._find(req.batch)
         record.counts = (await batch_store.counts(self.db, [record.batch_id]))[record.batch_id]
-        items = await batch_store.items(self.db, record.batch_id, req.after_seq, req.items,
-                                        req.status) if req.items else []
+        items = await batch_store.items(
+            self.db, record.batch_id, req.after_seq, req.items, req.status,
+            self.max_reply_bytes - 64 * 1024) if req.items else []
         return BatchDetail(batch=record, items=items)
 
     async def _find(self, ref: str) -> BatchRecord:
@@ -214,7 +226,8 @@ class BatchesApi:
         if state is None:
             raise UnknownSchedule(req.schedule)
         spec = state.spec
-        times = list(_times(spec, req.start, req.end))
+        async with self._backfilling:  # one at a time, off the event loop: a long cron range
+            times = await asyncio.to_thread(_times, spec, req.start, req.end)  # takes a while
         keys = [run_key(spec.name, t) for t in times]
         ran = await batch_store.runs_by_keys(self.db, spec.flow, keys)
         skipped = {t: f"already run: run {ran[k][0]} ({ran[k][1]})"
@@ -244,6 +257,9 @@ def _times(spec: Any, start: float, end: float) -> list[float]:
     if end < start:
         raise BadRequest("the backfill's end is before its start")
     end = min(end, datetime.now(UTC).timestamp())
+    if spec.every_s is not None and (end - start) / spec.every_s > MAX_BACKFILL_TIMES + 1:
+        raise TooLarge(f"the backfill has more than {MAX_BACKFILL_TIMES:,} nominal times; "
+                       "backfill a shorter range at a time")
     out: list[float] = []
     for t in nominal_times(spec, start - 1e-6):
         if t > end:

@@ -136,7 +136,8 @@ class Coordinator:
         schedules_api = SchedulesApi(self.schedules, flows)
         self._api.route(schedules_api.handlers())
         self._api.schedules = schedules_api
-        self._api.route(BatchesApi(self.batches, flows, self.schedules).handlers())
+        self._api.route(BatchesApi(self.batches, flows, self.schedules,
+                                   max_reply_bytes=self._nc.max_payload).handlers())
         self._api.operations.reopen_checks.append(self.batches.check_reopen)
 
     async def _restore(self) -> None:

@@ -45,3 +45,13 @@ def register_square_needing_y() -> FlowSpec:
     """``square`` changed: it now needs ``y`` (items submitted before it lack it)."""
     return register_task_pipeline(flow_name="square", clear_existing_flow_in_db=True, pipeline={
         "square": {"function": strict_square, "depends_on": []}})
+
+
+def square_noting(x: int, note: str = "") -> int:
+    return x * x
+
+
+def register_square_with_note() -> FlowSpec:
+    """``square`` that takes a long text too (parameters near the size limit)."""
+    return register_task_pipeline(flow_name="square", pipeline={
+        "square": {"function": square_noting, "depends_on": []}})

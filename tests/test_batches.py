@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
+from coordinator.batches_api import MAX_LOADING
 from flowforge import render
 from flowforge.client import Client
 from protocol.batch_api import AddItems, CreateBatch, ItemsAdded, StartBatch
@@ -363,3 +364,42 @@ async def test_retrying_a_run_of_a_full_batch_is_refused_and_max_active_holds(
     await client.cancel(second.run_id)
     assert (await client.retry(first.run_id)).run_id == first.run_id  # room again: allowed
     assert [r.run_id for r in await active_runs()] == [first.run_id]
+
+
+async def test_a_page_of_items_stops_before_the_answer_outgrows_one_message(
+    coordinator, client: Client
+) -> None:
+    await client.register([batchflows.register_square_with_note()])
+    note = "n" * 250_000  # 40 items are 10 MB of parameters: over one 8 MB NATS message
+    sub = await client.submit_batch("square", [{"x": i, "note": note} for i in range(40)],
+                                    max_active=1)
+    assert sub.batch is not None
+    first = await client.batch(sub.batch.batch_id, items=40)
+    assert 1 <= len(first.items) < 40
+    rest = await client.batch(sub.batch.batch_id, items=40, after_seq=first.items[-1].seq)
+    seqs = [i.seq for i in first.items + rest.items]
+    assert seqs == list(range(40))
+
+
+async def test_batches_made_at_the_same_moment_are_all_paged_through(
+    coordinator, client: Client
+) -> None:
+    await client.register([batchflows.register_square()])
+    await asyncio.gather(*[client.request(CreateBatch(spec=BatchSpec(flow="square")),
+                                          BatchRecord) for _ in range(5)])
+    [newest] = await client.batches(limit=1)
+    rest = await client.batches(limit=50, before=newest.batch_id)
+    assert len(rest) == 4
+
+
+async def test_batches_left_loading_are_bounded_and_cancelling_them_makes_room(
+    coordinator, client: Client
+) -> None:
+    await client.register([batchflows.register_square()])
+    made = [await client.request(CreateBatch(spec=BatchSpec(flow="square")), BatchRecord)
+            for _ in range(MAX_LOADING)]
+    with pytest.raises(RemoteError, match="100 batches are loading") as refused:
+        await client.request(CreateBatch(spec=BatchSpec(flow="square")), BatchRecord)
+    assert refused.value.code == "invalid_state"
+    await client.cancel_batch(made[0].batch_id)
+    assert (await client.submit_batch("square", [{"x": 1}])).batch is not None
