@@ -15,6 +15,7 @@ from coordinator.changes import Dispatch
 from coordinator.schedule_store import ScheduleWrites
 from flowforge.jspub import JsPublisher
 from protocol.batches import BatchRecord
+from protocol.dag import INSTANCE_SEP
 from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
 from protocol.schedules import FireRecord, ScheduleEvent
@@ -138,7 +139,8 @@ class Publisher:
         EVENT_CHUNK_BYTES: a 20,000-task fan-out is ~40 messages, not 60,000."""
         by_run: dict[str, list[bytes]] = {}
         for rec in records:
-            by_run.setdefault(rec.run_id, []).append(encoder.encode(rec))
+            if INSTANCE_SEP not in rec.task:  # a mapped task's record says how they do
+                by_run.setdefault(rec.run_id, []).append(encoder.encode(rec))
         for run_id, encoded in by_run.items():
             subject = self._s.task_events(run_id)
             head = b'{"run_id":%s,"tasks":[' % encoder.encode(run_id)

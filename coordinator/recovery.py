@@ -34,7 +34,9 @@ async def recover_runs(store: Store, flows: FlowCache, scheduler: Scheduler, now
     runs = await store.active_runs()
     for run in runs:
         flow = await flows.version(run.flow, run.version)
-        scheduler.restore(run, flow, await store.tasks_of(run.run_id), now, ch)
+        mapped = any(t.map_over for t in flow.spec.tasks)
+        instances = await store.instances_of(run.run_id) if mapped else []
+        scheduler.restore(run, flow, await store.tasks_of(run.run_id), now, ch, instances)
     if ch:
         await store.commit(ch)
     return Recovered(runs=len(runs), dispatches=ch.dispatches, timers=ch.timers)

@@ -1,7 +1,8 @@
 """One active run's state in memory, and the changes to it that the scheduler makes."""
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 
@@ -22,6 +23,8 @@ class RunState:
     waiting: dict[str, int]
     open_count: int = 0
     failed_count: int = 0
+    maps: dict[str, Any] = field(default_factory=dict)
+    """The running mapped tasks' ``MapState`` by task name (``coordinator.mapping``)."""
 
     def set(self, rec: TaskRecord, status: TaskStatus) -> None:
         """Change a task's status, keeping the run's counters right."""
@@ -81,6 +84,20 @@ class RunState:
             RunState.close_attempt(rec, "lost", at)
             rec.error_type = rec.error_message = rec.agent_id = rec.started_at = None
             rec.attempt += 1
+
+    def flag_waiting(self, why: Callable[[str, str], str | None], ch: Changes) -> int:
+        """Note on each queued task why no agent can take it (or clear the note)."""
+        changed = 0
+        for rec in self.tasks.values():
+            if rec.status is not TaskStatus.QUEUED:
+                continue
+            reason = why(rec.queue, self.flow.tasks[rec.task].function)
+            old = rec.note if rec.note and rec.note.startswith("waiting:") else None
+            if reason != old:
+                rec.note = reason
+                ch.tasks[(self.run.run_id, rec.task)] = rec
+                changed += 1
+        return changed
 
     def dispatch(self, rec: TaskRecord) -> TaskDispatch:
         """The task message for the current attempt, with its params and upstream outputs."""

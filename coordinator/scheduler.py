@@ -9,7 +9,10 @@ import msgspec
 
 from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.graph import CompiledFlow
+from coordinator.mapper import Mapper
+from coordinator.mapping import inputs_problem
 from coordinator.runstate import RunState
+from protocol.dag import INSTANCE_SEP
 from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import TASK_DONE_OK, TASK_NOT_OK, RunStatus, TaskStatus
@@ -34,6 +37,8 @@ class Scheduler:
         self.settings = settings or SchedulerSettings()
         self._runs: dict[str, RunState] = {}
         self._rng = rng or random.Random()
+        self.mapper = Mapper(self._ended, self.retry_delay_s, self.settings.max_dispatch_bytes,
+                             self.settings.backstop_s)
 
     # -- run lifecycle -----------------------------------------------------------------
 
@@ -69,9 +74,10 @@ class Scheduler:
 
     def restore(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
-        ch: Changes,
+        ch: Changes, instances: Iterable[TaskRecord] = (),
     ) -> None:
-        """Rebuild an active run after a restart; re-publish what was queued."""
+        """Rebuild an active run after a restart (with its mapped tasks' stored instances);
+        re-publish what was queued."""
         tasks = {r.task: r for r in records}
         for name, spec in flow.tasks.items():  # tasks missing from the store start pending
             if name not in tasks:
@@ -83,7 +89,10 @@ class Scheduler:
         if run.counts != stored_counts:  # rebuilt from the tasks: store the right ones
             ch.runs[run.run_id] = run
         for rec in tasks.values():
-            if rec.status is TaskStatus.QUEUED:
+            if flow.tasks[rec.task].map_over and rec.status is TaskStatus.RUNNING:
+                mine = [i for i in instances if i.task.startswith(rec.task + INSTANCE_SEP)]
+                self.mapper.restore(state, rec.task, mine, now, ch)
+            elif rec.status is TaskStatus.QUEUED:
                 ch.dispatches.append(Dispatch(rec.queue, state.dispatch(rec)))
             elif rec.status is TaskStatus.RETRY_WAIT:
                 ch.timers.append(Timer(rec.retry_at or now, run.run_id, rec.task))
@@ -111,6 +120,8 @@ class Scheduler:
         """Apply an agent's report; False when it is stale, duplicate or for an unknown run."""
         state = self._runs.get(msg.run_id)
         rec = state.tasks.get(msg.task) if state else None
+        if state is not None and rec is None and state.maps:
+            return self.mapper.on_report(state, msg, now, ch)
         if state is None or rec is None or rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             return False
         if msg.attempt - msg.delivery + 1 != rec.dispatch or msg.attempt < rec.attempt:
@@ -152,7 +163,10 @@ class Scheduler:
     def task_record(self, run_id: str, task: str) -> TaskRecord | None:
         """The state of a task of an active run (None when the coordinator has no such task)."""
         state = self._runs.get(run_id)
-        return state.tasks.get(task) if state else None
+        if state is None:
+            return None
+        found = state.tasks.get(task) or self.mapper.instance(state, task)
+        return found[2] if isinstance(found, tuple) else found
 
     def _mark_running(
         self, state: RunState, rec: TaskRecord, agent_id: str, at: float, ch: Changes
@@ -176,6 +190,15 @@ class Scheduler:
         rec.progress = 1.0 if rec.progress is not None else None
         rec.error_type = rec.error_message = rec.traceback = None
         RunState.close_attempt(rec, "succeeded", msg.at)
+        self._ended(state, rec, True, now, ch)
+
+    def _ended(self, state: RunState, rec: TaskRecord, ok: bool, now: float, ch: Changes) -> None:
+        """A task ended for good (its attempt closed): its dependants follow."""
+        if not ok:
+            state.set(rec, TaskStatus.FAILED)
+            state.fail_downstream(state.flow.dependants.get(rec.task, ()), now, ch, [rec.task])
+            self._maybe_finish(state, now, ch)
+            return
         state.set(rec, TaskStatus.SUCCEEDED)
         for child in state.flow.dependants.get(rec.task, ()):
             state.waiting[child] -= 1
@@ -188,7 +211,11 @@ class Scheduler:
     def cancel(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
         """Cancel an active run; returns the tasks that were queued or running (None: not active)."""
         state = self._runs.pop(run_id, None)
-        return state.cancel(now, ch) if state is not None else None
+        if state is None:
+            return None
+        instances = self.mapper.cancel(state, now, ch)
+        ch.withdrawn += [r for r in instances if r.attempt and r.started_at is None]
+        return state.cancel(now, ch) + instances
 
     def retry(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
@@ -265,9 +292,7 @@ class Scheduler:
             state.set(rec, TaskStatus.RETRY_WAIT)
             ch.timers.append(Timer(rec.retry_at, state.run.run_id, rec.task))
             return
-        state.set(rec, TaskStatus.FAILED)
-        state.fail_downstream(state.flow.dependants.get(rec.task, ()), now, ch, [rec.task])
-        self._maybe_finish(state, now, ch)
+        self._ended(state, rec, False, now, ch)
 
     def retry_delay_s(self, base_s: float, attempt: int) -> float:
         """Exponential backoff from ``base_s`` with up to 10% jitter, never over the cap."""
@@ -283,6 +308,8 @@ class Scheduler:
         """A retry delay ran out (queue the next attempt) or a running task's deadline passed."""
         state = self._runs.get(run_id)
         rec = state.tasks.get(task) if state else None
+        if state is not None and rec is None:
+            return self.mapper.on_timer(state, task, now, ch)
         if state is None or rec is None:
             return False
         if rec.status is TaskStatus.RETRY_WAIT:
@@ -303,18 +330,7 @@ class Scheduler:
 
     def flag_waiting(self, why: Callable[[str, str], str | None], ch: Changes) -> int:
         """Note on each queued task why no agent can take it (or clear the note); returns changes."""
-        changed = 0
-        for state in self._runs.values():
-            for rec in state.tasks.values():
-                if rec.status is not TaskStatus.QUEUED:
-                    continue
-                reason = why(rec.queue, state.flow.tasks[rec.task].function)
-                old = rec.note if rec.note and rec.note.startswith("waiting:") else None
-                if reason != old:
-                    rec.note = reason
-                    ch.tasks[(state.run.run_id, rec.task)] = rec
-                    changed += 1
-        return changed
+        return sum(state.flag_waiting(why, ch) for state in self._runs.values())
 
     # -- shared steps ----------------------------------------------------------------
 
@@ -341,6 +357,9 @@ class Scheduler:
             state.fail_downstream(state.flow.dependants.get(name, ()), now, ch, [name])
             self._maybe_finish(state, now, ch)
             return
+        if state.flow.tasks[name].map_over:
+            self.mapper.expand(state, name, now, ch)
+            return
         rec.attempt += 1
         rec.dispatch = rec.attempt
         rec.queued_at = now
@@ -349,18 +368,11 @@ class Scheduler:
         ch.tasks[(state.run.run_id, name)] = rec
         ch.runs[state.run.run_id] = state.run
         dispatch = state.dispatch(rec)
-        size = sum(len(raw) for raw in dispatch.inputs.values())
-        if size > self.settings.max_dispatch_bytes:
+        problem = inputs_problem(dispatch, self.settings.max_dispatch_bytes)
+        if problem is not None:
             rec.finished_at = now
-            rec.error_type = "InputsTooLarge"
-            rec.error_message = (
-                f"the upstream outputs this task takes add up to {size:,} bytes, over the "
-                f"{self.settings.max_dispatch_bytes:,} a task message may carry; have the upstream tasks "
-                "store large results (a file, a table) and return a reference instead"
-            )
-            state.set(rec, TaskStatus.FAILED)
-            state.fail_downstream(state.flow.dependants.get(name, ()), now, ch, [name])
-            self._maybe_finish(state, now, ch)
+            rec.error_type, rec.error_message = "InputsTooLarge", problem
+            self._ended(state, rec, False, now, ch)
             return
         state.set(rec, TaskStatus.QUEUED)
         ch.dispatches.append(Dispatch(rec.queue, dispatch))

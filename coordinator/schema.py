@@ -145,4 +145,31 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX batch_items_by_key ON batch_items (item_key, batch_id, seq);
     CREATE INDEX batch_items_ran ON batch_items (item_key, run_id) WHERE run_id IS NOT NULL;
     """,
+    # 8: the instances of mapped tasks (``T~3``), apart from the runs' own tasks
+    """
+    CREATE TABLE map_instances (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        queue TEXT NOT NULL,
+        agent_id TEXT,
+        queued_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        output BLOB,
+        error_type TEXT,
+        error_message TEXT,
+        traceback TEXT,
+        checkpoint TEXT,
+        checkpoint_at REAL,
+        progress REAL,
+        retry_at REAL,
+        note TEXT,
+        history BLOB,
+        deadline_at REAL,
+        dispatch INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, task)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -12,6 +12,7 @@ import msgspec
 from coordinator.changes import Changes
 from coordinator.database import Database, transaction
 from coordinator.schema import MIGRATIONS
+from protocol.dag import INSTANCE_SEP
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
 from protocol.limits import (
@@ -33,6 +34,14 @@ from protocol.records import (
 from protocol.states import RUN_FINAL, RunStatus, TaskStatus
 
 MAX_SUBJECT_KEPT = 512
+
+
+class _Instances(list[tuple[Any, ...]]):
+    """Rows of mapped tasks' instances, written with the batch."""
+
+    async def write(self, conn: aiosqlite.Connection) -> None:
+        await conn.executemany(
+            f"INSERT OR REPLACE INTO map_instances ({_TASK_COLS}) VALUES ({_marks(21)})", self)
 
 
 class SideWrites(Protocol):
@@ -291,11 +300,12 @@ class Store:
         new = set(ch.new_runs)
         new_runs = [_run_row(r) for r in ch.runs.values() if r.run_id in new]
         changed = [(_run_row(r), _run_update(r)) for r in ch.runs.values() if r.run_id not in new]
-        tasks = [_task_row(t) for t in ch.tasks.values()]
+        tasks = [_task_row(t) for t in ch.tasks.values() if INSTANCE_SEP not in t.task]
+        instances = [_task_row(t) for t in ch.tasks.values() if INSTANCE_SEP in t.task]
         log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
                     for (run_id, task), text in logs.items()]
         return await _write_batch(self._db.writer, new_runs, changed, tasks, log_rows,
-                                  list(rejected), side)
+                                  list(rejected), [*side, _Instances(instances)])
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         """The run and its tasks, read together (never from two different commits)."""
@@ -304,6 +314,12 @@ class Store:
         if not runs:
             return None
         return RunDetail(run=_run_from_row(runs[0]), tasks=[_task_from_row(r) for r in task_rows])
+
+    async def instances_of(self, run_id: str) -> list[TaskRecord]:
+        """The stored instances of a run's mapped tasks."""
+        rows = await self._db.fetchall(
+            f"SELECT {_TASK_COLS} FROM map_instances WHERE run_id = ?", (run_id,))
+        return [_task_from_row(r) for r in rows]
 
     async def tasks_of(self, run_id: str) -> list[TaskRecord]:
         return [_task_from_row(r) for r in await self._db.fetchall(_TASKS_OF, (run_id,))]

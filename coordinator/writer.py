@@ -29,13 +29,12 @@ from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from flowforge.auth import Identity
 from protocol.api import StartRun
-from protocol.dag import check_params
+from protocol.dag import check_params, is_task_ref
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError
 from protocol.flows import FlowSpec
 from protocol.limits import (
     MAX_PARAMS_BYTES,
     is_token,
-    is_valid_name,
 )
 from protocol.messages import (
     TaskLog,
@@ -302,7 +301,7 @@ class Writer:
         self.checks.check_sender(report, sender)
         if isinstance(report, TaskLog):
             self.checks.check_holder(report)
-            if not (is_token(report.run_id) and is_valid_name(report.task)):
+            if not (is_token(report.run_id) and is_task_ref(report.task)):
                 raise Malformed("invalid report: a log's run id and task name become a subject "
                                 "and must be letters, digits, '_' or '-'")
             key = (report.run_id, report.task)

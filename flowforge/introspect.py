@@ -6,6 +6,7 @@ import typing
 from collections.abc import Callable, Collection
 from typing import Any
 
+from protocol.dag import MAPPED_NAMES
 from protocol.errors import FunctionNotImportable, InvalidOption
 from protocol.flows import ParamSpec
 
@@ -68,9 +69,11 @@ def signature_of(fn: Callable[..., Any]) -> inspect.Signature:
 
 
 def bind_plan(
-    flow: str, task: str, fn: Callable[..., Any], task_names: Collection[str]
+    flow: str, task: str, fn: Callable[..., Any], task_names: Collection[str],
+    mapped: bool = False,
 ) -> tuple[tuple[ParamSpec, ...], tuple[str, ...], bool]:
-    """Split a function's parameters into run params, upstream inputs and ``**kwargs``."""
+    """Split a function's parameters into run params, upstream inputs and ``**kwargs`` (a
+    mapped task's ``item`` and ``map_index`` are neither: each instance gets its own)."""
     params: list[ParamSpec] = []
     inputs: list[str] = []
     accepts_all = False
@@ -84,7 +87,7 @@ def bind_plan(
             continue
         if p.kind is p.VAR_KEYWORD:
             accepts_all = True
-        elif is_context(p.name, p.annotation):
+        elif is_context(p.name, p.annotation) or (mapped and p.name in MAPPED_NAMES):
             continue
         elif p.name in task_names:
             inputs.append(p.name)

@@ -7,9 +7,9 @@ from typing import Any
 from flowforge.introspect import bind_plan, doc_and_source, function_ref
 from flowforge.registry import REGISTRY
 from flowforge.schedules import schedule_specs
-from protocol.dag import validate_flow
+from protocol.dag import PARAM_PREFIX, validate_flow
 from protocol.errors import DuplicateTask, InvalidFlow, InvalidOption
-from protocol.flows import FlowSpec, TaskSpec
+from protocol.flows import FlowSpec, ParamSpec, TaskSpec
 from protocol.limits import is_valid_name
 
 _OPTIONS: dict[str, tuple[type, ...]] = {
@@ -22,6 +22,9 @@ _OPTIONS: dict[str, tuple[type, ...]] = {
     "retries": (int,),
     "retry_delay": (int, float),
     "timeout": (int, float),
+    "map_over": (str,),
+    "max_active": (int,),
+    "allow_failures": (int, float),
 }
 
 
@@ -118,7 +121,9 @@ def _task_spec(
     for dep in depends_on:
         if not isinstance(dep, str):
             raise InvalidOption(flow, name, "depends_on", f"must list task names, got {dep!r}")
-    params, inputs, accepts_all = bind_plan(flow, name, fn, names)
+    map_over = options.get("map_over")
+    params, inputs, accepts_all = bind_plan(flow, name, fn, names, mapped=map_over is not None)
+    depends_on, params = _mapped(map_over, depends_on, params)
     doc, source = ("", "") if ref in described else doc_and_source(fn)
     described.add(ref)
     timeout = options.get("timeout")
@@ -138,7 +143,23 @@ def _task_spec(
         is_async=inspect.iscoroutinefunction(fn),
         doc=doc,
         source=source,
+        map_over=map_over,
+        max_active=options.get("max_active"),
+        allow_failures=float(options.get("allow_failures", 0)),
     ), fn
+
+
+def _mapped(map_over: str | None, depends_on: tuple[str, ...],
+            params: tuple[ParamSpec, ...]) -> tuple[tuple[str, ...], tuple[ParamSpec, ...]]:
+    """A mapped task depends on the task it maps over, and needs the list parameter it maps
+    over (as a list) even when its function does not take it."""
+    if map_over is None:
+        return depends_on, params
+    if map_over.startswith(PARAM_PREFIX):
+        name = map_over[len(PARAM_PREFIX):]
+        others = tuple(p for p in params if p.name != name)
+        return depends_on, (*others, ParamSpec(name=name, type="list", required=True))
+    return (depends_on if map_over in depends_on else (*depends_on, map_over)), params
 
 
 def _group(depends_on: tuple[str, ...], options: Mapping[str, Any]) -> str | None:

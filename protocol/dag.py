@@ -99,6 +99,46 @@ def _validate_task_fields(flow: str, task: Any) -> None:
                                 "name (a Python identifier)")
         if p.type is not None and p.type not in JSON_TYPES:
             raise InvalidOption(flow, task.name, p.name, f"unknown parameter type {p.type!r}")
+    _validate_map(flow, task)
+
+
+INSTANCE_SEP = "~"
+"""Between a mapped task's name and an instance's index: ``T~3`` (never in a task name)."""
+MAPPED_NAMES = ("item", "map_index")
+
+
+def is_task_ref(name: str) -> bool:
+    """A task's name, or a mapped task's instance (``T~3``): safe as a subject token."""
+    task, sep, index = name.rpartition(INSTANCE_SEP)
+    if not sep:
+        return is_valid_name(name)
+    return is_valid_name(task) and index.isdigit() and len(index) < 8
+"""What each instance of a mapped task gets by name: its item and its place in the list."""
+PARAM_PREFIX = "param:"
+
+
+def _validate_map(flow: str, task: Any) -> None:
+    if task.map_over is None:
+        for option, value in (("max_active", task.max_active),
+                              ("allow_failures", task.allow_failures or None)):
+            if value is not None:
+                raise InvalidOption(flow, task.name, option, "applies to a mapped task only "
+                                    "(one with map_over)")
+        return
+    over = task.map_over
+    if over.startswith(PARAM_PREFIX):
+        name = over[len(PARAM_PREFIX):]
+        if not any(p.name == name for p in task.params):
+            raise InvalidOption(flow, task.name, "map_over", f"run parameter {name!r} is not "
+                                "among the task's parameters")
+    elif over not in task.depends_on:
+        raise InvalidOption(flow, task.name, "map_over", f"{over!r} is not a task it depends on; "
+                            "map over an upstream task's output or 'param:<name>'")
+    if task.max_active is not None and task.max_active < 1:
+        raise InvalidOption(flow, task.name, "max_active", "must be 1 or more")
+    if task.allow_failures < 0:
+        raise InvalidOption(flow, task.name, "allow_failures", "must be 0 or more (a count, "
+                            "or a fraction under 1)")
 
 
 def ancestors_of(deps: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:

@@ -7,7 +7,7 @@ import msgspec
 JSON_TYPES = ("int", "float", "str", "bool", "list", "dict")
 
 
-class ParamSpec(msgspec.Struct, frozen=True, kw_only=True):
+class ParamSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A run parameter a task's function takes, from its signature."""
 
     name: str
@@ -17,8 +17,9 @@ class ParamSpec(msgspec.Struct, frozen=True, kw_only=True):
     """False when the function gives a default."""
 
 
-class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """One task of a flow."""
+class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One task of a flow (fields at their defaults are left out of its JSON, so a field added
+    later does not change the version of the flows that do not use it)."""
 
     name: str
     function: str
@@ -42,9 +43,17 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True):
     source: str = ""
     """The function's docstring and source, on the first task of each function only
     (``FlowSpec.described`` finds them for the others)."""
+    map_over: str | None = None
+    """A mapped task: one instance per item of this upstream task's output (a JSON list), or
+    of the run parameter ``param:<name>``; each gets ``item`` and ``map_index`` by name."""
+    max_active: int | None = None
+    """A mapped task's instances queued or running at once (None: no limit of its own)."""
+    allow_failures: float = 0
+    """A mapped task still succeeds with this many failed instances (a count, or a fraction
+    of them when under 1); its dependants get the failures listed."""
 
 
-class FlowSpec(msgspec.Struct, frozen=True, kw_only=True):
+class FlowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A flow: named tasks and their dependencies."""
 
     name: str

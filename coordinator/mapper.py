@@ -1,0 +1,216 @@
+"""The scheduler's part for mapped tasks: expand one when it is due, follow its instances'
+reports and timers, and end it when they all ended. Pure, like the scheduler."""
+
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from coordinator import mapping
+from coordinator.changes import Changes, Dispatch, Timer
+from coordinator.mapping import MapError, MapState, Report
+from coordinator.runstate import RunState
+from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
+from protocol.records import TaskRecord
+from protocol.states import TASK_FINAL, TaskStatus
+
+Ended = Callable[[RunState, TaskRecord, bool, float, Changes], None]
+"""The scheduler's step for a task that ended (succeeded: True) with its fields set."""
+RetryDelay = Callable[[float, int], float]
+
+
+class Mapper:
+    def __init__(self, ended: Ended, retry_delay_s: RetryDelay, budget: int,
+                 backstop_s: float) -> None:
+        self._ended = ended
+        self._retry_delay_s = retry_delay_s
+        self.budget = budget
+        self.backstop_s = backstop_s
+
+    def expand(self, state: RunState, name: str, now: float, ch: Changes) -> None:
+        """The mapped task is due: it runs as its instances, the first window queued now."""
+        rec = state.tasks[name]
+        rec.attempt += 1
+        rec.dispatch = rec.attempt
+        rec.queued_at = rec.started_at = now
+        rec.retry_at = rec.finished_at = None
+        rec.error_type = rec.error_message = rec.traceback = None
+        state.set(rec, TaskStatus.RUNNING)
+        ch.tasks[(state.run.run_id, name)] = rec
+        ch.runs[state.run.run_id] = state.run
+        try:
+            items = mapping.items_to_map(state, state.flow.tasks[name])
+        except MapError as exc:
+            self._end(state, rec, None, now, ch, "MapError", str(exc))
+            return
+        ms = MapState(task=name, items=items, budget=self.budget)
+        state.maps[name] = ms
+        mapping.fill(state, ms, now, ch)
+        self._progress(state, ms, now, ch)
+
+    def restore(self, state: RunState, name: str, instances: Iterable[TaskRecord], now: float,
+                ch: Changes) -> None:
+        """A running mapped task after a restart, from its stored instances."""
+        try:
+            items = mapping.items_to_map(state, state.flow.tasks[name])
+        except MapError as exc:
+            self._end(state, state.tasks[name], None, now, ch, "MapError", str(exc))
+            return
+        ms = MapState(task=name, items=items, budget=self.budget)
+        state.maps[name] = ms
+        for rec in instances:
+            found = mapping.split_instance(rec.task)
+            if found is None or found[1] >= ms.total:
+                continue
+            index = found[1]
+            ms.next_index = max(ms.next_index, index + 1)
+            if rec.status is TaskStatus.SUCCEEDED:
+                ms.succeeded += 1
+                ms.keep_output(index, rec.output)
+            elif rec.status in TASK_FINAL:
+                ms.failed.append(index)
+            else:
+                ms.active[index] = rec
+                self._resume(state, ms, rec, index, now, ch)
+        ms.failed.sort()
+        mapping.fill(state, ms, now, ch)
+        self._progress(state, ms, now, ch)
+
+    def _resume(self, state: RunState, ms: MapState, rec: TaskRecord, index: int, now: float,
+                ch: Changes) -> None:
+        run_id = state.run.run_id
+        if rec.status is TaskStatus.QUEUED:
+            ch.dispatches.append(Dispatch(rec.queue, mapping.instance_dispatch(
+                state, state.flow.tasks[ms.task], rec, index, ms.items[index])))
+        elif rec.status is TaskStatus.RETRY_WAIT:
+            ch.timers.append(Timer(rec.retry_at or now, run_id, rec.task))
+        elif rec.status is TaskStatus.RUNNING and rec.deadline_at:
+            ch.timers.append(Timer(rec.deadline_at, run_id, rec.task))
+        elif rec.status is TaskStatus.PENDING:
+            mapping.queue_instance(state, ms, rec, index, now, ch)
+
+    def instance(self, state: RunState, name: str) -> tuple[MapState, int, TaskRecord] | None:
+        found = mapping.split_instance(name)
+        ms = state.maps.get(found[0]) if found else None
+        rec = ms.active.get(found[1]) if ms and found else None
+        return None if rec is None or ms is None or found is None else (ms, found[1], rec)
+
+    def on_report(self, state: RunState, msg: Report, now: float, ch: Changes) -> bool:
+        """An instance's report; False when stale, duplicate or for no active instance."""
+        found = self.instance(state, msg.task)
+        if found is None or mapping.stale(found[2], msg):
+            return False
+        ms, index, rec = found
+        spec = state.flow.tasks[ms.task]
+        ch.tasks[(msg.run_id, msg.task)] = rec
+        RunState.close_lost_attempts(rec, msg.attempt, msg.at)
+        match msg:
+            case TaskStarted():
+                mapping.mark_running(rec, spec, msg.agent_id, msg.at, self.backstop_s,
+                                     msg.run_id, ch)
+            case TaskProgress():
+                mapping.mark_running(rec, spec, msg.agent_id, rec.started_at or msg.at,
+                                     self.backstop_s, msg.run_id, ch)
+                rec.progress = msg.fraction if msg.fraction is not None else rec.progress
+            case TaskSucceeded():
+                rec.agent_id, rec.finished_at, rec.output = msg.agent_id, msg.at, msg.output
+                rec.started_at = msg.started_at or rec.started_at
+                rec.error_type = rec.error_message = rec.traceback = None
+                RunState.close_attempt(rec, "succeeded", msg.at)
+                rec.status = TaskStatus.SUCCEEDED
+                ms.succeeded += 1
+                ms.keep_output(index, msg.output)
+                self._ended_instance(state, ms, index, now, ch)
+            case TaskFailed():
+                self._failed(state, ms, index, rec, msg, now, ch)
+        return True
+
+    def _failed(self, state: RunState, ms: MapState, index: int, rec: TaskRecord,
+                msg: TaskFailed, now: float, ch: Changes) -> None:
+        rec.agent_id, rec.finished_at = msg.agent_id, msg.at
+        rec.started_at = msg.started_at or rec.started_at
+        rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
+        outcome = {"TaskTimeout": "timed_out", "AgentLost": "lost"}.get(msg.error_type, "failed")
+        RunState.close_attempt(rec, outcome, msg.at)
+        spec = state.flow.tasks[ms.task]
+        if rec.attempt <= spec.retries:
+            rec.retry_at = now + self._retry_delay_s(spec.retry_delay_s, rec.attempt)
+            rec.status = TaskStatus.RETRY_WAIT
+            ch.timers.append(Timer(rec.retry_at, state.run.run_id, rec.task))
+            return
+        rec.status = TaskStatus.FAILED
+        ms.failed.append(index)
+        self._ended_instance(state, ms, index, now, ch)
+
+    def on_timer(self, state: RunState, name: str, now: float, ch: Changes) -> bool:
+        found = self.instance(state, name)
+        if found is None:
+            return False
+        ms, index, rec = found
+        if rec.status is TaskStatus.RETRY_WAIT:
+            mapping.queue_instance(state, ms, rec, index, now, ch)
+            return True
+        if rec.status is TaskStatus.RUNNING and rec.deadline_at and now >= rec.deadline_at - 0.001:
+            ch.tasks[(state.run.run_id, name)] = rec
+            self._failed(state, ms, index, rec, TaskFailed(
+                run_id=state.run.run_id, task=name, attempt=rec.attempt,
+                agent_id=rec.agent_id or "", delivery=rec.attempt - rec.dispatch + 1, at=now,
+                error_type="AgentLost", message=f"no result {self.backstop_s:g} s past its "
+                f"timeout; agent {rec.agent_id} was probably lost"), now, ch)
+            return True
+        return False
+
+    def _ended_instance(self, state: RunState, ms: MapState, index: int, now: float,
+                        ch: Changes) -> None:
+        del ms.active[index]
+        mapping.fill(state, ms, now, ch)
+        self._progress(state, ms, now, ch)
+
+    def _progress(self, state: RunState, ms: MapState, now: float, ch: Changes) -> None:
+        """The mapped task's own record follows its instances; it ends when they all did."""
+        rec = state.tasks[ms.task]
+        done = ms.succeeded + len(ms.failed)
+        rec.progress = done / ms.total if ms.total else 1.0
+        rec.note = ms.note()
+        ch.tasks[(state.run.run_id, ms.task)] = rec
+        if not ms.finished:
+            return
+        del state.maps[ms.task]
+        allowed = ms.allowed_failures(state.flow.tasks[ms.task])
+        if len(ms.failed) > allowed:
+            self._end(state, rec, None, now, ch, "MappedTaskFailed",
+                      f"{len(ms.failed):,} of {ms.total:,} instances failed (allowed "
+                      f"{allowed:,}): {ms.note()}")
+            return
+        output = ms.joined_output()
+        if output is None:
+            rec.note = (f"{ms.note()}; the outputs ({ms.output_bytes:,} bytes and more) are "
+                        "too many to pass as one value")
+        self._end(state, rec, mapping.TOO_MANY if output is None else output, now, ch)
+
+    def _end(self, state: RunState, rec: TaskRecord, output: msgspec.Raw | None,
+             now: float, ch: Changes, error_type: str = "", message: str = "") -> None:
+        rec.finished_at = now
+        ch.tasks[(state.run.run_id, rec.task)] = rec
+        ch.runs[state.run.run_id] = state.run
+        if error_type:
+            rec.error_type, rec.error_message = error_type, message
+            RunState.close_attempt(rec, "failed", now)
+            self._ended(state, rec, False, now, ch)
+            return
+        rec.output = output if output is not None else msgspec.Raw(b"null")
+        RunState.close_attempt(rec, "succeeded", now)
+        self._ended(state, rec, True, now, ch)
+
+    def cancel(self, state: RunState, now: float, ch: Changes) -> list[TaskRecord]:
+        """Every instance not ended is cancelled; returns those queued or running."""
+        in_flight = []
+        for ms in state.maps.values():
+            for rec in ms.active.values():
+                if rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+                    in_flight.append(rec)
+                if rec.status is TaskStatus.RUNNING:
+                    RunState.close_attempt(rec, "cancelled", now)
+                rec.finished_at, rec.note, rec.status = now, "cancelled", TaskStatus.CANCELLED
+                ch.tasks[(state.run.run_id, rec.task)] = rec
+        state.maps.clear()
+        return in_flight

@@ -1,0 +1,199 @@
+"""Mapped tasks: one instance per item of a list, created and dispatched a window at a time.
+
+A mapped task ``T`` is one task of its run; while it runs, its instances ``T~0``, ``T~1``...
+are task instances of their own (stored, retried, dispatched like any task) that only exist
+once dispatched: the items not reached yet are an index, not objects. ``T`` succeeds when
+every instance ended and no more failed than it allows; its output is the instances' outputs
+in item order (``null`` for a failed one).
+"""
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from coordinator.changes import Changes, Dispatch, Timer
+from coordinator.runstate import RunState
+from protocol.dag import INSTANCE_SEP as SEP
+from protocol.dag import PARAM_PREFIX
+from protocol.flows import TaskSpec
+from protocol.messages import TaskDispatch, TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
+from protocol.records import TaskRecord
+from protocol.states import TaskStatus
+
+DEFAULT_WINDOW = 1_000
+"""Instances of one mapped task queued or running at once when it sets no max_active."""
+MAX_MAP_ITEMS = 1_000_000
+_items = msgspec.json.Decoder(list[msgspec.Raw])
+_enc = msgspec.json.Encoder()
+
+Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress
+TOO_MANY = msgspec.Raw(b'{"mapped_outputs":"too many to pass as one value"}')
+"""A mapped task's output when its instances' outputs are too many to pass as one value."""
+
+
+def instance_name(task: str, index: int) -> str:
+    return f"{task}{SEP}{index}"
+
+
+def split_instance(name: str) -> tuple[str, int] | None:
+    """``("T", 3)`` for ``"T~3"``; None for a task name."""
+    task, sep, index = name.rpartition(SEP)
+    return (task, int(index)) if sep and index.isdigit() and len(index) < 8 else None
+
+
+class MapError(Exception):
+    """The list to map over is not one (or too long): the mapped task fails with this."""
+
+
+@dataclass(slots=True)
+class MapState:
+    """One mapped task of an active run: its items, where creation stands, what ended."""
+
+    task: str
+    items: list[msgspec.Raw]
+    budget: int
+    """Outputs kept for the mapped task's own output while their bytes stay under this."""
+    next_index: int = 0
+    """Instances below this index were created."""
+    active: dict[int, TaskRecord] = field(default_factory=dict)
+    """Created and not ended: queued, running or waiting for a retry."""
+    succeeded: int = 0
+    failed: list[int] = field(default_factory=list)
+    outputs: dict[int, msgspec.Raw] | None = field(default_factory=dict)
+    """Outputs by index; None once they passed ``budget`` (too many to pass as one value)."""
+    output_bytes: int = 0
+
+    @property
+    def total(self) -> int:
+        return len(self.items)
+
+    @property
+    def finished(self) -> bool:
+        return self.next_index >= self.total and not self.active
+
+    def keep_output(self, index: int, output: msgspec.Raw) -> None:
+        if self.outputs is None:
+            return
+        self.output_bytes += len(output) + 1
+        if self.output_bytes > self.budget:
+            self.outputs = None
+        else:
+            self.outputs[index] = output
+
+    def joined_output(self) -> msgspec.Raw | None:
+        """The outputs in item order as one JSON list, or None when they are too many."""
+        if self.outputs is None:
+            return None
+        null = b"null"
+        parts = [bytes(self.outputs.get(i, null)) for i in range(self.total)]
+        return msgspec.Raw(b"[" + b",".join(parts) + b"]")
+
+    def note(self) -> str:
+        done = self.succeeded + len(self.failed)
+        text = f"mapped: {done:,}/{self.total:,} done"
+        if self.failed:
+            shown = ", ".join(map(str, self.failed[:10]))
+            text += f", {len(self.failed):,} failed (index {shown}{'…' if len(self.failed) > 10 else ''})"
+        return text
+
+    def allowed_failures(self, spec: TaskSpec) -> int:
+        allow = spec.allow_failures
+        return int(allow) if allow >= 1 else int(allow * self.total)
+
+
+def items_to_map(state: RunState, spec: TaskSpec) -> list[msgspec.Raw]:
+    """The list a mapped task maps over: an upstream task's output or a run parameter."""
+    over = spec.map_over or ""
+    if over.startswith(PARAM_PREFIX):
+        value = state.run.params.get(over[len(PARAM_PREFIX):])
+        if not isinstance(value, list):
+            raise MapError(f"run parameter {over[len(PARAM_PREFIX):]!r} is "
+                           f"{type(value).__name__}, not a list to map over")
+        items = [msgspec.Raw(_enc.encode(v)) for v in value]
+    else:
+        try:
+            items = _items.decode(bytes(state.tasks[over].output))
+        except msgspec.ValidationError:
+            raise MapError(f"the output of {over!r} is not a JSON list to map over") from None
+    if len(items) > MAX_MAP_ITEMS:
+        raise MapError(f"{len(items):,} items to map over; the limit is {MAX_MAP_ITEMS:,}")
+    return items
+
+
+def inputs_problem(dispatch: TaskDispatch, max_bytes: int) -> str | None:
+    """Why a task message cannot carry the upstream outputs it needs (None: it can)."""
+    for name, raw in dispatch.inputs.items():
+        if raw == TOO_MANY:
+            return (f"the outputs of mapped task {name!r} are too many to pass as one value "
+                    f"(over {max_bytes:,} bytes); have its instances store large results and "
+                    "return references")
+    size = sum(len(raw) for raw in dispatch.inputs.values())
+    if size > max_bytes:
+        return (f"the upstream outputs this task takes add up to {size:,} bytes, over the "
+                f"{max_bytes:,} a task message may carry; have the upstream tasks store large "
+                "results (a file, a table) and return a reference instead")
+    return None
+
+
+def instance_dispatch(state: RunState, spec: TaskSpec, rec: TaskRecord, index: int,
+                      item: msgspec.Raw) -> TaskDispatch:
+    """The task message of one instance: the task's inputs plus its ``item`` and
+    ``map_index``."""
+    params = state.run.params
+    if not spec.accepts_all_params:
+        params = {p.name: params[p.name] for p in spec.params if p.name in params}
+    inputs = {name: state.tasks[name].output for name in spec.inputs}
+    inputs["item"] = item
+    inputs["map_index"] = msgspec.Raw(str(index).encode())
+    return TaskDispatch(
+        run_id=state.run.run_id, flow=state.run.flow, version=state.flow.version,
+        task=rec.task, function=spec.function, attempt=rec.dispatch, params=params,
+        inputs=inputs, timeout_s=spec.timeout_s, queued_at=rec.queued_at or 0.0,
+        scheduled_for=state.run.scheduled_for,
+    )
+
+
+def queue_instance(state: RunState, ms: MapState, rec: TaskRecord, index: int, now: float,
+                   ch: Changes) -> None:
+    spec = state.flow.tasks[ms.task]
+    rec.attempt += 1
+    rec.dispatch = rec.attempt
+    rec.queued_at = now
+    rec.retry_at = rec.started_at = rec.finished_at = None
+    rec.status = TaskStatus.QUEUED
+    ch.tasks[(state.run.run_id, rec.task)] = rec
+    ch.dispatches.append(Dispatch(rec.queue, instance_dispatch(state, spec, rec, index,
+                                                               ms.items[index])))
+
+
+def fill(state: RunState, ms: MapState, now: float, ch: Changes) -> None:
+    """Create and queue instances up to the mapped task's window."""
+    spec = state.flow.tasks[ms.task]
+    window = spec.max_active or DEFAULT_WINDOW
+    while ms.next_index < ms.total and len(ms.active) < window:
+        index = ms.next_index
+        ms.next_index += 1
+        rec = TaskRecord(run_id=state.run.run_id, task=instance_name(ms.task, index),
+                         queue=spec.queue)
+        ms.active[index] = rec
+        queue_instance(state, ms, rec, index, now, ch)
+
+
+def stale(rec: TaskRecord, msg: Report) -> bool:
+    """A report from another (older) message or delivery, or a duplicate start."""
+    if rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+        return True
+    if msg.attempt - msg.delivery + 1 != rec.dispatch or msg.attempt < rec.attempt:
+        return True
+    return (isinstance(msg, TaskStarted) and msg.attempt == rec.attempt
+            and rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id)
+
+
+def mark_running(rec: TaskRecord, spec: TaskSpec, agent_id: str, at: float, backstop_s: float,
+                 run_id: str, ch: Changes) -> None:
+    rec.status = TaskStatus.RUNNING
+    if spec.timeout_s is not None and rec.deadline_at is None:
+        rec.deadline_at = at + spec.timeout_s + backstop_s
+        ch.timers.append(Timer(rec.deadline_at, run_id, rec.task))
+    rec.agent_id = agent_id
+    rec.started_at = at

@@ -1,0 +1,85 @@
+"""Flows with mapped tasks, registered on demand so other tests never see them."""
+
+import os
+import time
+
+from flowforge import TaskContext, register_task_pipeline
+from protocol.flows import FlowSpec
+
+
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+def not_a_list() -> dict:
+    return {"n": 3}
+
+
+def square(item: int, map_index: int, fail_on: list | None = None) -> int:
+    if fail_on and item in fail_on:
+        raise ValueError(f"item {item} (index {map_index}) was asked to fail")
+    return item * item
+
+
+def total(square: list) -> dict:
+    return {"sum": sum(v for v in square if v is not None), "failed": square.count(None)}
+
+
+def register_fan(fan: str = "numbers", allow_failures: float = 0,
+                 max_active: int | None = None) -> FlowSpec:
+    """numbers → square (mapped) → total."""
+    mapped: dict = {"function": square, "map_over": fan, "allow_failures": allow_failures}
+    if max_active is not None:
+        mapped["max_active"] = max_active
+    return register_task_pipeline(flow_name="fan", pipeline={
+        "numbers": {"function": numbers if fan == "numbers" else not_a_list},
+        "not_a_list": {"function": not_a_list},
+        "square": mapped,
+        "total": {"function": total, "depends_on": ["square"]},
+    })
+
+
+def register_param_fan() -> FlowSpec:
+    """square mapped over the run parameter ``xs``, then total."""
+    return register_task_pipeline(flow_name="param_fan", pipeline={
+        "square": {"function": square, "map_over": "param:xs"},
+        "total": {"function": total, "depends_on": ["square"]},
+    })
+
+
+def slow_item(ctx: TaskContext, item: int, hold_s: float = 0.05) -> int:
+    """Holds its slot a while; with FLOWFORGE_TEST_LEDGER set, appends when it started and
+    ended (a test counts how many instances ran at once)."""
+    ledger = os.environ.get("FLOWFORGE_TEST_LEDGER")
+    if ledger:
+        with open(ledger, "a") as f:
+            f.write(f"start {ctx.task} {time.time()!r}\n")
+    time.sleep(hold_s)
+    if ledger:
+        with open(ledger, "a") as f:
+            f.write(f"end {ctx.task} {time.time()!r}\n")
+    return item
+
+
+def flaky_item(ctx: TaskContext, item: int) -> int:
+    """Fails on the first attempt of every odd item."""
+    if item % 2 and ctx.attempt == 1:
+        raise RuntimeError(f"item {item} fails once")
+    return item
+
+
+def register_slow(max_active: int | None = None, n_param: bool = True) -> FlowSpec:
+    mapped: dict = {"function": slow_item, "map_over": "numbers"}
+    if max_active is not None:
+        mapped["max_active"] = max_active
+    return register_task_pipeline(flow_name="slow_fan", pipeline={
+        "numbers": {"function": numbers},
+        "slow_item": mapped,
+    })
+
+
+def register_flaky() -> FlowSpec:
+    return register_task_pipeline(flow_name="flaky_fan", pipeline={
+        "numbers": {"function": numbers},
+        "flaky_item": {"function": flaky_item, "map_over": "numbers", "retries": 1},
+    })

@@ -1,0 +1,175 @@
+"""Mapped tasks on the real stack (NATS, SQLite, an in-process coordinator and agent): one
+instance per item with its item and index, outputs in item order to the dependants, failures
+allowed or not, a window of instances at a time, retries, cancel, a restart mid-map."""
+
+import msgspec
+import pytest
+
+from flowforge.client import Client
+from protocol.errors import InvalidOption
+from protocol.records import RunDetail
+from protocol.states import RunStatus, TaskStatus
+from tests import mapflows
+from tests.helpers import wait_for
+
+
+def _task(detail: RunDetail, name: str):  # type: ignore[no-untyped-def]
+    [rec] = [t for t in detail.tasks if t.task == name]
+    return rec
+
+
+def _output(detail: RunDetail, name: str) -> object:
+    return msgspec.json.decode(_task(detail, name).output)
+
+
+async def test_a_mapped_task_runs_once_per_item_and_its_dependant_gets_the_outputs_in_order(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_fan()
+    await start_agent(concurrency=8)
+    await client.register([flow])
+    run = await client.start("fan", {"n": 50})
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _output(detail, "square") == [i * i for i in range(50)]
+    assert _output(detail, "total") == {"sum": sum(i * i for i in range(50)), "failed": 0}
+    square = _task(detail, "square")
+    assert square.note == "mapped: 50/50 done" and square.progress == 1.0
+    assert all("~" not in t.task for t in detail.tasks), "instances are not tasks of the run"
+
+
+async def test_a_task_maps_over_a_run_parameter(coordinator, start_agent, client: Client) -> None:
+    flow = mapflows.register_param_fan()
+    await start_agent()
+    await client.register([flow])
+    detail = await client.wait((await client.start("param_fan", {"xs": [3, 1, 2]})).run_id,
+                               timeout_s=30)
+    assert _output(detail, "square") == [9, 1, 4]
+    with pytest.raises(Exception, match="xs"):
+        await client.start("param_fan", {})
+
+
+async def test_failed_instances_within_the_allowance_leave_gaps_and_past_it_fail_the_task(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_fan(allow_failures=2)  # before the agent: it serves what is there
+    await start_agent()
+    await client.register([flow])
+    allowed = await client.wait((await client.start("fan", {"n": 6, "fail_on": [1, 4]})).run_id,
+                                timeout_s=30)
+    assert allowed.run.status is RunStatus.SUCCEEDED
+    assert _output(allowed, "square") == [0, None, 4, 9, None, 25]
+    assert _output(allowed, "total") == {"sum": 38, "failed": 2}
+    assert "2 failed (index 1, 4)" in (_task(allowed, "square").note or "")
+
+    await client.register([mapflows.register_fan(allow_failures=0.1)], replace=True)
+    failed = await client.wait((await client.start("fan", {"n": 6, "fail_on": [1, 4]})).run_id,
+                               timeout_s=30)
+    assert failed.run.status is RunStatus.FAILED
+    square = _task(failed, "square")
+    assert square.status is TaskStatus.FAILED and square.error_type == "MappedTaskFailed"
+    assert "2 of 6 instances failed (allowed 0)" in (square.error_message or "")
+    assert _task(failed, "total").status is TaskStatus.UPSTREAM_FAILED
+
+
+async def test_an_empty_list_maps_to_nothing_and_a_value_that_is_no_list_fails_clearly(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_fan()
+    await start_agent()
+    await client.register([flow])
+    empty = await client.wait((await client.start("fan", {"n": 0})).run_id, timeout_s=30)
+    assert empty.run.status is RunStatus.SUCCEEDED and _output(empty, "square") == []
+    await client.register([mapflows.register_fan(fan="not_a_list")], replace=True)
+    bad = await client.wait((await client.start("fan", {})).run_id, timeout_s=30)
+    square = _task(bad, "square")
+    assert square.error_type == "MapError"
+    assert "the output of 'not_a_list' is not a JSON list to map over" in (square.error_message or "")
+
+
+async def test_an_instance_is_retried_like_a_task(coordinator, start_agent, client: Client) -> None:
+    flow = mapflows.register_flaky()
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    detail = await client.wait((await client.start("flaky_fan", {"n": 6})).run_id, timeout_s=30)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _output(detail, "flaky_item") == list(range(6))
+
+
+def test_a_mapped_task_must_map_over_an_upstream_task_or_a_parameter() -> None:
+    with pytest.raises(InvalidOption, match="max_active"):
+        mapflows.register_task_pipeline(flow_name="bad", pipeline={
+            "a": {"function": mapflows.numbers, "max_active": 2}})
+    with pytest.raises(InvalidOption, match="must be 1 or more"):
+        mapflows.register_fan(max_active=0)
+
+
+def _most_at_once(ledger: str) -> int:
+    events = sorted((float(at), 1 if kind == "start" else -1)
+                    for kind, _, at in (line.split() for line in ledger.splitlines()))
+    at_once = most = 0
+    for _, step in events:
+        at_once += step
+        most = max(most, at_once)
+    return most
+
+
+async def test_max_active_bounds_the_instances_running_at_once(
+    coordinator, start_agent, client: Client, tmp_path, monkeypatch
+) -> None:
+    ledger = tmp_path / "ledger"
+    monkeypatch.setenv("FLOWFORGE_TEST_LEDGER", str(ledger))
+    flow = mapflows.register_slow(max_active=3)
+    await start_agent(concurrency=10)
+    await client.register([flow])
+    detail = await client.wait((await client.start("slow_fan", {"n": 24})).run_id, timeout_s=60)
+    assert _output(detail, "slow_item") == list(range(24))
+    text = ledger.read_text()
+    assert text.count("start ") == 24 and _most_at_once(text) == 3
+
+
+async def test_a_restart_mid_map_runs_each_instance_once_and_finishes(
+    start_coordinator, start_agent, client: Client, tmp_path, monkeypatch
+) -> None:
+    ledger = tmp_path / "ledger"
+    monkeypatch.setenv("FLOWFORGE_TEST_LEDGER", str(ledger))
+    coordinator = await start_coordinator()
+    flow = mapflows.register_slow(max_active=4)
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("slow_fan", {"n": 40})
+
+    async def some_done() -> bool:
+        note = _task(await client.get(run.run_id), "slow_item").note or ""
+        return note.startswith("mapped: ") and int(note.split()[1].split("/")[0]) >= 8
+
+    await wait_for(some_done, timeout_s=60)
+    await coordinator.shutdown()
+    await start_coordinator()
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _output(detail, "slow_item") == list(range(40))
+    started = [line.split()[1] for line in ledger.read_text().splitlines()
+               if line.startswith("start ")]
+    assert sorted(started) == sorted(f"slow_item~{i}" for i in range(40)), "an instance ran twice"
+
+
+async def test_cancelling_a_run_cancels_its_instances(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_slow(max_active=2)
+    await start_agent(concurrency=2)
+    await client.register([flow])
+    run = await client.start("slow_fan", {"n": 200, "hold_s": 0.2})
+
+    async def running() -> bool:
+        return (_task(await client.get(run.run_id), "slow_item").note or "").startswith("mapped")
+
+    await wait_for(running, timeout_s=30)
+    cancelled = await client.cancel(run.run_id)
+    assert cancelled.status is RunStatus.CANCELLED
+    detail = await client.get(run.run_id)
+    assert _task(detail, "slow_item").status is TaskStatus.CANCELLED
+    stored = await coordinator._store.instances_of(run.run_id)
+    assert stored and all(i.status in (TaskStatus.SUCCEEDED, TaskStatus.CANCELLED) for i in stored)
+    assert len(stored) < 200  # the items not reached were never made
