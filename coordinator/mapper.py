@@ -25,6 +25,16 @@ class Mapper:
         self._retry_delay_s = retry_delay_s
         self.budget = budget
         self.backstop_s = backstop_s
+        self._earlier: dict[tuple[str, str], tuple[list[TaskRecord], bool]] = {}
+
+    def remember(self, run_id: str, task: str, instances: Iterable[TaskRecord],
+                 reuse: bool) -> None:
+        """A retried mapped task's earlier instances, for its next expansion: with ``reuse``
+        (its items did not change) those that succeeded are kept and only the others run
+        again; either way attempts go on from where they were."""
+        prefix = task + mapping.SEP
+        self._earlier[(run_id, task)] = ([i for i in instances if i.task.startswith(prefix)],
+                                         reuse)
 
     def expand(self, state: RunState, name: str, now: float, ch: Changes) -> None:
         """The mapped task is due: it runs as its instances, the first window queued now."""
@@ -44,8 +54,28 @@ class Mapper:
             return
         ms = MapState(task=name, items=items, budget=self.budget)
         state.maps[name] = ms
+        earlier, reuse = self._earlier.pop((state.run.run_id, name), ([], False))
+        if reuse:
+            self._reuse(ms, earlier)
+        else:
+            ms.attempts = {found[1]: rec.attempt for rec in earlier
+                           if (found := mapping.split_instance(rec.task))}
         mapping.fill(state, ms, now, ch)
         self._progress(state, ms, now, ch)
+
+    @staticmethod
+    def _reuse(ms: MapState, earlier: list[TaskRecord]) -> None:
+        for rec in earlier:
+            found = mapping.split_instance(rec.task)
+            if found is None or found[1] >= ms.total:
+                continue
+            ms.next_index = max(ms.next_index, found[1] + 1)
+            if rec.status is TaskStatus.SUCCEEDED:
+                ms.succeeded += 1
+                ms.keep_output(found[1], rec.output)
+            else:
+                ms.redo.append(rec)
+        ms.redo.sort(key=lambda r: -int(r.task.rpartition(mapping.SEP)[2]))  # popped in order
 
     def restore(self, state: RunState, name: str, instances: Iterable[TaskRecord], now: float,
                 ch: Changes) -> None:

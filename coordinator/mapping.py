@@ -62,6 +62,11 @@ class MapState:
     outputs: dict[int, msgspec.Raw] | None = field(default_factory=dict)
     """Outputs by index; None once they passed ``budget`` (too many to pass as one value)."""
     output_bytes: int = 0
+    redo: list[TaskRecord] = field(default_factory=list)
+    """Instances below ``next_index`` to run again (a retried mapped task's failed ones)."""
+    attempts: dict[int, int] = field(default_factory=dict)
+    """Attempts an index already had in an earlier expansion: a new instance goes on from
+    there, so its task messages never repeat an earlier one's id (the stream would drop it)."""
 
     @property
     def total(self) -> int:
@@ -69,7 +74,7 @@ class MapState:
 
     @property
     def finished(self) -> bool:
-        return self.next_index >= self.total and not self.active
+        return self.next_index >= self.total and not self.active and not self.redo
 
     def keep_output(self, index: int, output: msgspec.Raw) -> None:
         if self.outputs is None:
@@ -170,11 +175,17 @@ def fill(state: RunState, ms: MapState, now: float, ch: Changes) -> None:
     """Create and queue instances up to the mapped task's window."""
     spec = state.flow.tasks[ms.task]
     window = spec.max_active or DEFAULT_WINDOW
+    while ms.redo and len(ms.active) < window:
+        rec = ms.redo.pop()
+        index = int(rec.task.rpartition(SEP)[2])
+        rec.error_type = rec.error_message = rec.traceback = rec.note = None
+        ms.active[index] = rec
+        queue_instance(state, ms, rec, index, now, ch)
     while ms.next_index < ms.total and len(ms.active) < window:
         index = ms.next_index
         ms.next_index += 1
         rec = TaskRecord(run_id=state.run.run_id, task=instance_name(ms.task, index),
-                         queue=spec.queue)
+                         queue=spec.queue, attempt=ms.attempts.get(index, 0))
         ms.active[index] = rec
         queue_instance(state, ms, rec, index, now, ch)
 

@@ -62,7 +62,9 @@ class Operations:
             run, records, active = await self._current(req.run_id)
             self._may_reopen(run, active)
             flow = await self.flows.version(run.flow, run.version)
-            again = self.scheduler.retry(run, flow, records, now, batch.changes)
+            mapped = any(t.map_over for t in flow.spec.tasks)
+            instances = await self.store.instances_of(run.run_id) if mapped else []
+            again = self.scheduler.retry(run, flow, records, now, batch.changes, instances)
             if not again:
                 raise InvalidState(
                     f"run {req.run_id} has no failed, cancelled or upstream_failed task to retry"

@@ -219,9 +219,10 @@ class Scheduler:
 
     def retry(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
-        ch: Changes,
+        ch: Changes, instances: Iterable[TaskRecord] = (),
     ) -> list[str]:
-        """Run again the failed, cancelled and upstream-failed tasks, reusing what succeeded."""
+        """Run again the failed, cancelled and upstream-failed tasks, reusing what succeeded
+        (a mapped task's instances too, unless its items come again)."""
         state = self._runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
         again = [name for name, rec in state.tasks.items() if rec.status in TASK_NOT_OK]
         if not again:
@@ -235,7 +236,10 @@ class Scheduler:
             state.set(rec, TaskStatus.PENDING)
             ch.tasks[(run.run_id, name)] = rec
         self._reopen(state, ch)
+        instances = list(instances)
         for name in again:
+            if flow.tasks[name].map_over:
+                self.mapper.remember(run.run_id, name, instances, state.waiting[name] == 0)
             if state.waiting[name] == 0:
                 self._queue(state, name, now, ch)
         return again

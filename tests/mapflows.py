@@ -21,8 +21,9 @@ def square(item: int, map_index: int, fail_on: list | None = None) -> int:
     return item * item
 
 
-def total(square: list) -> dict:
-    return {"sum": sum(v for v in square if v is not None), "failed": square.count(None)}
+def total(square: list | None = None, picky_item: list | None = None) -> dict:
+    values = square if square is not None else picky_item or []
+    return {"sum": sum(v for v in values if v is not None), "failed": values.count(None)}
 
 
 def register_fan(fan: str = "numbers", allow_failures: float = 0,
@@ -82,4 +83,24 @@ def register_flaky() -> FlowSpec:
     return register_task_pipeline(flow_name="flaky_fan", pipeline={
         "numbers": {"function": numbers},
         "flaky_item": {"function": flaky_item, "map_over": "numbers", "retries": 1},
+    })
+
+
+def picky_item(ctx: TaskContext, item: int) -> int:
+    """Fails on odd items until the file FLOWFORGE_TEST_FIXED names exists; with
+    FLOWFORGE_TEST_LEDGER set, notes each attempt it ran."""
+    ledger = os.environ.get("FLOWFORGE_TEST_LEDGER")
+    if ledger:
+        with open(ledger, "a") as f:
+            f.write(f"{ctx.task} {ctx.attempt}\n")
+    if item % 2 and not os.path.exists(os.environ.get("FLOWFORGE_TEST_FIXED", "")):
+        raise RuntimeError(f"item {item} cannot be done yet")
+    return item * 10
+
+
+def register_picky() -> FlowSpec:
+    return register_task_pipeline(flow_name="picky_fan", pipeline={
+        "numbers": {"function": numbers},
+        "picky_item": {"function": picky_item, "map_over": "numbers"},
+        "total": {"function": total, "depends_on": ["picky_item"]},
     })

@@ -173,3 +173,27 @@ async def test_cancelling_a_run_cancels_its_instances(
     stored = await coordinator._store.instances_of(run.run_id)
     assert stored and all(i.status in (TaskStatus.SUCCEEDED, TaskStatus.CANCELLED) for i in stored)
     assert len(stored) < 200  # the items not reached were never made
+
+
+async def test_retrying_a_failed_mapped_task_runs_only_its_failed_instances_again(
+    coordinator, start_agent, client: Client, tmp_path, monkeypatch
+) -> None:
+    ledger, fixed = tmp_path / "ledger", tmp_path / "fixed"
+    monkeypatch.setenv("FLOWFORGE_TEST_LEDGER", str(ledger))
+    monkeypatch.setenv("FLOWFORGE_TEST_FIXED", str(fixed))
+    flow = mapflows.register_picky()
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("picky_fan", {"n": 6})
+    failed = await client.wait(run.run_id, timeout_s=30)
+    assert failed.run.status is RunStatus.FAILED
+    assert "3 of 6 instances failed" in (_task(failed, "picky_item").error_message or "")
+    fixed.touch()
+    await client.retry(run.run_id)
+    done = await client.wait(run.run_id, timeout_s=30)
+    assert done.run.status is RunStatus.SUCCEEDED
+    assert _output(done, "picky_item") == [i * 10 for i in range(6)]
+    assert _output(done, "total") == {"sum": 150, "failed": 0}
+    ran = sorted(line.split() for line in ledger.read_text().splitlines())
+    assert ran == sorted([[f"picky_item~{i}", "1"] for i in range(6)]
+                         + [[f"picky_item~{i}", "2"] for i in (1, 3, 5)])
