@@ -7,6 +7,7 @@ import pytest
 
 from flowforge.client import Client
 from protocol.errors import InvalidOption
+from protocol.messages import TaskLog, TaskSucceeded, encoder
 from protocol.records import RunDetail
 from protocol.states import RunStatus, TaskStatus
 from tests import mapflows
@@ -197,3 +198,31 @@ async def test_retrying_a_failed_mapped_task_runs_only_its_failed_instances_agai
     ran = sorted(line.split() for line in ledger.read_text().splitlines())
     assert ran == sorted([[f"picky_item~{i}", "1"] for i in range(6)]
                          + [[f"picky_item~{i}", "2"] for i in (1, 3, 5)])
+
+
+async def test_reports_naming_instances_that_do_not_exist_change_nothing(
+    coordinator, start_agent, client: Client, nc
+) -> None:
+    flow = mapflows.register_fan()
+    await client.register([flow])
+    run = await client.start("fan", {"n": 4})  # no agent yet: nothing runs
+    js = nc.jetstream()
+    forged = [TaskSucceeded(run_id=run.run_id, task=name, attempt=1, agent_id="forger",
+                            at=1.0, started_at=1.0, output=msgspec.Raw(b"666"))
+              for name in ("square~99", "square~-1", "square~x", "nosuch~1", "square~",
+                           "~1", "square~1~2", "square~00000000001")]
+    for report in forged:
+        await js.publish(f"flowforge.report.{run.run_id}", encoder.encode(report))
+    bad_log = TaskLog(run_id=run.run_id, task="square~1.x", attempt=1, agent_id="forger",
+                      at=1.0, text="hi")
+    await js.publish(f"flowforge.report.{run.run_id}", encoder.encode(bad_log))
+    await wait_for(lambda: _rejected(client), timeout_s=20)
+    await start_agent()
+    detail = await client.wait(run.run_id, timeout_s=30)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _output(detail, "square") == [0, 1, 4, 9]
+
+
+async def _rejected(client: Client) -> bool:
+    return any("square~1.x" in r.subject or b"square~1.x" in r.raw
+               for r in await client.rejected())
