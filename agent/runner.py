@@ -10,6 +10,7 @@ import msgspec
 
 from agent import logcapture
 from agent.binding import BindPlan
+from agent.chunks import run_chunk
 from agent.executor import execute
 from agent.inhand import TaskInHand, TaskState
 from agent.procpool import ProcessPool
@@ -97,9 +98,15 @@ class TaskRunner:
         capture = item.capture = logcapture.Capture(
             f"── attempt {task.attempt} on {self._agent_id} ──\n")
         logcapture.current.set(capture)  # this asyncio task's own context
+        ctx, plan = item.ctx, self._plans[task.function]
+
+        async def run_one(one: TaskDispatch) -> TaskSucceeded | TaskFailed:
+            return await execute(one, fn, plan, ctx, self._threads, self._agent_id,
+                                 self._processes, item.lingering)
+
         try:
-            report = await execute(task, fn, self._plans[task.function], item.ctx, self._threads,
-                                   self._agent_id, self._processes, item.lingering)
+            report = await (run_one(task) if task.chunk is None else run_chunk(
+                task, run_one, self._agent_id, lambda: task.run_id in self._cancelled_runs))
         except asyncio.CancelledError:
             if task.run_id not in self._cancelled_runs or self._stopping():
                 raise  # stopped for shutdown: the message is handed back

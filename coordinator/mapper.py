@@ -87,12 +87,15 @@ class Mapper:
             return
         ms = MapState(task=name, items=items, budget=self.budget)
         state.maps[name] = ms
-        for rec in instances:
-            found = mapping.split_instance(rec.task)
-            if found is None or found[1] >= ms.total:
-                continue
-            index = found[1]
-            ms.next_index = max(ms.next_index, index + 1)
+        rows = sorted((found[1], rec) for rec in instances
+                      if (found := mapping.split_instance(rec.task)) and found[1] < ms.total)
+        chunk = state.flow.tasks[name].chunk
+        for n, (index, rec) in enumerate(rows):  # an unfinished row covers its chunk's items
+            following = rows[n + 1][0] if n + 1 < len(rows) else ms.total  # without a row
+            size = 1 if rec.status in TASK_FINAL else min(chunk, following - index)
+            ms.next_index = max(ms.next_index, index + size)
+            if rec.status not in TASK_FINAL:
+                ms.sizes[index] = size
             if rec.status is TaskStatus.SUCCEEDED:
                 ms.succeeded += 1
                 ms.keep_output(index, rec.output)
@@ -109,8 +112,9 @@ class Mapper:
                 ch: Changes) -> None:
         run_id = state.run.run_id
         if rec.status is TaskStatus.QUEUED:
+            size = ms.sizes.get(index, 1)
             ch.dispatches.append(Dispatch(rec.queue, mapping.instance_dispatch(
-                state, state.flow.tasks[ms.task], rec, index, ms.items[index])))
+                state, state.flow.tasks[ms.task], rec, index, ms.items[index:index + size])))
         elif rec.status is TaskStatus.RETRY_WAIT:
             ch.timers.append(Timer(rec.retry_at or now, run_id, rec.task))
         elif rec.status is TaskStatus.RUNNING and rec.deadline_at:
@@ -141,21 +145,62 @@ class Mapper:
                 mapping.mark_running(rec, spec, msg.agent_id, rec.started_at or msg.at,
                                      self.backstop_s, msg.run_id, ch)
                 rec.progress = msg.fraction if msg.fraction is not None else rec.progress
+            case TaskSucceeded() if spec.chunk > 1:
+                self._chunk_done(state, ms, index, rec, msg, now, ch)
             case TaskSucceeded():
-                rec.agent_id, rec.finished_at, rec.output = msg.agent_id, msg.at, msg.output
-                rec.started_at = msg.started_at or rec.started_at
-                rec.error_type = rec.error_message = rec.traceback = None
-                RunState.close_attempt(rec, "succeeded", msg.at)
-                rec.status = TaskStatus.SUCCEEDED
-                ms.succeeded += 1
-                ms.keep_output(index, msg.output)
+                self._succeeded(ms, index, rec, msg.agent_id, msg.at, msg.started_at, msg.output)
                 self._ended_instance(state, ms, index, now, ch)
             case TaskFailed():
                 self._failed(state, ms, index, rec, msg, now, ch)
         return True
 
+    @staticmethod
+    def _succeeded(ms: MapState, index: int, rec: TaskRecord, agent_id: str, at: float,
+                   started_at: float | None, output: msgspec.Raw) -> None:
+        rec.agent_id, rec.finished_at, rec.output = agent_id, at, output
+        rec.started_at = started_at or rec.started_at
+        rec.error_type = rec.error_message = rec.traceback = None
+        RunState.close_attempt(rec, "succeeded", at)
+        rec.status = TaskStatus.SUCCEEDED
+        ms.succeeded += 1
+        ms.keep_output(index, output)
+
+    def _chunk_done(self, state: RunState, ms: MapState, first: int, rec: TaskRecord,
+                    msg: TaskSucceeded, now: float, ch: Changes) -> None:
+        """A chunk's report: each item gets its own record (the first item's is the chunk's
+        record), succeeded, failed, or waiting for its own retry."""
+        size = ms.sizes.get(first, 1)
+        try:
+            results = mapping.results_of(msg.output, size)
+        except MapError as exc:
+            self._failed(state, ms, first, rec, TaskFailed(
+                run_id=msg.run_id, task=msg.task, attempt=msg.attempt, agent_id=msg.agent_id,
+                delivery=msg.delivery, at=msg.at, started_at=msg.started_at,
+                error_type="ChunkError", message=str(exc)), now, ch)
+            return
+        del ms.active[first], ms.sizes[first]
+        for offset, result in enumerate(results):
+            index = first + offset
+            item = rec if offset == 0 else mapping.item_record(rec, ms.task, index)
+            ch.tasks[(msg.run_id, item.task)] = item
+            if result.ok:
+                self._succeeded(ms, index, item, msg.agent_id, msg.at, msg.started_at,
+                                result.output)
+                continue
+            ms.active[index], ms.sizes[index] = item, 1  # it retries or fails on its own
+            item.status = TaskStatus.RUNNING
+            self._failed(state, ms, index, item, TaskFailed(
+                run_id=msg.run_id, task=item.task, attempt=msg.attempt, agent_id=msg.agent_id,
+                at=msg.at, started_at=msg.started_at, error_type=result.error_type or "Error",
+                message=result.message or "", traceback=result.traceback), now, ch,
+                settle=False)
+        mapping.fill(state, ms, now, ch)
+        self._progress(state, ms, now, ch)
+
     def _failed(self, state: RunState, ms: MapState, index: int, rec: TaskRecord,
-                msg: TaskFailed, now: float, ch: Changes) -> None:
+                msg: TaskFailed, now: float, ch: Changes, settle: bool = True) -> None:
+        """An instance's attempt failed: it waits for its retry, or it (every item of its
+        chunk) failed; with ``settle``, the mapped task then moves on."""
         rec.agent_id, rec.finished_at = msg.agent_id, msg.at
         rec.started_at = msg.started_at or rec.started_at
         rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
@@ -169,7 +214,15 @@ class Mapper:
             return
         rec.status = TaskStatus.FAILED
         ms.failed.append(index)
-        self._ended_instance(state, ms, index, now, ch)
+        for offset in range(1, ms.sizes.get(index, 1)):  # a chunk failed as a whole
+            item = mapping.item_record(rec, ms.task, index + offset)
+            ch.tasks[(state.run.run_id, item.task)] = item
+            ms.failed.append(index + offset)
+        if settle:
+            self._ended_instance(state, ms, index, now, ch)
+        else:
+            del ms.active[index]
+            ms.sizes.pop(index, None)
 
     def on_timer(self, state: RunState, name: str, now: float, ch: Changes) -> bool:
         found = self.instance(state, name)
@@ -192,6 +245,7 @@ class Mapper:
     def _ended_instance(self, state: RunState, ms: MapState, index: int, now: float,
                         ch: Changes) -> None:
         del ms.active[index]
+        ms.sizes.pop(index, None)
         mapping.fill(state, ms, now, ch)
         self._progress(state, ms, now, ch)
 

@@ -16,7 +16,14 @@ from coordinator.runstate import RunState
 from protocol.dag import INSTANCE_SEP as SEP
 from protocol.dag import PARAM_PREFIX
 from protocol.flows import TaskSpec
-from protocol.messages import TaskDispatch, TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
+from protocol.messages import (
+    ItemResult,
+    TaskDispatch,
+    TaskFailed,
+    TaskProgress,
+    TaskStarted,
+    TaskSucceeded,
+)
 from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 
@@ -64,6 +71,8 @@ class MapState:
     output_bytes: int = 0
     redo: list[TaskRecord] = field(default_factory=list)
     """Instances below ``next_index`` to run again (a retried mapped task's failed ones)."""
+    sizes: dict[int, int] = field(default_factory=dict)
+    """Items of each active instance of a chunked task, by its first index."""
     attempts: dict[int, int] = field(default_factory=dict)
     """Attempts an index already had in an earlier expansion: a new instance goes on from
     there, so its task messages never repeat an earlier one's id (the stream would drop it)."""
@@ -141,20 +150,24 @@ def inputs_problem(dispatch: TaskDispatch, max_bytes: int) -> str | None:
 
 
 def instance_dispatch(state: RunState, spec: TaskSpec, rec: TaskRecord, index: int,
-                      item: msgspec.Raw) -> TaskDispatch:
+                      items: list[msgspec.Raw]) -> TaskDispatch:
     """The task message of one instance: the task's inputs plus its ``item`` and
-    ``map_index``."""
+    ``map_index`` — or, for a chunked task, its items as a chunk."""
     params = state.run.params
     if not spec.accepts_all_params:
         params = {p.name: params[p.name] for p in spec.params if p.name in params}
     inputs = {name: state.tasks[name].output for name in spec.inputs}
-    inputs["item"] = item
-    inputs["map_index"] = msgspec.Raw(str(index).encode())
+    chunk = None
+    if spec.chunk > 1:
+        chunk = items
+    else:
+        inputs["item"] = items[0]
+        inputs["map_index"] = msgspec.Raw(str(index).encode())
     return TaskDispatch(
         run_id=state.run.run_id, flow=state.run.flow, version=state.flow.version,
         task=rec.task, function=spec.function, attempt=rec.dispatch, params=params,
         inputs=inputs, timeout_s=spec.timeout_s, queued_at=rec.queued_at or 0.0,
-        scheduled_for=state.run.scheduled_for,
+        scheduled_for=state.run.scheduled_for, chunk=chunk, first_index=index,
     )
 
 
@@ -167,8 +180,9 @@ def queue_instance(state: RunState, ms: MapState, rec: TaskRecord, index: int, n
     rec.retry_at = rec.started_at = rec.finished_at = None
     rec.status = TaskStatus.QUEUED
     ch.tasks[(state.run.run_id, rec.task)] = rec
-    ch.dispatches.append(Dispatch(rec.queue, instance_dispatch(state, spec, rec, index,
-                                                               ms.items[index])))
+    size = ms.sizes.get(index, 1)
+    ch.dispatches.append(Dispatch(rec.queue, instance_dispatch(
+        state, spec, rec, index, ms.items[index:index + size])))
 
 
 def fill(state: RunState, ms: MapState, now: float, ch: Changes) -> None:
@@ -179,15 +193,40 @@ def fill(state: RunState, ms: MapState, now: float, ch: Changes) -> None:
         rec = ms.redo.pop()
         index = int(rec.task.rpartition(SEP)[2])
         rec.error_type = rec.error_message = rec.traceback = rec.note = None
-        ms.active[index] = rec
+        ms.active[index], ms.sizes[index] = rec, 1
         queue_instance(state, ms, rec, index, now, ch)
     while ms.next_index < ms.total and len(ms.active) < window:
         index = ms.next_index
-        ms.next_index += 1
+        size = min(spec.chunk, ms.total - index)
+        ms.next_index += size
         rec = TaskRecord(run_id=state.run.run_id, task=instance_name(ms.task, index),
                          queue=spec.queue, attempt=ms.attempts.get(index, 0))
-        ms.active[index] = rec
+        ms.active[index], ms.sizes[index] = rec, size
         queue_instance(state, ms, rec, index, now, ch)
+
+
+_results = msgspec.json.Decoder(list[ItemResult])
+
+
+def results_of(output: msgspec.Raw, size: int) -> list[ItemResult]:
+    """A chunk's report: one result per item, in order."""
+    try:
+        results = _results.decode(bytes(output))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        raise MapError("the chunk's report is not a list of item results") from None
+    if len(results) != size:
+        raise MapError(f"the chunk's report has {len(results)} results for {size} items")
+    return results
+
+
+def item_record(chunk: TaskRecord, task: str, index: int) -> TaskRecord:
+    """An item of a chunk, as its own record: where and when the chunk ran it."""
+    return TaskRecord(run_id=chunk.run_id, task=instance_name(task, index), queue=chunk.queue,
+                      status=chunk.status, attempt=chunk.attempt, dispatch=chunk.dispatch,
+                      agent_id=chunk.agent_id, queued_at=chunk.queued_at,
+                      started_at=chunk.started_at, finished_at=chunk.finished_at,
+                      error_type=chunk.error_type, error_message=chunk.error_message,
+                      history=list(chunk.history))
 
 
 def stale(rec: TaskRecord, msg: Report) -> bool:

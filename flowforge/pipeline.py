@@ -25,6 +25,7 @@ _OPTIONS: dict[str, tuple[type, ...]] = {
     "map_over": (str,),
     "max_active": (int,),
     "allow_failures": (int, float),
+    "chunk": (int,),
 }
 
 
@@ -146,6 +147,7 @@ def _task_spec(
         map_over=map_over,
         max_active=options.get("max_active"),
         allow_failures=float(options.get("allow_failures", 0)),
+        chunk=options.get("chunk", 1),
     ), fn
 
 

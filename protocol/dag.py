@@ -115,12 +115,14 @@ def is_task_ref(name: str) -> bool:
     return is_valid_name(task) and index.isdigit() and len(index) < 8
 """What each instance of a mapped task gets by name: its item and its place in the list."""
 PARAM_PREFIX = "param:"
+MAX_CHUNK = 10_000
 
 
 def _validate_map(flow: str, task: Any) -> None:
     if task.map_over is None:
         for option, value in (("max_active", task.max_active),
-                              ("allow_failures", task.allow_failures or None)):
+                              ("allow_failures", task.allow_failures or None),
+                              ("chunk", None if task.chunk == 1 else task.chunk)):
             if value is not None:
                 raise InvalidOption(flow, task.name, option, "applies to a mapped task only "
                                     "(one with map_over)")
@@ -136,6 +138,8 @@ def _validate_map(flow: str, task: Any) -> None:
                             "map over an upstream task's output or 'param:<name>'")
     if task.max_active is not None and task.max_active < 1:
         raise InvalidOption(flow, task.name, "max_active", "must be 1 or more")
+    if not 1 <= task.chunk <= MAX_CHUNK:
+        raise InvalidOption(flow, task.name, "chunk", f"must be 1 to {MAX_CHUNK:,} items")
     if task.allow_failures < 0:
         raise InvalidOption(flow, task.name, "allow_failures", "must be 0 or more (a count, "
                             "or a fraction under 1)")

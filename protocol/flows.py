@@ -49,6 +49,9 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     max_active: int | None = None
     """A mapped task's instances queued or running at once (None: no limit of its own)."""
     allow_failures: float = 0
+    chunk: int = 1
+    """A mapped task's items per task message (short items: one lease and one report for
+    several); each item is still run, recorded and retried on its own."""
     """A mapped task still succeeds with this many failed instances (a count, or a fraction
     of them when under 1); its dependants get the failures listed."""
 

@@ -45,6 +45,21 @@ class TaskDispatch(Message, frozen=True, kw_only=True, tag="task.v1"):
     queued_at: Time = 0.0
     scheduled_for: Time | None = None
     """A scheduled run's nominal time (UTC epoch seconds)."""
+    chunk: list[msgspec.Raw] | None = None
+    """A chunked mapped task's items: the function is called once per item (with ``item``
+    and ``map_index``), and the report's output is a list of ``ItemResult``."""
+    first_index: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """The ``map_index`` of the chunk's first item."""
+
+
+class ItemResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How one item of a chunk went: its output, or its error."""
+
+    ok: bool
+    output: msgspec.Raw = msgspec.Raw(b"null")
+    error_type: Annotated[str, msgspec.Meta(max_length=1024)] | None = None
+    message: Text | None = None
+    traceback: Text | None = None
 
 
 # agents -> coordinator, on <ns>.report.<run_id> (or .several, for TaskResults of many runs)

@@ -104,3 +104,21 @@ def register_picky() -> FlowSpec:
         "picky_item": {"function": picky_item, "map_over": "numbers"},
         "total": {"function": total, "depends_on": ["picky_item"]},
     })
+
+
+def register_chunked(chunk: int = 7, retries: int = 0, allow_failures: float = 0) -> FlowSpec:
+    """numbers → square (mapped, ``chunk`` items per message) → total."""
+    return register_task_pipeline(flow_name="chunked", pipeline={
+        "numbers": {"function": numbers},
+        "square": {"function": square, "map_over": "numbers", "chunk": chunk,
+                   "retries": retries, "allow_failures": allow_failures, "max_active": 3},
+        "total": {"function": total, "depends_on": ["square"]},
+    })
+
+
+def register_chunked_flaky(chunk: int = 4) -> FlowSpec:
+    return register_task_pipeline(flow_name="chunked_flaky", pipeline={
+        "numbers": {"function": numbers},
+        "flaky_item": {"function": flaky_item, "map_over": "numbers", "chunk": chunk,
+                       "retries": 1},
+    })

@@ -226,3 +226,45 @@ async def test_reports_naming_instances_that_do_not_exist_change_nothing(
 async def _rejected(client: Client) -> bool:
     return any("square~1.x" in r.subject or b"square~1.x" in r.raw
                for r in await client.rejected())
+
+
+async def test_chunks_carry_several_items_and_each_item_keeps_its_own_record(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_chunked(chunk=7, allow_failures=2)
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("chunked", {"n": 30, "fail_on": [8, 29]})
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    expected = [None if i in (8, 29) else i * i for i in range(30)]
+    assert _output(detail, "square") == expected
+    stored = {i.task: i for i in await coordinator._store.instances_of(run.run_id)}
+    assert sorted(stored) == sorted(f"square~{i}" for i in range(30))
+    assert stored["square~8"].status is TaskStatus.FAILED
+    assert "item 8 (index 8) was asked to fail" in (stored["square~8"].error_message or "")
+    assert msgspec.json.decode(stored["square~9"].output) == 81
+    assert {stored[f"square~{i}"].agent_id for i in range(7, 14)} == {
+        stored["square~7"].agent_id}  # one message carried items 7 to 13
+
+
+async def test_a_failed_item_of_a_chunk_is_retried_on_its_own(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_chunked_flaky(chunk=4)
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("chunked_flaky", {"n": 10})
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _output(detail, "flaky_item") == list(range(10))
+    stored = {i.task: i for i in await coordinator._store.instances_of(run.run_id)}
+    assert all(stored[f"flaky_item~{i}"].attempt == (2 if i % 2 else 1) for i in range(10))
+
+
+def test_chunk_applies_to_a_mapped_task_and_is_bounded() -> None:
+    with pytest.raises(InvalidOption, match="chunk"):
+        mapflows.register_task_pipeline(flow_name="bad", pipeline={
+            "a": {"function": mapflows.numbers, "chunk": 5}})
+    with pytest.raises(InvalidOption, match="must be 1 to 10,000 items"):
+        mapflows.register_chunked(chunk=0)
