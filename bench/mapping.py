@@ -263,7 +263,14 @@ def table(results: dict[str, Result]) -> list[str]:
         rows.append(row + ([_cell(b, key, spec, scale)] if b is not None else []))
         if key == "wall_s":
             rows.append(["  min-max", _spread(m), _spread(s), ""] + ([_spread(b)] if b else []))
+        if key == "coordinator_peak_rss_kib":
+            rows.append(["  before the samples", _rss(m), _rss(s), ""] + ([_rss(b)] if b else []))
     return grid(rows)
+
+
+def _rss(res: Result | None) -> str:
+    """The coordinator's RSS after the warm-up (its flow registered, one run done)."""
+    return _num(res.rss_after_warm_up_kib if res else None, ".1f", 1 / 1024)
 
 
 def verdict(results: dict[str, Result]) -> str:
