@@ -1,5 +1,5 @@
-"""Benchmark flows — a wide fan-out, a single task, a long chain, a batch item — whose every
-task is a no-op.
+"""Benchmark flows — a wide fan-out, a single task, a long chain, a batch item, a mapped
+fan-out — whose every task is a no-op (or next to one).
 
 Agents import this module (``--import bench.flows``) to learn the one function they run;
 the full-size flows are defined at import so that registration is never needed for that.
@@ -45,6 +45,33 @@ def fanout_flow(width: int = FANOUT_WIDTH) -> FlowSpec:
     return register_task_pipeline(flow_name=f"bench_fanout_{width}", pipeline=pipeline)
 
 
+def map_items(n: int, mod: int = 0) -> list[int]:
+    """The list to map over: ``list(range(n))``, or ``i % mod`` for each ``i`` when ``mod`` is
+    set (one-digit items, so that a longer list fits in one task output)."""
+    return [i % mod for i in range(n)] if mod else list(range(n))
+
+
+def noop_map_item(item: int) -> int:
+    """One mapped instance: return its item (a small int: every output fits in one message)."""
+    return item
+
+
+def map_join(each: list, n: int, mod: int = 0) -> int:
+    """The mapped task's outputs in item order: their count when they are the items, else -1
+    (the benchmark checks that the whole list arrived, in order)."""
+    return len(each) if each == map_items(n, mod) else -1
+
+
+def mapped_flow() -> FlowSpec:
+    """``bench_mapped``: ``root`` returns ``map_items(n, mod)`` (run parameters) → ``each``, one
+    instance per item (the default window: 1,000 at a time) → ``join`` takes ``each``'s list."""
+    return register_task_pipeline(flow_name="bench_mapped", pipeline={
+        "root": {"function": map_items},
+        "each": {"function": noop_map_item, "map_over": "root"},
+        "join": {"function": map_join, "depends_on": ["each"]},
+    })
+
+
 def chain_flow(length: int = CHAIN_LENGTH) -> FlowSpec:
     """``bench_chain_<length>``: ``t0`` → ``t1`` → … → ``t<length-1>``, one after another."""
     pipeline: dict[str, dict[str, object]] = {"t0": {"function": noop}}
@@ -58,3 +85,4 @@ single_flow()
 item_flow()
 fanout_flow()
 chain_flow()
+mapped_flow()

@@ -7,6 +7,7 @@ does in production (an embedded nats-server, the other component as a console sc
   python -m bench.profile agent fanout 10000         # agent in-process, coordinator process
   python -m bench.profile coordinator triggers 5000  # 5,000 trigger messages, one run each
   python -m bench.profile coordinator chain 1000
+  python -m bench.profile coordinator mapped 10000   # root → 10,000 mapped instances → join
 
 Prints the functions with the most time of their own, then FlowForge's own functions by
 cumulative time. cProfile roughly doubles the profiled component's CPU time: read the
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from agent.worker import Agent, AgentConfig
 from bench import flows
+from bench.mapping import items_mod
 from bench.stack import console_script, free_port, spawn
 from coordinator.service import Coordinator, CoordinatorConfig
 from flowforge import Client, ConnectOptions, runtime
@@ -42,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("component", choices=("coordinator", "agent"))
-    p.add_argument("workload", choices=("fanout", "chain", "triggers"))
-    p.add_argument("size", type=int, help="tasks of the fan-out or chain; runs for triggers")
+    p.add_argument("workload", choices=("fanout", "chain", "triggers", "mapped"))
+    p.add_argument("size", type=int, help="tasks of the fan-out or chain, instances of the "
+                   "mapped task; runs for triggers")
     p.add_argument("--top", type=int, default=30, help="rows per table (default: %(default)s)")
     return p
 
@@ -54,6 +57,8 @@ def workload_flow(workload: str, size: int) -> FlowSpec:
             return flows.fanout_flow(size)
         case "chain":
             return flows.chain_flow(size)
+        case "mapped":
+            return flows.mapped_flow()
         case _:
             return flows.single_flow()
 
@@ -114,7 +119,8 @@ async def coordinator_answering(opts: ConnectOptions, timeout_s: float = 60.0) -
 async def run_once(client: Client, workload: str, spec: FlowSpec, size: int) -> None:
     """One run of the flow, or ``size`` trigger messages; returns when all succeeded."""
     if workload != "triggers":
-        run = await client.start(spec.name)
+        params = {"n": size, "mod": items_mod(size)} if workload == "mapped" else {}
+        run = await client.start(spec.name, params)
         await client.wait(run.run_id, timeout_s=300, poll_s=30)
         return
     done = asyncio.Event()

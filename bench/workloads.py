@@ -131,12 +131,13 @@ async def _explain_failure(client: Client, run_id: str) -> str:
     return f"run {run_id} ended {detail.run.status.value} ({why})"
 
 
-async def one_run(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:
+async def one_run(stack: Stack, flow: str, timeout_s: float,
+                  params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Start one run through the API and time it until its succeeded event arrives."""
     client = stack.client
     assert client is not None
     async with RunWatcher(stack, flow) as watcher:
-        run = await client.start(flow, {})
+        run = await client.start(flow, params or {})
         t1, status = await watcher.finish(run.run_id, timeout_s)
     if status != RunStatus.SUCCEEDED:
         raise WorkloadError(await _explain_failure(client, run.run_id))
@@ -146,7 +147,7 @@ async def one_run(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:
         raise WorkloadError(f"run {run.run_id} succeeded with {done}/{rec.counts.total} tasks")
     coordinator_s = (rec.finished_at or 0.0) - rec.created_at
     return {"wall_s": t1 - watcher.t0, "tasks": done, "coordinator_s": coordinator_s,
-            "from_poll": watcher.from_poll}
+            "from_poll": watcher.from_poll, "run_id": run.run_id}
 
 
 async def fanout(stack: Stack, flow: str, timeout_s: float) -> dict[str, Any]:

@@ -160,3 +160,38 @@ def test_the_batches_benchmark_submits_runs_resubmits_and_plans_a_batch_and_writ
     assert 0 < rss["before"] <= rss["peak_by_phase"]["run"] <= rss["peak_lifetime"]
     assert result["surprises"] == []
     assert "coordinator RSS peak: run" in proc.stdout and "second submit" in proc.stdout
+
+
+def test_the_mapping_benchmark_picks_one_digit_items_when_the_range_does_not_fit_one_output() -> None:
+    from bench import flows, mapping
+
+    assert mapping.items_mod(10_000) == 0  # list(range(10,000)): 48,891 bytes
+    assert mapping.items_mod(100_000) == mapping.SMALL_MOD  # 588,891 bytes; i % 10: 200,001
+    with pytest.raises(ValueError, match="at most 131,071"):
+        mapping.items_mod(200_000)
+    assert flows.map_join(flows.map_items(1000, 10), 1000, 10) == 1000
+    assert flows.map_join(flows.map_items(1000)[::-1], 1000) == -1  # out of order: refused
+    assert mapping.main(["--width", "30000", "--workload", "static"]) == 2
+
+
+def test_the_mapping_benchmark_runs_mapped_and_static_fan_outs_and_writes_its_json(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "mapping.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.mapping", "--width", "40", "--big-width", "120",
+         "--repeat", "1", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert list(result["workloads"]) == ["mapped", "static", "big"]
+    for key, items in (("mapped", 40), ("static", 40), ("big", 120)):
+        entry = result["workloads"][key]
+        assert "error" not in entry and len(entry["samples"]) == 1
+        med = entry["median"]
+        assert med["instances"] == items and med["instances_per_s"] > 0 and med["wall_s"] > 0
+        assert med["coordinator_peak_rss_kib"] > 0 and med["cpu_coordinator_s"] >= 0
+    assert result["workloads"]["mapped"]["mapped"] and not result["workloads"]["static"]["mapped"]
+    assert result["verdict"].startswith("mapping must not be slower than static: ")
+    assert "mapped vs static" in proc.stdout and "coordinator peak RSS MiB" in proc.stdout
