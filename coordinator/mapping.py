@@ -66,8 +66,10 @@ class MapState:
     """Created and not ended: queued, running or waiting for a retry."""
     succeeded: int = 0
     failed: list[int] = field(default_factory=list)
-    outputs: dict[int, msgspec.Raw] | None = field(default_factory=dict)
-    """Outputs by index; None once they passed ``budget`` (too many to pass as one value)."""
+    outputs: list[bytes | None] | None = None
+    """Outputs by index (copies: a view would keep its whole report message alive); None
+    once they passed ``budget`` (too many to pass as one value)."""
+    too_many: bool = False
     output_bytes: int = 0
     redo: list[TaskRecord] = field(default_factory=list)
     """Instances below ``next_index`` to run again (a retried mapped task's failed ones)."""
@@ -86,21 +88,22 @@ class MapState:
         return self.next_index >= self.total and not self.active and not self.redo
 
     def keep_output(self, index: int, output: msgspec.Raw) -> None:
-        if self.outputs is None:
-            return
         self.output_bytes += len(output) + 1
+        if self.too_many:
+            return
         if self.output_bytes > self.budget:
-            self.outputs = None
-        else:
-            self.outputs[index] = output
+            self.too_many, self.outputs = True, None
+            return
+        if self.outputs is None:
+            self.outputs = [None] * self.total
+        self.outputs[index] = bytes(output)
 
     def joined_output(self) -> msgspec.Raw | None:
         """The outputs in item order as one JSON list, or None when they are too many."""
-        if self.outputs is None:
+        if self.too_many:
             return None
-        null = b"null"
-        parts = [bytes(self.outputs.get(i, null)) for i in range(self.total)]
-        return msgspec.Raw(b"[" + b",".join(parts) + b"]")
+        outputs = self.outputs or [None] * self.total
+        return msgspec.Raw(b"[" + b",".join(b"null" if o is None else o for o in outputs) + b"]")
 
     def note(self) -> str:
         done = self.succeeded + len(self.failed)
