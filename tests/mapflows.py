@@ -15,8 +15,8 @@ def not_a_list() -> dict:
     return {"n": 3}
 
 
-def square(item: int, map_index: int, fail_on: list | None = None) -> int:
-    print(f"squaring item {item} at index {map_index}")
+def square(ctx: TaskContext, item: int, map_index: int, fail_on: list | None = None) -> int:
+    ctx.logger.info("squaring item %s at index %s", item, map_index)
     if fail_on and item in fail_on:
         raise ValueError(f"item {item} (index {map_index}) was asked to fail")
     return item * item

@@ -223,7 +223,6 @@ async def test_a_mapped_run_on_the_real_stack_shows_its_counts_failures_and_an_i
     await start_agent(concurrency=8)
     await client.register([flow])
     run = await client.start("fan", {"n": 50, "fail_on": [4, 17]})
-    await client.wait(run.run_id, timeout_s=60)  # a running app takes over print()
     app = DashboardApp(ClientSource(nats_opts), tick_s=None)
     async with app.run_test(size=SIZE) as pilot:
         app.open_run(run.run_id)
