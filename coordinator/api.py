@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from coordinator.agents import AgentRegistry
 from coordinator.flows import FlowCache
 from coordinator.intake import scoped_key
+from coordinator.mapping import split_instance
 from coordinator.operations import Operations
 from coordinator.publisher import Publisher
 from coordinator.store import Store
@@ -223,15 +224,21 @@ class Api:
         return await self.store.list_runs(req.flow, req.status, req.limit)
 
     async def task_log(self, req: GetLog) -> TaskLogText:
-        """A task's log; an unknown run or a task its flow does not have is an error (an empty
-        answer would look like a task that printed nothing)."""
+        """A task's log, or a mapped task's instance's (``T~3``); an unknown run or a task its
+        flow does not have is an error (an empty answer would look like a task that printed
+        nothing)."""
         found = await self.store.run_flow(req.run_id)
         if found is None:
             raise UnknownRun(req.run_id)
         flow = await self.flows.version(*found)
-        if req.task not in flow.tasks:
-            raise BadRequest(f"run {req.run_id} of {found[0]!r} has no task {req.task!r}; it has "
+        instance = split_instance(req.task)
+        task = instance[0] if instance else req.task
+        if task not in flow.tasks:
+            raise BadRequest(f"run {req.run_id} of {found[0]!r} has no task {task!r}; it has "
                              f"{', '.join(sorted(flow.tasks)[:20])}")
+        if instance and not flow.tasks[task].map_over:
+            raise BadRequest(f"task {task!r} of run {req.run_id} is not mapped: it has no "
+                             f"instance {req.task!r}")
         return TaskLogText(run_id=req.run_id, task=req.task,
                            log=await self.store.task_log(req.run_id, req.task))
 

@@ -1,6 +1,7 @@
 """The scheduler's part for mapped tasks: expand one when it is due, follow its instances'
 reports and timers, and end it when they all ended. Pure, like the scheduler."""
 
+import bisect
 from collections.abc import Callable, Iterable
 
 import msgspec
@@ -213,11 +214,11 @@ class Mapper:
             ch.timers.append(Timer(rec.retry_at, state.run.run_id, rec.task))
             return
         rec.status = TaskStatus.FAILED
-        ms.failed.append(index)
+        bisect.insort(ms.failed, index)  # in order: the note names the first few
         for offset in range(1, ms.sizes.get(index, 1)):  # a chunk failed as a whole
             item = mapping.item_record(rec, ms.task, index + offset)
             ch.tasks[(state.run.run_id, item.task)] = item
-            ms.failed.append(index + offset)
+            bisect.insort(ms.failed, index + offset)
         if settle:
             self._ended_instance(state, ms, index, now, ch)
         else:

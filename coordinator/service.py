@@ -19,6 +19,7 @@ from coordinator.api import Api
 from coordinator.batch_runner import BatchRunner
 from coordinator.batches_api import BatchesApi
 from coordinator.flows import FlowCache
+from coordinator.instances_api import InstancesApi
 from coordinator.publisher import Publisher
 from coordinator.recovery import recover_runs, still_queued
 from coordinator.schedule_clock import ScheduleClock
@@ -136,6 +137,8 @@ class Coordinator:
         schedules_api = SchedulesApi(self.schedules, flows)
         self._api.route(schedules_api.handlers())
         self._api.schedules = schedules_api
+        self._api.route(InstancesApi(self._store, flows,
+                                     max_reply_bytes=self._nc.max_payload).handlers())
         self._api.route(BatchesApi(self.batches, flows, self.schedules,
                                    max_reply_bytes=self._nc.max_payload).handlers())
         self._api.operations.reopen_checks.append(self.batches.check_reopen)

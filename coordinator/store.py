@@ -41,7 +41,7 @@ class _Instances(list[tuple[Any, ...]]):
 
     async def write(self, conn: aiosqlite.Connection) -> None:
         await conn.executemany(
-            f"INSERT OR REPLACE INTO map_instances ({_TASK_COLS}) VALUES ({_marks(21)})", self)
+            f"INSERT OR REPLACE INTO map_instances ({TASK_COLS}) VALUES ({_marks(21)})", self)
 
 
 class SideWrites(Protocol):
@@ -58,7 +58,7 @@ _params_dec = msgspec.json.Decoder(dict[str, Any])
 _only_dec = msgspec.json.Decoder(list[str])
 _history_dec = msgspec.json.Decoder(list[Attempt])
 
-_TASK_COLS = (
+TASK_COLS = (
     "run_id, task, status, attempt, queue, agent_id, queued_at, started_at, finished_at, "
     "output, error_type, error_message, traceback, checkpoint, checkpoint_at, progress, "
     "retry_at, note, history, deadline_at, dispatch"
@@ -70,7 +70,7 @@ _RUN_COLS = (
 
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000")
-_TASKS_OF = f"SELECT {_TASK_COLS} FROM task_instances WHERE run_id = ? ORDER BY task"
+_TASKS_OF = f"SELECT {TASK_COLS} FROM task_instances WHERE run_id = ? ORDER BY task"
 
 _RUN_UPDATE = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, counts = ? WHERE run_id = ?"
 """What changes on a stored run: an update touches one of its four indexes, where a replace
@@ -97,7 +97,7 @@ async def _write_batch(
                 f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(15)})", new_runs)
         if tasks:
             await db.executemany(
-                f"INSERT OR REPLACE INTO task_instances ({_TASK_COLS}) VALUES ({_marks(21)})",
+                f"INSERT OR REPLACE INTO task_instances ({TASK_COLS}) VALUES ({_marks(21)})",
                 tasks)
         if logs:
             await db.executemany(
@@ -184,7 +184,7 @@ def _task_row(r: TaskRecord) -> tuple[Any, ...]:
     )
 
 
-def _task_from_row(row: tuple[Any, ...]) -> TaskRecord:
+def task_from_row(row: tuple[Any, ...]) -> TaskRecord:
     return TaskRecord(
         run_id=row[0], task=row[1], status=_TASK_STATUS[row[2]], attempt=row[3], queue=row[4],
         agent_id=row[5], queued_at=row[6], started_at=row[7], finished_at=row[8],
@@ -313,16 +313,16 @@ class Store:
             (f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", (run_id,)), (_TASKS_OF, (run_id,)))
         if not runs:
             return None
-        return RunDetail(run=_run_from_row(runs[0]), tasks=[_task_from_row(r) for r in task_rows])
+        return RunDetail(run=_run_from_row(runs[0]), tasks=[task_from_row(r) for r in task_rows])
 
     async def instances_of(self, run_id: str) -> list[TaskRecord]:
         """The stored instances of a run's mapped tasks."""
         rows = await self._db.fetchall(
-            f"SELECT {_TASK_COLS} FROM map_instances WHERE run_id = ?", (run_id,))
-        return [_task_from_row(r) for r in rows]
+            f"SELECT {TASK_COLS} FROM map_instances WHERE run_id = ?", (run_id,))
+        return [task_from_row(r) for r in rows]
 
     async def tasks_of(self, run_id: str) -> list[TaskRecord]:
-        return [_task_from_row(r) for r in await self._db.fetchall(_TASKS_OF, (run_id,))]
+        return [task_from_row(r) for r in await self._db.fetchall(_TASKS_OF, (run_id,))]
 
     async def run_flow(self, run_id: str) -> tuple[str, str] | None:
         """The flow and version of a run, or None when there is no such run."""

@@ -23,8 +23,8 @@ AUTH_CONF = "nats-auth.conf"
 IDENTITIES = "identities.json"
 """Who is who (not secret): the coordinator reads which queues each agent may report on."""
 ROLES = ("coordinator", "agent", "operator", "trigger", "observer")
-READ_VERBS = (("runs", "get"), ("runs", "list"), ("flows", "list"), ("flows", "get"),
-              ("tasks", "log"), ("agents", "list"), ("rejected", "list"),
+READ_VERBS = (("runs", "get"), ("runs", "list"), ("runs", "instances"), ("flows", "list"),
+              ("flows", "get"), ("tasks", "log"), ("agents", "list"), ("rejected", "list"),
               ("schedules", "list"), ("schedules", "get"))
 """The API requests that change nothing: all an observer may send."""
 

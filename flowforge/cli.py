@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from flowforge import batch_cli, graphs, render, runtime, schedule_cli
+from flowforge import batch_cli, graphs, render, runtime, schedule_cli, show_cli
 from flowforge.batch_cli import add_batch_parser
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
@@ -32,6 +32,7 @@ EPILOG = """examples:
   flowforge run pipeline_simple_ml --param n_rows=500 --wait
   flowforge runs --flow pipeline_simple --status failed
   flowforge show RUN_ID
+  flowforge show RUN_ID --task square --map-index 17
   flowforge logs RUN_ID TASK --follow
   flowforge cancel RUN_ID
   flowforge retry RUN_ID --wait
@@ -159,9 +160,9 @@ def _add_read_commands(cmd: AddCommand) -> None:
                    help=f"1 to {MAX_LIST_LIMIT} (default: %(default)s)")
     c.add_argument("--json", action="store_true", help="print JSON")
 
-    c = cmd("show", "a run with each task's status, attempt, agent, times, output and error")
-    c.add_argument("run_id")
-    c.add_argument("--json", action="store_true", help="print JSON")
+    c = cmd("show", "a run with each task's status, attempt, agent, times, output and error "
+            "(and a mapped task's instances); or one instance of a mapped task")
+    show_cli.add_show_args(c)
 
     c = cmd("flows", "list registered flows")
     c.add_argument("--json", action="store_true", help="print JSON")
@@ -227,10 +228,7 @@ async def _wait_and_show(c: Client, run_id: str, ns: argparse.Namespace) -> int:
     detail = await c.wait(run_id, timeout_s=getattr(ns, "wait_timeout", None),
                           on_detail=say_why_waiting)
     spec = (await c.flow(detail.run.flow, detail.run.version)).spec
-    if ns.json:
-        _print_json(detail)
-    else:
-        out(render.show_run(detail, spec))
+    await show_cli.print_run(c, detail, spec, ns.json)
     return runtime.EXIT_OK if detail.run.status is RunStatus.SUCCEEDED else runtime.EXIT_FAILED
 
 
@@ -279,19 +277,6 @@ async def _runs(c: Client, ns: argparse.Namespace) -> int:
     return runtime.EXIT_OK
 
 
-async def _show(c: Client, ns: argparse.Namespace) -> int:
-    detail = await c.get(ns.run_id)
-    if ns.json:
-        _print_json(detail)
-        return runtime.EXIT_OK
-    try:
-        spec = (await c.flow(detail.run.flow, detail.run.version)).spec
-    except FlowForgeError:
-        spec = None
-    out(render.show_run(detail, spec))
-    return runtime.EXIT_OK
-
-
 async def _flows(c: Client, ns: argparse.Namespace) -> int:
     flows = await c.flows()
     _print_json(flows) if ns.json else out(render.flows_table(flows))
@@ -331,7 +316,7 @@ async def _rejected(c: Client, ns: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
-    "register": _register, "run": _run, "runs": _runs, "show": _show, "flows": _flows,
+    "register": _register, "run": _run, "runs": _runs, "show": show_cli.run, "flows": _flows,
     "graph": _graph, "rejected": _rejected, "agents": _agents, "cancel": _cancel,
     "retry": _retry, "mark": _mark, "logs": _logs, "schedule": schedule_cli.run,
     "batch": batch_cli.run,

@@ -14,6 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from flowforge.batch_calls import BatchCalls
 from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.jspub import JsPublisher
+from flowforge.map_calls import MapCalls
 from flowforge.registry import REGISTRY
 from flowforge.schedule_calls import ScheduleCalls
 from protocol import api
@@ -98,7 +99,7 @@ def _code_schedules(specs: list[FlowSpec]) -> dict[str, list[ScheduleSpec]]:
             if REGISTRY.flows.get(s.name) is s}
 
 
-class Client(ScheduleCalls, BatchCalls):
+class Client(ScheduleCalls, BatchCalls, MapCalls):
     """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:

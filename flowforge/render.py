@@ -101,7 +101,12 @@ def ordered(detail: RunDetail, spec: FlowSpec | None) -> list[TaskRecord]:
     return sorted(detail.tasks, key=lambda t: (rank.get(t.task, len(rank)), t.task))
 
 
-def show_run(detail: RunDetail, spec: FlowSpec | None) -> str:
+def show_run(detail: RunDetail, spec: FlowSpec | None,
+             extra: Mapping[str, list[str]] | None = None) -> str:
+    """A run: its header, a table of its tasks, then what more there is to say of each (its
+    attempts, note, error; and the lines in ``extra`` for it, such as a mapped task's
+    instances)."""
+    extra = extra or {}
     run = detail.run
     out = [
         f"run {run.run_id}  flow {run.flow}  version {run.version}  {run.status.value.upper()}",
@@ -126,7 +131,7 @@ def show_run(detail: RunDetail, spec: FlowSpec | None) -> str:
          for t in tasks],
     ))
     for t in tasks:
-        if t.error_type or t.note or t.checkpoint or len(t.history) > 1:
+        if t.error_type or t.note or t.checkpoint or len(t.history) > 1 or t.task in extra:
             out.append("")
             out.append(f"── {t.task} ({t.status.value}, attempt {t.attempt})")
             for a in t.history if len(t.history) > 1 or t.started_at is None else []:
@@ -141,6 +146,68 @@ def show_run(detail: RunDetail, spec: FlowSpec | None) -> str:
                 out.append(f"{t.error_type}: {t.error_message}")
             if t.traceback:
                 out.append(t.traceback.rstrip())
+            out += extra.get(t.task, [])
+    return "\n".join(out)
+
+
+MAPPED_ORDER = (TaskStatus.FAILED, TaskStatus.RETRY_WAIT, TaskStatus.RUNNING, TaskStatus.QUEUED,
+                TaskStatus.CANCELLED, TaskStatus.PENDING, TaskStatus.SUCCEEDED)
+"""The order a mapped task's instances are counted and listed in: what needs a look first."""
+MAPPED_LISTED = MAPPED_ORDER[:5]
+"""The states whose instances ``show`` lists (the rest are only counted)."""
+
+
+def mapped_counts(counts: Mapping[str, int], total: int | None) -> str:
+    """``98 succeeded, 2 failed of 100 items`` — with the items not reached yet."""
+    parts = [f"{counts[s]:,} {s.value}" for s in MAPPED_ORDER if counts.get(s)]
+    made = sum(counts.values())
+    if total is not None and total > made:
+        parts.append(f"{total - made:,} not started")
+    text = ", ".join(parts) or "none made yet"
+    return text + (f" of {total:,} items" if total is not None else "")
+
+
+def mapped_lines(run_id: str, task: str, counts: Mapping[str, int], total: int | None,
+                 listed: Sequence[TaskRecord]) -> list[str]:
+    """A mapped task's instances under its section of ``show``: counted by state, then those
+    that need a look (failed first) with their error, and how many more there are."""
+    out = [f"instances: {mapped_counts(counts, total)}"]
+    if listed:
+        rows = [[t.task.rpartition("~")[2], t.status.value, str(t.attempt), t.agent_id or "-",
+                 cut(f"{t.error_type}: {t.error_message or ''}" if t.error_type else t.note or "",
+                     80)] for t in listed]
+        out += ["   " + line for line in table(
+            ["index", "status", "attempt", "agent", "error"], rows).splitlines()]
+    more = sum(counts.get(s, 0) for s in MAPPED_LISTED) - len(listed)
+    if more > 0:
+        out.append(f"   … {more:,} more")
+    if listed or more > 0:
+        out.append(f"   one in full: flowforge show {run_id} --task {task} --map-index INDEX")
+    return out
+
+
+def show_instance(rec: TaskRecord) -> str:
+    """One instance of a mapped task: its state, attempts with agents and times, output,
+    error and traceback."""
+    out = [f"{rec.task} of run {rec.run_id}  {rec.status.value.upper()}  attempt {rec.attempt}",
+           f"queue {rec.queue}  agent {rec.agent_id or '-'}  queued {stamp(rec.queued_at)}  "
+           f"started {stamp(rec.started_at)}  finished {stamp(rec.finished_at)}  "
+           f"took {duration(rec.started_at, rec.finished_at)}"]
+    if rec.note:
+        out.append(rec.note)
+    if rec.history:
+        out.append("attempts:")
+        for a in rec.history:
+            error = f"  {a.error_type}: {a.error_message or ''}" if a.error_type else ""
+            out.append(f"   {a.attempt}: {a.outcome:10} on {a.agent_id or '-'} "
+                       f"{clock(a.started_at)} {duration(a.started_at, a.finished_at)}{error}")
+    if rec.status is TaskStatus.SUCCEEDED:
+        out.append(f"output {bytes(rec.output).decode()}")
+    if rec.error_type:
+        out.append(f"{rec.error_type}: {rec.error_message}")
+    if rec.traceback:
+        out.append(rec.traceback.rstrip())
+    out.append(f"log: flowforge logs {rec.run_id} {rec.task}")
     return "\n".join(out)
 
 

@@ -5,11 +5,12 @@ from typing import Annotated, Any
 import msgspec
 
 from protocol.batch_api import BATCH_REQUESTS
-from protocol.fields import Key, ListLimit, Name, Text, Token
+from protocol.fields import Key, ListLimit, Name, TaskRef, Text, Token
 from protocol.flows import FlowSpec
-from protocol.limits import MAX_ID_CHARS
+from protocol.limits import MAX_ID_CHARS, MAX_LIST_LIMIT
+from protocol.records import TaskRecord
 from protocol.schedules import FireRecord, ScheduleSpec, ScheduleState
-from protocol.states import RunStatus
+from protocol.states import RunStatus, TaskStatus
 
 
 class RegisterFlows(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,7 +80,47 @@ class MarkTask(msgspec.Struct, frozen=True, kw_only=True):
 
 class GetLog(msgspec.Struct, frozen=True, kw_only=True):
     run_id: Token
+    task: TaskRef
+    """A task, or an instance of a mapped task (``T~3``)."""
+
+
+MAX_MAP_INDEX = 9_999_999
+"""Largest index an instance name can carry (``T~9999999``)."""
+MapIndex = Annotated[int, msgspec.Meta(ge=0, le=MAX_MAP_INDEX)]
+
+
+class GetInstances(msgspec.Struct, frozen=True, kw_only=True):
+    """The instances of a mapped task of a run: how many are in each state, and a page of them
+    in index order (those after ``after_index``, only in ``status`` if given) — or with
+    ``index`` exactly that one."""
+
+    run_id: Token
     task: Name
+    status: TaskStatus | None = None
+    after_index: Annotated[int, msgspec.Meta(ge=-1, le=MAX_MAP_INDEX)] = -1
+    limit: Annotated[int, msgspec.Meta(ge=0, le=MAX_LIST_LIMIT)] = 100
+    """At most this many (fewer when they would not fit in one answer); 0 for the counts only."""
+    index: MapIndex | None = None
+    counts: bool = True
+    """Count the instances by state (a pass over all of them: leave it out for later pages)."""
+
+
+class MapInstances(msgspec.Struct, kw_only=True):
+    """A mapped task of a run, its instances counted by state, and a page of them."""
+
+    run_id: str
+    task: str
+    status: TaskStatus
+    """The mapped task's own state."""
+    total: int | None = None
+    """How many items it maps over, once it started (None when not known)."""
+    counts: dict[str, int] = {}
+    """Instances made so far by state; the items not reached yet have none (``total`` minus
+    their sum). Empty when not asked for."""
+    instances: list[TaskRecord] = []
+    """In index order."""
+    next_after: int | None = None
+    """More may follow: ask again with ``after_index`` set to this; None after the last."""
 
 
 class TaskLogText(msgspec.Struct, frozen=True, kw_only=True):
@@ -178,6 +219,7 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("runs", "retry"): RetryRun,
     ("tasks", "mark"): MarkTask,
     ("tasks", "log"): GetLog,
+    ("runs", "instances"): GetInstances,
     ("rejected", "list"): ListRejected,
     ("agents", "list"): ListAgents,
     ("schedules", "put"): PutSchedule,

@@ -25,6 +25,8 @@ class ErrorCode(StrEnum):
     """No schedule of that name exists."""
     UNKNOWN_BATCH = "unknown_batch"
     """No batch of that id or name exists."""
+    UNKNOWN_INSTANCE = "unknown_instance"
+    """A mapped task has no instance of that index (none was made, or the list is shorter)."""
     BUSY = "busy"
     """The coordinator has too many requests in hand; try again shortly."""
     INTERNAL = "internal"
@@ -113,6 +115,10 @@ class UnknownBatch(FlowForgeError):
 
     def __init__(self, ref: str) -> None:
         super().__init__(f"no batch with id or name {ref!r}; `flowforge batch list` shows them")
+
+
+class UnknownInstance(FlowForgeError):
+    code = ErrorCode.UNKNOWN_INSTANCE
 
 
 class InvalidParams(FlowForgeError):

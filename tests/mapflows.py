@@ -15,7 +15,8 @@ def not_a_list() -> dict:
     return {"n": 3}
 
 
-def square(item: int, map_index: int, fail_on: list | None = None) -> int:
+def square(ctx: TaskContext, item: int, map_index: int, fail_on: list | None = None) -> int:
+    ctx.logger.info("squaring item %s at index %s", item, map_index)
     if fail_on and item in fail_on:
         raise ValueError(f"item {item} (index {map_index}) was asked to fail")
     return item * item
@@ -121,4 +122,16 @@ def register_chunked_flaky(chunk: int = 4) -> FlowSpec:
         "numbers": {"function": numbers},
         "flaky_item": {"function": flaky_item, "map_over": "numbers", "chunk": chunk,
                        "retries": 1},
+    })
+
+
+def big_item(item: int, size: int = 20_000) -> str:
+    """An output of ``size`` characters (pages of instances stop at the answer's size)."""
+    return f"{item:06d}" + "x" * size
+
+
+def register_big() -> FlowSpec:
+    return register_task_pipeline(flow_name="big_fan", pipeline={
+        "numbers": {"function": numbers},
+        "big_item": {"function": big_item, "map_over": "numbers"},
     })

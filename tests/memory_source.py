@@ -10,7 +10,8 @@ from typing import Any
 
 import msgspec
 
-from protocol.api import FlowDetail, ScheduleDetail
+from coordinator.instances_api import total_from_note
+from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchItem, BatchRecord, BatchState, ItemStatus
 from protocol.errors import NotConnected, RemoteError, UnknownBatch, UnknownFlow, UnknownRun
@@ -51,7 +52,8 @@ class MemorySource:
                  logs: dict[tuple[str, str], str] | None = None,
                  clock: Callable[[], float] = lambda: 0.0,
                  schedules: Iterable[ScheduleState] = (),
-                 batches: Iterable[tuple[BatchRecord, list[BatchItem]]] = ()) -> None:
+                 batches: Iterable[tuple[BatchRecord, list[BatchItem]]] = (),
+                 instances: Iterable[TaskRecord] = ()) -> None:
         self.flow_details = {f.spec.name: f for f in flows}
         self.details = {d.run.run_id: d for d in runs}
         self.agent_list = list(agents)
@@ -62,6 +64,13 @@ class MemorySource:
         """Items by batch, in sequence order; counts are taken from them when asked."""
         self.batch_queries: list[tuple[str, int, int, str | None]] = []
         """Every ``batch`` call: (ref, items, after_seq, status)."""
+        self.map_instances: dict[tuple[str, str], dict[int, TaskRecord]] = {}
+        """Mapped tasks' instances by (run, task), by index; ``push`` of one changes it (no
+        event: the coordinator publishes none for instances)."""
+        for rec in instances:
+            self._keep_instance(rec)
+        self.instance_queries: list[tuple[str, str, str | None, int, int, bool]] = []
+        """Every ``instances`` call: (run, task, status, after_index, limit, counts)."""
         self.logs = dict(logs or {})
         """Stored logs by (run, task); a pushed TaskLog adds to them."""
         self.clock = clock
@@ -75,8 +84,16 @@ class MemorySource:
 
     # -- playing a deployment ------------------------------------------------------------
 
+    def _keep_instance(self, rec: TaskRecord) -> None:
+        task, _, index = rec.task.rpartition("~")
+        self.map_instances.setdefault((rec.run_id, task), {})[int(index)] = rec
+
     def push(self, event: SourceEvent) -> None:
-        """Send an event to every subscriber (and keep the records current for later calls)."""
+        """Send an event to every subscriber (and keep the records current for later calls);
+        an instance of a mapped task is only kept."""
+        if isinstance(event, TaskRecord) and "~" in event.task:
+            self._keep_instance(event)
+            return
         match event:
             case RunRecord():
                 old = self.details.get(event.run_id)
@@ -169,6 +186,27 @@ class MemorySource:
     async def task_log(self, run_id: str, task: str) -> str:
         self._check()
         return self.logs.get((run_id, task), "")
+
+    async def instances(self, run_id: str, task: str, *, status: str | None = None,
+                        after_index: int = -1, limit: int = 100,
+                        counts: bool = True) -> MapInstances:
+        detail = await self.get(run_id)
+        self.instance_queries.append((run_id, task, status, after_index, limit, counts))
+        spec = self.flow_details[detail.run.flow].spec
+        if not any(t.name == task and t.map_over for t in spec.tasks):
+            raise RemoteError("bad_request", f"task {task!r} of run {run_id} is not mapped")
+        rec = next((t for t in detail.tasks if t.task == task), None)
+        made = sorted(self.map_instances.get((run_id, task), {}).items())
+        counted: dict[str, int] = {}
+        for _, i in made if counts else []:
+            counted[i.status.value] = counted.get(i.status.value, 0) + 1
+        page = [i for n, i in made if n > after_index and (status is None or i.status == status)]
+        return MapInstances(run_id=run_id, task=task,
+                            status=rec.status if rec else TaskStatus.PENDING,
+                            total=total_from_note(rec.note if rec else None), counts=counted,
+                            instances=page[:limit],
+                            next_after=int(page[limit - 1].task.rpartition("~")[2])
+                            if limit and len(page) > limit else None)
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
         self._check()

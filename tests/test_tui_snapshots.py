@@ -12,10 +12,13 @@ import pytest
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
-from tests.test_tui_app import SIZE, panel_text, run_screen
+from tests.test_tui_app import SIZE, panel_text, run_screen, shown
+from tests.test_tui_map import RUN as MAPPED_RUN
+from tests.test_tui_map import map_source
 from tests.test_tui_support import clock, memory_source, until, utc
 from tui.app import DashboardApp
 from tui.dag_view import DagView
+from tui.instances_view import InstancesScreen
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +101,40 @@ def test_the_batches_view_shows_progress_counts_and_the_failed_items_first(snap_
         await until(lambda: items.row_count == 300)
         await until(lambda: "not listed" in panel_text(app, "#batch-items-note"))
         await pilot.wait_for_scheduled_animations()  # the tab's underline slides over
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_a_mapped_task_counts_its_instances_and_lists_the_failed_first(snap_compare: Any) -> None:
+    app = DashboardApp(map_source(), clock=clock, tick_s=None)
+
+    async def ready(pilot: Pilot[None]) -> None:
+        app.open_run(MAPPED_RUN)
+        screen = await run_screen(app)
+        dag = screen.query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None and "37/100 ✓35 ✗2 ▶3" in shown(dag))
+        dag.selected = "square"
+        await until(lambda: "ValueError: item 17" in panel_text(app, "#run-task"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_the_instances_of_a_mapped_task_failed_first_and_one_in_full(snap_compare: Any) -> None:
+    app = DashboardApp(map_source(), clock=clock, tick_s=None)
+
+    async def ready(pilot: Pilot[None]) -> None:
+        app.open_run(MAPPED_RUN)
+        screen = await run_screen(app)
+        dag = screen.query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None and "37/100" in shown(dag))
+        dag.selected = "square"
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, InstancesScreen))
+        table = app.screen.query_one("#map-instances", DataTable)
+        await until(lambda: table.row_count == 40)
+        await until(lambda: "squaring item 4" in panel_text(app, "#map-instance"))
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

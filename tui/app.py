@@ -21,6 +21,7 @@ from tui.batches_view import BatchesView
 from tui.flows_view import FlowsView
 from tui.follower import Follower
 from tui.hub import Hub
+from tui.instances_view import InstancesScreen
 from tui.model import Dirty, Model
 from tui.operator import Operator
 from tui.problems_view import ProblemsView
@@ -36,7 +37,8 @@ EPILOG = """examples:
   flowforge-dashboard                              # NATS on 127.0.0.1:4222
   flowforge-dashboard --nats nats://ops-nats:4222 --namespace staging
 
-keys: f flows, r runs, a agents, p problems, enter open, t trigger, c cancel, y retry,
+keys: f flows, r runs, a agents, p problems, enter open (on a mapped task: its instances,
+failed first), t trigger, c cancel, y retry,
 w schedules (u pause or resume, n run now), b batches (enter its items, enter on an item its
 run, u pause or resume, c cancel), m mark a task, o a task's whole output,
 g its whole log, l load more runs,
@@ -127,13 +129,13 @@ class DashboardApp(App[None]):
         return not (action == "show_tab" and isinstance(self.screen, ModalScreen))
 
     def action_show_tab(self, tab: str) -> None:
-        while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen):
+        while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen | InstancesScreen):
             self.pop_screen()
         self.query_one("#tabs", TabbedContent).active = tab
         self.query_one(self.FOCUS[tab]).focus()
 
     def open_run(self, run_id: str) -> None:
-        if isinstance(self.screen, RunScreen):
+        while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen | InstancesScreen):
             self.pop_screen()
         self.push_screen(RunScreen(run_id))
 
@@ -154,7 +156,7 @@ class DashboardApp(App[None]):
 
     def selected_run(self, screen: Screen[Any]) -> str | None:
         """The run the user is on: the open run, else the runs table's highlighted row."""
-        if isinstance(screen, RunScreen):
+        if isinstance(screen, RunScreen | InstancesScreen):
             return screen.run_id
         tabs = next(screen.query("#tabs").results(TabbedContent), None)
         if tabs is None or tabs.active != "runs":

@@ -10,7 +10,7 @@ from nats.errors import Error as NatsError
 
 from flowforge.client import Client, decode_events, decode_log_event
 from flowforge.connection import ConnectOptions
-from protocol.api import FlowDetail, ScheduleDetail
+from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchRecord
 from protocol.errors import NotConnected
@@ -117,6 +117,12 @@ class ClientSource:
 
     async def task_log(self, run_id: str, task: str) -> str:
         return await self._guard(self.client.task_log(run_id, task))
+
+    async def instances(self, run_id: str, task: str, *, status: str | None = None,
+                        after_index: int = -1, limit: int = 100,
+                        counts: bool = True) -> MapInstances:
+        return await self._guard(self.client.instances(
+            run_id, task, status=status, after_index=after_index, limit=limit, counts=counts))
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
         return await self._guard(self.client.start(flow, params, source="dashboard"))

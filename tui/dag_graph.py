@@ -12,12 +12,15 @@ SWEEPS = 4
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """A task to draw: its name, what it waits for, its group (if nested) and its label."""
+    """A task to draw: its name, what it waits for, its group (if nested), its label and
+    whether it is mapped."""
 
     name: str
     deps: tuple[str, ...] = ()
     group: str | None = None
     label: str = ""
+    mapped: bool = False
+    """A mapped task: its box is drawn taller and wider, with a caption (its instances' counts)."""
 
 
 class Graph:

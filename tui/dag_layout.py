@@ -31,12 +31,16 @@ Glyph = Callable[[str], str]
 """A task's one-character mark (its state)."""
 Progress = Callable[[str], float | None]
 """How far a task is (0 to 1), or None to draw a plain box."""
+Caption = Callable[[str, int], str]
+"""A mapped task's second line (its instances' counts), at most the given width."""
+MAPPED_WIDTH = 24
+"""A mapped task's box is at least this wide (at the default zoom): room for its caption."""
 Direction = Literal["up", "down", "left", "right"]
 
 
 @dataclass(frozen=True, slots=True)
 class Box:
-    """Where a task's box is on the canvas (three rows high)."""
+    """Where a task's box is on the canvas (three rows high, or more: see ``_box_height``)."""
 
     name: str
     x: int
@@ -65,7 +69,7 @@ class _Frame:
 
 
 def nodes_of(spec: FlowSpec) -> list[Node]:
-    return [Node(t.name, t.depends_on, t.group, t.name) for t in spec.tasks]
+    return [Node(t.name, t.depends_on, t.group, t.name, t.map_over is not None) for t in spec.tasks]
 
 
 class DagLayout:
@@ -78,6 +82,11 @@ class DagLayout:
         graph = Graph(nodes)
         self._graph = graph
         self.labels = {n.name: _cut(n.label or n.name, max_label) for n in nodes}
+        self.mapped = {n.name for n in nodes if n.mapped}
+        wide = min(MAPPED_WIDTH, max_label + 12)
+        self.box_w = {n.name: max(len(self.labels[n.name]) + 6, wide if n.mapped else 0)
+                      for n in nodes}
+        """Each box's width: its label's, or a mapped task's caption's."""
         self.boxes: dict[str, Box] = {}
         self.order: list[list[str]] = []
         self._hsegs: dict[int, list[tuple[int, int]]] = defaultdict(list)
@@ -94,9 +103,9 @@ class DagLayout:
     # -- geometry ----------------------------------------------------------------------
 
     def _place(self, graph: Graph, layers: list[list[int]]) -> None:
-        widths = [max((len(self.labels[graph.nodes[i].name]) + 6 for i in items if i < graph.n),
+        widths = [max((self.box_w[graph.nodes[i].name] for i in items if i < graph.n),
                       default=0) + 2 for items in layers]
-        heights = [_box_height(len(graph.pred[i])) if i < graph.n else 1
+        heights = [_box_height(len(graph.pred[i]), graph.nodes[i].mapped) if i < graph.n else 1
                    for i in range(len(graph.layer))]
         ys, layer_heights, frames = _stack(graph, layers, heights)
         height = max(layer_heights, default=0)
@@ -138,7 +147,7 @@ class DagLayout:
 
     def _line_start(self, graph: Graph, item: int, col: int, channel: int) -> int:
         """Where an item's outgoing line starts: right of its box, or the channel for a dummy."""
-        return col + 1 + len(self.labels[graph.nodes[item].name]) + 6 if item < graph.n else channel
+        return col + 1 + self.box_w[graph.nodes[item].name] if item < graph.n else channel
 
     def _add_lines(self, channel: Route) -> None:
         for y, x0, x1 in channel.hsegs:
@@ -156,8 +165,7 @@ class DagLayout:
             for item in items:
                 if item < graph.n:
                     name = graph.nodes[item].name
-                    box = Box(name, col_x[lay] + 1, ys[item], len(self.labels[name]) + 6, lay,
-                              heights[item])
+                    box = Box(name, col_x[lay] + 1, ys[item], self.box_w[name], lay, heights[item])
                     self.boxes[name] = box
                     names.append(name)
                     for part in range(box.h):
@@ -178,10 +186,11 @@ class DagLayout:
 
     # -- drawing -----------------------------------------------------------------------
 
-    def row(self, y: int, glyph: Glyph | None = None, progress: Progress | None = None
-            ) -> list[Span]:
-        """Row ``y`` as spans; ``glyph(name)`` gives the one-character mark inside each box and
-        ``progress(name)`` a fraction done (or None), drawn as a bar in the box's bottom edge."""
+    def row(self, y: int, glyph: Glyph | None = None, progress: Progress | None = None,
+            caption: Caption | None = None) -> list[Span]:
+        """Row ``y`` as spans; ``glyph(name)`` gives the one-character mark inside each box,
+        ``progress(name)`` a fraction done (or None), drawn as a bar in the box's bottom edge,
+        and ``caption(name, width)`` a mapped task's second line."""
         width = self.width
         mask = bytearray(width)
         for x0, x1 in self._hsegs.get(y, ()):
@@ -204,7 +213,7 @@ class DagLayout:
         for frame, part in self._frame_rows.get(y, ()):
             self._draw_frame(frame, part, chars, own, owners, mask, arrows)
         for box, part in self._box_rows.get(y, ()):
-            text = self._box_text(box, part, glyph, progress)
+            text = self._box_text(box, part, glyph, progress, caption)
             chars[box.x:box.x + box.w] = text
             owners.append((box.name, "box"))
             own[box.x:box.x + box.w] = [len(owners) - 1] * box.w
@@ -217,13 +226,15 @@ class DagLayout:
         return _spans(chars, own, owners)
 
     def _box_text(self, box: Box, part: int, glyph: Glyph | None,
-                  progress: Progress | None) -> list[str]:
+                  progress: Progress | None, caption: Caption | None) -> list[str]:
         inner = box.w - 2
         if part == 0:
             return ["╭", *("─" * inner), "╮"]
         if part == box.h - 1:
             done = progress(box.name) if progress else None
             return ["╰", *(progress_edge(done, inner) if done is not None else "─" * inner), "╯"]
+        if part == 2 and caption is not None and box.name in self.mapped:
+            return list(f"│ {_cut(caption(box.name, inner - 2), inner - 2).ljust(inner - 2)} │")
         if part > 1:
             return ["│", *(" " * inner), "│"]
         mark = glyph(box.name)[:1] if glyph else "·"
@@ -248,9 +259,10 @@ class DagLayout:
         if not mask[right]:
             chars[right], own[right] = "┆", k
 
-    def text(self, glyph: Glyph | None = None, progress: Progress | None = None) -> str:
+    def text(self, glyph: Glyph | None = None, progress: Progress | None = None,
+             caption: Caption | None = None) -> str:
         """The whole canvas as plain text (for small graphs, logs and tests)."""
-        return "\n".join("".join(s.text for s in self.row(y, glyph, progress)).rstrip()
+        return "\n".join("".join(s.text for s in self.row(y, glyph, progress, caption)).rstrip()
                          for y in range(self.height))
 
     # -- navigation --------------------------------------------------------------------
@@ -295,9 +307,10 @@ def progress_edge(fraction: float, width: int) -> str:
     at = (width - len(label)) // 2
     return bar[:at] + label + bar[at + len(label):]
 
-def _box_height(entries: int) -> int:
-    """Three rows, or one entry row per dependency with a row between them."""
-    return max(3, 2 * entries + 1)
+def _box_height(entries: int, mapped: bool = False) -> int:
+    """Three rows (four for a mapped task: its caption), or one entry row per dependency with a
+    row between them."""
+    return max(4 if mapped else 3, 2 * entries + 1)
 
 
 def _exit_row(graph: Graph, item: int, ys: list[int]) -> int:

@@ -146,7 +146,8 @@ def shaped_nodes(spec: FlowSpec, collapsed: Iterable[str] = (), stacked: bool = 
     for task in spec.tasks:
         me = node_of.get(task.name)
         if me is None:
-            nodes.append(Node(task.name, tuple(deps[task.name]), task.group, task.name))
+            nodes.append(Node(task.name, tuple(deps[task.name]), task.group, task.name,
+                              task.map_over is not None))
         elif task.name == members[me][0]:
             label = f"{me} ({len(members[me])})"
             nodes.append(Node(me, tuple(deps[me]), None, label))
@@ -178,7 +179,7 @@ def _stack(nodes: list[Node], members: dict[str, tuple[str, ...]]) -> Shaped:
         deps = tuple(dict.fromkeys(stack_of.get(d, d) for d in n.deps))
         stack = stack_of.get(n.name)
         if stack is None:
-            out.append(Node(n.name, deps, n.group, n.label))
+            out.append(Node(n.name, deps, n.group, n.label, n.mapped))
         elif stacks[stack][0] == n.name:
             names = stacks[stack]
             out.append(Node(stack, deps, n.group, f"{len(names):,}× {names[0]} … {names[-1]}"))  # noqa: RUF001

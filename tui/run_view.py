@@ -1,6 +1,7 @@
-"""RunScreen: one run's DAG coloured by task state, with the selected task instance in full."""
+"""RunScreen: one run's DAG coloured by task state, with the selected task instance in full; a
+mapped task's box counts its instances by state, and enter lists them (failed first)."""
 
-from rich.console import RenderableType
+from rich.console import Group, RenderableType
 from rich.style import Style
 from rich.text import Text
 from textual import on, work
@@ -13,13 +14,17 @@ from textual.widgets import Footer, Static
 from flowforge.terminal import safe
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
+from protocol.records import TaskRecord
 from protocol.states import TaskStatus
-from tui import describe, palette
+from tui import describe, map_rows, palette
 from tui.banner import Banner
 from tui.dag_shape import group_status
 from tui.dag_view import DagView
 from tui.forms import TextScreen
 from tui.hub import hub_of
+from tui.instances_view import InstancesScreen
+from tui.map_rows import PANEL_ROWS, MapShown
+from tui.map_watch import Throttle, try_fetch
 from tui.model import Dirty
 
 
@@ -32,6 +37,7 @@ class RunScreen(Screen[None]):
         Binding("o", "output", "Full output"),
         Binding("g", "log", "Full log"),
         Binding("t", "trigger", "Run again"),
+        Binding("enter", "instances", "Instances", show=False),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -39,6 +45,13 @@ class RunScreen(Screen[None]):
         self.run_id = run_id
         self.spec: FlowSpec | None = None
         self.dag_view = DagView(id="run-dag", empty="loading the flow definition…")
+        self.mapped: list[str] = []
+        """The flow's mapped tasks."""
+        self.maps: dict[str, MapShown] = {}
+        """Each mapped task's instances as last fetched."""
+        self._basis: dict[str, TaskRecord] = {}
+        """Each mapped task's record when its instances were last asked for."""
+        self.throttle = Throttle(self, self.load_maps, group="run-maps")
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
@@ -79,10 +92,12 @@ class RunScreen(Screen[None]):
         found = await hub.flow_spec(run.flow, run.version)
         if found is not None:
             self.spec = found[0]
+            self.mapped = [t.name for t in self.spec.tasks if t.map_over]
             dag_view.show_flow(
                 *found, box_style=self.box_style, glyph=self.glyph, progress=self.progress,
-                keep_selection=False)
+                caption=self.caption, keep_selection=False)
         self.draw()
+        self.throttle.poke(at_once=True)
 
     def status_of(self, name: str) -> TaskStatus:
         """A task's state, or for a collapsed group the state that stands for its tasks'."""
@@ -105,11 +120,45 @@ class RunScreen(Screen[None]):
         rec = hub_of(self).model.tasks.get(self.run_id, {}).get(name)
         return rec.progress if rec and rec.status is TaskStatus.RUNNING else None
 
+    def caption(self, name: str, width: int) -> str:
+        """A mapped task's box: its instances counted by state (``37/100 ✓35 ✗2 ▶3``)."""
+        shown = self.maps.get(name)
+        if shown is not None:
+            return map_rows.caption(shown.counts, shown.total, width)
+        rec = hub_of(self).model.tasks.get(self.run_id, {}).get(name)
+        if rec is not None and rec.attempt:
+            return "counting…"
+        task = next((t for t in self.spec.tasks if t.name == name), None) if self.spec else None
+        return f"over {task.map_over}" if task is not None else ""
+
+    async def load_maps(self) -> None:
+        """Fetch the instances of each mapped task that started and changed since they were
+        last fetched: the counts, and for the selected one the first (failed first)."""
+        hub = hub_of(self)
+        selected = self.dag_view.selected
+        for name in self.mapped:
+            rec = hub.model.tasks.get(self.run_id, {}).get(name)
+            old = self.maps.get(name)
+            listing = name == selected
+            if rec is None or not rec.attempt or (
+                    rec is self._basis.get(name) and old is not None and (old.listed or not listing)):
+                continue
+            self._basis[name] = rec
+            self.maps[name] = await try_fetch(hub.source, self.run_id, name,
+                                              PANEL_ROWS if listing else 0, old)
+        if self.is_attached:
+            self.draw()
+
     def on_changed(self, dirty: Dirty) -> None:
         if self.spec is None and "link" in dirty.kinds:
             self.load()  # opened before the deployment answered: try again now that it does
         if self.run_id in dirty.runs or "tick" in dirty.kinds:
             self.draw()
+        if self.run_id in dirty.runs:
+            tasks = hub_of(self).model.tasks.get(self.run_id, {})
+            if any((rec := tasks.get(name)) is not None and rec.attempt
+                   and rec is not self._basis.get(name) for name in self.mapped):
+                self.throttle.poke()  # its instances moved on
 
     def draw(self) -> None:
         hub = hub_of(self)
@@ -143,6 +192,11 @@ class RunScreen(Screen[None]):
                 self.load_log(name)
             log = buffer.text if buffer.loaded else None
             text = describe.run_task(run, self.spec, rec, name, hub.clock(), log)
+            if name in self.mapped:
+                text = Group(text, map_rows.mapped_panel(self.maps.get(name)))
+                shown = self.maps.get(name)
+                if rec is not None and rec.attempt and (shown is None or not shown.listed):
+                    self.throttle.poke(at_once=True)  # its first instances, failed first
         for panel in self.query("#run-task").results(Static):  # none while the screen closes
             panel.update(text)
 
@@ -182,6 +236,15 @@ class RunScreen(Screen[None]):
         run = hub_of(self).model.runs.get(self.run_id)
         if run is not None:
             hub_of(self).operator.trigger(run.flow)
+
+    def action_instances(self) -> None:
+        """A mapped task's instances, failed first."""
+        name = self.task_name
+        if name is not None and name in self.mapped:
+            self.app.push_screen(InstancesScreen(self.run_id, name, self.spec))
+        elif name is not None:
+            self.app.notify(safe(f"{name} is not a mapped task: it has no instances"),
+                            markup=False)
 
     def action_output(self) -> None:
         name = self.task_name

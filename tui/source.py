@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from protocol.api import FlowDetail, ScheduleDetail
+from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchRecord
 from protocol.messages import ErrorEvent, TaskLog
@@ -84,6 +84,13 @@ class DataSource(Protocol):
 
     async def task_log(self, run_id: str, task: str) -> str:
         """The end of a task instance's log as the coordinator kept it."""
+        ...
+
+    async def instances(self, run_id: str, task: str, *, status: str | None = None,
+                        after_index: int = -1, limit: int = 100,
+                        counts: bool = True) -> MapInstances:
+        """A mapped task's instances counted by state (if ``counts``) and up to ``limit`` of
+        them after ``after_index`` in index order, only those in ``status`` if given."""
         ...
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord: ...
