@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from agent import logcapture
+from agent.asker import AgentAsker
 from agent.binding import BindPlan
 from agent.chunks import run_chunk
 from agent.executor import execute
@@ -18,6 +19,7 @@ from agent.progress import ProgressSink
 from agent.taskmsg import cancelled, read_task, settle, too_many_deliveries, unknown_function
 from agent.threads import TaskThreads
 from agent.updates import Updates
+from flowforge.client import Client
 from flowforge.context import TaskContext
 from protocol.errors import FlowForgeError
 from protocol.messages import TaskDispatch, TaskFailed, TaskSucceeded
@@ -44,11 +46,14 @@ class TaskRunner:
 
     def __init__(self, agent_id: str, functions: dict[str, Callable[..., Any]],
                  threads: TaskThreads, processes: ProcessPool | None, updates: Updates,
-                 stopping: Callable[[], bool]) -> None:
+                 stopping: Callable[[], bool],
+                 client: Callable[[], Client | None] = lambda: None) -> None:
         self._agent_id, self._functions = agent_id, functions
         self._plans = {ref: BindPlan.of(fn) for ref, fn in functions.items()}
         self._threads, self._processes = threads, processes
         self._updates, self._stopping = updates, stopping
+        self._client = client
+        self._asker: AgentAsker | None = None
         self._cancelled_runs: dict[str, None] = {}
         """Runs cancelled lately (newest last): their tasks are stopped or not started."""
 
@@ -82,11 +87,16 @@ class TaskRunner:
         item.ctx = TaskContext(
             run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
             params=task.params, agent_id=self._agent_id, sink=sink,
-            scheduled_for=task.scheduled_for,
+            scheduled_for=task.scheduled_for, asker=self._asker_here(),
         )
         if task.run_id in self._cancelled_runs:
             return cancelled(task, self._agent_id, time.time())
         return await self._call(item, task, fn, sink)
+
+    def _asker_here(self) -> AgentAsker:
+        if self._asker is None:
+            self._asker = AgentAsker(self._client, asyncio.get_running_loop())
+        return self._asker
 
     async def _call(self, item: TaskInHand, task: TaskDispatch, fn: Callable[..., Any],
                     sink: ProgressSink) -> TaskSucceeded | TaskFailed:

@@ -29,6 +29,7 @@ from agent.slots import SlotLedger
 from agent.taskmsg import settle
 from agent.threads import TaskThreads
 from agent.updates import Updates
+from flowforge.client import Client
 from flowforge.connection import connect
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
@@ -72,7 +73,10 @@ class Agent:
                                     busy=lambda: len(self._slots.in_state(TaskState.RUNNING)))
         self._updates = Updates(lambda: self._nc, self.subjects, self.agent_id, self._spawn)
         self._runner = TaskRunner(self.agent_id, config.functions, self._pool, self._procs,
-                                  self._updates, stopping=self._stop.is_set)
+                                  self._updates, stopping=self._stop.is_set,
+                                  client=lambda: self._client)
+        self._client: Client | None = None
+        """API requests of the tasks it runs (``ctx.mapped_outputs``), on its connection."""
         self.lease_s = config.lease_s
         self.ready = asyncio.Event()
 
@@ -98,6 +102,7 @@ class Agent:
         self._nc = await connect(self.config.connect, name=f"flowforge-agent {self.agent_id}",
                                  initial_attempts=20, on_closed=self._on_nats_closed)
         self._jspub = JsPublisher(self._nc, ack_timeout_s=REPORT_ACK_TIMEOUT_S)
+        self._client = Client.over(self._nc, self.config.connect)
         await self._jspub.start()
         self._results = ResultSender(self._jspub, self.subjects,
                                      result_message_limit(self._nc.max_payload))

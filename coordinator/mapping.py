@@ -142,8 +142,8 @@ def inputs_problem(dispatch: TaskDispatch, max_bytes: int) -> str | None:
     for name, raw in dispatch.inputs.items():
         if raw == TOO_MANY:
             return (f"the outputs of mapped task {name!r} are too many to pass as one value "
-                    f"(over {max_bytes:,} bytes); have its instances store large results and "
-                    "return references")
+                    f"(over {max_bytes:,} bytes): take ctx instead of a parameter named "
+                    f"{name!r} and iterate ctx.mapped_outputs({name!r})")
     size = sum(len(raw) for raw in dispatch.inputs.values())
     if size > max_bytes:
         return (f"the upstream outputs this task takes add up to {size:,} bytes, over the "

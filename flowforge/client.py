@@ -109,6 +109,13 @@ class Client(ScheduleCalls, BatchCalls, MapCalls):
         self._nc: NATS | None = None
         self._jspub: JsPublisher | None = None
 
+    @classmethod
+    def over(cls, nc: NATS, options: ConnectOptions, timeout_s: float = 10.0) -> "Client":
+        """A client on a connection someone else owns (an agent's): never closed by it."""
+        client = cls(options, timeout_s=timeout_s)
+        client._nc = nc
+        return client
+
     async def connect(self) -> "Client":
         if self._nc is None:
             self._nc = await connect(self.options, name="flowforge-client")

@@ -3,11 +3,23 @@
 import datetime
 import functools
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+from flowforge import mapped_outputs
+from protocol.api import MapInstances
 
 ProgressSink = Callable[[float | None, str | None], None]
 """Called (from any thread) with a fraction and/or a message; the agent reports it."""
+
+
+class Asker(Protocol):
+    """How a running task asks the coordinator (the agent's connection): blocking from the
+    task's thread, or awaited in an async task."""
+
+    def ask(self, body: Any, result_type: type[Any]) -> Any: ...
+
+    async def aask(self, body: Any, result_type: type[Any]) -> Any: ...
 
 
 class TaskContext:
@@ -24,6 +36,7 @@ class TaskContext:
         agent_id: str,
         sink: ProgressSink,
         scheduled_for: float | None = None,
+        asker: Asker | None = None,
     ) -> None:
         self.run_id = run_id
         self.flow = flow
@@ -36,6 +49,7 @@ class TaskContext:
         """A scheduled run's nominal time (aware, UTC): the hour or day whose data this run
         handles, however late it started; None for a run nobody scheduled."""
         self._sink = sink
+        self._asker = asker
         self._cancelled = False  # set by the agent's loop, read by the task's thread
 
     @functools.cached_property
@@ -55,6 +69,27 @@ class TaskContext:
     def checkpoint(self, message: str) -> None:
         """Record where the task is (kept as the task's last checkpoint, shown by monitors)."""
         self._sink(None, str(message))
+
+    def mapped_outputs(self, task: str) -> Iterator[Any]:
+        """The outputs of mapped task ``task`` of this run, in item order (None for an item
+        that failed), read a page at a time: for outputs too many to pass as one value. In an
+        async task use ``async for ... in ctx.amapped_outputs(task)``."""
+        asker = self._need_asker()
+        return mapped_outputs.outputs(lambda body: asker.ask(body, MapInstances), self.run_id,
+                                      task)
+
+    def amapped_outputs(self, task: str) -> AsyncIterator[Any]:
+        """``mapped_outputs`` for an async task."""
+        asker = self._need_asker()
+        return mapped_outputs.aoutputs(lambda body: asker.aask(body, MapInstances),
+                                       self.run_id, task)
+
+    def _need_asker(self) -> Asker:
+        if self._asker is None:
+            raise RuntimeError("this task cannot ask the coordinator from here: "
+                               "ctx.mapped_outputs works in the agent's thread pool and in "
+                               "async tasks, not yet with --pool process")
+        return self._asker
 
     @property
     def cancelled(self) -> bool:

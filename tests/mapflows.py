@@ -135,3 +135,30 @@ def register_big() -> FlowSpec:
         "numbers": {"function": numbers},
         "big_item": {"function": big_item, "map_over": "numbers"},
     })
+
+
+def count_pages(ctx: TaskContext) -> dict:
+    """Reads big_item's outputs through ctx.mapped_outputs: how many, in order, which failed."""
+    seen = list(ctx.mapped_outputs("big_item"))
+    indexes = [int(v[:6]) for v in seen if v]
+    return {"n": len(seen), "ordered": indexes == sorted(indexes),
+            "missing": [i for i, v in enumerate(seen) if v is None]}
+
+
+async def count_pages_async(ctx: TaskContext) -> dict:
+    seen = [v async for v in ctx.amapped_outputs("big_item")]
+    return {"n": len(seen), "first": seen[0][:6] if seen else None}
+
+
+def takes_all(big_item: list) -> int:
+    return len(big_item)
+
+
+def register_big_join(join: str = "sync") -> FlowSpec:
+    """numbers → big_item (mapped, large outputs) → a join reading them a page at a time."""
+    fn = {"sync": count_pages, "async": count_pages_async, "param": takes_all}[join]
+    return register_task_pipeline(flow_name="big_join", pipeline={
+        "numbers": {"function": numbers},
+        "big_item": {"function": big_item, "map_over": "numbers"},
+        "join": {"function": fn, "depends_on": ["big_item"]},
+    })

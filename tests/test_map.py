@@ -268,3 +268,34 @@ def test_chunk_applies_to_a_mapped_task_and_is_bounded() -> None:
             "a": {"function": mapflows.numbers, "chunk": 5}})
     with pytest.raises(InvalidOption, match="must be 1 to 10,000 items"):
         mapflows.register_chunked(chunk=0)
+
+
+@pytest.mark.parametrize("join", ["sync", "async"])
+async def test_outputs_too_many_for_one_value_are_read_a_page_at_a_time(
+    coordinator, start_agent, client: Client, join: str
+) -> None:
+    flow = mapflows.register_big_join(join)
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    n = 90  # 90 outputs of 100,000 characters: over the 8 MB one task message may carry
+    run = await client.start("big_join", {"n": n, "size": 100_000})
+    detail = await client.wait(run.run_id, timeout_s=90)
+    assert detail.run.status is RunStatus.SUCCEEDED, _task(detail, "join").error_message
+    assert "too many to pass as one value" in (_task(detail, "big_item").note or "")
+    if join == "sync":
+        assert _output(detail, "join") == {"n": n, "ordered": True, "missing": []}
+    else:
+        assert _output(detail, "join") == {"n": n, "first": "000000"}
+
+
+async def test_a_parameter_taking_outputs_too_many_for_one_value_fails_saying_what_to_do(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_big_join("param")
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    detail = await client.wait((await client.start("big_join", {"n": 90, "size": 100_000})).run_id,
+                               timeout_s=90)
+    join = _task(detail, "join")
+    assert join.status is TaskStatus.FAILED
+    assert "iterate ctx.mapped_outputs('big_item')" in (join.error_message or "")
