@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowforge import render, runtime
+from flowforge import render, runtime, show_cli
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
@@ -17,7 +17,8 @@ from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
 from flowforge.terminal import out
 from protocol.errors import FlowForgeError
-from protocol.records import RunRecord, TaskRecord
+from protocol.flows import FlowSpec
+from protocol.records import RunDetail, RunRecord, TaskRecord
 from protocol.states import RUN_FINAL, RunStatus, TaskStatus
 from protocol.subjects import DEFAULT_NAMESPACE
 
@@ -202,10 +203,22 @@ async def _follow(client: Client, flow: str, params: dict[str, Any]) -> int:
     for t in render.ordered(detail, spec):
         if t.error_type:
             out(f"\n── {t.task} failed: {t.error_type}: {t.error_message}\n{t.traceback or ''}")
+    await _print_mapped(client, detail, spec)
     r = detail.run
     out(f"\nrun {r.run_id} {r.status.value} in {render.duration(r.started_at, r.finished_at)}"
           f" ({r.counts.succeeded}/{r.counts.total} tasks succeeded)")
     return runtime.EXIT_OK if r.status is RunStatus.SUCCEEDED else runtime.EXIT_FAILED
+
+
+async def _print_mapped(client: Client, detail: RunDetail, spec: FlowSpec) -> None:
+    """Under the table: each mapped task that started, its instances counted and the failed."""
+    run_id = detail.run.run_id
+    for task in spec.tasks:
+        if task.map_over and any(r.task == task.name and r.attempt for r in detail.tasks):
+            found = await show_cli.listed(client, run_id, task.name)
+            lines = render.mapped_lines(run_id, task.name, found.counts, found.total,
+                                        found.instances)
+            out(f"\n── {task.name} (mapped) " + "\n".join(lines))
 
 
 def dev_main(ns: argparse.Namespace) -> int:

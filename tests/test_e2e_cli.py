@@ -199,6 +199,16 @@ async def test_dev_runs_a_flow_headless_and_exits_0_or_1_with_a_summary(tmp_path
     assert (tmp_path / "d" / "flowforge.db").is_file()
 
 
+async def test_dev_runs_the_mapping_example_and_lists_its_failed_instance(
+    tmp_path, cli_env
+) -> None:
+    result = await cli(cli_env, "dev", "examples/mapping.py", "--headless", "--data-dir",
+                       str(tmp_path / "d"), "--listen", "127.0.0.1:-1", "--run", "files_fan")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "── count_rows (mapped) instances: 1 failed, 7 succeeded of 8 items" in result.stdout
+    assert "part-00005.csv: truncated gzip stream" in result.stdout
+
+
 async def test_a_standalone_coordinator_starts_its_embedded_nats_server(
     spawn, tmp_path, cli_env
 ) -> None:
