@@ -3,12 +3,14 @@
 import asyncio
 import contextvars
 import functools
+import inspect
 import time
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from agent import streams
 from agent.binding import BindError, BindPlan
 from agent.outputs import OutputError, encode_output, user_traceback
 from agent.procpool import ProcessPool, TaskError, WorkerDied, call_for
@@ -31,6 +33,7 @@ async def execute(
     agent_id: str,
     processes: ProcessPool | None = None,
     lingering: list[asyncio.Future[Any]] | None = None,
+    send_items: streams.SendItems | None = None,
 ) -> TaskSucceeded | TaskFailed:
     """Run one attempt and return its terminal report; never raises for the task's own errors.
 
@@ -43,11 +46,11 @@ async def execute(
         kwargs = plan.bind(task, ctx)
         if plan.is_async:
             output = encode_output(await _with_timeout(fn(**kwargs), task.timeout_s))
-        elif processes is not None:
+        elif processes is not None and not _is_generator(fn):
             output = await _in_process(processes, task, kwargs, ctx)
-        else:
+        else:  # a generator task runs in a thread whatever the pool: it yields to the agent
             outcome = await _in_thread(threads, fn, kwargs, task.timeout_s, lingering)
-            output = encode_output(_unwrap(outcome))
+            output = encode_output(await _drained(_unwrap(outcome), threads, send_items))
     except asyncio.CancelledError:
         raise
     except BindError as exc:
@@ -80,6 +83,21 @@ async def _in_thread(
         if lingering is not None:  # a thread cannot be stopped: its slot stays taken
             lingering.append(thread)
         raise
+
+
+def _is_generator(fn: Callable[..., Any]) -> bool:
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+async def _drained(value: Any, threads: TaskThreads, send: streams.SendItems | None) -> Any:
+    """A generator's items sent as they come (its value: how many); any other value as is."""
+    if not (inspect.isgenerator(value) or inspect.isasyncgen(value)):
+        return value
+    if send is None:
+        raise OutputError("the task is a generator, and nothing here takes its items")
+    if inspect.isasyncgen(value):
+        return await streams.drain_async(value, send)
+    return await streams.drain(value, threads, send)
 
 
 def _unwrap(outcome: Outcome) -> Any:

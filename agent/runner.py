@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -16,13 +16,14 @@ from agent.executor import execute
 from agent.inhand import TaskInHand, TaskState
 from agent.procpool import ProcessPool
 from agent.progress import ProgressSink
+from agent.streams import SendItems
 from agent.taskmsg import cancelled, read_task, settle, too_many_deliveries, unknown_function
 from agent.threads import TaskThreads
 from agent.updates import Updates
 from flowforge.client import Client
 from flowforge.context import TaskContext
 from protocol.errors import FlowForgeError
-from protocol.messages import TaskDispatch, TaskFailed, TaskSucceeded
+from protocol.messages import TaskDispatch, TaskFailed, TaskItems, TaskSucceeded, encoder
 
 log = logging.getLogger("flowforge.agent")
 
@@ -47,12 +48,15 @@ class TaskRunner:
     def __init__(self, agent_id: str, functions: dict[str, Callable[..., Any]],
                  threads: TaskThreads, processes: ProcessPool | None, updates: Updates,
                  stopping: Callable[[], bool],
-                 client: Callable[[], Client | None] = lambda: None) -> None:
+                 client: Callable[[], Client | None] = lambda: None,
+                 store_report: Callable[[str, bytes], Awaitable[None]] | None = None) -> None:
         self._agent_id, self._functions = agent_id, functions
         self._plans = {ref: BindPlan.of(fn) for ref, fn in functions.items()}
         self._threads, self._processes = threads, processes
         self._updates, self._stopping = updates, stopping
         self._client = client
+        self._store_report = store_report
+        """Publishes a report and waits until the stream stored it (a generator's items)."""
         self._asker: AgentAsker | None = None
         self._cancelled_runs: dict[str, None] = {}
         """Runs cancelled lately (newest last): their tasks are stopped or not started."""
@@ -93,6 +97,19 @@ class TaskRunner:
             return cancelled(task, self._agent_id, time.time())
         return await self._call(item, task, fn, sink)
 
+    def _items_sender(self, item: TaskInHand, task: TaskDispatch) -> SendItems | None:
+        store = self._store_report
+        if store is None:
+            return None
+
+        async def send(first: int, items: list[bytes]) -> None:
+            report = TaskItems(run_id=task.run_id, task=task.task, attempt=task.attempt,
+                               agent_id=self._agent_id, delivery=item.delivery, at=time.time(),
+                               first_index=first, items=[msgspec.Raw(b) for b in items])
+            await store(task.run_id, encoder.encode(report))
+
+        return send
+
     def _asker_here(self) -> AgentAsker:
         if self._asker is None:
             self._asker = AgentAsker(self._client, asyncio.get_running_loop())
@@ -112,7 +129,7 @@ class TaskRunner:
 
         async def run_one(one: TaskDispatch) -> TaskSucceeded | TaskFailed:
             return await execute(one, fn, plan, ctx, self._threads, self._agent_id,
-                                 self._processes, item.lingering)
+                                 self._processes, item.lingering, self._items_sender(item, one))
 
         try:
             report = await (run_one(task) if task.chunk is None else run_chunk(

@@ -74,7 +74,8 @@ class Agent:
         self._updates = Updates(lambda: self._nc, self.subjects, self.agent_id, self._spawn)
         self._runner = TaskRunner(self.agent_id, config.functions, self._pool, self._procs,
                                   self._updates, stopping=self._stop.is_set,
-                                  client=lambda: self._client)
+                                  client=lambda: self._client,
+                                  store_report=self._store_report)
         self._client: Client | None = None
         """API requests of the tasks it runs (``ctx.mapped_outputs``), on its connection."""
         self.lease_s = config.lease_s
@@ -111,6 +112,12 @@ class Agent:
         leases = [await queue_lease(self._nc, self.subjects, queue, self.config.lease_s)
                   for queue in self.config.queues]
         self.lease_s = min(leases)  # the consumer's, which the coordinator sets
+
+    async def _store_report(self, run_id: str, data: bytes) -> None:
+        """A report that must arrive (a generator's items): published, and stored by the
+        stream before this returns."""
+        assert self._jspub is not None
+        await (await self._jspub.publish(self.subjects.report(run_id), data))
 
     async def run(self) -> None:
         """Serve until ``request_stop()``; then hand back what did not start and finish the rest."""

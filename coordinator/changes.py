@@ -37,6 +37,10 @@ class Changes:
     withdrawn: list[TaskRecord] = field(default_factory=list)
     """Queued tasks whose messages should be taken back from the stream."""
     cancelled_runs: list[str] = field(default_factory=list)
+    items: list[tuple[str, str, int, bytes]] = field(default_factory=list)
+    """Items generator tasks yielded: (run, task, index, JSON)."""
+    items_reset: list[tuple[str, str]] = field(default_factory=list)
+    """Generator tasks running again: their stored items go."""
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.runs)
+        return bool(self.tasks or self.runs or self.items or self.items_reset)

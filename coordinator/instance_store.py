@@ -12,6 +12,8 @@ million (a page, or the counts), on these machines.
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from coordinator.database import Database
 from coordinator.store import TASK_COLS, task_from_row
 from protocol.dag import INSTANCE_SEP
@@ -24,6 +26,15 @@ _SIZE = ("coalesce(length(output), 0) + coalesce(length(history), 0) + "
          + " + ".join(f"coalesce(length(CAST({c} AS BLOB)), 0)"
                       for c in ("error_message", "traceback", "checkpoint", "note")))
 """Bytes of an instance's large fields, read without reading them."""
+
+
+async def items_of(db: Database, run_id: str) -> dict[str, list[msgspec.Raw]]:
+    """The items a run's generator tasks yielded, by task, in order."""
+    out: dict[str, list[msgspec.Raw]] = {}
+    for task, item in await db.fetchall(
+            "SELECT task, item FROM map_items WHERE run_id = ? ORDER BY task, idx", (run_id,)):
+        out.setdefault(task, []).append(msgspec.Raw(item))
+    return out
 
 
 def name_range(task: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from coordinator import mapping
 from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.mapping import MapError, MapState, Report
 from coordinator.runstate import RunState
-from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
+from protocol.messages import TaskFailed, TaskItems, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import TaskRecord
 from protocol.states import TASK_FINAL, TaskStatus
 
@@ -77,6 +77,43 @@ class Mapper:
             else:
                 ms.redo.append(rec)
         ms.redo.sort(key=lambda r: -int(r.task.rpartition(mapping.SEP)[2]))  # popped in order
+
+    # -- a generator task's items --------------------------------------------------------------
+
+    @staticmethod
+    def take_items(state: RunState, msg: TaskItems, ch: Changes) -> None:
+        """A generator task's next items (a batch sent again, or one past a gap, is ignored:
+        its result then says how many there should be)."""
+        items = state.streams.setdefault(msg.task, [])
+        if msg.first_index != len(items):
+            return
+        items.extend(msgspec.Raw(bytes(i)) for i in msg.items)  # copies: not the message
+        ch.items += [(msg.run_id, msg.task, msg.first_index + n, bytes(i))
+                     for n, i in enumerate(msg.items)]
+
+    @staticmethod
+    def items_missing(state: RunState, msg: TaskSucceeded) -> TaskFailed | None:
+        """A generator task's result that cannot stand (not all of its items arrived), as the
+        failure it is instead."""
+        if not state.flow.tasks[msg.task].yields:
+            return None
+        got = len(state.streams.get(msg.task, ()))
+        try:
+            said = msgspec.json.decode(bytes(msg.output), type=int)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            said = -1
+        if said == got:
+            return None
+        return TaskFailed(run_id=msg.run_id, task=msg.task, attempt=msg.attempt,
+                          delivery=msg.delivery, agent_id=msg.agent_id, at=msg.at,
+                          started_at=msg.started_at, error_type="ItemsMissing",
+                          message=f"it yielded {said:,} items; {got:,} arrived")
+
+    @staticmethod
+    def reset_items(state: RunState, task: str, ch: Changes) -> None:
+        """A generator task runs (again): its items start from none."""
+        if state.streams.pop(task, None) is not None or task in state.flow.tasks:
+            ch.items_reset.append((state.run.run_id, task))
 
     def restore(self, state: RunState, name: str, instances: Iterable[TaskRecord], now: float,
                 ch: Changes) -> None:

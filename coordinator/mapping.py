@@ -7,6 +7,8 @@ every instance ended and no more failed than it allows; its output is the instan
 in item order (``null`` for a failed one).
 """
 
+import math
+import random
 from dataclasses import dataclass, field
 
 import msgspec
@@ -20,6 +22,7 @@ from protocol.messages import (
     ItemResult,
     TaskDispatch,
     TaskFailed,
+    TaskItems,
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
@@ -33,7 +36,7 @@ MAX_MAP_ITEMS = 1_000_000
 _items = msgspec.json.Decoder(list[msgspec.Raw])
 _enc = msgspec.json.Encoder()
 
-Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress
+Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskItems
 TOO_MANY = msgspec.Raw(b'{"mapped_outputs":"too many to pass as one value"}')
 """A mapped task's output when its instances' outputs are too many to pass as one value."""
 
@@ -127,6 +130,8 @@ def items_to_map(state: RunState, spec: TaskSpec) -> list[msgspec.Raw]:
             raise MapError(f"run parameter {over[len(PARAM_PREFIX):]!r} is "
                            f"{type(value).__name__}, not a list to map over")
         items = [msgspec.Raw(_enc.encode(v)) for v in value]
+    elif state.flow.tasks[over].yields:
+        items = state.streams.get(over, [])
     else:
         try:
             items = _items.decode(bytes(state.tasks[over].output))
@@ -135,6 +140,20 @@ def items_to_map(state: RunState, spec: TaskSpec) -> list[msgspec.Raw]:
     if len(items) > MAX_MAP_ITEMS:
         raise MapError(f"{len(items):,} items to map over; the limit is {MAX_MAP_ITEMS:,}")
     return items
+
+
+MAX_RETRY_DELAY_S = 3600.0
+
+
+def retry_delay_s(base_s: float, attempt: int, rng: random.Random) -> float:
+    """Exponential backoff from ``base_s`` with up to 10% jitter, never over the cap."""
+    if base_s <= 0:
+        return 0.0
+    try:
+        delay = min(math.ldexp(base_s, attempt - 1), MAX_RETRY_DELAY_S)
+    except OverflowError:  # base_s * 2**(attempt-1) past float range (attempt > ~1024)
+        delay = MAX_RETRY_DELAY_S
+    return min(delay * (1 + rng.random() * 0.1), MAX_RETRY_DELAY_S)
 
 
 def inputs_problem(dispatch: TaskDispatch, max_bytes: int) -> str | None:

@@ -7,6 +7,7 @@ steps, so a task that finished meanwhile is not sent again.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from coordinator import instance_store
 from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.flows import FlowCache
 from coordinator.scheduler import Scheduler
@@ -36,7 +37,10 @@ async def recover_runs(store: Store, flows: FlowCache, scheduler: Scheduler, now
         flow = await flows.version(run.flow, run.version)
         mapped = any(t.map_over for t in flow.spec.tasks)
         instances = await store.instances_of(run.run_id) if mapped else []
-        scheduler.restore(run, flow, await store.tasks_of(run.run_id), now, ch, instances)
+        streams = await instance_store.items_of(store.database, run.run_id) if any(
+            t.yields for t in flow.spec.tasks) else {}
+        scheduler.restore(run, flow, await store.tasks_of(run.run_id), now, ch, instances,
+                          streams)
     if ch:
         await store.commit(ch)
     return Recovered(runs=len(runs), dispatches=ch.dispatches, timers=ch.timers)

@@ -25,6 +25,8 @@ class RunState:
     failed_count: int = 0
     maps: dict[str, Any] = field(default_factory=dict)
     """The running mapped tasks' ``MapState`` by task name (``coordinator.mapping``)."""
+    streams: dict[str, list[msgspec.Raw]] = field(default_factory=dict)
+    """The items generator tasks yielded so far, by task name."""
 
     def set(self, rec: TaskRecord, status: TaskStatus) -> None:
         """Change a task's status, keeping the run's counters right."""

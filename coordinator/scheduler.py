@@ -1,6 +1,5 @@
 """The scheduler: a pure state machine from events (run started, report, timer) to changes."""
 
-import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -10,10 +9,10 @@ import msgspec
 from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.graph import CompiledFlow
 from coordinator.mapper import Mapper
-from coordinator.mapping import inputs_problem
+from coordinator.mapping import inputs_problem, retry_delay_s, stale
 from coordinator.runstate import RunState
 from protocol.dag import INSTANCE_SEP
-from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
+from protocol.messages import TaskFailed, TaskItems, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import TASK_DONE_OK, TASK_NOT_OK, RunStatus, TaskStatus
 
@@ -75,9 +74,10 @@ class Scheduler:
     def restore(
         self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
         ch: Changes, instances: Iterable[TaskRecord] = (),
+        streams: dict[str, list[msgspec.Raw]] | None = None,
     ) -> None:
-        """Rebuild an active run after a restart (with its mapped tasks' stored instances);
-        re-publish what was queued."""
+        """Rebuild an active run after a restart (with its mapped tasks' stored instances and
+        its generator tasks' items); re-publish what was queued."""
         tasks = {r.task: r for r in records}
         for name, spec in flow.tasks.items():  # tasks missing from the store start pending
             if name not in tasks:
@@ -85,6 +85,7 @@ class Scheduler:
                 ch.tasks[(run.run_id, name)] = tasks[name]
         stored_counts = msgspec.structs.replace(run.counts)
         state = RunState.from_records(run, flow, tasks)
+        state.streams = dict(streams or {})
         self._runs[run.run_id] = state
         if run.counts != stored_counts:  # rebuilt from the tasks: store the right ones
             ch.runs[run.run_id] = run
@@ -114,22 +115,16 @@ class Scheduler:
     # -- reports -----------------------------------------------------------------------
 
     def on_report(
-        self, msg: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress, now: float,
-        ch: Changes,
+        self, msg: TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskItems,
+        now: float, ch: Changes,
     ) -> bool:
         """Apply an agent's report; False when it is stale, duplicate or for an unknown run."""
         state = self._runs.get(msg.run_id)
         rec = state.tasks.get(msg.task) if state else None
         if state is not None and rec is None and state.maps:
             return self.mapper.on_report(state, msg, now, ch)
-        if state is None or rec is None or rec.status not in (TaskStatus.QUEUED, TaskStatus.RUNNING):
-            return False
-        if msg.attempt - msg.delivery + 1 != rec.dispatch or msg.attempt < rec.attempt:
-            return False  # from another (older) message, or an older delivery of this one
-        redelivered = msg.attempt > rec.attempt
-        if (isinstance(msg, TaskStarted) and not redelivered
-                and rec.status is TaskStatus.RUNNING and rec.agent_id == msg.agent_id):
-            return False  # a duplicate
+        if state is None or rec is None or stale(rec, msg):
+            return False  # from another (older) message or delivery, or a duplicate
         ch.tasks[(msg.run_id, msg.task)] = rec  # first, so events keep cause before effect
         RunState.close_lost_attempts(rec, msg.attempt, msg.at)
         if rec.note and rec.note.startswith("waiting:"):
@@ -143,6 +138,9 @@ class Scheduler:
                     rec.progress = msg.fraction
                 if msg.message is not None:
                     rec.checkpoint, rec.checkpoint_at = msg.message, msg.at
+            case TaskItems():
+                self._mark_running(state, rec, msg.agent_id, rec.started_at or msg.at, ch)
+                self.mapper.take_items(state, msg, ch)
             case TaskSucceeded():
                 self._succeed(state, rec, msg, now, ch)
             case TaskFailed():
@@ -183,6 +181,10 @@ class Scheduler:
     def _succeed(
         self, state: RunState, rec: TaskRecord, msg: TaskSucceeded, now: float, ch: Changes
     ) -> None:
+        failed = self.mapper.items_missing(state, msg)  # a generator task's items
+        if failed is not None:
+            self._fail(state, rec, failed, now, ch)
+            return
         rec.agent_id = msg.agent_id
         rec.started_at = msg.started_at or rec.started_at  # the agent's own stamp wins
         rec.finished_at = msg.at
@@ -300,13 +302,7 @@ class Scheduler:
 
     def retry_delay_s(self, base_s: float, attempt: int) -> float:
         """Exponential backoff from ``base_s`` with up to 10% jitter, never over the cap."""
-        if base_s <= 0:
-            return 0.0
-        try:
-            delay = min(math.ldexp(base_s, attempt - 1), MAX_RETRY_DELAY_S)
-        except OverflowError:  # base_s * 2**(attempt-1) past float range (attempt > ~1024)
-            delay = MAX_RETRY_DELAY_S
-        return min(delay * (1 + self._rng.random() * 0.1), MAX_RETRY_DELAY_S)
+        return retry_delay_s(base_s, attempt, self._rng)
 
     def on_timer(self, run_id: str, task: str, now: float, ch: Changes) -> bool:
         """A retry delay ran out (queue the next attempt) or a running task's deadline passed."""
@@ -364,6 +360,8 @@ class Scheduler:
         if state.flow.tasks[name].map_over:
             self.mapper.expand(state, name, now, ch)
             return
+        if state.flow.tasks[name].yields:
+            self.mapper.reset_items(state, name, ch)
         rec.attempt += 1
         rec.dispatch = rec.attempt
         rec.queued_at = now

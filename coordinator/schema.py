@@ -172,4 +172,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, task)
     ) WITHOUT ROWID;
     """,
+    # 9: the items generator tasks yielded (a mapped task downstream maps over them)
+    """
+    CREATE TABLE map_items (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        item BLOB NOT NULL,
+        PRIMARY KEY (run_id, task, idx)
+    ) WITHOUT ROWID;
+    """,
 )

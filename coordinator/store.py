@@ -11,6 +11,7 @@ import msgspec
 
 from coordinator.changes import Changes
 from coordinator.database import Database, transaction
+from coordinator.map_writes import Instances, Items
 from coordinator.schema import MIGRATIONS
 from protocol.dag import INSTANCE_SEP
 from protocol.errors import FlowExists
@@ -34,14 +35,6 @@ from protocol.records import (
 from protocol.states import RUN_FINAL, RunStatus, TaskStatus
 
 MAX_SUBJECT_KEPT = 512
-
-
-class _Instances(list[tuple[Any, ...]]):
-    """Rows of mapped tasks' instances, written with the batch."""
-
-    async def write(self, conn: aiosqlite.Connection) -> None:
-        await conn.executemany(
-            f"INSERT OR REPLACE INTO map_instances ({TASK_COLS}) VALUES ({_marks(21)})", self)
 
 
 class SideWrites(Protocol):
@@ -305,7 +298,8 @@ class Store:
         log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
                     for (run_id, task), text in logs.items()]
         return await _write_batch(self._db.writer, new_runs, changed, tasks, log_rows,
-                                  list(rejected), [*side, _Instances(instances)])
+                                  list(rejected), [*side, Instances(instances, TASK_COLS),
+                                                   Items(ch.items_reset, ch.items)])
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         """The run and its tasks, read together (never from two different commits)."""

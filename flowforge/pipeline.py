@@ -148,6 +148,7 @@ def _task_spec(
         max_active=options.get("max_active"),
         allow_failures=float(options.get("allow_failures", 0)),
         chunk=options.get("chunk", 1),
+        yields=inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn),
     ), fn
 
 

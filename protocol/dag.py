@@ -128,6 +128,9 @@ def _validate_map(flow: str, task: Any) -> None:
                                     "(one with map_over)")
         return
     over = task.map_over
+    if task.yields:
+        raise InvalidOption(flow, task.name, "map_over", "a mapped task's function cannot be a "
+                            "generator; have the task before it yield the items")
     if over.startswith(PARAM_PREFIX):
         name = over[len(PARAM_PREFIX):]
         if not any(p.name == name for p in task.params):

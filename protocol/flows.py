@@ -50,6 +50,9 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A mapped task's instances queued or running at once (None: no limit of its own)."""
     allow_failures: float = 0
     chunk: int = 1
+    yields: bool = False
+    """The function is a generator: its items are sent as they come (a mapped task downstream
+    maps over them, however many) and its output is how many it yielded."""
     """A mapped task's items per task message (short items: one lease and one report for
     several); each item is still run, recorded and retried on its own."""
     """A mapped task still succeeds with this many failed instances (a count, or a fraction

@@ -111,6 +111,14 @@ class TaskLog(Message, frozen=True, kw_only=True, tag="log.v1"):
     text: str
 
 
+class TaskItems(AttemptReport, frozen=True, kw_only=True, tag="items.v1"):
+    """Items a generator task yielded, in order from ``first_index`` (a mapped task downstream
+    maps over them); its result then counts them."""
+
+    first_index: Annotated[int, msgspec.Meta(ge=0)]
+    items: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=100_000)]
+
+
 class TaskResults(Message, frozen=True, kw_only=True, tag="results.v1"):
     """Results of tasks that finished together on one agent, stored as one message (one
     JetStream store and ack, one message for the coordinator): on ``<ns>.report.<run_id>``
@@ -119,7 +127,8 @@ class TaskResults(Message, frozen=True, kw_only=True, tag="results.v1"):
     results: list[TaskSucceeded | TaskFailed]
 
 
-Report = TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog | TaskResults
+Report = (TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog | TaskResults
+          | TaskItems)
 
 
 # agents -> world, on <ns>.agent.heartbeat.<agent_id>

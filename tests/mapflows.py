@@ -162,3 +162,48 @@ def register_big_join(join: str = "sync") -> FlowSpec:
         "big_item": {"function": big_item, "map_over": "numbers"},
         "join": {"function": fn, "depends_on": ["big_item"]},
     })
+
+
+def generate(ctx: TaskContext, n: int, fail_after: int = -1):  # type: ignore[no-untyped-def]
+    """Yields n short strings (more than one output may hold); with ``fail_after`` its first
+    attempt fails after yielding that many."""
+    for i in range(n):
+        if i == fail_after and ctx.attempt == 1:
+            raise RuntimeError(f"the source broke after {i} items")
+        yield f"k{i:07d}"
+
+
+async def agenerate(n: int):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        yield f"k{i:07d}"
+
+
+def key_number(item: str) -> int:
+    return int(item[1:])
+
+
+def check_all(key_number: list) -> dict:
+    return {"n": len(key_number), "in_order": key_number == list(range(len(key_number)))}
+
+
+def register_streamed(source: str = "generate") -> FlowSpec:
+    """A generator → a task mapped over its items, in chunks → a check of every output."""
+    fn = {"generate": generate, "agenerate": agenerate}[source]
+    return register_task_pipeline(flow_name="streamed", pipeline={
+        "source": {"function": fn, "retries": 1},
+        "key_number": {"function": key_number, "map_over": "source", "chunk": 500},
+        "check_all": {"function": check_all, "depends_on": ["key_number"]},
+    })
+
+
+def slow_key(item: str, hold_s: float = 0.002) -> int:
+    time.sleep(hold_s)
+    return int(item[1:])
+
+
+def register_streamed_slow() -> FlowSpec:
+    """Like ``streamed``, its mapped task slow enough to restart the coordinator midway."""
+    return register_task_pipeline(flow_name="streamed_slow", pipeline={
+        "source": {"function": generate},
+        "slow_key": {"function": slow_key, "map_over": "source", "chunk": 100, "max_active": 2},
+    })

@@ -299,3 +299,52 @@ async def test_a_parameter_taking_outputs_too_many_for_one_value_fails_saying_wh
     join = _task(detail, "join")
     assert join.status is TaskStatus.FAILED
     assert "iterate ctx.mapped_outputs('big_item')" in (join.error_message or "")
+
+
+@pytest.mark.parametrize("source", ["generate", "agenerate"])
+async def test_a_mapped_task_maps_over_the_items_a_generator_yields_past_one_outputs_limit(
+    coordinator, start_agent, client: Client, source: str
+) -> None:
+    flow = mapflows.register_streamed(source)
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    n = 40_000  # 40,000 items of 10 characters: over the 256 KB one output may hold
+    detail = await client.wait((await client.start("streamed", {"n": n})).run_id, timeout_s=120)
+    assert detail.run.status is RunStatus.SUCCEEDED, [t.error_message for t in detail.tasks]
+    assert _output(detail, "source") == n
+    assert _output(detail, "check_all") == {"n": n, "in_order": True}
+
+
+async def test_a_generator_that_fails_midway_yields_again_from_the_start_on_its_retry(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_streamed()
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("streamed", {"n": 12_000, "fail_after": 7_000})
+    detail = await client.wait(run.run_id, timeout_s=120)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _task(detail, "source").attempt == 2
+    assert _output(detail, "check_all") == {"n": 12_000, "in_order": True}
+
+
+async def test_a_restart_after_a_generator_ended_maps_over_its_stored_items(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    coordinator = await start_coordinator()
+    flow = mapflows.register_streamed_slow()
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("streamed_slow", {"n": 3_000})
+
+    async def mapping_midway() -> bool:
+        note = _task(await client.get(run.run_id), "slow_key").note or ""
+        return note.startswith("mapped: ") and int(
+            note.split()[1].split("/")[0].replace(",", "")) >= 400
+
+    await wait_for(mapping_midway, timeout_s=60)
+    await coordinator.shutdown()
+    await start_coordinator()
+    detail = await client.wait(run.run_id, timeout_s=120)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _output(detail, "slow_key") == list(range(3_000))

@@ -1,0 +1,38 @@
+"""What a batch writes about mapped tasks: their instances' rows and generator tasks' items
+(side writes of the writer's transaction, kept apart from the runs' own tables)."""
+
+from typing import Any
+
+import aiosqlite
+
+
+class Instances(list[tuple[Any, ...]]):
+    """Rows of mapped tasks' instances (``map_instances`` has the columns of task instances)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], columns: str) -> None:
+        super().__init__(rows)
+        self.columns = columns
+
+    async def write(self, conn: aiosqlite.Connection) -> None:
+        marks = ", ".join("?" * len(self.columns.split(",")))
+        await conn.executemany(
+            f"INSERT OR REPLACE INTO map_instances ({self.columns}) VALUES ({marks})", self)
+
+
+class Items:
+    """Items generator tasks yielded (those of a task running again are deleted first)."""
+
+    def __init__(self, reset: list[tuple[str, str]],
+                 rows: list[tuple[str, str, int, bytes]]) -> None:
+        self.reset, self.rows = reset, rows
+
+    def __bool__(self) -> bool:
+        return bool(self.reset or self.rows)
+
+    async def write(self, conn: aiosqlite.Connection) -> None:
+        if self.reset:
+            await conn.executemany("DELETE FROM map_items WHERE run_id = ? AND task = ?",
+                                   self.reset)
+        if self.rows:
+            await conn.executemany("INSERT OR REPLACE INTO map_items (run_id, task, idx, item) "
+                                   "VALUES (?, ?, ?, ?)", self.rows)
