@@ -86,3 +86,30 @@ item_flow()
 fanout_flow()
 chain_flow()
 mapped_flow()
+
+
+def million_source(n: int):  # type: ignore[no-untyped-def]
+    """Yields 0..n-1: the items arrive as they are made, however many."""
+    yield from range(n)
+
+
+def million_each(item: int) -> int:
+    return item
+
+
+def million_join(each: list) -> int:
+    """How many outputs came, if they came in item order; -1 otherwise."""
+    return len(each) if all(v == i for i, v in enumerate(each)) else -1
+
+
+def million_flow(chunk: int = 1_000) -> FlowSpec:
+    """``bench_million``: a generator → one no-op instance per item, ``chunk`` items per task
+    message → a join taking every output in item order."""
+    return register_task_pipeline(flow_name="bench_million", pipeline={
+        "source": {"function": million_source},
+        "each": {"function": million_each, "map_over": "source", "chunk": chunk},
+        "join": {"function": million_join, "depends_on": ["each"]},
+    })
+
+
+million_flow()

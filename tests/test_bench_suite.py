@@ -195,3 +195,14 @@ def test_the_mapping_benchmark_runs_mapped_and_static_fan_outs_and_writes_its_js
     assert result["workloads"]["mapped"]["mapped"] and not result["workloads"]["static"]["mapped"]
     assert result["verdict"].startswith("mapping must not be slower than static: ")
     assert "mapped vs static" in proc.stdout and "coordinator peak RSS MiB" in proc.stdout
+
+
+def test_the_million_item_benchmark_runs_a_small_map_end_to_end() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.million", "--items", "3000", "--chunk", "100"],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 → 3,000 mapped → 1, chunk 100: succeeded (join saw 3000 outputs in order)" in (
+        proc.stdout)
+    assert "coordinator RSS before / peak" in proc.stdout
