@@ -59,7 +59,7 @@ async def measure(items: int, chunk: int, timeout_s: float) -> dict[str, Any]:
                 "coordinator_rss_before_mib": rss_before / 1024,
                 "coordinator_rss_peak_mib": peak / 1024,
                 "database_mib": db.stat().st_size / 2**20 if db.exists() else None,
-                "ok": detail.run.status is RunStatus.SUCCEEDED and join.output == str(
+                "ok": detail.run.status is RunStatus.SUCCEEDED and bytes(join.output) == str(
                     items).encode(),
             }
 
