@@ -4,7 +4,9 @@ One fresh stack (embedded nats-server, coordinator, one agent at its defaults). 
 generator yielding 0..N-1 (its items are sent as they are made); the mapped task runs one no-op
 instance per item, ``--chunk`` items per task message, each item still recorded on its own;
 the join takes every output in item order and checks it. Reports the run time, the
-coordinator's CPU and peak RSS (sampled from /proc every 0.2 s) and the database's size.
+coordinator's CPU and peak RSS (sampled from /proc every 0.2 s), the database's size, and how
+long the run's detail takes to read with its instances counted and a first page of them (what
+the dashboard asks when it opens the run).
 Goal (issue 13): N = 1,000,000 in at most 60 s with the coordinator's peak RSS at most 1 GiB.
 """
 
@@ -50,6 +52,10 @@ async def measure(items: int, chunk: int, timeout_s: float) -> dict[str, Any]:
             stop.set()
             peak = await watch
             join = next(t for t in detail.tasks if t.task == "join")
+            opened = time.monotonic()  # what the dashboard asks to open the run's detail
+            await stack.client.get(run.run_id)
+            counted = await stack.client.instances(run.run_id, "each", limit=100)
+            open_s = time.monotonic() - opened
             db = Path(tmp) / "data" / "flowforge.db"
             return {
                 "items": items, "chunk": chunk, "status": detail.run.status.value,
@@ -59,6 +65,7 @@ async def measure(items: int, chunk: int, timeout_s: float) -> dict[str, Any]:
                 "coordinator_rss_before_mib": rss_before / 1024,
                 "coordinator_rss_peak_mib": peak / 1024,
                 "database_mib": db.stat().st_size / 2**20 if db.exists() else None,
+                "open_detail_s": open_s, "counted": counted.counts,
                 "ok": detail.run.status is RunStatus.SUCCEEDED and bytes(join.output) == str(
                     items).encode(),
             }
@@ -74,6 +81,7 @@ def table(r: dict[str, Any]) -> list[str]:
         f"coordinator RSS before / peak {r['coordinator_rss_before_mib']:.0f} / "
         f"{r['coordinator_rss_peak_mib']:.0f} MiB (goal ≤ 1,024)",
         f"database after                {r['database_mib'] or 0:.0f} MiB",
+        f"run detail, instances counted {r['open_detail_s']:.2f} s ({r['counted']}; goal ≤ 1 s)",
     ]
 
 

@@ -1,13 +1,9 @@
 """Reads of mapped tasks' instances (``map_instances``): counted by state, a page in index order,
 one by index.
 
-The instances of ``T`` are the rows whose name lies in [``T~``, ``T\\x7f``): a range of the primary
-key, whatever other tasks the run maps. Their index is read from the name in SQL
-(``CAST(substr(task, len(T) + 2) AS INTEGER)``) rather than kept in a column of its own: an
-indexed column (or an index on that expression) would cost every instance write — about a
-third more per row, measured — for the sake of reads made only when someone looks. Ordering by
-the expression is one pass over the task's rows: ~50 ms for 200,000 instances, ~0.3 s for a
-million (a page, or the counts), on these machines.
+A row is keyed by run, task and index (migration 10), so the instances of ``T`` are a range of
+the key in index order: a page of them is read in order and stops where it ends, whatever the
+number of instances; counting them by state is one pass over the range.
 """
 
 from dataclasses import dataclass, field
@@ -15,6 +11,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from coordinator.database import Database
+from coordinator.map_writes import named
 from coordinator.store import TASK_COLS, task_from_row
 from protocol.dag import INSTANCE_SEP
 from protocol.records import TaskRecord
@@ -37,16 +34,6 @@ async def items_of(db: Database, run_id: str) -> dict[str, list[msgspec.Raw]]:
     return out
 
 
-def name_range(task: str) -> tuple[str, str]:
-    """The bounds of the names of ``task``'s instances: ``lo <= name < hi``."""
-    return task + INSTANCE_SEP, task + "\x7f"
-
-
-def index_sql(task: str) -> str:
-    """The instance's index, from its name (the length is a number: nothing to escape)."""
-    return f"CAST(substr(task, {len(task) + 2}) AS INTEGER)"
-
-
 @dataclass(slots=True)
 class Mapped:
     """What one read found of a mapped task: its own record's state and note, its instances
@@ -64,9 +51,8 @@ async def survey(db: Database, run_id: str, task: str, *, counts: bool = True,
                  limit: int = 0) -> Mapped | None:
     """The mapped task's record, its counts and a page's indexes, read together (one commit);
     None when the run has no record of the task."""
-    lo, hi = name_range(task)
-    where, args = "run_id = ? AND task >= ? AND task < ?", [run_id, lo, hi]
-    index = index_sql(task)
+    where, args = "run_id = ? AND task = ?", [run_id, task]
+    index = "idx"
     queries = [("SELECT status, note FROM task_instances WHERE run_id = ? AND task = ?",
                 [run_id, task])]
     if counts:
@@ -95,8 +81,8 @@ async def instances(db: Database, run_id: str, task: str, indexes: list[int]) ->
         return []
     names = [f"{task}{INSTANCE_SEP}{i}" for i in indexes]
     rows = await db.fetchall(
-        f"SELECT {TASK_COLS} FROM map_instances WHERE run_id = ? AND task IN "
-        f"({', '.join('?' * len(names))})", [run_id, *names])
+        f"SELECT {named(TASK_COLS)} FROM map_instances WHERE run_id = ? AND task = ? AND idx IN "
+        f"({', '.join('?' * len(indexes))})", [run_id, task, *indexes])
     found = {r.task: r for r in map(task_from_row, rows)}
     return [found[n] for n in names if n in found]
 

@@ -5,18 +5,35 @@ from typing import Any
 
 import aiosqlite
 
+from protocol.dag import INSTANCE_SEP
+
+
+def instance_columns(task_cols: str) -> str:
+    """The columns of task instances as ``map_instances`` has them: the task's name and the
+    instance's index in place of the instance's name (``T``, 3 for ``T~3``)."""
+    return task_cols.replace(", task,", ", task, idx,", 1)
+
+
+def named(task_cols: str) -> str:
+    """What to select from ``map_instances`` to read rows as task instances (``T~3``)."""
+    return task_cols.replace(", task,", f", task || '{INSTANCE_SEP}' || idx,", 1)
+
 
 class Instances(list[tuple[Any, ...]]):
-    """Rows of mapped tasks' instances (``map_instances`` has the columns of task instances)."""
+    """Rows of mapped tasks' instances, in the columns of task instances (the name at 1)."""
 
-    def __init__(self, rows: list[tuple[Any, ...]], columns: str) -> None:
+    def __init__(self, rows: list[tuple[Any, ...]], task_cols: str) -> None:
         super().__init__(rows)
-        self.columns = columns
+        self.columns = instance_columns(task_cols)
 
     async def write(self, conn: aiosqlite.Connection) -> None:
         marks = ", ".join("?" * len(self.columns.split(",")))
+        rows = []
+        for row in self:
+            task, _, index = row[1].rpartition(INSTANCE_SEP)
+            rows.append((row[0], task, int(index), *row[2:]))
         await conn.executemany(
-            f"INSERT OR REPLACE INTO map_instances ({self.columns}) VALUES ({marks})", self)
+            f"INSERT OR REPLACE INTO map_instances ({self.columns}) VALUES ({marks})", rows)
 
 
 class Items:

@@ -182,4 +182,45 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, task, idx)
     ) WITHOUT ROWID;
     """,
+    # 10: an instance is its task and its index (the key orders a task's instances by index,
+    # so a page of them is read in order and stops where it ends, however many there are)
+    """
+    CREATE TABLE map_instances_by_index (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        queue TEXT NOT NULL,
+        agent_id TEXT,
+        queued_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        output BLOB,
+        error_type TEXT,
+        error_message TEXT,
+        traceback TEXT,
+        checkpoint TEXT,
+        checkpoint_at REAL,
+        progress REAL,
+        retry_at REAL,
+        note TEXT,
+        history BLOB,
+        deadline_at REAL,
+        dispatch INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, task, idx)
+    ) WITHOUT ROWID;
+    INSERT INTO map_instances_by_index (run_id, task, idx,
+        status, attempt, queue, agent_id, queued_at, started_at,
+        finished_at, output, error_type, error_message, traceback, checkpoint, checkpoint_at,
+        progress, retry_at, note, history, deadline_at, dispatch)
+        SELECT run_id, substr(task, 1, instr(task, '~') - 1),
+               CAST(substr(task, instr(task, '~') + 1) AS INTEGER),
+        status, attempt, queue, agent_id, queued_at, started_at,
+        finished_at, output, error_type, error_message, traceback, checkpoint, checkpoint_at,
+        progress, retry_at, note, history, deadline_at, dispatch
+        FROM map_instances;
+    DROP TABLE map_instances;
+    ALTER TABLE map_instances_by_index RENAME TO map_instances;
+    """,
 )

@@ -11,7 +11,7 @@ import msgspec
 
 from coordinator.changes import Changes
 from coordinator.database import Database, transaction
-from coordinator.map_writes import Instances, Items
+from coordinator.map_writes import Instances, Items, named
 from coordinator.schema import MIGRATIONS
 from protocol.dag import INSTANCE_SEP
 from protocol.errors import FlowExists
@@ -312,7 +312,7 @@ class Store:
     async def instances_of(self, run_id: str) -> list[TaskRecord]:
         """The stored instances of a run's mapped tasks."""
         rows = await self._db.fetchall(
-            f"SELECT {TASK_COLS} FROM map_instances WHERE run_id = ?", (run_id,))
+            f"SELECT {named(TASK_COLS)} FROM map_instances WHERE run_id = ?", (run_id,))
         return [task_from_row(r) for r in rows]
 
     async def tasks_of(self, run_id: str) -> list[TaskRecord]:

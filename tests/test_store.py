@@ -44,6 +44,28 @@ async def test_a_database_from_the_first_schema_is_migrated_and_keeps_its_runs(
     db.close()
 
 
+async def test_instances_stored_by_name_are_keyed_by_task_and_index_after_migration_10(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("\n".join(MIGRATIONS[:9]) + "\nPRAGMA user_version = 9;")
+    for name in ("square~2", "square~10"):
+        db.execute("INSERT INTO map_instances (run_id, task, status, attempt, queue, output) "
+                   "VALUES ('r1', ?, 'succeeded', 1, 'default', '4')", (name,))
+    db.commit()
+    db.close()
+    store = await Store.open(path)
+    try:
+        assert sorted(r.task for r in await store.instances_of("r1")) == ["square~10", "square~2"]
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT task, idx FROM map_instances ORDER BY idx").fetchall() == [
+        ("square", 2), ("square", 10)]
+    db.close()
+
+
 async def test_opening_a_current_database_twice_changes_nothing(tmp_path: Path) -> None:
     for _ in range(2):
         store = await Store.open(tmp_path / "new.db")
