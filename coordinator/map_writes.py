@@ -20,7 +20,8 @@ def named(task_cols: str) -> str:
 
 
 class Instances(list[tuple[Any, ...]]):
-    """Rows of mapped tasks' instances, in the columns of task instances (the name at 1)."""
+    """Rows of mapped tasks' instances: the columns of task instances, the task's name and
+    the instance's index in place of the instance's name."""
 
     def __init__(self, rows: list[tuple[Any, ...]], task_cols: str) -> None:
         super().__init__(rows)
@@ -28,12 +29,8 @@ class Instances(list[tuple[Any, ...]]):
 
     async def write(self, conn: aiosqlite.Connection) -> None:
         marks = ", ".join("?" * len(self.columns.split(",")))
-        rows = []
-        for row in self:
-            task, _, index = row[1].rpartition(INSTANCE_SEP)
-            rows.append((row[0], task, int(index), *row[2:]))
         await conn.executemany(
-            f"INSERT OR REPLACE INTO map_instances ({self.columns}) VALUES ({marks})", rows)
+            f"INSERT OR REPLACE INTO map_instances ({self.columns}) VALUES ({marks})", self)
 
 
 class Items:

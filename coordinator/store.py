@@ -177,6 +177,13 @@ def _task_row(r: TaskRecord) -> tuple[Any, ...]:
     )
 
 
+def _instance_row(r: TaskRecord) -> tuple[Any, ...]:
+    """A mapped task's instance as ``map_instances`` keeps it: its task and index apart."""
+    row = _task_row(r)
+    task, _, index = r.task.rpartition(INSTANCE_SEP)
+    return (row[0], task, int(index), *row[2:])
+
+
 def task_from_row(row: tuple[Any, ...]) -> TaskRecord:
     return TaskRecord(
         run_id=row[0], task=row[1], status=_TASK_STATUS[row[2]], attempt=row[3], queue=row[4],
@@ -294,7 +301,7 @@ class Store:
         new_runs = [_run_row(r) for r in ch.runs.values() if r.run_id in new]
         changed = [(_run_row(r), _run_update(r)) for r in ch.runs.values() if r.run_id not in new]
         tasks = [_task_row(t) for t in ch.tasks.values() if INSTANCE_SEP not in t.task]
-        instances = [_task_row(t) for t in ch.tasks.values() if INSTANCE_SEP in t.task]
+        instances = [_instance_row(t) for t in ch.tasks.values() if INSTANCE_SEP in t.task]
         log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
                     for (run_id, task), text in logs.items()]
         return await _write_batch(self._db.writer, new_runs, changed, tasks, log_rows,
