@@ -66,6 +66,20 @@ class Hub:
         return dag
 
 
+async def fetch_log(hub: "Hub", run_id: str, name: str) -> bool:
+    """A task's stored log into the model (log events that came meanwhile go after it); True
+    when it was taken (a newer fetch did not overtake it)."""
+    buffer = hub.model.logs.get((run_id, name))
+    if buffer is None:
+        return False
+    ticket = buffer.ask()
+    try:
+        stored = await hub.source.task_log(run_id, name)
+    except FlowForgeError as exc:
+        stored = f"(could not fetch the log: {exc})\n"
+    return hub.model.set_log(run_id, name, stored, ticket)
+
+
 def hub_of(node: DOMNode) -> Hub:
     """The hub of the dashboard app this widget is mounted in."""
     hub = getattr(node.app, "hub", None)

@@ -11,13 +11,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from flowforge.terminal import safe
-from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
 from protocol.records import TaskRecord
 from tui import describe, palette
 from tui.banner import Banner
 from tui.forms import TextScreen
-from tui.hub import hub_of
+from tui.hub import fetch_log, hub_of
 from tui.map_rows import MapShown, counts_line, instance_row, listed_note
 from tui.map_watch import Throttle, try_fetch
 from tui.model import Dirty
@@ -127,16 +126,7 @@ class InstancesScreen(Screen[None]):
 
     @work(group="map-log")
     async def load_log(self, name: str) -> None:
-        hub = hub_of(self)
-        buffer = hub.model.logs.get((self.run_id, name))
-        if buffer is None:
-            return
-        ticket = buffer.ask()
-        try:
-            stored = await hub.source.task_log(self.run_id, name)
-        except FlowForgeError as exc:
-            stored = f"(could not fetch the log: {exc})\n"
-        if hub.model.set_log(self.run_id, name, stored, ticket) and self.is_attached:
+        if await fetch_log(hub_of(self), self.run_id, name) and self.is_attached:
             self.show_instance()
 
     def action_back(self) -> None:

@@ -21,7 +21,7 @@ from tui.banner import Banner
 from tui.dag_shape import group_status
 from tui.dag_view import DagView
 from tui.forms import TextScreen
-from tui.hub import hub_of
+from tui.hub import fetch_log, hub_of
 from tui.instances_view import InstancesScreen
 from tui.map_rows import PANEL_ROWS, MapShown
 from tui.map_watch import Throttle, try_fetch
@@ -203,16 +203,7 @@ class RunScreen(Screen[None]):
     @work(group="run-log")
     async def load_log(self, name: str) -> None:
         """Fetch the stored log of a task; log events that come meanwhile are added after it."""
-        hub = hub_of(self)
-        buffer = hub.model.logs.get((self.run_id, name))
-        if buffer is None:
-            return
-        ticket = buffer.ask()
-        try:
-            stored = await hub.source.task_log(self.run_id, name)
-        except FlowForgeError as exc:
-            stored = f"(could not fetch the log: {exc})\n"
-        if hub.model.set_log(self.run_id, name, stored, ticket):
+        if await fetch_log(hub_of(self), self.run_id, name):
             self.draw()
 
     @property
