@@ -6,11 +6,15 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from protocol.limits import MAX_OUTPUT_BYTES
+from protocol.limits import MAX_OUTPUT_BYTES, MAX_VALUE_DEPTH
 from protocol.messages import ItemResult, TaskDispatch, TaskFailed, TaskSucceeded
+from protocol.untrusted import json_depth_over
 
-MAX_CHUNK_OUTPUT_BYTES = 4 * MAX_OUTPUT_BYTES
-"""The outputs of one chunk together (a bigger chunk fails as a whole: use a smaller one)."""
+MAX_CHUNK_OUTPUT_BYTES = 3 * MAX_OUTPUT_BYTES
+"""The outputs of one chunk together (a bigger chunk fails as a whole: use a smaller one);
+with the report around them, under a stock nats-server's 1 MB max_payload."""
+ITEM_DEPTH = MAX_VALUE_DEPTH - 2
+"""An item's output sits two levels down in the chunk's report (a list of results)."""
 _enc = msgspec.json.Encoder()
 
 RunOne = Callable[[TaskDispatch], Awaitable[TaskSucceeded | TaskFailed]]
@@ -35,7 +39,11 @@ async def run_chunk(task: TaskDispatch, run_one: RunOne, agent_id: str,
         if cancelled():
             return _failed(task, agent_id, started, "Cancelled", "the run was cancelled")
         report = await run_one(one_item(task, offset))
-        if isinstance(report, TaskSucceeded):
+        if isinstance(report, TaskSucceeded) and json_depth_over(bytes(report.output), ITEM_DEPTH):
+            result = ItemResult(ok=False, error_type="OutputError", message=(
+                f"the item's output nests lists and dicts more than {ITEM_DEPTH} levels deep "
+                "(in a chunk); return a flatter value"))
+        elif isinstance(report, TaskSucceeded):
             result = ItemResult(ok=True, output=report.output)
         else:
             result = ItemResult(ok=False, error_type=report.error_type, message=report.message,

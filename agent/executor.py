@@ -50,7 +50,8 @@ async def execute(
             output = await _in_process(processes, task, kwargs, ctx)
         else:  # a generator task runs in a thread whatever the pool: it yields to the agent
             outcome = await _in_thread(threads, fn, kwargs, task.timeout_s, lingering)
-            output = encode_output(await _drained(_unwrap(outcome), threads, send_items))
+            output = encode_output(await _with_timeout(  # a generator: all its items in time
+                _drained(_unwrap(outcome), threads, send_items), task.timeout_s))
     except asyncio.CancelledError:
         raise
     except BindError as exc:

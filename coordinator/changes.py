@@ -41,6 +41,9 @@ class Changes:
     """Items generator tasks yielded: (run, task, index, JSON)."""
     items_reset: list[tuple[str, str]] = field(default_factory=list)
     """Generator tasks running again: their stored items go."""
+    instances_reset: list[tuple[str, str]] = field(default_factory=list)
+    """Mapped tasks expanded again over new items: their stored instances go."""
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.runs or self.items or self.items_reset)
+        return bool(self.tasks or self.runs or self.items or self.items_reset
+                    or self.instances_reset)

@@ -23,11 +23,20 @@ class Instances(list[tuple[Any, ...]]):
     """Rows of mapped tasks' instances: the columns of task instances, the task's name and
     the instance's index in place of the instance's name."""
 
-    def __init__(self, rows: list[tuple[Any, ...]], task_cols: str) -> None:
+    def __init__(self, rows: list[tuple[Any, ...]], task_cols: str,
+                 reset: list[tuple[str, str]] | None = None) -> None:
         super().__init__(rows)
         self.columns = instance_columns(task_cols)
+        self.reset = reset or []
+        """Mapped tasks whose stored instances go first (expanded again over new items)."""
+
+    def __bool__(self) -> bool:
+        return bool(len(self) or self.reset)
 
     async def write(self, conn: aiosqlite.Connection) -> None:
+        if self.reset:
+            await conn.executemany("DELETE FROM map_instances WHERE run_id = ? AND task = ?",
+                                   self.reset)
         marks = ", ".join("?" * len(self.columns.split(",")))
         await conn.executemany(
             f"INSERT OR REPLACE INTO map_instances ({self.columns}) VALUES ({marks})", self)

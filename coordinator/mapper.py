@@ -8,10 +8,11 @@ import msgspec
 
 from coordinator import mapping
 from coordinator.changes import Changes, Dispatch, Timer
+from coordinator.graph import CompiledFlow
 from coordinator.mapping import MapError, MapState, Report
 from coordinator.runstate import RunState
 from protocol.messages import TaskFailed, TaskItems, TaskProgress, TaskStarted, TaskSucceeded
-from protocol.records import TaskRecord
+from protocol.records import RunRecord, TaskRecord
 from protocol.states import TASK_FINAL, TaskStatus
 
 Ended = Callable[[RunState, TaskRecord, bool, float, Changes], None]
@@ -27,6 +28,8 @@ class Mapper:
         self.budget = budget
         self.backstop_s = backstop_s
         self._earlier: dict[tuple[str, str], tuple[list[TaskRecord], bool]] = {}
+        self.streams: dict[str, dict[str, list[msgspec.Raw]]] = {}
+        """Generator items of a finished run about to be made active again, by run id."""
 
     def remember(self, run_id: str, task: str, instances: Iterable[TaskRecord],
                  reuse: bool) -> None:
@@ -57,25 +60,37 @@ class Mapper:
         state.maps[name] = ms
         earlier, reuse = self._earlier.pop((state.run.run_id, name), ([], False))
         if reuse:
-            self._reuse(ms, earlier)
-        else:
+            self._reuse(state, ms, earlier, ch)
+        else:  # new items: the earlier instances go, their attempts carry on
             ms.attempts = {found[1]: rec.attempt for rec in earlier
                            if (found := mapping.split_instance(rec.task))}
+            if earlier:
+                ch.instances_reset.append((state.run.run_id, name))
         mapping.fill(state, ms, now, ch)
         self._progress(state, ms, now, ch)
 
     @staticmethod
-    def _reuse(ms: MapState, earlier: list[TaskRecord]) -> None:
+    def _reuse(state: RunState, ms: MapState, earlier: list[TaskRecord], ch: Changes) -> None:
+        """Keep what succeeded; everything else up to where the last expansion got runs again
+        (written pending now, so a restart before it runs still knows)."""
+        present: set[int] = set()
         for rec in earlier:
             found = mapping.split_instance(rec.task)
             if found is None or found[1] >= ms.total:
                 continue
+            present.add(found[1])
             ms.next_index = max(ms.next_index, found[1] + 1)
             if rec.status is TaskStatus.SUCCEEDED:
                 ms.succeeded += 1
                 ms.keep_output(found[1], rec.output)
             else:
                 ms.redo.append(rec)
+        queue = state.flow.tasks[ms.task].queue
+        ms.redo += [TaskRecord(run_id=state.run.run_id, task=mapping.instance_name(ms.task, i),
+                               queue=queue) for i in range(ms.next_index) if i not in present]
+        for rec in ms.redo:
+            rec.status, rec.note = TaskStatus.PENDING, "to run again"
+            ch.tasks[(state.run.run_id, rec.task)] = rec
         ms.redo.sort(key=lambda r: -int(r.task.rpartition(mapping.SEP)[2]))  # popped in order
 
     # -- a generator task's items --------------------------------------------------------------
@@ -84,9 +99,11 @@ class Mapper:
     def take_items(state: RunState, msg: TaskItems, ch: Changes) -> None:
         """A generator task's next items (a batch sent again, or one past a gap, is ignored:
         its result then says how many there should be)."""
+        if not state.flow.tasks[msg.task].yields:
+            return  # only a generator task sends items
         items = state.streams.setdefault(msg.task, [])
-        if msg.first_index != len(items):
-            return
+        if msg.first_index != len(items) or len(items) + len(msg.items) > mapping.MAX_MAP_ITEMS:
+            return  # sent again, past a gap, or too many: its result then fails (ItemsMissing)
         items.extend(msgspec.Raw(bytes(i)) for i in msg.items)  # copies: not the message
         ch.items += [(msg.run_id, msg.task, msg.first_index + n, bytes(i))
                      for n, i in enumerate(msg.items)]
@@ -128,21 +145,24 @@ class Mapper:
         rows = sorted((found[1], rec) for rec in instances
                       if (found := mapping.split_instance(rec.task)) and found[1] < ms.total)
         chunk = state.flow.tasks[name].chunk
-        for n, (index, rec) in enumerate(rows):  # an unfinished row covers its chunk's items
+        for n, (index, rec) in enumerate(rows):
             following = rows[n + 1][0] if n + 1 < len(rows) else ms.total  # without a row
-            size = 1 if rec.status in TASK_FINAL else min(chunk, following - index)
+            size = 1  # an unfinished row on a chunk's first item covers its items without rows
+            if rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING) and index % chunk == 0:
+                size = min(chunk, following - index)
             ms.next_index = max(ms.next_index, index + size)
-            if rec.status not in TASK_FINAL:
-                ms.sizes[index] = size
             if rec.status is TaskStatus.SUCCEEDED:
                 ms.succeeded += 1
                 ms.keep_output(index, rec.output)
             elif rec.status in TASK_FINAL:
                 ms.failed.append(index)
-            else:
-                ms.active[index] = rec
+            elif rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+                ms.active[index], ms.sizes[index] = rec, size
                 self._resume(state, ms, rec, index, now, ch)
+            else:  # waiting to run again (a retry): queued as the window allows
+                ms.redo.append(rec)
         ms.failed.sort()
+        ms.redo.sort(key=lambda r: -int(r.task.rpartition(mapping.SEP)[2]))  # popped in order
         mapping.fill(state, ms, now, ch)
         self._progress(state, ms, now, ch)
 
@@ -178,10 +198,10 @@ class Mapper:
         match msg:
             case TaskStarted():
                 mapping.mark_running(rec, spec, msg.agent_id, msg.at, self.backstop_s,
-                                     msg.run_id, ch)
+                                     msg.run_id, ch, ms.sizes.get(index, 1))
             case TaskProgress():
                 mapping.mark_running(rec, spec, msg.agent_id, rec.started_at or msg.at,
-                                     self.backstop_s, msg.run_id, ch)
+                                     self.backstop_s, msg.run_id, ch, ms.sizes.get(index, 1))
                 rec.progress = msg.fraction if msg.fraction is not None else rec.progress
             case TaskSucceeded() if spec.chunk > 1:
                 self._chunk_done(state, ms, index, rec, msg, now, ch)
@@ -217,21 +237,26 @@ class Mapper:
                 error_type="ChunkError", message=str(exc)), now, ch)
             return
         del ms.active[first], ms.sizes[first]
+        template = mapping.item_record(rec, ms.task, first)  # as the chunk ran: before item 0's end
         for offset, result in enumerate(results):
             index = first + offset
-            item = rec if offset == 0 else mapping.item_record(rec, ms.task, index)
+            item = rec if offset == 0 else mapping.item_record(template, ms.task, index)
             ch.tasks[(msg.run_id, item.task)] = item
             if result.ok:
                 self._succeeded(ms, index, item, msg.agent_id, msg.at, msg.started_at,
                                 result.output)
                 continue
-            ms.active[index], ms.sizes[index] = item, 1  # it retries or fails on its own
-            item.status = TaskStatus.RUNNING
-            self._failed(state, ms, index, item, TaskFailed(
-                run_id=msg.run_id, task=item.task, attempt=msg.attempt, agent_id=msg.agent_id,
-                at=msg.at, started_at=msg.started_at, error_type=result.error_type or "Error",
-                message=result.message or "", traceback=result.traceback), now, ch,
-                settle=False)
+            item.agent_id, item.finished_at = msg.agent_id, msg.at
+            item.error_type, item.error_message = result.error_type or "Error", result.message
+            item.traceback = result.traceback
+            RunState.close_attempt(item, "failed", msg.at)
+            if item.attempt <= state.flow.tasks[ms.task].retries:  # alone, as the window allows
+                item.status = TaskStatus.RETRY_WAIT
+                ms.redo.append(item)
+            else:
+                item.status = TaskStatus.FAILED
+                bisect.insort(ms.failed, index)
+        ms.redo.sort(key=lambda r: -int(r.task.rpartition(mapping.SEP)[2]))  # popped in order
         mapping.fill(state, ms, now, ch)
         self._progress(state, ms, now, ch)
 
@@ -334,5 +359,41 @@ class Mapper:
                     RunState.close_attempt(rec, "cancelled", now)
                 rec.finished_at, rec.note, rec.status = now, "cancelled", TaskStatus.CANCELLED
                 ch.tasks[(state.run.run_id, rec.task)] = rec
+            for index, size in ms.sizes.items():  # each item of a chunk gets its own row
+                for offset in range(1, size):
+                    item = mapping.item_record(ms.active[index], ms.task, index + offset)
+                    ch.tasks[(state.run.run_id, item.task)] = item
         state.maps.clear()
         return in_flight
+
+    def stop(self, state: RunState, task: str, now: float, ch: Changes) -> None:
+        """A mapped task marked by hand while it runs: its instances are cancelled."""
+        ms = state.maps.get(task)
+        if ms is None:
+            return
+        others = {name: m for name, m in state.maps.items() if name != task}
+        state.maps = {task: ms}
+        in_flight = self.cancel(state, now, ch)
+        ch.withdrawn += [r for r in in_flight if r.attempt and r.started_at is None]
+        state.maps = others
+
+    def rebuild(self, run: RunRecord, flow: CompiledFlow,
+                records: Iterable[TaskRecord]) -> RunState:
+        """A finished run made active again (retry, mark), with its generator tasks' items
+        (``streams``, handed over by the caller, who read them)."""
+        state = RunState.from_records(run, flow, {r.task: r for r in records})
+        state.streams = self.streams.pop(run.run_id, {})
+        return state
+
+    def remember_waiting(self, state: RunState, instances: Iterable[TaskRecord]) -> None:
+        """After a restart: a mapped task waiting to expand again keeps its earlier instances'
+        attempts (its task messages must not repeat an earlier id)."""
+        instances = list(instances)
+        for name, rec in state.tasks.items():
+            if state.flow.tasks[name].map_over and rec.status is TaskStatus.PENDING and rec.attempt:
+                self.remember(state.run.run_id, name, instances, reuse=False)
+
+    def forget(self, run_id: str) -> None:
+        """The run left memory (ended or cancelled): what retries kept for it goes too."""
+        for key in [k for k in self._earlier if k[0] == run_id]:
+            del self._earlier[key]

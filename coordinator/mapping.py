@@ -7,6 +7,7 @@ every instance ended and no more failed than it allows; its output is the instan
 in item order (``null`` for a failed one).
 """
 
+import bisect
 import math
 import random
 from dataclasses import dataclass, field
@@ -48,7 +49,8 @@ def instance_name(task: str, index: int) -> str:
 def split_instance(name: str) -> tuple[str, int] | None:
     """``("T", 3)`` for ``"T~3"``; None for a task name."""
     task, sep, index = name.rpartition(SEP)
-    return (task, int(index)) if sep and index.isdigit() and len(index) < 8 else None
+    ok = sep and index.isascii() and index.isdigit() and len(index) < 8
+    return (task, int(index)) if ok else None
 
 
 class MapError(Exception):
@@ -203,8 +205,13 @@ def queue_instance(state: RunState, ms: MapState, rec: TaskRecord, index: int, n
     rec.status = TaskStatus.QUEUED
     ch.tasks[(state.run.run_id, rec.task)] = rec
     size = ms.sizes.get(index, 1)
-    ch.dispatches.append(Dispatch(rec.queue, instance_dispatch(
-        state, spec, rec, index, ms.items[index:index + size])))
+    dispatch = instance_dispatch(state, spec, rec, index, ms.items[index:index + size])
+    problem = inputs_problem(dispatch, ms.budget)
+    if problem is None:
+        ch.dispatches.append(Dispatch(rec.queue, dispatch))
+        return
+    rec.status, rec.finished_at = TaskStatus.FAILED, now  # every item of it: fill sees it
+    rec.error_type, rec.error_message = "InputsTooLarge", problem
 
 
 def fill(state: RunState, ms: MapState, now: float, ch: Changes) -> None:
@@ -219,12 +226,30 @@ def fill(state: RunState, ms: MapState, now: float, ch: Changes) -> None:
         queue_instance(state, ms, rec, index, now, ch)
     while ms.next_index < ms.total and len(ms.active) < window:
         index = ms.next_index
-        size = min(spec.chunk, ms.total - index)
+        size = chunk_size(ms, index, spec.chunk)
         ms.next_index += size
         rec = TaskRecord(run_id=state.run.run_id, task=instance_name(ms.task, index),
                          queue=spec.queue, attempt=ms.attempts.get(index, 0))
         ms.active[index], ms.sizes[index] = rec, size
         queue_instance(state, ms, rec, index, now, ch)
+        if rec.status is TaskStatus.FAILED:  # its message could not be made
+            for offset in range(size):
+                item = rec if offset == 0 else item_record(rec, ms.task, index + offset)
+                ch.tasks[(state.run.run_id, item.task)] = item
+                bisect.insort(ms.failed, index + offset)
+            del ms.active[index], ms.sizes[index]
+
+
+def chunk_size(ms: MapState, index: int, chunk: int) -> int:
+    """Items of the chunk from ``index``: up to ``chunk``, and no more than half a task
+    message's bytes (at least one)."""
+    size, used = 1, len(ms.items[index])
+    while size < chunk and index + size < ms.total:
+        used += len(ms.items[index + size]) + 1
+        if used > ms.budget // 2:
+            break
+        size += 1
+    return size
 
 
 _results = msgspec.json.Decoder(list[ItemResult])
@@ -262,10 +287,12 @@ def stale(rec: TaskRecord, msg: Report) -> bool:
 
 
 def mark_running(rec: TaskRecord, spec: TaskSpec, agent_id: str, at: float, backstop_s: float,
-                 run_id: str, ch: Changes) -> None:
+                 run_id: str, ch: Changes, size: int = 1) -> None:
+    """An instance's agent has it; with a timeout, the coordinator's deadline (a chunk's items
+    each have the timeout, one after the other)."""
     rec.status = TaskStatus.RUNNING
     if spec.timeout_s is not None and rec.deadline_at is None:
-        rec.deadline_at = at + spec.timeout_s + backstop_s
+        rec.deadline_at = at + size * spec.timeout_s + backstop_s
         ch.timers.append(Timer(rec.deadline_at, run_id, rec.task))
     rec.agent_id = agent_id
     rec.started_at = at

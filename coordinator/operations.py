@@ -4,7 +4,9 @@ from collections.abc import Callable
 
 import msgspec
 
+from coordinator import instance_store
 from coordinator.flows import FlowCache
+from coordinator.graph import CompiledFlow
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from coordinator.writer import Batch, Writer
@@ -43,6 +45,12 @@ class Operations:
         detail = await self._detail(run_id)
         return detail.run, detail.tasks, False
 
+    async def _hand_over_items(self, run_id: str, flow: CompiledFlow, active: bool) -> None:
+        """A finished run made active again gets its generator tasks' items back."""
+        if not active and any(t.yields for t in flow.spec.tasks):
+            self.scheduler.mapper.streams[run_id] = await instance_store.items_of(
+                self.store.database, run_id)
+
     def _may_reopen(self, run: RunRecord, active: bool) -> None:
         if not active:
             for check in self.reopen_checks:
@@ -64,6 +72,7 @@ class Operations:
             flow = await self.flows.version(run.flow, run.version)
             mapped = any(t.map_over for t in flow.spec.tasks)
             instances = await self.store.instances_of(run.run_id) if mapped else []
+            await self._hand_over_items(run.run_id, flow, active)
             again = self.scheduler.retry(run, flow, records, now, batch.changes, instances)
             if not again:
                 raise InvalidState(
@@ -92,6 +101,7 @@ class Operations:
                 raise BadRequest(f"run {req.run_id} has no task {req.task!r}")
             self._may_reopen(run, active)
             flow = await self.flows.version(run.flow, run.version)
+            await self._hand_over_items(run.run_id, flow, active)
             rec = self.scheduler.mark(run, flow, records, req.task, status, output, now,
                                       batch.changes)
             if active:  # a queued message of it need not run any more

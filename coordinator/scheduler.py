@@ -87,6 +87,7 @@ class Scheduler:
         state = RunState.from_records(run, flow, tasks)
         state.streams = dict(streams or {})
         self._runs[run.run_id] = state
+        self.mapper.remember_waiting(state, instances)
         if run.counts != stored_counts:  # rebuilt from the tasks: store the right ones
             ch.runs[run.run_id] = run
         for rec in tasks.values():
@@ -216,6 +217,7 @@ class Scheduler:
         if state is None:
             return None
         instances = self.mapper.cancel(state, now, ch)
+        self.mapper.forget(run_id)
         ch.withdrawn += [r for r in instances if r.attempt and r.started_at is None]
         return state.cancel(now, ch) + instances
 
@@ -225,7 +227,7 @@ class Scheduler:
     ) -> list[str]:
         """Run again the failed, cancelled and upstream-failed tasks, reusing what succeeded
         (a mapped task's instances too, unless its items come again)."""
-        state = self._runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
+        state = self._runs.get(run.run_id) or self.mapper.rebuild(run, flow, records)
         again = [name for name, rec in state.tasks.items() if rec.status in TASK_NOT_OK]
         if not again:
             return []
@@ -251,9 +253,10 @@ class Scheduler:
         status: TaskStatus, output: msgspec.Raw, now: float, ch: Changes,
     ) -> TaskRecord:
         """Set a task succeeded (with an output) or failed by hand; dependants follow."""
-        state = self._runs.get(run.run_id) or RunState.from_records(run, flow, {r.task: r for r in records})
+        state = self._runs.get(run.run_id) or self.mapper.rebuild(run, flow, records)
         rec = state.tasks[task]
         self._runs[run.run_id] = state
+        self.mapper.stop(state, task, now, ch)  # a mapped task's instances stop with the mark
         rec.finished_at = now
         rec.started_at = None  # its outcome is by hand: no run of it took from then to now
         rec.deadline_at = rec.retry_at = None  # whatever was pending for it no longer is
@@ -394,3 +397,4 @@ class Scheduler:
         run.finished_at = now
         ch.runs[run.run_id] = run
         self._runs.pop(run.run_id, None)
+        self.mapper.forget(run.run_id)

@@ -305,7 +305,8 @@ class Store:
         log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
                     for (run_id, task), text in logs.items()]
         return await _write_batch(self._db.writer, new_runs, changed, tasks, log_rows,
-                                  list(rejected), [*side, Instances(instances, TASK_COLS),
+                                  list(rejected), [*side, Instances(instances, TASK_COLS,
+                                                             ch.instances_reset),
                                                    Items(ch.items_reset, ch.items)])
 
     async def get_run(self, run_id: str) -> RunDetail | None:

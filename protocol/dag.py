@@ -112,7 +112,7 @@ def is_task_ref(name: str) -> bool:
     task, sep, index = name.rpartition(INSTANCE_SEP)
     if not sep:
         return is_valid_name(name)
-    return is_valid_name(task) and index.isdigit() and len(index) < 8
+    return is_valid_name(task) and index.isascii() and index.isdigit() and len(index) < 8
 """What each instance of a mapped task gets by name: its item and its place in the list."""
 PARAM_PREFIX = "param:"
 MAX_CHUNK = 10_000
