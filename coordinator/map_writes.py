@@ -1,11 +1,23 @@
 """What a batch writes about mapped tasks: their instances' rows and generator tasks' items
 (side writes of the writer's transaction, kept apart from the runs' own tables)."""
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
+import msgspec
 
 from protocol.dag import INSTANCE_SEP
+from protocol.states import TaskStatus
+
+
+class DoneInstance(NamedTuple):
+    """An instance that succeeded, as a restart or a retry needs it (a full record of each of a
+    million would take gigabytes): it reads like a task record's same fields."""
+
+    task: str
+    attempt: int
+    output: msgspec.Raw
+    status: TaskStatus = TaskStatus.SUCCEEDED
 
 
 def instance_columns(task_cols: str) -> str:

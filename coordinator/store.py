@@ -11,7 +11,7 @@ import msgspec
 
 from coordinator.changes import Changes
 from coordinator.database import Database, transaction
-from coordinator.map_writes import Instances, Items, named
+from coordinator.map_writes import DoneInstance, Instances, Items, named
 from coordinator.schema import MIGRATIONS
 from protocol.dag import INSTANCE_SEP
 from protocol.errors import FlowExists
@@ -317,11 +317,17 @@ class Store:
             return None
         return RunDetail(run=_run_from_row(runs[0]), tasks=[task_from_row(r) for r in task_rows])
 
-    async def instances_of(self, run_id: str) -> list[TaskRecord]:
-        """The stored instances of a run's mapped tasks."""
-        rows = await self._db.fetchall(
-            f"SELECT {named(TASK_COLS)} FROM map_instances WHERE run_id = ?", (run_id,))
-        return [task_from_row(r) for r in rows]
+    async def instances_of(self, run_id: str) -> list["TaskRecord | DoneInstance"]:
+        """The stored instances of a run's mapped tasks, for a restart or a retry: those that
+        succeeded without their history and texts (their output and state is what counts, and
+        a million of them would otherwise take gigabytes)."""
+        done, rest = await self._db.fetch_together(
+            (f"SELECT task || '{INSTANCE_SEP}' || idx, attempt, output FROM map_instances "
+             "WHERE run_id = ? AND status = ?", (run_id, TaskStatus.SUCCEEDED.value)),
+            (f"SELECT {named(TASK_COLS)} FROM map_instances WHERE run_id = ? AND status != ?",
+             (run_id, TaskStatus.SUCCEEDED.value)))
+        return [*(DoneInstance(task, attempt, msgspec.Raw(output)) for task, attempt, output
+                  in done), *(task_from_row(r) for r in rest)]
 
     async def tasks_of(self, run_id: str) -> list[TaskRecord]:
         return [task_from_row(r) for r in await self._db.fetchall(_TASKS_OF, (run_id,))]

@@ -239,7 +239,7 @@ async def test_chunks_carry_several_items_and_each_item_keeps_its_own_record(
     assert detail.run.status is RunStatus.SUCCEEDED
     expected = [None if i in (8, 29) else i * i for i in range(30)]
     assert _output(detail, "square") == expected
-    stored = {i.task: i for i in await coordinator._store.instances_of(run.run_id)}
+    stored = {i.task: i async for i in client.all_instances(run.run_id, "square")}
     assert sorted(stored) == sorted(f"square~{i}" for i in range(30))
     assert stored["square~8"].status is TaskStatus.FAILED
     assert "item 8 (index 8) was asked to fail" in (stored["square~8"].error_message or "")
@@ -258,7 +258,7 @@ async def test_a_failed_item_of_a_chunk_is_retried_on_its_own(
     detail = await client.wait(run.run_id, timeout_s=60)
     assert detail.run.status is RunStatus.SUCCEEDED
     assert _output(detail, "flaky_item") == list(range(10))
-    stored = {i.task: i for i in await coordinator._store.instances_of(run.run_id)}
+    stored = {i.task: i async for i in client.all_instances(run.run_id, "flaky_item")}
     assert all(stored[f"flaky_item~{i}"].attempt == (2 if i % 2 else 1) for i in range(10))
 
 

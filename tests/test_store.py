@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import msgspec
 import pytest
 
 from coordinator import store as store_module
 from coordinator.changes import Changes
+from coordinator.map_writes import DoneInstance
 from coordinator.schema import MIGRATIONS
 from coordinator.store import Store
 from protocol.records import RunCounts, RunRecord, TaskRecord
@@ -246,3 +248,22 @@ def test_a_store_that_fails_to_open_leaves_no_connection_behind(tmp_path: Path) 
     for thread in _new_threads(before):
         thread.join(10)
         assert not thread.is_alive(), thread
+
+
+async def test_a_restart_reads_succeeded_instances_as_their_output_and_attempt_only(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "db")
+    try:
+        ch = Changes()
+        for i, status in enumerate((TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.RUNNING)):
+            rec = TaskRecord(run_id="r1", task=f"m~{i}", status=status, attempt=2,
+                             output=msgspec.Raw(b"%d" % i), note="kept only when not succeeded")
+            ch.tasks[("r1", rec.task)] = rec
+        await store.commit(ch)
+        got = {r.task: r for r in await store.instances_of("r1")}
+        assert got["m~0"] == DoneInstance("m~0", 2, msgspec.Raw(b"0"))
+        assert isinstance(got["m~1"], TaskRecord) and got["m~1"].note == "kept only when not succeeded"
+        assert isinstance(got["m~2"], TaskRecord) and got["m~2"].status is TaskStatus.RUNNING
+    finally:
+        await store.close()
