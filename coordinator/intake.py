@@ -10,11 +10,11 @@ from flowforge.auth import Identity
 from protocol.errors import NotHolder, TooLarge
 from protocol.fields import Key
 from protocol.limits import MAX_KEY_CHARS, MAX_PARAMS_BYTES, MAX_VALUE_DEPTH
-from protocol.messages import AttemptReport, TaskLog, TaskSucceeded, encoder
+from protocol.messages import AttemptReport, TaskFailed, TaskLog, TaskSucceeded, encoder
 from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 from protocol.subjects import agent_id_fits
-from protocol.untrusted import Malformed, check_depth
+from protocol.untrusted import Malformed, check_depth, json_depth_over
 
 
 class ReportChecks:
@@ -54,10 +54,19 @@ class ReportChecks:
             raise NotHolder(f"identity {sender} may not report on queue {queue} "
                             f"({report.run_id}/{report.task}); it serves {', '.join(who.queues)}")
 
-    def check_result(self, report: AttemptReport) -> None:
+    def check_result(self, report: Any) -> Any:
+        """The report to apply (or a FlowForgeError why none): a success whose output nests
+        too deep is its attempt's failure instead (agents check before sending; some did not,
+        and a task whose report is only refused would wait for ever)."""
         self.check_holder(report)
-        if isinstance(report, TaskSucceeded):  # agents check before sending; some did not
-            check_depth(bytes(report.output), "the task's output", MAX_VALUE_DEPTH)
+        if isinstance(report, TaskSucceeded) and json_depth_over(bytes(report.output),
+                                                                 MAX_VALUE_DEPTH):
+            return TaskFailed(
+                run_id=report.run_id, task=report.task, attempt=report.attempt,
+                agent_id=report.agent_id, delivery=report.delivery, at=report.at,
+                started_at=report.started_at, error_type="OutputError",
+                message=f"its output nests lists and dicts more than {MAX_VALUE_DEPTH} levels deep")
+        return report
 
     def check_holder(self, report: AttemptReport | TaskLog) -> None:
         holder = holder_other_than(self.scheduler.task_record(report.run_id, report.task),

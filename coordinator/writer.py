@@ -290,7 +290,7 @@ class Writer:
             for result in report.results:    # must not lose the others
                 try:
                     self.checks.check_sender(result, sender)
-                    self.checks.check_result(result)
+                    result = self.checks.check_result(result)
                 except FlowForgeError as exc:
                     log.warning("refused a result on %s: %s", msg.subject[:200], exc.message)
                     batch.rejected.append(Rejected(msg.subject, exc.code, exc.message,
@@ -308,8 +308,7 @@ class Writer:
             batch.logs[key] = batch.logs.get(key, "") + report.text
             batch.log_msgs.append(report)
         else:
-            self.checks.check_result(report)
-            self.scheduler.on_report(report, now, batch.changes)
+            self.scheduler.on_report(self.checks.check_result(report), now, batch.changes)
 
     async def _trigger(self, msg: Msg, now: float, batch: Batch) -> None:
         flow, scope = flow_and_scope(msg.subject[len(self._trigger_prefix):])

@@ -24,7 +24,7 @@ from protocol.api import Reply
 from protocol.errors import ErrorCode
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.limits import MAX_PARAMS_BYTES
-from protocol.messages import TaskDispatch, TaskFailed, encoder, report_decoder
+from protocol.messages import TaskDispatch, TaskFailed, TaskSucceeded, encoder, report_decoder
 from protocol.states import RunStatus, TaskStatus
 from tests import inputflows
 from tests.helpers import SharedStack, on_shared_stack, wait_for
@@ -289,3 +289,18 @@ async def test_malformed_reports_are_refused_and_kept_and_the_next_run_still_suc
 
 async def _rejected_count(client: Client, n: int) -> bool:
     return len(await client.rejected()) >= n
+
+
+async def test_a_result_whose_output_nests_too_deep_fails_its_task_instead_of_leaving_it(
+    coordinator: Coordinator, client: Client, nc: NATS
+) -> None:
+    await client.register([inputflows.register_noop()])  # no agent: the task stays queued
+    run = await client.start("noop")
+    deep = b"[" * 50 + b"]" * 50  # under a message's 64 levels, over an output's 48
+    report = TaskSucceeded(run_id=run.run_id, task="noop", attempt=1, agent_id="a1", at=1.0,
+                           started_at=1.0, output=msgspec.Raw(deep))
+    await nc.jetstream().publish(f"flowforge.report.{run.run_id}", encoder.encode(report))
+    detail = await client.wait(run.run_id, timeout_s=20)
+    [task] = detail.tasks
+    assert detail.run.status is RunStatus.FAILED and task.error_type == "OutputError"
+    assert "more than 48 levels deep" in (task.error_message or "")
