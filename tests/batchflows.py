@@ -18,17 +18,22 @@ def register_square(flow_name: str = "square") -> FlowSpec:
         "square": {"function": square, "depends_on": []}})
 
 
-def slow_square(ctx: TaskContext, x: int, hold_s: float = 0.2) -> int:
-    """Holds its slot a while and, with FLOWFORGE_TEST_LEDGER set, appends when it started and
-    ended to that file (a test counts how many ran at once)."""
+def hold_noted(name: str, hold_s: float) -> None:
+    """Sleep ``hold_s``; with FLOWFORGE_TEST_LEDGER set, append ``start <name> <t>`` and
+    ``end <name> <t>`` lines to that file around it (a test counts what ran at once)."""
     ledger = os.environ.get("FLOWFORGE_TEST_LEDGER")
     if ledger:
         with open(ledger, "a") as f:
-            f.write(f"start {ctx.run_id} {time.time()!r}\n")
+            f.write(f"start {name} {time.time()!r}\n")
     time.sleep(hold_s)
     if ledger:
         with open(ledger, "a") as f:
-            f.write(f"end {ctx.run_id} {time.time()!r}\n")
+            f.write(f"end {name} {time.time()!r}\n")
+
+
+def slow_square(ctx: TaskContext, x: int, hold_s: float = 0.2) -> int:
+    """Holds its slot a while, noted by run in the ledger (``hold_noted``)."""
+    hold_noted(ctx.run_id, hold_s)
     return x * x
 
 

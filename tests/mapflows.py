@@ -5,6 +5,7 @@ import time
 
 from flowforge import TaskContext, register_task_pipeline
 from protocol.flows import FlowSpec
+from tests.batchflows import hold_noted
 
 
 def numbers(n: int) -> list[int]:
@@ -50,16 +51,8 @@ def register_param_fan() -> FlowSpec:
 
 
 def slow_item(ctx: TaskContext, item: int, hold_s: float = 0.05) -> int:
-    """Holds its slot a while; with FLOWFORGE_TEST_LEDGER set, appends when it started and
-    ended (a test counts how many instances ran at once)."""
-    ledger = os.environ.get("FLOWFORGE_TEST_LEDGER")
-    if ledger:
-        with open(ledger, "a") as f:
-            f.write(f"start {ctx.task} {time.time()!r}\n")
-    time.sleep(hold_s)
-    if ledger:
-        with open(ledger, "a") as f:
-            f.write(f"end {ctx.task} {time.time()!r}\n")
+    """Holds its slot a while, noted by instance in the ledger (``hold_noted``)."""
+    hold_noted(ctx.task, hold_s)
     return item
 
 
