@@ -9,9 +9,10 @@ import msgspec
 from coordinator import mapping
 from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.graph import CompiledFlow
+from coordinator.mapper_items import ItemsPart
 from coordinator.mapping import MapError, MapState, Report
 from coordinator.runstate import RunState
-from protocol.messages import TaskFailed, TaskItems, TaskProgress, TaskStarted, TaskSucceeded
+from protocol.messages import TaskFailed, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import TASK_FINAL, TaskStatus
 
@@ -20,7 +21,7 @@ Ended = Callable[[RunState, TaskRecord, bool, float, Changes], None]
 RetryDelay = Callable[[float, int], float]
 
 
-class Mapper:
+class Mapper(ItemsPart):
     def __init__(self, ended: Ended, retry_delay_s: RetryDelay, budget: int,
                  backstop_s: float) -> None:
         self._ended = ended
@@ -56,7 +57,7 @@ class Mapper:
         except MapError as exc:
             self._end(state, rec, None, now, ch, "MapError", str(exc))
             return
-        ms = MapState(task=name, items=items, budget=self.budget)
+        ms = MapState(task=name, items=items, budget=self.budget, open=self._open(state, name))
         state.maps[name] = ms
         earlier, reuse = self._earlier.pop((state.run.run_id, name), ([], False))
         if reuse:
@@ -68,6 +69,14 @@ class Mapper:
                 ch.instances_reset.append((state.run.run_id, name))
         mapping.fill(state, ms, now, ch)
         self._progress(state, ms, now, ch)
+
+    @staticmethod
+    def _open(state: RunState, name: str) -> bool:
+        """Whether the task maps over a generator that has not ended yet."""
+        over = state.flow.tasks[name].map_over or ""
+        source = state.tasks.get(over)
+        return (source is not None and state.flow.tasks[over].yields
+                and source.status is not TaskStatus.SUCCEEDED)
 
     @staticmethod
     def _reuse(state: RunState, ms: MapState, earlier: list[TaskRecord], ch: Changes) -> None:
@@ -93,45 +102,6 @@ class Mapper:
             ch.tasks[(state.run.run_id, rec.task)] = rec
         ms.redo.sort(key=lambda r: -int(r.task.rpartition(mapping.SEP)[2]))  # popped in order
 
-    # -- a generator task's items --------------------------------------------------------------
-
-    @staticmethod
-    def take_items(state: RunState, msg: TaskItems, ch: Changes) -> None:
-        """A generator task's next items (a batch sent again, or one past a gap, is ignored:
-        its result then says how many there should be)."""
-        if not state.flow.tasks[msg.task].yields:
-            return  # only a generator task sends items
-        items = state.streams.setdefault(msg.task, [])
-        if msg.first_index != len(items) or len(items) + len(msg.items) > mapping.MAX_MAP_ITEMS:
-            return  # sent again, past a gap, or too many: its result then fails (ItemsMissing)
-        items.extend(msgspec.Raw(bytes(i)) for i in msg.items)  # copies: not the message
-        ch.items += [(msg.run_id, msg.task, msg.first_index + n, bytes(i))
-                     for n, i in enumerate(msg.items)]
-
-    @staticmethod
-    def items_missing(state: RunState, msg: TaskSucceeded) -> TaskFailed | None:
-        """A generator task's result that cannot stand (not all of its items arrived), as the
-        failure it is instead."""
-        if not state.flow.tasks[msg.task].yields:
-            return None
-        got = len(state.streams.get(msg.task, ()))
-        try:
-            said = msgspec.json.decode(bytes(msg.output), type=int)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            said = -1
-        if said == got:
-            return None
-        return TaskFailed(run_id=msg.run_id, task=msg.task, attempt=msg.attempt,
-                          delivery=msg.delivery, agent_id=msg.agent_id, at=msg.at,
-                          started_at=msg.started_at, error_type="ItemsMissing",
-                          message=f"it yielded {said:,} items; {got:,} arrived")
-
-    @staticmethod
-    def reset_items(state: RunState, task: str, ch: Changes) -> None:
-        """A generator task runs (again): its items start from none."""
-        if state.streams.pop(task, None) is not None or task in state.flow.tasks:
-            ch.items_reset.append((state.run.run_id, task))
-
     def restore(self, state: RunState, name: str, instances: Iterable[TaskRecord], now: float,
                 ch: Changes) -> None:
         """A running mapped task after a restart, from its stored instances."""
@@ -140,7 +110,7 @@ class Mapper:
         except MapError as exc:
             self._end(state, state.tasks[name], None, now, ch, "MapError", str(exc))
             return
-        ms = MapState(task=name, items=items, budget=self.budget)
+        ms = MapState(task=name, items=items, budget=self.budget, open=self._open(state, name))
         state.maps[name] = ms
         rows = sorted((found[1], rec) for rec in instances
                       if (found := mapping.split_instance(rec.task)) and found[1] < ms.total)

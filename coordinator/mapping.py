@@ -75,6 +75,8 @@ class MapState:
     """Outputs by index (copies: a view would keep its whole report message alive); None
     once they passed ``budget`` (too many to pass as one value)."""
     too_many: bool = False
+    open: bool = False
+    """Its items still arrive (it maps over a generator that has not ended): not finished."""
     output_bytes: int = 0
     redo: list[TaskRecord] = field(default_factory=list)
     """Instances below ``next_index`` to run again (a retried mapped task's failed ones)."""
@@ -90,7 +92,8 @@ class MapState:
 
     @property
     def finished(self) -> bool:
-        return self.next_index >= self.total and not self.active and not self.redo
+        return (self.next_index >= self.total and not self.active and not self.redo
+                and not self.open)
 
     def keep_output(self, index: int, output: msgspec.Raw) -> None:
         self.output_bytes += len(output) + 1
@@ -100,14 +103,16 @@ class MapState:
             self.too_many, self.outputs = True, None
             return
         if self.outputs is None:
-            self.outputs = [None] * self.total
+            self.outputs = []
+        if index >= len(self.outputs):  # the items may still be arriving: it grows with them
+            self.outputs += [None] * (max(self.total, index + 1) - len(self.outputs))
         self.outputs[index] = bytes(output)
 
     def joined_output(self) -> msgspec.Raw | None:
         """The outputs in item order as one JSON list, or None when they are too many."""
         if self.too_many:
             return None
-        outputs = self.outputs or [None] * self.total
+        outputs = (self.outputs or []) + [None] * (self.total - len(self.outputs or []))
         return msgspec.Raw(b"[" + b",".join(b"null" if o is None else o for o in outputs) + b"]")
 
     def note(self) -> str:
@@ -132,8 +137,8 @@ def items_to_map(state: RunState, spec: TaskSpec) -> list[msgspec.Raw]:
             raise MapError(f"run parameter {over[len(PARAM_PREFIX):]!r} is "
                            f"{type(value).__name__}, not a list to map over")
         items = [msgspec.Raw(_enc.encode(v)) for v in value]
-    elif state.flow.tasks[over].yields:
-        items = state.streams.get(over, [])
+    elif state.flow.tasks[over].yields:  # the same list the generator's items go on to
+        items = state.streams.setdefault(over, [])
     else:
         try:
             items = _items.decode(bytes(state.tasks[over].output))

@@ -141,15 +141,13 @@ class Scheduler:
                     rec.checkpoint, rec.checkpoint_at = msg.message, msg.at
             case TaskItems():
                 self._mark_running(state, rec, msg.agent_id, rec.started_at or msg.at, ch)
-                self.mapper.take_items(state, msg, ch)
+                self.mapper.take_items(state, msg, now, ch)
             case TaskSucceeded():
                 self._succeed(state, rec, msg, now, ch)
             case TaskFailed():
                 self._fail(state, rec, msg, now, ch)
         ch.runs[msg.run_id] = state.run
         return True
-
-    # -- queries -----------------------------------------------------------------------
 
     def is_active(self, run_id: str) -> bool:
         """Whether the run is in memory: started or restored, and not finished."""
@@ -197,6 +195,7 @@ class Scheduler:
 
     def _ended(self, state: RunState, rec: TaskRecord, ok: bool, now: float, ch: Changes) -> None:
         """A task ended for good (its attempt closed): its dependants follow."""
+        self.mapper.source_ended(state, rec.task, ok, now, ch)  # a generator mapped over early
         if not ok:
             state.set(rec, TaskStatus.FAILED)
             state.fail_downstream(state.flow.dependants.get(rec.task, ()), now, ch, [rec.task])

@@ -200,3 +200,22 @@ def register_streamed_slow() -> FlowSpec:
         "source": {"function": generate},
         "slow_key": {"function": slow_key, "map_over": "source", "chunk": 100, "max_active": 2},
     })
+
+
+def trickle(n: int, pause_at: int = -1, pause_s: float = 0.0, fail_at: int = -1):  # type: ignore[no-untyped-def]
+    """Yields n keys, pausing (or failing) after ``pause_at`` (``fail_at``) of them."""
+    for i in range(n):
+        if i == fail_at:
+            raise RuntimeError(f"the source broke after {i} items")
+        if i == pause_at:
+            time.sleep(pause_s)
+        yield f"k{i:07d}"
+
+
+def register_trickle() -> FlowSpec:
+    """A generator on its only attempt → a task mapped over its items as they come."""
+    return register_task_pipeline(flow_name="trickle", pipeline={
+        "source": {"function": trickle},
+        "key_number": {"function": key_number, "map_over": "source", "chunk": 100},
+        "check_all": {"function": check_all, "depends_on": ["key_number"]},
+    })

@@ -348,3 +348,57 @@ async def test_a_restart_after_a_generator_ended_maps_over_its_stored_items(
     detail = await client.wait(run.run_id, timeout_s=120)
     assert detail.run.status is RunStatus.SUCCEEDED
     assert _output(detail, "slow_key") == list(range(3_000))
+
+
+async def test_a_task_mapped_over_a_generator_starts_on_its_items_before_it_ends(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_trickle()
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("trickle", {"n": 6_000, "pause_at": 5_500, "pause_s": 1.0})
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _output(detail, "check_all") == {"n": 6_000, "in_order": True}
+    source_ended = _task(detail, "source").finished_at
+    first = min([i.started_at async for i in client.all_instances(run.run_id, "key_number")
+                 if i.started_at is not None])
+    assert source_ended is not None and first < source_ended - 0.5  # during the pause
+
+
+async def test_a_generator_failing_on_its_last_attempt_stops_the_task_mapped_over_it(
+    coordinator, start_agent, client: Client
+) -> None:
+    flow = mapflows.register_trickle()
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("trickle", {"n": 9_000, "pause_at": 5_500, "pause_s": 1.0,
+                                         "fail_at": 7_000})
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.FAILED
+    assert _task(detail, "source").status is TaskStatus.FAILED
+    mapped = _task(detail, "key_number")
+    assert mapped.status is TaskStatus.UPSTREAM_FAILED and "source" in (mapped.note or "")
+    assert _task(detail, "check_all").status is TaskStatus.UPSTREAM_FAILED
+
+
+async def test_a_restart_while_a_generator_still_yields_keeps_mapping_as_its_items_come(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    coordinator = await start_coordinator()
+    flow = mapflows.register_trickle()
+    await start_agent(concurrency=4)
+    await client.register([flow])
+    run = await client.start("trickle", {"n": 6_000, "pause_at": 5_500, "pause_s": 2.0})
+
+    async def mapping_early() -> bool:
+        detail = await client.get(run.run_id)
+        return (_task(detail, "key_number").status is TaskStatus.RUNNING
+                and _task(detail, "source").status is TaskStatus.RUNNING)
+
+    await wait_for(mapping_early, timeout_s=30)
+    await coordinator.shutdown()
+    await start_coordinator()
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    assert _output(detail, "check_all") == {"n": 6_000, "in_order": True}
