@@ -363,6 +363,12 @@ class Mapper(ItemsPart):
             if state.flow.tasks[name].map_over and rec.status is TaskStatus.PENDING and rec.attempt:
                 self.remember(state.run.run_id, name, instances, reuse=False)
 
+    def marked(self, state: RunState, task: str, ok: bool, now: float, ch: Changes) -> None:
+        """A task marked by hand: a mapped one's instances stop with the mark; a generator's
+        mapped task that started early has all the items there will be (or stops)."""
+        self.stop(state, task, now, ch)
+        self.source_ended(state, task, ok, now, ch)
+
     def forget(self, run_id: str) -> None:
         """The run left memory (ended or cancelled): what retries kept for it goes too."""
         for key in [k for k in self._earlier if k[0] == run_id]:

@@ -255,7 +255,7 @@ class Scheduler:
         state = self._runs.get(run.run_id) or self.mapper.rebuild(run, flow, records)
         rec = state.tasks[task]
         self._runs[run.run_id] = state
-        self.mapper.stop(state, task, now, ch)  # a mapped task's instances stop with the mark
+        self.mapper.marked(state, task, status is TaskStatus.SUCCEEDED, now, ch)
         rec.finished_at = now
         rec.started_at = None  # its outcome is by hand: no run of it took from then to now
         rec.deadline_at = rec.retry_at = None  # whatever was pending for it no longer is

@@ -254,3 +254,34 @@ def test_a_restart_while_a_lone_item_retry_is_queued_keeps_it_one_item():
     assert h.rec("m~9").status is TaskStatus.SUCCEEDED, h.rec("m~9").error_message
     [after] = h.pending_msgs()
     assert (after.task, len(after.chunk or [])) == ("m~10", 10)  # items 10.. as their chunk
+
+
+def _generator_flow():  # type: ignore[no-untyped-def]
+    return flow(t("gen", yields=True), t("m", "gen", map_over="gen"), t("after", "m", inputs=("m",)))
+
+
+def _yield(h, first: int, n: int):  # type: ignore[no-untyped-def]
+    from protocol.messages import TaskItems
+    return h.report(TaskItems(**h.ids("gen"), first_index=first,
+                              items=[msgspec.Raw(b"%d" % i) for i in range(first, first + n)]))
+
+
+def test_a_generator_marked_by_hand_while_its_map_started_early_lets_the_map_end() -> None:
+    h = H(_generator_flow())
+    assert _yield(h, 0, 3)
+    assert h.rec("m").status is TaskStatus.RUNNING  # started on the first items
+    for d in [d for d in h.pending_msgs() if "~" in d.task]:
+        h.succeed(d.task, b"%d" % d.first_index)
+    assert h.rec("m").status is TaskStatus.RUNNING  # the generator may still yield
+    _mark(h, "gen", TaskStatus.SUCCEEDED, b"3")
+    assert h.rec("m").status is TaskStatus.SUCCEEDED
+    assert msgspec.json.decode(bytes(h.rec("m").output)) == [0, 1, 2]
+
+
+def test_a_generator_marked_failed_while_its_map_started_early_stops_the_map() -> None:
+    h = H(_generator_flow())
+    assert _yield(h, 0, 3)
+    _mark(h, "gen", TaskStatus.FAILED)
+    assert h.rec("m").status is TaskStatus.UPSTREAM_FAILED
+    assert not [d for d in h.pending_msgs() if "~" in d.task]
+    assert h.rec("after").status is TaskStatus.UPSTREAM_FAILED
