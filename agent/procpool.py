@@ -10,6 +10,8 @@ import msgspec
 
 from agent.procworker import Call, Line
 from flowforge.context import TaskContext
+from protocol.api import API_REQUESTS
+from protocol.errors import FlowForgeError
 
 _decode_line = msgspec.json.Decoder(Line).decode
 _encode = msgspec.json.Encoder().encode
@@ -87,6 +89,9 @@ class ProcessPool:
             match line.kind:
                 case "progress":
                     ctx._sink(line.fraction, line.message)
+                case "ask":  # the task asks the coordinator: answered on its input
+                    proc.stdin.write(_encode(await _answer(ctx, line)) + b"\n")
+                    await proc.stdin.drain()
                 case "ok":
                     return bytes(line.output)
                 case _:
@@ -110,6 +115,20 @@ class ProcessPool:
                 worker.kill()
         self._all.clear()
         self._idle.clear()
+
+
+async def _answer(ctx: TaskContext, line: Line) -> Line:
+    """The coordinator's answer to a worker's question, over the agent's connection."""
+    try:
+        noun, _, verb = (line.message or "").partition(".")
+        request_type = API_REQUESTS[(noun, verb)]
+        body = msgspec.json.decode(bytes(line.output), type=request_type)
+        answer = await ctx._need_asker().aask(body, msgspec.Raw)
+    except (FlowForgeError, KeyError, msgspec.ValidationError, msgspec.DecodeError,
+            RuntimeError) as exc:
+        code = exc.code if isinstance(exc, FlowForgeError) else "bad_request"
+        return Line(kind="error", error_type=str(code), message=str(exc))
+    return Line(kind="answer", output=answer)
 
 
 def call_for(function: str, kwargs: dict[str, Any], ctx: TaskContext) -> Call:

@@ -16,6 +16,7 @@ from agent.outputs import OutputError, encode_output, user_traceback
 from flowforge.context import TaskContext
 from flowforge.loader import import_target
 from flowforge.registry import REGISTRY
+from protocol.errors import RemoteError
 
 
 class Call(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,10 +35,12 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Line(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One line back to the agent: progress, or the result."""
+    """One line back to the agent: progress, a question for the coordinator, or the result
+    (and, to the worker, the answer to its question)."""
 
     kind: str
-    """progress, ok or error."""
+    """progress, ask (``message``: its ``noun.verb``, ``output``: the request), ok or error;
+    to the worker: answer (``output``) or error."""
     fraction: float | None = None
     message: str | None = None
     output: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
@@ -47,6 +50,27 @@ class Line(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 _encode = msgspec.json.Encoder().encode
 _decode_call = msgspec.json.Decoder(Call).decode
+_decode_line = msgspec.json.Decoder(Line).decode
+
+
+class ChildAsker:
+    """A task in this worker process asks the coordinator through the agent: the question
+    goes out as a line, and the agent's answer comes back on the input before the next call."""
+
+    def __init__(self, send: Any, inp: Any) -> None:
+        self._send, self._inp = send, inp
+
+    def ask(self, body: Any, result_type: type[Any]) -> Any:
+        from flowforge.client import route_of  # the SDK's client: only when a task asks
+
+        self._send(Line(kind="ask", message=route_of(body), output=msgspec.Raw(_encode(body))))
+        line = _decode_line(self._inp.readline())
+        if line.kind != "answer":
+            raise RemoteError(line.error_type or "internal", line.message or "no answer")
+        return msgspec.json.decode(bytes(line.output), type=result_type)
+
+    async def aask(self, body: Any, result_type: type[Any]) -> Any:
+        raise RuntimeError("an async task runs in the agent's loop, not in a worker process")
 
 
 def serve(out: Any, inp: Any) -> None:
@@ -64,6 +88,7 @@ def serve(out: Any, inp: Any) -> None:
                 run_id=call.run_id, flow=call.flow, task=call.task, attempt=call.attempt,
                 params=call.params, agent_id=call.agent_id, scheduled_for=call.scheduled_for,
                 sink=lambda f, m: send(Line(kind="progress", fraction=f, message=m)),
+                asker=ChildAsker(send, inp),
             )
         send(_run(call.function, kwargs))
 

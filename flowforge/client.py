@@ -62,6 +62,11 @@ _EVENT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 _ROUTES: dict[type[msgspec.Struct], tuple[str, str]] = {t: key for key, t in api.API_REQUESTS.items()}
 """The (noun, verb) of each request type: its subject is ``<ns>.api.<noun>.<verb>``."""
 
+
+def route_of(body: msgspec.Struct) -> str:
+    """``noun.verb`` of a request."""
+    return ".".join(_ROUTES[type(body)])
+
 NO_RESPONDER_RETRIES_S = (0.05, 0.2, 0.5)
 BUSY_FIRST_PAUSE_S = 0.05
 DENIAL_CHECK_S = 0.1

@@ -86,9 +86,7 @@ class TaskContext:
 
     def _need_asker(self) -> Asker:
         if self._asker is None:
-            raise RuntimeError("this task cannot ask the coordinator from here: "
-                               "ctx.mapped_outputs works in the agent's thread pool and in "
-                               "async tasks, not yet with --pool process")
+            raise RuntimeError("this task cannot ask the coordinator: it is not run by an agent")
         return self._asker
 
     @property

@@ -42,3 +42,17 @@ async def test_a_worker_process_that_dies_fails_its_task_and_the_agent_keeps_ser
     again = await client.wait((await client.start("progress")).run_id, timeout_s=60)
     assert again.run.status is RunStatus.SUCCEEDED
     assert os.getpid() > 0
+
+
+async def test_a_task_in_a_worker_process_reads_mapped_outputs_a_page_at_a_time(
+    coordinator, spawn, client: Client
+) -> None:
+    from tests import mapprocflows
+
+    await client.register([mapprocflows.FLOW])
+    spawn("flowforge-agent", "--import", "tests.mapprocflows", "--pool", "process")
+    run = await client.start("big_join", {"n": 90, "size": 100_000})
+    detail = await client.wait(run.run_id, timeout_s=120)
+    join = next(t for t in detail.tasks if t.task == "join")
+    assert detail.run.status is RunStatus.SUCCEEDED, join.error_message
+    assert bytes(join.output) == b'{"n":90,"ordered":true,"missing":[]}'
