@@ -206,3 +206,4 @@ def test_the_million_item_benchmark_runs_a_small_map_end_to_end() -> None:
     assert "1 → 3,000 mapped → 1, chunk 100: succeeded (join saw 3000 outputs in order)" in (
         proc.stdout)
     assert "coordinator RSS before / peak" in proc.stdout
+    assert "dashboard: run open, counted" in proc.stdout
