@@ -12,6 +12,7 @@ from agent.procworker import Call, Line
 from flowforge.context import TaskContext
 from protocol.api import API_REQUESTS
 from protocol.errors import FlowForgeError
+from protocol.untrusted import decode
 
 _decode_line = msgspec.json.Decoder(Line).decode
 _encode = msgspec.json.Encoder().encode
@@ -122,10 +123,9 @@ async def _answer(ctx: TaskContext, line: Line) -> Line:
     try:
         noun, _, verb = (line.message or "").partition(".")
         request_type = API_REQUESTS[(noun, verb)]
-        body = msgspec.json.decode(bytes(line.output), type=request_type)
+        body = decode(msgspec.json.Decoder(request_type), bytes(line.output), "a worker's request")
         answer = await ctx._need_asker().aask(body, msgspec.Raw)
-    except (FlowForgeError, KeyError, msgspec.ValidationError, msgspec.DecodeError,
-            RuntimeError) as exc:
+    except (FlowForgeError, KeyError, RuntimeError) as exc:
         code = exc.code if isinstance(exc, FlowForgeError) else "bad_request"
         return Line(kind="error", error_type=str(code), message=str(exc))
     return Line(kind="answer", output=answer)

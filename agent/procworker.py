@@ -17,6 +17,7 @@ from flowforge.context import TaskContext
 from flowforge.loader import import_target
 from flowforge.registry import REGISTRY
 from protocol.errors import RemoteError
+from protocol.untrusted import decode
 
 
 class Call(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,7 +68,8 @@ class ChildAsker:
         line = _decode_line(self._inp.readline())
         if line.kind != "answer":
             raise RemoteError(line.error_type or "internal", line.message or "no answer")
-        return msgspec.json.decode(bytes(line.output), type=result_type)
+        return decode(msgspec.json.Decoder(result_type), bytes(line.output),
+                      "the coordinator's answer")
 
     async def aask(self, body: Any, result_type: type[Any]) -> Any:
         raise RuntimeError("an async task runs in the agent's loop, not in a worker process")

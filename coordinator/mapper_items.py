@@ -9,8 +9,12 @@ import msgspec
 from coordinator import mapping
 from coordinator.changes import Changes
 from coordinator.runstate import RunState
+from protocol.errors import FlowForgeError
 from protocol.messages import TaskFailed, TaskItems, TaskSucceeded
 from protocol.states import TaskStatus
+from protocol.untrusted import decode
+
+_count = msgspec.json.Decoder(int)
 
 if TYPE_CHECKING:
     from coordinator.mapping import MapState
@@ -89,8 +93,8 @@ class ItemsPart:
             return None
         got = len(state.streams.get(msg.task, ()))
         try:
-            said = msgspec.json.decode(bytes(msg.output), type=int)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+            said = decode(_count, bytes(msg.output), "a generator's count")
+        except FlowForgeError:
             said = -1
         if said == got:
             return None

@@ -18,6 +18,7 @@ from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.runstate import RunState
 from protocol.dag import INSTANCE_SEP as SEP
 from protocol.dag import PARAM_PREFIX
+from protocol.errors import FlowForgeError
 from protocol.flows import TaskSpec
 from protocol.messages import (
     ItemResult,
@@ -30,6 +31,7 @@ from protocol.messages import (
 )
 from protocol.records import TaskRecord
 from protocol.states import TaskStatus
+from protocol.untrusted import decode
 
 DEFAULT_WINDOW = 1_000
 """Instances of one mapped task queued or running at once when it sets no max_active."""
@@ -141,8 +143,8 @@ def items_to_map(state: RunState, spec: TaskSpec) -> list[msgspec.Raw]:
         items = state.streams.setdefault(over, [])
     else:
         try:
-            items = _items.decode(bytes(state.tasks[over].output))
-        except msgspec.ValidationError:
+            items = decode(_items, bytes(state.tasks[over].output), f"the output of {over!r}")
+        except FlowForgeError:
             raise MapError(f"the output of {over!r} is not a JSON list to map over") from None
     if len(items) > MAX_MAP_ITEMS:
         raise MapError(f"{len(items):,} items to map over; the limit is {MAX_MAP_ITEMS:,}")
@@ -263,8 +265,8 @@ _results = msgspec.json.Decoder(list[ItemResult])
 def results_of(output: msgspec.Raw, size: int) -> list[ItemResult]:
     """A chunk's report: one result per item, in order."""
     try:
-        results = _results.decode(bytes(output))
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        results = decode(_results, bytes(output), "a chunk's report")
+    except FlowForgeError:
         raise MapError("the chunk's report is not a list of item results") from None
     if len(results) != size:
         raise MapError(f"the chunk's report has {len(results)} results for {size} items")

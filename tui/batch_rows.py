@@ -1,7 +1,6 @@
 """What the Batches view draws (pure): a batch's row with its progress and counts, which of its
 items are shown and in what order, an item's row, the lines that explain them."""
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 import msgspec
@@ -10,7 +9,7 @@ from rich.text import Text
 from flowforge.render import cut, stamp
 from protocol.batches import BATCH_FINAL, BatchItem, BatchRecord, BatchState, ItemStatus
 from tui import palette
-from tui.table_sync import Row
+from tui.table_sync import Row, unlisted
 
 ITEM_ORDER = (ItemStatus.FAILED, ItemStatus.RUNNING, ItemStatus.PENDING, ItemStatus.CANCELLED,
               ItemStatus.SKIPPED, ItemStatus.WAITING, ItemStatus.SUCCEEDED)
@@ -146,9 +145,7 @@ def items_note(shown: ItemsShown | None) -> str:
     total = sum(shown.counts.values())
     if total == 0:
         return "no items"
-    listed = Counter(i.status for i in shown.items)
-    left = [(s, shown.counts.get(s, 0) - listed[s]) for s in ITEM_ORDER]
-    hidden = ", ".join(f"{n:,} {s.value}" for s, n in left if n > 0)
+    hidden = unlisted(shown.counts, (i.status for i in shown.items), ITEM_ORDER)
     order = "failed first, then running and pending, then the rest"
     if not hidden:
         return f"all {total:,} items, {order}"

@@ -1,7 +1,6 @@
 """What the dashboard draws of a mapped task (pure): the caption of its box, the instances it lists
 and in what order, an instance's row, the lines that explain them."""
 
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,7 +13,7 @@ from flowforge.terminal import safe
 from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 from tui import palette
-from tui.table_sync import Row
+from tui.table_sync import Row, unlisted
 
 LIST_ORDER = tuple(s for s in MAPPED_ORDER if s is not TaskStatus.PENDING)
 """The order instances are listed in: failed first, then those going on, then the rest."""
@@ -110,9 +109,7 @@ def listed_note(shown: MapShown | None) -> str:
     made = sum(shown.counts.values())
     if made == 0:
         return "no instances yet: they are made as the items are reached"
-    listed = Counter(r.status for r in shown.instances)
-    left = [(s, shown.counts.get(s, 0) - listed[s]) for s in LIST_ORDER]
-    hidden = ", ".join(f"{n:,} {s.value}" for s, n in left if n > 0)
+    hidden = unlisted(shown.counts, (r.status for r in shown.instances), LIST_ORDER)
     order = "failed first, then those going on, then the rest"
     if not hidden:
         return f"all {made:,} instances made, {order}"

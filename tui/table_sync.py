@@ -1,6 +1,8 @@
 """Bring a DataTable to a list of keyed rows with few changes, keeping the cursor on its row."""
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
@@ -53,3 +55,11 @@ def selected_key(table: DataTable) -> str | None:
     except Exception:  # noqa: BLE001 - the cursor may point past a table that just shrank
         return None
     return str(key.value) if key.value is not None else None
+
+
+def unlisted(counts: Mapping[str, int], listed: Iterable[Any], order: Iterable[Any]) -> str:
+    """What a page of rows leaves out, by status in ``order`` (``12 waiting, 3 succeeded``):
+    ``counts`` for all of them, ``listed`` the statuses of those on the page."""
+    shown = Counter(listed)
+    left = [(s, counts.get(s, 0) - shown[s]) for s in order]
+    return ", ".join(f"{n:,} {s.value}" for s, n in left if n > 0)
