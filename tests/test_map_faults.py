@@ -21,7 +21,7 @@ from tests.test_batch_faults import ledger_spans, most_at_once
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(400)]
 
 KILLS = 4
-ITEMS = 60
+ITEMS = 200  # 50 rounds of max_active: long enough for every kill to land mid-map
 
 
 async def _done_count(client: Client, run_id: str) -> int:
