@@ -7,7 +7,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from agent.child_waits import ChildWaits, Lend
 from flowforge.client import Client
+from protocol.children import AwaitChildren
 from protocol.errors import NotConnected
 
 ASK_TIMEOUT_S = 30.0
@@ -15,11 +17,31 @@ ASK_TIMEOUT_S = 30.0
 
 class AgentAsker:
     def __init__(self, client: Callable[[], Client | None],
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, waits: ChildWaits | None = None,
+                 lend: Lend | None = None) -> None:
         self._client = client
         self._loop = loop
         self._loop_thread = threading.get_ident()
         """Created on the loop's thread: a blocking ask from there would never be answered."""
+        self._waits, self._lend = waits, lend
+
+    def for_task(self, lend: Lend) -> "AgentAsker":
+        """The asker of one task: its waits for children lend its slot with ``lend``."""
+        asker = AgentAsker(self._client, self._loop, self._waits, lend)
+        asker._loop_thread = self._loop_thread
+        return asker
+
+    async def await_children(self, body: AwaitChildren) -> None:
+        if self._waits is None or self._lend is None:
+            raise RuntimeError("this task cannot wait for children: it is not run by an agent")
+        await self._waits.wait(body, self._lend)
+
+    def wait_children(self, body: AwaitChildren) -> None:
+        """From a sync task's thread: blocks until the children are done (no time limit: each
+        child has its own timeout)."""
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError("an async task must `await ctx.map(...)` / `await ctx.gather(...)`")
+        asyncio.run_coroutine_threadsafe(self.await_children(body), self._loop).result()
 
     async def aask(self, body: Any, result_type: type[Any]) -> Any:
         client = self._client()

@@ -52,6 +52,9 @@ async def execute(
             outcome = await _in_thread(threads, fn, kwargs, task.timeout_s, lingering)
             output = encode_output(await _with_timeout(  # a generator: all its items in time
                 _drained(_unwrap(outcome), threads, send_items), task.timeout_s))
+        spawner = ctx._spawner
+        if spawner is not None and spawner.unsettled:  # it ends after its children
+            await spawner.asettle()
     except asyncio.CancelledError:
         raise
     except BindError as exc:

@@ -54,9 +54,11 @@ class TaskInHand:
     capture: logcapture.Capture | None = None
     """Its log, while its function runs."""
     lingering: list[asyncio.Future[Any]] = field(default_factory=list)
+    """Threads still running a function that timed out or was cancelled (they keep the slot)."""
     slot_since: float = 0.0
     """``time.monotonic()`` when it took its slot."""
-    """Threads still running a function that timed out or was cancelled (they keep the slot)."""
+    lent: bool = False
+    """Its task waits for its children and lent its slot meanwhile."""
 
     @classmethod
     def of(cls, msg: Msg, queue: str) -> "TaskInHand":

@@ -8,14 +8,16 @@ from typing import Any
 
 import msgspec
 
-from agent.procworker import Call, Line
+from agent.procworker import AWAIT_CHILDREN, Call, Line
 from flowforge.context import TaskContext
 from protocol.api import API_REQUESTS
+from protocol.children import AwaitChildren
 from protocol.errors import FlowForgeError
 from protocol.untrusted import decode
 
 _decode_line = msgspec.json.Decoder(Line).decode
 _encode = msgspec.json.Encoder().encode
+_await_dec = msgspec.json.Decoder(AwaitChildren)
 
 
 class TaskError(Exception):
@@ -121,6 +123,10 @@ class ProcessPool:
 async def _answer(ctx: TaskContext, line: Line) -> Line:
     """The coordinator's answer to a worker's question, over the agent's connection."""
     try:
+        if line.message == AWAIT_CHILDREN:  # waited for here, lending the task's slot
+            body = decode(_await_dec, bytes(line.output), "a worker's wait")
+            await ctx._need_asker().await_children(body)
+            return Line(kind="answer")
         noun, _, verb = (line.message or "").partition(".")
         request_type = API_REQUESTS[(noun, verb)]
         body = decode(msgspec.json.Decoder(request_type), bytes(line.output), "a worker's request")
@@ -137,6 +143,6 @@ def call_for(function: str, kwargs: dict[str, Any], ctx: TaskContext) -> Call:
     return Call(
         function=function, kwargs={k: v for k, v in kwargs.items() if v is not ctx},
         ctx_param=ctx_param, run_id=ctx.run_id, flow=ctx.flow, task=ctx.task,
-        attempt=ctx.attempt, params=ctx.params, agent_id=ctx.agent_id,
+        attempt=ctx.attempt, params=ctx.params, agent_id=ctx.agent_id, queue=ctx.queue,
         scheduled_for=None if ctx.scheduled_for is None else ctx.scheduled_for.timestamp(),
     )

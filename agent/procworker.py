@@ -32,6 +32,7 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     params: dict[str, Any] = {}
     agent_id: str = ""
+    queue: str = "default"
     scheduled_for: float | None = None
 
 
@@ -54,9 +55,14 @@ _decode_call = msgspec.json.Decoder(Call).decode
 _decode_line = msgspec.json.Decoder(Line).decode
 
 
-class ChildAsker:
+AWAIT_CHILDREN = "children.await"
+"""A worker's ask that the agent answers itself: once the children are done."""
+
+
+class WorkerAsker:
     """A task in this worker process asks the coordinator through the agent: the question
-    goes out as a line, and the agent's answer comes back on the input before the next call."""
+    goes out as a line, and the agent's answer comes back on the input before the next call.
+    Waiting for children is asked the same way; the agent answers when they are done."""
 
     def __init__(self, send: Any, inp: Any) -> None:
         self._send, self._inp = send, inp
@@ -74,6 +80,15 @@ class ChildAsker:
     async def aask(self, body: Any, result_type: type[Any]) -> Any:
         raise RuntimeError("an async task runs in the agent's loop, not in a worker process")
 
+    def wait_children(self, body: Any) -> None:
+        self._send(Line(kind="ask", message=AWAIT_CHILDREN, output=msgspec.Raw(_encode(body))))
+        line = _decode_line(self._inp.readline())
+        if line.kind != "answer":
+            raise RemoteError(line.error_type or "internal", line.message or "no answer")
+
+    async def await_children(self, body: Any) -> None:
+        raise RuntimeError("an async task runs in the agent's loop, not in a worker process")
+
 
 def serve(out: Any, inp: Any) -> None:
     """Answer calls from ``inp`` until it closes."""
@@ -85,23 +100,27 @@ def serve(out: Any, inp: Any) -> None:
     for raw in inp:
         call = _decode_call(raw)
         kwargs = dict(call.kwargs)
+        ctx = None
         if call.ctx_param:
-            kwargs[call.ctx_param] = TaskContext(
+            ctx = kwargs[call.ctx_param] = TaskContext(
                 run_id=call.run_id, flow=call.flow, task=call.task, attempt=call.attempt,
                 params=call.params, agent_id=call.agent_id, scheduled_for=call.scheduled_for,
                 sink=lambda f, m: send(Line(kind="progress", fraction=f, message=m)),
-                asker=ChildAsker(send, inp),
+                asker=WorkerAsker(send, inp), queue=call.queue,
             )
-        send(_run(call.function, kwargs))
+        send(_run(call.function, kwargs, ctx))
 
 
-def _run(function: str, kwargs: dict[str, Any]) -> Line:
+def _run(function: str, kwargs: dict[str, Any], ctx: TaskContext | None) -> Line:
     fn = REGISTRY.functions.get(function)
     if fn is None:
         return Line(kind="error", error_type="UnknownFunction",
                     message=f"no function {function!r} in this worker process")
     try:
-        return Line(kind="ok", output=msgspec.Raw(encode_output(fn(**kwargs))))
+        output = encode_output(fn(**kwargs))
+        if ctx is not None and ctx._spawner is not None and ctx._spawner.unsettled:
+            ctx._spawner.settle()  # it ends after its children
+        return Line(kind="ok", output=msgspec.Raw(output))
     except OutputError as exc:
         return Line(kind="error", error_type="OutputError", message=str(exc))
     except BaseException as exc:  # noqa: BLE001 - a task's exception is data

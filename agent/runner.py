@@ -1,9 +1,12 @@
 """TaskRunner: one task message in a slot, from its bytes to its terminal report."""
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import msgspec
@@ -11,6 +14,7 @@ import msgspec
 from agent import logcapture
 from agent.asker import AgentAsker
 from agent.binding import BindPlan
+from agent.child_waits import ChildWaits
 from agent.chunks import run_chunk
 from agent.executor import execute
 from agent.inhand import TaskInHand, TaskState
@@ -49,7 +53,10 @@ class TaskRunner:
                  threads: TaskThreads, processes: ProcessPool | None, updates: Updates,
                  stopping: Callable[[], bool],
                  client: Callable[[], Client | None] = lambda: None,
-                 store_report: Callable[[str, bytes], Awaitable[None]] | None = None) -> None:
+                 store_report: Callable[[str, bytes], Awaitable[None]] | None = None,
+                 waits: ChildWaits | None = None,
+                 lend: Callable[[TaskInHand], AbstractAsyncContextManager[None]] | None = None,
+                 ) -> None:
         self._agent_id, self._functions = agent_id, functions
         self._plans = {ref: BindPlan.of(fn) for ref, fn in functions.items()}
         self._threads, self._processes = threads, processes
@@ -58,14 +65,23 @@ class TaskRunner:
         self._store_report = store_report
         """Publishes a report and waits until the stream stored it (a generator's items)."""
         self._asker: AgentAsker | None = None
+        self._waits = waits
+        self._lend = lend or _no_lending
+        """How a task waiting for its children lends its slot (and thread) meanwhile."""
         self._cancelled_runs: dict[str, None] = {}
-        """Runs cancelled lately (newest last): their tasks are stopped or not started."""
+        """Runs cancelled lately (newest last): their tasks are stopped or not started. A
+        task cancelled alone (a child whose parent ended) is kept as ``run_id/task``."""
 
-    def note_cancelled(self, run_id: str) -> None:
-        """The run was cancelled: none of its tasks starts here any more."""
-        self._cancelled_runs[run_id] = None
+    def note_cancelled(self, run_id: str, tasks: Iterable[str] = ()) -> None:
+        """The run (or only these tasks of it) was cancelled: none of it starts here any more."""
+        for key in [f"{run_id}/{t}" for t in tasks] or [run_id]:
+            self._cancelled_runs[key] = None
         while len(self._cancelled_runs) > MAX_CANCELLED_RUNS:
             del self._cancelled_runs[next(iter(self._cancelled_runs))]
+
+    def _is_cancelled(self, task: TaskDispatch) -> bool:
+        cancelled = self._cancelled_runs
+        return task.run_id in cancelled or f"{task.run_id}/{task.task}" in cancelled
 
     async def run(self, item: TaskInHand) -> TaskSucceeded | TaskFailed | None:
         """The task's terminal report, or None when the message was settled here (malformed)."""
@@ -91,9 +107,10 @@ class TaskRunner:
         item.ctx = TaskContext(
             run_id=task.run_id, flow=task.flow, task=task.task, attempt=task.attempt,
             params=task.params, agent_id=self._agent_id, sink=sink,
-            scheduled_for=task.scheduled_for, asker=self._asker_here(),
+            scheduled_for=task.scheduled_for, queue=item.queue,
+            asker=self._asker_here().for_task(functools.partial(self._lend, item)),
         )
-        if task.run_id in self._cancelled_runs:
+        if self._is_cancelled(task):
             return cancelled(task, self._agent_id, time.time())
         return await self._call(item, task, fn, sink)
 
@@ -112,7 +129,7 @@ class TaskRunner:
 
     def _asker_here(self) -> AgentAsker:
         if self._asker is None:
-            self._asker = AgentAsker(self._client, asyncio.get_running_loop())
+            self._asker = AgentAsker(self._client, asyncio.get_running_loop(), self._waits)
         return self._asker
 
     async def _call(self, item: TaskInHand, task: TaskDispatch, fn: Callable[..., Any],
@@ -133,9 +150,9 @@ class TaskRunner:
 
         try:
             report = await (run_one(task) if task.chunk is None else run_chunk(
-                task, run_one, self._agent_id, lambda: task.run_id in self._cancelled_runs))
+                task, run_one, self._agent_id, lambda: self._is_cancelled(task)))
         except asyncio.CancelledError:
-            if task.run_id not in self._cancelled_runs or self._stopping():
+            if not self._is_cancelled(task) or self._stopping():
                 raise  # stopped for shutdown: the message is handed back
             current = asyncio.current_task()
             if current is not None:
@@ -147,3 +164,8 @@ class TaskRunner:
         await sink.flush()  # progress and the log go out before the result
         await self._updates.send_log(task, capture)
         return report
+
+
+@contextlib.asynccontextmanager
+async def _no_lending(item: TaskInHand) -> AsyncIterator[None]:
+    yield

@@ -8,9 +8,10 @@ message may also be held beyond the free slots, WAITING in a local FIFO for one.
 """
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from agent.inhand import TaskInHand, TaskState
@@ -60,6 +61,10 @@ class SlotLedger:
         self._in_hand = dict.fromkeys(queues, 0)
         """Messages held per queue: waiting, running or reporting."""
         self._waiting: dict[str, deque[TaskInHand]] = {q: deque() for q in queues}
+        self._lent = dict.fromkeys(queues, 0)
+        """Messages in hand whose tasks lent their slot while they wait for their children."""
+        self._resuming: dict[str, deque[asyncio.Future[None]]] = {q: deque() for q in queues}
+        """Tasks back from waiting, for a slot: they get one before any message waiting."""
         self._items: set[TaskInHand] = set()
         self._start, self._top_up, self._spawn, self._stopping = start, top_up, spawn, stopping
 
@@ -76,7 +81,8 @@ class SlotLedger:
             return 0
         share = self.share[queue]
         free = share + self.window(queue) - self._busy[queue] - len(self._waiting[queue])
-        return max(0, min(free, share * (1 + REPORTS_AHEAD) - self._in_hand[queue]))
+        held = self._in_hand[queue] - self._lent[queue]  # a waiting parent holds no slot
+        return max(0, min(free, share * (1 + REPORTS_AHEAD) - held))
 
     def window(self, queue: str) -> int:
         """Messages the queue may hold waiting now: the prefetch while its tasks are short."""
@@ -138,7 +144,42 @@ class SlotLedger:
         weight = max(AVERAGE_WEIGHT, 1.0 / seen)  # the first tasks: a plain mean
         self._slot_time[queue] += weight * (took - self._slot_time[queue])
 
+    @contextlib.asynccontextmanager
+    async def lent(self, item: TaskInHand) -> AsyncIterator[None]:
+        """While the task waits (for its children) its slot is free for other tasks — its
+        children may need it; then it takes a slot back, ahead of the messages waiting."""
+        item.lent = True
+        self._lent[item.queue] += 1
+        await self._free(item.queue)
+        try:
+            yield
+        finally:
+            self._lent[item.queue] -= 1
+            item.lent = False
+            await self._reclaim(item.queue)
+
+    async def _reclaim(self, queue: str) -> None:
+        if self._busy[queue] < self.share[queue] and not self._resuming[queue]:
+            self._busy[queue] += 1
+            return
+        back: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._resuming[queue].append(back)
+        try:
+            await back  # a slot that frees passes to it (``_free``)
+        except asyncio.CancelledError:
+            if not back.done() or back.cancelled():  # it has none: count one all the same,
+                with contextlib.suppress(ValueError):  # as its release will give one back
+                    self._resuming[queue].remove(back)
+                self._busy[queue] += 1
+            raise
+
     async def _free(self, queue: str) -> None:
+        resuming = self._resuming[queue]
+        while resuming:  # a task back from waiting takes the slot over
+            back = resuming.popleft()
+            if not back.done():
+                back.set_result(None)
+                return
         self._busy[queue] -= 1
         if self._waiting[queue] and not self._stopping():  # stopping: they go back
             self._take_slot(self._waiting[queue].popleft())

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 Outcome = tuple[Any, BaseException | None]
@@ -54,6 +54,16 @@ class TaskThreads:
             self._threads.append(thread)
         self._calls.put((loop, future, fn))
         return future
+
+    @contextlib.contextmanager
+    def widened(self) -> Iterator[None]:
+        """One more thread may start meanwhile: a task's thread is waiting (for its children)
+        and its slot is lent to another task, which may need a thread."""
+        self._size += 1
+        try:
+            yield
+        finally:
+            self._size -= 1
 
     def shutdown(self) -> None:
         """Threads stop after the call they are in; calls not started are dropped."""

@@ -10,12 +10,15 @@ import asyncio
 import contextlib
 import functools
 import logging
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from agent import logcapture
+from agent.child_waits import ChildWaits
 from agent.config import AgentConfig, agent_id_for, prefetch_of
 from agent.consumers import queue_lease
 from agent.finisher import Finisher
@@ -34,11 +37,15 @@ from flowforge.connection import connect
 from flowforge.jspub import JsPublisher
 from flowforge.puller import Puller
 from flowforge.runtime import start_or_close
+from protocol.errors import FlowForgeError
+from protocol.limits import MAX_ID_CHARS
 from protocol.messages import TaskFailed, TaskSucceeded
+from protocol.untrusted import decode
 
 log = logging.getLogger("flowforge.agent")
 
 REPORT_ACK_TIMEOUT_S = 5.0
+_names = msgspec.json.Decoder(list[Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)]])
 
 
 class Agent:
@@ -70,12 +77,15 @@ class Agent:
         self.lost_nats = False
         """The NATS connection was closed under us (the process should exit with code 3)."""
         self._heartbeat = Heartbeat(lambda: self._nc, self.subjects, self.agent_id, config,
-                                    busy=lambda: len(self._slots.in_state(TaskState.RUNNING)))
+                                    busy=lambda: sum(not item.lent for item in
+                                                     self._slots.in_state(TaskState.RUNNING)))
+        self._waits = ChildWaits(lambda: self._client)
         self._updates = Updates(lambda: self._nc, self.subjects, self.agent_id, self._spawn)
         self._runner = TaskRunner(self.agent_id, config.functions, self._pool, self._procs,
                                   self._updates, stopping=self._stop.is_set,
                                   client=lambda: self._client,
-                                  store_report=self._store_report)
+                                  store_report=self._store_report, waits=self._waits,
+                                  lend=self._lend)
         self._client: Client | None = None
         """API requests of the tasks it runs (``ctx.mapped_outputs``), on its connection."""
         self.lease_s = config.lease_s
@@ -109,6 +119,7 @@ class Agent:
                                      result_message_limit(self._nc.max_payload))
         self._finisher = Finisher(self._results)
         await self._nc.subscribe(self.subjects.cancel("*"), cb=self._on_cancel)
+        await self._nc.subscribe(self.subjects.wake(self.agent_id), cb=self._waits.on_wake)
         leases = [await queue_lease(self._nc, self.subjects, queue, self.config.lease_s)
                   for queue in self.config.queues]
         self.lease_s = min(leases)  # the consumer's, which the coordinator sets
@@ -182,12 +193,28 @@ class Agent:
             await self._slots.let_go(item)
 
     async def _on_cancel(self, msg: Msg) -> None:
-        """A run was cancelled: stop its tasks running here; none of it starts here any more."""
+        """A run was cancelled — or, when the message names them, some of its tasks (children
+        of a parent that ended): stop them running here; none of them starts here any more."""
         run_id = msg.subject.rsplit(".", 1)[-1]
-        self._runner.note_cancelled(run_id)
+        names: set[str] | None = None
+        if msg.data:
+            try:
+                names = set(decode(_names, msg.data, "a cancel message", max_bytes=256 * 1024))
+            except FlowForgeError as exc:
+                log.warning("dropped a cancel message for run %s: %s", run_id, exc.message)
+                return
+        self._runner.note_cancelled(run_id, names or ())
         for item in self._slots.in_state(TaskState.RUNNING):
-            if item.ctx is not None and item.ctx.run_id == run_id:
+            if item.ctx is not None and item.ctx.run_id == run_id and (
+                    names is None or item.ctx.task in names):
                 item.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _lend(self, item: TaskInHand) -> AsyncIterator[None]:
+        """A task waits for its children: its slot is lent, and one more thread may start."""
+        with self._pool.widened():
+            async with self._slots.lent(item):
+                yield
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -43,7 +43,13 @@ class Changes:
     """Generator tasks running again: their stored items go."""
     instances_reset: list[tuple[str, str]] = field(default_factory=list)
     """Mapped tasks expanded again over new items: their stored instances go."""
+    child_specs: list[tuple[str, str, int, str, bytes, int]] = field(default_factory=list)
+    """Children spawned for the first time: (run, parent, seq, function, spawn JSON, ident)."""
+    wakes: list[tuple[str, str, str]] = field(default_factory=list)
+    """Parents whose wait for their children may be over: (agent, run, parent)."""
+    stop_tasks: dict[str, list[str]] = field(default_factory=dict)
+    """Per run, running tasks whose agents should stop them (children of a parent that ended)."""
 
     def __bool__(self) -> bool:
         return bool(self.tasks or self.runs or self.items or self.items_reset
-                    or self.instances_reset)
+                    or self.instances_reset or self.child_specs)

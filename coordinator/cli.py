@@ -12,6 +12,7 @@ from flowforge.auth import AuthDir, read_auth_dir
 from flowforge.connection import ConnectOptions, add_connection_args, env, options_from_args
 from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
 from flowforge.jetstream import DEFAULT_LEASE_S
+from protocol.children import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
 from protocol.errors import NotConnected
 
 log = logging.getLogger("flowforge.coordinator")
@@ -58,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-lost-after", type=float, default=env("AGENT_LOST_AFTER", "15"),
                    metavar="SECONDS", help="an agent silent this long is reported lost "
                    "[FLOWFORGE_AGENT_LOST_AFTER] (default: %(default)s)")
+    p.add_argument("--max-children", type=int, metavar="N",
+                   default=env("MAX_CHILDREN", str(DEFAULT_MAX_CHILDREN)),
+                   help="child tasks one run may spawn [FLOWFORGE_MAX_CHILDREN] "
+                   "(default: %(default)s)")
+    p.add_argument("--max-child-depth", type=int, metavar="N",
+                   default=env("MAX_CHILD_DEPTH", str(DEFAULT_MAX_DEPTH)),
+                   help="how deep child tasks may nest [FLOWFORGE_MAX_CHILD_DEPTH] "
+                   "(default: %(default)s)")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
                    help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
     return p
@@ -122,6 +131,8 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         db_path=ns.db or ns.data_dir / "flowforge.db",
         lease_s=ns.lease,
         agent_lost_after_s=ns.agent_lost_after,
+        max_children=max(0, ns.max_children),
+        max_child_depth=max(0, ns.max_child_depth),
         agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},
     )

@@ -7,6 +7,7 @@ import msgspec
 from coordinator import instance_store
 from coordinator.flows import FlowCache
 from coordinator.graph import CompiledFlow
+from coordinator.recovery import restore_children
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
 from coordinator.writer import Batch, Writer
@@ -74,6 +75,8 @@ class Operations:
             instances = await self.store.instances_of(run.run_id) if mapped else []
             await self._hand_over_items(run.run_id, flow, active)
             again = self.scheduler.retry(run, flow, records, now, batch.changes, instances)
+            if not active:  # its children too: the parents' next attempts find them
+                await restore_children(self.store, self.scheduler, run.run_id, now, batch.changes)
             if not again:
                 raise InvalidState(
                     f"run {req.run_id} has no failed, cancelled or upstream_failed task to retry"

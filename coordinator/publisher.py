@@ -15,6 +15,7 @@ from coordinator.changes import Dispatch
 from coordinator.schedule_store import ScheduleWrites
 from flowforge.jspub import JsPublisher
 from protocol.batches import BatchRecord
+from protocol.children import Wake
 from protocol.dag import INSTANCE_SEP
 from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
@@ -27,6 +28,8 @@ log = logging.getLogger("flowforge.coordinator.publisher")
 RETRY_EVERY_S = 1.0
 ACK_TIMEOUT_S = 5.0
 MAX_TRACKED = 200_000
+STOP_NAMES_AT_ONCE = 500
+"""Task names per message that has agents stop tasks (each name is at most 128 bytes)."""
 EVENT_CHUNK_BYTES = 128 * 1024
 """Task events of one run go out in messages of about this size (a task record larger than
 the server's max_payload is dropped like any event NATS refuses)."""
@@ -101,6 +104,18 @@ class Publisher:
     async def cancel(self, run_id: str) -> None:
         """Tell agents to stop the run's running tasks."""
         await self._event(self._s.cancel(run_id), b"")
+
+    async def children_news(self, wakes: Iterable[tuple[str, str, str]],
+                            stop: dict[str, list[str]]) -> None:
+        """Wake the agents of parents whose wait may be over; have agents stop the running
+        children of parents that ended (a cancel that names tasks stops only those)."""
+        for agent_id, run_id, parent in wakes:
+            await self._event(self._s.wake(agent_id), encoder.encode(Wake(run_id=run_id,
+                                                                          parent=parent)))
+        for run_id, names in stop.items():
+            for i in range(0, len(names), STOP_NAMES_AT_ONCE):
+                await self._event(self._s.cancel(run_id),
+                                  encoder.encode(names[i:i + STOP_NAMES_AT_ONCE]))
 
     async def retry_loop(self) -> None:
         """Re-send tasks whose publish failed (e.g. while NATS restarted); same message id."""

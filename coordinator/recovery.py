@@ -7,11 +7,12 @@ steps, so a task that finished meanwhile is not sent again.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from coordinator import instance_store
+from coordinator import child_store, instance_store
 from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.flows import FlowCache
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
+from coordinator.task_rows import TASK_COLS, task_from_row
 from protocol.states import TaskStatus
 
 
@@ -41,9 +42,22 @@ async def recover_runs(store: Store, flows: FlowCache, scheduler: Scheduler, now
             t.yields for t in flow.spec.tasks) else {}
         scheduler.restore(run, flow, await store.tasks_of(run.run_id), now, ch, instances,
                           streams)
+        await restore_children(store, scheduler, run.run_id, now, ch)
     if ch:
         await store.commit(ch)
     return Recovered(runs=len(runs), dispatches=ch.dispatches, timers=ch.timers)
+
+
+async def restore_children(store: Store, scheduler: Scheduler, run_id: str, now: float,
+                           ch: Changes) -> None:
+    """The run's child tasks back in memory (if it has any and is active)."""
+    state = scheduler.run_state(run_id)
+    if state is None:
+        return
+    opened, ended = await child_store.stored_children(store.database, run_id, TASK_COLS,
+                                                      task_from_row)
+    if opened or ended:
+        scheduler.children.restore(state, opened, ended, now, ch)
 
 
 def still_queued(scheduler: Scheduler, dispatches: Iterable[Dispatch]) -> list[Dispatch]:

@@ -7,10 +7,13 @@ from dataclasses import dataclass
 import msgspec
 
 from coordinator.changes import Changes, Dispatch, Timer
+from coordinator.children import Children
 from coordinator.graph import CompiledFlow
 from coordinator.mapper import Mapper
 from coordinator.mapping import inputs_problem, retry_delay_s, stale
+from coordinator.operator_steps import OperatorSteps
 from coordinator.runstate import RunState
+from protocol.children import CHILD_SEP, DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
 from protocol.dag import INSTANCE_SEP
 from protocol.messages import TaskFailed, TaskItems, TaskProgress, TaskStarted, TaskSucceeded
 from protocol.records import RunRecord, TaskRecord
@@ -25,9 +28,12 @@ class SchedulerSettings:
     """Upstream outputs a task message may carry (the NATS server's max payload, less room)."""
     backstop_s: float = 60.0
     """Past a running task's timeout, how long to wait for its report before calling it lost."""
+    max_child_depth: int = DEFAULT_MAX_DEPTH
+    max_children: int = DEFAULT_MAX_CHILDREN
+    """Child tasks: how deep they may nest, and how many one run may have."""
 
 
-class Scheduler:
+class Scheduler(OperatorSteps):
     """Decides what runs next. No I/O: every method records its effects in ``Changes``."""
 
     def __init__(
@@ -38,6 +44,8 @@ class Scheduler:
         self._rng = rng or random.Random()
         self.mapper = Mapper(self._ended, self.retry_delay_s, self.settings.max_dispatch_bytes,
                              self.settings.backstop_s)
+        self.children = Children(self.retry_delay_s, self.settings.backstop_s,
+                                 self.settings.max_child_depth, self.settings.max_children)
 
     # -- run lifecycle -----------------------------------------------------------------
 
@@ -122,6 +130,8 @@ class Scheduler:
         """Apply an agent's report; False when it is stale, duplicate or for an unknown run."""
         state = self._runs.get(msg.run_id)
         rec = state.tasks.get(msg.task) if state else None
+        if state is not None and rec is None and CHILD_SEP in msg.task:
+            return self.children.on_report(state, msg, now, ch)
         if state is not None and rec is None and state.maps:
             return self.mapper.on_report(state, msg, now, ch)
         if state is None or rec is None or stale(rec, msg):
@@ -162,6 +172,8 @@ class Scheduler:
         state = self._runs.get(run_id)
         if state is None:
             return None
+        if CHILD_SEP in task:
+            return self.children.record(run_id, task)
         found = state.tasks.get(task) or self.mapper.instance(state, task)
         return found[2] if isinstance(found, tuple) else found
 
@@ -208,82 +220,6 @@ class Scheduler:
                 self._queue(state, child, now, ch)
         self._maybe_finish(state, now, ch)
 
-    # -- operator actions: cancel, retry, mark ----------------------------------------
-
-    def cancel(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
-        """Cancel an active run; returns the tasks that were queued or running (None: not active)."""
-        state = self._runs.pop(run_id, None)
-        if state is None:
-            return None
-        instances = self.mapper.cancel(state, now, ch)
-        self.mapper.forget(run_id)
-        ch.withdrawn += [r for r in instances if r.attempt and r.started_at is None]
-        return state.cancel(now, ch) + instances
-
-    def retry(
-        self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], now: float,
-        ch: Changes, instances: Iterable[TaskRecord] = (),
-    ) -> list[str]:
-        """Run again the failed, cancelled and upstream-failed tasks, reusing what succeeded
-        (a mapped task's instances too, unless its items come again)."""
-        state = self._runs.get(run.run_id) or self.mapper.rebuild(run, flow, records)
-        again = [name for name, rec in state.tasks.items() if rec.status in TASK_NOT_OK]
-        if not again:
-            return []
-        self._runs[run.run_id] = state
-        for name in again:
-            rec = state.tasks[name]
-            rec.error_type = rec.error_message = rec.traceback = None
-            rec.finished_at = rec.started_at = None
-            rec.note = "retried"
-            state.set(rec, TaskStatus.PENDING)
-            ch.tasks[(run.run_id, name)] = rec
-        self._reopen(state, ch)
-        instances = list(instances)
-        for name in again:
-            if flow.tasks[name].map_over:
-                self.mapper.remember(run.run_id, name, instances, state.waiting[name] == 0)
-            if state.waiting[name] == 0:
-                self._queue(state, name, now, ch)
-        return again
-
-    def mark(
-        self, run: RunRecord, flow: CompiledFlow, records: Iterable[TaskRecord], task: str,
-        status: TaskStatus, output: msgspec.Raw, now: float, ch: Changes,
-    ) -> TaskRecord:
-        """Set a task succeeded (with an output) or failed by hand; dependants follow."""
-        state = self._runs.get(run.run_id) or self.mapper.rebuild(run, flow, records)
-        rec = state.tasks[task]
-        self._runs[run.run_id] = state
-        self.mapper.marked(state, task, status is TaskStatus.SUCCEEDED, now, ch)
-        rec.finished_at = now
-        rec.started_at = None  # its outcome is by hand: no run of it took from then to now
-        rec.deadline_at = rec.retry_at = None  # whatever was pending for it no longer is
-        ch.tasks[(run.run_id, task)] = rec
-        if status is TaskStatus.SUCCEEDED:
-            rec.output, rec.note = output, "marked succeeded by hand"
-            rec.error_type = rec.error_message = rec.traceback = None
-            state.set(rec, TaskStatus.SUCCEEDED)
-            state.unblock_downstream(task, ch)
-            self._reopen(state, ch)
-            for name, child in state.tasks.items():
-                if child.status is TaskStatus.PENDING and state.waiting[name] == 0:
-                    self._queue(state, name, now, ch)
-        else:
-            rec.note, rec.error_type = "marked failed by hand", rec.error_type or "MarkedFailed"
-            rec.error_message = rec.error_message or "marked failed by an operator"
-            state.set(rec, TaskStatus.FAILED)
-            state.fail_downstream(state.flow.dependants.get(task, ()), now, ch, [task])
-            ch.runs[run.run_id] = state.run
-        self._maybe_finish(state, now, ch)
-        return rec
-
-    def _reopen(self, state: RunState, ch: Changes) -> None:
-        state.waiting = state.compute_waiting()
-        run = state.run
-        run.status, run.finished_at = RunStatus.RUNNING, None
-        ch.runs[run.run_id] = run
-
     def _fail(
         self, state: RunState, rec: TaskRecord, msg: TaskFailed, now: float, ch: Changes
     ) -> None:
@@ -310,6 +246,8 @@ class Scheduler:
         """A retry delay ran out (queue the next attempt) or a running task's deadline passed."""
         state = self._runs.get(run_id)
         rec = state.tasks.get(task) if state else None
+        if state is not None and rec is None and CHILD_SEP in task:
+            return self.children.on_timer(state, task, now, ch)
         if state is not None and rec is None:
             return self.mapper.on_timer(state, task, now, ch)
         if state is None or rec is None:

@@ -223,4 +223,43 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE map_instances;
     ALTER TABLE map_instances_by_index RENAME TO map_instances;
     """,
+    # 11: child tasks spawned from inside running tasks (``train/0``): each one's spawn,
+    # written once, and its state, keyed by its parent and spawn number so a parent's
+    # children are read in order
+    """
+    CREATE TABLE child_specs (
+        run_id TEXT NOT NULL,
+        parent TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        function TEXT NOT NULL,
+        spawn BLOB NOT NULL,
+        ident INTEGER NOT NULL,
+        PRIMARY KEY (run_id, parent, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE child_tasks (
+        run_id TEXT NOT NULL,
+        parent TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        queue TEXT NOT NULL,
+        agent_id TEXT,
+        queued_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        output BLOB,
+        error_type TEXT,
+        error_message TEXT,
+        traceback TEXT,
+        checkpoint TEXT,
+        checkpoint_at REAL,
+        progress REAL,
+        retry_at REAL,
+        note TEXT,
+        history BLOB,
+        deadline_at REAL,
+        dispatch INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, parent, seq)
+    ) WITHOUT ROWID;
+    """,
 )

@@ -18,6 +18,7 @@ from coordinator.agents import AgentRegistry
 from coordinator.api import Api
 from coordinator.batch_runner import BatchRunner
 from coordinator.batches_api import BatchesApi
+from coordinator.children_api import ChildrenApi
 from coordinator.flows import FlowCache
 from coordinator.instances_api import InstancesApi
 from coordinator.publisher import Publisher
@@ -37,6 +38,7 @@ from flowforge.jetstream import (
 )
 from flowforge.puller import Puller
 from flowforge.runtime import start_or_close
+from protocol.children import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
 from protocol.errors import FlowForgeError, NotConnected
 from protocol.messages import heartbeat_decoder
 from protocol.subjects import API_QUEUE_GROUP
@@ -60,6 +62,10 @@ class CoordinatorConfig:
     db_path: Path
     lease_s: float = DEFAULT_LEASE_S
     agent_lost_after_s: float = 15.0
+    max_children: int = DEFAULT_MAX_CHILDREN
+    """Child tasks one run may have."""
+    max_child_depth: int = DEFAULT_MAX_DEPTH
+    """How deep child tasks may nest (a flow task's child is 1 deep)."""
     agent_identities: Mapping[str, Identity] = field(default_factory=dict)
     """Under authorization: each agent identity, with the queues and agent id it is bound to."""
 
@@ -107,6 +113,7 @@ class Coordinator:
         self.scheduler = Scheduler(SchedulerSettings(
             max_dispatch_bytes=max(64 * 1024, self._nc.max_payload - 64 * 1024),
             backstop_s=2 * self.config.lease_s + 5.0,
+            max_children=self.config.max_children, max_child_depth=self.config.max_child_depth,
         ))
         try:
             await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))
@@ -121,6 +128,7 @@ class Coordinator:
                              trigger_prefix=self.subjects.trigger_prefix,
                              report_prefix=self.subjects.report_prefix,
                              agent_identities=self.config.agent_identities)
+        self.writer.before_commit.append(self._sweep_children)  # first: others see its changes
         self._js, self._flows, self._publisher = js, flows, publisher
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
                         self.config.lease_s, self.agents, max_reply_bytes=self._nc.max_payload)
@@ -142,6 +150,12 @@ class Coordinator:
         self._api.route(BatchesApi(self.batches, flows, self.schedules,
                                    max_reply_bytes=self._nc.max_payload).handlers())
         self._api.operations.reopen_checks.append(self.batches.check_reopen)
+        self._api.route(ChildrenApi(self.writer, self._store,
+                                    max_reply_bytes=self._nc.max_payload).handlers())
+
+    def _sweep_children(self, now: float, batch: Batch) -> None:
+        """Children of tasks that ended in the batch, and of runs that ended, are cancelled."""
+        self.scheduler.children.sweep(now, batch.changes, self.scheduler.is_active)
 
     async def _restore(self) -> None:
         """Rebuild active runs from SQLite, apply the reports that piled up, re-publish the rest.

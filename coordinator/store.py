@@ -10,9 +10,11 @@ import aiosqlite
 import msgspec
 
 from coordinator.changes import Changes
+from coordinator.child_store import ChildWrites
 from coordinator.database import Database, transaction
 from coordinator.map_writes import DoneInstance, Instances, Items, named
 from coordinator.schema import MIGRATIONS
+from coordinator.task_rows import TASK_COLS, split_rows, task_from_row
 from protocol.dag import INSTANCE_SEP
 from protocol.errors import FlowExists
 from protocol.flows import FlowSpec
@@ -24,7 +26,6 @@ from protocol.limits import (
     MAX_TEXT_CHARS,
 )
 from protocol.records import (
-    Attempt,
     FlowSummary,
     RejectedMessage,
     RunCounts,
@@ -49,13 +50,7 @@ _spec_dec = msgspec.json.Decoder(FlowSpec)
 _counts_dec = msgspec.json.Decoder(RunCounts)
 _params_dec = msgspec.json.Decoder(dict[str, Any])
 _only_dec = msgspec.json.Decoder(list[str])
-_history_dec = msgspec.json.Decoder(list[Attempt])
 
-TASK_COLS = (
-    "run_id, task, status, attempt, queue, agent_id, queued_at, started_at, finished_at, "
-    "output, error_type, error_message, traceback, checkpoint, checkpoint_at, progress, "
-    "retry_at, note, history, deadline_at, dispatch"
-)
 _RUN_COLS = (
     "run_id, flow, version, status, params, created_at, started_at, finished_at, "
     "idempotency_key, source, counts, only_tasks, schedule, scheduled_for, batch"
@@ -162,38 +157,8 @@ def _kept_raw(raw: bytes) -> bytes:
     return raw[:MAX_REJECTED_RAW_BYTES] + f"…({len(raw):,} bytes, cut)".encode()
 
 
-_TASK_STATUS = {s.value: s for s in TaskStatus}
 _RUN_STATUS = {s.value: s for s in RunStatus}
 """Enum lookups by value without Enum.__call__ (a tenth of the cost, on every row read)."""
-
-
-def _task_row(r: TaskRecord) -> tuple[Any, ...]:
-    return (
-        r.run_id, r.task, r.status.value, r.attempt, r.queue, r.agent_id, r.queued_at,
-        r.started_at, r.finished_at, bytes(r.output),
-        r.error_type, r.error_message, r.traceback, r.checkpoint, r.checkpoint_at,
-        r.progress, r.retry_at, r.note, _enc.encode(r.history) if r.history else None,
-        r.deadline_at, r.dispatch,
-    )
-
-
-def _instance_row(r: TaskRecord) -> tuple[Any, ...]:
-    """A mapped task's instance as ``map_instances`` keeps it: its task and index apart."""
-    row = _task_row(r)
-    task, _, index = r.task.rpartition(INSTANCE_SEP)
-    return (row[0], task, int(index), *row[2:])
-
-
-def task_from_row(row: tuple[Any, ...]) -> TaskRecord:
-    return TaskRecord(
-        run_id=row[0], task=row[1], status=_TASK_STATUS[row[2]], attempt=row[3], queue=row[4],
-        agent_id=row[5], queued_at=row[6], started_at=row[7], finished_at=row[8],
-        output=msgspec.Raw(row[9] or b"null"), error_type=row[10],
-        error_message=row[11], traceback=row[12], checkpoint=row[13], checkpoint_at=row[14],
-        progress=row[15], retry_at=row[16], note=row[17],
-        history=_history_dec.decode(row[18]) if row[18] else [], deadline_at=row[19],
-        dispatch=row[20] or row[3],
-    )
 
 
 def _run_row(r: RunRecord) -> tuple[Any, ...]:
@@ -300,14 +265,15 @@ class Store:
         new = set(ch.new_runs)
         new_runs = [_run_row(r) for r in ch.runs.values() if r.run_id in new]
         changed = [(_run_row(r), _run_update(r)) for r in ch.runs.values() if r.run_id not in new]
-        tasks = [_task_row(t) for t in ch.tasks.values() if INSTANCE_SEP not in t.task]
-        instances = [_instance_row(t) for t in ch.tasks.values() if INSTANCE_SEP in t.task]
+        tasks, instances, children = split_rows(ch.tasks.values())
         log_rows = [(run_id, task, text, -MAX_LOG_KEPT_CHARS, -MAX_LOG_KEPT_CHARS)
                     for (run_id, task), text in logs.items()]
         return await _write_batch(self._db.writer, new_runs, changed, tasks, log_rows,
                                   list(rejected), [*side, Instances(instances, TASK_COLS,
                                                              ch.instances_reset),
-                                                   Items(ch.items_reset, ch.items)])
+                                                   Items(ch.items_reset, ch.items),
+                                                   ChildWrites(ch.child_specs, children,
+                                                               TASK_COLS)])
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         """The run and its tasks, read together (never from two different commits)."""

@@ -215,6 +215,7 @@ class Writer:
         self.publisher.forget(ch.tasks.values())
         for run_id in ch.cancelled_runs:
             await self.publisher.cancel(run_id)
+        await self.publisher.children_news(ch.wakes, ch.stop_tasks)
         await self.publisher.task_events(ch.tasks.values())
         await self.publisher.run_events(ch.runs.values())
         await self.publisher.log_events(batch.log_msgs)

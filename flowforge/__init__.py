@@ -1,5 +1,7 @@
 """FlowForge SDK: define flows of Python tasks and run them over NATS."""
 
+from flowforge.child_task import task
+from flowforge.children import Child, ChildFailed
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.context import TaskContext
@@ -17,6 +19,8 @@ from protocol.errors import (
 from protocol.states import RunStatus, TaskStatus
 
 __all__ = [
+    "Child",
+    "ChildFailed",
     "Client",
     "ConnectOptions",
     "CycleError",
@@ -32,4 +36,5 @@ __all__ = [
     "TaskStatus",
     "UnknownDependency",
     "register_task_pipeline",
+    "task",
 ]

@@ -27,6 +27,10 @@ READ_VERBS = (("runs", "get"), ("runs", "list"), ("runs", "instances"), ("flows"
               ("flows", "get"), ("tasks", "log"), ("agents", "list"), ("rejected", "list"),
               ("schedules", "list"), ("schedules", "get"))
 """The API requests that change nothing: all an observer may send."""
+TASK_VERBS = (("runs", "instances"), ("children", "spawn"), ("children", "wait"),
+              ("children", "results"))
+"""The API requests a running task makes through its agent (``ctx.mapped_outputs``,
+``ctx.map``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +74,9 @@ def permissions(who: Identity, namespace: str) -> Permissions:
                 publish=[s.report(">"), s.heartbeat(who.agent_id or "*"),
                          *(f"$JS.API.CONSUMER.MSG.NEXT.{tasks}.{c}" for c in consumers),
                          *(f"$JS.API.CONSUMER.INFO.{tasks}.{c}" for c in consumers),
-                         *(f"$JS.ACK.{tasks}.{c}.>" for c in consumers)],
-                subscribe=[inbox, s.cancel("*")])
+                         *(f"$JS.ACK.{tasks}.{c}.>" for c in consumers),
+                         *(s.api(noun, verb) for noun, verb in TASK_VERBS)],
+                subscribe=[inbox, s.cancel("*"), s.wake(who.agent_id or "*")])
         case "operator":
             return Permissions(
                 publish=[f"{namespace}.api.*.*.{who.name}", f"{namespace}.trigger.*.{who.name}"],

@@ -1,25 +1,23 @@
 """TaskContext: what a running task knows about itself and how it talks back."""
 
+import asyncio
 import datetime
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from flowforge import mapped_outputs
+from flowforge.children import Child, ChildAsker, Spawner
 from protocol.api import MapInstances
 
 ProgressSink = Callable[[float | None, str | None], None]
 """Called (from any thread) with a fraction and/or a message; the agent reports it."""
 
 
-class Asker(Protocol):
-    """How a running task asks the coordinator (the agent's connection): blocking from the
-    task's thread, or awaited in an async task."""
-
-    def ask(self, body: Any, result_type: type[Any]) -> Any: ...
-
-    async def aask(self, body: Any, result_type: type[Any]) -> Any: ...
+Asker = ChildAsker
+"""How a running task asks the coordinator (the agent's connection): blocking from the
+task's thread, or awaited in an async task; and how it waits for its children."""
 
 
 class TaskContext:
@@ -37,6 +35,7 @@ class TaskContext:
         sink: ProgressSink,
         scheduled_for: float | None = None,
         asker: Asker | None = None,
+        queue: str = "default",
     ) -> None:
         self.run_id = run_id
         self.flow = flow
@@ -48,8 +47,10 @@ class TaskContext:
                               else datetime.datetime.fromtimestamp(scheduled_for, datetime.UTC))
         """A scheduled run's nominal time (aware, UTC): the hour or day whose data this run
         handles, however late it started; None for a run nobody scheduled."""
+        self.queue = queue
         self._sink = sink
         self._asker = asker
+        self._spawner: Spawner | None = None
         self._cancelled = False  # set by the agent's loop, read by the task's thread
 
     @functools.cached_property
@@ -83,6 +84,41 @@ class TaskContext:
         asker = self._need_asker()
         return mapped_outputs.aoutputs(lambda body: asker.aask(body, MapInstances),
                                        self.run_id, task)
+
+    # -- child tasks ---------------------------------------------------------------------
+
+    def spawn(self, fn: Callable[..., Any], /, **params: Any) -> Child:
+        """Start ``fn(**params)`` as a child task of this one (it runs on the queue
+        ``@flowforge.task`` gave it, else on this task's); ``ctx.gather`` gives its output.
+        A task ends after its children: those not gathered are waited for when it returns."""
+        return self.spawner.spawn(fn, params)
+
+    def map(self, fn: Callable[..., Any], items: Iterable[Any], /, *,
+            return_exceptions: bool = False, **common: Any) -> Any:
+        """One child task per item, their outputs in item order. In an async task
+        ``await ctx.map(...)``; in a sync one it blocks. The item goes to the function's
+        ``item`` parameter (its index to ``map_index``) or else to its first one; ``common``
+        keyword arguments go to every child. A child that failed raises ``ChildFailed``
+        (with ``return_exceptions=True`` it is returned in its place)."""
+        return self._gathered(self.spawner.spawn_each(fn, items, common), return_exceptions)
+
+    def gather(self, *children: Child, return_exceptions: bool = False) -> Any:
+        """The outputs of spawned children, in the order given (``await`` in an async task)."""
+        return self._gathered(list(children), return_exceptions)
+
+    def _gathered(self, children: list[Child], return_exceptions: bool) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a sync task, in its own thread or process: it blocks
+            return self.spawner.gather(children, return_exceptions)
+        return self.spawner.agather(children, return_exceptions)
+
+    @property
+    def spawner(self) -> Spawner:
+        if self._spawner is None:
+            self._spawner = Spawner(self.run_id, self.task, self.attempt, self.agent_id,
+                                    self.queue, self._need_asker())
+        return self._spawner
 
     def _need_asker(self) -> Asker:
         if self._asker is None:

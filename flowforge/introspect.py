@@ -18,8 +18,9 @@ _PLAIN_TYPES: dict[Any, str] = {
 CTX_NAME = "ctx"
 
 
-def function_ref(flow: str, task: str, fn: Any) -> str:
-    """``module:qualname`` of a module-level function, or FunctionNotImportable saying why."""
+def function_ref(flow: str, task: str, fn: Any, resolve: bool = True) -> str:
+    """``module:qualname`` of a module-level function, or FunctionNotImportable saying why
+    (without ``resolve``, for a decorator: its module does not have it yet)."""
     if not callable(fn):
         raise FunctionNotImportable(flow, task, f"'function' must be a function, got {fn!r}")
     if not (inspect.isfunction(fn) or inspect.iscoroutinefunction(fn)):
@@ -43,6 +44,8 @@ def function_ref(flow: str, task: str, fn: Any) -> str:
             f"{qualname} is defined in __main__, which agents cannot import; put the flow in "
             "a module (e.g. myflows.py) and run it with `flowforge dev myflows.py`",
         )
+    if not resolve:
+        return f"{module}:{qualname}"
     found: Any = sys.modules.get(module)
     for part in qualname.split("."):
         found = getattr(found, part, None)

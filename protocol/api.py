@@ -5,6 +5,7 @@ from typing import Annotated, Any
 import msgspec
 
 from protocol.batch_api import BATCH_REQUESTS
+from protocol.children import CHILD_REQUESTS
 from protocol.fields import Key, ListLimit, Name, TaskRef, Text, Token
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_ID_CHARS, MAX_LIST_LIMIT
@@ -230,6 +231,7 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("schedules", "delete"): DeleteSchedule,
     ("schedules", "trigger"): TriggerSchedule,
     **BATCH_REQUESTS,
+    **CHILD_REQUESTS,
 }
 
 class RawReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     """No batch of that id or name exists."""
     UNKNOWN_INSTANCE = "unknown_instance"
     """A mapped task has no instance of that index (none was made, or the list is shorter)."""
+    LIMIT_REACHED = "limit_reached"
+    """A configured limit would be passed (children per run, how deep children nest)."""
     BUSY = "busy"
     """The coordinator has too many requests in hand; try again shortly."""
     INTERNAL = "internal"
@@ -135,6 +137,10 @@ class TooLarge(FlowForgeError):
 
 class InvalidState(FlowForgeError):
     code = ErrorCode.INVALID_STATE
+
+
+class LimitReached(FlowForgeError):
+    code = ErrorCode.LIMIT_REACHED
 
 
 class RemoteError(FlowForgeError):

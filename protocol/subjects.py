@@ -113,6 +113,10 @@ class Subjects:
     def cancel(self, run_id: str) -> str:
         return f"{self.namespace}.cancel.{run_id}"
 
+    def wake(self, agent_id: str) -> str:
+        """Where the coordinator tells an agent that a task's children it waits for ended."""
+        return f"{self.namespace}.wake.{agent_id}"
+
     def heartbeat(self, agent_id: str) -> str:
         return f"{self.namespace}.agent.heartbeat.{agent_id}"
 

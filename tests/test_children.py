@@ -1,0 +1,132 @@
+"""Child tasks on the real stack (NATS, SQLite, an in-process coordinator and agents): outputs
+in order, sync and async parents, spawn and gather, failures, nesting, the limits — and no
+deadlock when the parents hold every slot."""
+
+import msgspec
+
+from flowforge.client import Client
+from protocol.children import ListChildren
+from protocol.records import RunDetail
+from protocol.states import RunStatus, TaskStatus
+from tests import childflows
+
+
+def _parent(detail: RunDetail):  # type: ignore[no-untyped-def]
+    [rec] = [t for t in detail.tasks if t.task == "parent"]
+    return rec
+
+
+def _output(detail: RunDetail) -> object:
+    return msgspec.json.decode(_parent(detail).output)
+
+
+async def _run(client: Client, flow: str, params: dict | None = None,
+               timeout_s: float = 60) -> RunDetail:
+    run = await client.start(flow, params or {})
+    return await client.wait(run.run_id, timeout_s=timeout_s)
+
+
+async def test_an_agent_with_one_slot_runs_a_parent_that_maps_50_children(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=1)
+    detail = await _run(client, "kids", {"n": 50})
+    assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
+    assert _output(detail) == {"sum": 2 * sum(range(50)), "first": [0, 2, 4], "n": 50}
+    listed = await client.request(ListChildren(run_id=detail.run.run_id, limit=100),
+                                  childflows_list_type())
+    assert listed.counts == {"parent": {"succeeded": 50}}
+    assert [c.seq for c in listed.children] == list(range(50))
+    assert all(c.function == "tests.childflows:double" for c in listed.children)
+
+
+def childflows_list_type():  # type: ignore[no-untyped-def]
+    from protocol.children import ChildList
+
+    return ChildList
+
+
+async def test_an_async_parent_awaits_its_children(coordinator, start_agent,
+                                                   client: Client) -> None:
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=1)
+    detail = await _run(client, "kids_async", {"n": 30})
+    assert _output(detail) == {"sum": 2 * sum(range(30)), "n": 30}
+
+
+async def test_three_levels_of_children_on_one_agent_with_two_slots(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=2)
+    detail = await _run(client, "nest", {"width": 4})
+    assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
+    assert _output(detail) == sum(x * 10 + i for x in range(4) for i in range(3))
+
+
+async def test_spawn_and_gather_in_any_order_with_a_retried_child_and_one_never_gathered(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=2)
+    detail = await _run(client, "spawn_gather")
+    assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
+    assert _output(detail) == [6, 40]
+    from protocol.children import ChildList
+
+    listed = await client.request(ListChildren(run_id=detail.run.run_id), ChildList)
+    by_seq = {c.seq: c for c in listed.children}
+    assert by_seq[1].attempt == 2 and by_seq[1].status is TaskStatus.SUCCEEDED
+    assert by_seq[2].status is TaskStatus.SUCCEEDED  # the one never gathered ran too
+
+
+async def test_failed_children_come_back_as_exceptions_or_fail_the_parent(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=3)
+    tolerant = await _run(client, "tolerant", {"n": 10})
+    assert _output(tolerant) == {"ok": [0, 1, 2, 4, 5, 6, 7, 9],
+                                 "failed": ["parent/3", "parent/8"]}
+    strict = await _run(client, "strict", {"n": 10})
+    assert strict.run.status is RunStatus.FAILED
+    parent = _parent(strict)
+    assert parent.error_type == "ChildFailed"
+    assert "child task parent/3 (tests.childflows:picky) failed: ValueError" in (
+        parent.error_message or "")
+
+
+async def test_the_depth_and_count_limits_fail_the_parent_with_a_clear_error(
+    start_coordinator, start_agent, client: Client, tmp_path
+) -> None:
+    coordinator = await start_coordinator()
+    coordinator.scheduler.children.max_children = 20
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=2)
+    deep = await _run(client, "dive")
+    assert deep.run.status is RunStatus.FAILED
+    assert "nested 6 deep, over the limit of 5" in (_parent(deep).error_message or "")
+    many = await _run(client, "too_many", {"n": 21})
+    assert "would have 21 child tasks, over the limit of 20" in (
+        _parent(many).error_message or "")
+
+
+async def test_a_child_function_must_be_registered(coordinator, start_agent,
+                                                   client: Client) -> None:
+    await client.register(childflows.register_all())
+    await start_agent()
+    detail = await _run(client, "unregistered")
+    assert detail.run.status is RunStatus.FAILED
+    assert "not_registered_child is not a registered function" in (
+        _parent(detail).error_message or "")
+
+
+async def test_a_parent_that_spawns_other_children_on_its_next_attempt_gets_a_clear_error(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childflows.register_all())
+    await start_agent()
+    detail = await _run(client, "fickle")
+    assert detail.run.status is RunStatus.FAILED
+    assert "spawned before with another function" in (_parent(detail).error_message or "")
