@@ -122,7 +122,7 @@ async def listing(db: Database, req: ListChildren, budget: int) -> ChildList:
         args_page = list(args)
     rows, counts = await db.fetch_together(
         ("SELECT t.parent, t.seq, s.function, t.status, t.attempt, t.agent_id, t.started_at, "
-         "t.finished_at, t.output, t.error_type, t.error_message FROM child_tasks t "
+         "t.finished_at, t.output, t.error_type, t.error_message, t.note FROM child_tasks t "
          f"JOIN child_specs s USING (run_id, parent, seq) WHERE {page_where} "
          "ORDER BY t.parent, t.seq LIMIT ?", (*args_page, req.limit + 1)),
         (f"SELECT t.parent, t.status, count(*) FROM child_tasks t WHERE {where} "
@@ -133,7 +133,7 @@ async def listing(db: Database, req: ListChildren, budget: int) -> ChildList:
         info = ChildInfo(parent=row[0], seq=row[1], function=row[2], status=_STATUS[row[3]],
                          attempt=row[4], agent_id=row[5], started_at=row[6], finished_at=row[7],
                          output=msgspec.Raw(row[8] or b"null"), error_type=row[9],
-                         error_message=row[10])
+                         error_message=row[10], note=row[11])
         used += len(row[8] or b"") + len(row[10] or "") + 300
         if out and used > budget:
             return ChildList(children=out, counts=_counts(counts), more=True)

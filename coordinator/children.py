@@ -260,8 +260,8 @@ class Children:
                 ch: Changes) -> None:
         rec = rc.open[name].rec
         if rec.status is TaskStatus.QUEUED and rec.started_at is None:
-            ch.withdrawn.append(rec)
-        elif rec.status is TaskStatus.RUNNING:
+            ch.withdrawn.append(rec)  # and an agent that holds it already does not start it:
+        if rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             ch.stop_tasks.setdefault(run_id, []).append(name)
         if rec.status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
             RunState.close_attempt(rec, "cancelled", now)

@@ -159,6 +159,7 @@ class ChildInfo(msgspec.Struct, frozen=True, kw_only=True):
     output: msgspec.Raw = msgspec.Raw(b"null")
     error_type: str | None = None
     error_message: str | None = None
+    note: str | None = None
 
 
 class ChildList(msgspec.Struct, frozen=True, kw_only=True):

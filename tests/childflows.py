@@ -137,6 +137,38 @@ def register_all() -> list[FlowSpec]:
         _flow("strict", strict), _flow("nest", top), _flow("dive", dive),
         _flow("too_many", too_many), _flow("unregistered", spawns_unregistered),
         _flow("fickle", changes_its_mind, retries=1), _flow("slow_kids", slow_parent),
+        *register_more(),
+    ]
+
+
+def fan_item(ctx: TaskContext, item: int, width: int = 20) -> int:
+    """A mapped instance that maps its own children."""
+    return sum(ctx.map(double, [item * 100 + i for i in range(width)]))
+
+
+def abandon(ctx: TaskContext, n: int, hold_s: float = 30.0) -> None:
+    """Spawns slow children, then fails without waiting for them (no retries left)."""
+    for i in range(n):
+        ctx.spawn(slow_item, item=i, hold_s=hold_s)
+    ctx.gather()  # sends them (gathering none)
+    raise RuntimeError("the parent gave up")
+
+
+@flowforge.task(queue="kids")
+def kid(ctx: TaskContext, item: int, hold_s: float = 1.0) -> int:
+    return slow_item(ctx, item, hold_s)
+
+
+def parent_of_kids(ctx: TaskContext, n: int, hold_s: float = 1.0) -> list:
+    return ctx.map(kid, range(n), hold_s=hold_s)
+
+
+def register_more() -> list[FlowSpec]:
+    flowforge.task(queue="kids")(kid)
+    return [
+        register_task_pipeline(flow_name="parents", pipeline={
+            "parent": {"function": fan_item, "map_over": "param:xs"}}),
+        _flow("abandon", abandon), _flow("kids_elsewhere", parent_of_kids),
     ]
 
 

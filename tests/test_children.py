@@ -9,6 +9,7 @@ from protocol.children import ListChildren
 from protocol.records import RunDetail
 from protocol.states import RunStatus, TaskStatus
 from tests import childflows
+from tests.helpers import wait_for
 
 
 def _parent(detail: RunDetail):  # type: ignore[no-untyped-def]
@@ -130,3 +131,63 @@ async def test_a_parent_that_spawns_other_children_on_its_next_attempt_gets_a_cl
     detail = await _run(client, "fickle")
     assert detail.run.status is RunStatus.FAILED
     assert "spawned before with another function" in (_parent(detail).error_message or "")
+
+
+async def test_200_mapped_parents_each_mapping_20_children_on_two_agents_with_4_slots(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=4, agent_id="a1")
+    await start_agent(concurrency=4, agent_id="a2")
+    detail = await _run(client, "parents", {"xs": list(range(200))}, timeout_s=240)
+    assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).note
+    expected = [sum(2 * (x * 100 + i) for i in range(20)) for x in range(200)]
+    assert _output(detail) == expected
+    from protocol.children import ChildList
+
+    listed = await client.request(ListChildren(run_id=detail.run.run_id, limit=0), ChildList)
+    assert len(listed.counts) == 200
+    assert all(c == {"succeeded": 20} for c in listed.counts.values())
+
+
+async def test_a_parent_that_fails_for_good_takes_its_running_children_with_it(
+    coordinator, start_agent, client: Client
+) -> None:
+    from protocol.children import ChildList
+
+    await client.register(childflows.register_all())
+    agent = await start_agent(concurrency=3)
+    detail = await _run(client, "abandon", {"n": 5})
+    assert detail.run.status is RunStatus.FAILED
+
+    async def all_cancelled() -> bool:
+        listed = await client.request(ListChildren(run_id=detail.run.run_id), ChildList)
+        return listed.counts == {"parent": {"cancelled": 5}}
+
+    await wait_for(all_cancelled, timeout_s=20)
+    listed = await client.request(ListChildren(run_id=detail.run.run_id), ChildList)
+    assert {c.note for c in listed.children} == {"cancelled: its parent 'parent' failed"}
+    # told to stop, the agent ends them long before their 30 s: the parent and all 5
+    await wait_for(lambda: agent.completed >= 6, timeout_s=20)
+
+
+async def test_cancelling_the_run_cancels_its_children_and_stops_the_running_ones(
+    coordinator, start_agent, client: Client
+) -> None:
+    from protocol.children import ChildList
+
+    await client.register(childflows.register_all())
+    agent = await start_agent(concurrency=2)
+    run = await client.start("slow_kids", {"n": 6, "hold_s": 30.0})
+
+    async def two_running() -> bool:
+        listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
+        return listed.counts.get("parent", {}).get("running", 0) == 2
+
+    await wait_for(two_running, timeout_s=20)
+    await client.cancel(run.run_id)
+    detail = await client.wait(run.run_id, timeout_s=20)
+    assert detail.run.status is RunStatus.CANCELLED
+    listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
+    assert listed.counts == {"parent": {"cancelled": 6}}
+    await wait_for(lambda: agent.completed >= 3, timeout_s=20)  # the parent and both children
