@@ -56,3 +56,19 @@ async def test_a_task_in_a_worker_process_reads_mapped_outputs_a_page_at_a_time(
     join = next(t for t in detail.tasks if t.task == "join")
     assert detail.run.status is RunStatus.SUCCEEDED, join.error_message
     assert bytes(join.output) == b'{"n":90,"ordered":true,"missing":[]}'
+
+
+async def test_a_parent_in_a_worker_process_maps_children_on_an_agent_with_one_slot(
+    coordinator, spawn, client: Client
+) -> None:
+    """The worker process asks its agent to wait; the agent lends the parent's only slot to
+    its children (run in other worker processes) meanwhile."""
+    from tests import childflows
+
+    await client.register(childflows.register_all())
+    spawn("flowforge-agent", "--import", "tests.childflows", "--pool", "process",
+          "--concurrency", "1")
+    detail = await client.wait((await client.start("nest", {"width": 2})).run_id, timeout_s=120)
+    parent = next(t for t in detail.tasks if t.task == "parent")
+    assert detail.run.status is RunStatus.SUCCEEDED, parent.error_message
+    assert bytes(parent.output) == str(sum(x * 10 + i for x in range(2) for i in range(3))).encode()
