@@ -33,10 +33,10 @@ def task(fn: F | None = None, /, *, queue: str | None = None, retries: int = 0,
     options = _checked(queue, retries, retry_delay, timeout)
 
     def register(f: F) -> F:
-        ref = function_ref(CHILDREN, getattr(f, "__name__", "?"), f, resolve=False)
         if inspect.isgeneratorfunction(f) or inspect.isasyncgenfunction(f):
-            raise ValueError(f"@flowforge.task: {ref} is a generator; a child task returns its "
-                             "output (map over a generator's items with a flow's map_over)")
+            raise ValueError(f"@flowforge.task: {f.__qualname__} is a generator; a child task "
+                             "returns its output (map over a generator's items with map_over)")
+        ref = function_ref(CHILDREN, getattr(f, "__name__", "?"), f, resolve=False)
         REGISTRY.functions[ref] = f
         setattr(f, ATTR, options)
         return f

@@ -102,9 +102,9 @@ class Spawner:
     def spawn_each(self, fn: Callable[..., Any], items: Iterable[Any],
                    common: dict[str, Any]) -> list[Child]:
         """One child per item: the item bound to ``item`` (and its index to ``map_index``)
-        if the function has such parameters, else to its first parameter."""
+        if the function has such parameters, else to its first parameter not in ``common``."""
         names = [n for n, p in signature_of(fn).parameters.items()
-                 if not is_context(n, p.annotation)
+                 if not is_context(n, p.annotation) and n not in common
                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         if not names:
             raise TypeError(f"ctx.map: {getattr(fn, '__qualname__', fn)!r} takes no parameter "

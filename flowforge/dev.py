@@ -16,6 +16,7 @@ from flowforge.loader import import_target
 from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
 from flowforge.terminal import out
+from protocol.children import CHILD_SEP
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
 from protocol.records import RunDetail, RunRecord, TaskRecord
@@ -61,6 +62,8 @@ class Progress:
             return
         if rec.run_id != self.run_id or self.last.get(rec.task, TaskStatus.PENDING) is rec.status:
             return
+        if CHILD_SEP in rec.task and rec.status is not TaskStatus.FAILED:
+            return  # child tasks may be thousands: only their failures are news
         self.last[rec.task] = rec.status
         detail = ""
         if rec.status is TaskStatus.RUNNING and rec.agent_id:
