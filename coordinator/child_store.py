@@ -108,18 +108,20 @@ async def results(db: Database, req: GetChildResults, budget: int) -> ChildResul
 
 
 async def listing(db: Database, req: ListChildren, budget: int) -> ChildList:
-    """Children of a run (of one parent, or all) in name order, and counts per parent."""
+    """Children of a run (of one parent, or all; in one state, or any) in name order, and
+    counts per parent."""
     where, args = "t.run_id = ?", [req.run_id]
     if req.parent is not None:
         where += " AND t.parent = ?"
         args.append(req.parent)
     after_parent, _, after_seq = req.after.rpartition(CHILD_SEP)
-    page_where = where
+    page_where, args_page = where, list(args)
+    if req.status is not None:  # the counts stay those of every state
+        page_where += " AND t.status = ?"
+        args_page.append(req.status.value)
     if req.after:
         page_where += " AND (t.parent > ? OR (t.parent = ? AND t.seq > ?))"
-        args_page = [*args, after_parent, after_parent, int(after_seq or -1)]
-    else:
-        args_page = list(args)
+        args_page += [after_parent, after_parent, int(after_seq or -1)]
     rows, counts = await db.fetch_together(
         ("SELECT t.parent, t.seq, s.function, t.status, t.attempt, t.agent_id, t.started_at, "
          "t.finished_at, t.output, t.error_type, t.error_message, t.note FROM child_tasks t "

@@ -12,6 +12,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from flowforge.batch_calls import BatchCalls
+from flowforge.child_calls import ChildCalls
 from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.jspub import JsPublisher
 from flowforge.map_calls import MapCalls
@@ -104,7 +105,7 @@ def _code_schedules(specs: list[FlowSpec]) -> dict[str, list[ScheduleSpec]]:
             if REGISTRY.flows.get(s.name) is s}
 
 
-class Client(ScheduleCalls, BatchCalls, MapCalls):
+class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls):
     """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:

@@ -139,12 +139,14 @@ class ChildResults(msgspec.Struct, frozen=True, kw_only=True):
 
 class ListChildren(msgspec.Struct, frozen=True, kw_only=True):
     """``children.list``: the children of a run (of one parent, or of every task), each with
-    its state, in name order after ``after``; with how many there are in each state."""
+    its state, in name order after ``after`` (only those in ``status`` if given); with how
+    many there are in each state (of every state, whatever ``status``)."""
 
     run_id: Token
     parent: TaskPath | None = None
     after: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] = ""
     limit: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 100
+    status: TaskStatus | None = None
 
 
 class ChildInfo(msgspec.Struct, frozen=True, kw_only=True):
