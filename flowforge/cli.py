@@ -33,6 +33,7 @@ EPILOG = """examples:
   flowforge runs --flow pipeline_simple --status failed
   flowforge show RUN_ID
   flowforge show RUN_ID --task square --map-index 17
+  flowforge show RUN_ID --children train --status failed
   flowforge logs RUN_ID TASK --follow
   flowforge cancel RUN_ID
   flowforge retry RUN_ID --wait
@@ -161,7 +162,8 @@ def _add_read_commands(cmd: AddCommand) -> None:
     c.add_argument("--json", action="store_true", help="print JSON")
 
     c = cmd("show", "a run with each task's status, attempt, agent, times, output and error "
-            "(and a mapped task's instances); or one instance of a mapped task")
+            "(a mapped task's instances, a task's children); or one instance of a mapped task; or "
+            "a task's children")
     show_cli.add_show_args(c)
 
     c = cmd("flows", "list registered flows")

@@ -1,5 +1,6 @@
-"""``flowforge show``: a run with each task, a mapped task's instances counted and the ones that
-need a look listed (failed first); or one instance of a mapped task (``--task T --map-index I``)."""
+"""``flowforge show``: a run with each task, a mapped task's instances and a task's children counted
+and the ones that need a look listed (failed first); or one instance of a mapped task (``--task T
+--map-index I``); or every child of a task (``--children TASK``)."""
 
 import argparse
 import sys
@@ -7,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from flowforge import render, runtime
+from flowforge import child_show, render, runtime
 from flowforge.client import Client
 from flowforge.terminal import out, safe_json
 from protocol.api import MAX_MAP_INDEX, MapInstances
@@ -27,6 +28,12 @@ def add_show_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--map-index", type=_map_index, metavar="INDEX",
                    help="with --task: the instance of that index (TASK~INDEX) in full — its "
                    "attempts, output, error and traceback; exits 2 when there is none")
+    c.add_argument("--children", metavar="TASK",
+                   help="every child task of TASK (a task, a child like TASK/3, or a mapped "
+                   "instance like TASK~7) in spawn order: seq, function, status, attempt, time, "
+                   "output or error")
+    c.add_argument("--status", choices=[s.value for s in TaskStatus],
+                   help="with --children: only the children in this state")
     c.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -62,6 +69,12 @@ async def listed(c: Client, run_id: str, task: str, limit: int = MAX_LISTED) -> 
 
 
 async def run(c: Client, ns: argparse.Namespace) -> int:
+    if ns.status and not ns.children:
+        raise FlowForgeError("--status needs --children: the task whose children to list")
+    if ns.children:
+        if ns.map_index is not None:
+            raise FlowForgeError("--children and --map-index do not go together")
+        return await child_show.list_children(c, ns, _print_json)
     if ns.map_index is not None:
         if not ns.task:
             raise FlowForgeError("--map-index needs --task: the mapped task whose instance to show")
@@ -78,16 +91,20 @@ async def run(c: Client, ns: argparse.Namespace) -> int:
 
 
 async def print_run(c: Client, detail: RunDetail, spec: FlowSpec | None, as_json: bool) -> None:
-    """A run as ``show`` prints it, the instances of its mapped tasks that started asked for
-    on the way."""
+    """A run as ``show`` prints it, the instances of its mapped tasks that started and the
+    children of its tasks asked for on the way."""
     run_id = detail.run.run_id
     mapped = {t.name: await listed(c, run_id, t.name) for t in (spec.tasks if spec else [])
               if t.map_over and any(r.task == t.name and r.attempt for r in detail.tasks)}
+    kids = await child_show.fetch(c, run_id, {t.task for t in detail.tasks})
     if as_json:
-        _print_json(_plain(detail) | ({"mapped": _plain(mapped)} if mapped else {}))
+        _print_json(_plain(detail) | ({"mapped": _plain(mapped)} if mapped else {})
+                    | ({"children": _plain(child_show.json_of(kids))} if kids.counts else {}))
         return
     extra = {name: render.mapped_lines(run_id, name, m.counts, m.total, m.instances)
              for name, m in mapped.items()}
+    for name, lines in child_show.lines_by_task(run_id, kids).items():
+        extra[name] = extra.get(name, []) + lines
     out(render.show_run(detail, spec, extra))
 
 
