@@ -33,6 +33,9 @@ Progress = Callable[[str], float | None]
 """How far a task is (0 to 1), or None to draw a plain box."""
 Caption = Callable[[str, int], str]
 """A mapped task's second line (its instances' counts), at most the given width."""
+Badge = Callable[[str, int], str]
+"""What a box's top edge says of its task, if anything (its children's counts), at most the
+given width: a task's children are only known at run time, so they get no room of their own."""
 MAPPED_WIDTH = 24
 """A mapped task's box is at least this wide (at the default zoom): room for its caption."""
 Direction = Literal["up", "down", "left", "right"]
@@ -187,10 +190,11 @@ class DagLayout:
     # -- drawing -----------------------------------------------------------------------
 
     def row(self, y: int, glyph: Glyph | None = None, progress: Progress | None = None,
-            caption: Caption | None = None) -> list[Span]:
+            caption: Caption | None = None, badge: Badge | None = None) -> list[Span]:
         """Row ``y`` as spans; ``glyph(name)`` gives the one-character mark inside each box,
         ``progress(name)`` a fraction done (or None), drawn as a bar in the box's bottom edge,
-        and ``caption(name, width)`` a mapped task's second line."""
+        ``caption(name, width)`` a mapped task's second line and ``badge(name, width)`` what
+        its top edge says (if anything)."""
         width = self.width
         mask = bytearray(width)
         for x0, x1 in self._hsegs.get(y, ()):
@@ -213,7 +217,8 @@ class DagLayout:
         for frame, part in self._frame_rows.get(y, ()):
             self._draw_frame(frame, part, chars, own, owners, mask, arrows)
         for box, part in self._box_rows.get(y, ()):
-            text = self._box_text(box, part, glyph, progress, caption)
+            text = (_top_edge(box, badge) if part == 0 else
+                    self._box_text(box, part, glyph, progress, caption))
             chars[box.x:box.x + box.w] = text
             owners.append((box.name, "box"))
             own[box.x:box.x + box.w] = [len(owners) - 1] * box.w
@@ -228,8 +233,6 @@ class DagLayout:
     def _box_text(self, box: Box, part: int, glyph: Glyph | None,
                   progress: Progress | None, caption: Caption | None) -> list[str]:
         inner = box.w - 2
-        if part == 0:
-            return ["╭", *("─" * inner), "╮"]
         if part == box.h - 1:
             done = progress(box.name) if progress else None
             return ["╰", *(progress_edge(done, inner) if done is not None else "─" * inner), "╯"]
@@ -260,10 +263,10 @@ class DagLayout:
             chars[right], own[right] = "┆", k
 
     def text(self, glyph: Glyph | None = None, progress: Progress | None = None,
-             caption: Caption | None = None) -> str:
+             caption: Caption | None = None, badge: Badge | None = None) -> str:
         """The whole canvas as plain text (for small graphs, logs and tests)."""
-        return "\n".join("".join(s.text for s in self.row(y, glyph, progress, caption)).rstrip()
-                         for y in range(self.height))
+        return "\n".join("".join(s.text for s in self.row(y, glyph, progress, caption, badge))
+                         .rstrip() for y in range(self.height))
 
     # -- navigation --------------------------------------------------------------------
 
@@ -294,6 +297,16 @@ class DagLayout:
         return min(self.order[lay2], key=lambda n: abs(self.boxes[n].y - y))
 
 
+
+
+def _top_edge(box: Box, badge: Badge | None) -> list[str]:
+    """``╭─ 9/12 ✓8 ✗1 ▶3 ───╮``: a box's top edge, with its badge when it has one that fits."""
+    room = box.w - 5
+    mark = badge(box.name, room) if badge is not None and room >= 3 else ""
+    if not mark:
+        return ["╭", *("─" * (box.w - 2)), "╮"]
+    mark = _cut(mark, room)
+    return ["╭", "─", *f" {mark} ", *("─" * (room - len(mark))), "╮"]
 
 
 def progress_edge(fraction: float, width: int) -> str:

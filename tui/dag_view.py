@@ -20,7 +20,7 @@ from textual.strip import Strip
 from flowforge.terminal import safe
 from protocol.flows import FlowSpec
 from tui import palette
-from tui.dag_layout import Caption, DagLayout, Direction, Glyph, Progress
+from tui.dag_layout import Badge, Caption, DagLayout, Direction, Glyph, Progress
 from tui.dag_shape import GROUP_MARK, STACK_MARK, Shape, foldable, group_node, groups_of, why_not_collapsible
 from tui.hub import hub_of
 
@@ -65,6 +65,7 @@ class DagView(ScrollView, can_focus=True):
         self.glyph: Glyph | None = None
         self.progress: Progress | None = None
         self.caption: Caption | None = None
+        self.badge: Badge | None = None
         self.painted_rows = 0
         """Rows of the current layout drawn so far (how bench.tui_measure knows a DAG is on screen)."""
         self.spec: FlowSpec | None = None
@@ -73,14 +74,15 @@ class DagView(ScrollView, can_focus=True):
 
     def show_flow(self, spec: FlowSpec, version: str, *, box_style: BoxStyle | None = None,
                   glyph: Glyph | None = None, progress: Progress | None = None,
-                  caption: Caption | None = None, keep_selection: bool = True) -> None:
+                  caption: Caption | None = None, badge: Badge | None = None,
+                  keep_selection: bool = True) -> None:
         """Draw a flow at the current zoom; collapsed groups stay collapsed for the same flow."""
         if self.spec is None or self.spec.name != spec.name:
             self.shape = Shape(self.shape.zoom)
         self.spec, self.version = spec, version
         dag = hub_of(self).layout(spec, version, self.shape)
         self.show(dag, box_style=box_style, glyph=glyph, progress=progress, caption=caption,
-                  keep_selection=keep_selection)
+                  badge=badge, keep_selection=keep_selection)
 
     @property
     def members(self) -> dict[str, tuple[str, ...]]:
@@ -93,7 +95,7 @@ class DagView(ScrollView, can_focus=True):
         self.shape = shape
         dag = hub_of(self).layout(self.spec, self.version, shape)
         self.show(dag, box_style=self.box_style, glyph=self.glyph, progress=self.progress,
-                  caption=self.caption)
+                  caption=self.caption, badge=self.badge)
         if select is not None and select in dag.boxes:
             self.selected = select
 
@@ -144,7 +146,8 @@ class DagView(ScrollView, can_focus=True):
 
     def show(self, dag: DagLayout | None, *, box_style: BoxStyle | None = None,
              glyph: Glyph | None = None, progress: Progress | None = None,
-             caption: Caption | None = None, keep_selection: bool = True) -> None:
+             caption: Caption | None = None, badge: Badge | None = None,
+             keep_selection: bool = True) -> None:
         """Draw ``dag``; the selection stays when the task is still there, else the first task."""
         same = dag is self.dag
         self.dag = dag
@@ -153,6 +156,7 @@ class DagView(ScrollView, can_focus=True):
         self.glyph = glyph
         self.progress = progress
         self.caption = caption
+        self.badge = badge
         self.painted_rows = 0
         self.virtual_size = Size(dag.width, dag.height) if dag else Size(0, 0)
         if dag is None:
@@ -207,7 +211,7 @@ class DagView(ScrollView, can_focus=True):
             return Strip.blank(width)
         self.painted_rows += 1
         segments = []
-        for span in dag.row(row, self.glyph, self.progress, self.caption):
+        for span in dag.row(row, self.glyph, self.progress, self.caption, self.badge):
             if span.role == "box" and span.owner is not None:
                 style = self.box_style(span.owner)
                 if span.owner == self.selected:
