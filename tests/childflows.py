@@ -121,6 +121,31 @@ def slow_parent(ctx: TaskContext, n: int, hold_s: float = 0.2) -> int:
     return sum(ctx.map(slow_item, range(n), hold_s=hold_s))
 
 
+def prepare(n: int) -> int:
+    return n
+
+
+def train_model(ctx: TaskContext, prepare: int) -> dict:
+    """Maps ``picky`` over ``prepare`` items (every fifth fails: tolerated), then ``middle`` over
+    two (each with three children of its own)."""
+    results = ctx.map(picky, range(prepare), return_exceptions=True)
+    nested = ctx.map(middle, range(2))
+    return {"ok": sum(1 for r in results if not isinstance(r, ChildFailed)), "nested": sum(nested)}
+
+
+def report(train_model: dict) -> int:
+    return train_model["ok"]
+
+
+def register_chain() -> FlowSpec:
+    """prepare → train_model (with children, some failed, some nested) → report."""
+    return register_task_pipeline(flow_name="chain", pipeline={
+        "prepare": {"function": prepare},
+        "train_model": {"function": train_model, "depends_on": ["prepare"]},
+        "report": {"function": report, "depends_on": ["train_model"]},
+    })
+
+
 def _flow(name: str, fn: Any, **options: Any) -> FlowSpec:
     return register_task_pipeline(flow_name=name, pipeline={"parent": {"function": fn,
                                                                        **options}})
@@ -137,7 +162,7 @@ def register_all() -> list[FlowSpec]:
         _flow("strict", strict), _flow("nest", top), _flow("dive", dive),
         _flow("too_many", too_many), _flow("unregistered", spawns_unregistered),
         _flow("fickle", changes_its_mind, retries=1), _flow("slow_kids", slow_parent),
-        *register_more(),
+        *register_more(), register_chain(),
     ]
 
 

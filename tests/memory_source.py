@@ -14,6 +14,7 @@ from coordinator.instances_api import total_from_note
 from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchItem, BatchRecord, BatchState, ItemStatus
+from protocol.children import CHILD_SEP, ChildInfo, ChildList, child_name
 from protocol.errors import NotConnected, RemoteError, UnknownBatch, UnknownFlow, UnknownRun
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_LOG_KEPT_CHARS
@@ -28,6 +29,7 @@ from protocol.records import (
 )
 from protocol.schedules import ScheduleEvent, ScheduleState
 from protocol.states import RunStatus, TaskStatus
+from tui.child_rows import info_of
 from tui.source import LinkDown, LinkUp, SourceEvent
 
 
@@ -53,7 +55,8 @@ class MemorySource:
                  clock: Callable[[], float] = lambda: 0.0,
                  schedules: Iterable[ScheduleState] = (),
                  batches: Iterable[tuple[BatchRecord, list[BatchItem]]] = (),
-                 instances: Iterable[TaskRecord] = ()) -> None:
+                 instances: Iterable[TaskRecord] = (),
+                 children: Iterable[tuple[str, ChildInfo]] = ()) -> None:
         self.flow_details = {f.spec.name: f for f in flows}
         self.details = {d.run.run_id: d for d in runs}
         self.agent_list = list(agents)
@@ -71,6 +74,13 @@ class MemorySource:
             self._keep_instance(rec)
         self.instance_queries: list[tuple[str, str, str | None, int, int, bool]] = []
         """Every ``instances`` call: (run, task, status, after_index, limit, counts)."""
+        self.child_infos: dict[tuple[str, str], ChildInfo] = {}
+        """Child tasks by (run, name); ``push`` of a child's record changes it (and is an event,
+        as the coordinator publishes one — but not for a mapped instance's children)."""
+        for run_id, child in children:
+            self.child_infos[(run_id, child_name(child.parent, child.seq))] = child
+        self.child_queries: list[tuple[str, str | None, str, int, str | None]] = []
+        """Every ``children`` call: (run, parent, after, limit, status)."""
         self.logs = dict(logs or {})
         """Stored logs by (run, task); a pushed TaskLog adds to them."""
         self.clock = clock
@@ -91,7 +101,11 @@ class MemorySource:
     def push(self, event: SourceEvent) -> None:
         """Send an event to every subscriber (and keep the records current for later calls);
         an instance of a mapped task is only kept."""
-        if isinstance(event, TaskRecord) and "~" in event.task:
+        if isinstance(event, TaskRecord) and CHILD_SEP in event.task:
+            self._keep_child(event)
+            if "~" in event.task:
+                return
+        elif isinstance(event, TaskRecord) and "~" in event.task:
             self._keep_instance(event)
             return
         match event:
@@ -110,6 +124,10 @@ class MemorySource:
                 self.logs[key] = (self.logs.get(key, "") + event.text)[-MAX_LOG_KEPT_CHARS:]
         for q in self._queues:
             q.put_nowait(event)
+
+    def _keep_child(self, rec: TaskRecord) -> None:
+        old = self.child_infos.get((rec.run_id, rec.task))
+        self.child_infos[(rec.run_id, rec.task)] = info_of(rec, old.function if old else "")
 
     def go_down(self, reason: str = "lost NATS at memory; reconnecting") -> None:
         self.down = reason
@@ -207,6 +225,22 @@ class MemorySource:
                             instances=page[:limit],
                             next_after=int(page[limit - 1].task.rpartition("~")[2])
                             if limit and len(page) > limit else None)
+
+    async def children(self, run_id: str, parent: str | None = None, after: str = "",
+                       limit: int = 100, *, status: str | None = None) -> ChildList:
+        await self.get(run_id)
+        self.child_queries.append((run_id, parent, after, limit, status))
+        kids = sorted((k for (run, _), k in self.child_infos.items()
+                       if run == run_id and (parent is None or k.parent == parent)),
+                      key=lambda k: (k.parent, k.seq))
+        counts: dict[str, dict[str, int]] = {}
+        for k in kids:
+            own = counts.setdefault(k.parent, {})
+            own[k.status.value] = own.get(k.status.value, 0) + 1
+        after_parent, _, after_seq = after.rpartition(CHILD_SEP)
+        page = [k for k in kids if (status is None or k.status == status)
+                and (not after or (k.parent, k.seq) > (after_parent, int(after_seq)))]
+        return ChildList(children=page[:limit], counts=counts, more=len(page) > limit)
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
         self._check()

@@ -13,10 +13,13 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from tests.test_tui_app import SIZE, panel_text, run_screen, shown
+from tests.test_tui_children import RUN as KIDS_RUN
+from tests.test_tui_children import kids_source
 from tests.test_tui_map import RUN as MAPPED_RUN
 from tests.test_tui_map import map_source
 from tests.test_tui_support import clock, memory_source, until, utc
 from tui.app import DashboardApp
+from tui.children_view import ChildrenScreen
 from tui.dag_view import DagView
 from tui.instances_view import InstancesScreen
 
@@ -135,6 +138,41 @@ def test_the_instances_of_a_mapped_task_failed_first_and_one_in_full(snap_compar
         table = app.screen.query_one("#map-instances", DataTable)
         await until(lambda: table.row_count == 40)
         await until(lambda: "squaring item 4" in panel_text(app, "#map-instance"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_a_task_with_children_counts_them_on_its_box_and_lists_the_failed_first(
+        snap_compare: Any) -> None:
+    app = DashboardApp(kids_source(), clock=clock, tick_s=None)
+
+    async def ready(pilot: Pilot[None]) -> None:
+        app.open_run(KIDS_RUN)
+        screen = await run_screen(app)
+        dag = screen.query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None and "10/12 ✗2 ▶2" in shown(dag))
+        dag.selected = "train_model"
+        await until(lambda: "ValueError: item 8" in panel_text(app, "#run-task"))
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_the_children_of_a_task_failed_first_and_one_in_full(snap_compare: Any) -> None:
+    app = DashboardApp(kids_source(), clock=clock, tick_s=None)
+
+    async def ready(pilot: Pilot[None]) -> None:
+        app.open_run(KIDS_RUN)
+        screen = await run_screen(app)
+        dag = screen.query_one("#run-dag", DagView)
+        await until(lambda: dag.dag is not None and "10/12" in shown(dag))
+        dag.selected = "train_model"
+        await pilot.press("k")
+        await until(lambda: isinstance(app.screen, ChildrenScreen))
+        table = app.screen.query_one("#kids-table", DataTable)
+        await until(lambda: table.row_count == 12)
+        await until(lambda: "item 3 at 3" in panel_text(app, "#kids-child"))
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)

@@ -18,6 +18,7 @@ from protocol.states import RUN_FINAL
 from tui.agents_view import AgentsView
 from tui.banner import Banner
 from tui.batches_view import BatchesView
+from tui.children_view import ChildrenScreen
 from tui.flows_view import FlowsView
 from tui.follower import Follower
 from tui.hub import Hub
@@ -30,6 +31,8 @@ from tui.runs_view import RunsView
 from tui.schedules_view import SchedulesView
 from tui.source import DataSource
 
+RUN_SCREENS = (RunScreen, InstancesScreen, ChildrenScreen)
+"""The screens of one run: a tab's key leaves them all."""
 FLUSH_S = 0.05
 """Events are applied at once but drawn at most this often: a busy run stays cheap to watch."""
 
@@ -38,7 +41,8 @@ EPILOG = """examples:
   flowforge-dashboard --nats nats://ops-nats:4222 --namespace staging
 
 keys: f flows, r runs, a agents, p problems, enter open (on a mapped task: its instances,
-failed first), t trigger, c cancel, y retry,
+failed first; on a task with children, k too: its children, failed first, and enter on a child
+its own), t trigger, c cancel, y retry,
 w schedules (u pause or resume, n run now), b batches (enter its items, enter on an item its
 run, u pause or resume, c cancel), m mark a task, o a task's whole output,
 g its whole log, l load more runs,
@@ -129,13 +133,13 @@ class DashboardApp(App[None]):
         return not (action == "show_tab" and isinstance(self.screen, ModalScreen))
 
     def action_show_tab(self, tab: str) -> None:
-        while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen | InstancesScreen):
+        while len(self.screen_stack) > 1 and isinstance(self.screen, RUN_SCREENS):
             self.pop_screen()
         self.query_one("#tabs", TabbedContent).active = tab
         self.query_one(self.FOCUS[tab]).focus()
 
     def open_run(self, run_id: str) -> None:
-        while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen | InstancesScreen):
+        while len(self.screen_stack) > 1 and isinstance(self.screen, RUN_SCREENS):
             self.pop_screen()
         self.push_screen(RunScreen(run_id))
 
@@ -156,7 +160,7 @@ class DashboardApp(App[None]):
 
     def selected_run(self, screen: Screen[Any]) -> str | None:
         """The run the user is on: the open run, else the runs table's highlighted row."""
-        if isinstance(screen, RunScreen | InstancesScreen):
+        if isinstance(screen, RUN_SCREENS):
             return screen.run_id
         tabs = next(screen.query("#tabs").results(TabbedContent), None)
         if tabs is None or tabs.active != "runs":

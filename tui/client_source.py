@@ -13,6 +13,7 @@ from flowforge.connection import ConnectOptions
 from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchRecord
+from protocol.children import ChildList
 from protocol.errors import NotConnected
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from tui.source import LinkDown, LinkUp, SourceEvent
@@ -123,6 +124,11 @@ class ClientSource:
                         counts: bool = True) -> MapInstances:
         return await self._guard(self.client.instances(
             run_id, task, status=status, after_index=after_index, limit=limit, counts=counts))
+
+    async def children(self, run_id: str, parent: str | None = None, after: str = "",
+                       limit: int = 100, *, status: str | None = None) -> ChildList:
+        return await self._guard(self.client.children(run_id, parent, after, limit,
+                                                      status=status))
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord:
         return await self._guard(self.client.start(flow, params, source="dashboard"))

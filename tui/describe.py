@@ -1,7 +1,8 @@
-"""Rich text for the side panels: a task of a flow, a task instance of a run, a run's header line."""
+"""Rich text for the side panels: a task of a flow, a task instance of a run, a child task, a run's
+header line."""
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.console import Group, RenderableType
 from rich.syntax import Syntax
@@ -212,6 +213,30 @@ def run_task(run: RunRecord, spec: FlowSpec | None, rec: TaskRecord | None, name
     if rec.history:
         parts += [plain("attempts", style="grey62"), _attempts(rec)]
     parts += _log(log)
+    return Group(*parts)
+
+
+def child_task(rec: TaskRecord, function: str, own: Mapping[str, int] | None,
+               now: float) -> RenderableType:
+    """A child task of a run: its function, state, timings, its own children counted, output,
+    error, attempts (the traceback and attempts once an event brought its full record)."""
+    title = plain(f"{rec.task}  ", style="bold")
+    title.append_text(palette.task_text(rec.status))
+    parts: list[RenderableType] = [
+        title,
+        _kv(("function", function or "…"), ("attempt", str(rec.attempt)),
+            ("agent", rec.agent_id or "-")),
+        _kv(("started", clock(rec.started_at)), ("finished", clock(rec.finished_at)),
+            ("took", elapsed(rec.started_at, rec.finished_at, now))),
+    ]
+    parts += _live(rec)
+    if own:
+        line = _kv(("children", ", ".join(f"{n:,} {s}" for s, n in own.items())))
+        line.append("   enter lists them", style="italic grey62")
+        parts.append(line)
+    parts += _result(rec)
+    if rec.history:
+        parts += [plain("attempts", style="grey62"), _attempts(rec)]
     return Group(*parts)
 
 

@@ -8,6 +8,7 @@ import msgspec
 
 from protocol.api import FlowDetail
 from protocol.batches import BatchRecord
+from protocol.children import CHILD_SEP
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_LOG_KEPT_CHARS
 from protocol.messages import ErrorEvent, TaskLog
@@ -24,17 +25,21 @@ MAX_BATCHES = 200
 @dataclass(slots=True)
 class Dirty:
     """What changed: kinds of view ("flows", "runs", "agents", "problems", "link", "schedules",
-    "batches", "log", "tick") and run ids."""
+    "batches", "log", "tick"), run ids, and child tasks' new records."""
 
     kinds: set[str] = field(default_factory=set)
     runs: set[str] = field(default_factory=set)
+    children: dict[tuple[str, str], TaskRecord] = field(default_factory=dict)
+    """Child tasks' records that came, by (run, name), the newest of each: the model keeps none
+    (a run may have a hundred thousand), the views that show a task's children take these."""
 
     def merge(self, other: "Dirty") -> None:
         self.kinds |= other.kinds
         self.runs |= other.runs
+        self.children.update(other.children)
 
     def __bool__(self) -> bool:
-        return bool(self.kinds or self.runs)
+        return bool(self.kinds or self.runs or self.children)
 
 
 RECHECK_CHARS = 8 * 1024
@@ -223,6 +228,8 @@ class Model:
     def apply(self, event: SourceEvent, now: float) -> Dirty:
         """One event, in arrival order: each carries the full new state of what changed."""
         match event:
+            case TaskRecord() if CHILD_SEP in event.task:  # not one of the run's own tasks
+                return Dirty(children={(event.run_id, event.task): event})
             case TaskRecord():
                 self._touch("task", event.run_id, event.task)
                 self.tasks.setdefault(event.run_id, {})[event.task] = event

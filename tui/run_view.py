@@ -1,5 +1,6 @@
 """RunScreen: one run's DAG coloured by task state, with the selected task instance in full; a
-mapped task's box counts its instances by state, and enter lists them (failed first)."""
+mapped task's box counts its instances by state, a task's box its children (on its top edge), and
+enter lists them (failed first)."""
 
 from rich.console import Group, RenderableType
 from rich.style import Style
@@ -18,6 +19,8 @@ from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 from tui import describe, map_rows, palette
 from tui.banner import Banner
+from tui.child_watch import RunChildren
+from tui.children_view import ChildrenScreen
 from tui.dag_shape import group_status
 from tui.dag_view import DagView
 from tui.forms import TextScreen
@@ -38,6 +41,7 @@ class RunScreen(Screen[None]):
         Binding("g", "log", "Full log"),
         Binding("t", "trigger", "Run again"),
         Binding("enter", "instances", "Instances", show=False),
+        Binding("k", "children", "Children"),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -52,6 +56,8 @@ class RunScreen(Screen[None]):
         self._basis: dict[str, TaskRecord] = {}
         """Each mapped task's record when its instances were last asked for."""
         self.throttle = Throttle(self, self.load_maps, group="run-maps")
+        self.kids = RunChildren(self, run_id, lambda: self.dag_view.selected, self.draw)
+        """The run's children: each task's counted, the selected task's first listed."""
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
@@ -95,9 +101,10 @@ class RunScreen(Screen[None]):
             self.mapped = [t.name for t in self.spec.tasks if t.map_over]
             dag_view.show_flow(
                 *found, box_style=self.box_style, glyph=self.glyph, progress=self.progress,
-                caption=self.caption, keep_selection=False)
+                caption=self.caption, badge=self.kids.badge, keep_selection=False)
         self.draw()
         self.throttle.poke(at_once=True)
+        self.kids.throttle.poke(at_once=True)
 
     def status_of(self, name: str) -> TaskStatus:
         """A task's state, or for a collapsed group the state that stands for its tasks'."""
@@ -159,6 +166,7 @@ class RunScreen(Screen[None]):
             if any((rec := tasks.get(name)) is not None and rec.attempt
                    and rec is not self._basis.get(name) for name in self.mapped):
                 self.throttle.poke()  # its instances moved on
+        self.kids.on_changed(dirty)
 
     def draw(self) -> None:
         hub = hub_of(self)
@@ -174,6 +182,11 @@ class RunScreen(Screen[None]):
     @on(DagView.Selected, "#run-dag")
     def task_selected(self, event: DagView.Selected) -> None:
         self.show_task(event.name)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """``k`` (children) is offered only on a task that has some."""
+        return action != "children" or self.kids.has_children(self.dag_view.selected)
 
     def show_task(self, name: str | None) -> None:
         hub = hub_of(self)
@@ -197,6 +210,8 @@ class RunScreen(Screen[None]):
                 shown = self.maps.get(name)
                 if rec is not None and rec.attempt and (shown is None or not shown.listed):
                     self.throttle.poke(at_once=True)  # its first instances, failed first
+            elif (kids := self.kids.panel(name)) is not None:
+                text = Group(text, kids)
         for panel in self.query("#run-task").results(Static):  # none while the screen closes
             panel.update(text)
 
@@ -229,13 +244,22 @@ class RunScreen(Screen[None]):
             hub_of(self).operator.trigger(run.flow)
 
     def action_instances(self) -> None:
-        """A mapped task's instances, failed first."""
+        """A mapped task's instances, or a task's children, failed first."""
         name = self.task_name
         if name is not None and name in self.mapped:
             self.app.push_screen(InstancesScreen(self.run_id, name, self.spec))
+        elif name is not None and self.kids.has_children(name):
+            self.app.push_screen(ChildrenScreen(self.run_id, name))
         elif name is not None:
-            self.app.notify(safe(f"{name} is not a mapped task: it has no instances"),
-                            markup=False)
+            self.app.notify(safe(f"{name} has no instances or children"), markup=False)
+
+    def action_children(self) -> None:
+        """The selected task's child tasks, failed first."""
+        name = self.task_name
+        if name is not None and self.kids.has_children(name):
+            self.app.push_screen(ChildrenScreen(self.run_id, name))
+        elif name is not None:
+            self.app.notify(safe(f"{name} has no children"), markup=False)
 
     def action_output(self) -> None:
         name = self.task_name

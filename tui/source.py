@@ -7,6 +7,7 @@ from typing import Any, Protocol
 from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchRecord
+from protocol.children import ChildList
 from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import (
     AgentInfo,
@@ -91,6 +92,13 @@ class DataSource(Protocol):
                         counts: bool = True) -> MapInstances:
         """A mapped task's instances counted by state (if ``counts``) and up to ``limit`` of
         them after ``after_index`` in index order, only those in ``status`` if given."""
+        ...
+
+    async def children(self, run_id: str, parent: str | None = None, after: str = "",
+                       limit: int = 100, *, status: str | None = None) -> ChildList:
+        """The child tasks of a run (of ``parent`` only, if given) counted by state per parent,
+        and up to ``limit`` of them in name order after ``after`` (only those in ``status`` if
+        given)."""
         ...
 
     async def start(self, flow: str, params: dict[str, Any]) -> RunRecord: ...
