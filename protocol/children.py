@@ -29,6 +29,10 @@ Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 TaskPath = Annotated[str, msgspec.Meta(
     pattern=NAME_PATTERN[:-1] + r"(~[0-9]{1,7})?(/[0-9]{1,7}){0,32}$", max_length=MAX_ID_CHARS)]
 """A task, a mapped instance or a child: whatever may have children."""
+AfterChild = Annotated[str, msgspec.Meta(
+    pattern="^(" + NAME_PATTERN[1:-1] + r"(~[0-9]{1,7})?(/[0-9]{1,7}){1,32})?$",
+    max_length=MAX_ID_CHARS)]
+"""A child's name (``train/3``) to list the children after, or nothing to list from the first."""
 Retries = Annotated[int, msgspec.Meta(ge=0, le=100)]
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=366 * 86400)]
 
@@ -144,7 +148,7 @@ class ListChildren(msgspec.Struct, frozen=True, kw_only=True):
 
     run_id: Token
     parent: TaskPath | None = None
-    after: Annotated[str, msgspec.Meta(max_length=MAX_ID_CHARS)] = ""
+    after: AfterChild = ""
     limit: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 100
     status: TaskStatus | None = None
 

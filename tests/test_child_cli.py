@@ -7,8 +7,11 @@ import asyncio
 import json
 import re
 
+import pytest
+
 from flowforge.client import Client
 from protocol.children import child_name
+from protocol.errors import ErrorCode, RemoteError
 from protocol.states import TaskStatus
 from tests import childflows
 from tests.helpers import run_cli
@@ -128,5 +131,9 @@ async def test_the_client_pages_through_children_in_name_order_and_filters_by_st
     assert failed.counts == {"parent": {"failed": 2, "succeeded": 8}}, "counts of every state"
     page = await client.children(tolerant, "parent", after="parent/4", limit=3)
     assert [k.seq for k in page.children] == [5, 6, 7] and page.more
+    for after in ("parent", "parent/x"):  # not a child's name: refused, not an internal error
+        with pytest.raises(RemoteError) as refused:
+            await client.children(tolerant, after=after)
+        assert refused.value.code == ErrorCode.BAD_REQUEST and "$.after" in refused.value.message
     counted = await client.children(tolerant, limit=0)
     assert counted.children == [] and counted.counts == failed.counts
