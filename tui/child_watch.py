@@ -82,8 +82,9 @@ class RunChildren:
 
     def on_changed(self, dirty: Dirty) -> None:
         records = of_run(dirty, self.run_id)
-        if records:
-            self.shown = updated(self.shown, records)
+        if records and (shown := updated(self.shown, records)) is not self.shown:
+            self.shown = shown
+            self.redraw()  # the listed ones at once; the counts of all with the next fetch
         if records or resynced(self.owner, dirty):
             self.throttle.poke()
 

@@ -16,7 +16,16 @@ from protocol.children import CHILD_SEP, ChildInfo, split_child
 from protocol.records import TaskRecord
 from tui import describe
 from tui.banner import Banner
-from tui.child_rows import ChildShown, child_row, counts_line, listed_note, name_of, record_of, updated
+from tui.child_rows import (
+    ChildShown,
+    child_row,
+    counts_line,
+    info_of,
+    listed_note,
+    name_of,
+    record_of,
+    updated,
+)
 from tui.child_watch import of_run, resynced, try_fetch_children
 from tui.forms import TextScreen
 from tui.hub import hub_of
@@ -99,12 +108,13 @@ class ChildrenScreen(Screen[None]):
             shown = await try_fetch_children(hub_of(self).source, self.run_id, self.parent_task,
                                              MAX_ROWS, self.shown)
         finally:
-            during, self._during = self._during, None
+            during, self._during = self._during or {}, None
         if not self.is_attached:
             return
         self.shown = updated(shown, during.values())
-        listed = {name_of(k) for k in self.shown.children}
-        self.records = {n: r for n, r in self.records.items() if n in listed}
+        listed = {name_of(k): k for k in self.shown.children}
+        self.records = {n: r for n, r in self.records.items()  # those the answer agrees with
+                        if n in listed and info_of(r, listed[n].function) == listed[n]}
         self.draw()
 
     def draw(self) -> None:
