@@ -120,11 +120,12 @@ def _own_lines(run_id: str, task: str, kids: RunChildren) -> list[str]:
 
 
 def error_of(k: ChildInfo) -> str:
-    return f"{k.error_type}: {k.error_message or ''}" if k.error_type else ""
+    """Its error, or why it is as it is (a cancelled child's note)."""
+    return f"{k.error_type}: {k.error_message or ''}" if k.error_type else k.note or ""
 
 
 def result_of(k: ChildInfo) -> str:
-    """A child's output once it succeeded, its error once it failed, else ``-``."""
+    """A child's output once it succeeded, else its error or note (or ``-``)."""
     if k.status is TaskStatus.SUCCEEDED:
         return bytes(k.output).decode()
     return error_of(k) or "-"

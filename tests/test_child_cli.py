@@ -112,6 +112,13 @@ async def test_show_summarises_nested_children_by_depth_and_lists_a_child_s_chil
     assert list(as_json["children"]) == ["parent", "parent/0", "parent/1", "parent/2", "parent/3"]
     assert as_json["children"]["parent/3"] == {"counts": {"succeeded": 3}}
 
+    mapped = await _finished(client, "parents", {"xs": [0, 1]})  # each instance maps 20
+    text = (await cli(cli_env, "show", mapped)).stdout
+    assert [line for line in text.splitlines() if line.startswith("   parent~")] == [
+        "   parent~0  children: 20 (20 succeeded)", "   parent~1  children: 20 (20 succeeded)"]
+    of_one = (await cli(cli_env, "show", mapped, "--children", "parent~1")).stdout.splitlines()
+    assert len(of_one) == 22 and columns(of_one[-1])[6] == str(2 * 119)
+
 
 async def test_the_client_pages_through_children_in_name_order_and_filters_by_state(
     coordinator, start_agent, client: Client

@@ -76,14 +76,15 @@ def info_of(rec: TaskRecord, function: str = "") -> ChildInfo:
     return ChildInfo(parent=parent, seq=seq, function=function, status=rec.status,
                      attempt=rec.attempt, agent_id=rec.agent_id, started_at=rec.started_at,
                      finished_at=rec.finished_at, output=rec.output, error_type=rec.error_type,
-                     error_message=rec.error_message)
+                     error_message=rec.error_message, note=rec.note)
 
 
 def record_of(run_id: str, k: ChildInfo) -> TaskRecord:
     """A listed child as a task record, for the panels that draw one."""
     return TaskRecord(run_id=run_id, task=name_of(k), status=k.status, attempt=k.attempt,
                       agent_id=k.agent_id, started_at=k.started_at, finished_at=k.finished_at,
-                      output=k.output, error_type=k.error_type, error_message=k.error_message)
+                      output=k.output, error_type=k.error_type, error_message=k.error_message,
+                      note=k.note)
 
 
 def updated(shown: ChildShown, records: Iterable[TaskRecord]) -> ChildShown:
@@ -108,12 +109,13 @@ def updated(shown: ChildShown, records: Iterable[TaskRecord]) -> ChildShown:
 
 
 def result_of(k: ChildInfo) -> str:
-    """Its output once it succeeded, its error once it failed (or a note of an empty one)."""
+    """Its error once it failed, its output once it succeeded, else why it is as it is (a
+    cancelled child's note)."""
     if k.error_type:
         return f"{k.error_type}: {k.error_message or ''}"
     if k.status is TaskStatus.SUCCEEDED:
         return bytes(k.output).decode()
-    return ""
+    return k.note or ""
 
 
 def child_row(k: ChildInfo, counts: Counts, now: float) -> Row:
@@ -170,9 +172,9 @@ def children_panel(shown: ChildShown | None, rows: int = PANEL_ROWS) -> Renderab
     for col in ("seq", "status", "function", "attempt", "error"):
         table.add_column(col)
     for k in shown.children[:rows]:
+        error = "" if k.status is TaskStatus.SUCCEEDED else result_of(k)
         table.add_row(str(k.seq), palette.task_text(k.status), Text(safe(k.function)),
-                      str(k.attempt), Text(safe(cut(result_of(k) if k.error_type else "",
-                                                    ERROR_WIDTH))))
+                      str(k.attempt), Text(safe(cut(error, ERROR_WIDTH))))
     parts: list[RenderableType] = [title, counts_line(shown.own)]
     if shown.error is not None:
         parts.append(Text(safe(listed_note(shown)), style="red"))
