@@ -36,6 +36,7 @@ from protocol.api import (
     StartRun,
     TaskLogText,
 )
+from protocol.children import root_of
 from protocol.dag import validate_flow
 from protocol.errors import BadRequest, ErrorCode, FlowForgeError, UnknownFlow, UnknownRun
 from protocol.messages import encoder
@@ -224,15 +225,16 @@ class Api:
         return await self.store.list_runs(req.flow, req.status, req.limit)
 
     async def task_log(self, req: GetLog) -> TaskLogText:
-        """A task's log, or a mapped task's instance's (``T~3``); an unknown run or a task its
-        flow does not have is an error (an empty answer would look like a task that printed
-        nothing)."""
+        """A task's log, a mapped task's instance's (``T~3``) or a child's (``T/0``); an unknown
+        run or a task its flow does not have is an error (an empty answer would look like a
+        task that printed nothing)."""
         found = await self.store.run_flow(req.run_id)
         if found is None:
             raise UnknownRun(req.run_id)
         flow = await self.flows.version(*found)
-        instance = split_instance(req.task)
-        task = instance[0] if instance else req.task
+        base = root_of(req.task)  # a child's log: its root task must be the flow's
+        instance = split_instance(base)
+        task = instance[0] if instance else base
         if task not in flow.tasks:
             raise BadRequest(f"run {req.run_id} of {found[0]!r} has no task {task!r}; it has "
                              f"{', '.join(sorted(flow.tasks)[:20])}")

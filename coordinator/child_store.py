@@ -24,6 +24,9 @@ from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 
 OPEN_STATES = ("pending", "queued", "running", "retry_wait")
+MAX_COUNTED = 2_000
+"""Counts of at most this many (parent, state) pairs go in one listing (the first parents in
+name order): an answer must fit in one message, however many parents a run has."""
 _spawn_dec = msgspec.json.Decoder(ChildSpawn)
 _STATUS = {s.value: s for s in TaskStatus}
 
@@ -128,7 +131,7 @@ async def listing(db: Database, req: ListChildren, budget: int) -> ChildList:
          f"JOIN child_specs s USING (run_id, parent, seq) WHERE {page_where} "
          "ORDER BY t.parent, t.seq LIMIT ?", (*args_page, req.limit + 1)),
         (f"SELECT t.parent, t.status, count(*) FROM child_tasks t WHERE {where} "
-         "GROUP BY t.parent, t.status", tuple(args)))
+         f"GROUP BY t.parent, t.status ORDER BY t.parent LIMIT {MAX_COUNTED}", tuple(args)))
     out: list[ChildInfo] = []
     used = sum(len(r[0]) + 40 for r in counts)
     for row in rows[:req.limit]:

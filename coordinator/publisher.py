@@ -15,7 +15,7 @@ from coordinator.changes import Dispatch
 from coordinator.schedule_store import ScheduleWrites
 from flowforge.jspub import JsPublisher
 from protocol.batches import BatchRecord
-from protocol.children import Wake
+from protocol.children import CHILD_SEP, Wake
 from protocol.dag import INSTANCE_SEP
 from protocol.messages import ErrorEvent, TaskLog, encoder
 from protocol.records import AgentInfo, FlowSummary, RunRecord, TaskRecord
@@ -154,7 +154,8 @@ class Publisher:
         EVENT_CHUNK_BYTES: a 20,000-task fan-out is ~40 messages, not 60,000."""
         by_run: dict[str, list[bytes]] = {}
         for rec in records:
-            if INSTANCE_SEP not in rec.task:  # a mapped task's record says how they do
+            # a mapped task's own record says how its instances do; children go as themselves
+            if INSTANCE_SEP not in rec.task or CHILD_SEP in rec.task:
                 by_run.setdefault(rec.run_id, []).append(encoder.encode(rec))
         for run_id, encoded in by_run.items():
             subject = self._s.task_events(run_id)

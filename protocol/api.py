@@ -5,8 +5,8 @@ from typing import Annotated, Any
 import msgspec
 
 from protocol.batch_api import BATCH_REQUESTS
-from protocol.children import CHILD_REQUESTS
-from protocol.fields import Key, ListLimit, Name, TaskRef, Text, Token
+from protocol.children import CHILD_REQUESTS, TaskPath
+from protocol.fields import Key, ListLimit, Name, Text, Token
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_ID_CHARS, MAX_LIST_LIMIT
 from protocol.records import TaskRecord
@@ -81,8 +81,8 @@ class MarkTask(msgspec.Struct, frozen=True, kw_only=True):
 
 class GetLog(msgspec.Struct, frozen=True, kw_only=True):
     run_id: Token
-    task: TaskRef
-    """A task, or an instance of a mapped task (``T~3``)."""
+    task: TaskPath
+    """A task, an instance of a mapped task (``T~3``) or a child (``T/0``, ``T~3/0/1``)."""
 
 
 MAX_MAP_INDEX = 9_999_999

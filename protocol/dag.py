@@ -13,7 +13,7 @@ from protocol.errors import (
     UnknownDependency,
 )
 from protocol.flows import JSON_TYPES, FlowSpec, ParamSpec
-from protocol.limits import MAX_TASKS_PER_FLOW, is_valid_name
+from protocol.limits import MAX_ID_CHARS, MAX_TASKS_PER_FLOW, is_valid_name
 
 
 def find_cycle(deps: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -108,11 +108,19 @@ MAPPED_NAMES = ("item", "map_index")
 
 
 def is_task_ref(name: str) -> bool:
-    """A task's name, or a mapped task's instance (``T~3``): safe as a subject token."""
-    task, sep, index = name.rpartition(INSTANCE_SEP)
+    """A task's name, a mapped task's instance (``T~3``) or a child of either (``T/0``,
+    ``T~3/0/1``): safe as a subject token."""
+    base, *seqs = name.split("/")
+    if len(name) > MAX_ID_CHARS or not all(_is_index(s) for s in seqs):
+        return False
+    task, sep, index = base.rpartition(INSTANCE_SEP)
     if not sep:
-        return is_valid_name(name)
-    return is_valid_name(task) and index.isascii() and index.isdigit() and len(index) < 8
+        return is_valid_name(base)
+    return is_valid_name(task) and _is_index(index)
+
+
+def _is_index(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) < 8
 """What each instance of a mapped task gets by name: its item and its place in the list."""
 PARAM_PREFIX = "param:"
 MAX_CHUNK = 10_000

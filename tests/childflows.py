@@ -19,6 +19,7 @@ def double(x: int) -> int:
 
 @flowforge.task(retries=2)
 def flaky_double(x: int, ctx: TaskContext) -> int:
+    ctx.logger.info("doubling %s on attempt %s", x, ctx.attempt)
     if ctx.attempt < 2:
         raise RuntimeError(f"flaky on attempt {ctx.attempt}")
     return 2 * x

@@ -193,3 +193,32 @@ async def test_cancelling_the_run_cancels_its_children_and_stops_the_running_one
     listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
     assert listed.counts == {"parent": {"cancelled": 6}}
     await wait_for(lambda: agent.completed >= 3, timeout_s=20)  # the parent and both children
+
+
+async def test_children_have_logs_and_events_even_under_a_mapped_instance(
+    coordinator, start_agent, client: Client
+) -> None:
+    import asyncio
+
+    from protocol.records import TaskRecord
+
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=2)
+    seen: set[str] = set()
+
+    async def watch() -> None:
+        async for event in client.events():
+            if isinstance(event, TaskRecord) and event.status is TaskStatus.SUCCEEDED:
+                seen.add(event.task)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await asyncio.sleep(0)
+        mapped = await _run(client, "parents", {"xs": [0, 1]})
+        assert mapped.run.status is RunStatus.SUCCEEDED
+        await wait_for(lambda: {"parent~0/0", "parent~1/19"} <= seen, timeout_s=10)
+    finally:
+        watcher.cancel()
+    detail = await _run(client, "spawn_gather")
+    log = await client.task_log(detail.run.run_id, "parent/1")  # flaky: failed once
+    assert "doubling 3 on attempt 1" in log and "doubling 3 on attempt 2" in log
