@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowforge import render, runtime, show_cli
+from flowforge import child_show, render, runtime, show_cli
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
@@ -207,6 +207,9 @@ async def _follow(client: Client, flow: str, params: dict[str, Any]) -> int:
         if t.error_type:
             out(f"\n── {t.task} failed: {t.error_type}: {t.error_message}\n{t.traceback or ''}")
     await _print_mapped(client, detail, spec)
+    kids = await child_show.fetch(client, detail.run.run_id, {t.task for t in detail.tasks})
+    for name, lines in child_show.lines_by_task(detail.run.run_id, kids).items():
+        out(f"\n── {name} " + "\n".join(lines))
     r = detail.run
     out(f"\nrun {r.run_id} {r.status.value} in {render.duration(r.started_at, r.finished_at)}"
           f" ({r.counts.succeeded}/{r.counts.total} tasks succeeded)")
