@@ -150,8 +150,8 @@ class SlotLedger:
         children may need it; then it takes a slot back, ahead of the messages waiting."""
         item.lent = True
         self._lent[item.queue] += 1
-        await self._free(item.queue)
-        try:
+        try:  # cancelled while freeing its slot (asking for more tasks): it takes one back
+            await self._free(item.queue)
             yield
         finally:
             self._lent[item.queue] -= 1
