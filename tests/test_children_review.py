@@ -40,6 +40,23 @@ async def _lend_until(ledger: Ledger, item, done: asyncio.Event) -> None:  # typ
         await done.wait()
 
 
+async def test_a_parent_waiting_for_two_maps_at_once_lends_its_one_slot_once() -> None:
+    two = Ledger(slots=2)
+    parent = two.admit()
+    assert two.ledger.capacity("q") == 1
+    done = asyncio.Event()
+    waits = [asyncio.create_task(_lend_until(two, parent, done)) for _ in range(2)]
+    await wait_for(lambda: parent.lent)
+    await asyncio.sleep(0)  # both waits are in
+    assert two.ledger.capacity("q") == 2, "the parent's one slot was lent twice"
+    done.set()
+    await asyncio.gather(*waits)
+    assert two.ledger.capacity("q") == 1 and not parent.lent
+    await two.ledger.release(parent)
+    await two.ledger.let_go(parent)
+    assert two.ledger.capacity("q") == 2
+
+
 async def test_a_parent_cancelled_while_it_lends_its_slot_gives_back_exactly_its_slot() -> None:
     one = Ledger(slots=1)
     parent = one.admit()
