@@ -4,10 +4,124 @@ that fails with its children still running, cancelled runs and the agent's slots
 mapped instances and of chunks, parents in worker processes."""
 
 import asyncio
+from pathlib import Path
 
+import msgspec
 import pytest
 
+from coordinator.changes import Changes
+from coordinator.graph import CompiledFlow
+from coordinator.scheduler import Scheduler
+from flowforge.client import Client
+from protocol.children import AwaitChildren, ChildSpawn, SpawnChildren
+from protocol.dag import validate_flow
+from protocol.flows import FlowSpec, TaskSpec
+from protocol.messages import TaskStarted, TaskSucceeded
+from protocol.records import RunDetail, RunRecord, TaskRecord
+from protocol.states import RunStatus
+from tests import childreviewflows
 from tests.helpers import wait_for
+
+# -- the coordinator's state machine -------------------------------------------------------
+
+
+class Parent:
+    """One run of a one-task flow whose task ``p`` is running and spawns children."""
+
+    def __init__(self) -> None:
+        spec = FlowSpec(name="f", tasks=(TaskSpec(name="p", function="m:p"),))
+        validate_flow(spec)
+        self.sched = Scheduler()
+        self.now = 1000.0
+        run = RunRecord(run_id="r1", flow="f", version=CompiledFlow.compile(spec).version)
+        self.sched.start_run(run, CompiledFlow.compile(spec), self.now, Changes())
+        self.step(lambda ch: self.sched.on_report(TaskStarted(
+            run_id="r1", task="p", attempt=1, delivery=1, agent_id="a1", at=self.now),
+            self.now, ch))
+
+    def step(self, fn):  # type: ignore[no-untyped-def]
+        self.now += 1.0
+        ch = Changes()
+        out = fn(ch)
+        self.sched.children.sweep(self.now, ch, self.sched.is_active)
+        self.last = ch
+        return out
+
+    def spawn(self, *seqs: int) -> None:
+        state = self.sched.run_state("r1")
+        assert state is not None
+        req = SpawnChildren(run_id="r1", parent="p", attempt=1, agent_id="a1", children=[
+            ChildSpawn(seq=s, function="m:c", params={"x": s}) for s in seqs])
+        self.step(lambda ch: self.sched.children.spawn(state, self.sched.task_record("r1", "p"),
+                                                       req, self.now, ch))
+
+    def wait(self, first: int, last: int, fail_fast: bool = True, agent: str = "a1") -> int:
+        req = AwaitChildren(run_id="r1", parent="p", attempt=1, agent_id=agent,
+                            ranges=[(first, last)], fail_fast=fail_fast)
+        return self.step(lambda ch: self.sched.children.waiting("r1", req, ch)).open
+
+    def child_done(self, seq: int) -> list[tuple[str, str, str]]:
+        rec = self.sched.task_record("r1", f"p/{seq}")
+        assert rec is not None
+        self.step(lambda ch: self.sched.on_report(TaskSucceeded(
+            run_id="r1", task=f"p/{seq}", attempt=rec.attempt, delivery=1, agent_id="a1",
+            at=self.now, started_at=self.now, output=msgspec.Raw(b"1")), self.now, ch))
+        return self.last.wakes
+
+
+def test_a_parent_waiting_for_two_sets_of_children_at_once_is_woken_for_each() -> None:
+    p = Parent()
+    p.spawn(0, 1, 2, 3)
+    assert p.wait(0, 1) == 2  # e.g. asyncio.gather(ctx.map(f, a), ctx.map(g, b))
+    assert p.wait(2, 3) == 2
+    assert p.child_done(0) == []
+    assert p.child_done(1) == [("a1", "r1", "p")], "the first wait's wake was lost"
+    assert p.child_done(2) == []
+    assert p.child_done(3) == [("a1", "r1", "p")]
+
+
+def test_asking_again_about_the_same_children_does_not_wake_twice() -> None:
+    p = Parent()
+    p.spawn(0, 1)
+    assert p.wait(0, 1) == 2
+    assert p.wait(0, 1) == 2  # the agent's poll
+    assert p.child_done(0) == []
+    assert p.child_done(1) == [("a1", "r1", "p")]
+
+
+def test_the_waits_of_an_earlier_attempt_on_another_agent_are_dropped() -> None:
+    p = Parent()
+    p.spawn(0, 1)
+    assert p.wait(0, 1, agent="lost") == 2  # its agent died; the next attempt runs on a1
+    assert p.wait(0, 1) == 2
+    assert p.child_done(0) == []
+    assert p.child_done(1) == [("a1", "r1", "p")]
+
+
+# -- on the real stack -----------------------------------------------------------------------
+
+
+def _parent(detail: RunDetail) -> TaskRecord:
+    return next(t for t in detail.tasks if t.task == "parent")
+
+
+async def test_an_async_parent_gets_its_quick_map_back_while_a_slow_one_still_runs(
+    coordinator, start_agent, client: Client, tmp_path: Path, monkeypatch
+) -> None:
+    from agent import child_waits
+
+    monkeypatch.setattr(child_waits, "POLL_FIRST_S", 120.0)  # only a wake ends a wait here
+    monkeypatch.setattr(child_waits, "POLL_MAX_S", 120.0)
+    await client.register(childreviewflows.register_all())
+    await start_agent(concurrency=4)  # the two slow children hold two slots meanwhile
+    gate = str(tmp_path / "gate")
+    run = await client.start("rv_two_maps", {"gate": gate})
+    await wait_for(lambda: Path(gate + ".quick").exists(), timeout_s=30)
+    Path(gate + ".go").write_text("")
+    detail = await client.wait(run.run_id, timeout_s=30)
+    assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
+    assert msgspec.json.decode(_parent(detail).output) == {"quick": [1, 2], "slow": [10, 11]}
+
 
 # -- the agent's slots while parents wait ----------------------------------------------------
 
