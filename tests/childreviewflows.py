@@ -88,6 +88,14 @@ async def two_maps(ctx: TaskContext, gate: str) -> dict:
     return {"quick": quick, "slow": await slow}
 
 
+async def split_maps(ctx: TaskContext, n: int) -> dict:
+    """Two maps at once whose children go out in two spawn requests (``n`` >= 1,000 fill the
+    first): the small map's children are all in the second."""
+    big = asyncio.ensure_future(ctx.map(held, range(n), hold_s=0.0))
+    small = asyncio.ensure_future(ctx.map(held, [7, 8], hold_s=0.0))
+    return {"big": sum(await big), "small": await small}
+
+
 def items(n: int) -> list[int]:
     return list(range(n))
 
@@ -111,7 +119,7 @@ def register_all() -> list[FlowSpec]:
     return [
         _one("rv_slow", slow_parent), _one("rv_slow_retried", slow_parent, retries=1),
         _one("rv_gated", gated_parent), _one("rv_retried", retried_parent, retries=1),
-        _one("rv_two_maps", two_maps),
+        _one("rv_two_maps", two_maps), _one("rv_split_maps", split_maps),
         register_task_pipeline(flow_name="rv_mapped", pipeline=mapped),
         register_task_pipeline(flow_name="rv_chunked", pipeline={
             **mapped, "parent": {**mapped["parent"], "chunk": 3}}),

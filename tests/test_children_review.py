@@ -123,6 +123,18 @@ async def test_an_async_parent_gets_its_quick_map_back_while_a_slow_one_still_ru
     assert msgspec.json.decode(_parent(detail).output) == {"quick": [1, 2], "slow": [10, 11]}
 
 
+async def test_a_map_waits_until_its_children_are_spawned_by_a_map_sending_them_meanwhile(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childreviewflows.register_all())
+    await start_agent(concurrency=4)
+    run = await client.start("rv_split_maps", {"n": 1000})
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
+    assert msgspec.json.decode(_parent(detail).output) == {"big": sum(range(1000)),
+                                                           "small": [7, 8]}
+
+
 # -- the agent's slots while parents wait ----------------------------------------------------
 
 
