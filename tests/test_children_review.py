@@ -4,6 +4,7 @@ that fails with its children still running, cancelled runs and the agent's slots
 mapped instances and of chunks, parents in worker processes."""
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 
 import msgspec
@@ -20,7 +21,7 @@ from protocol.messages import TaskStarted, TaskSucceeded
 from protocol.records import RunDetail, RunRecord, TaskRecord
 from protocol.states import RunStatus
 from tests import childreviewflows
-from tests.helpers import wait_for
+from tests.helpers import coordinator_answers, wait_for
 
 # -- the coordinator's state machine -------------------------------------------------------
 
@@ -133,6 +134,43 @@ async def test_a_map_waits_until_its_children_are_spawned_by_a_map_sending_them_
     assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
     assert msgspec.json.decode(_parent(detail).output) == {"big": sum(range(1000)),
                                                            "small": [7, 8]}
+
+
+# -- kill -9 -----------------------------------------------------------------------------------
+
+
+def _ledger_runs(path: Path) -> Counter[str]:
+    """How often each task ran to its end, from the ledger the flows write."""
+    return Counter(line.split()[0] for line in path.read_text().splitlines()) if path.exists() \
+        else Counter()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_parent_spawning_while_the_coordinator_is_down_spawns_once_it_is_back(
+    spawn, nats_server, client: Client, tmp_path: Path
+) -> None:
+    def coordinator():  # type: ignore[no-untyped-def]
+        return spawn("flowforge-coordinator", "--db", str(tmp_path / "ff.db"), "--lease", "3")
+
+    proc = coordinator()
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
+    await client.register(childreviewflows.register_all())
+    agent = spawn("flowforge-agent", "--import", "tests.childreviewflows", "--lease", "3",
+                  "--concurrency", "2")
+    gate = str(tmp_path / "gate")
+    run = await client.start("rv_gated", {"gate": gate, "n": 5})
+    await wait_for(lambda: Path(gate + ".ready").exists(), timeout_s=60)
+    proc.kill9()
+    Path(gate + ".go").write_text("")  # the parent spawns now, with no coordinator to answer
+    await asyncio.sleep(3.0)  # down for longer than a request's no-responder retries
+    coordinator()
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
+    detail = await client.wait(run.run_id, timeout_s=90)
+    assert detail.run.status is RunStatus.SUCCEEDED, (_parent(detail).error_message, agent.log())
+    assert msgspec.json.decode(_parent(detail).output) == sum(range(5))
+    assert _parent(detail).attempt == 1
 
 
 # -- the agent's slots while parents wait ----------------------------------------------------
