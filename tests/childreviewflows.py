@@ -105,6 +105,11 @@ def instance_parent(ctx: TaskContext, item: int, children: int) -> list:
     return ctx.map(held, [item * 100 + i for i in range(children)], hold_s=0.0)
 
 
+def slow_instance_parent(ctx: TaskContext, item: int, children: int, hold_s: float) -> int:
+    """A mapped instance that maps ``children`` children holding ``hold_s`` each."""
+    return sum(ctx.map(held, range(children), hold_s=hold_s))
+
+
 def _one(name: str, fn: object, **options: object) -> FlowSpec:
     return register_task_pipeline(flow_name=name,
                                   pipeline={"parent": {"function": fn, **options}})
@@ -123,6 +128,8 @@ def register_all() -> list[FlowSpec]:
         register_task_pipeline(flow_name="rv_mapped", pipeline=mapped),
         register_task_pipeline(flow_name="rv_chunked", pipeline={
             **mapped, "parent": {**mapped["parent"], "chunk": 3}}),
+        register_task_pipeline(flow_name="rv_mapped_slow", pipeline={
+            **mapped, "parent": {**mapped["parent"], "function": slow_instance_parent}}),
     ]
 
 

@@ -4,6 +4,8 @@ that fails with its children still running, cancelled runs and the agent's slots
 mapped instances and of chunks, parents in worker processes."""
 
 import asyncio
+import random
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from protocol.dag import validate_flow
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.messages import TaskStarted, TaskSucceeded
 from protocol.records import RunDetail, RunRecord, TaskRecord
-from protocol.states import RunStatus
+from protocol.states import RunStatus, TaskStatus
 from tests import childreviewflows
 from tests.helpers import coordinator_answers, wait_for
 
@@ -136,6 +138,68 @@ async def test_a_map_waits_until_its_children_are_spawned_by_a_map_sending_them_
                                                            "small": [7, 8]}
 
 
+async def test_a_parent_that_fails_with_retries_left_finds_its_running_children_again(
+    coordinator, start_agent, client: Client, tmp_path: Path, monkeypatch
+) -> None:
+    ledger = tmp_path / "ledger.txt"
+    monkeypatch.setenv("FLOWFORGE_TEST_LEDGER", str(ledger))
+    await client.register(childreviewflows.register_all())
+    await start_agent(concurrency=4)
+    run = await client.start("rv_retried", {"n": 3, "hold_s": 1.0})
+    detail = await client.wait(run.run_id, timeout_s=60)
+    parent = _parent(detail)
+    assert detail.run.status is RunStatus.SUCCEEDED, parent.error_message
+    assert msgspec.json.decode(parent.output) == [-1, 0, 1, 2]
+    assert [(a.attempt, a.outcome) for a in parent.history] == [(1, "failed"), (2, "succeeded")]
+    ran = _ledger_runs(ledger)
+    assert ran == Counter({"parent/0": 2, "parent/1": 1, "parent/2": 1, "parent/3": 1,
+                           "parent": 1}), "a child that was still running ran again"
+
+
+async def test_mapped_instances_and_chunks_of_them_are_parents(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childreviewflows.register_all())
+    await start_agent(concurrency=3)
+    for flow in ("rv_mapped", "rv_chunked"):
+        run = await client.start(flow, {"n": 5, "children": 3})
+        detail = await client.wait(run.run_id, timeout_s=60)
+        parent = _parent(detail)
+        assert detail.run.status is RunStatus.SUCCEEDED, (flow, parent.error_message)
+        assert msgspec.json.decode(parent.output) == [
+            [i * 100 + j for j in range(3)] for i in range(5)], flow
+
+
+async def test_cancelling_a_run_whose_parents_wait_gives_every_slot_back(
+    coordinator, start_agent, client: Client
+) -> None:
+    from agent.inhand import TaskState
+    from protocol.children import ChildList, ListChildren
+
+    await client.register(childreviewflows.register_all())
+    agent = await start_agent(concurrency=2)
+    slots = agent._slots
+    run = await client.start("rv_mapped_slow", {"n": 3, "children": 4, "hold_s": 30.0})
+
+    async def running_children() -> int:
+        listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
+        return sum(c.status is TaskStatus.RUNNING for c in listed.children)
+
+    await wait_for(lambda: _at_least(running_children(), 2), timeout_s=30)
+    await client.cancel(run.run_id)
+    detail = await client.wait(run.run_id, timeout_s=30)
+    assert detail.run.status is RunStatus.CANCELLED
+    await wait_for(lambda: not list(slots), timeout_s=30)  # every message settled
+    assert slots._busy["default"] == 0 and slots._lent["default"] == 0
+    assert not slots.in_state(TaskState.RUNNING)
+    listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
+    assert {c.status for c in listed.children} <= {TaskStatus.CANCELLED}
+
+
+async def _at_least(count, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return await count >= n
+
+
 # -- kill -9 -----------------------------------------------------------------------------------
 
 
@@ -171,6 +235,107 @@ async def test_a_parent_spawning_while_the_coordinator_is_down_spawns_once_it_is
     assert detail.run.status is RunStatus.SUCCEEDED, (_parent(detail).error_message, agent.log())
     assert msgspec.json.decode(_parent(detail).output) == sum(range(5))
     assert _parent(detail).attempt == 1
+
+
+@pytest.mark.e2e
+async def test_parents_in_worker_processes_map_children_on_one_slot(
+    coordinator, spawn, client: Client
+) -> None:
+    await client.register(childreviewflows.register_all())
+    agent = spawn("flowforge-agent", "--import", "tests.childreviewflows", "--pool", "process",
+                  "--concurrency", "1")
+    for flow, params, output in (("rv_slow", {"n": 6, "hold_s": 0.0}, sum(range(6))),
+                                 ("rv_mapped", {"n": 3, "children": 2},
+                                  [[0, 1], [100, 101], [200, 201]])):
+        detail = await client.wait((await client.start(flow, params)).run_id, timeout_s=90)
+        assert detail.run.status is RunStatus.SUCCEEDED, (_parent(detail).error_message,
+                                                          agent.log())
+        assert msgspec.json.decode(_parent(detail).output) == output
+
+
+CHILDREN = 40
+"""Children of each of the four parents: about five seconds of them, for three kills."""
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_kill_9_of_the_coordinator_while_parents_wait_loses_and_repeats_nothing(
+    spawn, nats_server, client: Client, tmp_path: Path
+) -> None:
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    ledger = tmp_path / "ledger.txt"
+
+    def coordinator():  # type: ignore[no-untyped-def]
+        return spawn("flowforge-coordinator", "--db", str(tmp_path / "ff.db"), "--lease", "2")
+
+    proc = coordinator()
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
+    await client.register(childreviewflows.register_all())
+    spawn("flowforge-agent", "--import", "tests.childreviewflows", "--lease", "2",
+          "--concurrency", "4", env={"FLOWFORGE_TEST_LEDGER": str(ledger)})
+    run = await client.start("rv_mapped_slow", {"n": 4, "children": CHILDREN, "hold_s": 0.1})
+    kills = 0
+    for _ in range(3):
+        target = min(4 * CHILDREN, len(_ledger_runs(ledger)) + rng.randint(3, 8))
+        await wait_for(lambda t=target: len(_ledger_runs(ledger)) >= t, timeout_s=120)
+        if len(_ledger_runs(ledger)) >= 4 * CHILDREN:
+            break
+        proc.kill9()
+        kills += 1
+        await asyncio.sleep(rng.uniform(0.0, 1.5))  # down: children go on and end meanwhile
+        proc = coordinator()
+        await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
+    assert kills >= 2, f"the children were done after {kills} kills (seed {seed})"
+    detail = await client.wait(run.run_id, timeout_s=120)
+    assert detail.run.status is RunStatus.SUCCEEDED, (f"seed {seed}", _parent(detail).note)
+    assert msgspec.json.decode(_parent(detail).output) == [sum(range(CHILDREN))] * 4, f"seed {seed}"
+    ran = _ledger_runs(ledger)
+    names = {f"parent~{i}/{j}" for i in range(4) for j in range(CHILDREN)}
+    assert set(ran) == names, f"seed {seed}"  # each child ran (a redelivery may run one again)
+    with sqlite3.connect(tmp_path / "ff.db") as db:
+        stored = db.execute("SELECT parent || '/' || seq, status, attempt FROM child_tasks")
+        rows = stored.fetchall()
+    assert {name for name, _, _ in rows} == names, f"seed {seed}"
+    assert {status for _, status, _ in rows} == {"succeeded"}, f"seed {seed}"
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_kill_9_of_the_agent_running_a_parent_hands_it_to_another_that_finds_its_children(
+    start_coordinator, spawn, client: Client, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ledger.txt"
+    await start_coordinator(lease_s=2.0)  # its messages come back 2 s after the agent died
+    await client.register(childreviewflows.register_all())
+    agents = {name: spawn("flowforge-agent", "--import", "tests.childreviewflows", "--lease", "2",
+                          "--concurrency", "3", "--agent-id", name,
+                          env={"FLOWFORGE_TEST_LEDGER": str(ledger)})
+              for name in ("one", "two")}
+    run = await client.start("rv_slow", {"n": 30, "hold_s": 0.3})
+
+    async def parent_agent() -> str | None:
+        rec = _parent(await client.get(run.run_id))
+        return rec.agent_id if rec.status is TaskStatus.RUNNING else None
+
+    await wait_for(lambda: _at_least(_count(ledger), 6), timeout_s=60)
+    holder = await parent_agent()
+    assert holder in agents
+    agents[holder].kill9()  # the parent and whatever children it ran go with it
+    detail = await client.wait(run.run_id, timeout_s=120)
+    parent = _parent(detail)
+    assert detail.run.status is RunStatus.SUCCEEDED, parent.error_message
+    assert msgspec.json.decode(parent.output) == sum(range(30))
+    assert parent.agent_id != holder and parent.attempt == 2
+    ran = _ledger_runs(ledger)
+    assert set(ran) == {f"parent/{i}" for i in range(30)} | {"parent"}
+    assert ran["parent"] == 1
+
+
+async def _count(path: Path) -> int:
+    return sum(_ledger_runs(path).values())
 
 
 # -- the agent's slots while parents wait ----------------------------------------------------
