@@ -96,6 +96,10 @@ async def split_maps(ctx: TaskContext, n: int) -> dict:
     return {"big": sum(await big), "small": await small}
 
 
+async def async_parent(ctx: TaskContext, n: int, hold_s: float) -> int:
+    return sum(await ctx.map(held, range(n), hold_s=hold_s))
+
+
 def items(n: int) -> list[int]:
     return list(range(n))
 
@@ -124,7 +128,7 @@ def register_all() -> list[FlowSpec]:
     return [
         _one("rv_slow", slow_parent), _one("rv_slow_retried", slow_parent, retries=1),
         _one("rv_gated", gated_parent), _one("rv_retried", retried_parent, retries=1),
-        _one("rv_two_maps", two_maps), _one("rv_split_maps", split_maps),
+        _one("rv_two_maps", two_maps), _one("rv_async_timeout", async_parent, timeout=1.0), _one("rv_split_maps", split_maps),
         register_task_pipeline(flow_name="rv_mapped", pipeline=mapped),
         register_task_pipeline(flow_name="rv_chunked", pipeline={
             **mapped, "parent": {**mapped["parent"], "chunk": 3}}),

@@ -196,6 +196,18 @@ async def test_cancelling_a_run_whose_parents_wait_gives_every_slot_back(
     assert {c.status for c in listed.children} <= {TaskStatus.CANCELLED}
 
 
+async def test_an_async_parent_times_out_while_its_child_holds_the_only_slot(
+    coordinator, start_agent, client: Client
+) -> None:
+    await client.register(childreviewflows.register_all())
+    await start_agent(concurrency=1)
+    run = await client.start("rv_async_timeout", {"n": 1, "hold_s": 60.0})
+    detail = await client.wait(run.run_id, timeout_s=30)  # not after the child's minute
+    parent = _parent(detail)
+    assert detail.run.status is RunStatus.FAILED
+    assert parent.error_type == "TaskTimeout", parent.error_message
+
+
 async def _at_least(count, n: int) -> bool:  # type: ignore[no-untyped-def]
     return await count >= n
 
