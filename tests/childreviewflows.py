@@ -128,7 +128,8 @@ def register_all() -> list[FlowSpec]:
     return [
         _one("rv_slow", slow_parent), _one("rv_slow_retried", slow_parent, retries=1),
         _one("rv_gated", gated_parent), _one("rv_retried", retried_parent, retries=1),
-        _one("rv_two_maps", two_maps), _one("rv_async_timeout", async_parent, timeout=1.0), _one("rv_split_maps", split_maps),
+        _one("rv_two_maps", two_maps), _one("rv_async_timeout", async_parent, timeout=1.0),
+        _one("rv_sync_timeout", slow_parent, timeout=1.0), _one("rv_split_maps", split_maps),
         register_task_pipeline(flow_name="rv_mapped", pipeline=mapped),
         register_task_pipeline(flow_name="rv_chunked", pipeline={
             **mapped, "parent": {**mapped["parent"], "chunk": 3}}),

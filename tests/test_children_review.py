@@ -196,16 +196,24 @@ async def test_cancelling_a_run_whose_parents_wait_gives_every_slot_back(
     assert {c.status for c in listed.children} <= {TaskStatus.CANCELLED}
 
 
-async def test_an_async_parent_times_out_while_its_child_holds_the_only_slot(
+async def test_a_parent_times_out_while_its_child_holds_the_only_slot(
     coordinator, start_agent, client: Client
 ) -> None:
+    from protocol.children import ChildList, ListChildren
+
     await client.register(childreviewflows.register_all())
-    await start_agent(concurrency=1)
-    run = await client.start("rv_async_timeout", {"n": 1, "hold_s": 60.0})
-    detail = await client.wait(run.run_id, timeout_s=30)  # not after the child's minute
-    parent = _parent(detail)
-    assert detail.run.status is RunStatus.FAILED
-    assert parent.error_type == "TaskTimeout", parent.error_message
+    slots = (await start_agent(concurrency=1))._slots
+    for flow in ("rv_async_timeout", "rv_sync_timeout"):
+        run = await client.start(flow, {"n": 1, "hold_s": 60.0})
+        detail = await client.wait(run.run_id, timeout_s=30)  # not after the child's minute
+        parent = _parent(detail)
+        assert detail.run.status is RunStatus.FAILED, flow
+        assert parent.error_type == "TaskTimeout", (flow, parent.error_message)
+        listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
+        assert [c.status for c in listed.children] == [TaskStatus.CANCELLED], flow
+        # the child stopped, the parent's thread returned
+        await wait_for(lambda: not list(slots) and slots._busy["default"] == 0, timeout_s=30)
+        assert slots._lent["default"] == 0, flow
 
 
 async def _at_least(count, n: int) -> bool:  # type: ignore[no-untyped-def]
