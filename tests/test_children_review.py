@@ -273,6 +273,29 @@ async def test_parents_in_worker_processes_map_children_on_one_slot(
         assert msgspec.json.decode(_parent(detail).output) == output
 
 
+@pytest.mark.e2e
+async def test_a_cancelled_run_of_parents_in_worker_processes_leaves_the_slots_free(
+    coordinator, spawn, client: Client
+) -> None:
+    from protocol.children import ChildList, ListChildren
+
+    await client.register(childreviewflows.register_all())
+    agent = spawn("flowforge-agent", "--import", "tests.childreviewflows", "--pool", "process",
+                  "--concurrency", "2")
+    run = await client.start("rv_mapped_slow", {"n": 3, "children": 4, "hold_s": 60.0})
+
+    async def running_children() -> int:
+        listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
+        return sum(c.status is TaskStatus.RUNNING for c in listed.children)
+
+    await wait_for(lambda: _at_least(running_children(), 2), timeout_s=60)
+    await client.cancel(run.run_id)
+    assert (await client.wait(run.run_id, timeout_s=30)).run.status is RunStatus.CANCELLED
+    again = await client.wait((await client.start("rv_slow", {"n": 4, "hold_s": 0.0})).run_id,
+                              timeout_s=30)
+    assert again.run.status is RunStatus.SUCCEEDED, agent.log()
+
+
 CHILDREN = 40
 """Children of each of the four parents: about five seconds of them, for three kills."""
 
