@@ -446,3 +446,22 @@ async def test_a_parent_cancelled_while_it_lends_its_slot_gives_back_exactly_its
     second = one.admit()
     assert one.started == [parent, second]
     assert one.ledger.capacity("q") == 0
+
+
+async def test_a_cancel_naming_no_task_cancels_nothing() -> None:
+    from types import SimpleNamespace
+
+    from agent.worker import Agent, AgentConfig
+    from flowforge.connection import ConnectOptions
+    from protocol.messages import TaskDispatch
+
+    agent = Agent(AgentConfig(connect=ConnectOptions(), queues=("default",), functions={}))
+    task = TaskDispatch(run_id="r1", flow="f", version="v", task="later", function="m:f",
+                        attempt=1, queued_at=0.0)
+    await agent._on_cancel(SimpleNamespace(subject="flowforge.cancel.r1", data=b"[]"))
+    assert not agent._runner._is_cancelled(task), "an empty list of names cancelled the run"
+    await agent._on_cancel(SimpleNamespace(subject="flowforge.cancel.r1", data=b'["p/0"]'))
+    assert not agent._runner._is_cancelled(task)
+    assert agent._runner._is_cancelled(msgspec.structs.replace(task, task="p/0"))
+    await agent._on_cancel(SimpleNamespace(subject="flowforge.cancel.r1", data=b""))
+    assert agent._runner._is_cancelled(task)
