@@ -96,6 +96,11 @@ async def split_maps(ctx: TaskContext, n: int) -> dict:
     return {"big": sum(await big), "small": await small}
 
 
+def flaky_children(ctx: TaskContext, n: int) -> list:
+    """Maps ``n`` children that each fail on their first attempt (and have no retries)."""
+    return ctx.map(fails_once, range(n))
+
+
 async def async_parent(ctx: TaskContext, n: int, hold_s: float) -> int:
     return sum(await ctx.map(held, range(n), hold_s=hold_s))
 
@@ -129,7 +134,8 @@ def register_all() -> list[FlowSpec]:
         _one("rv_slow", slow_parent), _one("rv_slow_retried", slow_parent, retries=1),
         _one("rv_gated", gated_parent), _one("rv_retried", retried_parent, retries=1),
         _one("rv_two_maps", two_maps), _one("rv_async_timeout", async_parent, timeout=1.0),
-        _one("rv_sync_timeout", slow_parent, timeout=1.0), _one("rv_split_maps", split_maps),
+        _one("rv_sync_timeout", slow_parent, timeout=1.0),
+        _one("rv_flaky_children", flaky_children), _one("rv_split_maps", split_maps),
         register_task_pipeline(flow_name="rv_mapped", pipeline=mapped),
         register_task_pipeline(flow_name="rv_chunked", pipeline={
             **mapped, "parent": {**mapped["parent"], "chunk": 3}}),

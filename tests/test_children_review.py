@@ -156,6 +156,25 @@ async def test_a_parent_that_fails_with_retries_left_finds_its_running_children_
                            "parent": 1}), "a child that was still running ran again"
 
 
+async def test_retrying_a_failed_run_runs_its_failed_and_cancelled_children_again(
+    coordinator, start_agent, client: Client
+) -> None:
+    from protocol.children import ChildList, ListChildren
+
+    await client.register(childreviewflows.register_all())
+    await start_agent(concurrency=2)
+    run = await client.start("rv_flaky_children", {"n": 3})
+    failed = await client.wait(run.run_id, timeout_s=60)
+    assert failed.run.status is RunStatus.FAILED
+    assert _parent(failed).error_type == "ChildFailed"
+    await client.retry(run.run_id)
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
+    assert msgspec.json.decode(_parent(detail).output) == [0, 1, 2]
+    listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
+    assert {c.status for c in listed.children} == {TaskStatus.SUCCEEDED}
+
+
 async def test_mapped_instances_and_chunks_of_them_are_parents(
     coordinator, start_agent, client: Client
 ) -> None:
