@@ -3,6 +3,7 @@ connection, awaited on the agent's loop (from an async task) or waited for from 
 thread."""
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,10 @@ from flowforge.client import Client
 from protocol.children import AwaitChildren
 from protocol.errors import NotConnected
 
-ASK_TIMEOUT_S = 30.0
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
+"""While the coordinator cannot be reached, a task's request is sent again after these pauses."""
+log = logging.getLogger("flowforge.agent")
 
 
 class AgentAsker:
@@ -44,14 +48,26 @@ class AgentAsker:
         asyncio.run_coroutine_threadsafe(self.await_children(body), self._loop).result()
 
     async def aask(self, body: Any, result_type: type[Any]) -> Any:
-        client = self._client()
-        if client is None:
-            raise NotConnected("the agent is not connected to NATS")
-        return await client.request(body, result_type)
+        """The coordinator's answer, asked again (less and less often) while it cannot be
+        reached — it restarts, say: a task's requests (spawn children, read outputs) may be
+        sent twice, so a coordinator that is down holds the task up instead of failing it."""
+        pause_s = RETRY_FIRST_S
+        while True:
+            client = self._client()
+            if client is None:
+                raise NotConnected("the agent is not connected to NATS")
+            try:
+                return await client.request(body, result_type)
+            except NotConnected as exc:
+                log.info("a task's %s request: %s; asking again in %g s",
+                         type(body).__name__, exc, pause_s)
+            await asyncio.sleep(pause_s)
+            pause_s = min(RETRY_MAX_S, pause_s * 2)
 
     def ask(self, body: Any, result_type: type[Any]) -> Any:
+        """From a sync task's thread: ``aask`` on the agent's loop (no time limit of its own:
+        the task's timeout bounds it)."""
         if threading.get_ident() == self._loop_thread:
             raise RuntimeError("an async task must not wait for the coordinator while it holds "
                                "the agent's loop: use `async for ... in ctx.amapped_outputs()`")
-        future = asyncio.run_coroutine_threadsafe(self.aask(body, result_type), self._loop)
-        return future.result(ASK_TIMEOUT_S)
+        return asyncio.run_coroutine_threadsafe(self.aask(body, result_type), self._loop).result()

@@ -59,6 +59,8 @@ class TaskInHand:
     """``time.monotonic()`` when it took its slot."""
     lent: bool = False
     """Its task waits for its children and lent its slot meanwhile."""
+    lends: int = 0
+    """Waits for children under way at once (its slot is lent while there is any)."""
 
     @classmethod
     def of(cls, msg: Msg, queue: str) -> "TaskInHand":

@@ -72,9 +72,10 @@ class TaskRunner:
         """Runs cancelled lately (newest last): their tasks are stopped or not started. A
         task cancelled alone (a child whose parent ended) is kept as ``run_id/task``."""
 
-    def note_cancelled(self, run_id: str, tasks: Iterable[str] = ()) -> None:
-        """The run (or only these tasks of it) was cancelled: none of it starts here any more."""
-        for key in [f"{run_id}/{t}" for t in tasks] or [run_id]:
+    def note_cancelled(self, run_id: str, tasks: Iterable[str] | None = None) -> None:
+        """The run (or only these tasks of it: none, if none is named) was cancelled: none of
+        it starts here any more."""
+        for key in [run_id] if tasks is None else [f"{run_id}/{t}" for t in tasks]:
             self._cancelled_runs[key] = None
         while len(self._cancelled_runs) > MAX_CANCELLED_RUNS:
             del self._cancelled_runs[next(iter(self._cancelled_runs))]

@@ -147,16 +147,32 @@ class SlotLedger:
     @contextlib.asynccontextmanager
     async def lent(self, item: TaskInHand) -> AsyncIterator[None]:
         """While the task waits (for its children) its slot is free for other tasks — its
-        children may need it; then it takes a slot back, ahead of the messages waiting."""
-        item.lent = True
-        self._lent[item.queue] += 1
-        await self._free(item.queue)
-        try:
+        children may need it; then it takes a slot back, ahead of the messages waiting. A task
+        waiting for several things at once (``asyncio.gather`` of two maps) lends its one slot
+        once, until the last of them is over; a cancel at any point gives back what was taken,
+        and a cancelled (or timed-out) task does not wait for a slot to end."""
+        item.lends += 1
+        cancelled = False
+        try:  # cancelled while freeing its slot (asking for more tasks): it takes one back
+            if item.lends == 1:
+                item.lent = True
+                self._lent[item.queue] += 1
+                await self._free(item.queue)
             yield
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            self._lent[item.queue] -= 1
-            item.lent = False
-            await self._reclaim(item.queue)
+            item.lends -= 1
+            if item.lends == 0:
+                self._lent[item.queue] -= 1
+                item.lent = False
+                if cancelled:
+                    # cancelled or timed out, it only ends now: it takes its slot back without
+                    # waiting for one (its children may hold them all); its release frees it
+                    self._busy[item.queue] += 1
+                else:
+                    await self._reclaim(item.queue)
 
     async def _reclaim(self, queue: str) -> None:
         if self._busy[queue] < self.share[queue] and not self._resuming[queue]:

@@ -203,7 +203,7 @@ class Agent:
             except FlowForgeError as exc:
                 log.warning("dropped a cancel message for run %s: %s", run_id, exc.message)
                 return
-        self._runner.note_cancelled(run_id, names or ())
+        self._runner.note_cancelled(run_id, names)
         for item in self._slots.in_state(TaskState.RUNNING):
             if item.ctx is not None and item.ctx.run_id == run_id and (
                     names is None or item.ctx.task in names):

@@ -55,6 +55,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 NOOP = "bench.noop"
 STARTED_AT = "bench.started_at"
+CHILD_NOOP = "bench.child_noop"
+GROUP_PARENT = "bench.group_parent"
 
 POOL = "prefork"
 CONCURRENCY = 2
@@ -105,14 +107,35 @@ def _started_at(*args: object) -> float:
     return time.time()
 
 
+def _child_noop(item: int) -> int:
+    """One child of ``group_parent``: return its item."""
+    return item
+
+
+def _group_parent(task: Any, children: int, timeout_s: float) -> int:
+    """A parent task: a group of ``children`` ``child_noop`` calls, waited for inside the task
+    (``allow_join_result``, the documented way to let a task block on others' results)."""
+    from celery import group
+    from celery.result import allow_join_result
+
+    result = group(task.app.signature(CHILD_NOOP, args=(i,)) for i in range(children)).apply_async()
+    with allow_join_result():
+        outputs = result.get(timeout=timeout_s)
+    if outputs != list(range(children)):
+        raise ValueError("the children's outputs came back wrong")
+    return len(outputs)
+
+
 def make_app(url: str, defaults: bool = False) -> "Celery":
-    """A Celery app on Redis ``url`` with the benchmark's two tasks registered by name."""
+    """A Celery app on Redis ``url`` with the benchmark's tasks registered by name."""
     from celery import Celery
 
     app = Celery("flowforge_bench", set_as_current=False)
     app.conf.update(settings(url, defaults))
     app.task(name=NOOP)(_noop)
     app.task(name=STARTED_AT)(_started_at)
+    app.task(name=CHILD_NOOP)(_child_noop)
+    app.task(name=GROUP_PARENT, bind=True)(_group_parent)
     return app
 
 

@@ -1,12 +1,13 @@
 """Benchmark flows — a wide fan-out, a single task, a long chain, a batch item, a mapped
-fan-out — whose every task is a no-op (or next to one).
+fan-out, parents mapping child tasks — whose every task is a no-op (or next to one).
 
 Agents import this module (``--import bench.flows``) to learn the one function they run;
 the full-size flows are defined at import so that registration is never needed for that.
 The benchmark process defines other sizes with ``fanout_flow``/``chain_flow`` as it needs.
 """
 
-from flowforge import register_task_pipeline
+import flowforge
+from flowforge import TaskContext, register_task_pipeline
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_TASKS_PER_FLOW
 
@@ -113,3 +114,42 @@ def million_flow(chunk: int = 1_000) -> FlowSpec:
 
 
 million_flow()
+
+
+@flowforge.task
+def child_noop(item: int) -> int:
+    """One child task: return its item (``ctx.map`` binds it to ``item``)."""
+    return item
+
+
+def map_children(ctx: TaskContext, children: int) -> int:
+    """A parent: ``ctx.map`` of ``children`` no-op child tasks, waiting for them (blocking, as
+    a sync task does); fails unless every output came back, in order."""
+    outputs = ctx.map(child_noop, range(children))
+    if outputs != list(range(children)):
+        raise ValueError(f"the children's outputs came back wrong: {outputs[:5]!r}...")
+    return len(outputs)
+
+
+def mapped_parent(ctx: TaskContext, item: int, children: int) -> int:
+    """A mapped instance that is a parent: maps ``children`` no-op child tasks."""
+    return map_children(ctx, children)
+
+
+def parents_flow() -> FlowSpec:
+    """``bench_parents``: ``root`` returns ``list(range(n))`` → ``parent``, one instance per
+    item, each mapping ``children`` no-op child tasks (run parameters ``n``, ``children``)."""
+    return register_task_pipeline(flow_name="bench_parents", pipeline={
+        "root": {"function": map_items},
+        "parent": {"function": mapped_parent, "map_over": "root"},
+    })
+
+
+def one_parent_flow() -> FlowSpec:
+    """``bench_one_parent``: one task mapping ``children`` no-op child tasks."""
+    return register_task_pipeline(flow_name="bench_one_parent",
+                                  pipeline={"parent": {"function": map_children}})
+
+
+parents_flow()
+one_parent_flow()

@@ -61,6 +61,11 @@ class Waiter:
         i = bisect.bisect_right(self.starts, seq) - 1
         return i >= 0 and seq <= self.ends[i]
 
+    def asks_like(self, other: "Waiter") -> bool:
+        """The same wait asked again (the agent's poll): its new count replaces the old."""
+        return (self.agent_id, self.starts, self.ends, self.fail_fast) == (
+            other.agent_id, other.starts, other.ends, other.fail_fast)
+
 
 def merge_ranges(ranges: list[SeqRange]) -> list[tuple[int, int]]:
     """Sorted, with overlapping and touching ranges joined (an empty range is dropped)."""
@@ -83,7 +88,8 @@ class RunChildren:
     """Per parent, the names of its open children."""
     failed_of: dict[str, set[int]] = field(default_factory=dict)
     """Per parent, the spawn numbers of its children that failed or were cancelled."""
-    waiters: dict[str, Waiter] = field(default_factory=dict)
+    waiters: dict[str, list[Waiter]] = field(default_factory=dict)
+    """Per parent, its waits under way: several at once when an async task gathers two maps."""
 
     @property
     def total(self) -> int:

@@ -138,9 +138,14 @@ class Children:
             return ChildrenState(open=0, failed=0)
         waiter = Waiter.of(req.agent_id, list(req.ranges), req.fail_fast)
         open_, failed = rc.count_in(req.parent, waiter)
+        # a parent runs on one agent at a time: the waits of another are of an earlier attempt
+        waiters = [w for w in rc.waiters.get(req.parent, ())
+                   if w.agent_id == req.agent_id and not w.asks_like(waiter)]
         if open_ and not (failed and req.fail_fast):
             waiter.open = open_
-            rc.waiters[req.parent] = waiter
+            waiters.append(waiter)
+        if waiters:
+            rc.waiters[req.parent] = waiters
         else:
             rc.waiters.pop(req.parent, None)
         return ChildrenState(open=open_, failed=failed)
@@ -149,12 +154,21 @@ class Children:
                ch: Changes) -> None:
         rc.close(name, status)
         parent, seq = split_child(name) or ("", 0)
-        waiter = rc.waiters.get(parent)
-        if waiter is None or not waiter.covers(seq):
+        waiters = rc.waiters.get(parent)
+        if not waiters:
             return
-        waiter.open -= 1
-        if waiter.open <= 0 or (waiter.fail_fast and status is not TaskStatus.SUCCEEDED):
-            ch.wakes.append((waiter.agent_id, run_id, parent))
+        kept, woken = [], set()
+        for waiter in waiters:
+            if waiter.covers(seq):
+                waiter.open -= 1
+                if waiter.open <= 0 or (waiter.fail_fast and status is not TaskStatus.SUCCEEDED):
+                    woken.add(waiter.agent_id)  # one wake wakes each of the parent's waits
+                    continue
+            kept.append(waiter)
+        ch.wakes += [(agent_id, run_id, parent) for agent_id in sorted(woken)]
+        if kept:
+            rc.waiters[parent] = kept
+        else:
             del rc.waiters[parent]
 
     # -- reports and timers --------------------------------------------------------------

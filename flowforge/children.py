@@ -9,7 +9,9 @@ Waiting happens in the agent, which lends the task's slot to other tasks meanwhi
 children may need it — and takes it back before the task goes on.
 """
 
+import asyncio
 import inspect
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -84,6 +86,9 @@ class Spawner:
         self._next = 0
         self._unsent: list[ChildSpawn] = []
         self._unawaited: dict[int, Child] = {}
+        self._asending = asyncio.Lock()
+        self._sending = threading.Lock()
+        """Held while children are sent (in an async task, or from a sync task's threads)."""
 
     # -- spawning (no I/O) ---------------------------------------------------------------
 
@@ -121,20 +126,35 @@ class Spawner:
 
     # -- sending and waiting -------------------------------------------------------------
 
-    def _requests(self) -> list[SpawnChildren]:
-        out, part, size = [], [], 0
+    def _next_request(self) -> tuple[SpawnChildren, int]:
+        """The first of the children not sent yet, as many as one request carries."""
+        part: list[ChildSpawn] = []
+        size = 0
         for spawn in self._unsent:
             cost = len(_enc.encode(spawn.params)) + 200
             if part and (len(part) >= MAX_SPAWN_AT_ONCE or size + cost > SPAWN_BYTES):
-                out.append(part)
-                part, size = [], 0
+                break
             part.append(spawn)
             size += cost
-        if part:
-            out.append(part)
-        self._unsent = []
-        return [SpawnChildren(run_id=self.run_id, parent=self.parent, attempt=self.attempt,
-                              agent_id=self.agent_id, children=p) for p in out]
+        return SpawnChildren(run_id=self.run_id, parent=self.parent, attempt=self.attempt,
+                             agent_id=self.agent_id, children=part), len(part)
+
+    async def _asend(self) -> None:
+        """Send the children spawned so far. A gather that comes meanwhile (``asyncio.gather``
+        of two maps) waits until they are sent: its children may be in a request still to go
+        — and one not sent stays to send (a child the coordinator does not know is not open)."""
+        async with self._asending:
+            while self._unsent:
+                request, count = self._next_request()
+                await self._asker.aask(request, Spawned)
+                del self._unsent[:count]
+
+    def _send(self) -> None:
+        with self._sending:
+            while self._unsent:
+                request, count = self._next_request()
+                self._asker.ask(request, Spawned)
+                del self._unsent[:count]
 
     def _wait_bodies(self, children: Sequence[Child], fail_fast: bool) -> list[AwaitChildren]:
         ranges = ranges_of(c.seq for c in children)
@@ -147,8 +167,7 @@ class Spawner:
                                 upto=last) for first, last in ranges_of(c.seq for c in children)]
 
     async def agather(self, children: Sequence[Child], return_exceptions: bool) -> list[Any]:
-        for request in self._requests():
-            await self._asker.aask(request, Spawned)
+        await self._asend()
         if not children:
             return []
         for body in self._wait_bodies(children, not return_exceptions):
@@ -163,8 +182,7 @@ class Spawner:
         return self._values(children, outcomes, return_exceptions)
 
     def gather(self, children: Sequence[Child], return_exceptions: bool) -> list[Any]:
-        for request in self._requests():
-            self._asker.ask(request, Spawned)
+        self._send()
         if not children:
             return []
         for body in self._wait_bodies(children, not return_exceptions):

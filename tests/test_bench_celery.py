@@ -32,3 +32,18 @@ async def test_every_celery_sample_reports_positive_rates(tmp_path: Path) -> Non
     assert memory["worker0"]["peak_rss_kib"] > 0
     assert stack.stopped["worker_exit_codes"] == [0]
     assert stack.redis is not None and stack.redis.popen.poll() is not None
+
+
+async def test_celery_parents_waiting_on_groups_finish_below_the_slots_and_deadlock_above(
+    tmp_path: Path,
+) -> None:
+    reason = celery_side.redis_available()
+    if reason is not None:
+        pytest.skip(f"Celery side unavailable: {reason}")
+    from bench.children import celery_parents
+
+    async with CeleryStack(tmp_path, workers=1, concurrency=2) as stack:
+        few = await stack.run(celery_parents, stack, 1, 3, 30.0)
+        assert few["parents_done"] == 1 and not few["deadlocked"] and few["children_per_s"] > 0
+        many = await stack.run(celery_parents, stack, 6, 3, 3.0)  # both processes hold parents
+    assert many["deadlocked"] and many["parents_done"] < 6 and "children_per_s" not in many

@@ -207,3 +207,25 @@ def test_the_million_item_benchmark_runs_a_small_map_end_to_end() -> None:
         proc.stdout)
     assert "coordinator RSS before / peak" in proc.stdout
     assert "dashboard: run open, counted" in proc.stdout
+
+
+def test_the_child_task_benchmark_runs_its_flowforge_workloads_and_writes_its_json(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "children.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.children", "--quick", "--repeat", "1", "--no-celery",
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert list(result["workloads"]) == ["parents", "one", "mapped"]
+    for key, children in (("parents", 20 * 5), ("one", 200), ("mapped", 200)):
+        entry = result["workloads"][key]
+        assert "error" not in entry and len(entry["samples"]) == 1
+        med = entry["median"]
+        assert med["children"] == children and med["children_per_s"] > 0
+        assert med["coordinator_peak_rss_kib"] > 0
+    assert result["celery"] == {"available": False, "reason": "--no-celery was given"}
+    assert "children/s" in proc.stdout and "20 parents x 5 children" in proc.stdout
