@@ -116,6 +116,17 @@ class RunChildren:
             self.failed_of.setdefault(parent, set()).add(seq)
         return child
 
+    def drop_under(self, task: str) -> list[str]:
+        """Forget the ended children of a mapped task's instances (``T~3/0`` and below, for
+        task ``T``): it maps again over new items. Returns the open ones, left to cancel."""
+        mine = f"{task}~"
+        for name in [n for n in self.ended if n.startswith(mine)]:
+            del self.ended[name]
+        for parent in [p for p in (*self.failed_of, *self.waiters) if p.startswith(mine)]:
+            self.failed_of.pop(parent, None)
+            self.waiters.pop(parent, None)
+        return [n for n in self.open if n.startswith(mine)]
+
     def add_ended(self, name: str, ended: Ended) -> None:
         parent, seq = _split(name)
         self.ended[name] = ended

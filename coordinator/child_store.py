@@ -50,14 +50,21 @@ class ChildWrites:
     """A batch's child rows: new spawns, and the state of the children that changed."""
 
     def __init__(self, specs: list[tuple[str, str, int, str, bytes, int]],
-                 rows: list[tuple[Any, ...]], task_cols: str) -> None:
+                 rows: list[tuple[Any, ...]], task_cols: str,
+                 reset: list[tuple[str, str]] | None = None) -> None:
         self.specs, self.rows = specs, rows
         self.columns = child_columns(task_cols)
+        self.reset = [(run_id, f"{task}~*") for run_id, task in reset or []]
+        """Mapped tasks expanded again: their instances' children go first (a task name has
+        no glob characters)."""
 
     def __bool__(self) -> bool:
-        return bool(self.specs or self.rows)
+        return bool(self.specs or self.rows or self.reset)
 
     async def write(self, conn: aiosqlite.Connection) -> None:
+        for table in ("child_tasks", "child_specs") if self.reset else ():
+            await conn.executemany(
+                f"DELETE FROM {table} WHERE run_id = ? AND parent GLOB ?", self.reset)
         if self.specs:
             await conn.executemany(
                 "INSERT OR IGNORE INTO child_specs (run_id, parent, seq, function, spawn, ident) "

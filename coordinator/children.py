@@ -182,6 +182,8 @@ class Children:
         rec = child.rec
         ch.tasks[(msg.run_id, msg.task)] = rec
         RunState.close_lost_attempts(rec, msg.attempt, msg.at)
+        if rec.note and rec.note.startswith("waiting:"):
+            rec.note = None  # an agent has it
         match msg:
             case TaskStarted() | TaskProgress():
                 self._running(state, child, msg.agent_id, rec.started_at or msg.at, ch)
@@ -245,6 +247,22 @@ class Children:
             return True
         return False
 
+    def flag_waiting(self, why: Callable[[str, str], str | None], ch: Changes) -> int:
+        """Note on each queued child why no agent can take it (or clear the note)."""
+        changed = 0
+        for run_id, rc in self._runs.items():
+            for child in rc.open.values():
+                rec = child.rec
+                if rec.status is not TaskStatus.QUEUED:
+                    continue
+                reason = why(rec.queue, child.spec.function)
+                old = rec.note if rec.note and rec.note.startswith("waiting:") else None
+                if reason != old:
+                    rec.note = reason
+                    ch.tasks[(run_id, rec.task)] = rec
+                    changed += 1
+        return changed
+
     # -- parents that end, runs that end -------------------------------------------------
 
     def sweep(self, now: float, ch: Changes, active: Callable[[str], bool]) -> None:
@@ -252,6 +270,12 @@ class Children:
         (and theirs); so are those of runs no longer active, which are then forgotten."""
         if not self._runs:
             return
+        for run_id, task in ch.instances_reset:  # mapped again: its instances' children go
+            rc = self._runs.get(run_id)
+            for name in rc.drop_under(task) if rc else ():
+                self._cancel(run_id, rc, name, f"{task!r} maps over new items", now, ch)
+            if rc:
+                rc.drop_under(task)
         for (run_id, name), rec in list(ch.tasks.items()):
             rc = self._runs.get(run_id)
             if rc is not None and name in rc.open_of and rec.status not in OPEN:

@@ -270,7 +270,8 @@ class Scheduler(OperatorSteps):
 
     def flag_waiting(self, why: Callable[[str, str], str | None], ch: Changes) -> int:
         """Note on each queued task why no agent can take it (or clear the note); returns changes."""
-        return sum(state.flag_waiting(why, ch) for state in self._runs.values())
+        return (sum(state.flag_waiting(why, ch) for state in self._runs.values())
+                + self.children.flag_waiting(why, ch))
 
     # -- shared steps ----------------------------------------------------------------
 

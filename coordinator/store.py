@@ -273,7 +273,7 @@ class Store:
                                                              ch.instances_reset),
                                                    Items(ch.items_reset, ch.items),
                                                    ChildWrites(ch.child_specs, children,
-                                                               TASK_COLS)])
+                                                               TASK_COLS, ch.instances_reset)])
 
     async def get_run(self, run_id: str) -> RunDetail | None:
         """The run and its tasks, read together (never from two different commits)."""

@@ -222,3 +222,23 @@ async def test_children_have_logs_and_events_even_under_a_mapped_instance(
     detail = await _run(client, "spawn_gather")
     log = await client.task_log(detail.run.run_id, "parent/1")  # flaky: failed once
     assert "doubling 3 on attempt 1" in log and "doubling 3 on attempt 2" in log
+
+
+async def test_a_child_on_a_queue_no_agent_serves_says_why_it_waits(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    from protocol.children import ChildList
+
+    await start_coordinator(agent_lost_after_s=1.0)  # it says why after agents had time
+    await client.register(childflows.register_all())
+    await start_agent(concurrency=2)  # serves default only; kid runs on "kids"
+    run = await client.start("kids_elsewhere", {"n": 2})
+
+    async def noted() -> bool:
+        listed = await client.request(ListChildren(run_id=run.run_id), ChildList)
+        return len(listed.children) == 2 and all(
+            (c.note or "").startswith("waiting:") and "kids" in (c.note or "")
+            for c in listed.children)
+
+    await wait_for(noted, timeout_s=30)
+    await client.cancel(run.run_id)

@@ -248,3 +248,19 @@ def test_unknown_task_cannot_spawn() -> None:
     with pytest.raises(InvalidState, match="no such task"):
         h.spawn("nope", [0])
     assert isinstance(Scheduler().children.max_children, int)
+
+
+def test_a_mapped_task_mapping_again_forgets_its_instances_children() -> None:
+    h = CH()
+    h.start("p")
+    h.spawn("p", [0])
+    rc = h.sched.children.of(RUN_ID)
+    assert rc is not None
+    rc.add_ended("m~0/0", Ended(1, TaskStatus.SUCCEEDED, 1))
+    rc.add_ended("m~1/0/2", Ended(2, TaskStatus.FAILED, 1))
+    rc.add_ended("mm~0/0", Ended(3, TaskStatus.SUCCEEDED, 1))
+    ch = Changes()
+    ch.instances_reset.append((RUN_ID, "m"))
+    h.sched.children.sweep(h.now, ch, h.sched.is_active)
+    assert set(rc.ended) == {"mm~0/0"} and "m~1/0" not in rc.failed_of
+    assert set(rc.open) == {"p/0"}  # another task's children are left alone

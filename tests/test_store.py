@@ -267,3 +267,28 @@ async def test_a_restart_reads_succeeded_instances_as_their_output_and_attempt_o
         assert isinstance(got["m~2"], TaskRecord) and got["m~2"].status is TaskStatus.RUNNING
     finally:
         await store.close()
+
+
+async def test_children_of_a_mapped_task_mapping_again_are_deleted_with_its_instances(
+    tmp_path: Path,
+) -> None:
+    from coordinator.changes import Changes
+    from protocol.records import TaskRecord
+
+    store = await Store.open(tmp_path / "ff.db")
+    try:
+        ch = Changes()
+        for name in ("m~0/0", "m~1/0", "m_x~0/0", "p/0"):
+            parent, _, seq = name.rpartition("/")
+            ch.child_specs.append(("r1", parent, int(seq), "mod:f", b"{}", 1))
+            ch.tasks[("r1", name)] = TaskRecord(run_id="r1", task=name)
+        await store.commit(ch)
+        reset = Changes()
+        reset.instances_reset.append(("r1", "m"))
+        await store.commit(reset)
+        db = store.database
+        left = await db.fetchall("SELECT parent || '/' || seq FROM child_tasks ORDER BY 1")
+        specs = await db.fetchall("SELECT parent || '/' || seq FROM child_specs ORDER BY 1")
+        assert [r[0] for r in left] == [r[0] for r in specs] == ["m_x~0/0", "p/0"]
+    finally:
+        await store.close()
