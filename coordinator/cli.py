@@ -3,6 +3,7 @@
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,9 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-lost-after", type=float, default=env("AGENT_LOST_AFTER", "15"),
                    metavar="SECONDS", help="an agent silent this long is reported lost "
                    "[FLOWFORGE_AGENT_LOST_AFTER] (default: %(default)s)")
+    p.add_argument("--release-window", type=_positive(int), default=env("RELEASE_WINDOW", "256"),
+                   metavar="N", help="task messages of one queue out and not started at once; "
+                   "more wait in the coordinator and go by priority [FLOWFORGE_RELEASE_WINDOW] "
+                   "(default: %(default)s)")
+    p.add_argument("--priority-aging", type=_positive(float), default=env("PRIORITY_AGING", "30"),
+                   metavar="SECONDS", help="a waiting task or run gains one priority per this "
+                   "long waited, so nothing starves [FLOWFORGE_PRIORITY_AGING] "
+                   "(default: %(default)s)")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
                    help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
     return p
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a number above 0."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+
+    return parse
 
 
 def _as_coordinator(opts: ConnectOptions, auth: AuthDir | None) -> ConnectOptions:
@@ -122,6 +145,8 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         db_path=ns.db or ns.data_dir / "flowforge.db",
         lease_s=ns.lease,
         agent_lost_after_s=ns.agent_lost_after,
+        release_window=ns.release_window,
+        priority_aging_s=ns.priority_aging,
         agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},
     )

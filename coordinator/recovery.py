@@ -6,13 +6,17 @@ steps, so a task that finished meanwhile is not sent again.
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from coordinator import instance_store
 from coordinator.changes import Changes, Dispatch, Timer
 from coordinator.flows import FlowCache
 from coordinator.scheduler import Scheduler
 from coordinator.store import Store
-from protocol.states import TaskStatus
+from protocol.states import RunStatus, TaskStatus
+
+if TYPE_CHECKING:
+    from coordinator.limits import Limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,20 +31,34 @@ class Recovered:
     """Retry delays and deadlines to arm again."""
 
 
-async def recover_runs(store: Store, flows: FlowCache, scheduler: Scheduler, now: float) -> Recovered:
-    """Every active run of the store back into ``scheduler``. What the rebuild itself changed
+async def recover_runs(store: Store, flows: FlowCache, scheduler: Scheduler, now: float,
+                       limits: "Limits | None" = None) -> Recovered:
+    """Every active run of the store back into ``scheduler`` (and its tasks into the gate of
+    ``limits``; runs waiting for their turn back in line). What the rebuild itself changed
     (counts rebuilt from the tasks, tasks missing from the store, pending tasks whose
-    dependencies failed or succeeded) is committed before this returns."""
+    dependencies failed or succeeded, waiting runs that may start) is committed before this
+    returns."""
     ch = Changes()
+    running, waiting = [], []
     runs = await store.active_runs()
     for run in runs:
         flow = await flows.version(run.flow, run.version)
+        if run.status is RunStatus.PENDING and limits is not None:  # waits for its turn
+            waiting.append((run, flow, await limits.reused_outputs(run, flow)))
+            continue
         mapped = any(t.map_over for t in flow.spec.tasks)
         instances = await store.instances_of(run.run_id) if mapped else []
         streams = await instance_store.items_of(store.database, run.run_id) if any(
             t.yields for t in flow.spec.tasks) else {}
-        scheduler.restore(run, flow, await store.tasks_of(run.run_id), now, ch, instances,
-                          streams)
+        records = await store.tasks_of(run.run_id)
+        if limits is not None:
+            limits.remember([*records, *instances])
+        scheduler.restore(run, flow, records, now, ch, instances, streams)
+        running.append((run, flow))
+    if limits is not None:
+        current = {r.flow: await flows.current(r.flow) for r, *_ in [*running, *waiting]}
+        limits.restore_runs(running, waiting, current)
+        limits.before_commit(now, ch)
     if ch:
         await store.commit(ch)
     return Recovered(runs=len(runs), dispatches=ch.dispatches, timers=ch.timers)

@@ -19,7 +19,10 @@ from coordinator.api import Api
 from coordinator.batch_runner import BatchRunner
 from coordinator.batches_api import BatchesApi
 from coordinator.flows import FlowCache
+from coordinator.gate import GateSettings
 from coordinator.instances_api import InstancesApi
+from coordinator.limits import Limits
+from coordinator.limits_api import LimitsApi
 from coordinator.publisher import Publisher
 from coordinator.recovery import recover_runs, still_queued
 from coordinator.schedule_clock import ScheduleClock
@@ -62,6 +65,10 @@ class CoordinatorConfig:
     agent_lost_after_s: float = 15.0
     agent_identities: Mapping[str, Identity] = field(default_factory=dict)
     """Under authorization: each agent identity, with the queues and agent id it is bound to."""
+    release_window: int = 256
+    """Task messages of one queue out and not started at once; the rest wait by priority."""
+    priority_aging_s: float = 30.0
+    """A waiting task or run gains one priority per this many seconds waited."""
 
 
 class Coordinator:
@@ -80,6 +87,8 @@ class Coordinator:
         self.batches: BatchRunner | None = None
         self.scheduler: Scheduler
         """Built by ``start()``: its settings depend on the NATS server's max_payload."""
+        self.limits: Limits
+        """Built by ``start()``: the concurrency limits and priorities in the writer's path."""
         self.started = asyncio.Event()
         self._finished = asyncio.Event()
         self._running = False
@@ -122,6 +131,9 @@ class Coordinator:
                              report_prefix=self.subjects.report_prefix,
                              agent_identities=self.config.agent_identities)
         self._js, self._flows, self._publisher = js, flows, publisher
+        self.limits = Limits(self.writer, self._store, GateSettings(
+            release_window=self.config.release_window, aging_s=self.config.priority_aging_s))
+        await self.limits.load()
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
                         self.config.lease_s, self.agents, max_reply_bytes=self._nc.max_payload)
         for summary in await self._store.list_flows():
@@ -142,6 +154,8 @@ class Coordinator:
         self._api.route(BatchesApi(self.batches, flows, self.schedules,
                                    max_reply_bytes=self._nc.max_payload).handlers())
         self._api.operations.reopen_checks.append(self.batches.check_reopen)
+        self._api.operations.cancel_waiting = self.limits.runs.cancel_waiting
+        self._api.route(LimitsApi(self.limits).handlers())
 
     async def _restore(self) -> None:
         """Rebuild active runs from SQLite, apply the reports that piled up, re-publish the rest.
@@ -149,7 +163,8 @@ class Coordinator:
         Reports first: a task that finished while the coordinator was down is not sent again.
         """
         assert self._store is not None and self.writer is not None
-        recovered = await recover_runs(self._store, self._flows, self.scheduler, time.time())
+        recovered = await recover_runs(self._store, self._flows, self.scheduler, time.time(),
+                                       self.limits)
         backlog = await self._apply_report_backlog()
         again = still_queued(self.scheduler, recovered.dispatches)
         await self._publisher.dispatch(again)

@@ -14,6 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from flowforge.batch_calls import BatchCalls
 from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.jspub import JsPublisher
+from flowforge.limit_calls import LimitCalls
 from flowforge.map_calls import MapCalls
 from flowforge.registry import REGISTRY
 from flowforge.schedule_calls import ScheduleCalls
@@ -104,7 +105,7 @@ def _code_schedules(specs: list[FlowSpec]) -> dict[str, list[ScheduleSpec]]:
             if REGISTRY.flows.get(s.name) is s}
 
 
-class Client(ScheduleCalls, BatchCalls, MapCalls):
+class Client(ScheduleCalls, BatchCalls, MapCalls, LimitCalls):
     """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:
@@ -280,12 +281,13 @@ class Client(ScheduleCalls, BatchCalls, MapCalls):
     # -- runs ----------------------------------------------------------------------------
 
     async def start(
-        self, flow: str, params: dict[str, Any] | None = None, *,
-        idempotency_key: str | None = None, source: str = "api", only: list[str] | None = None,
+        self, flow: str, params: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
+        source: str = "api", only: list[str] | None = None, priority: int | None = None,
     ) -> RunRecord:
-        """Start a run; ``only`` runs just those tasks, reusing the others' last outputs."""
+        """Start a run; ``only`` runs just those tasks, reusing the others' last outputs;
+        ``priority`` instead of its flow's (higher goes first in its queues)."""
         body = api.StartRun(flow=flow, params=params or {}, idempotency_key=idempotency_key,
-                            source=source, only=only)
+                            source=source, only=only, priority=priority)
         return await self.request(body, RunRecord)
 
     async def cancel(self, run_id: str) -> RunRecord:

@@ -4,9 +4,12 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from flowforge.introspect import bind_plan, doc_and_source, function_ref
 from flowforge.registry import REGISTRY
 from flowforge.schedules import schedule_specs
+from protocol.concurrency import ConcurrencySpec
 from protocol.dag import PARAM_PREFIX, validate_flow
 from protocol.errors import DuplicateTask, InvalidFlow, InvalidOption
 from protocol.flows import FlowSpec, ParamSpec, TaskSpec
@@ -26,6 +29,7 @@ _OPTIONS: dict[str, tuple[type, ...]] = {
     "max_active": (int,),
     "allow_failures": (int, float),
     "chunk": (int,),
+    "priority": (int,),
 }
 
 
@@ -38,6 +42,9 @@ def register_task_pipeline(
     description: str = "",
     defaults: Mapping[str, Any] | None = None,
     schedules: Iterable[Mapping[str, Any]] | None = None,
+    priority: int = 0,
+    max_active_runs: int | None = None,
+    concurrency: Mapping[str, Any] | None = None,
 ) -> FlowSpec:
     """Define a flow from ``{task_name: {"function": f, "depends_on": [...], ...}}``.
 
@@ -50,6 +57,10 @@ def register_task_pipeline(
     (``retries``, ``retry_delay``, ``timeout``, ``queue``) to every task that does not
     set them itself. ``schedules`` (``Schedule(...)``) start it on time once registered;
     a schedule removed here is removed from the coordinator at the next registration.
+    ``priority`` is its runs' (within a queue, higher goes first); ``max_active_runs`` lets
+    that many runs go at once (more wait, pending, in order); ``concurrency`` =
+    ``{"key": "{params.customer}", "limit": 1, "strategy": "queue"}`` limits runs per key
+    (strategy ``queue``, ``cancel_newest`` or ``cancel_in_progress``).
     """
     if not isinstance(flow_name, str) or not is_valid_name(flow_name):
         raise InvalidFlow(
@@ -68,8 +79,13 @@ def register_task_pipeline(
         spec, fn = _task_spec(flow_name, name, merged, names, described)
         tasks.append(spec)
         functions[spec.function] = fn
+    for option, value in (("priority", priority), ("max_active_runs", max_active_runs)):
+        if not isinstance(value, int | None) or isinstance(value, bool):
+            raise InvalidOption(flow_name, None, option, f"must be int, got {type(value).__name__}")
     flow = FlowSpec(
-        name=flow_name, tasks=tuple(tasks), display_name=display_name, description=description
+        name=flow_name, tasks=tuple(tasks), display_name=display_name, description=description,
+        priority=priority, max_active_runs=max_active_runs,
+        concurrency=_concurrency(flow_name, concurrency),
     )
     validate_flow(flow)
     specs = schedule_specs(flow_name, schedules)
@@ -79,6 +95,18 @@ def register_task_pipeline(
 
 
 _DEFAULTABLE = ("queue", "retries", "retry_delay", "timeout")
+
+
+def _concurrency(flow: str, option: Mapping[str, Any] | None) -> ConcurrencySpec | None:
+    """``{"key": ..., "limit": 1, "strategy": "queue"}`` checked, as the flow stores it."""
+    if option is None:
+        return None
+    try:
+        return msgspec.convert(dict(option), ConcurrencySpec)
+    except (msgspec.ValidationError, TypeError, ValueError) as exc:
+        raise InvalidOption(flow, None, "concurrency", f"{exc}; give "
+                            '{"key": "{params.customer}", "limit": 1, "strategy": '
+                            '"queue" | "cancel_newest" | "cancel_in_progress"}') from None
 
 
 def _defaults(flow: str, defaults: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -149,6 +177,7 @@ def _task_spec(
         allow_failures=float(options.get("allow_failures", 0)),
         chunk=options.get("chunk", 1),
         yields=inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn),
+        priority=options.get("priority", 0),
     ), fn
 
 
@@ -182,8 +211,12 @@ class Flow:
 
     def __init__(self, name: str, *, display_name: str = "", description: str = "",
                  defaults: Mapping[str, Any] | None = None,
-                 schedules: Iterable[Mapping[str, Any]] | None = None) -> None:
+                 schedules: Iterable[Mapping[str, Any]] | None = None,
+                 **limits: Any) -> None:
+        """``limits``: ``priority``, ``max_active_runs``, ``concurrency`` as in
+        ``register_task_pipeline``."""
         self.name = name
+        self.limits = limits
         self.schedules = list(schedules or [])
         self.display_name = display_name
         self.description = description
@@ -213,4 +246,5 @@ class Flow:
             description=self.description,
             defaults=self.defaults,
             schedules=self.schedules,
+            **self.limits,
         )
