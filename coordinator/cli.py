@@ -60,9 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECONDS", help="an agent silent this long is reported lost "
                    "[FLOWFORGE_AGENT_LOST_AFTER] (default: %(default)s)")
     p.add_argument("--release-window", type=_positive(int), default=env("RELEASE_WINDOW", "256"),
-                   metavar="N", help="task messages of one queue out and not started at once; "
-                   "more wait in the coordinator and go by priority [FLOWFORGE_RELEASE_WINDOW] "
-                   "(default: %(default)s)")
+                   metavar="N", help="task messages of one queue out and not started at once, "
+                   "at the least; more wait in the coordinator and go by priority "
+                   "[FLOWFORGE_RELEASE_WINDOW] (default: %(default)s)")
+    p.add_argument("--release-window-s", type=_positive(float),
+                   default=env("RELEASE_WINDOW_S", "0.5"), metavar="SECONDS",
+                   help="... or as many as the queue's agents take in this long at their pace, "
+                   "if more [FLOWFORGE_RELEASE_WINDOW_S] (default: %(default)s)")
     p.add_argument("--priority-aging", type=_positive(float), default=env("PRIORITY_AGING", "30"),
                    metavar="SECONDS", help="a waiting task or run gains one priority per this "
                    "long waited, so nothing starves [FLOWFORGE_PRIORITY_AGING] "
@@ -146,6 +150,7 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         lease_s=ns.lease,
         agent_lost_after_s=ns.agent_lost_after,
         release_window=ns.release_window,
+        release_window_s=ns.release_window_s,
         priority_aging_s=ns.priority_aging,
         agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},

@@ -12,6 +12,7 @@ from itertools import count, islice
 from typing import Any, Protocol
 
 from coordinator.changes import Changes, Dispatch
+from coordinator.release_window import GateSettings, Windows
 from coordinator.runstate import RunState
 from protocol.concurrency import queue_limit
 from protocol.flows import TaskSpec
@@ -28,18 +29,6 @@ NOTED_MAX = 20
 
 NOT_SENT, IN_WINDOW, SENT, STARTED = range(4)
 """A holder's message: not known yet (restored), waiting for the window, out, started."""
-
-
-@dataclass(frozen=True, slots=True)
-class GateSettings:
-    release_window: int = 256
-    """Task messages of one queue out at once and not started; more wait, best first."""
-    aging_s: float = 30.0
-    """A waiting task gains one priority per this many seconds waited."""
-
-    def __post_init__(self) -> None:
-        if self.release_window < 1 or self.aging_s <= 0:
-            raise ValueError("release_window must be 1 or more and aging_s more than 0")
 
 
 def holds_slot(rec: Any, spec: TaskSpec | None = None) -> bool:
@@ -96,12 +85,9 @@ class Gate:
         """The holders of each limited key, oldest first."""
         self.blocked: dict[Key, Waiter] = {}
         self.blocked_by: dict[str, list[tuple[float, int, Key]]] = {}
-        self.outstanding: Counter[str] = Counter()
-        self.unsent: Counter[str] = Counter()
-        self.window: dict[str, list[tuple[float, int, Key, Dispatch]]] = {}
+        self.windows = Windows(self.settings)
         self._seq = count()
         self._touched_keys: set[str] = set()
-        self._touched_queues: set[str] = set()
         self._restored: list[TaskRecord] = []
         self._orphans: list[Key] = []
         self._queue_keys: dict[str, str] = {}
@@ -138,6 +124,7 @@ class Gate:
             self._take_restored(now)
         if self.holders or self.blocked:
             self._follow(ch)
+            self.windows.measure(now)
         released: list[Dispatch] = []
         for item in ch.dispatches:
             self._admit(item, now, ch, released)
@@ -145,8 +132,8 @@ class Gate:
             self._drop_orphans()
         if self._touched_keys:
             self._release_blocked(now, ch, released)
-        if self._touched_queues:
-            self._fill_windows(released)
+        if self.windows.touched:
+            self.windows.fill(released, self._still_in_window, now)
         ch.dispatches = released
 
     def _follow(self, ch: Changes) -> None:
@@ -244,46 +231,28 @@ class Gate:
                 self._touched_keys.add(k)
 
     def _leave_window(self, holder: Holder) -> None:
-        if holder.state == IN_WINDOW:
-            self.unsent[holder.queue] -= 1
-        elif holder.state == SENT:
-            self.outstanding[holder.queue] -= 1
-        if self.unsent[holder.queue]:
-            self._touched_queues.add(holder.queue)
+        if holder.state in (IN_WINDOW, SENT):
+            self.windows.left(holder.queue, holder.state == IN_WINDOW)
 
     def _to_window(self, key: Key, holder: Holder, item: Dispatch, priority: int, now: float,
                    released: list[Dispatch], rec: TaskRecord | None = None) -> None:
         """Send now while the queue's window has room and nothing waits there; else wait."""
-        queue = holder.queue
-        if not self.unsent[queue] and self.outstanding[queue] < self.settings.release_window:
+        if self.windows.room(holder.queue):
             holder.state = SENT
-            self.outstanding[queue] += 1
+            self.windows.sent(holder.queue, now)
             released.append(item)
             return
         holder.state = IN_WINDOW
-        self.unsent[queue] += 1
         rec = rec or self.lookup.task_record(*key)
-        rank = self._rank(rec, priority, now) if rec is not None else now
-        heapq.heappush(self.window.setdefault(queue, []), (rank, next(self._seq), key, item))
-        self._touched_queues.add(queue)
+        self.windows.wait(holder.queue, self._rank(rec, priority, now) if rec else now, key, item)
 
-    def _fill_windows(self, released: list[Dispatch]) -> None:
-        window = self.settings.release_window
-        for queue in sorted(self._touched_queues):
-            heap = self.window.get(queue)
-            while heap and self.unsent[queue] and self.outstanding[queue] < window:
-                _, _, key, item = heapq.heappop(heap)
-                holder = self.holders.get(key)
-                if holder is None or holder.state != IN_WINDOW or \
-                        holder.dispatch != item.message.attempt:
-                    continue  # ended or started while it waited
-                holder.state = SENT
-                self.unsent[queue] -= 1
-                self.outstanding[queue] += 1
-                released.append(item)
-            if not heap:
-                self.window.pop(queue, None)
-        self._touched_queues.clear()
+    def _still_in_window(self, key: Key, item: Dispatch) -> bool:
+        """Whether a task the window let go still waited (and is now out)."""
+        holder = self.holders.get(key)
+        if holder is None or holder.state != IN_WINDOW or holder.dispatch != item.message.attempt:
+            return False
+        holder.state = SENT
+        return True
 
     # -- held by a limit ----------------------------------------------------------------
 

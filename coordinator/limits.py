@@ -9,8 +9,9 @@ from typing import Any
 
 from coordinator.changes import Changes
 from coordinator.database import Database, transaction
-from coordinator.gate import Gate, GateSettings
+from coordinator.gate import Gate
 from coordinator.graph import CompiledFlow
+from coordinator.release_window import GateSettings
 from coordinator.run_gate import Reused, RunGate
 from coordinator.store import Store
 from coordinator.writer import Batch, Writer

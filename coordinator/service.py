@@ -19,12 +19,12 @@ from coordinator.api import Api
 from coordinator.batch_runner import BatchRunner
 from coordinator.batches_api import BatchesApi
 from coordinator.flows import FlowCache
-from coordinator.gate import GateSettings
 from coordinator.instances_api import InstancesApi
 from coordinator.limits import Limits
 from coordinator.limits_api import LimitsApi
 from coordinator.publisher import Publisher
 from coordinator.recovery import recover_runs, still_queued
+from coordinator.release_window import GateSettings
 from coordinator.schedule_clock import ScheduleClock
 from coordinator.scheduler import Scheduler, SchedulerSettings
 from coordinator.schedules_api import SchedulesApi
@@ -66,7 +66,10 @@ class CoordinatorConfig:
     agent_identities: Mapping[str, Identity] = field(default_factory=dict)
     """Under authorization: each agent identity, with the queues and agent id it is bound to."""
     release_window: int = 256
-    """Task messages of one queue out and not started at once; the rest wait by priority."""
+    """Task messages of one queue out and not started at once (at the least); the rest wait
+    in the coordinator, best first."""
+    release_window_s: float = 0.5
+    """... or as many as the queue's agents take in this long at their pace, if more."""
     priority_aging_s: float = 30.0
     """A waiting task or run gains one priority per this many seconds waited."""
 
@@ -132,7 +135,8 @@ class Coordinator:
                              agent_identities=self.config.agent_identities)
         self._js, self._flows, self._publisher = js, flows, publisher
         self.limits = Limits(self.writer, self._store, GateSettings(
-            release_window=self.config.release_window, aging_s=self.config.priority_aging_s))
+            release_window=self.config.release_window, aging_s=self.config.priority_aging_s,
+            release_window_s=self.config.release_window_s))
         await self.limits.load()
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
                         self.config.lease_s, self.agents, max_reply_bytes=self._nc.max_payload)

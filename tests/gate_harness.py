@@ -7,8 +7,9 @@ from typing import Any
 import msgspec
 
 from coordinator.changes import Changes
-from coordinator.gate import Gate, GateSettings, holds_slot
+from coordinator.gate import Gate, holds_slot
 from coordinator.graph import CompiledFlow
+from coordinator.release_window import GateSettings
 from coordinator.scheduler import Scheduler
 from protocol.concurrency import queue_limit
 from protocol.dag import validate_flow

@@ -3,6 +3,7 @@ held tasks committed as held with a note, slots freed as tasks end, restarts tha
 from what was committed, the release window and priorities."""
 
 from coordinator.changes import Changes
+from coordinator.release_window import GateSettings, Windows
 from protocol.states import TaskStatus
 from tests.gate_harness import GateHarness, flow, t
 
@@ -124,7 +125,24 @@ def test_a_restart_sends_waiting_tasks_through_the_window_again() -> None:
     h = GateHarness([many], window=3)
     h.start_run("r0", "many")
     h.restart()
-    assert h.gate.outstanding["default"] == 3 and h.gate.unsent["default"] == 7
+    assert h.gate.windows.outstanding["default"] == 3 and h.gate.windows.unsent["default"] == 7
     while h.live():
         h.succeed(h.live()[0])
     assert h.finished() and not h.gate.holders
+
+
+def test_a_busy_queue_s_window_grows_with_its_pace_and_keeps_it_while_idle() -> None:
+    windows = Windows(GateSettings(release_window=10, release_window_s=0.5))
+    now = 100.0
+    windows.sent("q", now)  # busy from now
+    for step in range(1, 5):  # 400 tasks a second taken
+        for _ in range(100):
+            windows.sent("q", now)
+            windows.left("q", waiting=False)
+        windows.measure(now + step * 0.25)
+    assert windows.size["q"] == 200  # half a second's worth
+    windows.left("q", waiting=False)  # idle
+    windows.sent("q", now + 60)  # busy again a minute later: measured from then
+    windows.left("q", waiting=False)
+    windows.measure(now + 60.5)
+    assert windows.size["q"] == 100  # 2 a second now, smoothed with the pace before

@@ -102,4 +102,4 @@ def test_limits_hold_through_reports_retries_restarts_and_no_slot_leaks(
     assert h.finished(), "a run is stuck: a task waits with room, or a slot leaked"
     assert not h.gate.holders and not h.gate.blocked
     assert all(n == 0 for n in h.gate.holding.values())
-    assert not +h.gate.outstanding and not +h.gate.unsent
+    assert not +h.gate.windows.outstanding and not +h.gate.windows.unsent
