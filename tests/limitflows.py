@@ -33,3 +33,15 @@ def register_keyed(strategy: str, limit: int = 1) -> FlowSpec:
     return register_task_pipeline(flow_name=f"keyed_{strategy}", pipeline={
         "work": {"function": hold}},
         concurrency={"key": "{params.customer}", "limit": limit, "strategy": strategy})
+
+
+def register_bulk(width: int = 1000) -> FlowSpec:
+    """``width`` short tasks of priority 0 (the flow's default)."""
+    return register_task_pipeline(flow_name="bulk", pipeline={
+        f"b{i}": {"function": hold} for i in range(width)})
+
+
+def register_urgent() -> FlowSpec:
+    """One task; its runs are priority 9 unless started with another."""
+    return register_task_pipeline(flow_name="urgent", pipeline={"u": {"function": hold}},
+                                  priority=9)
