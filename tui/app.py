@@ -22,6 +22,7 @@ from tui.flows_view import FlowsView
 from tui.follower import Follower
 from tui.hub import Hub
 from tui.instances_view import InstancesScreen
+from tui.limits_view import LimitsScreen
 from tui.model import Dirty, Model
 from tui.operator import Operator
 from tui.problems_view import ProblemsView
@@ -39,9 +40,9 @@ EPILOG = """examples:
 
 keys: f flows, r runs, a agents, p problems, enter open (on a mapped task: its instances,
 failed first), t trigger, c cancel, y retry,
-w schedules (u pause or resume, n run now), b batches (enter its items, enter on an item its
-run, u pause or resume, c cancel), m mark a task, o a task's whole output,
-g its whole log, l load more runs,
+w schedules (u pause or resume, n run now), L limits (holders and waiters),
+b batches (enter its items, enter on an item its run, u pause or resume, c cancel),
+m mark a task, o a task's whole output, g its whole log, l load more runs,
 in a DAG: arrows move, - / + zoom out / in, x collapse or expand a group, X all groups,
 s stack or unstack wide fan-outs,
 escape back, ctrl+p command palette, q quit
@@ -60,6 +61,7 @@ class DashboardApp(App[None]):
         Binding("p", "show_tab('problems')", "Problems"),
         Binding("w", "show_tab('schedules')", "Schedules"),
         Binding("b", "show_tab('batches')", "Batches"),
+        Binding("L", "limits", "Limits", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -129,10 +131,16 @@ class DashboardApp(App[None]):
         return not (action == "show_tab" and isinstance(self.screen, ModalScreen))
 
     def action_show_tab(self, tab: str) -> None:
-        while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen | InstancesScreen):
+        while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen | InstancesScreen
+                                                                    | LimitsScreen):
             self.pop_screen()
         self.query_one("#tabs", TabbedContent).active = tab
         self.query_one(self.FOCUS[tab]).focus()
+
+    def action_limits(self) -> None:
+        """Concurrency limits with their holders and waiters (a screen over the tabs)."""
+        if not isinstance(self.screen, LimitsScreen | ModalScreen):
+            self.push_screen(LimitsScreen())
 
     def open_run(self, run_id: str) -> None:
         while len(self.screen_stack) > 1 and isinstance(self.screen, RunScreen | InstancesScreen):
@@ -144,6 +152,8 @@ class DashboardApp(App[None]):
         for tab in self.FOCUS:
             yield SystemCommand(f"Show {tab}", f"the {tab} view",
                                 lambda tab=tab: self.action_show_tab(tab))
+        yield SystemCommand("Show limits", "concurrency limits, their holders and waiters (L)",
+                            self.action_limits)
         model = self.hub.model
         for flow in model.flows_view():
             yield SystemCommand(f"Trigger {flow.name}", "start a run with parameters",
