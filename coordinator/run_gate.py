@@ -71,9 +71,9 @@ class RunGate:
         if key is not None and spec is not None:
             self.key_limit[key] = spec.limit
             going = self.keyed.get(key, {})
-            if len(going) >= spec.limit and spec.strategy is Strategy.CANCEL_NEWEST:
+            if len(going) >= spec.limit and spec.strategy == Strategy.CANCEL_NEWEST:
                 return self._refuse(run, key, now, ch)
-            if len(going) >= spec.limit and spec.strategy is Strategy.CANCEL_IN_PROGRESS:
+            if len(going) >= spec.limit and spec.strategy == Strategy.CANCEL_IN_PROGRESS:
                 self._cancel_oldest(run, key, spec.limit, now, ch)
         why = self._why_not(run.flow, key)
         if why is None:

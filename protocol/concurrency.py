@@ -61,6 +61,11 @@ def template_problem(template: str) -> str | None:
     return None
 
 
+def template_params(template: str) -> list[str]:
+    """The run parameters a key template takes."""
+    return [f[len("params."):] for f in _PLACEHOLDER.findall(template) if f.startswith("params.")]
+
+
 def render_key(template: str, flow: str, params: dict[str, Any]) -> str:
     """The key of one run: each ``{params.x}`` replaced by that parameter (text as it is,
     anything else as JSON; a missing one as ``null``), ``{flow}`` by the flow's name."""

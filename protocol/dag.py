@@ -4,7 +4,7 @@ import graphlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from protocol.concurrency import MAX_LIMIT, MAX_PRIORITY, template_problem
+from protocol.concurrency import MAX_LIMIT, MAX_PRIORITY, template_params, template_problem
 from protocol.errors import (
     CycleError,
     DuplicateTask,
@@ -70,6 +70,10 @@ def _validate_limits(spec: FlowSpec) -> None:
     if spec.concurrency is not None:
         checks.append((None, "concurrency.limit", spec.concurrency.limit, 1, MAX_LIMIT))
         problem = template_problem(spec.concurrency.key)
+        known = spec.param_specs()
+        missing = [p for p in template_params(spec.concurrency.key) if p not in known]
+        if problem is None and missing and not spec.accepts_any_param():
+            problem = f"{{params.{missing[0]}}} is not a parameter of any of its tasks"
         if problem is not None:
             raise InvalidOption(spec.name, None, "concurrency.key", problem)
     for task in spec.tasks:

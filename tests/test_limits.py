@@ -11,7 +11,7 @@ from flowforge.client import Client
 from protocol.errors import RemoteError
 from protocol.records import RunDetail
 from protocol.states import RunStatus, TaskStatus
-from tests import limitflows
+from tests import limitflows, mapflows
 from tests.helpers import wait_for
 from tests.test_batch_faults import ledger_spans, most_at_once
 
@@ -79,6 +79,20 @@ async def test_raising_a_limit_releases_waiters_at_once_and_deleting_it_frees_th
         await client.delete_limit("queue:gpu")
     with pytest.raises(RemoteError, match="name"):
         await client.set_limit("task:x.y", 1)
+
+
+async def test_a_queue_limit_holds_a_mapped_task_s_instances_too(
+    coordinator, start_agent, client: Client, ledger: Path
+) -> None:
+    await client.register([mapflows.register_slow()])  # no max_active of its own
+    await client.set_limit("queue:default", 2)
+    await start_agent(concurrency=AGENT_SLOTS)
+    run = await client.start("slow_fan", {"n": 10, "hold_s": 0.05})
+    detail = await client.wait(run.run_id, timeout_s=30)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    spans = [s for s in ledger_spans(ledger.read_text()) if "~" in s[0]]
+    assert len(spans) == 10
+    assert most_at_once(spans) == 2
 
 
 async def test_a_task_max_active_holds_across_runs(
