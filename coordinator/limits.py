@@ -34,6 +34,8 @@ class Limits:
         self.runs = RunGate(writer.scheduler, self.settings.aging_s)
         writer.before_commit.insert(0, self.before_commit)  # before anyone reads ch.runs
         writer.start_run = self.runs.admit
+        writer.scheduler.cancel_waiting = self.runs.cancel_waiting
+        writer.flows.listeners.append(self.runs.current)
 
     def before_commit(self, now: float, batch: Batch | Changes) -> None:
         """Runs that ended make room for waiting runs, then each task message of the batch is

@@ -5,7 +5,6 @@ from collections.abc import Callable
 import msgspec
 
 from coordinator import instance_store
-from coordinator.changes import Changes
 from coordinator.flows import FlowCache
 from coordinator.graph import CompiledFlow
 from coordinator.scheduler import Scheduler
@@ -31,9 +30,6 @@ class Operations:
         self.reopen_checks: list[Callable[[RunRecord], None]] = []
         """Asked before a finished run is made active again (retry, mark); one may refuse
         (raise) — a batch that has no room for another active run."""
-        self.cancel_waiting: Callable[[str, float, Changes], RunRecord | None] = \
-            lambda run_id, now, ch: None
-        """Cancels a run waiting for its turn (``coordinator.limits``); None if it does not."""
 
     async def _detail(self, run_id: str) -> RunDetail:
         detail = await self.store.get_run(run_id)
@@ -64,9 +60,6 @@ class Operations:
         async def act(now: float, batch: Batch) -> RunRecord:
             if self.scheduler.cancel(req.run_id, now, batch.changes) is not None:
                 return batch.changes.runs[req.run_id]
-            waiting = self.cancel_waiting(req.run_id, now, batch.changes)
-            if waiting is not None:
-                return waiting
             run = (await self._detail(req.run_id)).run
             raise InvalidState(f"run {req.run_id} is already {run.status.value}; nothing to cancel")
 

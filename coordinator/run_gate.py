@@ -14,7 +14,7 @@ from coordinator.changes import Changes
 from coordinator.graph import CompiledFlow
 from coordinator.scheduler import Scheduler
 from protocol.concurrency import Strategy, render_key
-from protocol.records import RunRecord
+from protocol.records import RunRecord, TaskRecord
 from protocol.states import RUN_FINAL, RunStatus
 
 Reused = dict[str, tuple[msgspec.Raw, str]]
@@ -59,13 +59,21 @@ class RunGate:
 
     # -- a run starts --------------------------------------------------------------------
 
+    def current(self, flow: CompiledFlow) -> None:
+        """A flow's current version: its max_active_runs holds from now (raised, waiting runs
+        start in the batch)."""
+        limit = flow.spec.max_active_runs
+        if self.flow_limit.get(flow.spec.name) != limit:
+            if limit is None:
+                del self.flow_limit[flow.spec.name]
+            else:
+                self.flow_limit[flow.spec.name] = limit
+            self._touched.add(("flow", flow.spec.name))
+
     def admit(self, run: RunRecord, flow: CompiledFlow, now: float, ch: Changes,
               reused: Reused | None = None) -> bool:
         """A new run: started (True), or committed pending or cancelled with a note (False)."""
-        if flow.spec.max_active_runs is None:
-            self.flow_limit.pop(run.flow, None)
-        else:
-            self.flow_limit[run.flow] = flow.spec.max_active_runs
+        self.current(flow)
         key = run_key(run, flow)
         spec = flow.spec.concurrency
         if key is not None and spec is not None:
@@ -195,8 +203,10 @@ class RunGate:
             return limit is None or len(self.active.get(name, {})) < limit
         return len(self.keyed.get(name, {})) < self.key_limit.get(name, 1)
 
-    def cancel_waiting(self, run_id: str, now: float, ch: Changes) -> RunRecord | None:
-        """Cancel a run that waits for its turn (None when it does not wait)."""
+    def cancel_waiting(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
+        """Cancel a run that waits for its turn: no task of it was queued or running (None:
+        it does not wait). The scheduler's ``cancel`` asks this for a run it does not have,
+        so a cancel from the API, a batch or a schedule reaches waiting runs too."""
         waiting = self.waiting.pop(run_id, None)
         if waiting is None:
             return None
@@ -204,7 +214,7 @@ class RunGate:
         run.status, run.finished_at, run.note = RunStatus.CANCELLED, now, "cancelled while waiting"
         ch.new_runs.append(run_id)
         ch.runs[run_id] = run
-        return run
+        return []
 
     # -- a restart -----------------------------------------------------------------------
 
@@ -222,9 +232,8 @@ class RunGate:
             self._wait(WaitingRun(run, flow, reused, key,
                                   run.created_at - run.priority * self.aging_s))
             self._touched.add(("flow", run.flow))
-        for name, flow in current.items():
-            if flow.spec.max_active_runs is not None:
-                self.flow_limit[name] = flow.spec.max_active_runs
+        for flow in current.values():
+            self.current(flow)
 
 
 def _named(runs: dict[str, None], shown: int = 3) -> str:

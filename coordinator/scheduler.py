@@ -38,6 +38,7 @@ class Scheduler:
         self._rng = rng or random.Random()
         self.mapper = Mapper(self._ended, self.retry_delay_s, self.settings.max_dispatch_bytes,
                              self.settings.backstop_s)
+        self.cancel_waiting: Callable[[str, float, Changes], list[TaskRecord] | None] = lambda *_: None
 
     # -- run lifecycle -----------------------------------------------------------------
 
@@ -213,8 +214,8 @@ class Scheduler:
     def cancel(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
         """Cancel an active run; returns the tasks that were queued or running (None: not active)."""
         state = self._runs.pop(run_id, None)
-        if state is None:
-            return None
+        if state is None:  # a run waiting for its turn is cancelled by coordinator.run_gate
+            return self.cancel_waiting(run_id, now, ch)
         instances = self.mapper.cancel(state, now, ch)
         self.mapper.forget(run_id)
         ch.withdrawn += [r for r in instances if r.attempt and r.started_at is None]

@@ -158,7 +158,6 @@ class Coordinator:
         self._api.route(BatchesApi(self.batches, flows, self.schedules,
                                    max_reply_bytes=self._nc.max_payload).handlers())
         self._api.operations.reopen_checks.append(self.batches.check_reopen)
-        self._api.operations.cancel_waiting = self.limits.runs.cancel_waiting
         self._api.route(LimitsApi(self.limits).handlers())
 
     async def _restore(self) -> None:

@@ -226,3 +226,38 @@ async def test_show_prints_why_a_task_waits(coordinator, client: Client, ledger:
     assert "priority 5" in text
     assert f"waiting: limit queue:gpu 1/1 (held by run {run.run_id} task t0)" in text
     await asyncio.sleep(0)
+
+
+async def test_registering_a_flow_again_with_more_max_active_runs_starts_waiting_runs(
+    coordinator, client: Client
+) -> None:
+    await client.register([limitflows.register_wide(name="grows", width=1, max_active_runs=1)])
+    first, second = [await client.start("grows") for _ in range(2)]
+    assert (first.status, second.status) == (RunStatus.RUNNING, RunStatus.PENDING)
+    await client.register([limitflows.register_wide(name="grows", width=1, max_active_runs=2)])
+    detail = await client.get(second.run_id)
+    assert (detail.run.status, detail.run.note) == (RunStatus.RUNNING, None)
+    assert [t.status for t in detail.tasks] == [TaskStatus.QUEUED]
+    await client.cancel(first.run_id)
+    assert (await client.get(first.run_id)).run.status is RunStatus.CANCELLED
+
+
+async def test_cancelling_a_batch_cancels_its_runs_waiting_for_their_turn(
+    coordinator, client: Client
+) -> None:
+    await client.register([limitflows.register_wide(name="solo_batch", width=1,
+                                                    max_active_runs=1)])
+    sub = await client.submit_batch("solo_batch", [{"hold_s": 0.1 * i} for i in range(3)],
+                                    max_active=3)
+    assert sub.batch is not None
+
+    async def three_runs() -> bool:
+        return len(await client.runs(flow="solo_batch")) == 3
+
+    await wait_for(three_runs, timeout_s=10)
+    statuses = sorted(r.status.value for r in await client.runs(flow="solo_batch"))
+    assert statuses == ["pending", "pending", "running"]
+    await client.cancel_batch(sub.batch.batch_id)
+    runs = await client.runs(flow="solo_batch")
+    assert {r.status for r in runs} == {RunStatus.CANCELLED}
+    assert sorted(r.note or "" for r in runs)[1:] == ["cancelled while waiting"] * 2

@@ -113,8 +113,9 @@ def test_a_waiting_run_cancelled_never_starts_and_a_restart_puts_runs_back_in_li
     r.start("r2", SOLO)
     r.start("r3", SOLO)
     ch = Changes()
-    cancelled = r.gate.cancel_waiting("r2", r.now, ch)
-    assert cancelled is not None and cancelled.status is RunStatus.CANCELLED
+    r.sched.cancel_waiting = r.gate.cancel_waiting
+    assert r.sched.cancel("r2", r.now, ch) == []  # nothing of it was queued or running
+    assert ch.runs["r2"].status is RunStatus.CANCELLED
     assert r.gate.cancel_waiting("r1", r.now, ch) is None
     again = Runs()  # a restart: r1 going, r3 waiting
     state = r.sched.run_state("r1")
