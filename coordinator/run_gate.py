@@ -14,6 +14,7 @@ from coordinator.changes import Changes
 from coordinator.graph import CompiledFlow
 from coordinator.scheduler import Scheduler
 from protocol.concurrency import Strategy, render_key
+from protocol.errors import InvalidState
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import RUN_FINAL, RunStatus
 
@@ -147,6 +148,14 @@ class RunGate:
         heapq.heappush(self._by_flow.setdefault(waiting.run.flow, []), entry)
         if waiting.key is not None:
             heapq.heappush(self._by_key.setdefault(waiting.key, []), entry)
+
+    def check_reopen(self, run: RunRecord) -> None:
+        """A finished run made active again (retry, mark) must find room under its flow's
+        max_active_runs, like a new run (it is not queued behind the waiting ones: refused)."""
+        going, limit = self.active.get(run.flow, {}), self.flow_limit.get(run.flow)
+        if limit is not None and len(going) >= limit:
+            raise InvalidState(f"flow {run.flow} has {len(going)}/{limit} runs going "
+                               f"(max_active_runs); retry run {run.run_id} when one ends")
 
     # -- runs end ------------------------------------------------------------------------
 

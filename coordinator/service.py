@@ -157,7 +157,8 @@ class Coordinator:
                                      max_reply_bytes=self._nc.max_payload).handlers())
         self._api.route(BatchesApi(self.batches, flows, self.schedules,
                                    max_reply_bytes=self._nc.max_payload).handlers())
-        self._api.operations.reopen_checks.append(self.batches.check_reopen)
+        self._api.operations.reopen_checks += [self.batches.check_reopen,
+                                               self.limits.runs.check_reopen]
         self._api.route(LimitsApi(self.limits).handlers())
 
     async def _restore(self) -> None:

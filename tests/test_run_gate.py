@@ -13,7 +13,7 @@ from coordinator.run_gate import RunGate
 from coordinator.scheduler import Scheduler
 from flowforge import register_task_pipeline
 from protocol.concurrency import ConcurrencySpec, Strategy, render_key, template_problem
-from protocol.errors import InvalidOption
+from protocol.errors import InvalidOption, InvalidState
 from protocol.flows import FlowSpec, ParamSpec
 from protocol.messages import TaskSucceeded
 from protocol.records import RunRecord
@@ -156,3 +156,14 @@ def test_a_flow_without_limits_keeps_its_version() -> None:
     plain = FlowSpec(name="f", tasks=(t("a"),))
     assert b"priority" not in msgspec.json.encode(plain)
     assert plain.version() == FlowSpec(name="f", tasks=(t("a", priority=0),), priority=0).version()
+
+
+def test_a_finished_run_is_not_made_active_again_over_max_active_runs() -> None:
+    r = Runs()
+    done = r.start("r1", SOLO)
+    r.finish("r1")
+    r.start("r2", SOLO)
+    with pytest.raises(InvalidState, match="solo has 1/1 runs going"):
+        r.gate.check_reopen(done)
+    r.finish("r2")
+    r.gate.check_reopen(done)
