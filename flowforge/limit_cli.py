@@ -15,8 +15,9 @@ from protocol.concurrency import MAX_LIMIT, LimitInfo, Slot
 from protocol.limits import NAME_PATTERN
 
 _QUEUE_LIMIT = re.compile(r"^queue:" + NAME_PATTERN[1:])
-SHOWN = 3
-"""Holders and waiters named per limit in the table (``--json`` has up to --holders)."""
+HOLDERS_SHOWN = 2
+"""Holders named per limit in the table, with the next waiter (``--json`` has up to
+--holders of each)."""
 
 
 def limit_name(text: str) -> str:
@@ -73,8 +74,8 @@ def _slot(slot: Slot) -> str:
     return text + (f" (priority {slot.priority})" if slot.priority else "")
 
 
-def _named(slots: Sequence[Slot], total: int) -> str:
-    names = [_slot(s) for s in slots[:SHOWN]]
+def _named(slots: Sequence[Slot], total: int, shown: int) -> str:
+    names = [_slot(s) for s in slots[:shown]]
     more = total - len(names)
     return ", ".join(names) + (f" and {more} more" if more > 0 else "") if names else "-"
 
@@ -86,8 +87,8 @@ def limits_table(limits: Sequence[LimitInfo]) -> str:
     return render.table(
         ["limit", "slots", "holding", "waiting", "set by", "held by", "next"],
         [[info.name, "-" if info.limit is None else str(info.limit), str(info.holding),
-          str(info.waiting), info.origin, render.cut(_named(info.holders, info.holding), 70),
-          render.cut(_named(info.waiters, info.waiting), 50)] for info in limits])
+          str(info.waiting), info.origin, _named(info.holders, info.holding, HOLDERS_SHOWN),
+          _named(info.waiters, info.waiting, 1)] for info in limits])
 
 
 async def run(client: Any, ns: argparse.Namespace) -> int:

@@ -129,8 +129,8 @@ def show_run(detail: RunDetail, spec: FlowSpec | None,
     tasks = ordered(detail, spec)
     out.append(table(
         ["task", "status", "attempt", "agent", "started", "duration", "output"],
-        [[t.task, t.status.value, str(t.attempt), t.agent_id or "-", clock(t.started_at),
-          duration(t.started_at, t.finished_at),
+        [[t.task, t.status.value + " (held)" * t.held, str(t.attempt), t.agent_id or "-",
+          clock(t.started_at), duration(t.started_at, t.finished_at),
           cut(bytes(t.output).decode()) if t.status is TaskStatus.SUCCEEDED else "-"]
          for t in tasks],
     ))
