@@ -48,19 +48,15 @@ def register_task_pipeline(
 ) -> FlowSpec:
     """Define a flow from ``{task_name: {"function": f, "depends_on": [...], ...}}``.
 
-    Validates the whole definition (unknown dependency, cycle, duplicate, a function
-    agents cannot import, options of the wrong type) and raises an ``InvalidFlow``
-    naming the offender; nothing is registered then. The flow is stored by the
-    coordinator when ``flowforge register``/``flowforge dev`` send it, or by
-    ``Client.register``. ``clear_existing_flow_in_db=False`` keeps an existing
-    flow's definition and refuses a different one. ``defaults`` gives options
-    (``retries``, ``retry_delay``, ``timeout``, ``queue``) to every task that does not
-    set them itself. ``schedules`` (``Schedule(...)``) start it on time once registered;
-    a schedule removed here is removed from the coordinator at the next registration.
-    ``priority`` is its runs' (within a queue, higher goes first); ``max_active_runs`` lets
-    that many runs go at once (more wait, pending, in order); ``concurrency`` =
-    ``{"key": "{params.customer}", "limit": 1, "strategy": "queue"}`` limits runs per key
-    (strategy ``queue``, ``cancel_newest`` or ``cancel_in_progress``).
+    Validates the whole definition (unknown dependency, cycle, duplicate, a function agents
+    cannot import, options of the wrong type) and raises an ``InvalidFlow`` naming the
+    offender; nothing is registered then. The flow is stored by the coordinator when
+    ``flowforge register``/``flowforge dev`` send it, or by ``Client.register``.
+    ``clear_existing_flow_in_db=False`` keeps an existing flow's definition and refuses a
+    different one. ``defaults`` gives options (``retries``, ``retry_delay``, ``timeout``,
+    ``queue``) to every task that does not set them itself. ``schedules`` (``Schedule(...)``)
+    start it on time once registered; a schedule removed here is removed from the coordinator
+    at the next registration. ``priority``, ``max_active_runs``, ``concurrency``: docs/limits.md.
     """
     if not isinstance(flow_name, str) or not is_valid_name(flow_name):
         raise InvalidFlow(
@@ -79,14 +75,9 @@ def register_task_pipeline(
         spec, fn = _task_spec(flow_name, name, merged, names, described)
         tasks.append(spec)
         functions[spec.function] = fn
-    for option, value in (("priority", priority), ("max_active_runs", max_active_runs)):
-        if not isinstance(value, int | None) or isinstance(value, bool):
-            raise InvalidOption(flow_name, None, option, f"must be int, got {type(value).__name__}")
-    flow = FlowSpec(
-        name=flow_name, tasks=tuple(tasks), display_name=display_name, description=description,
-        priority=priority, max_active_runs=max_active_runs,
-        concurrency=_concurrency(flow_name, concurrency),
-    )
+    limits = _flow_limits(flow_name, priority, max_active_runs, concurrency)
+    flow = FlowSpec(name=flow_name, tasks=tuple(tasks), display_name=display_name,
+                    description=description, **limits)
     validate_flow(flow)
     specs = schedule_specs(flow_name, schedules)
     REGISTRY.add(flow, functions, replace=clear_existing_flow_in_db)
@@ -97,16 +88,22 @@ def register_task_pipeline(
 _DEFAULTABLE = ("queue", "retries", "retry_delay", "timeout")
 
 
-def _concurrency(flow: str, option: Mapping[str, Any] | None) -> ConcurrencySpec | None:
-    """``{"key": ..., "limit": 1, "strategy": "queue"}`` checked, as the flow stores it."""
-    if option is None:
-        return None
-    try:
-        return msgspec.convert(dict(option), ConcurrencySpec)
-    except (msgspec.ValidationError, TypeError, ValueError) as exc:
-        raise InvalidOption(flow, None, "concurrency", f"{exc}; give "
-                            '{"key": "{params.customer}", "limit": 1, "strategy": '
-                            '"queue" | "cancel_newest" | "cancel_in_progress"}') from None
+def _flow_limits(flow: str, priority: Any, max_active_runs: Any,
+                 concurrency: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The flow's priority and run limits, their types checked (their ranges are checked with
+    the rest of the flow); ``concurrency`` as the flow stores it."""
+    for option, value in (("priority", priority), ("max_active_runs", max_active_runs)):
+        if not isinstance(value, int | None) or isinstance(value, bool):
+            raise InvalidOption(flow, None, option, f"must be int, got {type(value).__name__}")
+    spec = None
+    if concurrency is not None:
+        try:
+            spec = msgspec.convert(dict(concurrency), ConcurrencySpec)
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:
+            raise InvalidOption(flow, None, "concurrency", f"{exc}; give "
+                                '{"key": "{params.customer}", "limit": 1, "strategy": '
+                                '"queue" | "cancel_newest" | "cancel_in_progress"}') from None
+    return {"priority": priority, "max_active_runs": max_active_runs, "concurrency": spec}
 
 
 def _defaults(flow: str, defaults: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -175,9 +172,8 @@ def _task_spec(
         map_over=map_over,
         max_active=options.get("max_active"),
         allow_failures=float(options.get("allow_failures", 0)),
-        chunk=options.get("chunk", 1),
+        chunk=options.get("chunk", 1), priority=options.get("priority", 0),
         yields=inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn),
-        priority=options.get("priority", 0),
     ), fn
 
 

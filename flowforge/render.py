@@ -116,10 +116,7 @@ def show_run(detail: RunDetail, spec: FlowSpec | None,
     ]
     if run.only is not None:
         out.append(f"partial run: only {', '.join(run.only)}")
-    if run.priority:
-        out.append(f"priority {run.priority}")
-    if run.note:
-        out.append(run.note)
+    out += [line for line in (f"priority {run.priority}" * bool(run.priority), run.note) if line]
     if run.schedule is not None or run.batch is not None:
         out.append("  ".join(part for part in (
             f"schedule {run.schedule}" if run.schedule else "",
