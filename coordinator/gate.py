@@ -5,7 +5,6 @@ waiting ones go in the same batch. A waiting task's rank is when it was queued l
 ``priority * aging_s``: priority first, and nothing starves. Pure (docs/limits.md)."""
 
 import heapq
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import count, islice
@@ -80,9 +79,9 @@ class Gate:
         self.limits: dict[str, int] = {}
         """Slots of each limited key: queues' from the API, tasks' from their max_active."""
         self.holders: dict[Key, Holder] = {}
-        self.holding: Counter[str] = Counter()
         self.members: dict[str, dict[Key, None]] = {}
-        """The holders of each limited key, oldest first."""
+        """The holders of each limited key, oldest first (only limited keys are counted: the
+        hot path of an unlimited queue touches no counter)."""
         self.blocked: dict[Key, Waiter] = {}
         self.blocked_by: dict[str, list[tuple[float, int, Key]]] = {}
         self.windows = Windows(self.settings)
@@ -107,7 +106,14 @@ class Gate:
 
     def room(self, key: str) -> bool:
         slots = self.limits.get(key)
-        return slots is None or self.holding[key] < slots
+        return slots is None or len(self.members[key]) < slots
+
+    def holding(self, key: str) -> int:
+        """How many hold ``key`` (counted for a key that is not limited)."""
+        members = self.members.get(key)
+        if members is not None:
+            return len(members)
+        return sum(1 for h in self.holders.values() if key in h.keys)
 
     # -- a batch ------------------------------------------------------------------------
 
@@ -179,7 +185,8 @@ class Gate:
         if rec is None or rec.status is not TaskStatus.QUEUED or rec.dispatch != msg.attempt:
             return  # no longer queued (cancelled in the same batch): nothing to send
         keys, priority = self._keys(msg.run_id, msg.task, item.queue)
-        full = [k for k in keys if not self.room(k)]
+        limits, members = self.limits, self.members
+        full = [k for k in keys if k in limits and len(members[k]) >= limits[k]] if limits else ()
         if full:
             self._block(key, Waiter(rec, item.queue, keys, self._rank(rec, priority, now),
                                     priority, item), full, ch)
@@ -213,22 +220,23 @@ class Gate:
 
     def _hold(self, key: Key, holder: Holder) -> None:
         self.holders[key] = holder
-        for k in holder.keys:
-            self.holding[k] += 1
-            members = self.members.get(k)
-            if members is not None:
-                members[key] = None
+        if self.members:
+            for k in holder.keys:
+                members = self.members.get(k)
+                if members is not None:
+                    members[key] = None
 
     def _free(self, key: Key, holder: Holder) -> None:
         del self.holders[key]
-        self._leave_window(holder)
-        for k in holder.keys:
-            self.holding[k] -= 1
-            members = self.members.get(k)
-            if members is not None:
-                members.pop(key, None)
-            if k in self.blocked_by:
-                self._touched_keys.add(k)
+        if holder.state == IN_WINDOW or holder.state == SENT:
+            self.windows.left(holder.queue, holder.state == IN_WINDOW)
+        if self.members:
+            for k in holder.keys:
+                members = self.members.get(k)
+                if members is not None:
+                    members.pop(key, None)
+                    if k in self.blocked_by:
+                        self._touched_keys.add(k)
 
     def _leave_window(self, holder: Holder) -> None:
         if holder.state in (IN_WINDOW, SENT):
@@ -280,9 +288,9 @@ class Gate:
         """``waiting: limit queue:gpu 2/2 (held by run R task T, ...)``."""
         members = list(islice(self.members.get(limit, {}), 3))
         held = ", ".join(f"run {r} task {t}" for r, t in members)
-        more = self.holding[limit] - len(members)
+        more = self.holding(limit) - len(members)
         held += f" and {more} more" if more > 0 else ""
-        return (f"{NOTE_PREFIX}{limit} {self.holding[limit]}/{self.limits.get(limit, 0)}"
+        return (f"{NOTE_PREFIX}{limit} {self.holding(limit)}/{self.limits.get(limit, 0)}"
                 + (f" (held by {held})" if held else ""))
 
     def _release_blocked(self, now: float, ch: Changes, released: list[Dispatch]) -> None:

@@ -113,7 +113,7 @@ class Limits:
                    for _, _, k in heapq.nsmallest(shown, entries)]
         return LimitInfo(name=name, limit=gate.limits.get(name),
                          origin="api" if name.startswith("queue:") else "code",
-                         holding=gate.holding[name], waiting=len(entries), holders=holders,
+                         holding=gate.holding(name), waiting=len(entries), holders=holders,
                          waiters=waiters)
 
     @staticmethod

@@ -51,11 +51,11 @@ class Windows:
 
     def room(self, queue: str) -> bool:
         """A new task may go at once: nothing waits and the window is not full."""
-        return not self.unsent[queue] and \
-            self.outstanding[queue] < self.size.get(queue, self.settings.release_window)
+        return not self.unsent.get(queue) and \
+            self.outstanding.get(queue, 0) < self.size.get(queue, self.settings.release_window)
 
     def sent(self, queue: str, now: float) -> None:
-        if not self.outstanding[queue]:  # busy again: its pace is measured from now (the last
+        if not self.outstanding.get(queue):  # busy again: its pace is measured from now (the last
             self._since[queue] = now     # one is kept while it was idle)
             self._left.pop(queue, None)
         self.outstanding[queue] += 1
@@ -72,7 +72,7 @@ class Windows:
         else:
             self.outstanding[queue] -= 1
             self._left[queue] += 1
-        if self.unsent[queue]:
+        if self.unsent.get(queue):
             self.touched.add(queue)
 
     def measure(self, now: float) -> None:

@@ -46,7 +46,7 @@ def test_every_task_runs_and_no_slot_is_left_held() -> None:
         h.succeed(msg)
     assert h.finished()
     assert not h.gate.holders and not h.gate.blocked
-    assert h.gate.holding["queue:gpu"] == 0
+    assert h.gate.holding("queue:gpu") == 0
 
 
 def test_a_task_max_active_holds_across_runs() -> None:
@@ -64,7 +64,7 @@ def test_a_restart_keeps_held_tasks_held_and_holders_holding() -> None:
     h.start_run("r1", "wide")
     h.started(h.live()[0])
     h.restart()
-    assert h.gate.holding["queue:gpu"] == 2
+    assert h.gate.holding("queue:gpu") == 2
     assert len(h.gate.blocked) == 4
     assert h.holding("queue:gpu") == 2
     h.succeed(h.live()[0])

@@ -41,7 +41,7 @@ class Caps:
         for key in KEYS:
             held = self.h.holding(key)
             assert held <= self.cap[key], (key, held, self.cap[key])
-            assert self.h.gate.holding[key] == held, (key, self.h.gate.holding[key], held)
+            assert self.h.gate.holding(key) == held, (key, self.h.gate.holding(key), held)
             self.cap[key] = max(self._limit(key), held)
 
 
@@ -101,5 +101,5 @@ def test_limits_hold_through_reports_retries_restarts_and_no_slot_leaks(
             caps.check()
     assert h.finished(), "a run is stuck: a task waits with room, or a slot leaked"
     assert not h.gate.holders and not h.gate.blocked
-    assert all(n == 0 for n in h.gate.holding.values())
+    assert all(not members for members in h.gate.members.values())
     assert not +h.gate.windows.outstanding and not +h.gate.windows.unsent
