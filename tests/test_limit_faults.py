@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,49 @@ async def test_kill_9_of_the_coordinator_never_lets_a_limit_overshoot_or_a_slot_
     listed = {i.name: i for i in await client.limits()}
     assert (listed["queue:gpu"].holding, listed["queue:gpu"].waiting) == (0, 0)
     assert listed["flow:limited_fan"].holding == 0
+
+
+async def test_an_agent_killed_mid_task_keeps_its_slot_until_the_task_runs_again_elsewhere(
+    start_coordinator, spawn, client: Client, tmp_path: Path
+) -> None:
+    """The lost agent's task still holds queue:gpu (it will run again): nothing else starts in
+    its place; once redelivered to the other agent and ended, the held tasks go, one at a time."""
+    ledger = tmp_path / "ledger.txt"
+    await start_coordinator(lease_s=2.0)
+    await client.register([limitfaultflows.FLOW])
+    await client.set_limit("queue:gpu", 1)
+    env = {"FLOWFORGE_TEST_LEDGER": str(ledger)}
+    args = ("flowforge-agent", "--import", "tests.limitfaultflows", "--queue", "gpu",
+            "--lease", "2", "--concurrency", "4")
+    victim = spawn(*args, "--agent-id", "victim", env=env)
+    run = await client.start("limited_fan", {"hold_s": 1.0})
+    await wait_for(lambda: ledger.exists() and "start " in ledger.read_text(), timeout_s=30)
+    victim.kill9()
+    killed_at = time.time()
+    spawn(*args, "--agent-id", "rescuer", env=env)
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED
+    spans, reran = spans_with_a_kill(ledger.read_text(), killed_at)
+    assert reran, "the victim's task was not run again"
+    assert len({name for name, _, _ in spans}) == 6
+    assert most_at_once(spans) == 1
+
+
+def spans_with_a_kill(text: str, killed_at: float) -> tuple[list[tuple[str, float, float]], bool]:
+    """The ledger's executions; one that started before the kill and has no end before it was
+    on the killed agent and ended there. Also whether a task started twice (ran again)."""
+    starts: dict[str, list[float]] = {}
+    ends: dict[str, list[float]] = {}
+    for kind, name, at in (line.split() for line in text.splitlines()):
+        (starts if kind == "start" else ends).setdefault(name, []).append(float(at))
+    spans = []
+    for name, begun in starts.items():
+        done = sorted(ends.get(name, []))
+        for start in sorted(begun):
+            end = next((e for e in done if e >= start), None)
+            if end is not None and (start > killed_at or end < killed_at):
+                done.remove(end)
+                spans.append((name, start, end))
+            else:
+                spans.append((name, start, killed_at))
+    return spans, any(len(begun) > 1 for begun in starts.values())
