@@ -228,8 +228,7 @@ class Gate:
 
     def _free(self, key: Key, holder: Holder) -> None:
         del self.holders[key]
-        if holder.state == IN_WINDOW or holder.state == SENT:
-            self.windows.left(holder.queue, holder.state == IN_WINDOW)
+        self._leave_window(holder)
         if self.members:
             for k in holder.keys:
                 members = self.members.get(k)
@@ -355,9 +354,10 @@ class Gate:
             spec = state.flow.tasks.get(rec.task)
             if spec is not None and spec.map_over is not None:
                 continue  # a mapped task: its instances hold
-            if holds_slot(rec, spec):
-                state = STARTED if rec.status is TaskStatus.RUNNING else NOT_SENT
-                self._hold((rec.run_id, rec.task), Holder(rec.queue, rec.dispatch, keys, state,
+            if rec.status is TaskStatus.RUNNING or holds_slot(rec, spec):
+                rec.held = False  # a running task holds, whatever it said before
+                sent = STARTED if rec.status is TaskStatus.RUNNING else NOT_SENT
+                self._hold((rec.run_id, rec.task), Holder(rec.queue, rec.dispatch, keys, sent,
                                                           priority))
             else:
                 held.append((rec, keys, priority))

@@ -24,7 +24,7 @@ async def stored_limits(db: Database) -> dict[str, int]:
 
 
 class Limits:
-    """Owns both gates; ``install`` puts them in the writer's path."""
+    """Owns both gates and puts them in the writer's path as it is made."""
 
     def __init__(self, writer: Writer, store: Store, settings: GateSettings | None = None) -> None:
         self.writer = writer
