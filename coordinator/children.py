@@ -45,6 +45,11 @@ class Children:
         self.max_depth = max_depth
         self.max_children = max_children
         self._runs: dict[str, RunChildren] = {}
+        self.lend: Callable[[str, str], None] = lambda run_id, task: None
+        """A parent starts waiting for its children: the slots of its limits free meanwhile
+        (its children may need them), as its agent lends its own slot."""
+        self.reclaim: Callable[[str, str], None] = lambda run_id, task: None
+        """Its wait is over: it holds them again."""
 
     def of(self, run_id: str) -> RunChildren | None:
         return self._runs.get(run_id)
@@ -145,9 +150,11 @@ class Children:
             waiter.open = open_
             waiters.append(waiter)
         if waiters:
+            if req.parent not in rc.waiters:
+                self.lend(run_id, req.parent)
             rc.waiters[req.parent] = waiters
-        else:
-            rc.waiters.pop(req.parent, None)
+        elif rc.waiters.pop(req.parent, None) is not None:
+            self.reclaim(run_id, req.parent)
         return ChildrenState(open=open_, failed=failed)
 
     def _ended(self, run_id: str, rc: RunChildren, name: str, status: TaskStatus,
@@ -170,6 +177,7 @@ class Children:
             rc.waiters[parent] = kept
         else:
             del rc.waiters[parent]
+            self.reclaim(run_id, parent)
 
     # -- reports and timers --------------------------------------------------------------
 

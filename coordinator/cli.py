@@ -3,6 +3,7 @@
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -67,9 +68,35 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env("MAX_CHILD_DEPTH", str(DEFAULT_MAX_DEPTH)),
                    help="how deep child tasks may nest [FLOWFORGE_MAX_CHILD_DEPTH] "
                    "(default: %(default)s)")
+    p.add_argument("--release-window", type=_positive(int), default=env("RELEASE_WINDOW", "256"),
+                   metavar="N", help="task messages of one queue out and not started at once, "
+                   "at the least; more wait in the coordinator and go by priority "
+                   "[FLOWFORGE_RELEASE_WINDOW] (default: %(default)s)")
+    p.add_argument("--release-window-s", type=_positive(float),
+                   default=env("RELEASE_WINDOW_S", "0.5"), metavar="SECONDS",
+                   help="... or as many as the queue's agents take in this long at their pace, "
+                   "if more [FLOWFORGE_RELEASE_WINDOW_S] (default: %(default)s)")
+    p.add_argument("--priority-aging", type=_positive(float), default=env("PRIORITY_AGING", "30"),
+                   metavar="SECONDS", help="a waiting task or run gains one priority per this "
+                   "long waited, so nothing starves [FLOWFORGE_PRIORITY_AGING] "
+                   "(default: %(default)s)")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
                    help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
     return p
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """An argparse type: a number above 0."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above 0")
+        return value
+
+    return parse
 
 
 def _as_coordinator(opts: ConnectOptions, auth: AuthDir | None) -> ConnectOptions:
@@ -133,6 +160,9 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         agent_lost_after_s=ns.agent_lost_after,
         max_children=max(0, ns.max_children),
         max_child_depth=max(0, ns.max_child_depth),
+        release_window=ns.release_window,
+        release_window_s=ns.release_window_s,
+        priority_aging_s=ns.priority_aging,
         agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},
     )

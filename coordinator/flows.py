@@ -1,5 +1,7 @@
 """The registered flows, compiled once per version and kept in memory."""
 
+from collections.abc import Callable
+
 from coordinator.graph import CompiledFlow
 from coordinator.store import Store
 from protocol.errors import UnknownFlow
@@ -13,11 +15,15 @@ class FlowCache:
         self._store = store
         self._current: dict[str, CompiledFlow] = {}
         self._versions: dict[tuple[str, str], CompiledFlow] = {}
+        self.listeners: list[Callable[[CompiledFlow], None]] = []
+        """Told of each flow's current version as it is known (registered, or read)."""
 
     def put(self, spec: FlowSpec) -> CompiledFlow:
         compiled = CompiledFlow.compile(spec)
         self._current[spec.name] = compiled
         self._versions[(spec.name, compiled.version)] = compiled
+        for listener in self.listeners:
+            listener(compiled)
         return compiled
 
     async def current(self, name: str) -> CompiledFlow:

@@ -1,7 +1,7 @@
 """Operator actions on active or finished runs (cancel, retry, mark by hand), as scheduler
 steps: a mixin of the Scheduler, kept apart to keep each module short."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -18,6 +18,7 @@ class OperatorSteps:
 
     _runs: dict[str, RunState]
     mapper: Mapper
+    cancel_waiting: Callable[[str, float, Changes], list[TaskRecord] | None]
 
     def _queue(self, state: RunState, name: str, now: float, ch: Changes) -> None:
         raise NotImplementedError
@@ -28,8 +29,8 @@ class OperatorSteps:
     def cancel(self, run_id: str, now: float, ch: Changes) -> list[TaskRecord] | None:
         """Cancel an active run; returns the tasks that were queued or running (None: not active)."""
         state = self._runs.pop(run_id, None)
-        if state is None:
-            return None
+        if state is None:  # a run waiting for its turn is cancelled by coordinator.run_gate
+            return self.cancel_waiting(run_id, now, ch)
         instances = self.mapper.cancel(state, now, ch)
         self.mapper.forget(run_id)
         ch.withdrawn += [r for r in instances if r.attempt and r.started_at is None]

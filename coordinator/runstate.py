@@ -91,7 +91,7 @@ class RunState:
         """Note on each queued task why no agent can take it (or clear the note)."""
         changed = 0
         for rec in self.tasks.values():
-            if rec.status is not TaskStatus.QUEUED:
+            if rec.status is not TaskStatus.QUEUED or rec.held:  # a held one says its limit
                 continue
             reason = why(rec.queue, self.flow.tasks[rec.task].function)
             old = rec.note if rec.note and rec.note.startswith("waiting:") else None

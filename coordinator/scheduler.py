@@ -46,6 +46,7 @@ class Scheduler(OperatorSteps):
                              self.settings.backstop_s)
         self.children = Children(self.retry_delay_s, self.settings.backstop_s,
                                  self.settings.max_child_depth, self.settings.max_children)
+        self.cancel_waiting: Callable[[str, float, Changes], list[TaskRecord] | None] = lambda *_: None
 
     # -- run lifecycle -----------------------------------------------------------------
 

@@ -262,4 +262,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, parent, seq)
     ) WITHOUT ROWID;
     """,
+    # 12: concurrency limits and priorities: a task held back by a limit, a run's priority
+    # and why it waits, and the limits set over the API (``queue:<name>``)
+    """
+    ALTER TABLE task_instances ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE map_instances ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE child_tasks ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN note TEXT;
+    CREATE TABLE limits (
+        name TEXT PRIMARY KEY,
+        slots INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )

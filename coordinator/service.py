@@ -21,8 +21,11 @@ from coordinator.batches_api import BatchesApi
 from coordinator.children_api import ChildrenApi
 from coordinator.flows import FlowCache
 from coordinator.instances_api import InstancesApi
+from coordinator.limits import Limits
+from coordinator.limits_api import LimitsApi
 from coordinator.publisher import Publisher
 from coordinator.recovery import recover_runs, still_queued
+from coordinator.release_window import GateSettings
 from coordinator.schedule_clock import ScheduleClock
 from coordinator.scheduler import Scheduler, SchedulerSettings
 from coordinator.schedules_api import SchedulesApi
@@ -68,6 +71,13 @@ class CoordinatorConfig:
     """How deep child tasks may nest (a flow task's child is 1 deep)."""
     agent_identities: Mapping[str, Identity] = field(default_factory=dict)
     """Under authorization: each agent identity, with the queues and agent id it is bound to."""
+    release_window: int = 256
+    """Task messages of one queue out and not started at once (at the least); the rest wait
+    in the coordinator, best first."""
+    release_window_s: float = 0.5
+    """... or as many as the queue's agents take in this long at their pace, if more."""
+    priority_aging_s: float = 30.0
+    """A waiting task or run gains one priority per this many seconds waited."""
 
 
 class Coordinator:
@@ -86,6 +96,8 @@ class Coordinator:
         self.batches: BatchRunner | None = None
         self.scheduler: Scheduler
         """Built by ``start()``: its settings depend on the NATS server's max_payload."""
+        self.limits: Limits
+        """Built by ``start()``: the concurrency limits and priorities in the writer's path."""
         self.started = asyncio.Event()
         self._finished = asyncio.Event()
         self._running = False
@@ -128,8 +140,12 @@ class Coordinator:
                              trigger_prefix=self.subjects.trigger_prefix,
                              report_prefix=self.subjects.report_prefix,
                              agent_identities=self.config.agent_identities)
-        self.writer.before_commit.append(self._sweep_children)  # first: others see its changes
         self._js, self._flows, self._publisher = js, flows, publisher
+        self.limits = Limits(self.writer, self._store, GateSettings(
+            release_window=self.config.release_window, aging_s=self.config.priority_aging_s,
+            release_window_s=self.config.release_window_s))
+        self.writer.before_commit.insert(0, self._sweep_children)  # first: the gate sees it
+        await self.limits.load()
         self._api = Api(self._store, flows, self.writer, publisher, js, self.subjects,
                         self.config.lease_s, self.agents, max_reply_bytes=self._nc.max_payload)
         for summary in await self._store.list_flows():
@@ -149,7 +165,9 @@ class Coordinator:
                                      max_reply_bytes=self._nc.max_payload).handlers())
         self._api.route(BatchesApi(self.batches, flows, self.schedules,
                                    max_reply_bytes=self._nc.max_payload).handlers())
-        self._api.operations.reopen_checks.append(self.batches.check_reopen)
+        self._api.operations.reopen_checks += [self.batches.check_reopen,
+                                               self.limits.runs.check_reopen]
+        self._api.route(LimitsApi(self.limits).handlers())
         self._api.route(ChildrenApi(self.writer, self._store,
                                     max_reply_bytes=self._nc.max_payload).handlers())
 
@@ -163,7 +181,8 @@ class Coordinator:
         Reports first: a task that finished while the coordinator was down is not sent again.
         """
         assert self._store is not None and self.writer is not None
-        recovered = await recover_runs(self._store, self._flows, self.scheduler, time.time())
+        recovered = await recover_runs(self._store, self._flows, self.scheduler, time.time(),
+                                       self.limits)
         backlog = await self._apply_report_backlog()
         again = still_queued(self.scheduler, recovered.dispatches)
         await self._publisher.dispatch(again)

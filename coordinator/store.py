@@ -53,9 +53,8 @@ _only_dec = msgspec.json.Decoder(list[str])
 
 _RUN_COLS = (
     "run_id, flow, version, status, params, created_at, started_at, finished_at, "
-    "idempotency_key, source, counts, only_tasks, schedule, scheduled_for, batch"
+    "idempotency_key, source, counts, only_tasks, schedule, scheduled_for, batch, priority, note"
 )
-
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000")
 _TASKS_OF = f"SELECT {TASK_COLS} FROM task_instances WHERE run_id = ? ORDER BY task"
@@ -82,10 +81,10 @@ async def _write_batch(
                 new_runs = new_runs + [row for row, _ in changed_runs]
         if new_runs:
             await db.executemany(
-                f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(15)})", new_runs)
+                f"INSERT OR REPLACE INTO runs ({_RUN_COLS}) VALUES ({_marks(17)})", new_runs)
         if tasks:
             await db.executemany(
-                f"INSERT OR REPLACE INTO task_instances ({TASK_COLS}) VALUES ({_marks(21)})",
+                f"INSERT OR REPLACE INTO task_instances ({TASK_COLS}) VALUES ({_marks(22)})",
                 tasks)
         if logs:
             await db.executemany(
@@ -166,6 +165,7 @@ def _run_row(r: RunRecord) -> tuple[Any, ...]:
         r.run_id, r.flow, r.version, r.status.value, _enc.encode(r.params), r.created_at,
         r.started_at, r.finished_at, r.idempotency_key, r.source, _enc.encode(r.counts),
         None if r.only is None else _enc.encode(r.only), r.schedule, r.scheduled_for, r.batch,
+        r.priority, r.note,
     )
 
 
@@ -180,7 +180,7 @@ def _run_from_row(row: tuple[Any, ...]) -> RunRecord:
         finished_at=row[7], idempotency_key=row[8], source=row[9],
         counts=_counts_dec.decode(row[10]),
         only=None if row[11] is None else _only_dec.decode(row[11]),
-        schedule=row[12], scheduled_for=row[13], batch=row[14],
+        schedule=row[12], scheduled_for=row[13], batch=row[14], priority=row[15], note=row[16],
     )
 
 

@@ -14,7 +14,7 @@ from protocol.states import TaskStatus
 TASK_COLS = (
     "run_id, task, status, attempt, queue, agent_id, queued_at, started_at, finished_at, "
     "output, error_type, error_message, traceback, checkpoint, checkpoint_at, progress, "
-    "retry_at, note, history, deadline_at, dispatch"
+    "retry_at, note, history, deadline_at, dispatch, held"
 )
 _TASK_STATUS = {s.value: s for s in TaskStatus}
 _enc = msgspec.json.Encoder()
@@ -27,7 +27,7 @@ def task_row(r: TaskRecord) -> tuple[Any, ...]:
         r.started_at, r.finished_at, bytes(r.output),
         r.error_type, r.error_message, r.traceback, r.checkpoint, r.checkpoint_at,
         r.progress, r.retry_at, r.note, _enc.encode(r.history) if r.history else None,
-        r.deadline_at, r.dispatch,
+        r.deadline_at, r.dispatch, int(r.held),
     )
 
 
@@ -55,5 +55,5 @@ def task_from_row(row: tuple[Any, ...]) -> TaskRecord:
         error_message=row[11], traceback=row[12], checkpoint=row[13], checkpoint_at=row[14],
         progress=row[15], retry_at=row[16], note=row[17],
         history=_history_dec.decode(row[18]) if row[18] else [], deadline_at=row[19],
-        dispatch=row[20] or row[3],
+        dispatch=row[20] or row[3], held=bool(row[21]),
     )

@@ -138,6 +138,8 @@ class Writer:
         """Told of the runs each batch changed, once it is committed."""
         self.before_commit: list[Callable[[float, Batch], None]] = []
         """Called with each batch before it is committed: changes they add go in with it."""
+        self.start_run: Callable[..., object] = scheduler.start_run
+        """Starts a new run (``coordinator.limits`` puts its run limits in between)."""
 
     async def submit(self, fn: Callable[[float, "Batch"], Awaitable[Any]]) -> Any:
         """Run ``fn`` in the next batch; returns once its changes are committed."""
@@ -355,6 +357,7 @@ class Writer:
             run_id=new_run_id(), flow=request.flow, version=flow.version,
             params=dict(request.params), created_at=now, idempotency_key=key,
             source=request.source, only=sorted(only) if only is not None else None,
+            priority=flow.spec.priority if request.priority is None else request.priority,
             **(origin or {}),
         )
         if key:
@@ -363,7 +366,7 @@ class Writer:
         if only is not None:
             wanted = {i for t in only for i in flow.tasks[t].inputs if i not in only}
             reused = await self.store.last_outputs(request.flow, wanted)
-        self.scheduler.start_run(run, flow, now, batch.changes, reused)
+        self.start_run(run, flow, now, batch.changes, reused)
         return run
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from flowforge import batch_cli, graphs, render, runtime, schedule_cli, show_cli
+from flowforge import batch_cli, graphs, limit_cli, render, runtime, schedule_cli, show_cli
 from flowforge.batch_cli import add_batch_parser
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
@@ -40,6 +40,8 @@ EPILOG = """examples:
   flowforge run pipeline_simple --only clean_data,analyze_data --wait
   flowforge graph pipeline_simple
   flowforge batch submit pipeline_simple_ml --params params.jsonl --wait
+  flowforge run pipeline_simple --priority 5
+  flowforge limit set queue:gpu 2
   flowforge agents
   flowforge dashboard
 
@@ -103,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_auth_parser(sub)
     add_schedule_parser(sub)
     add_batch_parser(sub)
+    limit_cli.add_limit_parser(sub)
     return p
 
 
@@ -123,6 +126,8 @@ def _add_start_commands(cmd: AddCommand) -> None:
     c.add_argument("--only", metavar="TASK,TASK",
                    help="run just these tasks (a debug run); the others are skipped and "
                    "their last successful outputs are reused")
+    c.add_argument("--priority", type=int, metavar="N", help="the run's priority instead of its "
+                   "flow's: within a queue higher goes first (-1000 to 1000)")
     c.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -202,13 +207,15 @@ async def _register(c: Client, ns: argparse.Namespace) -> int:
 async def _run(c: Client, ns: argparse.Namespace) -> int:
     only = [t.strip() for t in ns.only.split(",") if t.strip()] if ns.only else None
     run = await c.start(ns.flow, _params(ns), idempotency_key=ns.idempotency_key, source="cli",
-                        only=only)
-    if not ns.wait:
+                        only=only, priority=ns.priority)
+    if not ns.json and run.note:  # pending for its turn, or cancelled by its concurrency key
+        out(f"run {run.run_id} of {run.flow} is {run.status.value}: {run.note}", file=sys.stderr)
+    if not ns.wait or run.status is RunStatus.CANCELLED:
         if ns.json:
             _print_json(run)
-        else:
+        elif not run.note:
             out(f"started run {run.run_id} of {run.flow}")
-        return runtime.EXIT_OK
+        return runtime.EXIT_FAILED if run.status is RunStatus.CANCELLED else runtime.EXIT_OK
     if not ns.json:
         out(f"started run {run.run_id} of {run.flow}; waiting…", file=sys.stderr)
     return await _wait_and_show(c, run.run_id, ns)
@@ -321,7 +328,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "register": _register, "run": _run, "runs": _runs, "show": show_cli.run, "flows": _flows,
     "graph": _graph, "rejected": _rejected, "agents": _agents, "cancel": _cancel,
     "retry": _retry, "mark": _mark, "logs": _logs, "schedule": schedule_cli.run,
-    "batch": batch_cli.run,
+    "batch": batch_cli.run, "limit": limit_cli.run,
 }
 
 

@@ -15,6 +15,7 @@ from flowforge.batch_calls import BatchCalls
 from flowforge.child_calls import ChildCalls
 from flowforge.connection import ConnectOptions, connect, denied
 from flowforge.jspub import JsPublisher
+from flowforge.limit_calls import LimitCalls
 from flowforge.map_calls import MapCalls
 from flowforge.registry import REGISTRY
 from flowforge.schedule_calls import ScheduleCalls
@@ -99,13 +100,13 @@ def decode_log_event(data: bytes) -> TaskLog | None:
 
 
 def _code_schedules(specs: list[FlowSpec]) -> dict[str, list[ScheduleSpec]]:
-    """The schedules written in code of the flows this process defined (and only those: a
-    flow defined elsewhere keeps its schedules)."""
+    """The code's schedules of the flows this process defined (a flow defined elsewhere
+    keeps its own)."""
     return {s.name: REGISTRY.schedules.get(s.name, []) for s in specs
             if REGISTRY.flows.get(s.name) is s}
 
 
-class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls):
+class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls):
     """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:
@@ -178,8 +179,7 @@ class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls):
                               f"read: {exc}") from None
 
     async def _request_unless_denied(self, subject: str, data: bytes) -> Any:
-        """``nc.request``, ended early when NATS says it refused the request (a refused
-        request is dropped and would only time out)."""
+        """``nc.request``, ended early when NATS refuses it (it would only time out)."""
         request = asyncio.ensure_future(self.nc.request(subject, data, timeout=self.timeout_s))
         while True:
             done, _ = await asyncio.wait({request}, timeout=DENIAL_CHECK_S)
@@ -281,12 +281,13 @@ class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls):
     # -- runs ----------------------------------------------------------------------------
 
     async def start(
-        self, flow: str, params: dict[str, Any] | None = None, *,
-        idempotency_key: str | None = None, source: str = "api", only: list[str] | None = None,
+        self, flow: str, params: dict[str, Any] | None = None, *, idempotency_key: str | None = None,
+        source: str = "api", only: list[str] | None = None, priority: int | None = None,
     ) -> RunRecord:
-        """Start a run; ``only`` runs just those tasks, reusing the others' last outputs."""
+        """Start a run; ``only`` runs just those tasks, reusing the others' last outputs;
+        ``priority`` instead of its flow's (higher goes first in its queues)."""
         body = api.StartRun(flow=flow, params=params or {}, idempotency_key=idempotency_key,
-                            source=source, only=only)
+                            source=source, only=only, priority=priority)
         return await self.request(body, RunRecord)
 
     async def cancel(self, run_id: str) -> RunRecord:

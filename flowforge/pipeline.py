@@ -4,9 +4,12 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import msgspec
+
 from flowforge.introspect import bind_plan, doc_and_source, function_ref
 from flowforge.registry import REGISTRY
 from flowforge.schedules import schedule_specs
+from protocol.concurrency import ConcurrencySpec
 from protocol.dag import PARAM_PREFIX, validate_flow
 from protocol.errors import DuplicateTask, InvalidFlow, InvalidOption
 from protocol.flows import FlowSpec, ParamSpec, TaskSpec
@@ -26,6 +29,7 @@ _OPTIONS: dict[str, tuple[type, ...]] = {
     "max_active": (int,),
     "allow_failures": (int, float),
     "chunk": (int,),
+    "priority": (int,),
 }
 
 
@@ -38,18 +42,21 @@ def register_task_pipeline(
     description: str = "",
     defaults: Mapping[str, Any] | None = None,
     schedules: Iterable[Mapping[str, Any]] | None = None,
+    priority: int = 0,
+    max_active_runs: int | None = None,
+    concurrency: Mapping[str, Any] | None = None,
 ) -> FlowSpec:
     """Define a flow from ``{task_name: {"function": f, "depends_on": [...], ...}}``.
 
-    Validates the whole definition (unknown dependency, cycle, duplicate, a function
-    agents cannot import, options of the wrong type) and raises an ``InvalidFlow``
-    naming the offender; nothing is registered then. The flow is stored by the
-    coordinator when ``flowforge register``/``flowforge dev`` send it, or by
-    ``Client.register``. ``clear_existing_flow_in_db=False`` keeps an existing
-    flow's definition and refuses a different one. ``defaults`` gives options
-    (``retries``, ``retry_delay``, ``timeout``, ``queue``) to every task that does not
-    set them itself. ``schedules`` (``Schedule(...)``) start it on time once registered;
-    a schedule removed here is removed from the coordinator at the next registration.
+    Validates the whole definition (unknown dependency, cycle, duplicate, a function agents
+    cannot import, options of the wrong type) and raises an ``InvalidFlow`` naming the
+    offender; nothing is registered then. The flow is stored by the coordinator when
+    ``flowforge register``/``flowforge dev`` send it, or by ``Client.register``.
+    ``clear_existing_flow_in_db=False`` keeps an existing flow's definition and refuses a
+    different one. ``defaults`` gives options (``retries``, ``retry_delay``, ``timeout``,
+    ``queue``) to every task that does not set them itself. ``schedules`` (``Schedule(...)``)
+    start it on time once registered; a schedule removed here is removed from the coordinator
+    at the next registration. ``priority``, ``max_active_runs``, ``concurrency``: docs/limits.md.
     """
     if not isinstance(flow_name, str) or not is_valid_name(flow_name):
         raise InvalidFlow(
@@ -68,9 +75,9 @@ def register_task_pipeline(
         spec, fn = _task_spec(flow_name, name, merged, names, described)
         tasks.append(spec)
         functions[spec.function] = fn
-    flow = FlowSpec(
-        name=flow_name, tasks=tuple(tasks), display_name=display_name, description=description
-    )
+    limits = _flow_limits(flow_name, priority, max_active_runs, concurrency)
+    flow = FlowSpec(name=flow_name, tasks=tuple(tasks), display_name=display_name,
+                    description=description, **limits)
     validate_flow(flow)
     specs = schedule_specs(flow_name, schedules)
     REGISTRY.add(flow, functions, replace=clear_existing_flow_in_db)
@@ -79,6 +86,24 @@ def register_task_pipeline(
 
 
 _DEFAULTABLE = ("queue", "retries", "retry_delay", "timeout")
+
+
+def _flow_limits(flow: str, priority: Any, max_active_runs: Any,
+                 concurrency: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The flow's priority and run limits, their types checked (their ranges are checked with
+    the rest of the flow); ``concurrency`` as the flow stores it."""
+    for option, value in (("priority", priority), ("max_active_runs", max_active_runs)):
+        if not isinstance(value, int | None) or isinstance(value, bool):
+            raise InvalidOption(flow, None, option, f"must be int, got {type(value).__name__}")
+    spec = None
+    if concurrency is not None:
+        try:
+            spec = msgspec.convert(dict(concurrency), ConcurrencySpec)
+        except (msgspec.ValidationError, TypeError, ValueError) as exc:
+            raise InvalidOption(flow, None, "concurrency", f"{exc}; give "
+                                '{"key": "{params.customer}", "limit": 1, "strategy": '
+                                '"queue" | "cancel_newest" | "cancel_in_progress"}') from None
+    return {"priority": priority, "max_active_runs": max_active_runs, "concurrency": spec}
 
 
 def _defaults(flow: str, defaults: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -147,7 +172,7 @@ def _task_spec(
         map_over=map_over,
         max_active=options.get("max_active"),
         allow_failures=float(options.get("allow_failures", 0)),
-        chunk=options.get("chunk", 1),
+        chunk=options.get("chunk", 1), priority=options.get("priority", 0),
         yields=inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn),
     ), fn
 
@@ -182,8 +207,12 @@ class Flow:
 
     def __init__(self, name: str, *, display_name: str = "", description: str = "",
                  defaults: Mapping[str, Any] | None = None,
-                 schedules: Iterable[Mapping[str, Any]] | None = None) -> None:
+                 schedules: Iterable[Mapping[str, Any]] | None = None,
+                 **limits: Any) -> None:
+        """``limits``: ``priority``, ``max_active_runs``, ``concurrency`` as in
+        ``register_task_pipeline``."""
         self.name = name
+        self.limits = limits
         self.schedules = list(schedules or [])
         self.display_name = display_name
         self.description = description
@@ -213,4 +242,5 @@ class Flow:
             description=self.description,
             defaults=self.defaults,
             schedules=self.schedules,
+            **self.limits,
         )

@@ -116,6 +116,7 @@ def show_run(detail: RunDetail, spec: FlowSpec | None,
     ]
     if run.only is not None:
         out.append(f"partial run: only {', '.join(run.only)}")
+    out += [line for line in (f"priority {run.priority}" * bool(run.priority), run.note) if line]
     if run.schedule is not None or run.batch is not None:
         out.append("  ".join(part for part in (
             f"schedule {run.schedule}" if run.schedule else "",
@@ -125,8 +126,8 @@ def show_run(detail: RunDetail, spec: FlowSpec | None,
     tasks = ordered(detail, spec)
     out.append(table(
         ["task", "status", "attempt", "agent", "started", "duration", "output"],
-        [[t.task, t.status.value, str(t.attempt), t.agent_id or "-", clock(t.started_at),
-          duration(t.started_at, t.finished_at),
+        [[t.task, t.status.value + " (held)" * t.held, str(t.attempt), t.agent_id or "-",
+          clock(t.started_at), duration(t.started_at, t.finished_at),
           cut(bytes(t.output).decode()) if t.status is TaskStatus.SUCCEEDED else "-"]
          for t in tasks],
     ))

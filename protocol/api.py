@@ -6,6 +6,7 @@ import msgspec
 
 from protocol.batch_api import BATCH_REQUESTS
 from protocol.children import CHILD_REQUESTS, TaskPath
+from protocol.concurrency import LIMIT_REQUESTS, Priority
 from protocol.fields import Key, ListLimit, Name, Text, Token
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_ID_CHARS, MAX_LIST_LIMIT
@@ -51,6 +52,8 @@ class StartRun(msgspec.Struct, frozen=True, kw_only=True):
     source: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{1,16}$")] = "api"
     only: list[Name] | None = None
     """Run just these tasks; the rest are skipped, reusing their last successful outputs."""
+    priority: Priority | None = None
+    """The run's priority (None: its flow's)."""
 
 
 class GetRun(msgspec.Struct, frozen=True, kw_only=True):
@@ -232,6 +235,7 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     ("schedules", "trigger"): TriggerSchedule,
     **BATCH_REQUESTS,
     **CHILD_REQUESTS,
+    **LIMIT_REQUESTS,
 }
 
 class RawReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,6 +4,7 @@ import graphlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from protocol.concurrency import MAX_LIMIT, MAX_PRIORITY, template_params, template_problem
 from protocol.errors import (
     CycleError,
     DuplicateTask,
@@ -58,6 +59,29 @@ def validate_flow(spec: FlowSpec) -> None:
     if cycle:
         raise CycleError(spec.name, cycle)
     _validate_inputs(spec, deps)
+    _validate_limits(spec)
+
+
+def _validate_limits(spec: FlowSpec) -> None:
+    """Priorities and concurrency limits of the flow and its tasks are in range."""
+    checks: list[tuple[str | None, str, int | None, int, int]] = [
+        (None, "priority", spec.priority, -MAX_PRIORITY, MAX_PRIORITY),
+        (None, "max_active_runs", spec.max_active_runs, 1, MAX_LIMIT)]
+    if spec.concurrency is not None:
+        checks.append((None, "concurrency.limit", spec.concurrency.limit, 1, MAX_LIMIT))
+        problem = template_problem(spec.concurrency.key)
+        known = spec.param_specs()
+        missing = [p for p in template_params(spec.concurrency.key) if p not in known]
+        if problem is None and missing and not spec.accepts_any_param():
+            problem = f"{{params.{missing[0]}}} is not a parameter of any of its tasks"
+        if problem is not None:
+            raise InvalidOption(spec.name, None, "concurrency.key", problem)
+    for task in spec.tasks:
+        checks += [(task.name, "priority", task.priority, -MAX_PRIORITY, MAX_PRIORITY),
+                   (task.name, "max_active", task.max_active, 1, MAX_LIMIT)]
+    for task_name, option, value, low, high in checks:
+        if value is not None and not low <= value <= high:
+            raise InvalidOption(spec.name, task_name, option, f"must be {low:,} to {high:,}")
 
 
 def _validate_inputs(spec: FlowSpec, deps: Mapping[str, Sequence[str]]) -> None:
@@ -128,8 +152,7 @@ MAX_CHUNK = 10_000
 
 def _validate_map(flow: str, task: Any) -> None:
     if task.map_over is None:
-        for option, value in (("max_active", task.max_active),
-                              ("allow_failures", task.allow_failures or None),
+        for option, value in (("allow_failures", task.allow_failures or None),
                               ("chunk", None if task.chunk == 1 else task.chunk)):
             if value is not None:
                 raise InvalidOption(flow, task.name, option, "applies to a mapped task only "

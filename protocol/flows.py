@@ -4,6 +4,8 @@ import hashlib
 
 import msgspec
 
+from protocol.concurrency import ConcurrencySpec
+
 JSON_TYPES = ("int", "float", "str", "bool", "list", "dict")
 
 
@@ -47,7 +49,10 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A mapped task: one instance per item of this upstream task's output (a JSON list), or
     of the run parameter ``param:<name>``; each gets ``item`` and ``map_index`` by name."""
     max_active: int | None = None
-    """A mapped task's instances queued or running at once (None: no limit of its own)."""
+    """A mapped task's instances queued or running at once within its run; any other task's
+    instances queued or running at once across all runs (None: no limit of its own)."""
+    priority: int = 0
+    """Added to its run's priority: within a queue, higher goes first."""
     allow_failures: float = 0
     chunk: int = 1
     yields: bool = False
@@ -66,6 +71,12 @@ class FlowSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     tasks: tuple[TaskSpec, ...]
     display_name: str = ""
     description: str = ""
+    priority: int = 0
+    """Its runs' priority unless a run is started with its own."""
+    max_active_runs: int | None = None
+    """Runs going at once; more wait (pending) and start in order as others end."""
+    concurrency: ConcurrencySpec | None = None
+    """Runs going at once per key rendered from the run's parameters."""
 
     def version(self) -> str:
         """Content hash: the same definition always gets the same version."""

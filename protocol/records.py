@@ -53,6 +53,9 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     """Every finished attempt, oldest first (the last one is also in the fields above)."""
     note: str | None = None
     """Why it is in this state when that is not obvious (e.g. skipped by a partial run)."""
+    held: bool = False
+    """Queued but held back by a concurrency limit: its message is not sent yet (the note
+    says which limit and who holds it)."""
 
 
 class TaskEvents(msgspec.Struct, kw_only=True):
@@ -94,6 +97,11 @@ class RunRecord(msgspec.Struct, kw_only=True):
     """A scheduled run's nominal time (UTC epoch seconds): the time whose data it handles."""
     batch: str | None = None
     """The batch whose item it runs, if a batch started it."""
+    priority: int = 0
+    """Its tasks go before those of lower priority in their queues (the flow's, unless the
+    run was started with its own)."""
+    note: str | None = None
+    """Why it is pending or was cancelled when that is not obvious (a concurrency limit)."""
 
 
 class RunDetail(msgspec.Struct, kw_only=True):

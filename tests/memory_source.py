@@ -15,6 +15,7 @@ from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchItem, BatchRecord, BatchState, ItemStatus
 from protocol.children import CHILD_SEP, ChildInfo, ChildList, child_name
+from protocol.concurrency import LimitInfo
 from protocol.errors import NotConnected, RemoteError, UnknownBatch, UnknownFlow, UnknownRun
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_LOG_KEPT_CHARS
@@ -65,6 +66,8 @@ class MemorySource:
         self.batch_records = {b.batch_id: b for b, _ in batches}
         self.batch_items = {b.batch_id: list(items) for b, items in batches}
         """Items by batch, in sequence order; counts are taken from them when asked."""
+        self.limit_list: list[LimitInfo] = []
+        """What ``limits`` answers (a test sets it)."""
         self.batch_queries: list[tuple[str, int, int, str | None]] = []
         """Every ``batch`` call: (ref, items, after_seq, status)."""
         self.map_instances: dict[tuple[str, str], dict[int, TaskRecord]] = {}
@@ -366,3 +369,8 @@ class MemorySource:
         self._check()
         self.calls.append(("cancel_batch", ref))
         return self._set_state(ref, BatchState.CANCELLED)
+
+    async def limits(self, holders: int = 20) -> list[LimitInfo]:
+        self._check()
+        self.calls.append(("limits", holders))
+        return list(self.limit_list)

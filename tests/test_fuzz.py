@@ -87,6 +87,9 @@ API = {  # verb: a valid body
     "batches.resume": {"batch": "fz"},
     "batches.cancel": {"batch": "fz"},
     "batches.backfill": {"schedule": "fz", "start": 0.0, "end": 7200.0, "dry_run": True},
+    "limits.set": {"name": "queue:fz", "limit": 2},
+    "limits.list": {"holders": 5},
+    "limits.delete": {"name": "queue:fz"},
 }
 
 # -- hostile values --------------------------------------------------------------------------

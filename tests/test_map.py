@@ -98,9 +98,9 @@ async def test_an_instance_is_retried_like_a_task(coordinator, start_agent, clie
 
 
 def test_a_mapped_task_must_map_over_an_upstream_task_or_a_parameter() -> None:
-    with pytest.raises(InvalidOption, match="max_active"):
+    with pytest.raises(InvalidOption, match="chunk"):  # max_active limits any task now
         mapflows.register_task_pipeline(flow_name="bad", pipeline={
-            "a": {"function": mapflows.numbers, "max_active": 2}})
+            "a": {"function": mapflows.numbers, "chunk": 2}})
     with pytest.raises(InvalidOption, match="must be 1 or more"):
         mapflows.register_fan(max_active=0)
 

@@ -23,6 +23,7 @@ from tui.flows_view import FlowsView
 from tui.follower import Follower
 from tui.hub import Hub
 from tui.instances_view import InstancesScreen
+from tui.limits_view import LimitsScreen
 from tui.model import Dirty, Model
 from tui.operator import Operator
 from tui.problems_view import ProblemsView
@@ -31,7 +32,7 @@ from tui.runs_view import RunsView
 from tui.schedules_view import SchedulesView
 from tui.source import DataSource
 
-RUN_SCREENS = (RunScreen, InstancesScreen, ChildrenScreen)
+RUN_SCREENS = (RunScreen, InstancesScreen, ChildrenScreen, LimitsScreen)
 """The screens of one run: a tab's key leaves them all."""
 FLUSH_S = 0.05
 """Events are applied at once but drawn at most this often: a busy run stays cheap to watch."""
@@ -43,9 +44,9 @@ EPILOG = """examples:
 keys: f flows, r runs, a agents, p problems, enter open (on a mapped task: its instances,
 failed first; on a task with children, k too: its children, failed first, and enter on a child
 its own), t trigger, c cancel, y retry,
-w schedules (u pause or resume, n run now), b batches (enter its items, enter on an item its
-run, u pause or resume, c cancel), m mark a task, o a task's whole output,
-g its whole log, l load more runs,
+w schedules (u pause or resume, n run now), L limits (holders and waiters),
+b batches (enter its items, enter on an item its run, u pause or resume, c cancel),
+m mark a task, o a task's whole output, g its whole log, l load more runs,
 in a DAG: arrows move, - / + zoom out / in, x collapse or expand a group, X all groups,
 s stack or unstack wide fan-outs,
 escape back, ctrl+p command palette, q quit
@@ -64,6 +65,7 @@ class DashboardApp(App[None]):
         Binding("p", "show_tab('problems')", "Problems"),
         Binding("w", "show_tab('schedules')", "Schedules"),
         Binding("b", "show_tab('batches')", "Batches"),
+        Binding("L", "limits", "Limits", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -138,6 +140,11 @@ class DashboardApp(App[None]):
         self.query_one("#tabs", TabbedContent).active = tab
         self.query_one(self.FOCUS[tab]).focus()
 
+    def action_limits(self) -> None:
+        """Concurrency limits with their holders and waiters (a screen over the tabs)."""
+        if not isinstance(self.screen, LimitsScreen | ModalScreen):
+            self.push_screen(LimitsScreen())
+
     def open_run(self, run_id: str) -> None:
         while len(self.screen_stack) > 1 and isinstance(self.screen, RUN_SCREENS):
             self.pop_screen()
@@ -148,6 +155,8 @@ class DashboardApp(App[None]):
         for tab in self.FOCUS:
             yield SystemCommand(f"Show {tab}", f"the {tab} view",
                                 lambda tab=tab: self.action_show_tab(tab))
+        yield SystemCommand("Show limits", "concurrency limits, their holders and waiters (L)",
+                            self.action_limits)
         model = self.hub.model
         for flow in model.flows_view():
             yield SystemCommand(f"Trigger {flow.name}", "start a run with parameters",

@@ -14,6 +14,7 @@ from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchRecord
 from protocol.children import ChildList
+from protocol.concurrency import LimitInfo
 from protocol.errors import NotConnected
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from tui.source import LinkDown, LinkUp, SourceEvent
@@ -169,3 +170,6 @@ class ClientSource:
 
     async def cancel_batch(self, ref: str) -> BatchRecord:
         return await self._guard(self.client.cancel_batch(ref))
+
+    async def limits(self, holders: int = 20) -> list[LimitInfo]:
+        return await self._guard(self.client.limits(holders))

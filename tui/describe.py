@@ -157,6 +157,9 @@ def run_header(run: RunRecord, now: float) -> Text:
                 f"{json.dumps(run.params, sort_keys=True)}", style="grey70")
     if run.only is not None:
         head.append(f"\npartial run: only {', '.join(run.only)}", style="italic")
+    if run.priority or run.note:  # a run waiting for its turn says why
+        head.append(safe("\n" + "  ".join(filter(None, (
+            f"priority {run.priority}" if run.priority else "", run.note)))), style="italic")
     return head
 
 

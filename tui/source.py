@@ -8,6 +8,7 @@ from protocol.api import FlowDetail, MapInstances, ScheduleDetail
 from protocol.batch_api import BatchDetail
 from protocol.batches import BatchRecord
 from protocol.children import ChildList
+from protocol.concurrency import LimitInfo
 from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import (
     AgentInfo,
@@ -132,6 +133,10 @@ class DataSource(Protocol):
     async def resume_batch(self, ref: str) -> BatchRecord: ...
 
     async def cancel_batch(self, ref: str) -> BatchRecord: ...
+
+    async def limits(self, holders: int = 20) -> list[LimitInfo]:
+        """Every concurrency limit with the first ``holders`` of its holders and waiters."""
+        ...
 
 
 async def load_snapshot(source: DataSource, runs_limit: int = 200,
