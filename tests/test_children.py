@@ -242,3 +242,18 @@ async def test_a_child_on_a_queue_no_agent_serves_says_why_it_waits(
 
     await wait_for(noted, timeout_s=30)
     await client.cancel(run.run_id)
+
+
+async def test_a_parent_waiting_for_its_children_lends_its_queue_limit_slot_too(
+    coordinator, start_agent, client: Client
+) -> None:
+    """queue:default allows one task at a time; the parent takes it, then waits for children
+    on the same queue: without lending the limit's slot they could never start."""
+    await client.register(childflows.register_all())
+    await client.set_limit("queue:default", 1)
+    await start_agent(concurrency=4)
+    detail = await _run(client, "nest", {"width": 3})
+    assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
+    assert _output(detail) == sum(x * 10 + i for x in range(3) for i in range(3))
+    [limit] = [lim for lim in await client.limits() if lim.name == "queue:default"]
+    assert limit.holding == 0 and not limit.waiting
