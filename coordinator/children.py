@@ -222,11 +222,7 @@ class Children:
     def _failed(self, state: RunState, rc: RunChildren, child: Child, msg: TaskFailed,
                 now: float, ch: Changes) -> None:
         rec = child.rec
-        rec.agent_id, rec.finished_at = msg.agent_id, msg.at
-        rec.started_at = msg.started_at or rec.started_at
-        rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
-        outcome = {"TaskTimeout": "timed_out", "AgentLost": "lost"}.get(msg.error_type, "failed")
-        RunState.close_attempt(rec, outcome, msg.at)
+        RunState.close_failed(rec, msg)
         if rec.attempt - child.base <= child.spec.retries:
             rec.retry_at = now + self._retry_delay_s(child.spec.retry_delay_s, rec.attempt)
             rec.status = TaskStatus.RETRY_WAIT
@@ -247,11 +243,8 @@ class Children:
             return True
         if rec.status is TaskStatus.RUNNING and rec.deadline_at and now >= rec.deadline_at - 0.001:
             ch.tasks[(state.run.run_id, name)] = rec
-            self._failed(state, rc, child, TaskFailed(
-                run_id=state.run.run_id, task=name, attempt=rec.attempt,
-                agent_id=rec.agent_id or "", delivery=rec.attempt - rec.dispatch + 1, at=now,
-                error_type="AgentLost", message=f"no result {self.backstop_s:g} s past its "
-                f"timeout; agent {rec.agent_id} was probably lost"), now, ch)
+            self._failed(state, rc, child, RunState.lost_past_deadline(
+                state.run.run_id, rec, now, self.backstop_s), now, ch)
             return True
         return False
 

@@ -234,11 +234,7 @@ class Mapper(ItemsPart):
                 msg: TaskFailed, now: float, ch: Changes, settle: bool = True) -> None:
         """An instance's attempt failed: it waits for its retry, or it (every item of its
         chunk) failed; with ``settle``, the mapped task then moves on."""
-        rec.agent_id, rec.finished_at = msg.agent_id, msg.at
-        rec.started_at = msg.started_at or rec.started_at
-        rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
-        outcome = {"TaskTimeout": "timed_out", "AgentLost": "lost"}.get(msg.error_type, "failed")
-        RunState.close_attempt(rec, outcome, msg.at)
+        RunState.close_failed(rec, msg)
         spec = state.flow.tasks[ms.task]
         if rec.attempt <= spec.retries:
             rec.retry_at = now + self._retry_delay_s(spec.retry_delay_s, rec.attempt)
@@ -267,11 +263,8 @@ class Mapper(ItemsPart):
             return True
         if rec.status is TaskStatus.RUNNING and rec.deadline_at and now >= rec.deadline_at - 0.001:
             ch.tasks[(state.run.run_id, name)] = rec
-            self._failed(state, ms, index, rec, TaskFailed(
-                run_id=state.run.run_id, task=name, attempt=rec.attempt,
-                agent_id=rec.agent_id or "", delivery=rec.attempt - rec.dispatch + 1, at=now,
-                error_type="AgentLost", message=f"no result {self.backstop_s:g} s past its "
-                f"timeout; agent {rec.agent_id} was probably lost"), now, ch)
+            self._failed(state, ms, index, rec, RunState.lost_past_deadline(
+                state.run.run_id, rec, now, self.backstop_s), now, ch)
             return True
         return False
 

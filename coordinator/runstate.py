@@ -8,7 +8,7 @@ import msgspec
 
 from coordinator.changes import Changes
 from coordinator.graph import CompiledFlow
-from protocol.messages import TaskDispatch
+from protocol.messages import TaskDispatch, TaskFailed
 from protocol.records import Attempt, RunRecord, TaskRecord
 from protocol.states import TASK_DONE_OK, TASK_FINAL, TASK_NOT_OK, RunStatus, TaskStatus
 
@@ -73,6 +73,26 @@ class RunState:
             error_type=rec.error_type, error_message=rec.error_message,
         ))
         rec.deadline_at = None
+
+    @staticmethod
+    def close_failed(rec: TaskRecord, msg: TaskFailed) -> None:
+        """A failure report's attempt ends: its agent, times and error go on the record (the
+        agent's own start stamp wins) and into its history."""
+        rec.agent_id, rec.finished_at = msg.agent_id, msg.at
+        rec.started_at = msg.started_at or rec.started_at
+        rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
+        outcome = {"TaskTimeout": "timed_out", "AgentLost": "lost"}.get(msg.error_type, "failed")
+        RunState.close_attempt(rec, outcome, msg.at)
+
+    @staticmethod
+    def lost_past_deadline(run_id: str, rec: TaskRecord, now: float,
+                           backstop_s: float) -> TaskFailed:
+        """The failure a running task gets when no report came by its deadline."""
+        return TaskFailed(
+            run_id=run_id, task=rec.task, attempt=rec.attempt, agent_id=rec.agent_id or "",
+            delivery=rec.attempt - rec.dispatch + 1, at=now, error_type="AgentLost",
+            message=f"no result {backstop_s:g} s past its timeout; agent {rec.agent_id} was "
+            "probably lost")
 
     @staticmethod
     def close_lost_attempts(rec: TaskRecord, attempt: int, at: float) -> None:

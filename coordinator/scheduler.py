@@ -224,12 +224,7 @@ class Scheduler(OperatorSteps):
     def _fail(
         self, state: RunState, rec: TaskRecord, msg: TaskFailed, now: float, ch: Changes
     ) -> None:
-        rec.agent_id = msg.agent_id
-        rec.started_at = msg.started_at or rec.started_at  # the agent's own stamp wins
-        rec.finished_at = msg.at
-        rec.error_type, rec.error_message, rec.traceback = msg.error_type, msg.message, msg.traceback
-        outcome = {"TaskTimeout": "timed_out", "AgentLost": "lost"}.get(msg.error_type, "failed")
-        RunState.close_attempt(rec, outcome, msg.at)
+        RunState.close_failed(rec, msg)
         spec = state.flow.tasks[rec.task]
         if rec.attempt <= spec.retries:
             delay = self.retry_delay_s(spec.retry_delay_s, rec.attempt)
@@ -259,13 +254,8 @@ class Scheduler(OperatorSteps):
         if rec.status is TaskStatus.RUNNING and rec.deadline_at and now >= rec.deadline_at - 0.001:
             ch.tasks[(run_id, task)] = rec
             ch.runs[run_id] = state.run
-            self._fail(state, rec, TaskFailed(
-                run_id=run_id, task=task, attempt=rec.attempt, agent_id=rec.agent_id or "",
-                delivery=rec.attempt - rec.dispatch + 1,
-                at=now, error_type="AgentLost",
-                message=(f"no result {self.settings.backstop_s:g} s past its timeout; agent "
-                         f"{rec.agent_id} was probably lost"),
-            ), now, ch)
+            self._fail(state, rec, RunState.lost_past_deadline(
+                run_id, rec, now, self.settings.backstop_s), now, ch)
             return True
         return False
 
