@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-lost-after", type=float, default=env("AGENT_LOST_AFTER", "15"),
                    metavar="SECONDS", help="an agent silent this long is reported lost "
                    "[FLOWFORGE_AGENT_LOST_AFTER] (default: %(default)s)")
+    p.add_argument("--replicas", type=int, choices=range(1, 6), metavar="N",
+                   default=env("REPLICAS"),
+                   help="copies of each JetStream stream on a NATS cluster [FLOWFORGE_REPLICAS] "
+                   "(default: 3 when the server is one of a cluster of three or more, else 1)")
     p.add_argument("--max-children", type=int, metavar="N",
                    default=env("MAX_CHILDREN", str(DEFAULT_MAX_CHILDREN)),
                    help="child tasks one run may spawn [FLOWFORGE_MAX_CHILDREN] "
@@ -158,6 +162,7 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         db_path=ns.db or ns.data_dir / "flowforge.db",
         lease_s=ns.lease,
         agent_lost_after_s=ns.agent_lost_after,
+        replicas=None if ns.replicas is None else int(ns.replicas),
         max_children=max(0, ns.max_children),
         max_child_depth=max(0, ns.max_child_depth),
         release_window=ns.release_window,

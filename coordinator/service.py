@@ -38,6 +38,7 @@ from flowforge.jetstream import (
     INBOX_ACK_WAIT_S,
     ensure_streams,
     ensure_task_consumer,
+    replicas_for,
 )
 from flowforge.puller import Puller
 from flowforge.runtime import start_or_close
@@ -65,6 +66,8 @@ class CoordinatorConfig:
     db_path: Path
     lease_s: float = DEFAULT_LEASE_S
     agent_lost_after_s: float = 15.0
+    replicas: int | None = None
+    """Copies of each stream on a NATS cluster (None: 3 on a cluster of three or more, else 1)."""
     max_children: int = DEFAULT_MAX_CHILDREN
     """Child tasks one run may have."""
     max_child_depth: int = DEFAULT_MAX_DEPTH
@@ -128,7 +131,11 @@ class Coordinator:
             max_children=self.config.max_children, max_child_depth=self.config.max_child_depth,
         ))
         try:
-            await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S))
+            if not self._nc._server_info.get("jetstream"):  # else: wait while it elects leaders
+                raise ServiceUnavailableError
+            replicas = self.config.replicas or replicas_for(self._nc._server_info)
+            await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S),
+                                 replicas)
         except (ServiceUnavailableError, NoRespondersError):
             raise NotConnected(
                 f"NATS at {self.config.connect.url} has no JetStream: start nats-server with "

@@ -71,6 +71,7 @@ class EmbeddedNats:
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
         login: tuple[str | None, str | None, str | None] = (None, None, None),
+        extra_conf: str = "",
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -82,6 +83,8 @@ class EmbeddedNats:
         self.user, self.password, self.token = login
         """One login for everything (``--user/--password`` or ``--token`` of the process that
         embeds the server); ``auth_conf`` is the way to roles."""
+        self.extra_conf = extra_conf
+        """More of the server's config (a cluster block and server_name, for a node of one)."""
         self.url = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -105,7 +108,7 @@ class EmbeddedNats:
         elif self.user:
             text += (f"authorization {{\n  user: {json.dumps(self.user)}\n"
                      f"  password: {json.dumps(self.password or '')}\n}}\n")
-        conf.write_text(text)
+        conf.write_text(text + self.extra_conf)
         conf.chmod(0o600)
         return conf
 

@@ -1,11 +1,17 @@
 """Idempotent setup of FlowForge's JetStream streams and consumers."""
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 
+from protocol.errors import FlowForgeError
 from protocol.subjects import Subjects
 
 log = logging.getLogger("flowforge.jetstream")
@@ -13,35 +19,70 @@ log = logging.getLogger("flowforge.jetstream")
 DEFAULT_LEASE_S = 30.0
 INBOX_ACK_WAIT_S = 5.0
 DUPLICATE_WINDOW_S = 120.0
+
+
+class StreamMismatch(FlowForgeError):
+    """A stream exists with settings this process cannot bring it to."""
 MAX_ACK_PENDING = 20_000
+JS_READY_S = 60.0
+"""How long a start waits for JetStream to answer (a cluster electing its leaders)."""
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subject: str) -> None:
-    """Create a work-queue stream, or bring an existing one to this config."""
+def replicas_for(server_info: dict[str, Any]) -> int:
+    """Copies of each stream when none is asked for: 3 on a cluster of three or more servers
+    (as the server that answered sees it), else 1."""
+    if not server_info.get("cluster"):
+        return 1
+    others = len(server_info.get("connect_urls") or [])  # the cluster's servers it told us of
+    return 3 if others >= 3 else 1
+
+
+async def ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int = 1) -> None:
+    """Create a work-queue stream, or bring an existing one to this config; an existing one
+    that differs is said so (and its replicas changed, which JetStream can do in place)."""
     config = StreamConfig(
         name=name,
         subjects=[subject],
         retention=RetentionPolicy.WORK_QUEUE,
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=replicas,
     )
     try:
         await js.add_stream(config)
+        return
     except BadRequestError:
+        pass
+    current = (await js.stream_info(name)).config
+    differs = [f"{what} {had!r} (asked {want!r})" for what, had, want in (
+        ("replicas", current.num_replicas or 1, replicas),
+        ("retention", current.retention, config.retention),
+        ("storage", current.storage, config.storage)) if had != want]
+    if differs:
+        log.warning("stream %s exists with other settings: %s; updating it", name,
+                    ", ".join(differs))
+    try:
         await js.update_stream(config)
+    except BadRequestError as exc:
+        raise StreamMismatch(
+            f"stream {name} exists with other settings ({', '.join(differs) or exc}) and "
+            f"cannot take this coordinator's: {exc}; start it with settings that match, or "
+            "move the stream aside") from None
 
 
 async def ensure_streams(
-    js: JetStreamContext, subjects: Subjects, inbox_ack_wait_s: float = INBOX_ACK_WAIT_S
+    js: JetStreamContext, subjects: Subjects, inbox_ack_wait_s: float = INBOX_ACK_WAIT_S,
+    replicas: int = 1,
 ) -> None:
     """The three streams and the coordinator's two consumers (safe to call on every start).
 
     ``inbox_ack_wait_s`` is how soon reports and triggers that a crashed coordinator had
     fetched but not acknowledged come back to its successor.
     """
-    await ensure_stream(js, subjects.tasks_stream, subjects.wildcard("task"))
-    await ensure_stream(js, subjects.reports_stream, subjects.wildcard("report"))
-    await ensure_stream(js, subjects.triggers_stream, subjects.wildcard("trigger"))
+    for stream, kind in ((subjects.tasks_stream, "task"), (subjects.reports_stream, "report"),
+                         (subjects.triggers_stream, "trigger")):
+        await _while_electing(lambda s=stream, k=kind: ensure_stream(  # type: ignore[misc]
+            js, s, subjects.wildcard(k), replicas), stream)
     for stream, durable in (
         (subjects.reports_stream, subjects.reports_consumer),
         (subjects.triggers_stream, subjects.triggers_consumer),
@@ -52,6 +93,21 @@ async def ensure_streams(
             ack_wait=inbox_ack_wait_s,
             max_ack_pending=MAX_ACK_PENDING,
         ), update=True)
+
+
+async def _while_electing(step: Callable[[], Awaitable[None]], what: str) -> None:
+    """``step``, again while JetStream cannot answer yet: a cluster that just started (or lost
+    a node) elects its leaders first, and its API times out or says it is unavailable."""
+    deadline = time.monotonic() + JS_READY_S
+    while True:
+        try:
+            return await step()
+        except (NatsTimeout, ServiceUnavailableError) as exc:
+            not_enabled = "not enabled" in (getattr(exc, "description", "") or "").lower()
+            if not_enabled or time.monotonic() > deadline:
+                raise
+            log.info("JetStream is not ready for %s yet (%r); trying again", what, exc)
+            await asyncio.sleep(0.5)
 
 
 async def ensure_task_consumer(
