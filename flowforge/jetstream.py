@@ -9,7 +9,7 @@ from typing import Any
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NotFoundError, ServerError, ServiceUnavailableError
 
 from protocol.errors import FlowForgeError
 from protocol.subjects import Subjects
@@ -39,7 +39,12 @@ def replicas_for(server_info: dict[str, Any]) -> int:
 
 async def ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int = 1) -> None:
     """Create a work-queue stream, or bring an existing one to this config; an existing one
-    that differs is said so (and its replicas changed, which JetStream can do in place)."""
+    that differs is said so (and its replicas changed, which JetStream can do in place).
+    Asked again while a cluster elects its leaders."""
+    await _while_electing(lambda: _ensure_stream(js, name, subject, replicas), name)
+
+
+async def _ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int) -> None:
     config = StreamConfig(
         name=name,
         subjects=[subject],
@@ -51,9 +56,11 @@ async def ensure_stream(js: JetStreamContext, name: str, subject: str, replicas:
     try:
         await js.add_stream(config)
         return
-    except BadRequestError:
-        pass
-    current = (await js.stream_info(name)).config
+    except (BadRequestError, ServerError) as exc:
+        try:
+            current = (await js.stream_info(name)).config
+        except NotFoundError:
+            raise StreamMismatch(f"stream {name} cannot be made: {exc}") from None
     differs = [f"{what} {had!r} (asked {want!r})" for what, had, want in (
         ("replicas", current.num_replicas or 1, replicas),
         ("retention", current.retention, config.retention),
@@ -63,7 +70,7 @@ async def ensure_stream(js: JetStreamContext, name: str, subject: str, replicas:
                     ", ".join(differs))
     try:
         await js.update_stream(config)
-    except BadRequestError as exc:
+    except (BadRequestError, ServerError) as exc:
         raise StreamMismatch(
             f"stream {name} exists with other settings ({', '.join(differs) or exc}) and "
             f"cannot take this coordinator's: {exc}; start it with settings that match, or "
@@ -81,8 +88,7 @@ async def ensure_streams(
     """
     for stream, kind in ((subjects.tasks_stream, "task"), (subjects.reports_stream, "report"),
                          (subjects.triggers_stream, "trigger")):
-        await _while_electing(lambda s=stream, k=kind: ensure_stream(  # type: ignore[misc]
-            js, s, subjects.wildcard(k), replicas), stream)
+        await ensure_stream(js, stream, subjects.wildcard(kind), replicas)
     for stream, durable in (
         (subjects.reports_stream, subjects.reports_consumer),
         (subjects.triggers_stream, subjects.triggers_consumer),

@@ -146,3 +146,29 @@ async def _current(cluster: NatsCluster, stream: str) -> bool:
     finally:
         await nc.close()
 
+
+
+async def test_a_stream_with_other_settings_is_said_so_and_changed_or_refused(
+    cluster: NatsCluster, nats_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from flowforge.jetstream import StreamMismatch, ensure_stream
+
+    caplog.set_level(logging.WARNING, logger="flowforge.jetstream")
+    nc = await connect(ConnectOptions(url=cluster.url()), name="test")
+    try:
+        js = nc.jetstream()
+        await ensure_stream(js, "S1", "s1.>", replicas=1)
+        await ensure_stream(js, "S1", "s1.>", replicas=3)
+        assert "stream S1 exists with other settings: replicas 1 (asked 3)" in caplog.text
+        assert (await js.stream_info("S1")).config.num_replicas == 3
+    finally:
+        await nc.close()
+    single = await connect(ConnectOptions(url=nats_server.url), name="test")
+    try:
+        await ensure_stream(single.jetstream(), "S2", "s2.>", replicas=1)
+        with pytest.raises(StreamMismatch, match="stream S2 exists with other settings"):
+            await ensure_stream(single.jetstream(), "S2", "s2.>", replicas=3)
+    finally:
+        await single.close()
