@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-lost-after", type=float, default=env("AGENT_LOST_AFTER", "15"),
                    metavar="SECONDS", help="an agent silent this long is reported lost "
                    "[FLOWFORGE_AGENT_LOST_AFTER] (default: %(default)s)")
+    p.add_argument("--active-lease", type=float, default=env("ACTIVE_LEASE", "10"),
+                   metavar="SECONDS", help="one coordinator is active per namespace: a standby "
+                   "started on the same database takes over this long after the active one "
+                   "stopped [FLOWFORGE_ACTIVE_LEASE] (default: %(default)s)")
     p.add_argument("--replicas", type=int, choices=range(1, 6), metavar="N",
                    default=env("REPLICAS"),
                    help="copies of each JetStream stream on a NATS cluster [FLOWFORGE_REPLICAS] "
@@ -163,6 +167,7 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         lease_s=ns.lease,
         agent_lost_after_s=ns.agent_lost_after,
         replicas=None if ns.replicas is None else int(ns.replicas),
+        active_lease_s=max(1.0, ns.active_lease),
         max_children=max(0, ns.max_children),
         max_child_depth=max(0, ns.max_child_depth),
         release_window=ns.release_window,

@@ -14,6 +14,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import ServiceUnavailableError
 
+from coordinator.active_lease import ActiveLease, LeaseLost
 from coordinator.agents import AgentRegistry
 from coordinator.api import Api
 from coordinator.batch_runner import BatchRunner
@@ -66,6 +67,9 @@ class CoordinatorConfig:
     db_path: Path
     lease_s: float = DEFAULT_LEASE_S
     agent_lost_after_s: float = 15.0
+    active_lease_s: float = 10.0
+    """The lease of the active coordinator of a namespace: a standby takes over this long
+    after the active one stopped renewing it."""
     replicas: int | None = None
     """Copies of each stream on a NATS cluster (None: 3 on a cluster of three or more, else 1)."""
     max_children: int = DEFAULT_MAX_CHILDREN
@@ -102,6 +106,9 @@ class Coordinator:
         self.limits: Limits
         """Built by ``start()``: the concurrency limits and priorities in the writer's path."""
         self.started = asyncio.Event()
+        self.standby = asyncio.Event()
+        """Set while this coordinator waits for the active one to stop."""
+        self.lease: ActiveLease | None = None
         self._finished = asyncio.Event()
         self._running = False
         self.lost_nats = False
@@ -134,12 +141,17 @@ class Coordinator:
             if not self._nc._server_info.get("jetstream"):  # else: wait while it elects leaders
                 raise ServiceUnavailableError
             replicas = self.config.replicas or replicas_for(self._nc._server_info)
+            log.info("streams with %d replica(s)%s", replicas, "" if self.config.replicas
+                     else " (--replicas not given: 3 on a NATS cluster, else 1)")
             await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S),
                                  replicas)
         except (ServiceUnavailableError, NoRespondersError):
             raise NotConnected(
                 f"NATS at {self.config.connect.url} has no JetStream: start nats-server with "
                 "-js (JetStream on), or leave out --nats and the coordinator embeds one") from None
+        self.lease = ActiveLease(self._nc, self.subjects.lease_bucket, self.config.db_path,
+                                 self.config.active_lease_s)
+        await self.lease.acquire(self.standby)  # a standby waits here
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
         await publisher.start()
@@ -177,6 +189,8 @@ class Coordinator:
         self._api.route(LimitsApi(self.limits).handlers())
         self._api.route(ChildrenApi(self.writer, self._store,
                                     max_reply_bytes=self._nc.max_payload).handlers())
+        lease = self.lease
+        self.writer.before_commit.insert(0, lambda now, batch: lease.check())  # fencing
 
     def _sweep_children(self, now: float, batch: Batch) -> None:
         """Children of tasks that ended in the batch, and of runs that ended, are cancelled."""
@@ -244,6 +258,7 @@ class Coordinator:
                     tg.create_task(self._pull(s.triggers_stream, s.triggers_consumer, Triggers)),
                     tg.create_task(self._publisher.retry_loop()),
                     tg.create_task(self._sweep_agents()),
+                    tg.create_task(self._hold_lease()),
                 ]
                 await self._stop.wait()
                 for sub in subs:  # stop taking work
@@ -258,6 +273,16 @@ class Coordinator:
             for sub in subs:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+    async def _hold_lease(self) -> None:
+        """Renew the lease; once it is lost, stop loudly (the writer refuses to commit)."""
+        assert self.lease is not None
+        keeper = asyncio.create_task(self.lease.keep())
+        try:
+            await self.lease.lost.wait()
+        finally:
+            keeper.cancel()
+        raise LeaseLost("this coordinator lost its lease to another: stopping")
 
     async def _pull(self, stream: str, consumer: str, kind: type) -> None:
         """Hand what the consumer sends to the writer, as it comes, in batches of what arrived
@@ -343,6 +368,8 @@ class Coordinator:
             self.writer.cancel_timers()
             await self._publisher.wait_idle()
             await self._publisher.stop()
+        if self.lease is not None and self._running:
+            await self.lease.release()
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.drain()

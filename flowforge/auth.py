@@ -96,6 +96,9 @@ def _jetstream_admin(s: Subjects) -> list[str]:
         out += [f"$JS.API.STREAM.*.{stream}", f"$JS.API.STREAM.*.*.{stream}",
                 f"$JS.API.CONSUMER.*.{stream}", f"$JS.API.CONSUMER.*.{stream}.>",
                 f"$JS.API.CONSUMER.*.*.{stream}.>", f"$JS.ACK.{stream}.>"]
+    kv = f"KV_{s.lease_bucket}"  # the active coordinator's lease
+    out += [f"$JS.API.*.*.{kv}", f"$JS.API.*.*.{kv}.>", f"$JS.API.DIRECT.GET.{kv}.>",
+            f"$KV.{s.lease_bucket}.>"]
     return out
 
 

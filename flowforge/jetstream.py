@@ -29,19 +29,17 @@ JS_READY_S = 60.0
 
 
 def replicas_for(server_info: dict[str, Any]) -> int:
-    """Copies of each stream when none is asked for: 3 on a cluster of three or more servers
-    (as the server that answered sees it), else 1."""
-    if not server_info.get("cluster"):
-        return 1
-    others = len(server_info.get("connect_urls") or [])  # the cluster's servers it told us of
-    return 3 if others >= 3 else 1
+    """Copies of each stream when none is asked for: 3 when the server says it is one of a
+    cluster, else 1 (a cluster of two fails to make them, with an error that says so)."""
+    return 3 if server_info.get("cluster") else 1
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int = 1) -> None:
+async def ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int = 1,
+                        patience_s: float = 0.0) -> None:
     """Create a work-queue stream, or bring an existing one to this config; an existing one
     that differs is said so (and its replicas changed, which JetStream can do in place).
-    Asked again while a cluster elects its leaders."""
-    await _while_electing(lambda: _ensure_stream(js, name, subject, replicas), name)
+    Asked again for up to ``patience_s`` while a cluster elects its leaders."""
+    await _while_electing(lambda: _ensure_stream(js, name, subject, replicas), name, patience_s)
 
 
 async def _ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int) -> None:
@@ -88,7 +86,7 @@ async def ensure_streams(
     """
     for stream, kind in ((subjects.tasks_stream, "task"), (subjects.reports_stream, "report"),
                          (subjects.triggers_stream, "trigger")):
-        await ensure_stream(js, stream, subjects.wildcard(kind), replicas)
+        await ensure_stream(js, stream, subjects.wildcard(kind), replicas, JS_READY_S)
     for stream, durable in (
         (subjects.reports_stream, subjects.reports_consumer),
         (subjects.triggers_stream, subjects.triggers_consumer),
@@ -101,10 +99,12 @@ async def ensure_streams(
         ), update=True)
 
 
-async def _while_electing(step: Callable[[], Awaitable[None]], what: str) -> None:
-    """``step``, again while JetStream cannot answer yet: a cluster that just started (or lost
-    a node) elects its leaders first, and its API times out or says it is unavailable."""
-    deadline = time.monotonic() + JS_READY_S
+async def _while_electing(step: Callable[[], Awaitable[None]], what: str,
+                          patience_s: float) -> None:
+    """``step``, again for up to ``patience_s`` while JetStream cannot answer yet: a cluster
+    that just started (or lost a node) elects its leaders first, and its API times out or
+    says it is unavailable."""
+    deadline = time.monotonic() + patience_s
     while True:
         try:
             return await step()

@@ -67,6 +67,11 @@ class Subjects:
         return f"{self._stream_prefix}_TRIGGERS"
 
     @property
+    def lease_bucket(self) -> str:
+        """The KV bucket whose key says which coordinator is active on this namespace."""
+        return f"{self._stream_prefix}_COORDINATOR"
+
+    @property
     def _stream_prefix(self) -> str:
         return self.namespace.upper().replace("-", "_")
 

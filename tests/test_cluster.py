@@ -159,8 +159,8 @@ async def test_a_stream_with_other_settings_is_said_so_and_changed_or_refused(
     nc = await connect(ConnectOptions(url=cluster.url()), name="test")
     try:
         js = nc.jetstream()
-        await ensure_stream(js, "S1", "s1.>", replicas=1)
-        await ensure_stream(js, "S1", "s1.>", replicas=3)
+        await ensure_stream(js, "S1", "s1.>", replicas=1, patience_s=60)
+        await ensure_stream(js, "S1", "s1.>", replicas=3, patience_s=60)
         assert "stream S1 exists with other settings: replicas 1 (asked 3)" in caplog.text
         assert (await js.stream_info("S1")).config.num_replicas == 3
     finally:

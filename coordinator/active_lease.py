@@ -1,0 +1,186 @@
+"""One active coordinator per namespace: a lease in a NATS KV bucket.
+
+The active coordinator holds key ``active`` of bucket ``<NS>_COORDINATOR`` (its entries
+expire ``ttl_s`` after they were written) and writes it again every third of that. A second
+coordinator started on the same database waits as a standby, trying to take the key; it
+gets it once the holder stopped renewing (it died, or was paused) and its entry expired. One
+started on another database refuses, naming the holder: two databases would split the runs.
+
+Fencing: the holder acts only while its lease is surely still its own — until the time of
+its last successful write plus the TTL, less a margin. The writer checks that before every
+commit (``check``), so a holder that was paused past its lease stops instead of committing
+stale state, even before it learns that another took over.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig
+from nats.js.errors import (
+    BadRequestError,
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
+from nats.js.kv import KeyValue
+
+from protocol.errors import FlowForgeError
+
+log = logging.getLogger("flowforge.coordinator.lease")
+
+KEY = "active"
+MARGIN = 0.2
+"""Of the TTL: the holder stops acting this much before its entry could expire."""
+
+
+class Holder(msgspec.Struct, frozen=True, kw_only=True):
+    host: str
+    pid: int
+    database: str
+    since: float
+
+
+class CoordinatorElsewhere(FlowForgeError):
+    """Another coordinator is active on this namespace with another database."""
+
+
+class LeaseLost(FlowForgeError):
+    """This coordinator no longer holds the lease: it must not act."""
+
+
+class ActiveLease:
+    def __init__(self, nc: NATS, bucket: str, database: Path, ttl_s: float) -> None:
+        self._nc = nc
+        self.bucket = bucket
+        self.ttl_s = ttl_s
+        self.me = Holder(host=socket.gethostname(), pid=os.getpid(),
+                         database=str(Path(database).resolve()), since=time.time())
+        self._kv: KeyValue | None = None
+        self._revision = 0
+        self._valid_until = 0.0
+        self.lost = asyncio.Event()
+
+    async def acquire(self, standby: asyncio.Event | None = None) -> None:
+        """Return once this coordinator holds the lease; wait as a standby while another on
+        the same database holds it (``standby`` is set meanwhile); refuse on another one."""
+        self._kv = await self._bucket()
+        said = False
+        while True:
+            holder = await self._try_take()
+            if holder is None:
+                log.info("active coordinator of this namespace (lease %g s)", self.ttl_s)
+                return
+            if self._gone(holder):  # its process on this host is dead: no need to wait
+                log.warning("coordinator pid %d on %s died holding the lease; taking over",
+                            holder.pid, holder.host)
+                await self._take_from(holder)
+                continue
+            if holder.database != self.me.database:
+                raise CoordinatorElsewhere(
+                    f"another coordinator is active on this namespace: pid {holder.pid} on "
+                    f"{holder.host} with database {holder.database} (this one has "
+                    f"{self.me.database}); stop it, or use another --namespace")
+            if not said:
+                log.warning("standby: coordinator pid %d on %s holds this namespace; taking "
+                            "over when it stops", holder.pid, holder.host)
+                said = True
+                if standby is not None:
+                    standby.set()
+            await asyncio.sleep(self.ttl_s / 6)
+
+    async def _bucket(self) -> KeyValue:
+        js = self._nc.jetstream()
+        try:
+            return await js.key_value(self.bucket)
+        except (BucketNotFoundError, NotFoundError):
+            pass
+        try:
+            return await js.create_key_value(KeyValueConfig(bucket=self.bucket, history=1,
+                                                            ttl=self.ttl_s))
+        except BadRequestError:  # made by another coordinator at the same moment
+            return await js.key_value(self.bucket)
+
+    def _gone(self, holder: Holder) -> bool:
+        """Whether the holder was a process of this host that is no longer running (or an
+        earlier life of this very pid, as in a restarted container)."""
+        if holder.host != self.me.host:
+            return False
+        if holder.pid == self.me.pid:
+            return True
+        try:
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    async def _take_from(self, holder: Holder) -> None:
+        """Delete the dead holder's entry (only if it is still that one)."""
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(KEY)
+            if msgspec.json.decode(entry.value or b"{}", type=Holder) == holder:
+                await self._kv.delete(KEY, last=entry.revision)
+        except (KeyNotFoundError, KeyWrongLastSequenceError):
+            pass  # gone or taken meanwhile: the next try says which
+
+    async def _try_take(self) -> Holder | None:
+        """Take the key if nobody holds it; else who does."""
+        assert self._kv is not None
+        started = time.monotonic()
+        try:
+            self._revision = await self._kv.create(KEY, msgspec.json.encode(self.me))
+        except KeyWrongLastSequenceError:
+            try:
+                entry = await self._kv.get(KEY)
+            except KeyNotFoundError:
+                return await self._try_take()
+            return msgspec.json.decode(entry.value or b"{}", type=Holder)
+        self._valid_until = started + self.ttl_s * (1 - MARGIN)
+        return None
+
+    async def keep(self) -> None:
+        """Renew every third of the TTL until cancelled; a renewal that fails (another took
+        it, or NATS is away past the lease) sets ``lost``."""
+        assert self._kv is not None
+        while True:
+            await asyncio.sleep(self.ttl_s / 3)
+            started = time.monotonic()
+            try:
+                self._revision = await self._kv.update(KEY, msgspec.json.encode(self.me),
+                                                       last=self._revision)
+                self._valid_until = started + self.ttl_s * (1 - MARGIN)
+            except KeyWrongLastSequenceError:
+                log.error("the coordinator lease was taken by another coordinator")
+                self.lost.set()
+                return
+            except Exception as exc:  # noqa: BLE001 - NATS away: try again while it lasts
+                log.warning("could not renew the coordinator lease (%r)", exc)
+                if time.monotonic() > self._valid_until:
+                    self.lost.set()
+                    return
+
+    def check(self) -> None:
+        """Raise LeaseLost unless the lease is surely still this coordinator's."""
+        if self.lost.is_set() or time.monotonic() > self._valid_until:
+            self.lost.set()
+            raise LeaseLost("this coordinator's lease ran out (it was paused, or cut off from "
+                            "NATS): another may be active; stopping without committing")
+
+    async def release(self) -> None:
+        """At a clean stop: let a standby take over at once."""
+        if self._kv is None or self.lost.is_set() or not self._revision:
+            return
+        try:
+            await self._kv.delete(KEY, last=self._revision)
+        except Exception as exc:  # noqa: BLE001 - it expires anyway
+            log.debug("lease not released (%r)", exc)
+
