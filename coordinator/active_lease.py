@@ -25,6 +25,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import (
     BadRequestError,
     BucketNotFoundError,
+    KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NotFoundError,
@@ -129,7 +130,7 @@ class ActiveLease:
             entry = await self._kv.get(KEY)
             if msgspec.json.decode(entry.value or b"{}", type=Holder) == holder:
                 await self._kv.delete(KEY, last=entry.revision)
-        except (KeyNotFoundError, KeyWrongLastSequenceError):
+        except (KeyNotFoundError, KeyDeletedError, KeyWrongLastSequenceError):
             pass  # gone or taken meanwhile: the next try says which
 
     async def _try_take(self) -> Holder | None:
@@ -141,7 +142,7 @@ class ActiveLease:
         except KeyWrongLastSequenceError:
             try:
                 entry = await self._kv.get(KEY)
-            except KeyNotFoundError:
+            except (KeyNotFoundError, KeyDeletedError):  # gone meanwhile: try again
                 return await self._try_take()
             return msgspec.json.decode(entry.value or b"{}", type=Holder)
         self._valid_until = started + self.ttl_s * (1 - MARGIN)

@@ -1,0 +1,85 @@
+"""One active coordinator per namespace (a lease in a NATS KV bucket), with real processes: a
+standby on the same database finishes a run after the active one is killed; an active one
+paused past its lease stops instead of committing; one on another database refuses."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from flowforge.client import Client
+from protocol.states import RunStatus
+from tests import batchfaultflows
+from tests.helpers import coordinator_answers, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
+LEASE = "2"
+
+
+def _coordinator(spawn, db: Path):  # type: ignore[no-untyped-def]
+    return spawn("flowforge-coordinator", "--db", str(db), "--lease", "3",
+                 "--active-lease", LEASE)
+
+
+async def test_a_standby_finishes_the_run_when_the_active_coordinator_is_killed(
+    spawn, nats_server, client: Client, tmp_path: Path
+) -> None:
+    db = tmp_path / "ff.db"
+    active = _coordinator(spawn, db)
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
+    standby = _coordinator(spawn, db)
+    await wait_for(lambda: "standby:" in standby.log(), timeout_s=30)
+    await client.register([batchfaultflows.FLOW])
+    spawn("flowforge-agent", "--import", "tests.batchfaultflows", "--lease", "3",
+          "--concurrency", "4")
+    run = await client.start(batchfaultflows.FLOW.name, {"x": 3, "hold_s": 2.0})
+    await wait_for(lambda: _running(client, run.run_id), timeout_s=30)
+    active.kill9()
+    killed = time.monotonic()
+    await wait_for(lambda: "coordinator ready" in standby.log(), timeout_s=30)
+    took = time.monotonic() - killed
+    assert took <= float(LEASE) + 2, f"took over after {took:.1f} s"
+    detail = await client.wait(run.run_id, timeout_s=60)
+    assert detail.run.status is RunStatus.SUCCEEDED
+
+
+async def _running(client: Client, run_id: str) -> bool:
+    detail = await client.get(run_id)
+    return any(t.status.value == "running" for t in detail.tasks)
+
+
+async def test_an_active_coordinator_paused_past_its_lease_stops_instead_of_committing(
+    spawn, nats_server, client: Client, tmp_path: Path
+) -> None:
+    db = tmp_path / "ff.db"
+    active = _coordinator(spawn, db)
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
+    standby = _coordinator(spawn, db)
+    await wait_for(lambda: "standby:" in standby.log(), timeout_s=30)
+    os.killpg(active.pid, signal.SIGSTOP)  # past its lease: the standby takes over
+    try:
+        await wait_for(lambda: "coordinator ready" in standby.log(), timeout_s=30)
+    finally:
+        os.killpg(active.pid, signal.SIGCONT)
+    await wait_for(lambda: active.popen.poll() is not None, timeout_s=30)
+    assert active.popen.returncode != 0
+    assert "lease" in active.log()
+    await client.register([batchfaultflows.FLOW])  # the standby answers and commits
+    spawn("flowforge-agent", "--import", "tests.batchfaultflows", "--lease", "3")
+    run = await client.start(batchfaultflows.FLOW.name, {"x": 3, "hold_s": 0.0})
+    assert (await client.wait(run.run_id, timeout_s=60)).run.status is RunStatus.SUCCEEDED
+
+
+async def test_a_coordinator_on_another_database_refuses_naming_the_active_one(
+    spawn, nats_server, tmp_path: Path
+) -> None:
+    _coordinator(spawn, tmp_path / "a.db")
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
+    other = _coordinator(spawn, tmp_path / "b.db")
+    await wait_for(lambda: other.popen.poll() is not None, timeout_s=30)
+    assert other.popen.returncode != 0
+    text = other.log()
+    assert "another coordinator is active on this namespace" in text
+    assert str((tmp_path / "a.db").resolve()) in text and "pid" in text
