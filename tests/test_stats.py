@@ -1,0 +1,116 @@
+"""The coordinator's figures in process: a restart counts only what happens after it, label
+values past their caps fold into "other", and quantiles read from buckets."""
+
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import pytest
+
+from coordinator.changes import Changes
+from coordinator.graph import CompiledFlow
+from coordinator.scheduler import Scheduler
+from coordinator.task_tracker import TaskTracker
+from coordinator.writer import Batch
+from flowforge.client import Client
+from flowforge.metrics import OTHER, Histograms, LabelCap, kind_of, quantile, root_task
+from protocol.flows import FlowSpec, TaskSpec
+from protocol.messages import TaskSucceeded
+from protocol.records import RunRecord
+from protocol.stats import Stats
+from tests import metricflows
+from tests.helpers import wait_for
+
+
+def _series(stats: Stats, name: str, **labels: str) -> float:
+    found = [s.value for s in getattr(stats, name) if labels.items() <= s.labels.items()]
+    return sum(found)
+
+
+def _count(stats: Stats, name: str, **labels: str) -> int:
+    return sum(h.count for h in getattr(stats, name) if labels.items() <= h.labels.items())
+
+
+async def test_a_restarted_coordinator_counts_only_the_attempts_that_end_after_it_started(
+    start_coordinator: Callable[..., Awaitable[object]],
+    start_agent: Callable[..., Awaitable[object]], client: Client,
+) -> None:
+    metricflows.register_all()
+    metricflows.RELEASE.clear()
+    first = await start_coordinator()
+    await start_agent()
+    await client.register()
+    run = await client.start("held")
+
+    async def second_attempt_runs() -> bool:
+        rec = next(t for t in (await client.get(run.run_id)).tasks if t.task == "held")
+        return rec.attempt == 2 and rec.status == "running"
+
+    await wait_for(second_attempt_runs, timeout_s=20)
+    before = await client.stats()
+    assert _series(before, "task_retries", flow="held", reason="failed") == 1
+    assert _count(before, "task_wait_s", flow="held") == 2
+    await first.shutdown()  # type: ignore[attr-defined]
+
+    await start_coordinator()
+    metricflows.RELEASE.set()
+    assert (await client.wait(run.run_id, timeout_s=30)).run.status == "succeeded"
+    after = await client.stats()
+    assert _series(after, "tasks_finished", flow="held", status="succeeded") == 1
+    assert _series(after, "runs_finished", flow="held", status="succeeded") == 1
+    assert _series(after, "task_retries", flow="held") == 0  # the first one counted it
+    assert _count(after, "task_duration_s", flow="held") == 1  # the second attempt only
+    assert _count(after, "task_wait_s", flow="held") == 0  # it started before the restart
+
+
+def test_flows_and_tasks_past_the_caps_fold_into_other() -> None:
+    cap = LabelCap(max_pairs=3, max_values=2)
+    assert cap.pair("a", "x") == ("a", "x")
+    assert cap.pair("a", "y") == ("a", "y")
+    assert cap.pair("b", "x") == ("b", "x")
+    assert cap.pair("a", "z") == ("a", OTHER)  # a known flow keeps its name
+    assert cap.pair("c", "x") == (OTHER, OTHER)  # a third flow is past the flows' cap
+    assert cap.pair("a", "x") == ("a", "x")
+    assert cap.value("q1") == "q1" and cap.value("q2") == "q2" and cap.value("q3") == OTHER
+    assert cap.folded == 3
+    assert cap.pair("a", "z") == ("a", OTHER) and cap.folded == 3  # counted once
+
+
+def test_instances_and_children_are_labelled_by_their_flow_task() -> None:
+    assert [root_task(n) for n in ("t", "t~7", "t/0", "t~7/0/3")] == ["t"] * 4
+    assert [kind_of(n) for n in ("t", "t~7", "t/0", "t~7/0")] == [
+        "task", "instance", "child", "child"]
+
+
+def test_quantiles_are_read_from_the_buckets_as_prometheus_does() -> None:
+    h = Histograms(bounds=(1.0, 2.0, 4.0))
+    for v in (0.5, 1.5, 1.5, 3.0, 10.0):
+        h.observe(("f",), v)
+    [(labels, cumulative, total)] = list(h.items())
+    assert labels == ("f",) and cumulative == [1, 3, 4, 5] and total == 16.5
+    assert quantile(0.5, h.bounds, cumulative) == pytest.approx(1.75)
+    assert quantile(0.99, h.bounds, cumulative) == 4.0  # in +Inf: the top bound
+    assert quantile(0.5, h.bounds, [0, 0, 0, 0]) is None
+
+
+def test_a_report_published_again_unchanged_is_not_counted_twice() -> None:
+    spec = FlowSpec(name="f", tasks=(TaskSpec(name="a", function="m:a"),))
+    scheduler = Scheduler()
+    tracker = TaskTracker(scheduler)
+    batch = Batch()
+    run = RunRecord(run_id="r1", flow="f", version=spec.version(), created_at=1.0)
+    scheduler.start_run(run, CompiledFlow.compile(spec), 1.0, batch.changes)
+    tracker.follow(1.0, batch)
+    done = TaskSucceeded(run_id="r1", task="a", attempt=1, agent_id="x", delivery=1, at=3.0,
+                         started_at=2.0, output=msgspec.Raw(b"1"))
+    for _ in range(2):  # the second report is stale: the scheduler changes nothing
+        batch = Batch(changes=Changes())
+        scheduler.on_report(done, 3.0, batch.changes)
+        tracker.follow(3.0, batch)
+    again = Batch(changes=Changes(runs={"r1": run}))  # the ended run, published again
+    tracker.follow(4.0, again)
+    assert tracker.tasks_finished == {("f", "a", "default", "task", "succeeded"): 1}
+    assert tracker.runs_finished == {("f", "succeeded"): 1}
+    [(_, cumulative, total)] = list(tracker.duration.items())
+    assert cumulative[-1] == 1 and total == 1.0
+    [(_, cumulative, total)] = list(tracker.wait.items())
+    assert cumulative[-1] == 1 and total == 1.0  # queued at 1.0, started at 2.0
