@@ -122,19 +122,12 @@ def add(counts: dict[tuple[str, ...], int], key: tuple[str, ...], n: int = 1) ->
     counts[key] = counts.get(key, 0) + n
 
 
-def quantile(q: float, bounds: Sequence[float], cumulative: Sequence[int]) -> float | None:
-    """The ``q`` quantile (0..1) of a histogram, interpolated within its bucket as Prometheus'
-    ``histogram_quantile`` does; the top bound when it falls in +Inf; None when empty."""
+def quantile_bound(q: float, bounds: Sequence[float], cumulative: Sequence[int]) -> float | None:
+    """The upper bound of the bucket that holds the ``q`` quantile (0..1) of a histogram
+    (``math.inf`` when it is past the top bound; None when the histogram is empty): what the
+    buckets can tell without making up precision."""
     total = cumulative[-1] if cumulative else 0
     if not total:
         return None
-    rank = q * total
-    i = bisect.bisect_left(cumulative, rank)
-    if i >= len(bounds):
-        return bounds[-1]
-    lower = bounds[i - 1] if i > 0 else 0.0
-    below = cumulative[i - 1] if i > 0 else 0
-    in_bucket = cumulative[i] - below
-    if in_bucket <= 0 or math.isinf(bounds[i]):
-        return bounds[i]
-    return lower + (bounds[i] - lower) * (rank - below) / in_bucket
+    i = bisect.bisect_left(cumulative, q * total)
+    return bounds[i] if i < len(bounds) else math.inf

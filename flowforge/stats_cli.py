@@ -2,14 +2,15 @@
 ``--metrics`` endpoint serves to Prometheus (docs/metrics.md)."""
 
 import argparse
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from flowforge import render, runtime
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args
-from flowforge.metrics import quantile
+from flowforge.metrics import quantile_bound
 from flowforge.terminal import out, safe_json
 from protocol.stats import HistogramSeries, Series, Stats
 
@@ -98,10 +99,10 @@ def _tasks_table(s: Stats) -> str:
         return "no task instances ended since start"
     return render.table(
         ["flow", "task", "queue", "kind", "succeeded", "failed", "other", "retries",
-         "wait p50/p95", "run p50/p95"],
+         "wait (mean, p95)", "run (mean, p95)"],
         [[*key, _n(r.get("succeeded")), _n(r.get("failed")),
           _n(sum(r.get(k, 0) for k in OTHER_ENDS)), _n(r.get("retries")),
-          _quantiles(s.bounds_s, r.get("wait")), _quantiles(s.bounds_s, r.get("run"))]
+          _spread(s.bounds_s, r.get("wait")), _spread(s.bounds_s, r.get("run"))]
          for key, r in sorted(rows.items())])
 
 
@@ -109,12 +110,13 @@ def _n(value: float | None) -> str:
     return f"{value:.0f}" if value else "0"
 
 
-def _quantiles(bounds: Iterable[float], h: HistogramSeries | None) -> str:
+def _spread(bounds: Sequence[float], h: HistogramSeries | None) -> str:
+    """``4 ms, p95 ≤5 ms``: the mean (exact) and the bucket the 95th percentile is in."""
     if h is None or not h.count:
         return "-"
-    bounds = list(bounds)
-    p50, p95 = quantile(0.5, bounds, h.buckets), quantile(0.95, bounds, h.buckets)
-    return f"{seconds(p50)} / {seconds(p95)}"
+    p95 = quantile_bound(0.95, bounds, h.buckets)
+    top = f"≤{seconds(p95)}" if p95 is not None and p95 != math.inf else f">{seconds(bounds[-1])}"
+    return f"{seconds(h.sum / h.count)}, p95 {top}"
 
 
 def seconds(value: float | None) -> str:
@@ -123,7 +125,7 @@ def seconds(value: float | None) -> str:
         return "-"
     value = max(0.0, value)
     if value < 1:
-        return f"{value * 1000:.0f} ms"
+        return f"{value * 1000:.3g} ms" if value < 0.01 else f"{value * 1000:.0f} ms"
     if value < 60:
         return f"{value:.1f} s"
     return f"{value / 60:.1f} min" if value < 3600 else f"{value / 3600:.1f} h"
