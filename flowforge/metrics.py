@@ -89,8 +89,15 @@ class LabelCap:
 class Buckets:
     """One histogram series: a count per bucket (not cumulative; the last is +Inf) and the sum."""
 
+    bounds: tuple[float, ...]
     counts: list[int]
     total: float = 0.0
+
+    def add(self, value: float) -> None:
+        if value < 0.0:
+            value = 0.0  # clocks of two hosts: a start stamped before the queueing
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
 
 
 @dataclass(slots=True)
@@ -100,17 +107,23 @@ class Histograms:
     bounds: tuple[float, ...] = BOUNDS_S
     series: dict[tuple[str, ...], Buckets] = field(default_factory=dict)
 
-    def observe(self, labels: tuple[str, ...], value: float) -> None:
-        value = max(0.0, value)  # clocks of two hosts: a start stamped before the queueing
+    def series_of(self, labels: tuple[str, ...]) -> Buckets:
+        """The series of these labels (made empty the first time): keep it to ``add`` to it
+        without looking it up again."""
         found = self.series.get(labels)
         if found is None:
-            found = self.series[labels] = Buckets([0] * (len(self.bounds) + 1))
-        found.counts[bisect.bisect_left(self.bounds, value)] += 1
-        found.total += value
+            found = self.series[labels] = Buckets(self.bounds, [0] * (len(self.bounds) + 1))
+        return found
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        self.series_of(labels).add(value)
 
     def items(self) -> Iterator[tuple[tuple[str, ...], list[int], float]]:
-        """Each series: its labels, cumulative counts per bound (+Inf last) and its sum."""
+        """Each series with observations: its labels, cumulative counts per bound (+Inf
+        last) and its sum."""
         for labels, b in self.series.items():
+            if not any(b.counts):
+                continue  # made ready for a task instance that had nothing timed yet
             cumulative, running = [], 0
             for n in b.counts:
                 running += n

@@ -62,6 +62,30 @@ async def test_a_restarted_coordinator_counts_only_the_attempts_that_end_after_i
     assert _count(after, "task_wait_s", flow="held") == 0  # it started before the restart
 
 
+async def test_a_finished_run_retried_counts_its_new_attempts_and_not_its_old_ones_again(
+    start_coordinator: Callable[..., Awaitable[object]],
+    start_agent: Callable[..., Awaitable[object]], client: Client,
+) -> None:
+    metricflows.register_all()
+    await start_coordinator()
+    await start_agent()
+    await client.register()
+    run = await client.start("doomed")
+    assert (await client.wait(run.run_id, timeout_s=30)).run.status == "failed"
+    await client.retry(run.run_id)
+    detail = await client.wait(run.run_id, timeout_s=30)
+    assert detail.run.status == "failed"
+    attempts = next(t for t in detail.tasks if t.task == "doomed").history
+    assert len(attempts) == 3  # its retries were used up: the run's retry runs it once more
+    stats = await client.stats()
+    assert _count(stats, "task_duration_s", flow="doomed", task="doomed") == 3
+    assert _count(stats, "task_wait_s", flow="doomed", task="doomed") == 3
+    assert _series(stats, "task_retries", flow="doomed", task="doomed") == 1
+    assert _series(stats, "tasks_finished", flow="doomed", task="doomed", status="failed") == 2
+    assert _series(stats, "tasks_finished", flow="doomed", task="after") == 2
+    assert _series(stats, "runs_finished", flow="doomed", status="failed") == 2
+
+
 def test_flows_and_tasks_past_the_caps_fold_into_other() -> None:
     cap = LabelCap(max_pairs=3, max_values=2)
     assert cap.pair("a", "x") == ("a", "x")
