@@ -156,7 +156,7 @@ class TaskTracker:
             flow, task = self.labels.pair(run.flow, root_task(rec.task))
             labels = (flow, task, self.labels.value(rec.queue), kind_of(rec.task))
             found = (labels, self.wait.series_of(labels), self.duration.series_of(labels))
-            if labels[3] == "task":  # bounded by the flows' tasks (an instance's are not)
+            if labels[3] == "task" and labels[1] != OTHER:  # a flow's tasks under the cap
                 if len(self._labels) >= MAX_LABEL_SETS:
                     self._labels.clear()
                 self._labels[key] = found

@@ -24,7 +24,7 @@ MAX_TASK_LABELS = 250
 ("other", "other") once the flows are past the cap too."""
 MAX_VALUE_LABELS = 100
 """Distinct flows, queues or functions kept as label values."""
-MAX_FOLDED_REMEMBERED = 10_000
+MAX_FOLDED_REMEMBERED = 2_000
 """Folded label values remembered, so each is counted once in ``folded``."""
 
 
