@@ -1,10 +1,17 @@
-"""The coordinator's figures in process: a restart counts only what happens after it, label
-values past their caps fold into "other", and quantiles read from buckets."""
+"""The figures in process: a restart or a retried run counts only what happens after it,
+label values past their caps fold into "other", quantiles are told by their bucket, and one
+endpoint serves a coordinator and an agent (as ``flowforge dev --metrics`` does)."""
 
+import asyncio
 import math
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.changes import Changes
 from coordinator.graph import CompiledFlow
@@ -13,6 +20,7 @@ from coordinator.task_tracker import TaskTracker
 from coordinator.writer import Batch
 from flowforge.client import Client
 from flowforge.metrics import OTHER, Histograms, LabelCap, kind_of, quantile_bound, root_task
+from flowforge.metrics_http import serving
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.messages import TaskSucceeded
 from protocol.records import RunRecord
@@ -139,3 +147,29 @@ def test_a_report_published_again_unchanged_is_not_counted_twice() -> None:
     assert cumulative[-1] == 1 and total == 1.0
     [(_, cumulative, total)] = list(tracker.wait.items())
     assert cumulative[-1] == 1 and total == 1.0  # queued at 1.0, started at 2.0
+
+
+async def test_one_endpoint_serves_the_coordinator_and_the_agent_as_flowforge_dev_does(
+    start_coordinator: Callable[..., Awaitable[Any]],
+    start_agent: Callable[..., Awaitable[Any]],
+) -> None:
+    coordinator, agent = await start_coordinator(), await start_agent()
+    collectors = [coordinator.metrics_collector(), agent.metrics]
+    async with serving(("127.0.0.1", 0), collectors) as url:
+        assert url is not None
+        text = await asyncio.to_thread(_get, url)
+        names = [f.name for f in text_string_to_metric_families(text)]
+        assert len(names) == len(set(names))  # no family twice
+        assert {"flowforge_queue_depth", "flowforge_agent_queue_slots_total",
+                "process_cpu_seconds"} <= set(names)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await asyncio.to_thread(_get, url.replace("/metrics", "/other"))
+        assert refused.value.code == 404
+        refused.value.close()
+    with pytest.raises(urllib.error.URLError):
+        await asyncio.to_thread(_get, url)  # stopped with the block
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return answer.read().decode()
