@@ -10,6 +10,7 @@ from flowforge import runtime
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, env, options_from_args
 from flowforge.jetstream import DEFAULT_LEASE_S
 from flowforge.loader import LoadError, import_target
+from flowforge.metrics_http import MetricsAddressError, add_metrics_arg, serving
 from flowforge.registry import REGISTRY
 from protocol.errors import FlowForgeError, NotConnected
 from protocol.limits import is_valid_name
@@ -23,6 +24,7 @@ EPILOG = """examples:
   flowforge-agent --queue default --import examples.seed_pipelines
   flowforge-agent --queue gpu --import examples/seed_pipelines.py --concurrency 1
   FLOWFORGE_NATS_URL=nats://nats:4222 flowforge-agent --queue default --import myflows
+  flowforge-agent --queue default --import myflows --metrics 0.0.0.0:9465
 
 exit codes: 0 stopped cleanly, 2 usage or import error, 3 cannot reach NATS
 """
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "[FLOWFORGE_HEARTBEAT] (default: %(default)s)")
     p.add_argument("--agent-id", default=env("AGENT_ID", ""),
                    help="[FLOWFORGE_AGENT_ID] (default: host-pid-random)")
+    add_metrics_arg(p, "tasks run, their durations and the slots in use")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
                    help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
     add_connection_args(p, nats_default=DEFAULT_NATS_URL)
@@ -114,7 +117,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
     )
 
 
-async def serve(config: AgentConfig) -> int:
+async def serve(config: AgentConfig, metrics: tuple[str, int] | None = None) -> int:
     agent = Agent(config)
     try:
         await agent.start()
@@ -123,10 +126,14 @@ async def serve(config: AgentConfig) -> int:
         await agent.shutdown()
         return runtime.EXIT_NO_NATS
     runtime.install_stop_signals(agent.request_stop)
-    log.info("agent %s serving queues %s with %d slots (%d functions)",
-             agent.agent_id, ", ".join(config.queues), config.concurrency, len(config.functions))
     try:
-        await agent.run()
+        async with serving(metrics, [agent.metrics]):
+            log.info("agent %s serving queues %s with %d slots (%d functions)", agent.agent_id,
+                     ", ".join(config.queues), config.concurrency, len(config.functions))
+            await agent.run()
+    except MetricsAddressError as exc:
+        print(f"flowforge-agent: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
     finally:
         await agent.shutdown()
     return runtime.EXIT_NO_NATS if agent.lost_nats else runtime.EXIT_OK
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LoadError, FlowForgeError) as exc:
         print(f"flowforge-agent: {exc}", file=sys.stderr)
         return runtime.EXIT_USAGE
-    return runtime.run(serve(config))
+    return runtime.run(serve(config, ns.metrics))
 
 
 if __name__ == "__main__":

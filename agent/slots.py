@@ -75,6 +75,10 @@ class SlotLedger:
     def in_state(self, *states: TaskState) -> list[TaskInHand]:
         return [item for item in self._items if item.state in states]
 
+    def usage(self) -> dict[str, tuple[int, int, int]]:
+        """Per queue: slots busy, its share of slots, messages in hand (for ``--metrics``)."""
+        return {q: (self._busy[q], share, self._in_hand[q]) for q, share in self.share.items()}
+
     def capacity(self, queue: str) -> int:
         """How many more task messages this queue can take now (none once stopping)."""
         if self._stopping():

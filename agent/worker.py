@@ -25,6 +25,7 @@ from agent.finisher import Finisher
 from agent.heartbeat import Heartbeat
 from agent.inhand import TaskInHand, TaskState
 from agent.leases import keep_leases
+from agent.metrics import AgentMetrics
 from agent.procpool import ProcessPool
 from agent.results import ResultSender, result_message_limit
 from agent.runner import TaskRunner
@@ -65,6 +66,8 @@ class Agent:
                                  top_up=self._top_up, spawn=self._spawn,
                                  stopping=self._stop.is_set,
                                  prefetch=functools.partial(prefetch_of, config))
+        self.metrics = AgentMetrics(self.agent_id, self._slots.usage)
+        """What ``--metrics`` serves of this agent."""
         self._pullers: dict[str, Puller] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = TaskThreads(config.concurrency)
@@ -181,6 +184,8 @@ class Agent:
         try:
             try:
                 report = await self._runner.run(item)
+                if report is not None:
+                    self.metrics.record(item.queue, item.dispatch, report)
             finally:
                 item.capture = None
                 if report is not None:

@@ -15,6 +15,8 @@ class AgentRegistry:
         self.lost_after_s = lost_after_s
         self.max_agents = max_agents
         self.agents: dict[str, AgentInfo] = {}
+        self.lost_total = 0
+        """Agents found lost since start (one found again and lost again counts twice)."""
 
     def _forget_one_gone(self) -> bool:
         """Make room by forgetting the agent gone longest; False when every one is live."""
@@ -44,6 +46,7 @@ class AgentRegistry:
             silent_s = now - info.last_seen
             if info.status == LIVE and silent_s > self.lost_after_s:
                 info.status = LOST
+                self.lost_total += 1
                 changed.append(info)
             elif info.status != LIVE and silent_s > FORGET_AFTER_S:
                 del self.agents[agent_id]

@@ -13,6 +13,7 @@ from flowforge.auth import AuthDir, read_auth_dir
 from flowforge.connection import ConnectOptions, add_connection_args, env, options_from_args
 from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
 from flowforge.jetstream import DEFAULT_LEASE_S
+from flowforge.metrics_http import MetricsAddressError, add_metrics_arg, serving
 from protocol.children import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
 from protocol.errors import NotConnected
 
@@ -23,6 +24,7 @@ EPILOG = """examples:
   flowforge-coordinator --listen 0.0.0.0:4222    # embedded, reachable from other hosts
   flowforge-coordinator --nats nats://nats:4222 --db /data/flowforge.db
   flowforge auth init --dir auth && flowforge-coordinator --auth auth   # roles enforced
+  flowforge-coordinator --metrics 0.0.0.0:9464   # Prometheus scrapes :9464/metrics
 
 exit codes: 0 stopped cleanly, 2 usage error, 3 cannot reach or start NATS
 """
@@ -76,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env("MAX_CHILD_DEPTH", str(DEFAULT_MAX_DEPTH)),
                    help="how deep child tasks may nest [FLOWFORGE_MAX_CHILD_DEPTH] "
                    "(default: %(default)s)")
+    _add_gate_args(p)
+    add_metrics_arg(p, "queue depths, task waits and durations, runs, retries and agents")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
+                   help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
+    return p
+
+
+def _add_gate_args(p: argparse.ArgumentParser) -> None:
+    """How tasks wait in the coordinator: the release window and priority aging."""
     p.add_argument("--release-window", type=_positive(int), default=env("RELEASE_WINDOW", "256"),
                    metavar="N", help="task messages of one queue out and not started at once, "
                    "at the least; more wait in the coordinator and go by priority "
@@ -88,9 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="SECONDS", help="a waiting task or run gains one priority per this "
                    "long waited, so nothing starves [FLOWFORGE_PRIORITY_AGING] "
                    "(default: %(default)s)")
-    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
-                   help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
-    return p
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
@@ -133,7 +141,7 @@ async def serve(ns: argparse.Namespace) -> int:
         log.info("embedded nats-server listening on %s (JetStream store in %s%s)",
                  url, embedded.store_dir, ", roles enforced" if auth else "")
     try:
-        return await _run_coordinator(_config(ns, url, auth), url)
+        return await _run_coordinator(_config(ns, url, auth), url, ns.metrics)
     finally:
         if embedded:
             await embedded.stop()
@@ -178,7 +186,8 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
     )
 
 
-async def _run_coordinator(config: CoordinatorConfig, url: str) -> int:
+async def _run_coordinator(config: CoordinatorConfig, url: str,
+                           metrics: tuple[str, int] | None = None) -> int:
     """Serve until a stop signal (or NATS closed the connection for good); the exit code."""
     coordinator = Coordinator(config)
     try:
@@ -188,10 +197,14 @@ async def _run_coordinator(config: CoordinatorConfig, url: str) -> int:
         await coordinator.shutdown()
         return runtime.EXIT_NO_NATS
     runtime.install_stop_signals(coordinator.request_stop)
-    log.info("coordinator ready: db %s, NATS %s, namespace %r",
-             config.db_path, url, config.connect.namespace)
     try:
-        await coordinator.run()
+        async with serving(metrics, [coordinator.metrics_collector()]):
+            log.info("coordinator ready: db %s, NATS %s, namespace %r",
+                     config.db_path, url, config.connect.namespace)
+            await coordinator.run()
+    except MetricsAddressError as exc:
+        print(f"flowforge-coordinator: {exc}", file=sys.stderr)
+        return runtime.EXIT_USAGE
     finally:
         await coordinator.shutdown()
     return runtime.EXIT_NO_NATS if coordinator.lost_nats else runtime.EXIT_OK

@@ -1,7 +1,7 @@
 """The scheduler: a pure state machine from events (run started, report, timer) to changes."""
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -163,6 +163,20 @@ class Scheduler(OperatorSteps):
     def is_active(self, run_id: str) -> bool:
         """Whether the run is in memory: started or restored, and not finished."""
         return run_id in self._runs
+
+    def active_runs(self) -> list[RunState]:
+        """The runs in memory (for figures read now and then, not for the hot path)."""
+        return list(self._runs.values())
+
+    def records_of(self, state: RunState) -> Iterator[TaskRecord]:
+        """Every task instance of an active run held in memory: its tasks, its mapped tasks'
+        instances in flight (a chunk's first stands for the chunk) and its open children."""
+        yield from state.tasks.values()
+        for ms in state.maps.values():
+            yield from ms.active.values()
+        found = self.children.of(state.run.run_id)
+        if found is not None:
+            yield from (child.rec for child in found.open.values())
 
     def run_state(self, run_id: str) -> RunState | None:
         """An active run's state (None when the run is not active)."""

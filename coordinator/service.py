@@ -10,41 +10,40 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import ServiceUnavailableError
 
 from coordinator.active_lease import ActiveLease, LeaseLost
 from coordinator.agents import AgentRegistry
 from coordinator.api import Api
 from coordinator.batch_runner import BatchRunner
 from coordinator.batches_api import BatchesApi
+from coordinator.bus_setup import take_the_bus
 from coordinator.children_api import ChildrenApi
 from coordinator.flows import FlowCache
 from coordinator.instances_api import InstancesApi
 from coordinator.limits import Limits
 from coordinator.limits_api import LimitsApi
+from coordinator.metrics_export import CoordinatorCollector
 from coordinator.publisher import Publisher
 from coordinator.recovery import recover_runs, still_queued
 from coordinator.release_window import GateSettings
 from coordinator.schedule_clock import ScheduleClock
 from coordinator.scheduler import Scheduler, SchedulerSettings
 from coordinator.schedules_api import SchedulesApi
+from coordinator.stats_api import StatsApi
 from coordinator.store import Store
+from coordinator.task_tracker import TaskTracker
 from coordinator.writer import Batch, Reports, StopWriter, Triggers, Writer
 from flowforge.auth import Identity
 from flowforge.connection import ConnectOptions, connect
 from flowforge.jetstream import (
     DEFAULT_LEASE_S,
-    INBOX_ACK_WAIT_S,
-    ensure_streams,
     ensure_task_consumer,
-    replicas_for,
 )
 from flowforge.puller import Puller
 from flowforge.runtime import start_or_close
 from protocol.children import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
-from protocol.errors import FlowForgeError, NotConnected
+from protocol.errors import FlowForgeError
 from protocol.messages import heartbeat_decoder
 from protocol.subjects import API_QUEUE_GROUP
 from protocol.untrusted import Malformed, decode
@@ -105,6 +104,8 @@ class Coordinator:
         """Built by ``start()``: its settings depend on the NATS server's max_payload."""
         self.limits: Limits
         """Built by ``start()``: the concurrency limits and priorities in the writer's path."""
+        self.stats: StatsApi
+        """Built by ``start()``: the figures of ``stats.get`` and ``--metrics``."""
         self.started = asyncio.Event()
         self.standby = asyncio.Event()
         """Set while this coordinator waits for the active one to stop."""
@@ -137,21 +138,7 @@ class Coordinator:
             backstop_s=2 * self.config.lease_s + 5.0,
             max_children=self.config.max_children, max_child_depth=self.config.max_child_depth,
         ))
-        try:
-            if not self._nc._server_info.get("jetstream"):  # else: wait while it elects leaders
-                raise ServiceUnavailableError
-            replicas = self.config.replicas or replicas_for(self._nc._server_info)
-            log.info("streams with %d replica(s)%s", replicas, "" if self.config.replicas
-                     else " (--replicas not given: 3 on a NATS cluster, else 1)")
-            await ensure_streams(js, self.subjects, min(self.config.lease_s, INBOX_ACK_WAIT_S),
-                                 replicas)
-        except (ServiceUnavailableError, NoRespondersError):
-            raise NotConnected(
-                f"NATS at {self.config.connect.url} has no JetStream: start nats-server with "
-                "-js (JetStream on), or leave out --nats and the coordinator embeds one") from None
-        self.lease = ActiveLease(self._nc, self.subjects.lease_bucket, self.config.db_path,
-                                 self.config.active_lease_s)
-        await self.lease.acquire(self.standby)  # a standby waits here
+        self.lease = await take_the_bus(self._nc, self.subjects, self.config, self.standby)
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
         await publisher.start()
@@ -173,24 +160,49 @@ class Coordinator:
             await ensure_task_consumer(js, self.subjects, queue, self.config.lease_s, update=True)
         self.schedules = ScheduleClock(self.writer, self._store)
         self.batches = BatchRunner(self.writer, self._store)
+        self.stats = self._track(self.schedules)
         await self.schedules.load()  # they follow the commits of the reports that piled up
         await self._restore()
         await self.schedules.start()
         await self.batches.start()
-        schedules_api = SchedulesApi(self.schedules, flows)
+        self._route(flows, self.schedules, self.batches, self._nc.max_payload)
+        lease = self.lease
+        assert lease is not None
+        self.writer.before_commit.insert(0, lambda now, batch: lease.check())  # fencing
+
+    def _route(self, flows: FlowCache, schedules: ScheduleClock, batches: BatchRunner,
+               max_reply_bytes: int) -> None:
+        """The API requests of schedules, mapped instances, batches, limits and children."""
+        assert self._store is not None and self.writer is not None
+        schedules_api = SchedulesApi(schedules, flows)
         self._api.route(schedules_api.handlers())
         self._api.schedules = schedules_api
         self._api.route(InstancesApi(self._store, flows,
-                                     max_reply_bytes=self._nc.max_payload).handlers())
-        self._api.route(BatchesApi(self.batches, flows, self.schedules,
-                                   max_reply_bytes=self._nc.max_payload).handlers())
-        self._api.operations.reopen_checks += [self.batches.check_reopen,
+                                     max_reply_bytes=max_reply_bytes).handlers())
+        self._api.route(BatchesApi(batches, flows, schedules,
+                                   max_reply_bytes=max_reply_bytes).handlers())
+        self._api.operations.reopen_checks += [batches.check_reopen,
                                                self.limits.runs.check_reopen]
         self._api.route(LimitsApi(self.limits).handlers())
         self._api.route(ChildrenApi(self.writer, self._store,
-                                    max_reply_bytes=self._nc.max_payload).handlers())
-        lease = self.lease
-        self.writer.before_commit.insert(0, lambda now, batch: lease.check())  # fencing
+                                    max_reply_bytes=max_reply_bytes).handlers())
+
+    def _track(self, schedules: ScheduleClock) -> StatsApi:
+        """The figures of ``stats.get`` and ``--metrics``: the tracker goes last before each
+        commit (it counts what the other hooks decided too)."""
+        assert self.writer is not None
+        tracker = TaskTracker(self.scheduler)
+        tracker.schedule_flow = lambda name: (
+            state.spec.flow if (state := schedules.states.get(name)) else None)
+        self.writer.before_commit.append(tracker.follow)
+        stats = StatsApi(tracker, self.scheduler, self.agents, self._flows, self.limits.runs,
+                         schedules)
+        self._api.route(stats.handlers())
+        return stats
+
+    def metrics_collector(self) -> CoordinatorCollector:
+        """What ``--metrics`` serves of this coordinator (after ``start()``)."""
+        return CoordinatorCollector(self.stats)
 
     def _sweep_children(self, now: float, batch: Batch) -> None:
         """Children of tasks that ended in the batch, and of runs that ended, are cancelled."""
@@ -204,6 +216,7 @@ class Coordinator:
         assert self._store is not None and self.writer is not None
         recovered = await recover_runs(self._store, self._flows, self.scheduler, time.time(),
                                        self.limits)
+        self.stats.tracker.prime()  # their attempts so far are not this process's to count
         backlog = await self._apply_report_backlog()
         again = still_queued(self.scheduler, recovered.dispatches)
         await self._publisher.dispatch(again)

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from flowforge import batch_cli, graphs, limit_cli, render, runtime, schedule_cli, show_cli
+from flowforge import batch_cli, graphs, limit_cli, render, runtime, schedule_cli, show_cli, stats_cli
 from flowforge.batch_cli import add_batch_parser
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
@@ -43,6 +43,7 @@ EPILOG = """examples:
   flowforge run pipeline_simple --priority 5
   flowforge limit set queue:gpu 2
   flowforge agents
+  flowforge stats
   flowforge dashboard
 
 exit codes: 0 ok (run succeeded), 1 run (or an item of a batch) failed or cancelled, 2 usage,
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_schedule_parser(sub)
     add_batch_parser(sub)
     limit_cli.add_limit_parser(sub)
+    stats_cli.add_stats_parser(sub)
     return p
 
 
@@ -328,7 +330,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "register": _register, "run": _run, "runs": _runs, "show": show_cli.run, "flows": _flows,
     "graph": _graph, "rejected": _rejected, "agents": _agents, "cancel": _cancel,
     "retry": _retry, "mark": _mark, "logs": _logs, "schedule": schedule_cli.run,
-    "batch": batch_cli.run, "limit": limit_cli.run,
+    "batch": batch_cli.run, "limit": limit_cli.run, "stats": stats_cli.run,
 }
 
 

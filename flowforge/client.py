@@ -19,6 +19,7 @@ from flowforge.limit_calls import LimitCalls
 from flowforge.map_calls import MapCalls
 from flowforge.registry import REGISTRY
 from flowforge.schedule_calls import ScheduleCalls
+from flowforge.stats_calls import StatsCalls
 from protocol import api
 from protocol.api import FlowDetail, RawReply, RegisteredFlow, TaskLogText, reply_decoder
 from protocol.batches import BatchRecord
@@ -106,7 +107,7 @@ def _code_schedules(specs: list[FlowSpec]) -> dict[str, list[ScheduleSpec]]:
             if REGISTRY.flows.get(s.name) is s}
 
 
-class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls):
+class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls, StatsCalls):
     """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:
@@ -358,8 +359,7 @@ class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls):
     async def rejected(self, limit: int = 50) -> list[RejectedMessage]:
         return await self.request(api.ListRejected(limit=limit), list[RejectedMessage])
 
-    async def wait(self, run_id: str, timeout_s: float | None = None,
-                   poll_s: float = 2.0,
+    async def wait(self, run_id: str, timeout_s: float | None = None, poll_s: float = 2.0,
                    on_detail: Callable[[RunDetail], None] | None = None) -> RunDetail:
         """Wait until the run is finished; follows events, re-checks every ``poll_s``
         (``on_detail`` sees each state read while waiting, e.g. to say why tasks wait)."""

@@ -13,6 +13,7 @@ from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
 from flowforge.loader import import_target
+from flowforge.metrics_http import add_metrics_arg, serving
 from flowforge.params import parse_param
 from flowforge.registry import REGISTRY
 from flowforge.terminal import out
@@ -45,6 +46,7 @@ def add_dev_parser(sub: Any) -> None:
                    "(default: %(default)s)")
     c.add_argument("--concurrency", type=int, default=None,
                    help="slots of each agent (default: as flowforge-agent's)")
+    add_metrics_arg(c, "the coordinator's and the agent's figures (one endpoint)")
 
 
 class Progress:
@@ -118,7 +120,10 @@ async def dev(ns: argparse.Namespace) -> int:
     try:
         await coordinator.start()
         await agent.start()
-        async with asyncio.TaskGroup() as tg:
+        async with serving(ns.metrics, [coordinator.metrics_collector(), agent.metrics]) as url, \
+                asyncio.TaskGroup() as tg:
+            if url:
+                out(f"metrics on {url}", file=sys.stderr)
             tg.create_task(coordinator.run())
             tg.create_task(agent.run())
             try:

@@ -13,6 +13,7 @@ from protocol.limits import MAX_ID_CHARS, MAX_LIST_LIMIT
 from protocol.records import TaskRecord
 from protocol.schedules import FireRecord, ScheduleSpec, ScheduleState
 from protocol.states import RunStatus, TaskStatus
+from protocol.stats import STATS_REQUESTS
 
 
 class RegisterFlows(msgspec.Struct, frozen=True, kw_only=True):
@@ -236,6 +237,7 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     **BATCH_REQUESTS,
     **CHILD_REQUESTS,
     **LIMIT_REQUESTS,
+    **STATS_REQUESTS,
 }
 
 class RawReply(msgspec.Struct, frozen=True, kw_only=True):
