@@ -355,3 +355,46 @@ def test_the_kustomization_applies_every_manifest_but_the_scaled_objects() -> No
     assert all((K8S / r).is_file() for r in kustomization["resources"])
     assert set(kustomization["resources"]) == set(MANIFESTS) - {"keda-scaledobject.yaml"}
     assert not any(doc["kind"] == "ScaledObject" for r in kustomization["resources"] for doc in MANIFESTS[r])
+
+
+README = (K8S / "README.md").read_text()
+README_SHELL = "\n".join(re.findall(r"```bash\n(.*?)```", README, re.S))
+
+
+def readme_commands() -> list[list[str]]:
+    """Each of our console scripts in the README's shell blocks, also after ``kubectl exec ... --``."""
+    found = []
+    for line in README_SHELL.splitlines():
+        for part in line.split("&&"):
+            words = shlex.split(part, comments=True)
+            if "--" in words:
+                words = words[words.index("--") + 1:]
+            if words and words[0] in SCRIPTS:
+                found.append(words)
+    return found
+
+
+README_COMMANDS = readme_commands()
+
+
+def test_the_readme_installs_the_nats_chart_as_the_release_and_with_the_values_the_tests_read() -> None:
+    (helm,) = [shlex.split(line) for line in README_SHELL.splitlines()
+               if line.startswith("helm upgrade --install nats ")]
+    assert helm[3:5] == [NATS_RELEASE, "nats/nats"]
+    assert option_values(helm, "--namespace") == [NAMESPACE]
+    (values,) = option_values(helm, "-f")
+    assert (REPO / values).resolve() == K8S / "nats-values.yaml"
+
+
+def test_the_readme_documents_the_keda_pitfalls_and_the_headless_service() -> None:
+    for needle in ("kedacore/keda#3860", "kedacore/keda#6042", "nats-headless",
+                   "terminationGracePeriodSeconds", "--grace"):
+        assert needle in README
+    assert len(README_COMMANDS) >= 3
+
+
+@pytest.mark.parametrize("argv", README_COMMANDS, ids=[" ".join(c)[:60] for c in README_COMMANDS])
+def test_every_flowforge_command_in_the_readme_parses(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parse(argv, {}, monkeypatch)
