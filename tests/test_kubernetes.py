@@ -240,6 +240,15 @@ def test_the_coordinators_statefulset_is_governed_by_a_headless_service_that_sel
     assert coordinator["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+def test_each_workload_selects_its_own_pods_and_no_other_workloads() -> None:
+    templates = {name: w["spec"]["template"]["metadata"]["labels"] for name, w in WORKLOADS.items()}
+    for name, workload in WORKLOADS.items():
+        if workload["kind"] == "Job":
+            continue  # Kubernetes makes a Job's selector itself
+        selector = workload["spec"]["selector"]["matchLabels"].items()
+        assert [n for n, labels in templates.items() if selector <= labels.items()] == [name]
+
+
 def test_the_coordinator_has_time_to_answer_the_requests_in_hand_before_it_is_killed() -> None:
     coordinator = WORKLOADS["flowforge-coordinator"]
     assert pod_spec(coordinator)["terminationGracePeriodSeconds"] > API_GRACE_S + STOP_MARGIN_S
