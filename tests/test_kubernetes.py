@@ -101,7 +101,8 @@ def environment(container: dict[str, Any]) -> dict[str, str]:
 
 
 def expand(word: str, env: dict[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` in command and args; an unknown variable is left as written."""
+    """Kubernetes' ``$(VAR)`` in command and args. Kubernetes leaves an unknown one as written,
+    which would reach the script as a literal: here it fails."""
     expanded = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), word)
     assert "$(" not in expanded, f"{word!r} names a variable the container does not have"
     return expanded
@@ -119,7 +120,11 @@ def commands() -> Iterator[tuple[str, list[str], dict[str, str]]]:
         yield where, argv_of(container), env
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             if "exec" in container.get(probe, {}):
-                yield f"{where} {probe}", [expand(w, env) for w in container[probe]["exec"]["command"]], env
+                argv = container[probe]["exec"]["command"]
+                # the kubelet expands a probe's $(VAR) from `env` values only, not from envFrom
+                # (the ConfigMap): keep them out; the probe's process inherits the environment
+                assert not any("$(" in w for w in argv), f"{where} {probe}: {argv}"
+                yield f"{where} {probe}", argv, env
 
 
 COMMANDS = list(commands())
