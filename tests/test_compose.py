@@ -25,7 +25,7 @@ from agent import cli as agent_cli
 from coordinator.service import API_GRACE_S
 from flowforge.connection import ConnectOptions, connect
 from flowforge.embedded import nats_server_binary
-from flowforge.jetstream import ensure_streams, ensure_task_consumer
+from flowforge.jetstream import ensure_streams, ensure_task_consumer, replicas_for
 from flowforge.loader import check_clashes, import_target
 from flowforge.registry import REGISTRY
 from protocol.flows import FlowSpec
@@ -425,7 +425,7 @@ def healthy(node: Proc, monitor_port: int) -> bool:
         return False
 
 
-async def test_the_cluster_profiles_flags_form_a_jetstream_cluster_flowforge_sets_up_on(
+async def test_the_cluster_profiles_flags_form_a_jetstream_cluster_with_streams_in_three_copies(
     tmp_path: Path,
 ) -> None:
     ports = {name: {kind: free_port() for kind in ("client", "cluster", "monitor")}
@@ -442,10 +442,13 @@ async def test_the_cluster_profiles_flags_form_a_jetstream_cluster_flowforge_set
         url = ",".join(f"nats://127.0.0.1:{p['client']}" for p in ports.values())
         nc = await connect(ConnectOptions(url=url), name="compose-cluster-test")
         try:
-            js = nc.jetstream()
-            subjects = Subjects()
-            await ensure_streams(js, subjects)
+            # the coordinator's choice when not told: the servers advertise three of them
+            replicas = replicas_for(nc._server_info)
+            assert replicas == 3
+            js, subjects = nc.jetstream(), Subjects()
+            await ensure_streams(js, subjects, replicas=replicas)
             await ensure_task_consumer(js, subjects, "default")
+            assert (await js.stream_info(subjects.tasks_stream)).config.num_replicas == 3
             ack = await js.publish(subjects.task("default"), b"{}")
             assert ack.stream == subjects.tasks_stream
         finally:
