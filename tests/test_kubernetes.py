@@ -235,6 +235,17 @@ def test_the_coordinator_is_one_pod_with_its_database_on_a_claimed_volume(
     assert option_values(argv, "--nats") == [CONFIG_MAPS["flowforge"]["FLOWFORGE_NATS_URL"]]
 
 
+def test_the_coordinator_keeps_each_stream_in_as_many_copies_as_a_majority_of_nats_survives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Explicit: the chart's servers advertise no addresses (noAdvertise, its default), so the
+    coordinator could not count them and would choose one copy."""
+    container = pod_spec(WORKLOADS["flowforge-coordinator"])["containers"][0]
+    replicas = parse(argv_of(container), environment(container), monkeypatch).replicas
+    assert replicas is not None and replicas % 2 == 1
+    assert 3 <= replicas <= NATS_VALUES["config"]["cluster"]["replicas"]
+
+
 def test_the_coordinators_statefulset_is_governed_by_a_headless_service_that_selects_it() -> None:
     coordinator = WORKLOADS["flowforge-coordinator"]
     services = {doc["metadata"]["name"]: doc for _, doc in RESOURCES if doc["kind"] == "Service"}
