@@ -1,9 +1,12 @@
 """compose.yaml and the Dockerfile agree with the code: commands parse, imports resolve, queues are served.
 
-Docker is not needed: these tests read the files and check them against our parsers.
+Docker is not needed: these tests read the files and check them against our parsers, and run
+the `cluster` profile's nats-server flags on this host.
 """
 
+import asyncio
 import importlib
+import json
 import logging
 import re
 import shlex
@@ -13,18 +16,49 @@ import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import pytest
 import yaml
 
 from agent import cli as agent_cli
 from coordinator.service import API_GRACE_S
+from flowforge.connection import ConnectOptions, connect
+from flowforge.embedded import nats_server_binary
+from flowforge.jetstream import ensure_streams, ensure_task_consumer, replicas_for
 from flowforge.loader import check_clashes, import_target
 from flowforge.registry import REGISTRY
 from protocol.flows import FlowSpec
+from protocol.subjects import Subjects
+from tests.helpers import Proc, free_port, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-COMPOSE = yaml.safe_load((REPO / "compose.yaml").read_text())
+COMPOSE_TEXT = (REPO / "compose.yaml").read_text()
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR-default}`` in every string, with ``env``
+    as the shell's environment (``$$`` is a literal ``$``)."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        if m[0] == "$$":
+            return "$"
+        name, colon, default = m["name"], m["colon"], m["default"]
+        if default is None:
+            return env.get(name, "")
+        return env[name] if name in env and (env[name] or not colon) else default
+
+    return re.sub(r"\$\$|\$\{(?P<name>\w+)(?:(?P<colon>:?)-(?P<default>[^}]*))?\}", one, value)
+
+
+COMPOSE = interpolate(yaml.safe_load(COMPOSE_TEXT), {})
+"""compose.yaml as `docker compose up` reads it in a shell that sets none of its variables."""
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 SCRIPTS: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
 NATS_URL = "nats://nats:4222"
@@ -306,3 +340,119 @@ def test_the_image_working_directory_imports_the_examples_without_clashing_with_
             shutil.copy(source, target)
     assert (image_root / "examples" / "seed_pipelines.py").is_file()
     check_clashes(image_root)
+
+
+# The `cluster` profile: three NATS servers FlowForge is pointed at by FLOWFORGE_COMPOSE_NATS_URL.
+
+CLUSTER_NODES = {name: s for name, s in SERVICES.items() if "cluster" in s.get("profiles", [])}
+(CLUSTER_URL,) = re.findall(r"^#\s+export FLOWFORGE_COMPOSE_NATS_URL=(\S+)$", COMPOSE_TEXT, re.M)
+"""The value compose.yaml's header tells the reader to export."""
+CLUSTERED = interpolate(yaml.safe_load(COMPOSE_TEXT), {"FLOWFORGE_COMPOSE_NATS_URL": CLUSTER_URL})
+"""compose.yaml as `docker compose --profile cluster up` reads it with that value exported."""
+
+
+def node_flags(name: str) -> dict[str, str]:
+    """A cluster node's flags that take a value, each given once."""
+    argv = CLUSTER_NODES[name]["command"]
+    flags = {}
+    for option in ("-sd", "-m", "--server_name", "--cluster_name", "--cluster", "--routes"):
+        (flags[option],) = option_values(argv, option)
+    return flags
+
+
+def test_plain_docker_compose_up_starts_the_single_server_stack_and_the_cluster_is_a_profile() -> None:
+    assert {n for n, s in SERVICES.items() if not s.get("profiles")} == {
+        "nats", "coordinator", "agent-default", "agent-gpu", "register-examples"}
+    assert set(CLUSTER_NODES) == {"nats-1", "nats-2", "nats-3"}
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTER_NODES))
+def test_each_cluster_node_runs_jetstream_under_its_own_name_on_its_own_volume(name: str) -> None:
+    node, flags = CLUSTER_NODES[name], node_flags(name)
+    assert node["image"] == SERVICES["nats"]["image"]
+    assert "-js" in node["command"] and flags["-sd"] == "/data"
+    assert flags["--server_name"] == name  # JetStream clustering needs unique server names
+    assert volume_targets(node)["/data"] == f"{name}-data" and f"{name}-data" in COMPOSE["volumes"]
+    assert urlsplit(node["healthcheck"]["test"][-1]).port == int(flags["-m"])
+
+
+def test_the_cluster_nodes_share_a_cluster_name_and_each_routes_to_all_three() -> None:
+    flags = {name: node_flags(name) for name in CLUSTER_NODES}
+    assert len({f["--cluster_name"] for f in flags.values()}) == 1
+    for name, f in flags.items():
+        listen = urlsplit(f["--cluster"])
+        assert listen.hostname == "0.0.0.0", name
+        routes = {(u.hostname, u.port) for u in map(urlsplit, f["--routes"].split(","))}
+        assert routes == {(node, listen.port) for node in CLUSTER_NODES}, name
+
+
+def test_the_cluster_nodes_publish_distinct_client_ports_on_the_hosts_loopback_only() -> None:
+    published = [p for node in CLUSTER_NODES.values() for p in node["ports"]]
+    assert all(p.startswith("127.0.0.1:") and p.endswith(":4222") for p in published)
+    assert len({p.split(":")[1] for p in published}) == len(CLUSTER_NODES)
+
+
+@pytest.mark.parametrize("name", sorted(OUR_SERVICES))
+def test_the_cluster_url_points_every_flowforge_service_at_all_three_nodes(name: str) -> None:
+    argv = CLUSTERED["services"][name]["command"]
+    (url,) = option_values(argv, "--nats")
+    assert url == CLUSTER_URL
+    assert {(u.hostname, u.port) for u in map(urlsplit, url.split(","))} == {
+        (node, 4222) for node in CLUSTER_NODES}
+    module = importlib.import_module(SCRIPTS[argv[0]].partition(":")[0])
+    module.build_parser().parse_args(argv[1:])
+
+
+def on_this_host(name: str, ports: dict[str, dict[str, int]], store: Path) -> list[str]:
+    """A cluster node's compose command with container names and ports made local ones."""
+    mine = ports[name]
+    routes = ",".join(f"nats://127.0.0.1:{ports[node]['cluster']}" for node in CLUSTER_NODES)
+    swap = {"-sd": str(store / name), "-m": str(mine["monitor"]), "--routes": routes,
+            "--cluster": f"nats://127.0.0.1:{mine['cluster']}"}
+    argv = list(CLUSTER_NODES[name]["command"])
+    for i, arg in enumerate(argv[:-1]):
+        if arg in swap:
+            argv[i + 1] = swap[arg]
+    return [nats_server_binary(), "-a", "127.0.0.1", "-p", str(mine["client"]), *argv]
+
+
+def healthy(node: Proc, monitor_port: int) -> bool:
+    assert node.popen.poll() is None, f"nats-server {shlex.join(node.args)} exited:\n{node.log()}"
+    try:
+        with urlopen(f"http://127.0.0.1:{monitor_port}/healthz", timeout=2) as reply:
+            return bool(reply.status == 200)
+    except OSError:  # refused while starting; 503 until JetStream is current
+        return False
+
+
+async def test_the_cluster_profiles_flags_form_a_jetstream_cluster_with_streams_in_three_copies(
+    tmp_path: Path,
+) -> None:
+    ports = {name: {kind: free_port() for kind in ("client", "cluster", "monitor")}
+             for name in CLUSTER_NODES}
+    nodes = [Proc(on_this_host(name, ports, tmp_path), tmp_path / f"{name}.log", env={}, cwd=tmp_path)
+             for name in CLUSTER_NODES]
+    try:
+        for node, name in zip(nodes, CLUSTER_NODES, strict=True):
+            monitor = ports[name]["monitor"]
+            await wait_for(lambda n=node, m=monitor: asyncio.to_thread(healthy, n, m),
+                           timeout_s=30, every_s=0.2)
+        with urlopen(f"http://127.0.0.1:{ports['nats-1']['monitor']}/jsz", timeout=5) as reply:
+            assert json.load(reply)["meta_cluster"]["cluster_size"] == len(CLUSTER_NODES)
+        url = ",".join(f"nats://127.0.0.1:{p['client']}" for p in ports.values())
+        nc = await connect(ConnectOptions(url=url), name="compose-cluster-test")
+        try:
+            # the coordinator's choice when not told: the servers advertise three of them
+            replicas = replicas_for(nc._server_info)
+            assert replicas == 3
+            js, subjects = nc.jetstream(), Subjects()
+            await ensure_streams(js, subjects, replicas=replicas)
+            await ensure_task_consumer(js, subjects, "default")
+            assert (await js.stream_info(subjects.tasks_stream)).config.num_replicas == 3
+            ack = await js.publish(subjects.task("default"), b"{}")
+            assert ack.stream == subjects.tasks_stream
+        finally:
+            await nc.close()
+    finally:
+        for node in nodes:
+            node.stop()
