@@ -18,6 +18,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -33,6 +34,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from protocol.errors import FlowForgeError
+from protocol.untrusted import decode
 
 log = logging.getLogger("flowforge.coordinator.lease")
 
@@ -42,10 +44,24 @@ MARGIN = 0.2
 
 
 class Holder(msgspec.Struct, frozen=True, kw_only=True):
-    host: str
-    pid: int
-    database: str
+    host: Annotated[str, msgspec.Meta(max_length=255)]
+    pid: Annotated[int, msgspec.Meta(ge=0, le=2**31)]
+    database: Annotated[str, msgspec.Meta(max_length=4096)]
     since: float
+
+
+_holder = msgspec.json.Decoder(Holder)
+UNREADABLE = Holder(host="(unreadable)", pid=0, database="", since=0.0)
+"""What an entry that is not a holder stands for: someone we cannot name; wait it out."""
+
+
+def holder_of(value: bytes | None) -> Holder:
+    """The lease's holder, read like every message off the bus: with limits, untrusted."""
+    try:
+        return decode(_holder, value or b"{}", "the coordinator lease", max_bytes=8192)
+    except FlowForgeError as exc:
+        log.warning("%s", exc.message)
+        return UNREADABLE
 
 
 class CoordinatorElsewhere(FlowForgeError):
@@ -83,7 +99,7 @@ class ActiveLease:
                             holder.pid, holder.host)
                 await self._take_from(holder)
                 continue
-            if holder.database != self.me.database:
+            if holder.database not in (self.me.database, UNREADABLE.database):
                 raise CoordinatorElsewhere(
                     f"another coordinator is active on this namespace: pid {holder.pid} on "
                     f"{holder.host} with database {holder.database} (this one has "
@@ -128,7 +144,7 @@ class ActiveLease:
         assert self._kv is not None
         try:
             entry = await self._kv.get(KEY)
-            if msgspec.json.decode(entry.value or b"{}", type=Holder) == holder:
+            if holder_of(entry.value) == holder:
                 await self._kv.delete(KEY, last=entry.revision)
         except (KeyNotFoundError, KeyDeletedError, KeyWrongLastSequenceError):
             pass  # gone or taken meanwhile: the next try says which
@@ -144,7 +160,7 @@ class ActiveLease:
                 entry = await self._kv.get(KEY)
             except (KeyNotFoundError, KeyDeletedError):  # gone meanwhile: try again
                 return await self._try_take()
-            return msgspec.json.decode(entry.value or b"{}", type=Holder)
+            return holder_of(entry.value)
         self._valid_until = started + self.ttl_s * (1 - MARGIN)
         return None
 

@@ -11,6 +11,9 @@ from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 
 _canonical = msgspec.json.Encoder(order="sorted")
+OPEN = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING,
+                  TaskStatus.RETRY_WAIT})
+"""The states of a child that has not ended."""
 
 
 def ident_of(spawn: ChildSpawn) -> int:
@@ -116,16 +119,15 @@ class RunChildren:
             self.failed_of.setdefault(parent, set()).add(seq)
         return child
 
-    def drop_under(self, task: str) -> list[str]:
+    def drop_under(self, task: str) -> None:
         """Forget the ended children of a mapped task's instances (``T~3/0`` and below, for
-        task ``T``): it maps again over new items. Returns the open ones, left to cancel."""
+        task ``T``): it maps again over new items (its open ones are cancelled first)."""
         mine = f"{task}~"
         for name in [n for n in self.ended if n.startswith(mine)]:
             del self.ended[name]
         for parent in [p for p in (*self.failed_of, *self.waiters) if p.startswith(mine)]:
             self.failed_of.pop(parent, None)
             self.waiters.pop(parent, None)
-        return [n for n in self.open if n.startswith(mine)]
 
     def add_ended(self, name: str, ended: Ended) -> None:
         parent, seq = _split(name)

@@ -7,7 +7,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from coordinator.child_state import Child, Ended
+from coordinator.child_state import OPEN, Child, Ended
 from coordinator.database import Database
 from protocol.children import (
     CHILD_SEP,
@@ -23,7 +23,7 @@ from protocol.children import (
 from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 
-OPEN_STATES = ("pending", "queued", "running", "retry_wait")
+OPEN_STATES = tuple(sorted(s.value for s in OPEN))
 MAX_COUNTED = 2_000
 """Counts of at most this many (parent, state) pairs go in one listing (the first parents in
 name order): an answer must fit in one message, however many parents a run has."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from coordinator.changes import Changes, Dispatch, Timer
-from coordinator.child_state import Child, Ended, RunChildren, Waiter, ident_of
+from coordinator.child_state import OPEN, Child, Ended, RunChildren, Waiter, ident_of
 from coordinator.mapping import stale
 from coordinator.runstate import RunState
 from protocol.children import (
@@ -31,8 +31,6 @@ from protocol.messages import Report, TaskDispatch, TaskFailed, TaskProgress, Ta
 from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 
-OPEN = frozenset({TaskStatus.PENDING, TaskStatus.QUEUED, TaskStatus.RUNNING,
-                  TaskStatus.RETRY_WAIT})
 RetryDelay = Callable[[float, int], float]
 _enc = msgspec.json.Encoder()
 
@@ -121,17 +119,24 @@ class Children:
                 f"{self.max_depth} (the coordinator's --max-child-depth)")
 
     def _queue(self, state: RunState, child: Child, now: float, ch: Changes) -> None:
-        rec, spec = child.rec, child.spec
+        rec = child.rec
         rec.attempt += 1
         rec.dispatch = rec.attempt
         rec.queued_at = now
         rec.retry_at = rec.started_at = rec.finished_at = rec.deadline_at = None
         rec.status = TaskStatus.QUEUED
         ch.tasks[(state.run.run_id, rec.task)] = rec
-        ch.dispatches.append(Dispatch(spec.queue, TaskDispatch(
+        ch.dispatches.append(self._dispatch(state, child))
+
+    @staticmethod
+    def _dispatch(state: RunState, child: Child) -> Dispatch:
+        """The task message of a child's current attempt."""
+        rec, spec = child.rec, child.spec
+        return Dispatch(spec.queue, TaskDispatch(
             run_id=state.run.run_id, flow=state.run.flow, version=state.flow.version,
             task=rec.task, function=spec.function, attempt=rec.dispatch, params=spec.params,
-            timeout_s=spec.timeout_s, queued_at=now, scheduled_for=state.run.scheduled_for)))
+            timeout_s=spec.timeout_s, queued_at=rec.queued_at or 0.0,
+            scheduled_for=state.run.scheduled_for))
 
     # -- waiting -------------------------------------------------------------------------
 
@@ -273,10 +278,12 @@ class Children:
             return
         for run_id, task in ch.instances_reset:  # mapped again: its instances' children go
             rc = self._runs.get(run_id)
-            for name in rc.drop_under(task) if rc else ():
-                self._cancel(run_id, rc, name, f"{task!r} maps over new items", now, ch)
-            if rc:
-                rc.drop_under(task)
+            if rc is None:
+                continue
+            for name in [n for n in rc.open if n.startswith(f"{task}~")]:
+                if name in rc.open:  # not cancelled with its parent meanwhile
+                    self._cancel(run_id, rc, name, f"{task!r} maps over new items", now, ch)
+            rc.drop_under(task)
         for (run_id, name), rec in list(ch.tasks.items()):
             rc = self._runs.get(run_id)
             if rc is not None and name in rc.open_of and rec.status not in OPEN:
@@ -322,11 +329,7 @@ class Children:
             rec = child.rec
             rc.add_open(rec.task, child)
             if rec.status is TaskStatus.QUEUED:
-                ch.dispatches.append(Dispatch(child.spec.queue, TaskDispatch(
-                    run_id=state.run.run_id, flow=state.run.flow, version=state.flow.version,
-                    task=rec.task, function=child.spec.function, attempt=rec.dispatch,
-                    params=child.spec.params, timeout_s=child.spec.timeout_s,
-                    queued_at=rec.queued_at or now, scheduled_for=state.run.scheduled_for)))
+                ch.dispatches.append(self._dispatch(state, child))
             elif rec.status is TaskStatus.RETRY_WAIT:
                 ch.timers.append(Timer(rec.retry_at or now, state.run.run_id, rec.task))
             elif rec.status is TaskStatus.RUNNING and rec.deadline_at:

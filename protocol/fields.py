@@ -24,8 +24,6 @@ Token = Annotated[str, msgspec.Meta(pattern=TOKEN_PATTERN)]
 """Run ids, agent ids: one safe subject token of at most MAX_ID_CHARS."""
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 """Flow, task and queue names."""
-TaskRef = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN[:-1] + r"(~[0-9]{1,7})?$")]
-"""A task's name, or an instance of a mapped task (``T~3``)."""
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_ATTEMPT)]
 Attempt = Annotated[int, msgspec.Meta(ge=0, le=MAX_ATTEMPT)]
 Delivery = Annotated[int, msgspec.Meta(ge=1, le=MAX_DELIVERY)]

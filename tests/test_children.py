@@ -6,7 +6,7 @@ import msgspec
 
 from agent.inhand import TaskState
 from flowforge.client import Client
-from protocol.children import ListChildren
+from protocol.children import ChildList, ListChildren
 from protocol.records import RunDetail
 from protocol.states import RunStatus, TaskStatus
 from tests import childflows
@@ -37,16 +37,10 @@ async def test_an_agent_with_one_slot_runs_a_parent_that_maps_50_children(
     assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
     assert _output(detail) == {"sum": 2 * sum(range(50)), "first": [0, 2, 4], "n": 50}
     listed = await client.request(ListChildren(run_id=detail.run.run_id, limit=100),
-                                  childflows_list_type())
+                                  ChildList)
     assert listed.counts == {"parent": {"succeeded": 50}}
     assert [c.seq for c in listed.children] == list(range(50))
     assert all(c.function == "tests.childflows:double" for c in listed.children)
-
-
-def childflows_list_type():  # type: ignore[no-untyped-def]
-    from protocol.children import ChildList
-
-    return ChildList
 
 
 async def test_an_async_parent_awaits_its_children(coordinator, start_agent,
@@ -75,8 +69,6 @@ async def test_spawn_and_gather_in_any_order_with_a_retried_child_and_one_never_
     detail = await _run(client, "spawn_gather")
     assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).error_message
     assert _output(detail) == [6, 40]
-    from protocol.children import ChildList
-
     listed = await client.request(ListChildren(run_id=detail.run.run_id), ChildList)
     by_seq = {c.seq: c for c in listed.children}
     assert by_seq[1].attempt == 2 and by_seq[1].status is TaskStatus.SUCCEEDED
@@ -144,8 +136,6 @@ async def test_200_mapped_parents_each_mapping_20_children_on_two_agents_with_4_
     assert detail.run.status is RunStatus.SUCCEEDED, _parent(detail).note
     expected = [sum(2 * (x * 100 + i) for i in range(20)) for x in range(200)]
     assert _output(detail) == expected
-    from protocol.children import ChildList
-
     listed = await client.request(ListChildren(run_id=detail.run.run_id, limit=0), ChildList)
     assert len(listed.counts) == 200
     assert all(c == {"succeeded": 20} for c in listed.counts.values())
@@ -154,8 +144,6 @@ async def test_200_mapped_parents_each_mapping_20_children_on_two_agents_with_4_
 async def test_a_parent_that_fails_for_good_takes_its_running_children_with_it(
     coordinator, start_agent, client: Client
 ) -> None:
-    from protocol.children import ChildList
-
     await client.register(childflows.register_all())
     agent = await start_agent(concurrency=3)
     detail = await _run(client, "abandon", {"n": 5})
@@ -176,8 +164,6 @@ async def test_a_parent_that_fails_for_good_takes_its_running_children_with_it(
 async def test_cancelling_the_run_cancels_its_children_and_stops_the_running_ones(
     coordinator, start_agent, client: Client
 ) -> None:
-    from protocol.children import ChildList
-
     await client.register(childflows.register_all())
     agent = await start_agent(concurrency=2)
     run = await client.start("slow_kids", {"n": 6, "hold_s": 30.0})
@@ -227,8 +213,6 @@ async def test_children_have_logs_and_events_even_under_a_mapped_instance(
 async def test_a_child_on_a_queue_no_agent_serves_says_why_it_waits(
     start_coordinator, start_agent, client: Client
 ) -> None:
-    from protocol.children import ChildList
-
     await start_coordinator(agent_lost_after_s=1.0)  # it says why after agents had time
     await client.register(childflows.register_all())
     await start_agent(concurrency=2)  # serves default only; kid runs on "kids"

@@ -267,7 +267,8 @@ async def test_a_parent_spawning_while_the_coordinator_is_down_spawns_once_it_is
     await wait_for(lambda: Path(gate + ".ready").exists(), timeout_s=60)
     proc.kill9()
     Path(gate + ".go").write_text("")  # the parent spawns now, with no coordinator to answer
-    await asyncio.sleep(3.0)  # down for longer than a request's no-responder retries
+    # down until the parent's spawn gave up on its no-responder retries and waits to ask again
+    await wait_for(lambda: "asking again" in agent.log(), timeout_s=60)
     coordinator()
     await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
     detail = await client.wait(run.run_id, timeout_s=90)

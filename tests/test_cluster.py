@@ -5,7 +5,7 @@ finalised once."""
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import msgspec
@@ -17,7 +17,7 @@ from protocol.states import RunStatus
 from protocol.subjects import Subjects
 from tests import clusterflows
 from tests.cluster import NatsCluster
-from tests.helpers import REPO, Proc, coordinator_answers, env_for, wait_for
+from tests.helpers import Proc, coordinator_answers, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -32,39 +32,21 @@ async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
         await nodes.stop()
 
 
-@pytest.fixture
-def start(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Proc]]:
-    procs: list[Proc] = []
-
-    def run(url: str, *args: str, env: dict[str, str] | None = None) -> Proc:
-        proc = Proc(list(args), tmp_path / f"{len(procs)}-{Path(args[0]).name}.log",
-                    {**env_for(url), **(env or {})}, REPO)
-        procs.append(proc)
-        return proc
-
-    yield run
-    for proc in reversed(procs):
-        proc.stop()
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        for proc in procs:
-            print(f"--- {' '.join(proc.args)} ---\n{proc.log()}")
-
-
-async def _stack(cluster: NatsCluster, start: Callable[..., Proc], tmp_path: Path,
+async def _stack(cluster: NatsCluster, spawn: Callable[..., Proc], tmp_path: Path,
                  ledger: Path | None = None, concurrency: int = 8) -> None:
-    start(cluster.url("n1", "n2", "n3"), "flowforge-coordinator", "--db",
-          str(tmp_path / "ff.db"), "--lease", "5")
+    spawn("flowforge-coordinator", "--db", str(tmp_path / "ff.db"), "--lease", "5",
+          env={"FLOWFORGE_NATS_URL": cluster.url("n1", "n2", "n3")})
     await wait_for(lambda: coordinator_answers(cluster.url("n1")), timeout_s=90)
     env = {"FLOWFORGE_TEST_LEDGER": str(ledger)} if ledger else {}
-    start(cluster.url("n3", "n2", "n1"), "flowforge-agent", "--import", "tests.clusterflows",
-          "--lease", "5", "--concurrency", str(concurrency), env=env)
+    spawn("flowforge-agent", "--import", "tests.clusterflows", "--lease", "5",
+          "--concurrency", str(concurrency),
+          env={"FLOWFORGE_NATS_URL": cluster.url("n3", "n2", "n1"), **env})
 
 
 async def test_a_run_on_a_three_node_cluster_with_streams_replicated_three_times(
-    cluster: NatsCluster, start: Callable[..., Proc], tmp_path: Path
+    cluster: NatsCluster, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    await _stack(cluster, start, tmp_path)
+    await _stack(cluster, spawn, tmp_path)
     async with Client(ConnectOptions(url=cluster.url("n2"))) as client:
         await client.register([clusterflows.FLOW])
         run = await client.start("slow_fan", {"n": 20, "hold_s": 0.0})
@@ -74,18 +56,23 @@ async def test_a_run_on_a_three_node_cluster_with_streams_replicated_three_times
     try:
         info = await nc.jetstream().stream_info(Subjects().tasks_stream)
         assert info.config.num_replicas == 3
-        assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+
+        async def two_peers() -> bool:  # the leader lists its peers once they answered it
+            found = await nc.jetstream().stream_info(Subjects().tasks_stream)
+            return found.cluster is not None and len(found.cluster.replicas or []) == 2
+
+        await wait_for(two_peers, timeout_s=30)
     finally:
         await nc.close()
 
 
 @pytest.mark.slow
 async def test_kill_9_of_the_tasks_stream_leader_then_the_next_loses_and_repeats_nothing(
-    cluster: NatsCluster, start: Callable[..., Proc], tmp_path: Path
+    cluster: NatsCluster, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
     n = 2_000
     ledger = tmp_path / "ledger.txt"
-    await _stack(cluster, start, tmp_path, ledger)
+    await _stack(cluster, spawn, tmp_path, ledger)
     stream = Subjects().tasks_stream
     async with Client(ConnectOptions(url=cluster.url())) as client:
         await client.register([clusterflows.FLOW])
