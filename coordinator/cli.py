@@ -11,7 +11,7 @@ from coordinator.service import Coordinator, CoordinatorConfig
 from flowforge import runtime
 from flowforge.auth import AuthDir, read_auth_dir
 from flowforge.connection import ConnectOptions, add_connection_args, env, options_from_args
-from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
+from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen, parse_sync_interval
 from flowforge.jetstream import DEFAULT_LEASE_S
 from flowforge.metrics_http import MetricsAddressError, add_metrics_arg, serving
 from protocol.children import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "[FLOWFORGE_LISTEN_TLS_CERT]")
     p.add_argument("--listen-tls-key", default=env("LISTEN_TLS_KEY"), type=Path, metavar="FILE",
                    help="... and this key [FLOWFORGE_LISTEN_TLS_KEY]")
+    p.add_argument("--sync-interval", default=env("SYNC_INTERVAL"), type=parse_sync_interval,
+                   metavar="always|DURATION",
+                   help="how often the embedded nats-server flushes JetStream to disk: 'always' "
+                   "before acknowledging each message (slower, survives a power loss), or a "
+                   "duration such as 10s (default: the server's 2m) [FLOWFORGE_SYNC_INTERVAL]")
     p.add_argument("--data-dir", default=env("DATA_DIR", ".flowforge"), type=Path,
                    help="where the database and embedded JetStream store live "
                    "[FLOWFORGE_DATA_DIR] (default: %(default)s)")
@@ -162,7 +167,8 @@ def _embedded_nats(ns: argparse.Namespace, auth: AuthDir | None) -> EmbeddedNats
     embedded = EmbeddedNats(ns.data_dir / "nats", host=host, port=port,
                             auth_conf=auth.server_conf if auth else None,
                             tls_cert=ns.listen_tls_cert, tls_key=ns.listen_tls_key,
-                            login=(ns.user, ns.password, ns.token))
+                            login=(ns.user, ns.password, ns.token),
+                            sync_interval=ns.sync_interval)
     if (warning := embedded.exposure_warning()) is not None:
         log.warning("%s", warning)
     return embedded

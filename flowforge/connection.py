@@ -23,6 +23,8 @@ from protocol.subjects import DEFAULT_NAMESPACE, Subjects
 log = logging.getLogger("flowforge.connection")
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_PING_INTERVAL_S = 5.0
+MAX_OUTSTANDING_PINGS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,10 @@ class ConnectOptions:
     identity: str | None = None
     """Who this process is under NATS authorization (``flowforge auth init`` writes one per
     role); sets its inbox prefix and the last token of its API requests and triggers."""
+    ping_interval_s: float = DEFAULT_PING_INTERVAL_S
+    """How often the server is pinged; after MAX_OUTSTANDING_PINGS unanswered the connection is
+    stale and the client moves to another server. A host cut off from the network shows no
+    closed socket, only silence: this bounds how long a process stays on a lost server."""
 
     @property
     def subjects(self) -> Subjects:
@@ -70,6 +76,10 @@ def add_connection_args(parser: argparse.ArgumentParser, *, nats_default: str | 
     g.add_argument("--tls-cert", default=env("TLS_CERT"), metavar="FILE", help="[FLOWFORGE_TLS_CERT]")
     g.add_argument("--tls-key", default=env("TLS_KEY"), metavar="FILE", help="[FLOWFORGE_TLS_KEY]")
     g.add_argument("--tls-ca", default=env("TLS_CA"), metavar="FILE", help="[FLOWFORGE_TLS_CA]")
+    g.add_argument("--ping-interval", type=float, metavar="SECONDS",
+                   default=env("PING_INTERVAL", str(DEFAULT_PING_INTERVAL_S)),
+                   help="ping the server this often; a server silent for 3 pings in a row "
+                   "is left for another of --nats (default: %(default)s) [FLOWFORGE_PING_INTERVAL]")
     g.add_argument("--identity", default=env("IDENTITY"), metavar="NAME",
                    help="who this process is under NATS authorization, as `flowforge auth init` "
                    "named it (its .env file sets this) [FLOWFORGE_IDENTITY]")
@@ -88,6 +98,7 @@ def options_from_args(ns: argparse.Namespace, url: str | None = None) -> Connect
         tls_key=ns.tls_key,
         tls_ca=ns.tls_ca,
         identity=ns.identity or None,
+        ping_interval_s=max(0.5, ns.ping_interval),
     )
 
 
@@ -155,6 +166,8 @@ def _nats_options(opts: ConnectOptions, name: str, reconnect: bool, initial_atte
         # connect so a wrong URL fails fast, then reconnect forever once connected.
         "max_reconnect_attempts": max(1, initial_attempts),
         "reconnect_time_wait": 0.5,
+        "ping_interval": opts.ping_interval_s,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
         "user_credentials": opts.creds_file,
         "nkeys_seed": opts.nkey_seed_file,
         "user": opts.user,

@@ -11,7 +11,7 @@ from typing import Any
 from flowforge import child_show, render, runtime, show_cli
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
-from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen
+from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen, parse_sync_interval
 from flowforge.loader import import_target
 from flowforge.metrics_http import add_metrics_arg, serving
 from flowforge.params import parse_param
@@ -44,6 +44,9 @@ def add_dev_parser(sub: Any) -> None:
     c.add_argument("--listen", default="127.0.0.1:4222", metavar="HOST:PORT", type=parse_listen,
                    help="embedded nats-server address; a free port is used when it is taken "
                    "(default: %(default)s)")
+    c.add_argument("--sync-interval", type=parse_sync_interval, metavar="always|DURATION",
+                   help="how often the embedded nats-server flushes JetStream to disk "
+                   "(default: the server's 2m; see flowforge-coordinator --help)")
     c.add_argument("--concurrency", type=int, default=None,
                    help="slots of each agent (default: as flowforge-agent's)")
     add_metrics_arg(c, "the coordinator's and the agent's figures (one endpoint)")
@@ -88,11 +91,13 @@ class Progress:
 
 async def _start_nats(ns: argparse.Namespace) -> EmbeddedNats:
     host, port = ns.listen
-    server = EmbeddedNats(ns.data_dir / "nats", host=host, port=port)
+    server = EmbeddedNats(ns.data_dir / "nats", host=host, port=port,
+                          sync_interval=ns.sync_interval)
     try:
         await server.start()
     except EmbeddedNatsError:
-        server = EmbeddedNats(ns.data_dir / "nats", host=host, port=-1)
+        server = EmbeddedNats(ns.data_dir / "nats", host=host, port=-1,
+                              sync_interval=ns.sync_interval)
         await server.start()
     return server
 

