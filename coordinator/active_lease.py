@@ -10,6 +10,11 @@ Fencing: the holder acts only while its lease is surely still its own — until 
 its last successful write plus the TTL, less a margin. The writer checks that before every
 commit (``check``), so a holder that was paused past its lease stops instead of committing
 stale state, even before it learns that another took over.
+
+A holder whose lease ran out because it was cut off from NATS (not taken by another) drops
+what it had in memory and starts again from the database once JetStream answers
+(``acquire(resuming=True)``): it takes the lease back if nobody took it meanwhile, and stops
+for good if somebody did.
 """
 
 import asyncio
@@ -17,11 +22,14 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import KeyValueConfig
 from nats.js.errors import (
     BadRequestError,
@@ -29,7 +37,9 @@ from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
+    NoStreamResponseError,
     NotFoundError,
+    ServiceUnavailableError,
 )
 from nats.js.kv import KeyValue
 
@@ -38,6 +48,7 @@ from protocol.untrusted import decode
 
 log = logging.getLogger("flowforge.coordinator.lease")
 
+T = TypeVar("T")
 KEY = "active"
 MARGIN = 0.2
 """Of the TTL: the holder stops acting this much before its entry could expire."""
@@ -72,6 +83,14 @@ class LeaseLost(FlowForgeError):
     """This coordinator no longer holds the lease: it must not act."""
 
 
+class LeaseTaken(LeaseLost):
+    """Another coordinator holds the lease now: this one stops for good."""
+
+
+TRANSIENT = (NatsTimeout, ServiceUnavailableError, NoRespondersError, NoStreamResponseError)
+"""What JetStream answers while a cluster has no quorum or this host is cut off from it."""
+
+
 class ActiveLease:
     def __init__(self, nc: NATS, bucket: str, database: Path, ttl_s: float) -> None:
         self._nc = nc
@@ -83,14 +102,17 @@ class ActiveLease:
         self._revision = 0
         self._valid_until = 0.0
         self.lost = asyncio.Event()
+        self.taken = False
+        """The lease was lost to another coordinator (not merely run out while cut off)."""
 
-    async def acquire(self, standby: asyncio.Event | None = None) -> None:
+    async def acquire(self, standby: asyncio.Event | None = None, resuming: bool = False) -> None:
         """Return once this coordinator holds the lease; wait as a standby while another on
-        the same database holds it (``standby`` is set meanwhile); refuse on another one."""
-        self._kv = await self._bucket()
+        the same database holds it (``standby`` is set meanwhile); refuse on another one.
+        ``resuming`` (this one was cut off past its lease): stop if another took over."""
+        self._kv = await self._patiently(self._bucket)
         said = False
         while True:
-            holder = await self._try_take()
+            holder = await self._patiently(self._try_take)
             if holder is None:
                 log.info("active coordinator of this namespace (lease %g s)", self.ttl_s)
                 return
@@ -99,6 +121,10 @@ class ActiveLease:
                             holder.pid, holder.host)
                 await self._take_from(holder)
                 continue
+            if resuming:
+                raise LeaseTaken(
+                    f"coordinator pid {holder.pid} on {holder.host} took over this namespace "
+                    "while this one was cut off or paused: stopping")
             if holder.database not in (self.me.database, UNREADABLE.database):
                 raise CoordinatorElsewhere(
                     f"another coordinator is active on this namespace: pid {holder.pid} on "
@@ -111,6 +137,19 @@ class ActiveLease:
                 if standby is not None:
                     standby.set()
             await asyncio.sleep(self.ttl_s / 6)
+
+    async def _patiently(self, step: Callable[[], Awaitable[T]]) -> T:
+        """``step``, again while JetStream cannot answer (no quorum, or cut off from it)."""
+        said = False
+        while True:
+            try:
+                return await step()
+            except TRANSIENT as exc:
+                if not said:
+                    log.warning("JetStream cannot answer for the coordinator lease (%r); "
+                                "trying again until it does", exc)
+                    said = True
+                await asyncio.sleep(min(1.0, self.ttl_s / 6))
 
     async def _bucket(self) -> KeyValue:
         js = self._nc.jetstream()
@@ -175,8 +214,10 @@ class ActiveLease:
                 self._revision = await self._kv.update(KEY, msgspec.json.encode(self.me),
                                                        last=self._revision)
                 self._valid_until = started + self.ttl_s * (1 - MARGIN)
-            except KeyWrongLastSequenceError:
-                log.error("the coordinator lease was taken by another coordinator")
+            except KeyWrongLastSequenceError:  # taken, or it expired before this renewal
+                self.taken = await self._held_by_another()
+                log.error("the coordinator lease %s", "was taken by another coordinator"
+                          if self.taken else "expired before it was renewed")
                 self.lost.set()
                 return
             except Exception as exc:  # noqa: BLE001 - NATS away: try again while it lasts
@@ -184,6 +225,16 @@ class ActiveLease:
                 if time.monotonic() > self._valid_until:
                     self.lost.set()
                     return
+
+    async def _held_by_another(self) -> bool:
+        assert self._kv is not None
+        try:
+            entry = await self._kv.get(KEY)
+        except (KeyNotFoundError, KeyDeletedError):
+            return False
+        except Exception:  # noqa: BLE001 - cannot tell now: starting again finds out
+            return False
+        return holder_of(entry.value) != self.me
 
     def check(self) -> None:
         """Raise LeaseLost unless the lease is surely still this coordinator's."""

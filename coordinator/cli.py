@@ -7,15 +7,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from coordinator.service import Coordinator, CoordinatorConfig
+from coordinator.lifetime import run_coordinator
+from coordinator.service import CoordinatorConfig
 from flowforge import runtime
 from flowforge.auth import AuthDir, read_auth_dir
 from flowforge.connection import ConnectOptions, add_connection_args, env, options_from_args
 from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen, parse_sync_interval
 from flowforge.jetstream import DEFAULT_LEASE_S
-from flowforge.metrics_http import MetricsAddressError, add_metrics_arg, serving
+from flowforge.metrics_http import add_metrics_arg
 from protocol.children import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
-from protocol.errors import NotConnected
 
 log = logging.getLogger("flowforge.coordinator")
 
@@ -146,7 +146,7 @@ async def serve(ns: argparse.Namespace) -> int:
         log.info("embedded nats-server listening on %s (JetStream store in %s%s)",
                  url, embedded.store_dir, ", roles enforced" if auth else "")
     try:
-        return await _run_coordinator(_config(ns, url, auth), url, ns.metrics)
+        return await run_coordinator(_config(ns, url, auth), url, ns.metrics)
     finally:
         if embedded:
             await embedded.stop()
@@ -190,30 +190,6 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},
     )
-
-
-async def _run_coordinator(config: CoordinatorConfig, url: str,
-                           metrics: tuple[str, int] | None = None) -> int:
-    """Serve until a stop signal (or NATS closed the connection for good); the exit code."""
-    coordinator = Coordinator(config)
-    try:
-        await coordinator.start()
-    except NotConnected as exc:
-        print(f"flowforge-coordinator: {exc}", file=sys.stderr)
-        await coordinator.shutdown()
-        return runtime.EXIT_NO_NATS
-    runtime.install_stop_signals(coordinator.request_stop)
-    try:
-        async with serving(metrics, [coordinator.metrics_collector()]):
-            log.info("coordinator ready: db %s, NATS %s, namespace %r",
-                     config.db_path, url, config.connect.namespace)
-            await coordinator.run()
-    except MetricsAddressError as exc:
-        print(f"flowforge-coordinator: {exc}", file=sys.stderr)
-        return runtime.EXIT_USAGE
-    finally:
-        await coordinator.shutdown()
-    return runtime.EXIT_NO_NATS if coordinator.lost_nats else runtime.EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,8 +89,11 @@ class CoordinatorConfig:
 class Coordinator:
     """``async with Coordinator(config) as c: await c.run()``; ``shutdown()`` is idempotent."""
 
-    def __init__(self, config: CoordinatorConfig) -> None:
+    def __init__(self, config: CoordinatorConfig, resuming: bool = False) -> None:
         self.config = config
+        self.resuming = resuming
+        """Started again after being cut off from NATS past its lease: waits for NATS as long
+        as it takes, and stops if another coordinator took over meanwhile."""
         self.subjects = config.connect.subjects
         self.agents = AgentRegistry(lost_after_s=config.agent_lost_after_s)
         self._nc: NATS | None = None
@@ -131,14 +134,16 @@ class Coordinator:
     async def _start(self) -> None:
         self._store = await Store.open(self.config.db_path)
         self._nc = await connect(self.config.connect, name="flowforge-coordinator",
-                                 initial_attempts=20, on_closed=self._on_nats_closed)
+                                 initial_attempts=10**9 if self.resuming else 20,
+                                 on_closed=self._on_nats_closed)
         js = self._nc.jetstream()
         self.scheduler = Scheduler(SchedulerSettings(
             max_dispatch_bytes=max(64 * 1024, self._nc.max_payload - 64 * 1024),
             backstop_s=2 * self.config.lease_s + 5.0,
             max_children=self.config.max_children, max_child_depth=self.config.max_child_depth,
         ))
-        self.lease = await take_the_bus(self._nc, self.subjects, self.config, self.standby)
+        self.lease = await take_the_bus(self._nc, self.subjects, self.config, self.standby,
+                                        self.resuming)
         flows = FlowCache(self._store)
         publisher = Publisher(self._nc, js, self.subjects)
         await publisher.start()
@@ -384,8 +389,9 @@ class Coordinator:
         if self.lease is not None and self._running:
             await self.lease.release()
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.drain()
+            with contextlib.suppress(Exception):  # cut off: nothing to drain to
+                await (self._nc.close() if self.lease and self.lease.lost.is_set()
+                       else self._nc.drain())
         if self._store is not None:
             await self._store.close()
         log.info("coordinator stopped")

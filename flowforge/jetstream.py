@@ -77,7 +77,7 @@ async def _ensure_stream(js: JetStreamContext, name: str, subject: str, replicas
 
 async def ensure_streams(
     js: JetStreamContext, subjects: Subjects, inbox_ack_wait_s: float = INBOX_ACK_WAIT_S,
-    replicas: int = 1,
+    replicas: int = 1, patience_s: float = JS_READY_S,
 ) -> None:
     """The three streams and the coordinator's two consumers (safe to call on every start).
 
@@ -86,20 +86,18 @@ async def ensure_streams(
     """
     for stream, kind in ((subjects.tasks_stream, "task"), (subjects.reports_stream, "report"),
                          (subjects.triggers_stream, "trigger")):
-        await ensure_stream(js, stream, subjects.wildcard(kind), replicas, JS_READY_S)
+        await ensure_stream(js, stream, subjects.wildcard(kind), replicas, patience_s)
     for stream, durable in (
         (subjects.reports_stream, subjects.reports_consumer),
         (subjects.triggers_stream, subjects.triggers_consumer),
     ):
-        await _ensure_consumer(js, stream, ConsumerConfig(
-            durable_name=durable,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=inbox_ack_wait_s,
-            max_ack_pending=MAX_ACK_PENDING,
-        ), update=True)
+        config = ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT,
+                                ack_wait=inbox_ack_wait_s, max_ack_pending=MAX_ACK_PENDING)
+        await _while_electing(lambda s=stream, c=config: _ensure_consumer(js, s, c, update=True),
+                              durable, patience_s)
 
 
-async def _while_electing(step: Callable[[], Awaitable[None]], what: str,
+async def _while_electing(step: Callable[[], Awaitable[object]], what: str,
                           patience_s: float) -> None:
     """``step``, again for up to ``patience_s`` while JetStream cannot answer yet: a cluster
     that just started (or lost a node) elects its leaders first, and its API times out or
@@ -107,7 +105,8 @@ async def _while_electing(step: Callable[[], Awaitable[None]], what: str,
     deadline = time.monotonic() + patience_s
     while True:
         try:
-            return await step()
+            await step()
+            return
         except (NatsTimeout, ServiceUnavailableError) as exc:
             not_enabled = "not enabled" in (getattr(exc, "description", "") or "").lower()
             if not_enabled or time.monotonic() > deadline:

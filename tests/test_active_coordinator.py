@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
 from flowforge.client import Client
+from flowforge.connection import ConnectOptions, connect
 from protocol.states import RunStatus
+from protocol.subjects import Subjects
 from tests import batchfaultflows
 from tests.helpers import coordinator_answers, wait_for
 
@@ -83,3 +86,36 @@ async def test_a_coordinator_on_another_database_refuses_naming_the_active_one(
     text = other.log()
     assert "another coordinator is active on this namespace" in text
     assert str((tmp_path / "a.db").resolve()) in text and "pid" in text
+
+
+async def test_a_coordinator_paused_past_its_lease_with_no_standby_resumes_by_itself(
+    spawn, nats_server, client: Client, tmp_path: Path
+) -> None:
+    active = _coordinator(spawn, tmp_path / "ff.db")
+    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
+    await client.register([batchfaultflows.FLOW])
+    spawn("flowforge-agent", "--import", "tests.batchfaultflows", "--lease", "3")
+    run = await client.start(batchfaultflows.FLOW.name, {"x": 3, "hold_s": 1.0})
+    await wait_for(lambda: _running(client, run.run_id), timeout_s=30)
+    os.killpg(active.pid, signal.SIGSTOP)
+    try:  # its entry expires: nobody holds the namespace
+        await wait_for(lambda: _lease_gone(nats_server.url), timeout_s=30)
+    finally:
+        os.killpg(active.pid, signal.SIGCONT)
+    await wait_for(lambda: active.log().count("coordinator ready") == 2, timeout_s=60)
+    assert "Starting again from the database" in active.log()
+    assert (await client.wait(run.run_id, timeout_s=60)).run.status is RunStatus.SUCCEEDED
+    assert active.popen.poll() is None
+
+
+async def _lease_gone(url: str) -> bool:
+    nc = await connect(ConnectOptions(url=url), name="test")
+    try:
+        kv = await nc.jetstream().key_value(Subjects().lease_bucket)
+        try:
+            await kv.get("active")
+        except (KeyNotFoundError, KeyDeletedError):
+            return True
+        return False
+    finally:
+        await nc.close()
