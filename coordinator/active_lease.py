@@ -92,10 +92,14 @@ TRANSIENT = (NatsTimeout, ServiceUnavailableError, NoRespondersError, NoStreamRe
 
 
 class ActiveLease:
-    def __init__(self, nc: NATS, bucket: str, database: Path, ttl_s: float) -> None:
+    def __init__(self, nc: NATS, bucket: str, database: Path, ttl_s: float,
+                 replicas: int = 1) -> None:
         self._nc = nc
         self.bucket = bucket
         self.ttl_s = ttl_s
+        self.replicas = replicas
+        """As the streams': a bucket on one node would let a coordinator cut off with that
+        node alone go on renewing its lease (split brain)."""
         self.me = Holder(host=socket.gethostname(), pid=os.getpid(),
                          database=str(Path(database).resolve()), since=time.time())
         self._kv: KeyValue | None = None
@@ -154,14 +158,22 @@ class ActiveLease:
     async def _bucket(self) -> KeyValue:
         js = self._nc.jetstream()
         try:
-            return await js.key_value(self.bucket)
+            kv = await js.key_value(self.bucket)
         except (BucketNotFoundError, NotFoundError):
-            pass
-        try:
-            return await js.create_key_value(KeyValueConfig(bucket=self.bucket, history=1,
-                                                            ttl=self.ttl_s))
-        except BadRequestError:  # made by another coordinator at the same moment
-            return await js.key_value(self.bucket)
+            try:
+                return await js.create_key_value(KeyValueConfig(
+                    bucket=self.bucket, history=1, ttl=self.ttl_s, replicas=self.replicas))
+            except BadRequestError:  # made by another coordinator at the same moment
+                return await js.key_value(self.bucket)
+        stream = f"KV_{self.bucket}"
+        config = (await js.stream_info(stream)).config
+        if (config.num_replicas, config.max_age) != (self.replicas, self.ttl_s):
+            log.warning("lease bucket %s has %s replica(s) and a TTL of %s s; asked %d and "
+                        "%g s: updating it", self.bucket, config.num_replicas, config.max_age,
+                        self.replicas, self.ttl_s)
+            config.num_replicas, config.max_age = self.replicas, self.ttl_s
+            await js.update_stream(config)
+        return kv
 
     def _gone(self, holder: Holder) -> bool:
         """Whether the holder was a process of this host that is no longer running (or an
@@ -211,8 +223,9 @@ class ActiveLease:
             await asyncio.sleep(self.ttl_s / 3)
             started = time.monotonic()
             try:
-                self._revision = await self._kv.update(KEY, msgspec.json.encode(self.me),
-                                                       last=self._revision)
+                self._revision = await asyncio.wait_for(  # no answer past the lease: lost
+                    self._kv.update(KEY, msgspec.json.encode(self.me), last=self._revision),
+                    max(0.1, self._valid_until - started))
                 self._valid_until = started + self.ttl_s * (1 - MARGIN)
             except KeyWrongLastSequenceError:  # taken, or it expired before this renewal
                 self.taken = await self._held_by_another()

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nats.aio.client import Client as NATS
@@ -10,6 +11,7 @@ from nats.errors import NoRespondersError
 from nats.js.errors import ServiceUnavailableError
 
 from coordinator.active_lease import ActiveLease
+from flowforge.connection import ConnectOptions
 from flowforge.jetstream import INBOX_ACK_WAIT_S, JS_READY_S, ensure_streams, replicas_for
 from protocol.errors import NotConnected
 from protocol.subjects import Subjects
@@ -18,6 +20,13 @@ if TYPE_CHECKING:
     from coordinator.service import CoordinatorConfig
 
 log = logging.getLogger("flowforge.coordinator")
+
+
+def pinging_within_lease(config: "CoordinatorConfig") -> ConnectOptions:
+    """The coordinator's connection: a server gone silent is noticed (three unanswered pings)
+    well within the lease, and left for another."""
+    opts = config.connect
+    return replace(opts, ping_interval_s=min(opts.ping_interval_s, config.active_lease_s / 8))
 
 
 async def take_the_bus(nc: NATS, subjects: Subjects, config: "CoordinatorConfig",
@@ -39,7 +48,8 @@ async def take_the_bus(nc: NATS, subjects: Subjects, config: "CoordinatorConfig"
         raise NotConnected(
             f"NATS at {config.connect.url} has no JetStream: start nats-server with -js "
             "(JetStream on), or leave out --nats and the coordinator embeds one") from None
-    lease = ActiveLease(nc, subjects.lease_bucket, config.db_path, config.active_lease_s)
+    lease = ActiveLease(nc, subjects.lease_bucket, config.db_path, config.active_lease_s,
+                        replicas)
     await lease.acquire(standby, resuming)  # a standby waits here
     return lease
 

@@ -17,7 +17,7 @@ from coordinator.agents import AgentRegistry
 from coordinator.api import Api
 from coordinator.batch_runner import BatchRunner
 from coordinator.batches_api import BatchesApi
-from coordinator.bus_setup import take_the_bus
+from coordinator.bus_setup import pinging_within_lease, take_the_bus
 from coordinator.children_api import ChildrenApi
 from coordinator.flows import FlowCache
 from coordinator.instances_api import InstancesApi
@@ -133,7 +133,7 @@ class Coordinator:
 
     async def _start(self) -> None:
         self._store = await Store.open(self.config.db_path)
-        self._nc = await connect(self.config.connect, name="flowforge-coordinator",
+        self._nc = await connect(pinging_within_lease(self.config), name="flowforge-coordinator",
                                  initial_attempts=10**9 if self.resuming else 20,
                                  on_closed=self._on_nats_closed)
         js = self._nc.jetstream()

@@ -103,6 +103,7 @@ async def _while_electing(step: Callable[[], Awaitable[object]], what: str,
     that just started (or lost a node) elects its leaders first, and its API times out or
     says it is unavailable."""
     deadline = time.monotonic() + patience_s
+    said = False
     while True:
         try:
             await step()
@@ -111,7 +112,9 @@ async def _while_electing(step: Callable[[], Awaitable[object]], what: str,
             not_enabled = "not enabled" in (getattr(exc, "description", "") or "").lower()
             if not_enabled or time.monotonic() > deadline:
                 raise
-            log.info("JetStream is not ready for %s yet (%r); trying again", what, exc)
+            log.log(logging.DEBUG if said else logging.INFO,
+                    "JetStream is not ready for %s yet (%r); trying again", what, exc)
+            said = True
             await asyncio.sleep(0.5)
 
 

@@ -28,6 +28,8 @@ log = logging.getLogger("flowforge.puller")
 EXPIRES_S = 30.0
 HEARTBEAT_S = 5.0
 WATCH_EVERY_S = 1.0
+DRAIN_TIMEOUT_S = 2.0
+"""A stop waits this long at most for the server to confirm (a lost one never does)."""
 
 
 class Puller:
@@ -69,8 +71,8 @@ class Puller:
                 await self._watch
         sub, self._sub = self._sub, None
         if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.drain()  # type: ignore[attr-defined]
+            with contextlib.suppress(Exception):  # bounded: a lost server never answers
+                await asyncio.wait_for(sub.drain(), DRAIN_TIMEOUT_S)  # type: ignore[attr-defined]
 
     async def top_up(self) -> None:
         """Ask for what the owner can take beyond what is already asked for."""
