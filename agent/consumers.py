@@ -9,7 +9,7 @@ from nats.js.errors import Error as JsError
 from nats.js.errors import NotFoundError
 
 from flowforge.connection import denied
-from flowforge.jetstream import ensure_stream, ensure_task_consumer
+from flowforge.jetstream import ensure_stream, ensure_task_consumer, replicas_for
 from protocol.errors import NotAuthorized
 from protocol.subjects import Subjects
 
@@ -25,8 +25,10 @@ async def queue_lease(nc: NATS, subjects: Subjects, queue: str,
                       lease_s: float, poll_s: float = WAIT_POLL_S) -> float:
     """The lease (ack wait) of ``queue``'s consumer.
 
-    An agent may start before any coordinator: it creates the stream and consumer if its
-    credentials allow, else (least privilege: ``flowforge auth init``'s agent may only read
+    An agent may start before any coordinator, or before a flow of its queue is registered: it
+    creates the stream and consumer if its credentials allow (the stream as the coordinator
+    would, three copies on a cluster; an existing stream is never changed: its settings are the
+    coordinator's), else (least privilege: ``flowforge auth init``'s agent may only read
     them) it says so once and waits for the coordinator to create them. Credentials that do
     not allow this queue at all are a clear ``NotAuthorized``, not a bare timeout.
     """
@@ -46,7 +48,8 @@ async def queue_lease(nc: NATS, subjects: Subjects, queue: str,
             continue  # a slow server: ask again
         if not waiting:
             try:
-                await ensure_stream(quick, stream, subjects.wildcard("task"))
+                await ensure_stream(quick, stream, subjects.wildcard("task"),
+                                    replicas_for(nc._server_info), change_existing=False)
                 return await ensure_task_consumer(quick, subjects, queue, lease_s)
             except (TimeoutError, NatsTimeout, JsError):
                 if denied(nc, "$JS.API") is None:

@@ -1,4 +1,5 @@
-"""``python -m bench.faults``: kill -9 agents and coordinators mid-run, count losses and recovery.
+"""``python -m bench.faults``: kill -9 agents, coordinators and NATS nodes mid-run, count losses
+and recovery.
 
 Every round starts a fresh stack in a temporary directory — a nats-server run by this process,
 a coordinator (``--nats URL --db PATH --lease 2``) and agents (``--import tests.faultflows
@@ -18,10 +19,25 @@ Scenarios
                     kill until the restarted coordinator answers ``runs.get`` for the run and a
                     later answer shows more succeeded tasks than its first one (or the run
                     finished); polled every 20 ms, so it includes the new process's start-up.
+  cluster-leader-kill
+                    a three-node NATS cluster run by this process (tests.cluster, streams
+                    replicated 3 times), the coordinator given the nodes as n1,n2,n3, two agents
+                    of concurrency 4 as n3,n2,n1 and n2,n3,n1 (the nats client shuffles them, so
+                    where each sits is recorded); flow slow_fan over 2,000 items (--cluster-tasks)
+                    of 20 ms each. Two kills a round: at 5-45 % of tasks succeeded the node
+                    leading the tasks stream (JetStream stream info), at 50-85 % the leader again,
+                    or a node not killed yet if the first one leads again. Each node is started
+                    again at once and the round waits until every replica is current before going
+                    on. Recovery time, per kill: from the kill until the tasks stream has a leader
+                    again and, after that, the coordinator's count of succeeded tasks grows (or
+                    the run finished) — two samples a round in the recovery columns. Finalised
+                    twice is counted from the coordinator's database (each instance's attempts),
+                    re-runs from the agents' own notes of each execution.
 
 Counted per round: tasks expected; succeeded, from the coordinator's final state of the run;
 lost = expected - succeeded once the run is final; duplicates finalised = tasks with more than
-one 'succeeded' event; re-runs = extra starts on another agent. A round that raises or whose
+one 'succeeded' event (cluster-leader-kill: attempt); re-runs = extra starts on another agent
+(cluster-leader-kill: executions beyond a task's first). A round that raises or whose
 waits time out is counted as failed, with its error (its tasks not yet succeeded are reported
 as unfinished, not lost), and its logs and database are kept under
 bench/results/faults-<timestamp>/. p90 is nearest-rank.
@@ -29,17 +45,21 @@ bench/results/faults-<timestamp>/. p90 is nearest-rank.
 
 import argparse
 import asyncio
+import dataclasses
 import math
 import random
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cluster_rounds import SCENARIO as CLUSTER
+from bench.cluster_rounds import run_cluster_round
 from bench.report import RESULTS_DIR, environment, write_json
-from bench.rounds import SCENARIOS, Round, run_round
+from bench.rounds import SCENARIOS, Round, Scenario, run_round
 from bench.stack import cancel_on_signals
 from flowforge import runtime
 
@@ -47,10 +67,20 @@ EPILOG = """examples:
   python -m bench.faults --rounds 3                 # a quick check
   python -m bench.faults --rounds 20 --seed 7 --json /tmp/faults.json
   python -m bench.faults --scenario coordinator-kill --rounds 50
+  python -m bench.faults --scenario cluster-leader-kill --rounds 20 --seed 7
+  python -m bench.faults --scenario cluster-leader-kill --rounds 1 --cluster-tasks 500
 
 exit codes: 0 every round finished with nothing lost or finalised twice, 1 a round failed,
 lost tasks or finalised one twice, 2 usage, 130 interrupted (the processes are stopped first)
 """
+
+
+RoundRunner = Callable[..., Awaitable[Round]]
+ALL: dict[str, tuple[Scenario, RoundRunner]] = {
+    **{name: (sc, run_round) for name, sc in SCENARIOS.items()},
+    CLUSTER.name: (CLUSTER, run_cluster_round),
+}
+"""Every scenario, and what plays one round of it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +94,8 @@ class FaultsConfig:
     scenarios: tuple[str, ...]
     keep_logs: bool = False
     """Keep every round's logs and database, not only those of bad rounds."""
+    cluster_tasks: int = CLUSTER.tasks
+    """Items of cluster-leader-kill's run."""
 
 
 # -- summary --------------------------------------------------------------------------------
@@ -75,9 +107,10 @@ def nearest_rank(values: list[float], q: float) -> float:
 
 
 def summarise(rounds: list[Round]) -> dict[str, Any]:
-    """Totals over the rounds of one scenario; recovery statistics over rounds that have one."""
+    """Totals over the rounds of one scenario; recovery statistics over every kill measured
+    (one a round, two in cluster-leader-kill)."""
     counted = [r for r in rounds if r.succeeded is not None]
-    recovery = [r.recovery_s for r in rounds if r.recovery_s is not None]
+    recovery = [s for r in rounds for s in r.recoveries]
     out: dict[str, Any] = {
         "rounds": len(rounds),
         "failed": sum(1 for r in rounds if r.error),
@@ -90,7 +123,8 @@ def summarise(rounds: list[Round]) -> dict[str, Any]:
         "reruns": sum(r.reruns or 0 for r in counted),
     }
     if recovery:
-        out |= {"recovery_median_s": statistics.median(recovery),
+        out |= {"recovery_samples": len(recovery),
+                "recovery_median_s": statistics.median(recovery),
                 "recovery_p90_s": nearest_rank(recovery, 0.9), "recovery_max_s": max(recovery)}
     return out
 
@@ -113,6 +147,11 @@ def table(result: dict[str, Any]) -> str:
              f"seed {cfg['seed']}, lease {cfg['lease_s']:g} s, kill -9 at 5-85 % of tasks "
              f"succeeded; Python {env['python']}, {env['loop']}, {env['cpus']} CPUs, "
              f"{env['nats_server']}"]
+    if CLUSTER.name in result["summary"]:
+        s = result["summary"][CLUSTER.name]
+        lines.append(f"{CLUSTER.name}: {cfg['cluster_tasks']:,} tasks a round, two node kills "
+                     "(at 5-45 % and 50-85 %); recovery columns over every kill "
+                     f"({s.get('recovery_samples', 0)} samples)")
     for i, r in enumerate(rows):
         lines.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
         if i == 0:
@@ -134,10 +173,12 @@ async def bench(cfg: FaultsConfig, json_path: Path | None) -> int:
     rng = random.Random(cfg.seed)
     rounds: dict[str, list[Round]] = {name: [] for name in cfg.scenarios}
     for name in cfg.scenarios:
+        sc, runner = ALL[name]
+        if sc is CLUSTER:
+            sc = dataclasses.replace(sc, tasks=cfg.cluster_tasks)
         for i in range(1, cfg.rounds + 1):
-            rnd = await run_round(SCENARIOS[name], i, rng, lease_s=cfg.lease_s,
-                                  timeout_s=cfg.timeout_s, keep_dir=keep_dir,
-                                  keep_all=cfg.keep_logs)
+            rnd = await runner(sc, i, rng, lease_s=cfg.lease_s, timeout_s=cfg.timeout_s,
+                               keep_dir=keep_dir, keep_all=cfg.keep_logs)
             rounds[name].append(rnd)
             print(rnd.describe(), file=sys.stderr, flush=True)
     result = {"started_at": stamp, "config": asdict(cfg), "environment": environment(),
@@ -159,12 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rounds per scenario, each on a fresh stack (default: %(default)s)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the kill points and victims (default: random, printed)")
-    p.add_argument("--scenario", action="append", choices=tuple(SCENARIOS), dest="scenarios",
+    p.add_argument("--scenario", action="append", choices=tuple(ALL), dest="scenarios",
                    help="run only this scenario; repeatable (default: all)")
     p.add_argument("--lease", type=float, default=2.0, metavar="SECONDS",
                    help="--lease of the coordinator and agents (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                    help="give up on each wait of a round after this long (default: %(default)s)")
+    p.add_argument("--cluster-tasks", type=int, default=CLUSTER.tasks, metavar="N",
+                   help="tasks of cluster-leader-kill's run; the other scenarios' flows are "
+                   "fixed (default: %(default)s)")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the logs and database of every round under bench/results/faults-<timestamp>/ "
                    "(default: only of failed rounds and rounds that lost or duplicated tasks)")
@@ -178,10 +222,12 @@ def config_from_args(ns: argparse.Namespace) -> FaultsConfig:
         raise ValueError("--rounds must be 1 or more")
     if ns.lease <= 0 or ns.timeout <= 0:
         raise ValueError("--lease and --timeout must be more than 0")
+    if ns.cluster_tasks < 20:
+        raise ValueError("--cluster-tasks must be 20 or more (two kills need room)")
     seed = ns.seed if ns.seed is not None else random.SystemRandom().randrange(1_000_000)
     return FaultsConfig(rounds=ns.rounds, seed=seed, lease_s=ns.lease, timeout_s=ns.timeout,
-                        scenarios=tuple(dict.fromkeys(ns.scenarios or SCENARIOS)),
-                        keep_logs=ns.keep_logs)
+                        scenarios=tuple(dict.fromkeys(ns.scenarios or ALL)),
+                        keep_logs=ns.keep_logs, cluster_tasks=ns.cluster_tasks)
 
 
 def main(argv: list[str] | None = None) -> int:

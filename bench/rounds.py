@@ -54,6 +54,11 @@ class RoundError(RuntimeError):
     """A round's condition did not come true in time."""
 
 
+ROUND_ERRORS = (RoundError, StackError, FlowForgeError, NatsError, OSError, TimeoutError,
+                subprocess.SubprocessError)
+"""What fails a round (recorded in it) instead of the whole benchmark."""
+
+
 @dataclass(slots=True)
 class Round:
     """One fresh stack, one run, one kill: what happened, for the table and the JSON."""
@@ -91,6 +96,11 @@ class Round:
     def bad(self) -> bool:
         return self.error is not None or bool(self.lost) or bool(self.duplicates)
 
+    @property
+    def recoveries(self) -> list[float]:
+        """This round's samples of the recovery columns: one per kill it measured."""
+        return [] if self.recovery_s is None else [self.recovery_s]
+
     def describe(self) -> str:
         """One progress line for stderr."""
         head = f"{self.scenario} [{self.index}]"
@@ -103,13 +113,18 @@ class Round:
         if self.recovery_s is not None:
             head += f", recovery {self.recovery_s:.3f} s ({self.recovered_by})"
         head += f", lost {self.lost}, finalised twice {self.duplicates}"
+        return head + self.footer()
+
+    def footer(self) -> str:
+        """The end of the progress line: unfinished tasks, the error, where the logs are."""
+        out = ""
         if self.unfinished is not None:
-            head += f", {self.unfinished} tasks unfinished"
+            out += f", {self.unfinished} tasks unfinished"
         if self.error:
-            head += f"\n  FAILED: {self.error.splitlines()[0][:200]}"
+            out += f"\n  FAILED: {self.error.splitlines()[0][:200]}"
         if self.kept:
-            head += f"\n  logs kept in {self.kept}"
-        return head
+            out += f"\n  logs kept in {self.kept}"
+        return out
 
 
 # -- waiting --------------------------------------------------------------------------------
@@ -243,16 +258,17 @@ async def play(stack: Stack, ledger: Ledger, sc: Scenario, rnd: Round, rng: rand
             await wait_until(probe.done, timeout_s, "the run to finish", live_procs(stack))
             rnd.wall_s = (tally.finished_at or time.monotonic()) - started_at
         finally:
-            await count_or_say_why(stack, tally, rnd)
+            await count_or_say_why(stack, rnd, lambda client: count(client, tally, rnd))
 
 
-async def count_or_say_why(stack: Stack, tally: Tally, rnd: Round) -> None:
+async def count_or_say_why(stack: Stack, rnd: Round,
+                           counter: Callable[[Client], Awaitable[None]]) -> None:
     """Count with a patient client (a busy machine can be slow to answer); a count that
     cannot be taken marks the round failed instead of leaving "lost" empty."""
     async with Client(ConnectOptions(url=stack.url), timeout_s=COUNT_TIMEOUT_S) as client:
         for attempt in range(3):
             try:
-                await count(client, tally, rnd)
+                await counter(client)
                 return
             except FlowForgeError as exc:
                 why = exc
@@ -300,8 +316,7 @@ async def run_round(sc: Scenario, index: int, rng: random.Random, *, lease_s: fl
                     await play(stack, ledger, sc, rnd, rng, timeout_s)
                 finally:
                     await ledger.close()
-        except (RoundError, StackError, FlowForgeError, NatsError, OSError, TimeoutError,
-                subprocess.SubprocessError) as exc:
+        except ROUND_ERRORS as exc:
             rnd.error = f"{type(exc).__name__}: {exc}"
         if rnd.bad or keep_all:
             rnd.kept = str(keep(Path(tmp), keep_dir / f"{sc.name}-{index:02d}"))

@@ -223,11 +223,7 @@ class Stack(BaseStack):
     async def start(self) -> None:
         """Start NATS and the coordinator, wait until it answers, then start agents and await
         a heartbeat from each."""
-        if self.nats_in_process:
-            self.nats = EmbeddedNats(self.workdir / "nats", port=-1)
-            self.url = await self.nats.start()
-        else:
-            self.url = f"nats://127.0.0.1:{free_port()}"
+        await self._start_nats()
         self.spawn_coordinator()
         deadline = time.monotonic() + READY_TIMEOUT_S
         self.nc = await self._connect_nats(deadline)
@@ -235,22 +231,39 @@ class Stack(BaseStack):
         await self.nc.subscribe(self.subjects.heartbeat("*"), cb=self._on_heartbeat)
         for i in range(self.agents):
             self.agent_procs.append(spawn(f"agent{i}", self._agent_argv(f"agent{i}"),
-                                          self.workdir / f"agent{i}.log"))
+                                          self.workdir / f"agent{i}.log", self._agent_env()))
         while len(self._agent_ids) < self.agents:
             check_running(self.agent_procs, deadline, "agents to send a heartbeat")
             await asyncio.sleep(0.05)
+
+    async def _start_nats(self) -> None:
+        """Start the nats-server this process runs (``nats_in_process``), or pick the port of the
+        one the coordinator embeds; sets ``url``."""
+        if self.nats_in_process:
+            self.nats = EmbeddedNats(self.workdir / "nats", port=-1)
+            self.url = await self.nats.start()
+        else:
+            self.url = f"nats://127.0.0.1:{free_port()}"
+
+    def _coordinator_nats_args(self) -> list[str]:
+        if self.nats is not None:
+            return ["--nats", self.url, "--db", str(self.workdir / "flowforge.db")]
+        return ["--listen", self.url.removeprefix("nats://"),
+                "--data-dir", str(self.workdir / "data")]
+
+    def _agent_url(self, agent_id: str) -> str:
+        return self.url
+
+    def _agent_env(self) -> dict[str, str] | None:
+        """The agents' environment (None: this process's)."""
+        return None
 
     def spawn_coordinator(self) -> Proc:
         """Start a coordinator process (again, after a kill: same database, next log file)."""
         self.coordinator_starts += 1
         n = self.coordinator_starts
         argv = [*console_script("flowforge-coordinator", "coordinator.cli"),
-                "--log-level", self.log_level, *self._lease_args()]
-        if self.nats is not None:
-            argv += ["--nats", self.url, "--db", str(self.workdir / "flowforge.db")]
-        else:
-            argv += ["--listen", self.url.removeprefix("nats://"),
-                     "--data-dir", str(self.workdir / "data")]
+                "--log-level", self.log_level, *self._lease_args(), *self._coordinator_nats_args()]
         name = "coordinator" if n == 1 else f"coordinator-{n}"
         self.coordinator = spawn(name, argv, self.workdir / f"{name}.log")
         return self.coordinator
@@ -258,7 +271,7 @@ class Stack(BaseStack):
     def _agent_argv(self, agent_id: str) -> list[str]:
         imports = [arg for module in self.imports for arg in ("--import", module)]
         return [*console_script("flowforge-agent", "agent.cli"),
-                "--nats", self.url, "--queue", "default", *imports, "--agent-id", agent_id,
+                "--nats", self._agent_url(agent_id), "--queue", "default", *imports, "--agent-id", agent_id,
                 *self._concurrency_args(), "--log-level", self.log_level,
                 *self._lease_args()]
 
@@ -332,6 +345,10 @@ class Stack(BaseStack):
         if self.coordinator is not None:
             coordinator_s, [code] = await stop_all([self.coordinator])
             self.stopped |= {"coordinator_s": coordinator_s, "coordinator_exit_code": code}
+        await self._stop_nats()
+
+    async def _stop_nats(self) -> None:
+        """Stop the nats-server this process runs, its log's end to ``nats.log``."""
         nats, self.nats = self.nats, None
         if nats is not None:
             await nats.stop()

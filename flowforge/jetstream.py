@@ -35,14 +35,18 @@ def replicas_for(server_info: dict[str, Any]) -> int:
 
 
 async def ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int = 1,
-                        patience_s: float = 0.0) -> None:
+                        patience_s: float = 0.0, change_existing: bool = True) -> None:
     """Create a work-queue stream, or bring an existing one to this config; an existing one
     that differs is said so (and its replicas changed, which JetStream can do in place).
-    Asked again for up to ``patience_s`` while a cluster elects its leaders."""
-    await _while_electing(lambda: _ensure_stream(js, name, subject, replicas), name, patience_s)
+    With ``change_existing=False`` (an agent: the settings are the coordinator's) an existing
+    stream is left as it is. Asked again for up to ``patience_s`` while a cluster elects its
+    leaders."""
+    await _while_electing(lambda: _ensure_stream(js, name, subject, replicas, change_existing),
+                          name, patience_s)
 
 
-async def _ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int) -> None:
+async def _ensure_stream(js: JetStreamContext, name: str, subject: str, replicas: int,
+                         change_existing: bool) -> None:
     config = StreamConfig(
         name=name,
         subjects=[subject],
@@ -59,6 +63,8 @@ async def _ensure_stream(js: JetStreamContext, name: str, subject: str, replicas
             current = (await js.stream_info(name)).config
         except NotFoundError:
             raise StreamMismatch(f"stream {name} cannot be made: {exc}") from None
+    if not change_existing:
+        return
     differs = [f"{what} {had!r} (asked {want!r})" for what, had, want in (
         ("replicas", current.num_replicas or 1, replicas),
         ("retention", current.retention, config.retention),
