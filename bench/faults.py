@@ -33,6 +33,12 @@ Scenarios
                     the run finished) — two samples a round in the recovery columns. Finalised
                     twice is counted from the coordinator's database (each instance's attempts),
                     re-runs from the agents' own notes of each execution.
+  agent-cut-off, coordinator-cut-off, node-cut-off
+                    separate hosts: a network namespace per nats node (a three-node cluster),
+                    coordinator and agent, joined by a bridge; one host cut off by setting its
+                    link down, then healed (needs root; left out of the default set without
+                    it). What each cuts and when its recovery ends: tests/partition_scenarios.py.
+                    Lost and finalised twice are counted from the coordinator's database.
 
 Counted per round: tasks expected; succeeded, from the coordinator's final state of the run;
 lost = expected - succeeded once the run is final; duplicates finalised = tasks with more than
@@ -58,6 +64,7 @@ from typing import Any
 
 from bench.cluster_rounds import SCENARIO as CLUSTER
 from bench.cluster_rounds import run_cluster_round
+from bench.partition_rounds import PARTITIONS, run_partition_round, unavailable
 from bench.report import RESULTS_DIR, environment, write_json
 from bench.rounds import SCENARIOS, Round, Scenario, run_round
 from bench.stack import cancel_on_signals
@@ -79,6 +86,7 @@ RoundRunner = Callable[..., Awaitable[Round]]
 ALL: dict[str, tuple[Scenario, RoundRunner]] = {
     **{name: (sc, run_round) for name, sc in SCENARIOS.items()},
     CLUSTER.name: (CLUSTER, run_cluster_round),
+    **{name: (sc, run_partition_round) for name, sc in PARTITIONS.items()},
 }
 """Every scenario, and what plays one round of it."""
 
@@ -144,9 +152,9 @@ def table(result: dict[str, Any]) -> str:
                      str(s["lost"]), str(s["duplicates"]), str(s["reruns"]), *secs])
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = [f"FlowForge faults @ {env['commit']}{' (dirty)' if env['dirty'] else ''} — "
-             f"seed {cfg['seed']}, lease {cfg['lease_s']:g} s, kill -9 at 5-85 % of tasks "
-             f"succeeded; Python {env['python']}, {env['loop']}, {env['cpus']} CPUs, "
-             f"{env['nats_server']}"]
+             f"seed {cfg['seed']}, lease {cfg['lease_s']:g} s (agent-kill, coordinator-kill: "
+             f"kill -9 at 5-85 % of tasks succeeded); Python {env['python']}, {env['loop']}, "
+             f"{env['cpus']} CPUs, {env['nats_server']}"]
     if CLUSTER.name in result["summary"]:
         s = result["summary"][CLUSTER.name]
         lines.append(f"{CLUSTER.name}: {cfg['cluster_tasks']:,} tasks a round, two node kills "
@@ -224,9 +232,13 @@ def config_from_args(ns: argparse.Namespace) -> FaultsConfig:
         raise ValueError("--lease and --timeout must be more than 0")
     if ns.cluster_tasks < 20:
         raise ValueError("--cluster-tasks must be 20 or more (two kills need room)")
+    why_not = unavailable()
+    chosen = ns.scenarios or [n for n in ALL if n not in PARTITIONS or why_not is None]
+    if why_not is not None and any(n in PARTITIONS for n in chosen):
+        raise ValueError(f"the partition scenarios cannot run here: {why_not}")
     seed = ns.seed if ns.seed is not None else random.SystemRandom().randrange(1_000_000)
     return FaultsConfig(rounds=ns.rounds, seed=seed, lease_s=ns.lease, timeout_s=ns.timeout,
-                        scenarios=tuple(dict.fromkeys(ns.scenarios or ALL)),
+                        scenarios=tuple(dict.fromkeys(chosen)),
                         keep_logs=ns.keep_logs, cluster_tasks=ns.cluster_tasks)
 
 

@@ -111,8 +111,9 @@ class JsPublisher:
         future, _, subject = waiting
         if msg.headers and msg.headers.get("Status") == NO_RESPONDERS:
             future.set_exception(PublishError(
-                f"no JetStream stream stores {subject} (is a coordinator set up for "
-                "this namespace? it creates the streams)"))
+                f"no JetStream stream stores {subject} now: on a cluster, its stream may be "
+                "electing a leader; else, is a coordinator set up for this namespace? (it "
+                "creates the streams)"))
             return
         try:
             ack = _ack_dec.decode(msg.data)

@@ -26,7 +26,9 @@ from nats.aio.msg import Msg
 log = logging.getLogger("flowforge.puller")
 
 EXPIRES_S = 30.0
-HEARTBEAT_S = 5.0
+HEARTBEAT_S = 2.0
+"""The server says it is still there this often while a request waits; three missed (a
+consumer leader lost in an election forgets its requests) and the puller asks again."""
 WATCH_EVERY_S = 1.0
 DRAIN_TIMEOUT_S = 2.0
 """A stop waits this long at most for the server to confirm (a lost one never does)."""
