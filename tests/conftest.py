@@ -21,6 +21,7 @@ from flowforge.client import Client
 from flowforge.connection import ConnectOptions, connect
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
+from tests.cluster import NatsCluster
 from tests.helpers import TEARDOWN_GRACE_S, Proc, SharedStack, env_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -148,6 +149,17 @@ def spawn(cli_env: dict[str, str], tmp_path: Path,
     if report is not None and report.failed:
         for proc in procs:
             print(f"--- {' '.join(proc.args)} ---\n{proc.log()}")
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    """A real three-node NATS cluster with JetStream (``tests/cluster.py``)."""
+    nodes = NatsCluster(tmp_path / "nats")
+    await nodes.start()
+    try:
+        yield nodes
+    finally:
+        await nodes.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ finalised once."""
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -20,16 +20,6 @@ from tests.cluster import NatsCluster
 from tests.helpers import Proc, coordinator_answers, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "nats")
-    await nodes.start()
-    try:
-        yield nodes
-    finally:
-        await nodes.stop()
 
 
 async def _stack(cluster: NatsCluster, spawn: Callable[..., Proc], tmp_path: Path,

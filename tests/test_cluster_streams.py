@@ -2,8 +2,6 @@
 of its queue was registered, or before any coordinator) makes what is missing as the
 coordinator would, and never changes the coordinator's replicated tasks stream."""
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +12,6 @@ from protocol.subjects import Subjects
 from tests.cluster import NatsCluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
-    nodes = NatsCluster(tmp_path / "nats")
-    await nodes.start()
-    try:
-        yield nodes
-    finally:
-        await nodes.stop()
 
 
 async def _replicas(cluster: NatsCluster, stream: str) -> int:
