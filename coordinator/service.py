@@ -384,7 +384,8 @@ class Coordinator:
             await self._finished.wait()
         if self.writer is not None:
             self.writer.cancel_timers()
-            await self._publisher.wait_idle()
+            if not (self.lease and self.lease.lost.is_set()):  # cut off: no ack is coming
+                await self._publisher.wait_idle()
             await self._publisher.stop()
         if self.lease is not None and self._running:
             await self.lease.release()
