@@ -22,7 +22,7 @@ from flowforge.connection import ConnectOptions, connect
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
 from tests.cluster import NatsCluster
-from tests.helpers import TEARDOWN_GRACE_S, Proc, SharedStack, env_for
+from tests.helpers import SCENARIO_LINE, TEARDOWN_GRACE_S, Proc, SharedStack, env_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -223,3 +223,14 @@ async def shared_nc(shared_stack: SharedStack) -> AsyncIterator[NATS]:
 @pytest.fixture(scope="module")
 def shared_cli_env(shared_stack: SharedStack) -> dict[str, str]:
     return env_for(shared_stack.server.url)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What each fault scenario did and counted (lost, finalised twice, recovery)."""
+    lines = [str(value) for kind in ("passed", "failed")
+             for rep in terminalreporter.stats.get(kind, [])
+             for key, value in getattr(rep, "user_properties", ()) if key == SCENARIO_LINE]
+    if lines:
+        terminalreporter.section("fault scenarios")
+        for line in lines:
+            terminalreporter.line(line)

@@ -27,6 +27,10 @@ TEARDOWN_GRACE_S = 0.0
 without its graceful shutdown, about 75 ms of JetStream flushing on every test that uses one:
 its store is thrown away with tmp_path."""
 
+SCENARIO_LINE = "fault scenario"
+"""A test's ``record_property`` key for what a fault scenario did and counted: the run's
+summary lists them (``pytest_terminal_summary`` in conftest), workers' included."""
+
 on_shared_stack = pytest.mark.asyncio(loop_scope="module")
 """Mark for tests that use the ``shared_stack`` fixture: they run on the module's event loop,
 the one its services live on."""

@@ -2,10 +2,12 @@
 off by setting its link down: an agent past its lease, the coordinator's host away from the
 cluster's majority, a nats node. Each scenario prints what it did and counted."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import SCENARIO_LINE
 from tests.netns import unavailable
 from tests.partition_scenarios import SCENARIOS
 
@@ -22,7 +24,7 @@ def _logs(root: Path) -> str:
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_a_partition_loses_nothing_and_finalises_each_task_once(
-    name: str, tmp_path: Path
+    name: str, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     try:
         out = await SCENARIOS[name](tmp_path)
@@ -30,6 +32,7 @@ async def test_a_partition_loses_nothing_and_finalises_each_task_once(
         print(_logs(tmp_path))
         raise
     print(out.describe())
+    record_property(SCENARIO_LINE, out.describe())  # in the run's summary (conftest)
     assert out.error is None, out.describe() + "\n" + _logs(tmp_path)
     assert out.lost == 0 and out.finalised_twice == 0, out.describe()
     assert out.recovery_s is not None
