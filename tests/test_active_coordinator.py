@@ -5,6 +5,7 @@ paused past its lease stops instead of committing; one on another database refus
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from flowforge.connection import ConnectOptions, connect
 from protocol.states import RunStatus
 from protocol.subjects import Subjects
 from tests import batchfaultflows
-from tests.helpers import coordinator_answers, wait_for
+from tests.helpers import SCENARIO_LINE, coordinator_answers, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 LEASE = "2"
@@ -27,7 +28,8 @@ def _coordinator(spawn, db: Path):  # type: ignore[no-untyped-def]
 
 
 async def test_a_standby_finishes_the_run_when_the_active_coordinator_is_killed(
-    spawn, nats_server, client: Client, tmp_path: Path
+    spawn, nats_server, client: Client, tmp_path: Path,
+    record_property: Callable[[str, object], None]
 ) -> None:
     db = tmp_path / "ff.db"
     active = _coordinator(spawn, db)
@@ -46,6 +48,8 @@ async def test_a_standby_finishes_the_run_when_the_active_coordinator_is_killed(
     assert took <= float(LEASE) + 2, f"took over after {took:.1f} s"
     detail = await client.wait(run.run_id, timeout_s=60)
     assert detail.run.status is RunStatus.SUCCEEDED
+    record_property(SCENARIO_LINE, f"standby-takeover: active coordinator killed mid-run, the "
+                    f"standby ready after {took:.2f} s (lease {LEASE} s), run succeeded")
 
 
 async def _running(client: Client, run_id: str) -> bool:
@@ -54,7 +58,8 @@ async def _running(client: Client, run_id: str) -> bool:
 
 
 async def test_an_active_coordinator_paused_past_its_lease_stops_instead_of_committing(
-    spawn, nats_server, client: Client, tmp_path: Path
+    spawn, nats_server, client: Client, tmp_path: Path,
+    record_property: Callable[[str, object], None]
 ) -> None:
     db = tmp_path / "ff.db"
     active = _coordinator(spawn, db)
@@ -62,10 +67,13 @@ async def test_an_active_coordinator_paused_past_its_lease_stops_instead_of_comm
     standby = _coordinator(spawn, db)
     await wait_for(lambda: "standby:" in standby.log(), timeout_s=30)
     os.killpg(active.pid, signal.SIGSTOP)  # past its lease: the standby takes over
+    paused = time.monotonic()
     try:
         await wait_for(lambda: "coordinator ready" in standby.log(), timeout_s=30)
     finally:
         os.killpg(active.pid, signal.SIGCONT)
+    took = time.monotonic() - paused
+    assert took <= float(LEASE) + 2, f"took over after {took:.1f} s"
     await wait_for(lambda: active.popen.poll() is not None, timeout_s=30)
     assert active.popen.returncode != 0
     assert "lease" in active.log()
@@ -73,6 +81,9 @@ async def test_an_active_coordinator_paused_past_its_lease_stops_instead_of_comm
     spawn("flowforge-agent", "--import", "tests.batchfaultflows", "--lease", "3")
     run = await client.start(batchfaultflows.FLOW.name, {"x": 3, "hold_s": 0.0})
     assert (await client.wait(run.run_id, timeout_s=60)).run.status is RunStatus.SUCCEEDED
+    record_property(SCENARIO_LINE, f"standby-after-pause: active coordinator SIGSTOPped, the "
+                    f"standby ready after {took:.2f} s (lease {LEASE} s); the paused one exited "
+                    "when continued")
 
 
 async def test_a_coordinator_on_another_database_refuses_naming_the_active_one(
