@@ -197,8 +197,8 @@ class ActiveLease:
             entry = await self._kv.get(KEY)
             if holder_of(entry.value) == holder:
                 await self._kv.delete(KEY, last=entry.revision)
-        except (KeyNotFoundError, KeyDeletedError, KeyWrongLastSequenceError):
-            pass  # gone or taken meanwhile: the next try says which
+        except (KeyNotFoundError, KeyDeletedError, KeyWrongLastSequenceError, *TRANSIENT):
+            pass  # gone or taken meanwhile, or no answer: the next try says which
 
     async def _try_take(self) -> Holder | None:
         """Take the key if nobody holds it; else who does."""

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import sys
 
-from coordinator.active_lease import LeaseLost
+from coordinator.active_lease import TRANSIENT, LeaseLost
 from coordinator.service import Coordinator, CoordinatorConfig
 from flowforge import runtime
 from flowforge.metrics_http import MetricsAddressError, serving
@@ -48,9 +48,10 @@ async def run_coordinator(config: CoordinatorConfig, url: str,
                 if not await _serve(coordinator) or stopping.is_set():
                     break
                 await coordinator.shutdown()
-                coordinator = Coordinator(config, resuming=True)
-                if not await _start_again(coordinator, stopping):
+                again = await _start_again(config, stopping)
+                if again is None:
                     break
+                coordinator = again
                 collector.stats = coordinator.stats
     except MetricsAddressError as exc:
         print(f"flowforge-coordinator: {exc}", file=sys.stderr)
@@ -81,18 +82,28 @@ async def _serve(coordinator: Coordinator) -> bool:
     return False
 
 
-async def _start_again(coordinator: Coordinator, stopping: asyncio.Event) -> bool:
-    """Start a fresh coordinator (waiting for NATS as long as it takes, or until a stop
-    signal); False when it was stopped first."""
-    starting = asyncio.ensure_future(coordinator.start())
-    stopped = asyncio.ensure_future(stopping.wait())
-    try:
-        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-    if not starting.done():
-        starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
-        return False
-    starting.result()  # LeaseLost: another took over meanwhile
-    return True
+async def _start_again(config: CoordinatorConfig,
+                       stopping: asyncio.Event) -> Coordinator | None:
+    """A fresh coordinator, started once NATS answers and JetStream can serve it (a node that
+    just came back catches up first), tried again as long as it takes; None when a stop
+    signal came first. Raises LeaseLost when another coordinator took over meanwhile."""
+    while True:
+        coordinator = Coordinator(config, resuming=True)
+        starting = asyncio.ensure_future(coordinator.start())
+        stopped = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            await coordinator.shutdown()
+            return None
+        try:
+            starting.result()  # start() closed what it opened if it failed
+        except TRANSIENT as exc:
+            log.warning("JetStream cannot serve the coordinator yet (%r); trying again", exc)
+            await asyncio.sleep(1.0)
+            continue
+        return coordinator
