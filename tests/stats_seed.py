@@ -19,7 +19,7 @@ n7     06-15 02:00 running    100 s        pending                     pending
 =====  ==========  =========  ===========  ==========================  =============
 
 ``hourly``: h1-h3 succeeded (ping 0.5, 1.5, 2.5 s), h4 failed. Outside the window: ``n0`` on
-06-12 (succeeded, extract 999 s) and ``n8`` on 06-16. Each mapped task's own record spans its
+06-12 (succeeded, extract 7.5 s, load 45 s) and ``n8`` on 06-16. Each mapped task's own record spans its
 instances (1,000 s): only the instances count.
 """
 
@@ -28,10 +28,12 @@ from pathlib import Path
 import msgspec
 
 from coordinator.changes import Changes
+from coordinator.flow_stats import read_flow_stats
 from coordinator.store import Store
 from protocol.flows import FlowSpec, TaskSpec
 from protocol.records import RunRecord, TaskRecord
 from protocol.states import RunStatus, TaskStatus
+from protocol.stats import FlowStats, GetFlowStats
 
 DAY_S = 86_400.0
 LAST_DAY = 1_749_945_600.0
@@ -49,7 +51,7 @@ HOURLY = FlowSpec(name="hourly", tasks=(TaskSpec(name="ping", function="tests.st
 
 S, F, C, P = TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING
 _NIGHTLY_RUNS = [  # run, day (0 = 06-15), hour, status, extract s, fanout, load (status, s)
-    ("n0", -3, 1, RunStatus.SUCCEEDED, 999.0, S, (S, 999.0)),
+    ("n0", -3, 1, RunStatus.SUCCEEDED, 7.5, S, (S, 45.0)),
     ("n1", -2, 1, RunStatus.SUCCEEDED, 1.0, S, (S, 10.0)),
     ("n2", -2, 2, RunStatus.SUCCEEDED, 2.0, S, (S, 20.0)),
     ("n3", -2, 3, RunStatus.FAILED, 3.0, F, (TaskStatus.UPSTREAM_FAILED, None)),
@@ -119,5 +121,17 @@ async def seed(db_path: Path) -> None:
         for spec in (NIGHTLY, HOURLY):
             await store.register_flow(spec, replace=True)
         await store.commit(changes())
+    finally:
+        await store.close()
+
+
+async def figures(db_path: Path, *flows: str | None, days: int = 14) -> dict[str | None, FlowStats]:
+    """The seeded runs' figures per flow (None: every flow), by the coordinator's own SQL over a
+    seeded file (for a dashboard over a MemorySource: the same figures, with no coordinator)."""
+    await seed(db_path)
+    store = await Store.open(db_path)
+    try:
+        return {flow: await read_flow_stats(store.database, GetFlowStats(
+            flow=flow, days=days, until=UNTIL)) for flow in flows}
     finally:
         await store.close()
