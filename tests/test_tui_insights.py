@@ -134,3 +134,16 @@ def test_the_insights_screen_draws_runs_per_day_durations_and_failure_rates(
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+async def test_no_runs_in_the_window_draws_empty_charts_that_say_so() -> None:
+    app = dashboard(memory_source())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await insights(app, pilot, "Insights: every flow, 1970-01-01 to 1970-01-14 (UTC): "
+                                            "0 runs · durations of succeeded attempts in the 0 "
+                                            "newest finished runs")
+        assert "no succeeded task" in plot_text(screen, "#durations-plot")
+        assert "no run finished" in plot_text(screen, "#failures-plot")
+        screen.query_one("#insights-flow", Select).value = "pipeline_simple"
+        await until(lambda: ("flow_stats", "pipeline_simple", 14, stats_seed.UNTIL) in
+                    app.hub.source.calls)  # type: ignore[attr-defined]
