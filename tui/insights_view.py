@@ -29,7 +29,8 @@ REFRESH_GAP_S = 5.0
 IDLE_REFRESH_S = 60.0
 """Asked for again this often when nothing changed (the window moves at midnight UTC)."""
 TASKS_PLOTTED = 12
-"""Of every flow's tasks, the slowest by p95 are plotted (the head says how many there are)."""
+"""Of every flow's tasks, the slowest by p95 are plotted (the head says how many there are);
+of the flows, those failing most."""
 COLOUR = {"succeeded": (76, 175, 80), "failed": (229, 57, 53), "cancelled": (158, 158, 158),
           "running": (253, 216, 53), "pending": (77, 208, 225), "p50": (66, 165, 245),
           "p95": (171, 71, 188)}
@@ -192,7 +193,7 @@ class InsightsScreen(Screen[None]):
         top = max((d.p95_s for d in tasks), default=0.0)
         unit, scale = ("min", 60.0) if top >= 120 else ("s", 1.0) if top >= 1 else ("ms", 1e-3)
         if tasks:
-            names = [d.task if s.flow else f"{d.flow}:{d.task}" for d in tasks]
+            names = [safe(d.task if s.flow else f"{d.flow}:{d.task}") for d in tasks]
             plt.multiple_bar(names, [[d.p50_s / scale for d in tasks],
                                      [d.p95_s / scale for d in tasks]],
                              color=[COLOUR["p50"], COLOUR["p95"]],
@@ -205,9 +206,11 @@ class InsightsScreen(Screen[None]):
         plot = self.query_one("#failures-plot", PlotextPlot)
         plt = plot.plt
         plt.clear_figure()
-        rated = [f for f in s.failures if f.failure_rate is not None][:TASKS_PLOTTED]
+        rated = [f for f in s.failures if f.failure_rate is not None]
+        rated = sorted(sorted(rated, key=lambda f: -(f.failure_rate or 0.0))[:TASKS_PLOTTED],
+                       key=lambda f: f.flow)  # the worst, in name order
         if rated:
-            plt.bar([f.flow for f in rated], [100 * (f.failure_rate or 0.0) for f in rated],
+            plt.bar([safe(f.flow) for f in rated], [100 * (f.failure_rate or 0.0) for f in rated],
                     color=COLOUR["failed"], orientation="horizontal")
             plt.xlim(0, 100)
         plt.title("failure rate, % of finished runs" if rated else "failure rate: no run finished")
