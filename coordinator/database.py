@@ -2,14 +2,15 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 Row = tuple[Any, ...]
-Query = tuple[str, Sequence[Any]]
+Query = tuple[str, Sequence[Any] | Mapping[str, Any]]
+"""A statement and its parameters, by position or by name (``:since``)."""
 
 
 class Database:

@@ -18,6 +18,11 @@ class FlowCache:
         self.listeners: list[Callable[[CompiledFlow], None]] = []
         """Told of each flow's current version as it is known (registered, or read)."""
 
+    @property
+    def store(self) -> Store:
+        """Where the flows are kept (the readers of runs use it too: ``stats.flow``)."""
+        return self._store
+
     def put(self, spec: FlowSpec) -> CompiledFlow:
         compiled = CompiledFlow.compile(spec)
         self._current[spec.name] = compiled

@@ -1,13 +1,14 @@
 """The coordinator's figures (``stats.get``, and what ``--metrics`` serves): the counts the
 ``TaskTracker`` keeps, and gauges read when asked for from where the data already is — the
 scheduler's active runs (queues), the run gate (waiting runs), the agent registry, the
-schedule clock."""
+schedule clock. And the summary charts of the runs kept (``stats.flow``), read from SQLite."""
 
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from coordinator.agents import LIVE, AgentRegistry
+from coordinator.flow_stats import read_flow_stats
 from coordinator.flows import FlowCache
 from coordinator.run_gate import RunGate
 from coordinator.schedule_clock import ScheduleClock
@@ -15,7 +16,16 @@ from coordinator.scheduler import Scheduler
 from coordinator.task_tracker import TaskTracker
 from flowforge.metrics import Histograms
 from protocol.states import TaskStatus
-from protocol.stats import AgentStats, GetStats, HistogramSeries, QueueStats, Series, Stats
+from protocol.stats import (
+    AgentStats,
+    FlowStats,
+    GetFlowStats,
+    GetStats,
+    HistogramSeries,
+    QueueStats,
+    Series,
+    Stats,
+)
 
 FLOW, TASK, QUEUE, STATUS, KIND, REASON, OUTCOME = (
     "flow", "task", "queue", "status", "kind", "reason", "outcome")
@@ -36,10 +46,18 @@ class StatsApi:
         self.started_at = time.time()
 
     def handlers(self) -> dict[tuple[str, str], Callable[[Any], Awaitable[Any]]]:
-        return {("stats", "get"): self.get}
+        return {("stats", "get"): self.get, ("stats", "flow"): self.flow}
 
     async def get(self, req: GetStats) -> Stats:
         return self.snapshot()
+
+    async def flow(self, req: GetFlowStats) -> FlowStats:
+        """Runs per day by status, task durations, failure rates: SQL on the read connection,
+        off the writer's path. A flow never registered is an error (an empty chart would look
+        like a flow that never ran)."""
+        if req.flow is not None:
+            await self.flows.current(req.flow)  # raises UnknownFlow
+        return await read_flow_stats(self.flows.store.database, req)
 
     def snapshot(self) -> Stats:
         t = self.tracker

@@ -32,6 +32,18 @@ def duration(start: float | None, end: float | None) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s" if s < 60 else f"{s / 60:.1f} min"
 
 
+def seconds(value: float | None) -> str:
+    """A span for people: ``850 ms``, ``4.2 s``, ``3.5 min``, ``2.0 h``."""
+    if value is None:
+        return "-"
+    value = max(0.0, value)
+    if value < 1:
+        return f"{value * 1000:.3g} ms" if value < 0.01 else f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.1f} s"
+    return f"{value / 60:.1f} min" if value < 3600 else f"{value / 3600:.1f} h"
+
+
 def cut(text: str, width: int = MAX_CELL) -> str:
     text = text.replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -30,6 +30,7 @@ from protocol.records import (
 )
 from protocol.schedules import ScheduleEvent, ScheduleState
 from protocol.states import RunStatus, TaskStatus
+from protocol.stats import DayRuns, FlowStats
 from tui.child_rows import info_of
 from tui.source import LinkDown, LinkUp, SourceEvent
 
@@ -68,6 +69,8 @@ class MemorySource:
         """Items by batch, in sequence order; counts are taken from them when asked."""
         self.limit_list: list[LimitInfo] = []
         """What ``limits`` answers (a test sets it)."""
+        self.stats_answers: dict[str | None, FlowStats] = {}
+        """What ``flow_stats`` answers, by flow (None: every flow; a test sets it)."""
         self.batch_queries: list[tuple[str, int, int, str | None]] = []
         """Every ``batch`` call: (ref, items, after_seq, status)."""
         self.map_instances: dict[tuple[str, str], dict[int, TaskRecord]] = {}
@@ -374,3 +377,19 @@ class MemorySource:
         self._check()
         self.calls.append(("limits", holders))
         return list(self.limit_list)
+
+    async def flow_stats(self, flow: str | None = None, days: int = 14,
+                         until: float | None = None) -> FlowStats:
+        """What ``stats_answers`` holds for the flow (None: every flow); an unknown flow is
+        refused as the coordinator would."""
+        self._check()
+        self.calls.append(("flow_stats", flow, days, until))
+        if flow is not None and flow not in self.flow_details:
+            raise UnknownFlow(flow)
+        found = self.stats_answers.get(flow)
+        if found is None:
+            return FlowStats(flow=flow, days=days, since=0.0, until=days * 86400.0,
+                             runs_per_day=[DayRuns(day=f"1970-01-{i + 1:02d}", start=i * 86400.0,
+                                                   counts={}) for i in range(days)],
+                             sample_runs=0)
+        return found

@@ -22,6 +22,7 @@ from tui.children_view import ChildrenScreen
 from tui.flows_view import FlowsView
 from tui.follower import Follower
 from tui.hub import Hub
+from tui.insights_view import InsightsScreen
 from tui.instances_view import InstancesScreen
 from tui.limits_view import LimitsScreen
 from tui.model import Dirty, Model
@@ -32,8 +33,8 @@ from tui.runs_view import RunsView
 from tui.schedules_view import SchedulesView
 from tui.source import DataSource
 
-RUN_SCREENS = (RunScreen, InstancesScreen, ChildrenScreen, LimitsScreen)
-"""The screens of one run: a tab's key leaves them all."""
+RUN_SCREENS = (RunScreen, InstancesScreen, ChildrenScreen, LimitsScreen, InsightsScreen)
+"""The screens over the tabs (one run's, limits, insights): a tab's key leaves them all."""
 FLUSH_S = 0.05
 """Events are applied at once but drawn at most this often: a busy run stays cheap to watch."""
 
@@ -45,6 +46,7 @@ keys: f flows, r runs, a agents, p problems, enter open (on a mapped task: its i
 failed first; on a task with children, k too: its children, failed first, and enter on a child
 its own), t trigger, c cancel, y retry,
 w schedules (u pause or resume, n run now), L limits (holders and waiters),
+i insights (runs per day by status, task durations p50/p95, failure rates; d: 7 to 90 days),
 b batches (enter its items, enter on an item its run, u pause or resume, c cancel),
 m mark a task, o a task's whole output, g its whole log, l load more runs,
 in a DAG: arrows move, - / + zoom out / in, x collapse or expand a group, X all groups,
@@ -66,6 +68,7 @@ class DashboardApp(App[None]):
         Binding("w", "show_tab('schedules')", "Schedules"),
         Binding("b", "show_tab('batches')", "Batches"),
         Binding("L", "limits", "Limits", show=False),
+        Binding("i", "insights", "Insights"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -145,6 +148,11 @@ class DashboardApp(App[None]):
         if not isinstance(self.screen, LimitsScreen | ModalScreen):
             self.push_screen(LimitsScreen())
 
+    def action_insights(self) -> None:
+        """The summary charts of the runs kept (a screen over the tabs)."""
+        if not isinstance(self.screen, InsightsScreen | ModalScreen):
+            self.push_screen(InsightsScreen())
+
     def open_run(self, run_id: str) -> None:
         while len(self.screen_stack) > 1 and isinstance(self.screen, RUN_SCREENS):
             self.pop_screen()
@@ -157,6 +165,8 @@ class DashboardApp(App[None]):
                                 lambda tab=tab: self.action_show_tab(tab))
         yield SystemCommand("Show limits", "concurrency limits, their holders and waiters (L)",
                             self.action_limits)
+        yield SystemCommand("Show insights", "runs per day by status, task durations, failure "
+                            "rates (i)", self.action_insights)
         model = self.hub.model
         for flow in model.flows_view():
             yield SystemCommand(f"Trigger {flow.name}", "start a run with parameters",
@@ -203,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="flowforge-dashboard", epilog=EPILOG,
         description="Follow a FlowForge deployment live: flows, runs, agents, problems, schedules, "
-                    "batches.",
+                    "batches, limits, insights.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_connection_args(p, nats_default=DEFAULT_NATS_URL)
     return p

@@ -17,6 +17,7 @@ from protocol.children import ChildList
 from protocol.concurrency import LimitInfo
 from protocol.errors import NotConnected
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
+from protocol.stats import FlowStats
 from tui.source import LinkDown, LinkUp, SourceEvent
 
 T = TypeVar("T")
@@ -173,3 +174,7 @@ class ClientSource:
 
     async def limits(self, holders: int = 20) -> list[LimitInfo]:
         return await self._guard(self.client.limits(holders))
+
+    async def flow_stats(self, flow: str | None = None, days: int = 14,
+                         until: float | None = None) -> FlowStats:
+        return await self._guard(self.client.flow_stats(flow, days, until))

@@ -19,6 +19,7 @@ from protocol.records import (
     TaskRecord,
 )
 from protocol.schedules import ScheduleEvent
+from protocol.stats import FlowStats
 
 Event = (RunRecord | TaskRecord | FlowSummary | ErrorEvent | AgentInfo | TaskLog | ScheduleEvent
          | BatchRecord)
@@ -136,6 +137,12 @@ class DataSource(Protocol):
 
     async def limits(self, holders: int = 20) -> list[LimitInfo]:
         """Every concurrency limit with the first ``holders`` of its holders and waiters."""
+        ...
+
+    async def flow_stats(self, flow: str | None = None, days: int = 14,
+                         until: float | None = None) -> FlowStats:
+        """The summary charts of a flow (None: every flow) over ``days`` UTC days, the last
+        one the day of ``until`` (default now)."""
         ...
 
 
