@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-lost-after", type=float, default=env("AGENT_LOST_AFTER", "15"),
                    metavar="SECONDS", help="an agent silent this long is reported lost "
                    "[FLOWFORGE_AGENT_LOST_AFTER] (default: %(default)s)")
-    p.add_argument("--active-lease", type=float, default=env("ACTIVE_LEASE", "10"),
+    p.add_argument("--active-lease", type=float, default=env("ACTIVE_LEASE", "15"),
                    metavar="SECONDS", help="one coordinator is active per namespace: a standby "
                    "started on the same database takes over this long after the active one "
                    "stopped [FLOWFORGE_ACTIVE_LEASE] (default: %(default)s)")

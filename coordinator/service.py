@@ -66,7 +66,7 @@ class CoordinatorConfig:
     db_path: Path
     lease_s: float = DEFAULT_LEASE_S
     agent_lost_after_s: float = 15.0
-    active_lease_s: float = 10.0
+    active_lease_s: float = 15.0
     """The lease of the active coordinator of a namespace: a standby takes over this long
     after the active one stopped renewing it."""
     replicas: int | None = None

@@ -132,7 +132,9 @@ async def node_cut_off(root: Path, n: int = 48, hold_s: float = 0.3) -> Outcome:
                             60, "the run to move on", watch)
         out.recovery_s = moved - cut
         await st.finish(run_id, out)  # while the node is still cut off
-        out.facts |= {"cut": victim, "finished without it": True}
+        out.facts |= {"cut": victim, "finished without it": True,
+                      "coordinator restarts": st.coordinator.log().count(  # type: ignore[union-attr]
+                          "Starting again from the database")}
         st.net.heal(victim)
     return out
 

@@ -27,7 +27,7 @@ from tests.netns import HostCluster, Network, jetstream_ready
 
 LEASE_S = 2.0
 """The task lease of the coordinator and agents (redelivery after this long unheard)."""
-ACTIVE_LEASE_S = 10.0
+ACTIVE_LEASE_S = 15.0
 """The coordinator's (the default): more than a JetStream leader election takes, so losing a
 node costs it no restart."""
 PING_S = 1.0
@@ -195,15 +195,16 @@ class Stage:
         watch = [p for p in (self.coordinator, *self.agents.values()) if p is not None]
         await until(lambda: self.run_status(run_id) in ("succeeded", "failed", "cancelled"),
                     timeout_s, "the run to finish", watch)
-        async with Client(self.options(), timeout_s=30.0) as c:
-            detail = await c.get(run_id)
+        with sqlite3.connect(self.db, timeout=10) as db:  # the truth, whoever answers now
+            [(raw,)] = db.execute("SELECT output FROM task_instances WHERE run_id = ? AND "
+                                  "task = 'slow_item'", (run_id,)).fetchall()
+        output = msgspec.json.decode(raw) if raw else []
         rows = self.rows()
-        [rec] = [t for t in detail.tasks if t.task == "slow_item"]
-        output = msgspec.json.decode(rec.output) if rec.output else []
         outcome.succeeded = sum(1 for r in rows if r[1] == "succeeded")
         outcome.lost = outcome.expected - len(set(output) & set(range(outcome.expected)))
         outcome.finalised_twice = sum(
             1 for r in rows if sum(a.get("outcome") == "succeeded" for a in r[4]) > 1)
-        outcome.facts["run"] = detail.run.status.value
-        if detail.run.status is not RunStatus.SUCCEEDED:
-            outcome.error = f"the run ended {detail.run.status.value}"
+        status = self.run_status(run_id)
+        outcome.facts["run"] = status
+        if status != RunStatus.SUCCEEDED.value:
+            outcome.error = f"the run ended {status}"
