@@ -16,6 +16,7 @@ from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen, pa
 from flowforge.jetstream import DEFAULT_LEASE_S
 from flowforge.metrics_http import add_metrics_arg
 from protocol.children import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
+from protocol.experiments import DEFAULT_MAX_METRIC_POINTS
 
 log = logging.getLogger("flowforge.coordinator")
 
@@ -83,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env("MAX_CHILD_DEPTH", str(DEFAULT_MAX_DEPTH)),
                    help="how deep child tasks may nest [FLOWFORGE_MAX_CHILD_DEPTH] "
                    "(default: %(default)s)")
+    p.add_argument("--max-metric-points", type=int, metavar="N",
+                   default=env("MAX_METRIC_POINTS", str(DEFAULT_MAX_METRIC_POINTS)),
+                   help="metric points, results and artifacts one run may store (ctx.log_metric "
+                   "...); past it one line in the task's log says so and the rest are dropped "
+                   "[FLOWFORGE_MAX_METRIC_POINTS] (default: %(default)s)")
     _add_gate_args(p)
     add_metrics_arg(p, "queue depths, task waits and durations, runs, retries and agents")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
@@ -187,6 +193,7 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         release_window=ns.release_window,
         release_window_s=ns.release_window_s,
         priority_aging_s=ns.priority_aging,
+        max_metric_points=max(0, ns.max_metric_points),
         agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},
     )
