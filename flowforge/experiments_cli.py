@@ -71,6 +71,7 @@ def add_experiments_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentPa
     p.add_argument("--csv", type=Path, metavar="FILE",
                    help="also write the rows to FILE: every parameter and metric as a column")
     p.add_argument("--json", action="store_true", help="print JSON")
+    _sort_keys_are_values(p)
 
     help_text = ("runs side by side: parameters (those that differ highlighted), final "
                  "metrics, each metric's series by step, results and artifacts")
@@ -82,6 +83,22 @@ def add_experiments_parsers(sub: "argparse._SubParsersAction[argparse.ArgumentPa
                    help="points per series at most; longer ones are thinned evenly "
                    "(default: %(default)s)")
     c.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _sort_keys_are_values(p: argparse.ArgumentParser) -> None:
+    """``--sort -accuracy``: argparse takes any word that starts with '-' for an option and
+    then says ``--sort`` has no value; here a word that is none of this parser's options
+    (``-accuracy``, ``-params.lr``) is a value, as ``--sort=-accuracy`` would be."""
+    options = p._option_string_actions
+    parse_optional = p._parse_optional
+
+    def optional_unless_sort_key(arg: str) -> Any:
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2 \
+                and arg not in options and arg[1].isalpha():
+            return None  # not an option: a value
+        return parse_optional(arg)
+
+    p._parse_optional = optional_unless_sort_key  # type: ignore[method-assign]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -158,9 +175,9 @@ def compare_text(c: Comparison, emphasis: bool = False) -> str:
              for k in keys]
     names = sorted({n for r in runs for n in r.metrics})
     rows += [[m, *(number_text(r.metrics.get(m)) for r in runs)] for m in names]
-    parts = [grid(["", *ids], rows, set(), bold_rows if emphasis else set())]
-    parts += [_series_text(name, task, runs) for name, task in
-              dict.fromkeys((s.name, s.task) for r in runs for s in r.series)]
+    parts = [grid(["", *ids], rows, set(), bold_rows if emphasis else set(), upper=False)]
+    parts += [_series_text(name, task, runs) for name, task in  # one point: the final value
+              dict.fromkeys((s.name, s.task) for r in runs for s in r.series if s.points > 1)]
     parts += [p for p in (_results_text(runs), _artifacts_text(runs)) if p]
     return "\n\n".join(parts)
 
@@ -185,8 +202,8 @@ def _series_text(name: str, task: str, runs: Sequence[RunExperiment]) -> str:
     title = f"{name} ({task})"
     if len(shown) < max(len(steps), stored):
         notes.append(f"{len(shown)} of {max(len(steps), stored):,} steps shown; --json has more")
-    return "\n".join([safe(title), grid(["step", *(r.run_id for r in runs)], rows, set()),
-                      *map(safe, notes)])
+    return "\n".join([safe(title), grid(["step", *(r.run_id for r in runs)], rows, set(),
+                                         upper=False), *map(safe, notes)])
 
 
 def _results_text(runs: Sequence[RunExperiment]) -> str:
@@ -222,9 +239,10 @@ def number_text(value: float | None) -> str:
 
 
 def grid(headers: Sequence[str], rows: Sequence[Sequence[str]], bold_columns: set[int],
-         bold_rows: set[int] | None = None) -> str:
+         bold_rows: set[int] | None = None, upper: bool = True) -> str:
     """``render.table`` with the text made safe first and the highlighted columns (or rows)
-    in bold after padding, so the escape codes never shift a column."""
+    in bold after padding, so the escape codes never shift a column; headers in upper case
+    unless they are run ids (``upper=False``)."""
     headers = [safe(h) for h in headers]
     rows = [[safe(c) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
@@ -235,7 +253,7 @@ def grid(headers: Sequence[str], rows: Sequence[Sequence[str]], bold_columns: se
         return "  ".join(f"{BOLD}{c}{PLAIN}" if i in bold_columns or row in bold_rows else c
                          for i, c in enumerate(padded)).rstrip()
 
-    return "\n".join([line([h.upper() for h in headers], None),
+    return "\n".join([line([h.upper() if upper else h for h in headers], None),
                       *(line(r, i) for i, r in enumerate(rows))])
 
 
