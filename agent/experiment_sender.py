@@ -93,6 +93,8 @@ class ExperimentSender:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not self._log.accepted:
+            return  # it logged nothing (most tasks): nothing to wait for
         delay = 0.1
         while not await self.flush():
             await asyncio.sleep(delay)

@@ -25,7 +25,8 @@ IDENTITIES = "identities.json"
 ROLES = ("coordinator", "agent", "operator", "trigger", "observer")
 READ_VERBS = (("runs", "get"), ("runs", "list"), ("runs", "instances"), ("flows", "list"),
               ("flows", "get"), ("tasks", "log"), ("agents", "list"), ("rejected", "list"),
-              ("schedules", "list"), ("schedules", "get"), ("limits", "list"), ("stats", "get"))
+              ("schedules", "list"), ("schedules", "get"), ("limits", "list"), ("stats", "get"),
+              ("experiments", "list"), ("experiments", "compare"))
 """The API requests that change nothing: all an observer may send."""
 TASK_VERBS = (("runs", "instances"), ("children", "spawn"), ("children", "wait"),
               ("children", "results"))
