@@ -196,7 +196,8 @@ def _series_text(name: str, task: str, runs: Sequence[RunExperiment]) -> str:
                          f"{', '.join(str(s.attempt) for s in mine)} logged it)")
     values = [dict(zip(s.steps, s.values, strict=True)) if s else {} for s in latest]
     steps = sorted({step for v in values for step in v})
-    shown = [steps[i] for i in _spread(len(steps), SERIES_ROWS)]
+    shown = sorted({*(steps[i] for i in _spread(len(steps), SERIES_ROWS)),
+                    *(s.steps[-1] for s in latest if s and s.steps)})  # and each one's last
     rows = [[str(step), *(number_text(v.get(step)) for v in values)] for step in shown]
     stored = max((s.points for s in latest if s), default=0)
     title = f"{name} ({task})"
@@ -207,8 +208,8 @@ def _series_text(name: str, task: str, runs: Sequence[RunExperiment]) -> str:
 
 
 def _results_text(runs: Sequence[RunExperiment]) -> str:
-    rows = [[r.run_id, f"{x.task} #{x.attempt}", x.algorithm, value_text(x.params),
-             value_text(x.metrics), x.artifact or "-"] for r in runs for x in r.results]
+    rows = [[r.run_id, f"{x.task} #{x.attempt}", x.algorithm, value_text(x.params, 40),
+             value_text(x.metrics, 40), x.artifact or "-"] for r in runs for x in r.results]
     left = sum(r.left_out for r in runs)
     text = grid(["results", "task", "algorithm", "params", "metrics", "artifact"], rows, set()) \
         if rows else ""
@@ -228,10 +229,18 @@ def _spread(n: int, at_most: int) -> list[int]:
     return sorted({round(i * (n - 1) / (at_most - 1)) for i in range(at_most)})
 
 
-def value_text(value: Any) -> str:
-    """A parameter as a cell: text as it is, anything else as compact JSON, cut."""
-    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
-    return render.cut(text, CELL)
+def value_text(value: Any, width: int = CELL) -> str:
+    """A parameter as a cell: text as it is, a number to 6 digits, a dict as ``k=v, ...``,
+    anything else as compact JSON; cut to ``width``."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, float):
+        text = number_text(value)
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k}={value_text(v, width)}" for k, v in value.items())
+    else:
+        text = msgspec.json.encode(value).decode()
+    return render.cut(text, width)
 
 
 def number_text(value: float | None) -> str:
