@@ -4,6 +4,7 @@ its result, stored by the stream (awaited, retried), so a run's metrics are comp
 ends. A send that fails puts its part back to go with the next: nothing is lost quietly."""
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -51,7 +52,8 @@ class ExperimentSender:
 
     def due(self) -> None:
         """Something waits to be sent (from any thread)."""
-        self._loop.call_soon_threadsafe(self._arm)
+        with contextlib.suppress(RuntimeError):  # closed: a thread outlived its agent
+            self._loop.call_soon_threadsafe(self._arm)
 
     def _arm(self) -> None:
         if self._timer is None and not self._finishing:

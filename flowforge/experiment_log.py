@@ -23,6 +23,7 @@ from protocol.experiments import (
     MetricPoint,
     ResultRecord,
     name_problem,
+    shown,
     step_problem,
     value_problem,
 )
@@ -63,15 +64,16 @@ class ExperimentLog:
         problem = name_problem(name) or value_problem(value) or (
             None if step is None else step_problem(step))
         if problem is not None:
-            self._refuse(f"{call}({name!r}, {value!r}): {problem}; the point is dropped")
+            self._refuse(f"{call}({shown(name)}, {shown(value)}): {problem}; the point is "
+                         "dropped")
             return
         self._keep(lambda w, seq: w.points.append(MetricPoint(
             name, float(value), self._step(name, step), time.time())))
 
     def metrics(self, values: Mapping[str, float], step: int | None = None) -> None:
         if not isinstance(values, Mapping):
-            self._refuse(f"log_metrics({values!r}): give a dict of name: value; nothing was "
-                         "logged")
+            self._refuse(f"log_metrics({shown(values)}): give a dict of name: value; nothing "
+                         "was logged")
             return
         for name, value in values.items():
             self.metric(name, value, step, call="log_metrics")
@@ -82,7 +84,8 @@ class ExperimentLog:
         """The record, and its metrics as points too (so the experiments table shows them)."""
         problem = _result_problem(algorithm, params, metrics, artifact, metadata)
         if problem is not None:
-            self._refuse(f"log_result(algorithm={algorithm!r}): {problem}; the result is dropped")
+            self._refuse(f"log_result(algorithm={shown(algorithm)}): {problem}; the result is "
+                         "dropped")
             return
         self._keep(lambda w, seq: w.results.append(ResultRecord(
             seq=seq, algorithm=algorithm, params=dict(params or {}),
@@ -93,11 +96,11 @@ class ExperimentLog:
 
     def artifact(self, uri: str, kind: str | None = None) -> None:
         if not isinstance(uri, str) or not 0 < len(uri) <= MAX_URI_CHARS:
-            self._refuse(f"log_artifact({uri!r}): the URI must be text of 1 to "
+            self._refuse(f"log_artifact({shown(uri)}): the URI must be text of 1 to "
                          f"{MAX_URI_CHARS} characters (a path or URL: files are not uploaded)")
         elif kind is not None and (not isinstance(kind, str) or len(kind) > MAX_LABEL_CHARS):
-            self._refuse(f"log_artifact({uri!r}, kind={kind!r}): the kind must be text of at "
-                         f"most {MAX_LABEL_CHARS} characters")
+            self._refuse(f"log_artifact({shown(uri)}, kind={shown(kind)}): the kind must be "
+                         f"text of at most {MAX_LABEL_CHARS} characters")
         else:
             self._keep(lambda w, seq: w.artifacts.append(
                 ArtifactRef(seq=seq, uri=uri, kind=kind, at=time.time())))

@@ -96,11 +96,11 @@ class Logged(msgspec.Struct, kw_only=True, omit_defaults=True):
 def name_problem(name: object) -> str | None:
     """Why ``name`` is not a metric name, or None."""
     if not isinstance(name, str):
-        return f"the name {_shown(name)} is not text"
+        return f"the name {shown(name)} is not text"
     if len(name) > MAX_METRIC_NAME_CHARS:
-        return f"the name {_shown(name)} is over {MAX_METRIC_NAME_CHARS} characters"
+        return f"the name {shown(name)} is over {MAX_METRIC_NAME_CHARS} characters"
     if not METRIC_NAME_RE.match(name):
-        return (f"the name {_shown(name)} is not an identifier (letters, digits and '_', not "
+        return (f"the name {shown(name)} is not an identifier (letters, digits and '_', not "
                 "starting with a digit; dots between parts, like val.loss)")
     return None
 
@@ -108,24 +108,25 @@ def name_problem(name: object) -> str | None:
 def value_problem(value: object) -> str | None:
     """Why ``value`` is not a metric value (a finite int or float, not a bool), or None."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return f"the value {_shown(value)} is not a number"
+        return f"the value {shown(value)} is not a number"
     try:
         number = float(value)
     except (OverflowError, ValueError, TypeError):
-        return f"the value {_shown(value)} does not fit a float"
-    return None if math.isfinite(number) else f"the value {_shown(value)} is not finite"
+        return f"the value {shown(value)} does not fit a float"
+    return None if math.isfinite(number) else f"the value {shown(value)} is not finite"
 
 
 def step_problem(step: object) -> str | None:
     """Why ``step`` is not a step (a whole number from 0), or None."""
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-        return f"the step {_shown(step)} is not a whole number"
+        return f"the step {shown(step)} is not a whole number"
     if not 0 <= int(step) <= MAX_STEP:
-        return f"the step {_shown(step)} is not from 0 to {MAX_STEP}"
+        return f"the step {shown(step)} is not from 0 to {MAX_STEP}"
     return None
 
 
-def _shown(value: object, width: int = 80) -> str:
+def shown(value: object, width: int = 80) -> str:
+    """``repr(value)``, cut: user values go into log lines."""
     text = repr(value)
     return text if len(text) <= width else text[:width - 1] + "…"
 
