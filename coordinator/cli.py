@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env("REPLICAS"),
                    help="copies of each JetStream stream on a NATS cluster [FLOWFORGE_REPLICAS] "
                    "(default: 3 when the server is one of a cluster of three or more, else 1)")
+    _add_run_limit_args(p)
+    _add_gate_args(p)
+    add_metrics_arg(p, "queue depths, task waits and durations, runs, retries and agents")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
+                   help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
+    return p
+
+
+def _add_run_limit_args(p: argparse.ArgumentParser) -> None:
+    """What one run may hold: child tasks, and what its tasks log."""
     p.add_argument("--max-children", type=int, metavar="N",
                    default=env("MAX_CHILDREN", str(DEFAULT_MAX_CHILDREN)),
                    help="child tasks one run may spawn [FLOWFORGE_MAX_CHILDREN] "
@@ -89,11 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metric points, results and artifacts one run may store (ctx.log_metric "
                    "...); past it one line in the task's log says so and the rest are dropped "
                    "[FLOWFORGE_MAX_METRIC_POINTS] (default: %(default)s)")
-    _add_gate_args(p)
-    add_metrics_arg(p, "queue depths, task waits and durations, runs, retries and agents")
-    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
-                   help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
-    return p
 
 
 def _add_gate_args(p: argparse.ArgumentParser) -> None:
