@@ -72,31 +72,20 @@ def independent_summary(fetch_data2: dict) -> dict:
     return {"n": len(fetch_data2["rows"])}
 
 
-def train_model(analyze_data: dict, ctx: TaskContext, epochs: int = 20,
-                learning_rate: float = 0.05) -> dict:
-    """Fit y = a*x + b by gradient descent on synthetic data: pure Python, runs anywhere. Logs
-    the training error of each epoch and the fit (``flowforge experiments pipeline_simple_ml``
-    compares runs with other epochs and learning rates)."""
+def train_model(analyze_data: dict, ctx: TaskContext, epochs: int = 20) -> dict:
+    """Fit y = a*x + b by gradient descent on synthetic data: pure Python, runs anywhere."""
     rng = random.Random(7)
     xs = [i / 10 for i in range(100)]
     ys = [analyze_data["mean"] / 50 * x + 1.0 + rng.gauss(0, 0.1) for x in xs]
-
-    def mse(a: float, b: float) -> float:
-        return sum((a * x + b - y) ** 2 for x, y in zip(xs, ys, strict=True)) / len(xs)
-
     a = b = 0.0
     for epoch in range(epochs):
         grad_a = sum((a * x + b - y) * x for x, y in zip(xs, ys, strict=True)) / len(xs)
         grad_b = sum((a * x + b - y) for x, y in zip(xs, ys, strict=True)) / len(xs)
-        a, b = a - learning_rate * grad_a, b - learning_rate * grad_b
-        ctx.log_metric("mse", mse(a, b))
+        a, b = a - 0.05 * grad_a, b - 0.05 * grad_b
         ctx.progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}")
-    result = {"algorithm": "linear_regression_gd", "a": round(a, 4), "b": round(b, 4),
-              "mse": round(mse(a, b), 5), "epochs": epochs}
-    ctx.log_result(algorithm="linear_regression_gd",
-                   params={"epochs": epochs, "learning_rate": learning_rate},
-                   metrics={"a": a, "b": b}, metadata={"rows": len(xs)})
-    return result
+    mse = sum((a * x + b - y) ** 2 for x, y in zip(xs, ys, strict=True)) / len(xs)
+    return {"algorithm": "linear_regression_gd", "a": round(a, 4), "b": round(b, 4),
+            "mse": round(mse, 5), "epochs": epochs}
 
 
 register_task_pipeline(
