@@ -81,7 +81,9 @@ class ExperimentLog:
     def result(self, algorithm: str, params: Mapping[str, Any] | None,
                metrics: Mapping[str, float] | None, artifact: str | None,
                metadata: Mapping[str, Any] | None) -> None:
-        """The record, and its metrics as points too (so the experiments table shows them)."""
+        """The record; and its metrics that this attempt has not logged as points yet, as
+        points (so the experiments table shows them, and a series logged epoch by epoch does
+        not get one step more)."""
         problem = _result_problem(algorithm, params, metrics, artifact, metadata)
         if problem is not None:
             self._refuse(f"log_result(algorithm={shown(algorithm)}): {problem}; the result is "
@@ -91,7 +93,9 @@ class ExperimentLog:
             seq=seq, algorithm=algorithm, params=dict(params or {}),
             metrics={k: float(v) for k, v in (metrics or {}).items()}, artifact=artifact,
             metadata=dict(metadata or {}), at=time.time())))
-        for name, value in (metrics or {}).items():
+        with self._lock:
+            new = [(k, v) for k, v in (metrics or {}).items() if k not in self._next_step]
+        for name, value in new:
             self.metric(name, value, call="log_result")
 
     def artifact(self, uri: str, kind: str | None = None) -> None:

@@ -90,6 +90,11 @@ def test_results_and_artifacts_are_kept_and_a_results_metrics_become_points() ->
                                  "s3://bucket/model.pkl", {"rows": 500})
     assert [(p.name, p.value) for p in taken.points] == [("accuracy", 0.93)]
     assert [(a.uri, a.kind) for a in taken.artifacts] == [("/data/plot.png", "plot")]
+    for epoch in range(3):
+        ctx.log_metric("loss", 1 / (epoch + 1))
+    ctx.log_result(algorithm="x", metrics={"loss": 0.3, "f1": 0.5})  # loss was logged already
+    assert [(p.name, p.step) for p in ctx.experiment.take().points] == [
+        ("loss", 0), ("loss", 1), ("loss", 2), ("f1", 0)]
 
 
 def test_a_bad_result_or_artifact_is_dropped_with_a_line(
