@@ -253,7 +253,8 @@ def grid(headers: Sequence[str], rows: Sequence[Sequence[str]], bold_columns: se
     in bold after padding, so the escape codes never shift a column; headers in upper case
     unless they are run ids (``upper=False``)."""
     headers = [safe(h) for h in headers]
-    rows = [[safe(c) for c in row] for row in rows]
+    rows = [row if safe(joined := "\n".join(row)) == joined else [safe(c) for c in row]
+            for row in rows]  # one pass a row: almost every row has nothing to escape
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     bold_rows = bold_rows or set()
 
