@@ -13,6 +13,7 @@ from flowforge.loader import LoadError, import_target
 from flowforge.metrics_http import MetricsAddressError, add_metrics_arg, serving
 from flowforge.registry import REGISTRY
 from protocol.errors import FlowForgeError, NotConnected
+from protocol.experiments import DEFAULT_MAX_METRIC_POINTS
 from protocol.limits import is_valid_name
 from protocol.subjects import agent_id_fits
 
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "[FLOWFORGE_HEARTBEAT] (default: %(default)s)")
     p.add_argument("--agent-id", default=env("AGENT_ID", ""),
                    help="[FLOWFORGE_AGENT_ID] (default: host-pid-random)")
+    p.add_argument("--max-metric-points", type=int, metavar="N",
+                   default=env("MAX_METRIC_POINTS", str(DEFAULT_MAX_METRIC_POINTS)),
+                   help="metric points, results and artifacts one attempt of a task may log "
+                   "(ctx.log_metric...); past it one line in the task's log says so and the "
+                   "rest are dropped [FLOWFORGE_MAX_METRIC_POINTS] (default: %(default)s)")
     add_metrics_arg(p, "tasks run, their durations and the slots in use")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
                    help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
@@ -94,6 +100,8 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         raise ValueError("--concurrency must be 1 or more")
     if ns.prefetch is not None and not 0 <= ns.prefetch <= MAX_PREFETCH:
         raise ValueError(f"--prefetch must be 0 to {MAX_PREFETCH}")
+    if ns.max_metric_points < 0:
+        raise ValueError("--max-metric-points must be 0 or more")
     if ns.agent_id and not is_valid_name(ns.agent_id):
         raise ValueError(f"--agent-id {ns.agent_id!r} is not valid: letters, digits, '_', '-'")
     if ns.agent_id and ns.identity and not agent_id_fits(ns.identity, ns.agent_id):
@@ -114,6 +122,7 @@ def config_from_args(ns: argparse.Namespace) -> AgentConfig:
         agent_id=ns.agent_id,
         pool=ns.pool,
         imports=tuple(imports),
+        max_metric_points=ns.max_metric_points,
     )
 
 

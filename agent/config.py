@@ -10,6 +10,7 @@ from typing import Any
 
 from flowforge.connection import ConnectOptions
 from flowforge.jetstream import DEFAULT_LEASE_S
+from protocol.experiments import DEFAULT_MAX_METRIC_POINTS
 from protocol.limits import MAX_ID_CHARS
 from protocol.subjects import agent_id_fits
 
@@ -39,6 +40,8 @@ class AgentConfig:
     """Where sync functions run: "thread" (a thread pool) or "process" (killable processes)."""
     imports: tuple[str, ...] = ()
     """What the agent imported; worker processes import the same."""
+    max_metric_points: int = DEFAULT_MAX_METRIC_POINTS
+    """Metric points, results and artifacts one attempt may log (``ctx.log_metric``...)."""
 
 
 def default_concurrency(pool: str) -> int:

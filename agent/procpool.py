@@ -13,11 +13,13 @@ from flowforge.context import TaskContext
 from protocol.api import API_REQUESTS
 from protocol.children import AwaitChildren
 from protocol.errors import FlowForgeError
+from protocol.experiments import Logged
 from protocol.untrusted import decode
 
 _decode_line = msgspec.json.Decoder(Line).decode
 _encode = msgspec.json.Encoder().encode
 _await_dec = msgspec.json.Decoder(AwaitChildren)
+_logged_dec = msgspec.json.Decoder(Logged)
 
 
 class TaskError(Exception):
@@ -92,6 +94,10 @@ class ProcessPool:
             match line.kind:
                 case "progress":
                     ctx._sink(line.fraction, line.message)
+                case "experiment":
+                    ctx.experiment.merge(decode(_logged_dec, bytes(line.output), "metrics"))
+                case "log":
+                    ctx.experiment.on_error(line.message or "")
                 case "ask":  # the task asks the coordinator: answered on its input
                     proc.stdin.write(_encode(await _answer(ctx, line)) + b"\n")
                     await proc.stdin.drain()
@@ -145,4 +151,5 @@ def call_for(function: str, kwargs: dict[str, Any], ctx: TaskContext) -> Call:
         ctx_param=ctx_param, run_id=ctx.run_id, flow=ctx.flow, task=ctx.task,
         attempt=ctx.attempt, params=ctx.params, agent_id=ctx.agent_id, queue=ctx.queue,
         scheduled_for=None if ctx.scheduled_for is None else ctx.scheduled_for.timestamp(),
+        max_metric_points=ctx.experiment.max_points,
     )

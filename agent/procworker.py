@@ -7,16 +7,20 @@ JSON (never pickled). The agent kills this process when a task times out or is c
 
 import os
 import sys
+import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from agent.outputs import OutputError, encode_output, user_traceback
 from flowforge.context import TaskContext
+from flowforge.experiment_log import ExperimentLog
 from flowforge.loader import import_target
 from flowforge.registry import REGISTRY
 from protocol.errors import RemoteError
+from protocol.experiments import DEFAULT_MAX_METRIC_POINTS
 from protocol.untrusted import decode
 
 
@@ -34,6 +38,7 @@ class Call(msgspec.Struct, frozen=True, kw_only=True):
     agent_id: str = ""
     queue: str = "default"
     scheduled_for: float | None = None
+    max_metric_points: int = DEFAULT_MAX_METRIC_POINTS
 
 
 class Line(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -41,8 +46,9 @@ class Line(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     (and, to the worker, the answer to its question)."""
 
     kind: str
-    """progress, ask (``message``: its ``noun.verb``, ``output``: the request), ok or error;
-    to the worker: answer (``output``) or error."""
+    """progress, ask (``message``: its ``noun.verb``, ``output``: the request), experiment
+    (``output``: what the task logged, checked), log (``message``: an error line for the task's
+    log), ok or error; to the worker: answer (``output``) or error."""
     fraction: float | None = None
     message: str | None = None
     output: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
@@ -92,10 +98,13 @@ class WorkerAsker:
 
 def serve(out: Any, inp: Any) -> None:
     """Answer calls from ``inp`` until it closes."""
+    lock = threading.Lock()  # a task's own threads may log metrics or progress at once
 
     def send(line: Line) -> None:
-        out.write(_encode(line) + b"\n")
-        out.flush()
+        data = _encode(line) + b"\n"
+        with lock:
+            out.write(data)
+            out.flush()
 
     for raw in inp:
         call = _decode_call(raw)
@@ -107,8 +116,18 @@ def serve(out: Any, inp: Any) -> None:
                 params=call.params, agent_id=call.agent_id, scheduled_for=call.scheduled_for,
                 sink=lambda f, m: send(Line(kind="progress", fraction=f, message=m)),
                 asker=WorkerAsker(send, inp), queue=call.queue,
+                max_metric_points=call.max_metric_points,
             )
+            _send_experiment(ctx.experiment, send)
         send(_run(call.function, kwargs, ctx))
+
+
+def _send_experiment(experiment: ExperimentLog, send: Callable[[Line], None]) -> None:
+    """What the task logs goes to the agent as it is logged (checked here, so its error lines
+    reach the task's log through the agent); the agent sends it on with its own."""
+    experiment.on_error = lambda text: send(Line(kind="log", message=text))
+    experiment.on_ready = lambda: send(Line(kind="experiment",
+                                            output=msgspec.Raw(_encode(experiment.take()))))
 
 
 def _run(function: str, kwargs: dict[str, Any], ctx: TaskContext | None) -> Line:

@@ -17,6 +17,7 @@ from agent.binding import BindPlan
 from agent.child_waits import ChildWaits
 from agent.chunks import run_chunk
 from agent.executor import execute
+from agent.experiment_sender import ExperimentSender
 from agent.inhand import TaskInHand, TaskState
 from agent.procpool import ProcessPool
 from agent.progress import ProgressSink
@@ -27,6 +28,7 @@ from agent.updates import Updates
 from flowforge.client import Client
 from flowforge.context import TaskContext
 from protocol.errors import FlowForgeError
+from protocol.experiments import DEFAULT_MAX_METRIC_POINTS
 from protocol.messages import TaskDispatch, TaskFailed, TaskItems, TaskSucceeded, encoder
 
 log = logging.getLogger("flowforge.agent")
@@ -56,6 +58,7 @@ class TaskRunner:
                  store_report: Callable[[str, bytes], Awaitable[None]] | None = None,
                  waits: ChildWaits | None = None,
                  lend: Callable[[TaskInHand], AbstractAsyncContextManager[None]] | None = None,
+                 max_metric_points: int = DEFAULT_MAX_METRIC_POINTS,
                  ) -> None:
         self._agent_id, self._functions = agent_id, functions
         self._plans = {ref: BindPlan.of(fn) for ref, fn in functions.items()}
@@ -68,6 +71,8 @@ class TaskRunner:
         self._waits = waits
         self._lend = lend or _no_lending
         """How a task waiting for its children lends its slot (and thread) meanwhile."""
+        self._max_metric_points = max_metric_points
+        """Metric points, results and artifacts one attempt may log."""
         self._cancelled_runs: dict[str, None] = {}
         """Runs cancelled lately (newest last): their tasks are stopped or not started. A
         task cancelled alone (a child whose parent ended) is kept as ``run_id/task``."""
@@ -110,10 +115,14 @@ class TaskRunner:
             params=task.params, agent_id=self._agent_id, sink=sink,
             scheduled_for=task.scheduled_for, queue=item.queue,
             asker=self._asker_here().for_task(functools.partial(self._lend, item)),
+            max_metric_points=self._max_metric_points,
         )
         if self._is_cancelled(task):
             return cancelled(task, self._agent_id, time.time())
-        return await self._call(item, task, fn, sink)
+        metrics = None if self._store_report is None else ExperimentSender(
+            item.ctx.experiment, task, count, self._agent_id, self._store_report,
+            asyncio.get_running_loop())
+        return await self._call(item, task, fn, sink, metrics)
 
     def _items_sender(self, item: TaskInHand, task: TaskDispatch) -> SendItems | None:
         store = self._store_report
@@ -134,7 +143,8 @@ class TaskRunner:
         return self._asker
 
     async def _call(self, item: TaskInHand, task: TaskDispatch, fn: Callable[..., Any],
-                    sink: ProgressSink) -> TaskSucceeded | TaskFailed:
+                    sink: ProgressSink, metrics: ExperimentSender | None,
+                    ) -> TaskSucceeded | TaskFailed:
         """Call the function with its log captured, reporting it started if it runs a while."""
         assert item.ctx is not None
         started = time.time()
@@ -162,7 +172,9 @@ class TaskRunner:
         finally:
             report_started.cancel()
         item.capture = None
-        await sink.flush()  # progress and the log go out before the result
+        await sink.flush()  # progress, metrics and the log go out before the result
+        if metrics is not None:
+            await metrics.finish()  # stored, not only sent: the run's metrics are complete
         await self._updates.send_log(task, capture)
         return report
 

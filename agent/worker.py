@@ -88,7 +88,7 @@ class Agent:
                                   self._updates, stopping=self._stop.is_set,
                                   client=lambda: self._client,
                                   store_report=self._store_report, waits=self._waits,
-                                  lend=self._lend)
+                                  lend=self._lend, max_metric_points=config.max_metric_points)
         self._client: Client | None = None
         """API requests of the tasks it runs (``ctx.mapped_outputs``), on its connection."""
         self.lease_s = config.lease_s

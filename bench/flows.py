@@ -151,5 +151,16 @@ def one_parent_flow() -> FlowSpec:
                                   pipeline={"parent": {"function": map_children}})
 
 
+def train(lr: float = 0.01, depth: int = 3, batch_size: int = 32, optimizer: str = "adam",
+          seed: int = 0) -> None:
+    """Stands for a training task: bench.experiments writes what it would have logged."""
+
+
+def experiments_flow() -> FlowSpec:
+    """``bench_experiments``: one ``train`` task taking five parameters."""
+    return register_task_pipeline(flow_name="bench_experiments",
+                                  pipeline={"train": {"function": train}})
+
+
 parents_flow()
 one_parent_flow()

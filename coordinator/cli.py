@@ -16,6 +16,7 @@ from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen, pa
 from flowforge.jetstream import DEFAULT_LEASE_S
 from flowforge.metrics_http import add_metrics_arg
 from protocol.children import DEFAULT_MAX_CHILDREN, DEFAULT_MAX_DEPTH
+from protocol.experiments import DEFAULT_MAX_METRIC_POINTS
 
 log = logging.getLogger("flowforge.coordinator")
 
@@ -75,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env("REPLICAS"),
                    help="copies of each JetStream stream on a NATS cluster [FLOWFORGE_REPLICAS] "
                    "(default: 3 when the server is one of a cluster of three or more, else 1)")
+    _add_run_limit_args(p)
+    _add_gate_args(p)
+    add_metrics_arg(p, "queue depths, task waits and durations, runs, retries and agents")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
+                   help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
+    return p
+
+
+def _add_run_limit_args(p: argparse.ArgumentParser) -> None:
+    """What one run may hold: child tasks, and what its tasks log."""
     p.add_argument("--max-children", type=int, metavar="N",
                    default=env("MAX_CHILDREN", str(DEFAULT_MAX_CHILDREN)),
                    help="child tasks one run may spawn [FLOWFORGE_MAX_CHILDREN] "
@@ -83,11 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default=env("MAX_CHILD_DEPTH", str(DEFAULT_MAX_DEPTH)),
                    help="how deep child tasks may nest [FLOWFORGE_MAX_CHILD_DEPTH] "
                    "(default: %(default)s)")
-    _add_gate_args(p)
-    add_metrics_arg(p, "queue depths, task waits and durations, runs, retries and agents")
-    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
-                   help="[FLOWFORGE_LOG_LEVEL] (default: %(default)s)")
-    return p
+    p.add_argument("--max-metric-points", type=int, metavar="N",
+                   default=env("MAX_METRIC_POINTS", str(DEFAULT_MAX_METRIC_POINTS)),
+                   help="metric points, results and artifacts one run may store (ctx.log_metric "
+                   "...); past it one line in the task's log says so and the rest are dropped "
+                   "[FLOWFORGE_MAX_METRIC_POINTS] (default: %(default)s)")
 
 
 def _add_gate_args(p: argparse.ArgumentParser) -> None:
@@ -187,6 +198,7 @@ def _config(ns: argparse.Namespace, url: str, auth: AuthDir | None) -> Coordinat
         release_window=ns.release_window,
         release_window_s=ns.release_window_s,
         priority_aging_s=ns.priority_aging,
+        max_metric_points=max(0, ns.max_metric_points),
         agent_identities={i.name: i for i in auth.identities if i.role == "agent"}
         if auth else {},
     )

@@ -1,13 +1,15 @@
 """Judging what comes in before the scheduler sees it: who sent a report and whether it may,
-and what a trigger's subject and idempotency key say."""
+what a trigger's subject and idempotency key say, which tasks a debug run names."""
 
 from typing import Any
 
 import msgspec
+from nats.aio.msg import Msg
 
+from coordinator.graph import CompiledFlow
 from coordinator.scheduler import Scheduler
 from flowforge.auth import Identity
-from protocol.errors import NotHolder, TooLarge
+from protocol.errors import BadRequest, NotHolder, TooLarge
 from protocol.fields import Key
 from protocol.limits import MAX_KEY_CHARS, MAX_PARAMS_BYTES, MAX_VALUE_DEPTH
 from protocol.messages import AttemptReport, TaskFailed, TaskLog, TaskSucceeded, encoder
@@ -127,3 +129,26 @@ def check_run_params(params: dict[str, Any], where: str = "") -> None:
         raise TooLarge(f"{where}parameters are over {MAX_PARAMS_BYTES} bytes; pass a reference "
                        "(a path or a key) instead of the data")
     check_depth(params_json, f"{where or 'the '}parameters", MAX_VALUE_DEPTH)
+
+
+def check_only(flow_name: str, flow: CompiledFlow, only: list[str] | None) -> frozenset[str] | None:
+    if only is None:
+        return None
+    unknown = [t for t in only if t not in flow.tasks]
+    if unknown or not only:
+        raise BadRequest(
+            f"flow {flow_name!r} has no task {', '.join(map(repr, unknown))}; it has "
+            f"{', '.join(flow.tasks)}" if unknown else "--only names no task"
+        )
+    return frozenset(only)
+
+
+def redelivery_key(msg: Msg) -> str:
+    """Same for every delivery of one stored trigger, different for any other trigger.
+
+    The stream sequence alone repeats when the stream is recreated (a NATS server whose
+    JetStream store was lost, with the SQLite file kept), which would make new triggers
+    look like old ones; the message's stored timestamp tells them apart.
+    """
+    meta = msg.metadata
+    return f"trigger:{meta.sequence.stream}:{meta.timestamp.timestamp():.6f}"

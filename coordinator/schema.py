@@ -276,4 +276,54 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 13: experiments: what tasks log (ctx.log_metric, log_result, log_artifact), kept for
+    # every attempt; and each run's final value of each metric (the latest attempt's value at
+    # its highest step), kept up to date as points arrive, for the experiments table by flow
+    """
+    CREATE TABLE metric_points (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        value REAL NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, task, attempt, name, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE experiment_results (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        algorithm TEXT NOT NULL,
+        params BLOB NOT NULL,
+        metrics BLOB NOT NULL,
+        artifact TEXT,
+        metadata BLOB NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, task, attempt, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE artifacts (
+        run_id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        uri TEXT NOT NULL,
+        kind TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, task, attempt, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE run_metrics (
+        run_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        flow TEXT NOT NULL,
+        value REAL NOT NULL,
+        step INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX run_metrics_by_flow ON run_metrics (flow, name, value);
+    """,
 )

@@ -19,6 +19,7 @@ from coordinator.batch_runner import BatchRunner
 from coordinator.batches_api import BatchesApi
 from coordinator.bus_setup import pinging_within_lease, take_the_bus
 from coordinator.children_api import ChildrenApi
+from coordinator.experiments_api import DEFAULT_MAX_METRIC_POINTS, ExperimentsApi
 from coordinator.flows import FlowCache
 from coordinator.instances_api import InstancesApi
 from coordinator.limits import Limits
@@ -84,6 +85,7 @@ class CoordinatorConfig:
     """... or as many as the queue's agents take in this long at their pace, if more."""
     priority_aging_s: float = 30.0
     """A waiting task or run gains one priority per this many seconds waited."""
+    max_metric_points: int = DEFAULT_MAX_METRIC_POINTS  # points, results, artifacts per run
 
 
 class Coordinator:
@@ -182,8 +184,7 @@ class Coordinator:
         schedules_api = SchedulesApi(schedules, flows)
         self._api.route(schedules_api.handlers())
         self._api.schedules = schedules_api
-        self._api.route(InstancesApi(self._store, flows,
-                                     max_reply_bytes=max_reply_bytes).handlers())
+        self._api.route(InstancesApi(self._store, flows, max_reply_bytes=max_reply_bytes).handlers())
         self._api.route(BatchesApi(batches, flows, schedules,
                                    max_reply_bytes=max_reply_bytes).handlers())
         self._api.operations.reopen_checks += [batches.check_reopen,
@@ -191,6 +192,7 @@ class Coordinator:
         self._api.route(LimitsApi(self.limits).handlers())
         self._api.route(ChildrenApi(self.writer, self._store,
                                     max_reply_bytes=max_reply_bytes).handlers())
+        self._api.route(ExperimentsApi(self._store, self.writer, self.config, max_reply_bytes).handlers())
 
     def _track(self, schedules: ScheduleClock) -> StatsApi:
         """The figures of ``stats.get`` and ``--metrics``: the tracker goes last before each

@@ -13,14 +13,16 @@ from nats.aio.msg import Msg
 
 from coordinator.batch_store import BatchWrites
 from coordinator.changes import Changes, Timer
+from coordinator.experiment_intake import ExperimentIntake, ExperimentWrites
 from coordinator.flows import FlowCache
-from coordinator.graph import CompiledFlow
 from coordinator.intake import (
     ReportChecks,
+    check_only,
     check_run_params,
     checked_key,
     flow_and_scope,
     kind_of,
+    redelivery_key,
     scoped_key,
 )
 from coordinator.publisher import Publisher
@@ -30,7 +32,7 @@ from coordinator.store import Store
 from flowforge.auth import Identity
 from protocol.api import StartRun
 from protocol.dag import check_params, is_task_ref
-from protocol.errors import BadRequest, ErrorCode, FlowForgeError
+from protocol.errors import ErrorCode, FlowForgeError
 from protocol.flows import FlowSpec
 from protocol.limits import (
     MAX_PARAMS_BYTES,
@@ -38,6 +40,7 @@ from protocol.limits import (
 )
 from protocol.messages import (
     TaskLog,
+    TaskMetrics,
     TaskResults,
     encoder,
     report_decoder,
@@ -116,6 +119,7 @@ class Batch:
     log_msgs: list[TaskLog] = field(default_factory=list)
     schedules: ScheduleWrites = field(default_factory=ScheduleWrites)
     batches: BatchWrites = field(default_factory=BatchWrites)
+    experiments: ExperimentWrites = field(default_factory=ExperimentWrites)
 
 
 class Writer:
@@ -128,6 +132,7 @@ class Writer:
     ) -> None:
         self.store = store
         self.checks = ReportChecks(scheduler, report_prefix, dict(agent_identities or {}))
+        self.experiments = ExperimentIntake(store.database, scheduler, self.checks)
         self.scheduler = scheduler
         self.flows = flows
         self.publisher = publisher
@@ -199,12 +204,14 @@ class Writer:
     async def _commit_and_publish(self, batch: Batch) -> None:
         ch = batch.changes
         ids: list[int] = []
+        if batch.experiments.pending:
+            await self.experiments.admit(batch.experiments, batch.logs, batch.log_msgs, time.time())
         for hook in self.before_commit:
             hook(time.time(), batch)
-        if ch or batch.rejected or batch.logs or batch.schedules or batch.batches:
+        side = (batch.schedules, batch.batches, batch.experiments)
+        if ch or batch.rejected or batch.logs or any(side):
             ids = await self.store.commit(
-                ch, [(r.subject, r.code, r.reason, r.raw) for r in batch.rejected], batch.logs,
-                (batch.schedules, batch.batches))
+                ch, [(r.subject, r.code, r.reason, r.raw) for r in batch.rejected], batch.logs, side)
         for future, result in batch.replies:  # committed: callers may know now
             if future.done():
                 continue
@@ -302,7 +309,9 @@ class Writer:
                 self.scheduler.on_report(result, now, batch.changes)
             return
         self.checks.check_sender(report, sender)
-        if isinstance(report, TaskLog):
+        if isinstance(report, TaskMetrics):
+            self.experiments.take(report, batch.experiments, batch.logs, batch.log_msgs, now)
+        elif isinstance(report, TaskLog):
             self.checks.check_holder(report)
             if not (is_token(report.run_id) and is_task_ref(report.task)):
                 raise Malformed("invalid report: a log's run id and task name become a subject "
@@ -322,7 +331,7 @@ class Writer:
         key = scoped_key(scope, trigger.idempotency_key or header_key)
         first_of_key = False
         if key is None:  # a redelivery after a crash must not start a second run
-            key = _redelivery_key(msg)
+            key = redelivery_key(msg)
             # only a redelivery can have started a run already: skip the lookup
             first_of_key = msg.metadata.num_delivered == 1
         request = StartRun(flow=flow, params=trigger.params, idempotency_key=key, source="trigger")
@@ -342,7 +351,7 @@ class Writer:
         ``first_of_key`` the key is known to be new and the store is not asked)."""
         flow = await self.flows.current(request.flow)
         check_run_params(request.params)
-        only = _check_only(request.flow, flow, request.only)
+        only = check_only(request.flow, flow, request.only)
         specs = flow.params if only is None else flow.spec.param_specs(only)
         check_params(request.flow, specs, request.params,
                      allow_unknown=flow.accepts_any_param, known=flow.param_names)
@@ -375,26 +384,3 @@ async def _settle(action: Callable[[], Awaitable[None]]) -> None:
         await action()
     except Exception as exc:  # noqa: BLE001 - NATS away: the message comes back later
         log.debug("ack/term failed: %r", exc)
-
-
-def _check_only(flow_name: str, flow: CompiledFlow, only: list[str] | None) -> frozenset[str] | None:
-    if only is None:
-        return None
-    unknown = [t for t in only if t not in flow.tasks]
-    if unknown or not only:
-        raise BadRequest(
-            f"flow {flow_name!r} has no task {', '.join(map(repr, unknown))}; it has "
-            f"{', '.join(flow.tasks)}" if unknown else "--only names no task"
-        )
-    return frozenset(only)
-
-
-def _redelivery_key(msg: Msg) -> str:
-    """Same for every delivery of one stored trigger, different for any other trigger.
-
-    The stream sequence alone repeats when the stream is recreated (a NATS server whose
-    JetStream store was lost, with the SQLite file kept), which would make new triggers
-    look like old ones; the message's stored timestamp tells them apart.
-    """
-    meta = msg.metadata
-    return f"trigger:{meta.sequence.stream}:{meta.timestamp.timestamp():.6f}"

@@ -26,7 +26,7 @@ ROLES = ("coordinator", "agent", "operator", "trigger", "observer")
 READ_VERBS = (("runs", "get"), ("runs", "list"), ("runs", "instances"), ("flows", "list"),
               ("flows", "get"), ("tasks", "log"), ("agents", "list"), ("rejected", "list"),
               ("schedules", "list"), ("schedules", "get"), ("limits", "list"), ("stats", "get"),
-              ("stats", "flow"))
+              ("stats", "flow"), ("experiments", "list"), ("experiments", "compare"))
 """The API requests that change nothing: all an observer may send."""
 TASK_VERBS = (("runs", "instances"), ("children", "spawn"), ("children", "wait"),
               ("children", "results"))

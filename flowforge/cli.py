@@ -16,6 +16,7 @@ from flowforge import batch_cli, graphs, limit_cli, render, runtime, schedule_cl
 from flowforge.batch_cli import add_batch_parser
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
+from flowforge.experiments_cli import EXPERIMENT_COMMANDS, add_experiments_parsers
 from flowforge.loader import LoadError, import_target
 from flowforge.params import params_from, parse_param
 from flowforge.registry import REGISTRY
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_parser(sub)
     limit_cli.add_limit_parser(sub)
     stats_cli.add_stats_parser(sub)
+    add_experiments_parsers(sub)
     return p
 
 
@@ -331,6 +333,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], Awaitable[int]]] = {
     "graph": _graph, "rejected": _rejected, "agents": _agents, "cancel": _cancel,
     "retry": _retry, "mark": _mark, "logs": _logs, "schedule": schedule_cli.run,
     "batch": batch_cli.run, "limit": limit_cli.run, "stats": stats_cli.run,
+    **EXPERIMENT_COMMANDS,
 }
 
 

@@ -14,6 +14,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from flowforge.batch_calls import BatchCalls
 from flowforge.child_calls import ChildCalls
 from flowforge.connection import ConnectOptions, connect, denied
+from flowforge.experiment_calls import ExperimentCalls
 from flowforge.jspub import JsPublisher
 from flowforge.limit_calls import LimitCalls
 from flowforge.map_calls import MapCalls
@@ -107,7 +108,7 @@ def _code_schedules(specs: list[FlowSpec]) -> dict[str, list[ScheduleSpec]]:
             if REGISTRY.flows.get(s.name) is s}
 
 
-class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls, StatsCalls):
+class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls, StatsCalls, ExperimentCalls):
     """``async with Client(ConnectOptions(url=...)) as c: run = await c.start("etl")``."""
 
     def __init__(self, options: ConnectOptions | None = None, *, timeout_s: float = 10.0) -> None:
@@ -251,9 +252,8 @@ class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls, StatsC
     ) -> "asyncio.Future[int]":
         """Publish a trigger message for ``flow`` without waiting for it to be stored: the
         future gets its JetStream sequence once it is (or fails with ``PublishError``, a
-        ``NotConnected``).
-        Send many, then gather: this is how to start thousands of runs quickly. The run
-        starts when the coordinator takes the message, even if it is down right now."""
+        ``NotConnected``). Send many, then gather: this is how to start thousands of runs
+        quickly. The run starts when the coordinator takes the message, even if it is down right now."""
         if not is_valid_name(flow):
             raise BadRequest(f"{flow!r} is not a valid flow name")
         try:

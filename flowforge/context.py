@@ -9,7 +9,9 @@ from typing import Any
 
 from flowforge import mapped_outputs
 from flowforge.children import Child, ChildAsker, Spawner
+from flowforge.experiment_log import ExperimentLog
 from protocol.api import MapInstances
+from protocol.experiments import DEFAULT_MAX_METRIC_POINTS
 
 ProgressSink = Callable[[float | None, str | None], None]
 """Called (from any thread) with a fraction and/or a message; the agent reports it."""
@@ -36,6 +38,7 @@ class TaskContext:
         scheduled_for: float | None = None,
         asker: Asker | None = None,
         queue: str = "default",
+        max_metric_points: int = DEFAULT_MAX_METRIC_POINTS,
     ) -> None:
         self.run_id = run_id
         self.flow = flow
@@ -52,6 +55,9 @@ class TaskContext:
         self._asker = asker
         self._spawner: Spawner | None = None
         self._cancelled = False  # set by the agent's loop, read by the task's thread
+        self.experiment = ExperimentLog(max_points=max_metric_points,
+                                        on_error=lambda text: self.logger.error("%s", text))
+        """What this attempt logged with ``log_metric`` and the like, until the agent sends it."""
 
     @functools.cached_property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -70,6 +76,33 @@ class TaskContext:
     def checkpoint(self, message: str) -> None:
         """Record where the task is (kept as the task's last checkpoint, shown by monitors)."""
         self._sink(None, str(message))
+
+    # -- experiments -----------------------------------------------------------------------
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Record ``value`` of metric ``name`` (an identifier, dotted parts allowed:
+        ``val.loss``) at ``step`` (default: this attempt's next step of that name, 0, 1, 2...).
+        Stored with the run, task and attempt; ``flowforge experiments`` shows each metric's
+        final value. A bad name or value (not finite, not a number) is an error line in the
+        task's log, never an exception: the task goes on."""
+        self.experiment.metric(name, value, step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """``log_metric`` for each name and value of ``metrics``, all at ``step`` if given."""
+        self.experiment.metrics(metrics, step)
+
+    def log_result(self, *, algorithm: str, params: Mapping[str, Any] | None = None,
+                   metrics: Mapping[str, float] | None = None, artifact: str | None = None,
+                   metadata: Mapping[str, Any] | None = None) -> None:
+        """An experiment record: the algorithm, its parameters, its evaluation metrics (also
+        logged as metric points), where its result file is (a path or URI: never uploaded) and
+        any metadata (JSON values, at most 32 KiB with the params and metrics)."""
+        self.experiment.result(algorithm, params, metrics, artifact, metadata)
+
+    def log_artifact(self, uri: str, kind: str | None = None) -> None:
+        """Record where a file this task made is (a path or URI; the file is not uploaded),
+        with what kind of file it is (``model``, ``plot``...)."""
+        self.experiment.artifact(uri, kind)
 
     def mapped_outputs(self, task: str) -> Iterator[Any]:
         """The outputs of mapped task ``task`` of this run, in item order (None for an item

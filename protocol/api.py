@@ -7,6 +7,7 @@ import msgspec
 from protocol.batch_api import BATCH_REQUESTS
 from protocol.children import CHILD_REQUESTS, TaskPath
 from protocol.concurrency import LIMIT_REQUESTS, Priority
+from protocol.experiments import EXPERIMENT_REQUESTS
 from protocol.fields import Key, ListLimit, Name, Text, Token
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_ID_CHARS, MAX_LIST_LIMIT
@@ -238,6 +239,7 @@ API_REQUESTS: dict[tuple[str, str], type[msgspec.Struct]] = {
     **CHILD_REQUESTS,
     **LIMIT_REQUESTS,
     **STATS_REQUESTS,
+    **EXPERIMENT_REQUESTS,
 }
 
 class RawReply(msgspec.Struct, frozen=True, kw_only=True):

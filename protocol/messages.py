@@ -5,6 +5,14 @@ from typing import Annotated, Any
 import msgspec
 
 from protocol import PROTOCOL_VERSION
+from protocol.experiments import (
+    MAX_ARTIFACTS_PER_MESSAGE,
+    MAX_POINTS_PER_MESSAGE,
+    MAX_RESULTS_PER_MESSAGE,
+    ArtifactRef,
+    MetricPoint,
+    ResultRecord,
+)
 from protocol.fields import (
     MAX_FUNCTIONS,
     Attempt,
@@ -119,6 +127,17 @@ class TaskItems(AttemptReport, frozen=True, kw_only=True, tag="items.v1"):
     items: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=100_000)]
 
 
+class TaskMetrics(AttemptReport, frozen=True, kw_only=True, tag="metrics.v1"):
+    """What a task logged (``ctx.log_metric`` and the like) since the last such report: sent
+    every half second or so while it runs, and the rest before its result; stored by the
+    coordinator keyed by run, task, attempt, name and step."""
+
+    points: Annotated[list[MetricPoint], msgspec.Meta(max_length=MAX_POINTS_PER_MESSAGE)] = []
+    results: Annotated[list[ResultRecord], msgspec.Meta(max_length=MAX_RESULTS_PER_MESSAGE)] = []
+    artifacts: Annotated[list[ArtifactRef],
+                         msgspec.Meta(max_length=MAX_ARTIFACTS_PER_MESSAGE)] = []
+
+
 class TaskResults(Message, frozen=True, kw_only=True, tag="results.v1"):
     """Results of tasks that finished together on one agent, stored as one message (one
     JetStream store and ack, one message for the coordinator): on ``<ns>.report.<run_id>``
@@ -128,7 +147,7 @@ class TaskResults(Message, frozen=True, kw_only=True, tag="results.v1"):
 
 
 Report = (TaskStarted | TaskSucceeded | TaskFailed | TaskProgress | TaskLog | TaskResults
-          | TaskItems)
+          | TaskItems | TaskMetrics)
 
 
 # agents -> world, on <ns>.agent.heartbeat.<agent_id>
