@@ -51,17 +51,11 @@ from protocol.untrusted import decode
 
 T = TypeVar("T")
 
-_run_dec = msgspec.json.Decoder(RunRecord)
-_tasks_dec = msgspec.json.Decoder(TaskEvents)
-_flow_dec = msgspec.json.Decoder(FlowSummary)
-_error_dec = msgspec.json.Decoder(ErrorEvent)
-_agent_dec = msgspec.json.Decoder(AgentInfo)
 _log_dec = msgspec.json.Decoder(TaskLog)
 _EVENT_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    "run": _run_dec, "tasks": _tasks_dec, "flow": _flow_dec, "error": _error_dec,
-    "agent": _agent_dec, "schedule": msgspec.json.Decoder(ScheduleEvent),
-    "batch": msgspec.json.Decoder(BatchRecord),
-}
+    kind: msgspec.json.Decoder(t) for kind, t in (
+        ("run", RunRecord), ("tasks", TaskEvents), ("flow", FlowSummary), ("error", ErrorEvent),
+        ("agent", AgentInfo), ("schedule", ScheduleEvent), ("batch", BatchRecord))}
 
 _ROUTES: dict[type[msgspec.Struct], tuple[str, str]] = {t: key for key, t in api.API_REQUESTS.items()}
 """The (noun, verb) of each request type: its subject is ``<ns>.api.<noun>.<verb>``."""
@@ -362,8 +356,9 @@ class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls, StatsC
     async def wait(self, run_id: str, timeout_s: float | None = None, poll_s: float = 2.0,
                    on_detail: Callable[[RunDetail], None] | None = None) -> RunDetail:
         """Wait until the run is finished; follows events, re-checks every ``poll_s``
-        (``on_detail`` sees each state read while waiting, e.g. to say why tasks wait)."""
-        done = asyncio.Event()
+        (``on_detail`` sees each state read while waiting, e.g. to say why tasks wait). A
+        coordinator that stops answering once it did is restarting: it is asked again."""
+        done, answered = asyncio.Event(), False
 
         async def on_event(msg: Any) -> None:
             for event in decode_events(msg.subject, msg.data, self.subjects.namespace):
@@ -374,7 +369,11 @@ class Client(ScheduleCalls, BatchCalls, MapCalls, ChildCalls, LimitCalls, StatsC
         try:
             async with asyncio.timeout(timeout_s):
                 while True:
-                    detail = await self.get(run_id)
+                    try:
+                        detail, answered = await self.get(run_id), True
+                    except NotConnected:
+                        if not answered:
+                            raise
                     if detail.run.status in RUN_FINAL:
                         return detail
                     if on_detail is not None:

@@ -199,3 +199,20 @@ async def test_cancel_with_running_async_and_process_pool_tasks_ends_promptly_an
     assert {t.status for t in detail.tasks} == {TaskStatus.CANCELLED}
     assert {t.task: t for t in detail.tasks}["later"].started_at is None
     assert agent.popen.poll() is None  # the agent itself keeps serving
+
+
+async def test_a_client_waiting_on_a_run_rides_out_a_coordinator_restart(
+    coordinator_proc, spawn, nats_server, client: Client
+) -> None:
+    coordinator = coordinator_proc()
+    await wait_for(lambda: coordinator_answers(nats_server.url))
+    await client.register()
+    spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
+          "--concurrency", "16")
+    run = await client.start("faults_200")
+    waiting = asyncio.create_task(client.wait(run.run_id, timeout_s=90, poll_s=0.05))
+    await wait_for(lambda: _progress_at_least(client, run.run_id, 20), timeout_s=60)
+    coordinator.kill9()  # the waiting client asks every 50 ms: it meets no coordinator
+    coordinator_proc()
+    detail = await waiting
+    assert detail.run.status is RunStatus.SUCCEEDED
