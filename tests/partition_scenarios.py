@@ -80,7 +80,7 @@ def _async(fn: Callable[[Msg], None]) -> Callable[[Msg], Awaitable[None]]:
 
 async def coordinator_cut_off(root: Path, n: int = 48, hold_s: float = 0.4) -> Outcome:
     out = Outcome("coordinator-cut-off", n)
-    async with Stage(root, coordinator_host="n1") as st:
+    async with Stage(root, coordinator_host="n1", active_lease_s=6.0) as st:  # cut off: stop soon
         coordinator = st.coordinator
         assert coordinator is not None
         watch = [coordinator, *st.agents.values()]

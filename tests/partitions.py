@@ -88,11 +88,13 @@ class Stage:
     """Three nats nodes (hosts n1-n3), a coordinator (host ``c``, or beside a node) and two
     agents (hosts a1, a2), as real processes; the test itself talks over the bridge."""
 
-    def __init__(self, root: Path, coordinator_host: str = "c", concurrency: int = 4) -> None:
+    def __init__(self, root: Path, coordinator_host: str = "c", concurrency: int = 4,
+                 active_lease_s: float = ACTIVE_LEASE_S) -> None:
         self.root = root
         self.net = Network()
         self.cluster = HostCluster(self.net, root / "nats")
         self.coordinator_host = coordinator_host
+        self.active_lease_s = active_lease_s
         self.concurrency = concurrency
         self.db = root / "ff.db"
         self.ledger = root / "ledger.txt"
@@ -119,7 +121,7 @@ class Stage:
             await nc.close()
         self.coordinator = self.spawn(self.coordinator_host, "flowforge-coordinator",
                                       "--db", str(self.db), "--lease", str(LEASE_S),
-                                      "--active-lease", str(ACTIVE_LEASE_S))
+                                      "--active-lease", str(self.active_lease_s))
         await until(self._answers, 90, "the coordinator", [self.coordinator])
         for name in ("a1", "a2"):
             self.agents[name] = self.spawn(
