@@ -79,8 +79,9 @@ async def test_the_table_shows_differing_parameters_and_final_metrics_newest_fir
         assert table_ids(screen)[:3] == ["exp-0011", "exp-0010", "exp-0009"]
         table = screen.query_one("#exp-table", DataTable)
         first = table.get_row_at(0)
-        assert [str(c) for c in first[1:]] == ["succeeded", "0.003", "60", "0.756", "0.444"]
-        assert "bold" in str(first[2].style)  # a differing parameter is highlighted
+        assert [Text.from_markup(c).plain for c in first[1:]] == [
+            "succeeded", "0.003", "60", "0.756", "0.444"]
+        assert Text.from_markup(first[2]).spans[0].style == "bold yellow"  # differs: highlighted
         assert panel_text(app, "#exp-head").startswith(
             f"Experiments: {FLOW}: 12 of 12 runs · sorted by newest first")
 

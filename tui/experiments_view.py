@@ -5,6 +5,7 @@ across the runs in table order or across the steps of chosen runs (``experiments
 Asked for again when a run of the flow finishes, at most every REFRESH_GAP_S."""
 
 import time
+from collections.abc import Iterable, Sequence
 
 from rich.text import Text
 from textual import on, work
@@ -14,6 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Select, Static
+from textual.widgets.data_table import Row, RowKey
 from textual_plotext import PlotextPlot
 
 from flowforge.terminal import safe
@@ -25,12 +27,13 @@ from tui.banner import Banner
 from tui.experiment_rows import (
     Column,
     across_runs,
-    cells,
     columns,
     header,
     latest_series,
+    run_cell,
     short_id,
     sorted_rows,
+    table_cells,
 )
 from tui.hub import hub_of
 from tui.model import Dirty
@@ -43,6 +46,31 @@ REFRESH_GAP_S = 3.0
 """Least time between two loads while runs of the flow keep finishing."""
 MAX_COMPARED = 10
 """Runs whose steps are plotted at once."""
+
+
+class RunsTable(DataTable[str]):
+    """A DataTable whose columns are given their widths (``experiment_rows.widths``): rows
+    added are not measured cell by cell, which took ~1.5 s for 10,000 rows x 12 columns."""
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        super()._update_dimensions(())  # the virtual size still follows the rows
+
+    def add_keyed_rows(self, rows: Sequence[tuple[str, Sequence[str]]]) -> None:
+        """``add_row``'s bookkeeping for many rows, the cursor checked and the table refreshed
+        once (``add_row`` does both per row: ~0.3 s of 10,000 rows)."""
+        keys = [column.key for column in self.ordered_columns]
+        start = self.row_count
+        for i, (key, cells_) in enumerate(rows):
+            row_key = RowKey(key)
+            self._row_locations[row_key] = start + i
+            self._data[row_key] = dict(zip(keys, cells_, strict=True))
+            self.rows[row_key] = Row(row_key, 1)
+        self._require_update_dimensions = True
+        self.cursor_coordinate = self.cursor_coordinate
+        if start == 0 and rows and self.columns and self.show_cursor:
+            self._highlight_cursor()
+        self._update_count += 1
+        self.check_idle()
 
 
 class ExperimentsScreen(Screen[None]):
@@ -88,9 +116,7 @@ class ExperimentsScreen(Screen[None]):
                 yield Input(placeholder="where: params.lr<0.01 and metrics.accuracy>=0.9 "
                             "(enter)", id="exp-where")
             yield Static("Experiments: choose a flow", id="exp-head")
-            table: DataTable[str | Text] = DataTable(id="exp-table", cursor_type="row",
-                                                      zebra_stripes=True)
-            yield table
+            yield RunsTable(id="exp-table", cursor_type="row", zebra_stripes=True)
             yield PlotextPlot(id="exp-plot")
         yield Footer()
 
@@ -202,13 +228,12 @@ class ExperimentsScreen(Screen[None]):
         if self.sort is not None and self.sort.key not in {c.key for c in cols}:
             self.sort = None
         self.rows = sorted_rows(page.rows, self.sort, self.descending)
-        table.clear(columns=cols != self.cols)
-        if cols != self.cols:
-            self.cols = cols
-            for col in cols:
-                table.add_column(header(col), key=col.key)
-        for row in self.rows:  # DataTable.add_rows is this loop, without the keys
-            table.add_row(*cells(row, cols), key=row.run_id)
+        table.clear(columns=True)
+        self.cols = cols
+        built, sizes = table_cells(self.rows, cols)
+        for col, width in zip(cols, sizes, strict=True):
+            table.add_column(header(col), key=col.key, width=width)
+        table.add_keyed_rows([(r.run_id, c) for r, c in zip(self.rows, built, strict=True)])
         self.move_to(current)
 
     def cursor_run(self) -> str | None:
@@ -225,9 +250,9 @@ class ExperimentsScreen(Screen[None]):
         current = self.cursor_run()
         self.sort, self.descending = column, descending
         self.rows = sorted_rows(self.rows, column, descending)
-        position = {r.run_id: i for i, r in enumerate(self.rows)}
+        position = {run_cell(r.run_id): i for i, r in enumerate(self.rows)}
         table = self.query_one("#exp-table", DataTable)
-        table.sort("run", key=lambda cell: position[cell.plain])
+        table.sort(key=lambda cells: position[cells[0]])  # re-ordered, not rebuilt
         self.move_to(current)
         self.draw_head()
         self.draw_plot()
