@@ -134,15 +134,20 @@ def sorted_rows(rows: Sequence[ExperimentRow], column: Column | None,
     base = newest_first(rows)
     if column is None:
         return base
-    present = [r for r in base if _value(r, column) is not None]
-    missing = [r for r in base if _value(r, column) is None]
+    keyed = [(_value(r, column), r) for r in base]
+    present = [(_rank(v), r) for v, r in keyed if v is not None]
+    missing = [r for v, r in keyed if v is None]
     if descending:  # a stable reverse keeps ties newest first
         present.reverse()
-        present.sort(key=lambda r: _rank(_value(r, column)))
+        present.sort(key=_first)
         present.reverse()
     else:
-        present.sort(key=lambda r: _rank(_value(r, column)))
-    return present + missing
+        present.sort(key=_first)
+    return [r for _, r in present] + missing
+
+
+def _first(pair: tuple[Any, ExperimentRow]) -> Any:
+    return pair[0]
 
 
 # -- the plot --------------------------------------------------------------------------------

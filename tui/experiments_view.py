@@ -252,7 +252,7 @@ class ExperimentsScreen(Screen[None]):
         self.rows = sorted_rows(self.rows, column, descending)
         position = {run_cell(r.run_id): i for i, r in enumerate(self.rows)}
         table = self.query_one("#exp-table", DataTable)
-        table.sort(key=lambda cells: position[cells[0]])  # re-ordered, not rebuilt
+        table.sort("run", key=lambda cell: position[cell])  # re-ordered, not rebuilt
         self.move_to(current)
         self.draw_head()
         self.draw_plot()
@@ -367,7 +367,7 @@ class ExperimentsScreen(Screen[None]):
         for name in metrics:
             xs, ys = across_runs(self.rows, name)
             if xs:
-                plt.plot(xs, ys, label=safe(name), marker="braille")
+                plt.scatter(xs, ys, label=safe(name), marker="dot")  # runs: no lines between them
         cursor = self.query_one("#exp-table", DataTable).cursor_row
         if self.rows and 0 <= cursor < len(self.rows):
             plt.vline(cursor + 1, "gray")
