@@ -48,7 +48,7 @@ def header(column: Column) -> Text:
 
 
 def number_text(value: float) -> str:
-    """A metric as the CLI prints it: up to 6 significant digits."""
+    """A metric as the CLI prints it: up to 6 significant digits (``_column`` inlines it)."""
     return f"{value:.6g}"
 
 
@@ -78,26 +78,19 @@ def _column(rows: Sequence[ExperimentRow], col: Column) -> tuple[list[str], list
         texts = [safe(r.run_id) for r in rows]
         return texts, [escape(t) for t in texts]
     if col.kind == "status":
-        texts = [r.status.value for r in rows]
         colour = palette.RUN_COLOUR
-        return texts, [f"[{colour.get(r.status, 'default')}]{t}[/]" for r, t in
-                       zip(rows, texts, strict=True)]
+        return ([r.status.value for r in rows],
+                [f"[{colour.get(r.status, 'default')}]{r.status.value}[/]" for r in rows])
+    name = col.name
     if col.kind == "params":
-        values = [param_text(r.params[col.name]) if col.name in r.params else None
-                  for r in rows]
+        values = [param_text(r.params[name]) if name in r.params else None for r in rows]
         return ([v for v in values if v is not None],
                 [MISSING if v is None else f"[{DIFFERING_STYLE}]{escape(v)}[/]" for v in values])
-    numbers = [r.metrics.get(col.name) for r in rows]
-    texts = [number_text(v) for v in numbers if v is not None]
-    return texts, [MISSING if v is None else number_text(v) for v in numbers]
+    shown = [MISSING if v is None else f"{v:.6g}" for v in (r.metrics.get(name) for r in rows)]
+    return [t for t in shown if t is not MISSING], shown
 
 
 MISSING = "[grey50]-[/]"
-
-
-def run_cell(run_id: str) -> str:
-    """The run column's cell (it identifies the row when the table is re-ordered)."""
-    return escape(safe(run_id))
 
 
 # -- sorting ---------------------------------------------------------------------------------
@@ -128,26 +121,20 @@ def newest_first(rows: Sequence[ExperimentRow]) -> list[ExperimentRow]:
 
 
 def sorted_rows(rows: Sequence[ExperimentRow], column: Column | None,
-                descending: bool) -> list[ExperimentRow]:
+                descending: bool, *, newest: bool = False) -> list[ExperimentRow]:
     """Rows by ``column`` (None: newest first), rows without a value last whichever way; ties
-    newest first."""
-    base = newest_first(rows)
+    newest first. ``newest``: ``rows`` are newest first already (saves a sort)."""
+    base = list(rows) if newest else newest_first(rows)
     if column is None:
         return base
-    keyed = [(_value(r, column), r) for r in base]
-    present = [(_rank(v), r) for v, r in keyed if v is not None]
-    missing = [r for v, r in keyed if v is None]
-    if descending:  # a stable reverse keeps ties newest first
-        present.reverse()
-        present.sort(key=_first)
-        present.reverse()
-    else:
-        present.sort(key=_first)
-    return [r for _, r in present] + missing
-
-
-def _first(pair: tuple[Any, ExperimentRow]) -> Any:
-    return pair[0]
+    values = [_value(r, column) for r in base]
+    present = [r for r, v in zip(base, values, strict=True) if v is not None]
+    missing = [r for r, v in zip(base, values, strict=True) if v is None]
+    keys = [v for v in values if v is not None]
+    if not all(type(v) in (int, float) for v in keys):  # numbers, text, others: by rank
+        keys = [_rank(v) for v in keys]
+    order = sorted(range(len(present)), key=keys.__getitem__, reverse=descending)
+    return [present[i] for i in order] + missing
 
 
 # -- the plot --------------------------------------------------------------------------------
