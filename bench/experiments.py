@@ -167,6 +167,8 @@ LABELS = {
     "api_sort_all": "API experiments.list --sort -accuracy, all rows (paged)",
     "api_compare_10": "API experiments.compare, 10 runs with their series",
     "tui_open": "dashboard: open the Experiments view (every row asked for, drawn)",
+    "tui_open_fetch": "  of which: the rows asked for (ClientSource, paged)",
+    "tui_open_table": "  of which: the table filled",
     "tui_sort_metric": "dashboard: sort the table by a metric (drawn)",
     "tui_sort_param": "dashboard: sort the table by a parameter (drawn)",
 }

@@ -24,10 +24,12 @@ async def _until(predicate: Callable[[], object], timeout_s: float = 120.0) -> N
 
 async def measure_view(url: str, flow: str, rows: int, repeat: int) -> dict[str, list[float]]:
     """Seconds per sample: ``open`` (the screen pushed until its ``rows`` rows are in the table
-    and drawn), ``sort_metric`` and ``sort_param`` (from the key's action until drawn; each
+    and drawn; of which ``open_fetch`` waiting for the rows, ``open_table`` filling the table;
+    the rest is drawing), ``sort_metric`` and ``sort_param`` (from the key's action until drawn; each
     sample flips the direction)."""
     app = DashboardApp(ClientSource(ConnectOptions(url=url)), tick_s=None)
-    out: dict[str, list[float]] = {"open": [], "sort_metric": [], "sort_param": []}
+    out: dict[str, list[float]] = {"open": [], "open_fetch": [], "open_table": [],
+                                   "sort_metric": [], "sort_param": []}
     async with app.run_test(size=SIZE) as pilot:
         await _until(lambda: flow in app.hub.model.flows)
         for _ in range(repeat):
@@ -37,6 +39,8 @@ async def measure_view(url: str, flow: str, rows: int, repeat: int) -> dict[str,
             await _until(lambda s=screen: s.loads >= 1)  # type: ignore[misc]
             await pilot.pause()  # drawn
             out["open"].append(time.perf_counter() - t0)
+            out["open_fetch"].append(screen.timings["fetch_s"])
+            out["open_table"].append(screen.timings["table_s"])
             table = screen.query_one("#exp-table")
             assert table.row_count == rows, (table.row_count, rows)  # type: ignore[attr-defined]
             by_key = {c.key: c for c in screen.cols}
@@ -53,5 +57,7 @@ async def measure_view(url: str, flow: str, rows: int, repeat: int) -> dict[str,
 def view_results(samples: dict[str, list[float]], table_target_s: float,
                  sort_target_s: float, summary: Callable[..., dict[str, Any]]) -> dict[str, Any]:
     return {"tui_open": summary(samples["open"], table_target_s),
+            "tui_open_fetch": summary(samples["open_fetch"], None),
+            "tui_open_table": summary(samples["open_table"], None),
             "tui_sort_metric": summary(samples["sort_metric"], sort_target_s),
             "tui_sort_param": summary(samples["sort_param"], sort_target_s)}

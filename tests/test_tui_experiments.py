@@ -107,6 +107,14 @@ async def test_sorting_cycles_columns_and_directions_keeping_the_cursor_on_its_r
         await pilot.press("s", "s")  # loss, then back to newest first
         assert screen.sort is None and table_ids(screen)[0] == "exp-0011"
 
+        table = screen.query_one("#exp-table", DataTable)
+        loss = next(c for c in table.ordered_columns if c.key.value == "metrics.loss")
+        for _ in range(2):  # a header: highest first, then again: the other way
+            table.post_message(DataTable.HeaderSelected(table, loss.key, 5, loss.label))
+            await pilot.pause()
+        assert screen.sort is not None and screen.sort.key == "metrics.loss"
+        assert not screen.descending and table_ids(screen)[0] == "exp-0009"
+
 
 async def test_a_where_expression_filters_through_the_source_and_a_bad_one_says_why() -> None:
     source = seeded()

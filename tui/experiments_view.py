@@ -5,19 +5,15 @@ across the runs in table order or across the steps of chosen runs (``experiments
 Asked for again when a run of the flow finishes, at most every REFRESH_GAP_S."""
 
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, Self
 
 from rich.text import Text
 from textual import on, work
-from textual._two_way_dict import TwoWayDict
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Select, Static
-from textual.widgets.data_table import Row, RowKey
 from textual_plotext import PlotextPlot
 
 from flowforge.terminal import safe
@@ -40,6 +36,7 @@ from tui.experiment_rows import (
 from tui.hub import hub_of
 from tui.model import Dirty
 from tui.run_view import RunScreen
+from tui.runs_table import RunsTable
 from tui.table_sync import selected_key
 
 MAX_ROWS = 10_000
@@ -48,49 +45,6 @@ REFRESH_GAP_S = 3.0
 """Least time between two loads while runs of the flow keep finishing."""
 MAX_COMPARED = 10
 """Runs whose steps are plotted at once."""
-
-
-class RunsTable(DataTable[str]):
-    """A DataTable for 10,000 rows: its columns are given their widths (``table_cells``), so
-    rows added are not measured cell by cell (~1.5 s for 10,000 rows x 12 columns); rows are
-    added in one batch and re-ordered by key. It sets what DataTable's own ``add_row`` and
-    ``sort`` set (textual 8), without their per-row work."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.row_keys: dict[str, RowKey] = {}
-
-    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
-        super()._update_dimensions(())  # the virtual size still follows the rows
-
-    def add_keyed_rows(self, rows: Sequence[tuple[str, Sequence[str]]]) -> None:
-        """``add_row``'s bookkeeping for many rows, the cursor checked and the table refreshed
-        once (``add_row`` does both per row: ~0.3 s of 10,000 rows)."""
-        keys = [column.key for column in self.ordered_columns]
-        start = self.row_count
-        row_keys = [RowKey(key) for key, _ in rows]
-        self.row_keys.update((key.value, key) for key in row_keys if key.value is not None)
-        for i, row_key in enumerate(row_keys, start):
-            self._row_locations[row_key] = i
-        self._data.update(zip(row_keys, [dict(zip(keys, cells_, strict=True))
-                                         for _, cells_ in rows], strict=True))
-        self.rows.update((row_key, Row(row_key, 1)) for row_key in row_keys)
-        self._require_update_dimensions = True
-        self.cursor_coordinate = self.cursor_coordinate
-        if start == 0 and rows and self.columns and self.show_cursor:
-            self._highlight_cursor()
-        self._update_count += 1
-        self.check_idle()
-
-    def reorder(self, keys: Sequence[str]) -> None:
-        """The rows in this order (every row's key once), as ``sort`` puts them."""
-        self._row_locations = TwoWayDict({self.row_keys[k]: i for i, k in enumerate(keys)})
-        self._update_count += 1
-        self.refresh()
-
-    def clear(self, columns: bool = False) -> Self:
-        self.row_keys.clear()
-        return super().clear(columns)
 
 
 class ExperimentsScreen(Screen[None]):
@@ -124,6 +78,8 @@ class ExperimentsScreen(Screen[None]):
         self.comparison: Comparison | None = None
         self.error: str | None = None
         self.loads = 0
+        self.timings: dict[str, float] = {}
+        """The last load's: waiting for the rows, filling the table (for the benchmark)."""
         self.refresh_gap_s = REFRESH_GAP_S
         self.flow_names: list[str] = []
         self._loaded_at = -1e9
@@ -215,7 +171,10 @@ class ExperimentsScreen(Screen[None]):
             self.error = f"could not list the experiments: {exc}"
         else:
             self.error, self.page = None, page
+            fetched = time.monotonic()
             self.fill_table(page)
+            self.timings = {"fetch_s": fetched - self._loaded_at,
+                            "table_s": time.monotonic() - fetched}
             if self.steps:
                 await self.load_steps()
         self.draw_head()
