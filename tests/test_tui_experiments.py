@@ -22,7 +22,7 @@ from tests.test_tui_app import SIZE, panel_text
 from tests.test_tui_support import NOW, memory_source, until
 from tui.app import DashboardApp
 from tui.client_source import ClientSource
-from tui.experiment_rows import columns, sorted_rows, thinned
+from tui.experiment_rows import columns, run_at, sorted_rows, thinned
 from tui.experiments_view import ExperimentsScreen
 from tui.model import Dirty
 from tui.run_view import RunScreen
@@ -169,6 +169,22 @@ async def test_enter_opens_the_run_and_escape_comes_back() -> None:
         assert not isinstance(app.screen, ExperimentsScreen)
 
 
+async def test_a_click_on_a_point_of_the_runs_plot_selects_its_run_and_a_second_opens_it(
+) -> None:
+    app = dashboard(seeded())
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await experiments(app, pilot)
+        canvas = screen.plot_canvas()
+        bottom = next(line for line in reversed(canvas.splitlines()) if "└" in line)
+        left, right = bottom.index("└"), bottom.rindex("┘")
+        x = round(left + 0.5 + 5 / 11 * (right - left - 1))
+        await pilot.click("#exp-plot", offset=(x, 3))
+        assert screen.cursor_run() == "exp-0006"  # the 6th row, newest first
+        await pilot.click("#exp-plot", offset=(x, 3))
+        await until(lambda: isinstance(app.screen, RunScreen))
+        assert app.screen.run_id == "exp-0006"  # type: ignore[attr-defined]
+
+
 async def test_a_finished_run_of_the_flow_loads_the_rows_again_once_per_gap() -> None:
     source = seeded()
     app = dashboard(source)
@@ -199,6 +215,8 @@ def test_sorting_puts_runs_without_the_value_last_either_way() -> None:
     lr = columns(["learning_rate"], [])[2]
     assert sorted_rows(rows, lr, True)[0].run_id == "exp-x"  # text after numbers
     assert thinned(10, 4) == [0, 3, 6, 9] and thinned(11, 4) == [0, 3, 6, 9, 10]
+    canvas = "1.0┤  │\n   └──────────┘\n"  # the plot area: columns 4 to 13
+    assert [run_at(canvas, x, 3) for x in (3, 4, 8, 9, 13, 14)] == [None, 0, 1, 1, 2, None]
 
 
 def test_the_experiments_screen_draws_the_table_and_the_plot(snap_compare: Any) -> None:

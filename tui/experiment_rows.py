@@ -164,6 +164,23 @@ def across_runs(rows: Sequence[ExperimentRow], metric: str) -> tuple[list[int], 
     return xs, ys
 
 
+def run_at(canvas: str, x: int, n: int) -> int | None:
+    """The table position (0-based) of the run under column ``x`` of a drawn runs plot of
+    ``n`` runs, x from 1 to ``n`` (``plt.xlim(1, n)``): the plot's area lies between the corners
+    of its bottom border, ``└`` and ``┘``. None outside it."""
+    bottom = next((line for line in reversed(canvas.splitlines()) if "└" in line and "┘" in line),
+                  None)
+    if bottom is None or n < 1:
+        return None
+    left, right = bottom.index("└"), bottom.rindex("┘")
+    if not left < x < right:
+        return None
+    if n == 1:
+        return 0
+    fraction = (x - left - 0.5) / max(right - left - 1, 1)
+    return min(max(round(fraction * (n - 1)), 0), n - 1)
+
+
 def latest_series(run: RunExperiment, metric: str) -> list[Series]:
     """Each task's series of ``metric`` from its latest attempt that logged it."""
     latest: dict[str, Series] = {}

@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.events import Click
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Select, Static
@@ -29,6 +30,7 @@ from tui.experiment_rows import (
     header,
     latest_series,
     newest_first,
+    run_at,
     short_id,
     sorted_rows,
     table_cells,
@@ -351,6 +353,8 @@ class ExperimentsScreen(Screen[None]):
         cursor = self.query_one("#exp-table", DataTable).cursor_row
         if self.rows and 0 <= cursor < len(self.rows):
             plt.vline(cursor + 1, "gray")
+        if len(self.rows) > 1:
+            plt.xlim(1, len(self.rows))  # run_at maps a click back to a run
         plt.title(f"{', '.join(metrics)} across runs, table order (line: cursor)")
 
     def _plot_steps(self, metrics: list[str]) -> None:
@@ -364,6 +368,27 @@ class ExperimentsScreen(Screen[None]):
                              f"{safe(tail)}", marker="braille")
         plt.title(f"{', '.join(metrics)} by step: "
                   f"{', '.join(short_id(r.run_id) for r in runs) or 'no run chosen'}")
+
+    @on(Click, "#exp-plot")
+    def plot_clicked(self, event: Click) -> None:
+        """A click on the runs plot puts the cursor on the run under it; a click on the run
+        already under the cursor opens it."""
+        if self.steps or not self.rows:
+            return
+        index = run_at(self.plot_canvas(), event.x, len(self.rows))
+        if index is None:
+            return
+        table = self.query_one("#exp-table", DataTable)
+        if index == table.cursor_row:
+            self.row_selected()
+        else:
+            table.move_cursor(row=index, animate=False)
+
+    def plot_canvas(self) -> str:
+        """The plot as drawn on screen, as plain text."""
+        plot = self.query_one("#exp-plot", PlotextPlot)
+        plot.plt.plotsize(plot.size.width, plot.size.height)
+        return Text.from_ansi(plot.plt.build()).plain
 
     def action_back(self) -> None:
         self.app.pop_screen()
