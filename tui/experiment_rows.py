@@ -47,11 +47,6 @@ def header(column: Column) -> Text:
     return Text(safe(column.label), style=DIFFERING_STYLE if column.kind == "params" else "bold")
 
 
-def number_text(value: float) -> str:
-    """A metric as the CLI prints it: up to 6 significant digits (``_column`` inlines it)."""
-    return f"{value:.6g}"
-
-
 def param_text(value: Any) -> str:
     text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
     text = safe(text)
@@ -86,7 +81,8 @@ def _column(rows: Sequence[ExperimentRow], col: Column) -> tuple[list[str], list
         values = [param_text(r.params[name]) if name in r.params else None for r in rows]
         return ([v for v in values if v is not None],
                 [MISSING if v is None else f"[{DIFFERING_STYLE}]{escape(v)}[/]" for v in values])
-    shown = [MISSING if v is None else f"{v:.6g}" for v in (r.metrics.get(name) for r in rows)]
+    shown = [MISSING if v is None else f"{v:.6g}"  # as the CLI prints a metric
+             for v in (r.metrics.get(name) for r in rows)]
     return [t for t in shown if t is not MISSING], shown
 
 
