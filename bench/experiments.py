@@ -12,7 +12,10 @@ opens in at most 1 s, sorts in at most 200 ms).
    - ``flowforge experiments FLOW`` as a new process (interpreter start, connect, ask, print);
    - the same for the whole table (``--limit 10000 --sort -accuracy``);
    - ``experiments.list`` over the API, sorted by a metric: the first page (50 rows) and every
-     row (the client pages); filtered with ``--where``; and ``experiments.compare`` of 10 runs.
+     row (the client pages); filtered with ``--where``; and ``experiments.compare`` of 10 runs;
+   - the dashboard's Experiments view, headless (``bench/experiments_tui.py``): opened on the
+     flow (every row asked for, the table filled and drawn), sorted by a metric and by a
+     parameter (until drawn).
 """
 
 import argparse
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import flows
+from bench.experiments_tui import measure_view, view_results
 from bench.report import environment, percentile, write_json
 from bench.stack import Stack, console_script
 from coordinator.changes import Changes
@@ -38,6 +42,7 @@ from protocol.experiments import MetricPoint
 from protocol.messages import TaskMetrics
 from protocol.records import RunCounts, RunRecord
 from protocol.states import RunStatus
+from tui.experiments_view import MAX_ROWS
 
 FLOW = "bench_experiments"
 METRICS = ("accuracy", "loss", "val.accuracy", "val.loss", "f1", "precision", "recall", "auc",
@@ -147,6 +152,9 @@ async def measure(ns: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         results["api_compare_10"] = _summary(await _timed(r, lambda: client.compare(ten)), None)
         rows = await client.experiments(FLOW, sort="-accuracy", limit=ns.runs)
         results["rows_all"] = len(rows.rows)
+        if not ns.no_dashboard:
+            samples = await measure_view(url, FLOW, min(ns.runs, MAX_ROWS), r)
+            results.update(view_results(samples, TABLE_TARGET_S, SORT_TARGET_S, _summary))
     return {"fill": filled, "repeat": r, "results": results}
 
 
@@ -158,6 +166,11 @@ LABELS = {
     "api_where": "API experiments.list --where (3 conditions) --sort, 50 rows",
     "api_sort_all": "API experiments.list --sort -accuracy, all rows (paged)",
     "api_compare_10": "API experiments.compare, 10 runs with their series",
+    "tui_open": "dashboard: open the Experiments view (every row asked for, drawn)",
+    "tui_open_fetch": "  of which: the rows asked for (ClientSource, paged)",
+    "tui_open_table": "  of which: the table filled",
+    "tui_sort_metric": "dashboard: sort the table by a metric (drawn)",
+    "tui_sort_param": "dashboard: sort the table by a parameter (drawn)",
 }
 
 
@@ -169,6 +182,8 @@ def render(result: dict[str, Any]) -> str:
              "but the first)"]
     rows = [["measure", "first", "median", "p90", "max", "target"]]
     for key, label in LABELS.items():
+        if key not in result["results"]:
+            continue
         s = result["results"][key]
         target = s["target_s"]
         verdict = "" if target is None else (
@@ -193,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="points of each metric per run")
     p.add_argument("--batch", type=int, default=250, help="runs per committed batch")
     p.add_argument("--repeat", type=int, default=6)
+    p.add_argument("--no-dashboard", action="store_true",
+                   help="leave out the dashboard's Experiments view")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     ns = p.parse_args(argv)
     if min(ns.runs, ns.steps, ns.batch, ns.repeat) < 1:

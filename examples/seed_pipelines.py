@@ -72,20 +72,39 @@ def independent_summary(fetch_data2: dict) -> dict:
     return {"n": len(fetch_data2["rows"])}
 
 
-def train_model(analyze_data: dict, ctx: TaskContext, epochs: int = 20) -> dict:
-    """Fit y = a*x + b by gradient descent on synthetic data: pure Python, runs anywhere."""
+def train_model(analyze_data: dict, ctx: TaskContext, epochs: int = 20,
+                learning_rate: float = 0.05) -> dict:
+    """Fit y = a*x + b by gradient descent on synthetic data (pure Python, runs anywhere),
+    logging the training loss (mean squared error) each epoch and, at the end, the held-out
+    loss and R² as the run's experiment record: ``flowforge experiments pipeline_simple_ml``
+    and the dashboard's Experiments view (e) compare runs of several learning rates."""
     rng = random.Random(7)
     xs = [i / 10 for i in range(100)]
     ys = [analyze_data["mean"] / 50 * x + 1.0 + rng.gauss(0, 0.1) for x in xs]
+    train = list(zip(xs[::2], ys[::2], strict=True))
+    held_out = list(zip(xs[1::2], ys[1::2], strict=True))
     a = b = 0.0
     for epoch in range(epochs):
-        grad_a = sum((a * x + b - y) * x for x, y in zip(xs, ys, strict=True)) / len(xs)
-        grad_b = sum((a * x + b - y) for x, y in zip(xs, ys, strict=True)) / len(xs)
-        a, b = a - 0.05 * grad_a, b - 0.05 * grad_b
+        grad_a = sum((a * x + b - y) * x for x, y in train) / len(train)
+        grad_b = sum((a * x + b - y) for x, y in train) / len(train)
+        a, b = a - learning_rate * grad_a, b - learning_rate * grad_b
+        ctx.log_metric("loss", _mse(a, b, train))
         ctx.progress((epoch + 1) / epochs, f"epoch {epoch + 1}/{epochs}")
-    mse = sum((a * x + b - y) ** 2 for x, y in zip(xs, ys, strict=True)) / len(xs)
+    mse = _mse(a, b, held_out)
+    mean_y = statistics.fmean(y for _, y in held_out)
+    r2 = 1 - mse / statistics.fmean((y - mean_y) ** 2 for _, y in held_out)
+    metrics = {"val.loss": round(mse, 5), "r2": round(r2, 4)}
+    ctx.log_result(algorithm="linear_regression_gd", metrics=metrics,
+                   params={"learning_rate": learning_rate, "epochs": epochs},
+                   metadata={"a": round(a, 4), "b": round(b, 4)})
     return {"algorithm": "linear_regression_gd", "a": round(a, 4), "b": round(b, 4),
             "mse": round(mse, 5), "epochs": epochs}
+
+
+def _mse(a: float, b: float, points: list[tuple[float, float]]) -> float:
+    """Mean squared error of y = a*x + b; a diverging fit is capped (a metric is finite)."""
+    error = sum(min((a * x + b - y) ** 2, 1e12) for x, y in points) / len(points)
+    return round(error, 6)
 
 
 register_task_pipeline(

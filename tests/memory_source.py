@@ -17,6 +17,7 @@ from protocol.batches import BatchItem, BatchRecord, BatchState, ItemStatus
 from protocol.children import CHILD_SEP, ChildInfo, ChildList, child_name
 from protocol.concurrency import LimitInfo
 from protocol.errors import NotConnected, RemoteError, UnknownBatch, UnknownFlow, UnknownRun
+from protocol.experiments import Comparison, ExperimentsPage
 from protocol.flows import FlowSpec
 from protocol.limits import MAX_LOG_KEPT_CHARS
 from protocol.messages import TaskLog
@@ -31,6 +32,7 @@ from protocol.records import (
 from protocol.schedules import ScheduleEvent, ScheduleState
 from protocol.states import RunStatus, TaskStatus
 from protocol.stats import DayRuns, FlowStats
+from tests.experiment_memory import ExperimentMemory
 from tui.child_rows import info_of
 from tui.source import LinkDown, LinkUp, SourceEvent
 
@@ -71,6 +73,8 @@ class MemorySource:
         """What ``limits`` answers (a test sets it)."""
         self.stats_answers: dict[str | None, FlowStats] = {}
         """What ``flow_stats`` answers, by flow (None: every flow; a test sets it)."""
+        self.experiment_data = ExperimentMemory()
+        """What ``experiments`` and ``compare`` answer from (a test fills it)."""
         self.batch_queries: list[tuple[str, int, int, str | None]] = []
         """Every ``batch`` call: (ref, items, after_seq, status)."""
         self.map_instances: dict[tuple[str, str], dict[int, TaskRecord]] = {}
@@ -393,3 +397,16 @@ class MemorySource:
                                                    counts={}) for i in range(days)],
                              sample_runs=0)
         return found
+
+    async def experiments(self, flow: str, *, where: str | None = None,
+                          limit: int = 100) -> ExperimentsPage:
+        self._check()
+        self.calls.append(("experiments", flow, where, limit))
+        if flow not in self.flow_details:
+            raise UnknownFlow(flow)
+        return self.experiment_data.page(flow, where, limit)
+
+    async def compare(self, run_ids: list[str]) -> Comparison:
+        self._check()
+        self.calls.append(("compare", tuple(run_ids)))
+        return self.experiment_data.compare(run_ids)

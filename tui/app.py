@@ -19,6 +19,7 @@ from tui.agents_view import AgentsView
 from tui.banner import Banner
 from tui.batches_view import BatchesView
 from tui.children_view import ChildrenScreen
+from tui.experiments_view import ExperimentsScreen
 from tui.flows_view import FlowsView
 from tui.follower import Follower
 from tui.hub import Hub
@@ -33,8 +34,9 @@ from tui.runs_view import RunsView
 from tui.schedules_view import SchedulesView
 from tui.source import DataSource
 
-RUN_SCREENS = (RunScreen, InstancesScreen, ChildrenScreen, LimitsScreen, InsightsScreen)
-"""The screens over the tabs (one run's, limits, insights): a tab's key leaves them all."""
+RUN_SCREENS = (RunScreen, InstancesScreen, ChildrenScreen, LimitsScreen, InsightsScreen,
+               ExperimentsScreen)
+"""The screens over the tabs (one run's, limits, insights, experiments): a tab's key leaves them all."""
 FLUSH_S = 0.05
 """Events are applied at once but drawn at most this often: a busy run stays cheap to watch."""
 
@@ -47,6 +49,8 @@ failed first; on a task with children, k too: its children, failed first, and en
 its own), t trigger, c cancel, y retry,
 w schedules (u pause or resume, n run now), L limits (holders and waiters),
 i insights (runs per day by status, task durations p50/p95, failure rates; d: 7 to 90 days),
+e experiments (a flow's runs x metrics: s / o sort, / filter, m metric, v runs or steps,
+space mark, enter the run),
 b batches (enter its items, enter on an item its run, u pause or resume, c cancel),
 m mark a task, o a task's whole output, g its whole log, l load more runs,
 in a DAG: arrows move, - / + zoom out / in, x collapse or expand a group, X all groups,
@@ -69,6 +73,7 @@ class DashboardApp(App[None]):
         Binding("b", "show_tab('batches')", "Batches"),
         Binding("L", "limits", "Limits", show=False),
         Binding("i", "insights", "Insights"),
+        Binding("e", "experiments", "Experiments"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -153,6 +158,15 @@ class DashboardApp(App[None]):
         if not isinstance(self.screen, InsightsScreen | ModalScreen):
             self.push_screen(InsightsScreen())
 
+    def action_experiments(self) -> None:
+        """A flow's runs x metrics, sortable, filterable, plotted (a screen over the tabs); the
+        flow under the Flows tab's cursor, if that tab is shown."""
+        if not isinstance(self.screen, ExperimentsScreen | ModalScreen):
+            on_flows = (len(self.screen_stack) == 1
+                        and self.query_one("#tabs", TabbedContent).active == "flows")
+            self.push_screen(ExperimentsScreen(self.query_one(FlowsView).flow_name
+                                               if on_flows else None))
+
     def open_run(self, run_id: str) -> None:
         while len(self.screen_stack) > 1 and isinstance(self.screen, RUN_SCREENS):
             self.pop_screen()
@@ -167,6 +181,8 @@ class DashboardApp(App[None]):
                             self.action_limits)
         yield SystemCommand("Show insights", "runs per day by status, task durations, failure "
                             "rates (i)", self.action_insights)
+        yield SystemCommand("Show experiments", "a flow's runs x metrics: sort, filter, plot (e)",
+                            self.action_experiments)
         model = self.hub.model
         for flow in model.flows_view():
             yield SystemCommand(f"Trigger {flow.name}", "start a run with parameters",

@@ -16,6 +16,7 @@ from protocol.batches import BatchRecord
 from protocol.children import ChildList
 from protocol.concurrency import LimitInfo
 from protocol.errors import NotConnected
+from protocol.experiments import Comparison, ExperimentsPage
 from protocol.records import AgentInfo, FlowSummary, RejectedMessage, RunDetail, RunRecord, TaskRecord
 from protocol.stats import FlowStats
 from tui.source import LinkDown, LinkUp, SourceEvent
@@ -178,3 +179,10 @@ class ClientSource:
     async def flow_stats(self, flow: str | None = None, days: int = 14,
                          until: float | None = None) -> FlowStats:
         return await self._guard(self.client.flow_stats(flow, days, until))
+
+    async def experiments(self, flow: str, *, where: str | None = None,
+                          limit: int = 100) -> ExperimentsPage:
+        return await self._guard(self.client.experiments(flow, where=where, limit=limit))
+
+    async def compare(self, run_ids: list[str]) -> Comparison:
+        return await self._guard(self.client.compare(run_ids))

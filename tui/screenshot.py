@@ -1,8 +1,8 @@
 """``python -m tui.screenshot``: the dashboard, headless, against a live deployment, saved as SVG.
 
-For docs and reviews: open a flow's DAG, a run (with one of its tasks selected) or the agents
-view, wait until it is drawn, save the screen and exit. Exit codes: 0 saved, 1 the flow, run
-or task was not found in time, 2 usage.
+For docs and reviews: open a flow's DAG, a run (with one of its tasks selected), the agents
+view or a flow's experiments, wait until it is drawn, save the screen and exit. Exit codes:
+0 saved, 1 the flow, run, task or experiments were not found in time, 2 usage.
 """
 
 import argparse
@@ -17,6 +17,7 @@ from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_
 from tui.app import DashboardApp
 from tui.client_source import ClientSource
 from tui.dag_view import DagView
+from tui.experiments_view import ExperimentsScreen
 from tui.run_view import RunScreen
 
 WAIT_S = 15.0
@@ -58,6 +59,29 @@ async def _show_run(app: DashboardApp, run_id: str, task: str | None) -> None:
                      f"the log of {task!r}")
 
 
+async def _show_experiments(app: DashboardApp, pilot: Pilot[None], ns: argparse.Namespace) -> None:
+    """The Experiments view of a flow, sorted by ``--sort``, ``--metric`` plotted; with
+    ``--steps``, by step for the first five runs."""
+    screen = ExperimentsScreen(ns.experiments)
+    app.push_screen(screen)
+    await _until(lambda: screen.loads > 0 and screen.page is not None, "the experiments")
+    if ns.sort:
+        key = ns.sort.lstrip("-")
+        column = next((c for c in screen.cols if key in (c.key, c.name)), None)
+        if column is None:
+            raise NotFound(f"no column {key!r} in the experiments of {ns.experiments!r}")
+        screen.sort_by(column, ns.sort.startswith("-"))
+    if ns.metric:
+        screen.plotted = list(ns.metric)
+    if ns.steps:
+        screen.marked = [r.run_id for r in screen.rows[:5]]
+        screen.action_toggle_plot()
+        await _until(lambda: screen.comparison is not None, "the runs' steps")
+    screen.draw_head()
+    screen.draw_plot()
+    await pilot.pause()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tui.screenshot", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--flow", help="the flows view with this flow's DAG")
     what.add_argument("--run", metavar="RUN_ID", help="the detail of this run")
     what.add_argument("--agents", action="store_true", help="the agents view")
+    what.add_argument("--experiments", metavar="FLOW", help="the Experiments view of this flow")
+    p.add_argument("--sort", help="with --experiments: sort by this column (-NAME: descending)")
+    p.add_argument("--metric", action="append", help="with --experiments: plot this metric "
+                   "(repeatable)")
+    p.add_argument("--steps", action="store_true",
+                   help="with --experiments: plot by step, the first five runs")
     p.add_argument("--task", help="with --run: select this task (its output, error and log)")
     p.add_argument("--size", default="150x44", help="terminal COLUMNSxROWS (default: %(default)s)")
     p.add_argument("out", type=Path, help="where to write the SVG")
@@ -89,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 await _show_flow(app, pilot, ns.flow)
             elif ns.run:
                 await _show_run(app, ns.run, ns.task)
+            elif ns.experiments:
+                await _show_experiments(app, pilot, ns)
             else:
                 app.action_show_tab("agents")
                 await _until(lambda: app.query_one("#agents-table", DataTable).row_count > 0,

@@ -9,6 +9,7 @@ from protocol.batch_api import BatchDetail
 from protocol.batches import BatchRecord
 from protocol.children import ChildList
 from protocol.concurrency import LimitInfo
+from protocol.experiments import Comparison, ExperimentsPage
 from protocol.messages import ErrorEvent, TaskLog
 from protocol.records import (
     AgentInfo,
@@ -143,6 +144,16 @@ class DataSource(Protocol):
                          until: float | None = None) -> FlowStats:
         """The summary charts of a flow (None: every flow) over ``days`` UTC days, the last
         one the day of ``until`` (default now)."""
+        ...
+
+    async def experiments(self, flow: str, *, where: str | None = None,
+                          limit: int = 100) -> ExperimentsPage:
+        """One row per run of ``flow`` (the newest ``limit`` that match ``where``, newest
+        first): its parameters and each metric's final value."""
+        ...
+
+    async def compare(self, run_ids: list[str]) -> Comparison:
+        """The runs side by side, with each metric's series by step."""
         ...
 
 
