@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flowforge import child_show, render, runtime, show_cli
+from flowforge import child_show, dev_batch, render, runtime, show_cli
+from flowforge.batch_cli import read_params
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
 from flowforge.embedded import EmbeddedNats, EmbeddedNatsError, parse_listen, parse_sync_interval
@@ -36,6 +37,10 @@ def add_dev_parser(sub: Any) -> None:
                    "(0 succeeded, 1 failed)")
     c.add_argument("--param", "-p", action="append", metavar="KEY=VALUE", type=parse_param,
                    help="run parameter; VALUE is JSON when it parses; repeatable")
+    c.add_argument("--batch", metavar="PARAMS.jsonl",
+                   help="with --run: one run per line of the file (a JSON object of parameters) "
+                   "as one batch, then the runs side by side: the dashboard's Experiments view, "
+                   "or with --headless the `flowforge experiments` table once the batch ends")
     c.add_argument("--headless", action="store_true",
                    help="print progress lines instead of opening the dashboard; with --run, "
                    "exit when the run finishes")
@@ -112,6 +117,9 @@ async def dev(ns: argparse.Namespace) -> int:
     if ns.run and ns.run not in REGISTRY.flows:
         raise FlowForgeError(f"{ns.target} defines no flow {ns.run!r}; it defines "
                              f"{', '.join(sorted(REGISTRY.flows))}")
+    if ns.batch and not ns.run:
+        raise FlowForgeError("--batch runs the flow given by --run over each line of the file")
+    ns.batch_params = read_params(ns.batch) if ns.batch else None
     params = dict(ns.param or [])
     server = await _start_nats(ns)
     opts = ConnectOptions(url=server.url, namespace=DEFAULT_NAMESPACE)
@@ -149,6 +157,10 @@ async def _session(ns: argparse.Namespace, opts: ConnectOptions, params: dict[st
         await coordinator.started.wait()
         for r in await client.register():
             out(f"registered {r.name} ({r.version})", file=sys.stderr)
+        if ns.batch_params is not None:
+            if ns.headless:
+                return await dev_batch.headless(client, ns.run, ns.batch_params)
+            return await dev_batch.dashboard(client, opts, ns.run, ns.batch_params)
         if not ns.headless:
             return await _dashboard(client, opts, ns.run, params)
         if not ns.run:

@@ -282,3 +282,28 @@ async def test_graph_exports_mermaid_and_dot_coloured_by_a_run(stack: Stack) -> 
     assert "[faulty_transform]" in text.stdout and "failed" in text.stdout
     wrong = await cli(stack.env, "graph", "pipeline_simple", "--run", run_id)
     assert wrong.returncode == 2 and "is a run of 'pipeline_simple_with_failure'" in wrong.stderr
+
+
+async def test_dev_runs_a_batch_of_the_ml_example_and_prints_its_experiments(
+    tmp_path, cli_env
+) -> None:
+    args = ["dev", "examples/seed_pipelines.py", "--headless", "--data-dir", str(tmp_path / "d"),
+            "--listen", "127.0.0.1:-1", "--run", "pipeline_simple_ml",
+            "--batch", "examples/ml_grid.jsonl"]
+    first = await cli(cli_env, *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "5 items, 5 to run, 0 skipped" in first.stderr
+    header, *rows = [line for line in first.stdout.splitlines() if line.startswith(("RUN", "1"))]
+    assert header.split()[:4] == ["RUN", "STATUS", "CREATED", "LEARNING_RATE"]
+    assert "VAL.LOSS" in header and "R2" in header
+    assert len(rows) == 5 and all(" succeeded " in r for r in rows)
+    rates = {r.split()[4] for r in rows}
+    assert rates == {"0.001", "0.003", "0.01", "0.03", "0.05"}
+    again = await cli(cli_env, *args)  # the same file again: nothing new runs
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "5 items, 0 to run, 5 skipped" in again.stderr
+    assert "5 of 5 runs" in again.stdout
+    lone = await cli(cli_env, "dev", "examples/seed_pipelines.py", "--headless",
+                     "--batch", "examples/ml_grid.jsonl")
+    assert lone.returncode == 2
+    assert "--batch runs the flow given by --run" in lone.stderr

@@ -13,6 +13,7 @@ from textual_plotext import PlotextPlot
 from coordinator.service import Coordinator
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
+from flowforge.dev_batch import experiments_app
 from protocol.records import RunRecord
 from protocol.states import RunStatus
 from tests import experimentflows
@@ -258,3 +259,17 @@ async def test_the_experiments_screen_against_the_real_stack(
         await pilot.press("enter")
         await until(lambda: isinstance(app.screen, RunScreen))
         assert app.screen.run_id == second.run_id  # type: ignore[attr-defined]
+
+
+async def test_dev_batch_opens_the_dashboard_on_the_flows_experiments(
+        coordinator: Coordinator, start_agent: Callable[..., Awaitable[Any]], client: Client,
+        nats_opts: ConnectOptions) -> None:
+    await start_agent()
+    await client.register(experimentflows.FLOWS)
+    done = await client.start("exp_train", {"lr": 0.1, "depth": 3})
+    await client.wait(done.run_id, timeout_s=30)
+    app = experiments_app(nats_opts, "exp_train")  # what `flowforge dev --batch` opens
+    async with app.run_test(size=SIZE):
+        await until(lambda: isinstance(app.screen, ExperimentsScreen))
+        await until(lambda: len(app.screen.rows) == 1, what="the flow's run listed")
+        assert table_ids(app.screen) == [done.run_id]
