@@ -12,8 +12,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.events import Click
-from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Select, Static
 from textual_plotext import PlotextPlot
 
@@ -37,6 +35,7 @@ from tui.experiment_rows import (
 )
 from tui.hub import hub_of
 from tui.model import Dirty
+from tui.reloading import ReloadingScreen
 from tui.run_view import RunScreen
 from tui.runs_table import RunsTable
 from tui.table_sync import selected_key
@@ -49,7 +48,7 @@ MAX_COMPARED = 10
 """Runs whose steps are plotted at once."""
 
 
-class ExperimentsScreen(Screen[None]):
+class ExperimentsScreen(ReloadingScreen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("s", "next_sort", "Sort by next"),
@@ -61,7 +60,7 @@ class ExperimentsScreen(Screen[None]):
     ]
 
     def __init__(self, flow: str | None = None) -> None:
-        super().__init__()
+        super().__init__(REFRESH_GAP_S)
         self.flow = flow
         self.where: str | None = None
         self.page: ExperimentsPage | None = None
@@ -82,11 +81,7 @@ class ExperimentsScreen(Screen[None]):
         self.loads = 0
         self.timings: dict[str, float] = {}
         """The last load's: waiting for the rows, filling the table (for the benchmark)."""
-        self.refresh_gap_s = REFRESH_GAP_S
         self.flow_names: list[str] = []
-        self._loaded_at = -1e9
-        self._stale = False
-        self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
@@ -127,18 +122,9 @@ class ExperimentsScreen(Screen[None]):
         runs = hub_of(self).model.runs
         if any((run := runs.get(r)) is not None and run.flow == self.flow
                and run.status in RUN_FINAL for r in dirty.runs) or "link" in dirty.kinds:
-            self._stale = True
-        if not self._stale or self._timer is not None or self.flow is None:
-            return
-        wait_s = self._loaded_at + self.refresh_gap_s - time.monotonic()
-        if wait_s > 0:  # runs finishing one after another: one load at the end of the gap
-            self._timer = self.set_timer(wait_s, self._refresh_now)
-        else:
-            self._refresh_now()
-
-    def _refresh_now(self) -> None:
-        self._timer, self._stale = None, False
-        self.load()
+            self.mark_stale()
+        if self.flow is not None:  # runs finishing one after another: one load after the gap
+            self.load_when_due()
 
     @on(Select.Changed, "#exp-flow")
     def flow_changed(self, event: Select.Changed) -> None:

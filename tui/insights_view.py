@@ -10,8 +10,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
-from textual.timer import Timer
 from textual.widgets import Footer, Select, Static
 from textual_plotext import PlotextPlot
 
@@ -22,6 +20,7 @@ from protocol.stats import FlowStats, TaskDurations
 from tui.banner import Banner
 from tui.hub import hub_of
 from tui.model import Dirty
+from tui.reloading import ReloadingScreen
 
 DAY_CHOICES = (7, 14, 30, 90)
 REFRESH_GAP_S = 5.0
@@ -72,22 +71,18 @@ def head_text(stats: FlowStats) -> str:
     return " · ".join(parts)
 
 
-class InsightsScreen(Screen[None]):
+class InsightsScreen(ReloadingScreen):
     BINDINGS = [Binding("escape", "back", "Back"), Binding("d", "cycle_days", "Days")]
 
     def __init__(self, flow: str | None = None, days: int = 14) -> None:
-        super().__init__()
+        super().__init__(REFRESH_GAP_S)
         self.flow = flow
         self.days = days
         self.stats: FlowStats | None = None
         self.error: str | None = None
         self.loads = 0
         """Answers (or errors) drawn so far."""
-        self.refresh_gap_s = REFRESH_GAP_S
         self.flow_names: list[str] = []
-        self._loaded_at = -1e9
-        self._stale = False
-        self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Banner(id="banner")
@@ -126,18 +121,8 @@ class InsightsScreen(Screen[None]):
             self.fill_flows()
         if dirty.runs or "link" in dirty.kinds or (
                 "tick" in dirty.kinds and time.monotonic() - self._loaded_at >= IDLE_REFRESH_S):
-            self._stale = True
-        if not self._stale or self._timer is not None:
-            return
-        wait_s = self._loaded_at + self.refresh_gap_s - time.monotonic()
-        if wait_s > 0:  # a burst of changes: one request at its end
-            self._timer = self.set_timer(wait_s, self._refresh_now)
-        else:
-            self._refresh_now()
-
-    def _refresh_now(self) -> None:
-        self._timer, self._stale = None, False
-        self.load()
+            self.mark_stale()
+        self.load_when_due()
 
     @on(Select.Changed, "#insights-flow")
     @on(Select.Changed, "#insights-days")
