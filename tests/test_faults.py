@@ -120,14 +120,20 @@ async def _progress_at_least(client: Client, run_id: str, n: int) -> bool:
     return await _progress(client, run_id) >= n
 
 
-async def test_kill_9_of_the_coordinator_twice_mid_run_loses_nothing_and_finalises_once(
-    coordinator_proc, spawn, nats_server, client: Client
-) -> None:
+async def _coordinator_and_agent(coordinator_proc, spawn, nats_server, client: Client):  # type: ignore[no-untyped-def]
+    """A coordinator (answering) and one agent of 16 slots, the fault flows registered."""
     coordinator = coordinator_proc()
     await wait_for(lambda: coordinator_answers(nats_server.url))
     await client.register()
     spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
           "--concurrency", "16")
+    return coordinator
+
+
+async def test_kill_9_of_the_coordinator_twice_mid_run_loses_nothing_and_finalises_once(
+    coordinator_proc, spawn, nats_server, client: Client
+) -> None:
+    coordinator = await _coordinator_and_agent(coordinator_proc, spawn, nats_server, client)
     run = await client.start("faults_500")
     ledger = Ledger()
     follower = asyncio.create_task(ledger.follow(nats_server.url, run.run_id))
@@ -204,11 +210,7 @@ async def test_cancel_with_running_async_and_process_pool_tasks_ends_promptly_an
 async def test_a_client_waiting_on_a_run_rides_out_a_coordinator_restart(
     coordinator_proc, spawn, nats_server, client: Client
 ) -> None:
-    coordinator = coordinator_proc()
-    await wait_for(lambda: coordinator_answers(nats_server.url))
-    await client.register()
-    spawn("flowforge-agent", "--import", "tests.faultflows", "--lease", LEASE,
-          "--concurrency", "16")
+    coordinator = await _coordinator_and_agent(coordinator_proc, spawn, nats_server, client)
     run = await client.start("faults_200")
     waiting = asyncio.create_task(client.wait(run.run_id, timeout_s=90, poll_s=0.05))
     await wait_for(lambda: _progress_at_least(client, run.run_id, 20), timeout_s=60)
