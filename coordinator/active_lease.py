@@ -49,6 +49,8 @@ from protocol.untrusted import decode
 log = logging.getLogger("flowforge.coordinator.lease")
 
 T = TypeVar("T")
+WRONG_LAST_SEQUENCE = (10071, 10164)
+"""JetStream's error codes for a write whose expected last sequence is not the subject's."""
 KEY = "active"
 MARGIN = 0.2
 """Of the TTL: the holder stops acting this much before its entry could expire."""
@@ -199,6 +201,9 @@ class ActiveLease:
                 await self._kv.delete(KEY, last=entry.revision)
         except (KeyNotFoundError, KeyDeletedError, KeyWrongLastSequenceError, *TRANSIENT):
             pass  # gone or taken meanwhile, or no answer: the next try says which
+        except BadRequestError as exc:  # a delete's "wrong last sequence" (nats-py does not
+            if exc.err_code not in WRONG_LAST_SEQUENCE:  # map it as it does for update)
+                raise
 
     async def _try_take(self) -> Holder | None:
         """Take the key if nobody holds it; else who does."""

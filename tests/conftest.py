@@ -234,3 +234,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault scenarios")
         for line in lines:
             terminalreporter.line(line)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long fault and partition tests first: spread over the workers from the start
+    instead of left to one worker at the end (the suite takes as long as its busiest worker)."""
+    items.sort(key=lambda item: not (item.get_closest_marker("slow")
+                                     or item.get_closest_marker("netns")))
