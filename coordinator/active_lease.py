@@ -248,9 +248,7 @@ class ActiveLease:
         assert self._kv is not None
         try:
             entry = await self._kv.get(KEY)
-        except (KeyNotFoundError, KeyDeletedError):
-            return False
-        except Exception:  # noqa: BLE001 - cannot tell now: starting again finds out
+        except Exception:  # noqa: BLE001 - gone, or cannot tell now: starting again finds out
             return False
         return holder_of(entry.value) != self.me
 

@@ -116,6 +116,12 @@ def run_cli(args: list[str], env: dict[str, str], timeout_s: float = 60.0,
                           timeout=timeout_s, check=False)
 
 
+async def flowforge_cli(env: dict[str, str], *args: str,
+                        timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """``flowforge ARGS...`` to completion, off the event loop, its output captured."""
+    return await asyncio.to_thread(run_cli, ["flowforge", *args], env, timeout_s)
+
+
 async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], timeout_s: float = 20.0,
                    every_s: float = 0.05) -> None:
     """Wait until ``predicate()`` is true, polling; fail the test on timeout."""

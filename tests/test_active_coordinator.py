@@ -27,15 +27,20 @@ def _coordinator(spawn, db: Path):  # type: ignore[no-untyped-def]
                  "--active-lease", LEASE)
 
 
+async def _active_and_standby(spawn, url: str, db: Path):  # type: ignore[no-untyped-def]
+    """An active coordinator (answering) and a standby on the same database (waiting)."""
+    active = _coordinator(spawn, db)
+    await wait_for(lambda: coordinator_answers(url), timeout_s=60)
+    standby = _coordinator(spawn, db)
+    await wait_for(lambda: "standby:" in standby.log(), timeout_s=30)
+    return active, standby
+
+
 async def test_a_standby_finishes_the_run_when_the_active_coordinator_is_killed(
     spawn, nats_server, client: Client, tmp_path: Path,
     record_property: Callable[[str, object], None]
 ) -> None:
-    db = tmp_path / "ff.db"
-    active = _coordinator(spawn, db)
-    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
-    standby = _coordinator(spawn, db)
-    await wait_for(lambda: "standby:" in standby.log(), timeout_s=30)
+    active, standby = await _active_and_standby(spawn, nats_server.url, tmp_path / "ff.db")
     await client.register([batchfaultflows.FLOW])
     spawn("flowforge-agent", "--import", "tests.batchfaultflows", "--lease", "3",
           "--concurrency", "4")
@@ -61,11 +66,7 @@ async def test_an_active_coordinator_paused_past_its_lease_stops_instead_of_comm
     spawn, nats_server, client: Client, tmp_path: Path,
     record_property: Callable[[str, object], None]
 ) -> None:
-    db = tmp_path / "ff.db"
-    active = _coordinator(spawn, db)
-    await wait_for(lambda: coordinator_answers(nats_server.url), timeout_s=60)
-    standby = _coordinator(spawn, db)
-    await wait_for(lambda: "standby:" in standby.log(), timeout_s=30)
+    active, standby = await _active_and_standby(spawn, nats_server.url, tmp_path / "ff.db")
     os.killpg(active.pid, signal.SIGSTOP)  # past its lease: the standby takes over
     paused = time.monotonic()
     try:

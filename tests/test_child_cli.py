@@ -3,7 +3,6 @@ coordinator and agent): a task's children counted with the failed ones first, ne
 summarised by depth, every child of one task with ``--children``; and ``Client.children`` paging
 and filtering."""
 
-import asyncio
 import json
 import re
 
@@ -14,11 +13,7 @@ from protocol.children import child_name
 from protocol.errors import ErrorCode, RemoteError
 from protocol.states import TaskStatus
 from tests import childflows
-from tests.helpers import run_cli
-
-
-async def cli(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(run_cli, ["flowforge", *args], env, 60)
+from tests.helpers import flowforge_cli as cli
 
 
 def columns(line: str) -> list[str]:

@@ -18,15 +18,11 @@ from tests.helpers import (
     env_for,
     free_port,
     on_shared_stack,
-    run_cli,
     wait_for,
 )
+from tests.helpers import flowforge_cli as cli
 
 pytestmark = pytest.mark.e2e
-
-
-async def cli(env: dict[str, str], *args: str, timeout_s: float = 60):
-    return await asyncio.to_thread(run_cli, ["flowforge", *args], env, timeout_s)
 
 
 @dataclass(frozen=True)

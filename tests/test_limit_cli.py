@@ -1,16 +1,11 @@
 """``flowforge limit set|list|delete`` and ``flowforge run --priority`` as a user types them:
 the real console script against a real coordinator (no agent: tasks stay queued or held)."""
 
-import asyncio
 import json
 
 from flowforge.client import Client
 from tests import limitflows
-from tests.helpers import run_cli
-
-
-async def cli(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(run_cli, ["flowforge", *args], env, 60)
+from tests.helpers import flowforge_cli as cli
 
 
 async def test_limit_set_list_and_delete_a_queue_s_limit(

@@ -2,19 +2,14 @@
 (NATS, an in-process coordinator and agent): counts by state, failures listed first, one
 instance in full, its log, exit 2 for an index that does not exist."""
 
-import asyncio
 import json
 
 from flowforge.client import Client
 from tests import mapflows
-from tests.helpers import run_cli
+from tests.helpers import flowforge_cli as cli
 
 FAILING = list(range(0, 50, 2))
 """25 of the 50 items fail: more than ``show`` lists."""
-
-
-async def cli(env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(run_cli, ["flowforge", *args], env, 60)
 
 
 async def test_show_counts_a_mapped_task_s_instances_lists_failures_first_and_shows_one(

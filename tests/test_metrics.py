@@ -5,7 +5,6 @@ HTTP and parsed with prometheus-client's parser, checked against known runs; and
 import asyncio
 import json
 import socket
-import subprocess
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ from tests.helpers import (
     env_for,
     free_port,
     on_shared_stack,
-    run_cli,
     wait_for,
 )
+from tests.helpers import flowforge_cli as cli
 
 pytestmark = pytest.mark.e2e
 
@@ -42,10 +41,6 @@ class Stack:
     runs: dict[str, str]
     """Flow → the id of its run (measured succeeded, doomed failed)."""
     procs: list[Proc]
-
-
-async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(run_cli, ["flowforge", *args], env, 60)
 
 
 def scrape(url: str) -> Samples:
