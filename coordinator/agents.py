@@ -52,6 +52,10 @@ class AgentRegistry:
                 del self.agents[agent_id]
         return changed
 
+    def is_live(self, agent_id: str) -> bool:
+        info = self.agents.get(agent_id)
+        return info is not None and info.status == LIVE
+
     def listing(self, include_gone: bool = True) -> list[AgentInfo]:
         items = [a for a in self.agents.values() if include_gone or a.status == LIVE]
         return sorted(items, key=lambda a: (a.status != LIVE, a.agent_id))

@@ -19,7 +19,7 @@ class Action(StrEnum):
     BUFFER = "buffer"
     """Keep it; it starts when the schedule's running runs have finished."""
     CANCEL_THEN_START = "cancel_then_start"
-    """Cancel the schedule's running runs, then start."""
+    """Cancel the schedule's running runs, then start once their tasks have stopped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,9 @@ def on_fire(policy: Overlap, running: int, buffered: int) -> Decision:
                                 "wait (the most kept)")
             return Decision(Action.BUFFER, f"overlap buffer_all: waits its turn, {busy}")
         case _:  # CANCEL_OTHER
+            if buffered:
+                return Decision(Action.SKIP, "overlap cancel_other: a fire already waits for "
+                                "the cancelled run(s) to stop")
             return Decision(Action.CANCEL_THEN_START, f"overlap cancel_other: {busy} cancelled")
 
 

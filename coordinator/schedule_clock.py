@@ -15,15 +15,17 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from coordinator import schedule_store
+from coordinator.cancel_drain import CancelDrains
 from coordinator.firing import MAX_BUFFERED, Action, may_start_buffered, on_fire
 from coordinator.store import Store
 from coordinator.writer import Batch, Writer
 from flowforge.firetimes import MAX_RECORDED, catch_up, fire_at, next_fires, nominal_times
 from protocol.api import StartRun
 from protocol.errors import FlowForgeError
+from protocol.messages import AttemptReport
 from protocol.records import RunRecord
 from protocol.schedules import FireOutcome, FireRecord, ScheduleState
 from protocol.states import RUN_FINAL, RunStatus
@@ -43,9 +45,12 @@ def run_key(name: str, nominal: float) -> str:
 class ScheduleClock:
     """``await start()`` after the coordinator restored its runs; ``stop()`` at shutdown."""
 
-    def __init__(self, writer: Writer, store: Store) -> None:
+    def __init__(self, writer: Writer, store: Store, agent_alive: Callable[[str], bool]) -> None:
         self.writer = writer
         self.store = store
+        self.drains = CancelDrains(agent_alive)
+        """Runs cancelled by ``cancel_other`` whose tasks agents may still be running."""
+        self._watching: asyncio.Task[None] | None = None
         self.states: dict[str, ScheduleState] = {}
         self.running: dict[str, set[str]] = {}
         """Active runs of each schedule."""
@@ -58,6 +63,7 @@ class ScheduleClock:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         writer.run_listeners.append(self._runs_changed)
+        writer.late_reports.append(self._late_report)
         writer.before_commit.append(self._pause_on_failures)
 
     async def load(self) -> None:
@@ -87,7 +93,7 @@ class ScheduleClock:
         self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
-        for task in (self._firing, *self._tasks):
+        for task in (self._firing, self._watching, *self._tasks):
             if task is not None:
                 task.cancel()
 
@@ -179,18 +185,45 @@ class ScheduleClock:
         elif decision.action is Action.BUFFER:
             self.buffered.setdefault(name, deque()).append(nominal)
             self._record(batch, name, nominal, FireOutcome.BUFFERED, decision.reason, now)
+        elif decision.action is Action.CANCEL_THEN_START and self._cancel(name, running, now, batch):
+            self.buffered.setdefault(name, deque()).append(nominal)
+            self._record(batch, name, nominal, FireOutcome.BUFFERED,
+                         f"{decision.reason}; starts once their tasks have stopped", now)
         else:
-            if decision.action is Action.CANCEL_THEN_START:
-                for run_id in sorted(running):
-                    self.writer.scheduler.cancel(run_id, now, batch.changes)
             await self.start_run(name, nominal, now, batch, decision.reason)
+
+    def _cancel(self, name: str, running: set[str], now: float, batch: Batch) -> bool:
+        """Cancel the schedule's running runs; True when agents may still be running tasks of
+        them (the new run waits for those, as Temporal's cancel_other does)."""
+        for run_id in sorted(running):
+            in_flight = self.writer.scheduler.cancel(run_id, now, batch.changes) or []
+            self.drains.hold(name, run_id, in_flight, now)
+        if not self.drains.draining(name):
+            return False
+        if self._watching is None or self._watching.done():
+            self._watching = asyncio.ensure_future(self._watch_drains())
+        return True
+
+    def _late_report(self, msg: AttemptReport) -> None:
+        """A report on a task of a run no longer active: perhaps the last a schedule waited for."""
+        if self.drains and (name := self.drains.report(msg)) is not None:
+            self._later(self._start_buffered(name))
+
+    async def _watch_drains(self) -> None:
+        """Every second while tasks of cancelled runs are waited for: those whose agent is lost
+        or that stayed queued past the grace are waited for no more."""
+        while self.drains:
+            await asyncio.sleep(1.0)
+            for name in self.drains.sweep(time.time()):
+                self._later(self._start_buffered(name))
 
     async def start_waiting(self, name: str, now: float, batch: Batch) -> None:
         """The oldest buffered fire starts when none of the schedule's runs is going (also
         after a restart that came between a run's end and that start)."""
         waiting = self.buffered.get(name)
         state = self.states.get(name)
-        if waiting and state is not None and not state.paused and not self.running.get(name):
+        if (waiting and state is not None and not state.paused and not self.running.get(name)
+                and not self.drains.draining(name)):
             await self.start_run(name, waiting.popleft(), now, batch,
                                  "buffered until the schedule's runs ended")
 
@@ -224,6 +257,7 @@ class ScheduleClock:
         self.states.pop(name, None)
         self.running.pop(name, None)
         self.buffered.pop(name, None)
+        self.drains.forget(name)
         batch.schedules.deleted.add(name)
         self.plan(name)
 

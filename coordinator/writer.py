@@ -39,6 +39,7 @@ from protocol.limits import (
     is_token,
 )
 from protocol.messages import (
+    AttemptReport,
     TaskLog,
     TaskMetrics,
     TaskResults,
@@ -144,6 +145,8 @@ class Writer:
         self.before_commit: list[Callable[[float, Batch], None]] = []
         """Called with each batch before it is committed: changes they add go in with it."""
         self.start_run: Callable[..., object] = scheduler.start_run
+        self.late_reports: list[Callable[[AttemptReport], None]] = []
+        """Told of each result or start report on a task the scheduler no longer has."""
         """Starts a new run (``coordinator.limits`` puts its run limits in between)."""
 
     async def submit(self, fn: Callable[[float, "Batch"], Awaitable[Any]]) -> Any:
@@ -306,7 +309,7 @@ class Writer:
                     batch.rejected.append(Rejected(msg.subject, exc.code, exc.message,
                                                    encoder.encode(result)))
                     continue
-                self.scheduler.on_report(result, now, batch.changes)
+                self._apply(result, now, batch)
             return
         self.checks.check_sender(report, sender)
         if isinstance(report, TaskMetrics):
@@ -320,7 +323,12 @@ class Writer:
             batch.logs[key] = batch.logs.get(key, "") + report.text
             batch.log_msgs.append(report)
         else:
-            self.scheduler.on_report(self.checks.check_result(report), now, batch.changes)
+            self._apply(self.checks.check_result(report), now, batch)
+
+    def _apply(self, report: AttemptReport, now: float, batch: Batch) -> None:
+        if not self.scheduler.on_report(report, now, batch.changes):  # type: ignore[arg-type]
+            for late in self.late_reports:
+                late(report)
 
     async def _trigger(self, msg: Msg, now: float, batch: Batch) -> None:
         flow, scope = flow_and_scope(msg.subject[len(self._trigger_prefix):])

@@ -1,0 +1,97 @@
+"""Runs a schedule cancelled (overlap ``cancel_other``) whose tasks agents may still be running.
+
+Temporal starts the new run of a ``CancelOther`` schedule only after the old one has finished
+cancelling. Here a cancel is final in the coordinator at once, but an agent may still be inside
+the task's function until it hears of the cancel and says so (a thread pool task's report, a
+process pool worker killed). So the schedule's new run waits until every task that was in
+flight has been reported back by its agent, its agent is lost, or — for a task still queued,
+that no agent said it had started — a short grace has passed.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from protocol.messages import AttemptReport, TaskItems, TaskProgress, TaskStarted
+from protocol.records import TaskRecord
+
+QUEUED_GRACE_S = 5.0
+"""How long a task that was only queued when its run was cancelled is waited for. An agent
+that took it says it started within a fraction of a second; one that had not taken it will see
+the run cancelled and not run it."""
+
+
+@dataclass(slots=True)
+class Held:
+    """A task of a cancelled run that an agent may still be running."""
+
+    agent_id: str | None
+    """The agent that has it; None while it was only queued."""
+    since: float
+
+
+class CancelDrains:
+    """The tasks in flight of runs cancelled by ``cancel_other``, per schedule."""
+
+    def __init__(self, agent_alive: Callable[[str], bool],
+                 queued_grace_s: float = QUEUED_GRACE_S) -> None:
+        self._alive = agent_alive
+        self._grace_s = queued_grace_s
+        self._held: dict[tuple[str, str], tuple[str, Held]] = {}
+        """(run id, task) -> (schedule, what holds it)."""
+        self._count: dict[str, int] = {}
+
+    def hold(self, schedule: str, run_id: str, in_flight: Iterable[TaskRecord],
+             now: float) -> bool:
+        """The tasks that were queued or running when ``run_id`` was cancelled; True when the
+        schedule now has any to wait for."""
+        for rec in in_flight:
+            key = (run_id, rec.task)
+            if key in self._held:
+                continue
+            agent = rec.agent_id if rec.started_at is not None else None
+            self._held[key] = (schedule, Held(agent, now))
+            self._count[schedule] = self._count.get(schedule, 0) + 1
+        return self.draining(schedule)
+
+    def draining(self, schedule: str) -> bool:
+        return self._count.get(schedule, 0) > 0
+
+    def __bool__(self) -> bool:
+        return bool(self._held)
+
+    def report(self, msg: AttemptReport) -> str | None:
+        """A report on a task of a run no longer active; the schedule whose wait it ended."""
+        found = self._held.get((msg.run_id, msg.task))
+        if found is None:
+            return None
+        schedule, held = found
+        if isinstance(msg, TaskStarted | TaskProgress | TaskItems):
+            held.agent_id = msg.agent_id  # an agent has it after all: wait for its result
+            return None
+        return self._release((msg.run_id, msg.task), schedule)
+
+    def sweep(self, now: float) -> list[str]:
+        """Tasks whose agent is lost, or that stayed queued past the grace; the schedules whose
+        wait is over."""
+        ended = []
+        for key, (schedule, held) in list(self._held.items()):
+            gone = (now - held.since >= self._grace_s if held.agent_id is None
+                    else not self._alive(held.agent_id))
+            if gone and self._release(key, schedule) is not None:
+                ended.append(schedule)
+        return ended
+
+    def forget(self, schedule: str) -> None:
+        """A deleted schedule waits for nothing."""
+        for key, (name, _) in list(self._held.items()):
+            if name == schedule:
+                del self._held[key]
+        self._count.pop(schedule, None)
+
+    def _release(self, key: tuple[str, str], schedule: str) -> str | None:
+        del self._held[key]
+        left = self._count[schedule] = self._count[schedule] - 1
+        if left:
+            return None
+        del self._count[schedule]
+        return schedule

@@ -1,0 +1,64 @@
+"""The tasks of runs a cancel_other schedule cancelled, waited for until their agents stopped."""
+
+from coordinator.cancel_drain import CancelDrains
+from protocol.messages import TaskFailed, TaskStarted
+from protocol.records import TaskRecord
+from protocol.states import TaskStatus
+
+
+def _rec(task: str, agent: str | None = None) -> TaskRecord:
+    return TaskRecord(run_id="r1", task=task, status=TaskStatus.CANCELLED, attempt=1,
+                      agent_id=agent, started_at=None if agent is None else 1.0)
+
+
+def _failed(task: str, run_id: str = "r1") -> TaskFailed:
+    return TaskFailed(run_id=run_id, task=task, attempt=1, agent_id="a1", at=2.0, started_at=1.0,
+                      error_type="Cancelled", message="the run was cancelled")
+
+
+def _started(task: str) -> TaskStarted:
+    return TaskStarted(run_id="r1", task=task, attempt=1, agent_id="a2", at=2.0)
+
+
+def test_the_wait_ends_with_the_report_of_the_last_task_an_agent_was_running() -> None:
+    drains = CancelDrains(agent_alive=lambda _: True)
+    assert drains.hold("nightly", "r1", [_rec("a", "a1"), _rec("b", "a1")], now=0.0)
+    assert drains.report(_failed("a")) is None and drains.draining("nightly")
+    assert drains.report(_failed("other", run_id="r9")) is None  # not waited for
+    assert drains.sweep(now=1000.0) == []  # agents alive: no end by time
+    assert drains.report(_failed("b")) == "nightly"
+    assert not drains.draining("nightly") and not drains
+
+
+def test_nothing_in_flight_means_no_wait() -> None:
+    drains = CancelDrains(agent_alive=lambda _: True)
+    assert not drains.hold("nightly", "r1", [], now=0.0)
+    assert not drains
+
+
+def test_a_task_whose_agent_is_lost_is_waited_for_no_more() -> None:
+    alive = {"a1": True}
+    drains = CancelDrains(agent_alive=lambda agent: alive.get(agent, False))
+    drains.hold("nightly", "r1", [_rec("a", "a1")], now=0.0)
+    assert drains.sweep(now=5.0) == []
+    alive["a1"] = False
+    assert drains.sweep(now=6.0) == ["nightly"]
+
+
+def test_a_queued_task_is_waited_for_a_grace_unless_an_agent_says_it_started_it() -> None:
+    drains = CancelDrains(agent_alive=lambda agent: agent == "a2", queued_grace_s=5.0)
+    drains.hold("nightly", "r1", [_rec("a"), _rec("b")], now=0.0)
+    assert drains.report(_started("b")) is None  # an agent had it: now waited for until done
+    assert drains.sweep(now=4.9) == []
+    assert drains.sweep(now=5.0) == []  # 'a' is past its grace, 'b' is still running
+    assert drains.draining("nightly")
+    assert drains.report(_failed("b")) == "nightly"
+
+
+def test_a_deleted_schedule_waits_for_nothing() -> None:
+    drains = CancelDrains(agent_alive=lambda _: True)
+    drains.hold("nightly", "r1", [_rec("a", "a1")], now=0.0)
+    drains.hold("hourly", "r2", [_rec("a", "a1")], now=0.0)
+    drains.forget("nightly")
+    assert not drains.draining("nightly") and drains.draining("hourly")
+    assert drains.report(_failed("a")) is None
