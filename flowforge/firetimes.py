@@ -172,9 +172,7 @@ def catch_up(spec: ScheduleSpec, cursor: float, now: float) -> CatchUp:
     window_start = now - spec.catchup_window_s - spec.jitter_s  # a fire is up to jitter late
     _missed_before(spec, out, window_start)
     since = max(out.cursor, math.nextafter(window_start, -math.inf))  # the window's start is in
-    due = _Due()
-    for t in itertools.takewhile(lambda t: t <= now, nominal_times(spec, since)):
-        due.add(t)
+    due = _due(spec, since, now)
     if due.count:
         out.cursor = due.tail[-1]
     last = list(due.tail)[-1:]
@@ -212,6 +210,50 @@ def _missed_before(spec: ScheduleSpec, out: CatchUp, until: float) -> None:
     out.cursor = missed[-1]
 
 
+def _due(spec: ScheduleSpec, since: float, now: float) -> "_Due":
+    """The times in (since, now]: past the first few, an interval's are counted and its newest
+    computed, and a cron's newest found by looking back from now, not walked one by one (a
+    window of days of a per-second or per-minute schedule)."""
+    due = _Due()
+    times = itertools.takewhile(lambda t: t <= now, nominal_times(spec, since))
+    for t in itertools.islice(times, MAX_RECORDED + 1):
+        due.add(t)
+    if due.count <= MAX_RECORDED:
+        return due
+    if spec.every_s is None:
+        _cron_tail(spec, due, now)
+        return due
+    every, anchor = spec.every_s, spec.start_at or 0.0
+    end = now if spec.end_at is None else min(now, spec.end_at)
+    last = int((end - anchor) // every) + 1
+    while anchor + last * every > end:  # the same sums as _interval_times, so the same floats
+        last -= 1
+    first = round((due.head[0] - anchor) / every)
+    due.count = last - first + 1
+    due.tail.clear()
+    due.tail.extend(anchor + k * every for k in range(max(first, last - MAX_CATCHUP_RUNS), last + 1))
+    return due
+
+
+def _cron_tail(spec: ScheduleSpec, due: "_Due", now: float) -> None:
+    """The newest MAX_CATCHUP_RUNS + 1 times up to now, from a stretch before now that doubles
+    until it holds them. Reaching back to the head, every time was seen and is counted; if
+    not, the times between are not (``counted`` is False)."""
+    need, seen = MAX_CATCHUP_RUNS + 1, due.head[-1]
+    span = max(1.0, (seen - due.head[0]) / MAX_RECORDED * need * 2)  # from the head's density
+    while True:
+        start = max(seen, now - span)
+        tail = list(itertools.takewhile(lambda t: t <= now, nominal_times(spec, start)))
+        if len(tail) >= need or start == seen:
+            break
+        span *= 2
+    due.tail.extend(tail)
+    if start == seen:
+        due.count += len(tail)
+    else:
+        due.counted = False
+
+
 class _Due:
     """The times due, without keeping them all: the first few (recorded one by one), the
     last MAX_CATCHUP_RUNS (the ones that may run) and how many."""
@@ -220,6 +262,8 @@ class _Due:
         self.head: list[float] = []
         self.tail: collections.deque[float] = collections.deque(maxlen=MAX_CATCHUP_RUNS + 1)
         self.count = 0
+        self.counted = True
+        """False when the times between head and tail were not counted (``count`` is less)."""
 
     def add(self, t: float) -> None:
         if len(self.head) <= MAX_RECORDED:
@@ -229,12 +273,12 @@ class _Due:
 
     def record_all_but(self, out: CatchUp, kept: int, reason: str) -> None:
         """Record every time but the last ``kept`` as skipped (a range past MAX_RECORDED)."""
-        skipped = self.count - kept
+        skipped = self.count - kept if self.counted else len(self.head) + len(self.tail)
         for t in self.head[:min(skipped, MAX_RECORDED)]:
             out.skipped.append(Skipped(t, t, 1, reason))
-        if skipped > MAX_RECORDED:
+        if skipped > MAX_RECORDED:  # a range; its count 0 when the times were not counted
             out.skipped.append(Skipped(self.head[MAX_RECORDED], self.tail[-(kept + 1)],
-                                       skipped - MAX_RECORDED, reason))
+                                       skipped - MAX_RECORDED if self.counted else 0, reason))
 
 
 def _record(out: CatchUp, times: list[float], reason: str) -> None:

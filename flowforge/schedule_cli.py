@@ -19,7 +19,7 @@ from protocol.batch_api import MAX_REASONS, BackfillPlan
 from protocol.batches import MAX_ACTIVE_LIMIT
 from protocol.errors import FlowForgeError
 from protocol.limits import is_valid_name
-from protocol.schedules import Catchup, Overlap, ScheduleSpec, parse_duration
+from protocol.schedules import Catchup, FireRecord, Overlap, ScheduleSpec, parse_duration
 
 MAX_PREVIEW = 1000
 """The most skipped times a backfill's answer names (``BackfillPlan.skipped``)."""
@@ -263,6 +263,14 @@ def show_text(d: ScheduleDetail) -> str:
     if d.fires:
         lines.append(render.table(
             ["nominal", "outcome", "run", "reason"],
-            [[local_time(f.nominal, spec.timezone) + (f" … ({f.count})" if f.count != 1 else ""),
+            [[_nominal_text(f, spec.timezone),
               f.outcome.value, f.run_id or "-", render.cut(f.reason, 60)] for f in d.fires]))
     return "\n".join(lines).rstrip()
+
+
+def _nominal_text(fire: FireRecord, zone: str) -> str:
+    """One time, or a range: its first and last and how many (0: not counted one by one)."""
+    if fire.count == 1:
+        return local_time(fire.nominal, zone)
+    many = f"{fire.count:,} times" if fire.count else "not counted"
+    return f"{local_time(fire.nominal, zone)} … {local_time(fire.last_nominal, zone)} ({many})"

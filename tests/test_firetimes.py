@@ -6,11 +6,13 @@ matches. Plus intervals, start/end, jitter and the catch-up policies."""
 import itertools
 import zoneinfo
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from flowforge import firetimes
 from flowforge.firetimes import (
     MAX_RECORDED,
     ON_TIME_S,
@@ -228,3 +230,53 @@ def test_a_large_catch_up_runs_the_newest_and_accounts_for_every_other_time() ->
     assert [k.first for k in singles] == [float(t) for t in range(1, MAX_RECORDED + 1)]
     assert (rest.first, rest.last, rest.count) == (MAX_RECORDED + 1, 4000, 4000 - MAX_RECORDED)
     assert sum(k.count for k in result.skipped) + len(result.run) == 5000
+
+
+def _walked(s: ScheduleSpec, since: float, now: float) -> "firetimes._Due":
+    """Every due time visited one by one: what the counted path must agree with."""
+    due = firetimes._Due()
+    for t in itertools.takewhile(lambda t: t <= now, nominal_times(s, since)):
+        due.add(t)
+    return due
+
+
+@settings(max_examples=300, deadline=None)
+@given(every=st.sampled_from([1.0, 1.5, 7.0, 60.0, 86400.0]),
+       start=st.one_of(st.none(), st.floats(0, 50_000)),
+       end=st.one_of(st.none(), st.floats(0, 200_000)),
+       cursor=st.floats(0, 100_000), ahead=st.floats(0, 100_000),
+       window=st.floats(1, 50_000), policy=st.sampled_from(list(Catchup)))
+def test_an_interval_catch_up_counts_what_a_walk_through_every_time_finds(
+    every: float, start: float | None, end: float | None, cursor: float, ahead: float,
+    window: float, policy: Catchup,
+) -> None:
+    s = spec(every_s=every, start_at=start, end_at=end, catchup_window_s=window, catchup=policy)
+    counted = catch_up(s, cursor, cursor + ahead)
+    with mock.patch.object(firetimes, "_due", _walked):
+        walked = catch_up(s, cursor, cursor + ahead)
+    assert (counted.run, counted.skipped, counted.cursor) == (
+        walked.run, walked.skipped, walked.cursor)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cron=st.sampled_from(["* * * * *", "*/7 * * * *", "0 * * * *", "30 2 * * *",
+                            "* 0-1 * * *"]),  # bursts: the look back must widen
+       zone=st.sampled_from(["UTC", "Europe/Paris", "Australia/Lord_Howe"]),
+       cursor=st.floats(1.77e9, 1.80e9), ahead=st.floats(0, 3 * 86400),
+       window=st.floats(1, 4 * 86400), policy=st.sampled_from(list(Catchup)))
+@example(cron="* 0-1 * * *", zone="UTC", cursor=1.7772e9, ahead=3 * 86400, window=4 * 86400,
+         policy=Catchup.ALL)  # the first look back holds too few: it must widen
+@example(cron="* * * * *", zone="Europe/Paris", cursor=1.7772e9, ahead=3 * 86400,
+         window=4 * 86400, policy=Catchup.LATEST)  # the times between are not counted
+def test_a_cron_catch_up_finds_the_newest_times_a_walk_finds_without_walking_them_all(
+    cron: str, zone: str, cursor: float, ahead: float, window: float, policy: Catchup,
+) -> None:
+    s = spec(cron, zone, catchup_window_s=window, catchup=policy)
+    looked_back = catch_up(s, cursor, cursor + ahead)
+    with mock.patch.object(firetimes, "_due", _walked):
+        walked = catch_up(s, cursor, cursor + ahead)
+    assert (looked_back.run, looked_back.cursor) == (walked.run, walked.cursor)
+    assert len(looked_back.skipped) == len(walked.skipped)
+    for mine, theirs in zip(looked_back.skipped, walked.skipped, strict=True):
+        assert (mine.first, mine.last, mine.reason) == (theirs.first, theirs.last, theirs.reason)
+        assert mine.count in (theirs.count, 0)  # 0: a range whose times were not counted

@@ -4,6 +4,9 @@ import asyncio
 import json
 
 from flowforge.client import Client
+from flowforge.schedule_cli import show_text
+from protocol.api import ScheduleDetail
+from protocol.schedules import FireOutcome, FireRecord, ScheduleSpec, ScheduleState
 from tests import inputflows
 from tests.helpers import run_cli
 
@@ -65,3 +68,18 @@ async def test_schedule_mistakes_are_one_line_and_exit_2(coordinator, client: Cl
         done = await _cli(cli_env, *args)
         assert done.returncode == 2, (args, done.stderr)
         assert said in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_show_gives_a_range_of_skipped_times_its_first_last_and_count() -> None:
+    spec = ScheduleSpec(name="s", flow="f", every_s=60.0, timezone="Europe/Paris")
+    fires = [FireRecord(schedule="s", nominal=0.0, last_nominal=0.0, outcome=FireOutcome.STARTED,
+                        run_id="r1"),
+             FireRecord(schedule="s", nominal=60.0, last_nominal=6000.0, count=100,
+                        outcome=FireOutcome.MISSED, reason="outside the catch-up window"),
+             FireRecord(schedule="s", nominal=7200.0, last_nominal=86400.0, count=0,
+                        outcome=FireOutcome.SKIPPED, reason="catch-up latest")]
+    text = show_text(ScheduleDetail(state=ScheduleState(spec=spec, cursor=86400.0), fires=fires,
+                                    next_fires=[]))
+    assert "1970-01-01T01:01:00+01:00 … 1970-01-01T02:40:00+01:00 (100 times)" in text
+    assert "1970-01-01T03:00:00+01:00 … 1970-01-02T01:00:00+01:00 (not counted)" in text
+    assert "1970-01-01T01:00:00+01:00 " in text and " started " in text
