@@ -23,9 +23,11 @@ from protocol.batches import (
     Prior,
     Reprocess,
     decide,
+    item_key,
     item_status,
 )
 from protocol.errors import FlowForgeError, InvalidState
+from protocol.records import RunRecord
 from protocol.states import RUN_FINAL
 
 log = logging.getLogger("flowforge.coordinator.batches")
@@ -146,6 +148,19 @@ class BatchRunner:
                 f"{record.spec.max_active} runs going (max_active); retry it when one ends, or "
                 "pause the batch first")
 
+    @staticmethod
+    def claim_reopened(run: RunRecord, batch: Batch) -> None:
+        """A batch's run made active again takes its parameters for this writer batch: no
+        batch starts them in it too (items are judged from committed rows, where the run is
+        still failed), and one a batch started in it is not retried alongside."""
+        if run.batch is None or run.schedule is not None:  # a backfill's run: a schedule key
+            return
+        key, started = item_key(run.flow, run.params), batch.batches.started_keys
+        if key in started:
+            raise InvalidState(f"a batch started run {run.run_id}'s parameters at this moment; "
+                               "retry it when that run has ended, if it still needs to")
+        started.add(key)
+
     # -- starting items -------------------------------------------------------------------------
 
     def fill_later(self, batch_id: str) -> None:
@@ -205,7 +220,7 @@ class BatchRunner:
         writes, batch_id = batch.batches, record.batch_id
         reason = decide(record.spec.reprocess, batch_id, others)
         if reason is None and key in writes.started_keys and record.spec.reprocess is not Reprocess.ALL:
-            reason = "started by another batch at the same moment"
+            reason = "started at the same moment by another batch or a retry"
         if reason is not None:
             writes.updates[(batch_id, seq)] = (ItemStatus.SKIPPED, None, reason)
             return

@@ -31,6 +31,9 @@ class Operations:
         self.reopen_checks: list[Callable[[RunRecord], None]] = []
         """Asked before a finished run is made active again (retry, mark); one may refuse
         (raise) — a batch that has no room for another active run."""
+        self.reopen_claims: list[Callable[[RunRecord, Batch], None]] = []
+        """Told, once every check passed, of a run made active again in this writer batch
+        (a batch item's parameters are taken: another batch may not start them in it too)."""
 
     async def _detail(self, run_id: str) -> RunDetail:
         detail = await self.store.get_run(run_id)
@@ -52,10 +55,12 @@ class Operations:
             self.scheduler.mapper.streams[run_id] = await instance_store.items_of(
                 self.store.database, run_id)
 
-    def _may_reopen(self, run: RunRecord, active: bool) -> None:
+    def _may_reopen(self, run: RunRecord, active: bool, batch: Batch) -> None:
         if not active:
             for check in self.reopen_checks:
                 check(run)
+            for claim in self.reopen_claims:
+                claim(run, batch)
 
     async def cancel(self, req: CancelRun) -> RunRecord:
         async def act(now: float, batch: Batch) -> RunRecord:
@@ -69,7 +74,7 @@ class Operations:
     async def retry(self, req: RetryRun) -> RunRecord:
         async def act(now: float, batch: Batch) -> RunRecord:
             run, records, active = await self._current(req.run_id)
-            self._may_reopen(run, active)
+            self._may_reopen(run, active, batch)
             flow = await self.flows.version(run.flow, run.version)
             mapped = any(t.map_over for t in flow.spec.tasks)
             instances = await self.store.instances_of(run.run_id) if mapped else []
@@ -102,7 +107,7 @@ class Operations:
             run, records, active = await self._current(req.run_id)
             if req.task not in {r.task for r in records}:
                 raise BadRequest(f"run {req.run_id} has no task {req.task!r}")
-            self._may_reopen(run, active)
+            self._may_reopen(run, active, batch)
             flow = await self.flows.version(run.flow, run.version)
             await self._hand_over_items(run.run_id, flow, active)
             rec = self.scheduler.mark(run, flow, records, req.task, status, output, now,

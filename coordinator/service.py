@@ -187,8 +187,8 @@ class Coordinator:
         self._api.route(InstancesApi(self._store, flows, max_reply_bytes=max_reply_bytes).handlers())
         self._api.route(BatchesApi(batches, flows, schedules,
                                    max_reply_bytes=max_reply_bytes).handlers())
-        self._api.operations.reopen_checks += [batches.check_reopen,
-                                               self.limits.runs.check_reopen]
+        self._api.operations.reopen_checks += [batches.check_reopen, self.limits.runs.check_reopen]
+        self._api.operations.reopen_claims.append(batches.claim_reopened)
         self._api.route(LimitsApi(self.limits).handlers())
         self._api.route(ChildrenApi(self.writer, self._store,
                                     max_reply_bytes=max_reply_bytes).handlers())

@@ -14,8 +14,8 @@ from coordinator.batches_api import MAX_LOADING
 from flowforge import render
 from flowforge.client import Client
 from protocol.batch_api import AddItems, CreateBatch, ItemsAdded, StartBatch
-from protocol.batches import BatchRecord, BatchSpec, BatchState, ItemStatus
-from protocol.errors import RemoteError
+from protocol.batches import BatchRecord, BatchSpec, BatchState, ItemStatus, Reprocess
+from protocol.errors import InvalidState, RemoteError
 from protocol.records import RunRecord
 from protocol.schedules import FireOutcome, FireRecord, Overlap, ScheduleSpec
 from protocol.states import RunStatus
@@ -403,3 +403,49 @@ async def test_batches_left_loading_are_bounded_and_cancelling_them_makes_room(
     assert refused.value.code == "invalid_state"
     await client.cancel_batch(made[0].batch_id)
     assert (await client.submit_batch("square", [{"x": 1}])).batch is not None
+
+
+async def test_a_retried_run_and_another_batch_never_start_one_item_in_the_same_moment(
+    coordinator, start_agent, client: Client
+) -> None:
+    """Items are judged from committed rows, where a run retried in the same writer batch
+    is still failed: the retry claims its parameters for that batch."""
+    await client.register([batchflows.register_square()])
+    await start_agent()
+    item = {"x": 1, "fail": True}
+    first = await client.submit_batch("square", [item])
+    assert first.batch is not None
+    await client.wait_batch(first.batch.batch_id, timeout_s=30)
+    [failed] = await _runs_of(client, first.batch.batch_id)
+    assert failed.status is RunStatus.FAILED
+    runner, ops = coordinator.batches, coordinator._api.operations
+    assert runner.claim_reopened in ops.reopen_claims  # what retry and mark tell
+
+    async def loaded() -> str:
+        record = await client.request(CreateBatch(spec=BatchSpec(
+            flow="square", reprocess=Reprocess.FAILED)), BatchRecord)
+        await client.request(AddItems(batch_id=record.batch_id, first_seq=0, items=[item]),
+                             ItemsAdded)
+        return record.batch_id
+
+    retry_first = await loaded()
+
+    async def retried_then_started(now: float, batch) -> None:  # type: ignore[no-untyped-def]
+        runner.begin(runner.records[retry_first], now, batch)
+        runner.claim_reopened(failed, batch)  # the retry, in the same writer batch
+        await runner.fill(retry_first, now, batch)
+
+    await coordinator.writer.submit(retried_then_started)
+    [skipped] = (await client.batch(retry_first, items=1)).items
+    assert skipped.status is ItemStatus.SKIPPED and skipped.run_id is None
+    assert "at the same moment" in (skipped.reason or "")
+
+    start_first = await loaded()
+
+    async def started_then_retried(now: float, batch) -> None:  # type: ignore[no-untyped-def]
+        runner.begin(runner.records[start_first], now, batch)
+        await runner.fill(start_first, now, batch)
+        runner.claim_reopened(failed, batch)
+
+    with pytest.raises(InvalidState, match="at this moment"):
+        await coordinator.writer.submit(started_then_retried)
