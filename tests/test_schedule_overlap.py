@@ -10,9 +10,10 @@ from protocol.flows import FlowSpec
 from protocol.records import RunRecord
 from protocol.schedules import FireOutcome, Overlap, ScheduleSpec
 from protocol.states import RunStatus
+from tests import inputflows
 from tests.helpers import wait_for
 
-CLEANUP_S = 1.0
+CLEANUP_S = 0.5
 STOPPED: dict[str, float] = {}
 """When each run's task had finished cleaning up after its cancel (run id -> time)."""
 
@@ -46,7 +47,7 @@ async def test_cancel_other_starts_the_new_run_only_after_the_cancelled_one_stop
     flow = _flow()
     await start_agent()
     await client.register([flow])
-    await client.put_schedule(ScheduleSpec(name="swap", flow="holds_on", every_s=3.0,
+    await client.put_schedule(ScheduleSpec(name="swap", flow="holds_on", every_s=2.0,
                                            overlap=Overlap.CANCEL_OTHER))
 
     async def second_started() -> bool:
@@ -62,3 +63,23 @@ async def test_cancel_other_starts_the_new_run_only_after_the_cancelled_one_stop
     fires = {f.nominal: f for f in (await client.schedule("swap", fires=20)).fires}
     assert fires[second.scheduled_for].outcome is FireOutcome.STARTED  # type: ignore[index]
     assert fires[second.scheduled_for].run_id == second.run_id  # type: ignore[index]
+
+
+async def test_buffer_one_keeps_one_fire_waiting_and_skips_the_rest(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop()])  # no agent: the first run stays queued
+    await client.put_schedule(ScheduleSpec(name="one", flow="noop", every_s=1.0,
+                                           overlap=Overlap.BUFFER_ONE))
+
+    async def outcomes() -> list[FireOutcome]:
+        return [f.outcome for f in (await client.schedule("one", fires=50)).fires]
+
+    async def skipped_twice() -> bool:
+        return (await outcomes()).count(FireOutcome.SKIPPED) >= 2
+
+    await wait_for(skipped_twice, timeout_s=20)
+    fires = sorted((await client.schedule("one", fires=50)).fires, key=lambda f: f.nominal)
+    assert [f.outcome for f in fires[:2]] == [FireOutcome.STARTED, FireOutcome.BUFFERED]
+    assert {f.outcome for f in fires[2:]} == {FireOutcome.SKIPPED}
+    assert all("already waiting" in f.reason for f in fires[2:])
