@@ -1,5 +1,7 @@
 """The agents the coordinator has heard from: live, lost or stopped, and what they serve."""
 
+import time
+
 from protocol.limits import MAX_AGENTS_KEPT
 from protocol.messages import AgentHeartbeat
 from protocol.records import AgentInfo
@@ -52,9 +54,13 @@ class AgentRegistry:
                 del self.agents[agent_id]
         return changed
 
-    def is_live(self, agent_id: str) -> bool:
+    def may_be_running(self, agent_id: str) -> bool:
+        """Whether the agent may still be running tasks: live, or stopping (it finishes or
+        hands back what it has) and heard from within ``lost_after_s``."""
         info = self.agents.get(agent_id)
-        return info is not None and info.status == LIVE
+        if info is None or info.status == LOST:
+            return False
+        return info.status == LIVE or time.time() - info.last_seen <= self.lost_after_s
 
     def listing(self, include_gone: bool = True) -> list[AgentInfo]:
         items = [a for a in self.agents.values() if include_gone or a.status == LIVE]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from protocol.messages import AttemptReport, TaskItems, TaskProgress, TaskStarted
 from protocol.records import TaskRecord
+from protocol.states import TaskStatus
 
 QUEUED_GRACE_S = 5.0
 """How long a task that was only queued when its run was cancelled is waited for. An agent
@@ -26,6 +27,8 @@ class Held:
 
     agent_id: str | None
     """The agent that has it; None while it was only queued."""
+    attempt: int
+    """Reports of older attempts (a delivery another agent lost) end nothing."""
     since: float
 
 
@@ -40,23 +43,28 @@ class CancelDrains:
         """(run id, task) -> (schedule, what holds it)."""
         self._count: dict[str, int] = {}
 
-    def hold(self, schedule: str, run_id: str, in_flight: Iterable[TaskRecord],
+    def hold(self, schedule: str, run_id: str, records: Iterable[TaskRecord],
              now: float) -> bool:
-        """The tasks that were queued or running when ``run_id`` was cancelled; True when the
-        schedule now has any to wait for."""
-        for rec in in_flight:
+        """The tasks of ``run_id`` queued or running on an agent, read just before it is
+        cancelled (its tasks, mapped instances in flight, open children); True when the
+        schedule now has any to wait for. A running task no agent has (a mapped task whose
+        instances run) is not waited for itself."""
+        for rec in records:
             key = (run_id, rec.task)
-            if key in self._held:
+            running = rec.status is TaskStatus.RUNNING and rec.agent_id is not None
+            if key in self._held or not (running or rec.status is TaskStatus.QUEUED):
                 continue
-            agent = rec.agent_id if rec.started_at is not None else None
-            self._held[key] = (schedule, Held(agent, now))
+            held = Held(rec.agent_id if running else None, rec.attempt, now)
+            self._held[key] = (schedule, held)
             self._count[schedule] = self._count.get(schedule, 0) + 1
         return self.draining(schedule)
 
     def draining(self, schedule: str) -> bool:
+        """Whether tasks of runs the schedule cancelled may still be running."""
         return self._count.get(schedule, 0) > 0
 
     def __bool__(self) -> bool:
+        """Whether any schedule waits."""
         return bool(self._held)
 
     def report(self, msg: AttemptReport) -> str | None:
@@ -65,6 +73,8 @@ class CancelDrains:
         if found is None:
             return None
         schedule, held = found
+        if msg.attempt < held.attempt:
+            return None  # from a delivery that was lost before
         if isinstance(msg, TaskStarted | TaskProgress | TaskItems):
             held.agent_id = msg.agent_id  # an agent has it after all: wait for its result
             return None

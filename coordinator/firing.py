@@ -46,10 +46,7 @@ def on_fire(policy: Overlap, running: int, buffered: int) -> Decision:
                 return Decision(Action.SKIP, f"overlap buffer_all: {MAX_BUFFERED} fires already "
                                 "wait (the most kept)")
             return Decision(Action.BUFFER, f"overlap buffer_all: waits its turn, {busy}")
-        case _:  # CANCEL_OTHER
-            if buffered:
-                return Decision(Action.SKIP, "overlap cancel_other: a fire already waits for "
-                                "the cancelled run(s) to stop")
+        case _:  # CANCEL_OTHER (a newer fire replaces a waiting one: ScheduleClock)
             return Decision(Action.CANCEL_THEN_START, f"overlap cancel_other: {busy} cancelled")
 
 

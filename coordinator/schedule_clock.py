@@ -27,7 +27,7 @@ from protocol.api import StartRun
 from protocol.errors import FlowForgeError
 from protocol.messages import AttemptReport
 from protocol.records import RunRecord
-from protocol.schedules import FireOutcome, FireRecord, ScheduleState
+from protocol.schedules import FireOutcome, FireRecord, Overlap, ScheduleState
 from protocol.states import RUN_FINAL, RunStatus
 
 log = logging.getLogger("flowforge.coordinator.schedules")
@@ -177,6 +177,9 @@ class ScheduleClock:
 
     async def _one_time(self, name: str, nominal: float, now: float, batch: Batch) -> None:
         state = self.states[name]
+        if state.spec.overlap is Overlap.CANCEL_OTHER:
+            await self._supersede(name, nominal, now, batch)
+            return
         await self.start_waiting(name, now, batch)  # a waiting fire goes before this one
         running = self.running.get(name, set())
         decision = on_fire(state.spec.overlap, len(running), len(self.buffered.get(name, ())))
@@ -185,24 +188,33 @@ class ScheduleClock:
         elif decision.action is Action.BUFFER:
             self.buffered.setdefault(name, deque()).append(nominal)
             self._record(batch, name, nominal, FireOutcome.BUFFERED, decision.reason, now)
-        elif decision.action is Action.CANCEL_THEN_START and self._cancel(name, running, now, batch):
-            self.buffered.setdefault(name, deque()).append(nominal)
-            self._record(batch, name, nominal, FireOutcome.BUFFERED,
-                         f"{decision.reason}; starts once their tasks have stopped", now)
         else:
             await self.start_run(name, nominal, now, batch, decision.reason)
 
-    def _cancel(self, name: str, running: set[str], now: float, batch: Batch) -> bool:
-        """Cancel the schedule's running runs; True when agents may still be running tasks of
-        them (the new run waits for those, as Temporal's cancel_other does)."""
+    async def _supersede(self, name: str, nominal: float, now: float, batch: Batch) -> None:
+        """cancel_other: this time replaces a fire still waiting, the schedule's running runs
+        are cancelled, and it starts once agents have stopped their tasks (as Temporal starts
+        the new run after the old one finished cancelling)."""
+        for older in self.buffered.pop(name, ()):
+            self._record(batch, name, older, FireOutcome.SKIPPED,
+                         "overlap cancel_other: a newer fire replaced it", now)
+        running = self.running.get(name, set())
+        decision = on_fire(Overlap.CANCEL_OTHER, len(running), 0)
+        scheduler = self.writer.scheduler
         for run_id in sorted(running):
-            in_flight = self.writer.scheduler.cancel(run_id, now, batch.changes) or []
-            self.drains.hold(name, run_id, in_flight, now)
+            state = scheduler.run_state(run_id)
+            if state is not None:  # read before the cancel changes them
+                self.drains.hold(name, run_id, scheduler.records_of(state), now)
+            scheduler.cancel(run_id, now, batch.changes)
         if not self.drains.draining(name):
-            return False
+            await self.start_run(name, nominal, now, batch, decision.reason)
+            return
+        self.buffered[name] = deque([nominal])
+        why = decision.reason or "overlap cancel_other: cancelled runs are still stopping"
+        self._record(batch, name, nominal, FireOutcome.BUFFERED,
+                     f"{why}; starts once their tasks have stopped", now)
         if self._watching is None or self._watching.done():
             self._watching = asyncio.ensure_future(self._watch_drains())
-        return True
 
     def _late_report(self, msg: AttemptReport) -> None:
         """A report on a task of a run no longer active: perhaps the last a schedule waited for."""

@@ -51,6 +51,7 @@ class SchedulesApi:
             if state.paused:
                 self.clock.skip_paused(state, now, batch)
                 state.paused, state.note, state.updated_at = False, None, now
+                await self.clock.start_waiting(req.name, now, batch)  # its runs ended meanwhile
             return self._changed(state, batch)
 
         return self._detail(await self.clock.writer.submit(act))

@@ -165,7 +165,7 @@ class Coordinator:
             await flows.current(summary.name)
         for queue in flows.queues():
             await ensure_task_consumer(js, self.subjects, queue, self.config.lease_s, update=True)
-        self.schedules = ScheduleClock(self.writer, self._store, self.agents.is_live)
+        self.schedules = ScheduleClock(self.writer, self._store, self.agents.may_be_running)
         self.batches = BatchRunner(self.writer, self._store)
         self.stats = self._track(self.schedules)
         await self.schedules.load()  # they follow the commits of the reports that piled up

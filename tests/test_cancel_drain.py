@@ -6,14 +6,17 @@ from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 
 
-def _rec(task: str, agent: str | None = None) -> TaskRecord:
-    return TaskRecord(run_id="r1", task=task, status=TaskStatus.CANCELLED, attempt=1,
-                      agent_id=agent, started_at=None if agent is None else 1.0)
+def _rec(task: str, agent: str | None = None, attempt: int = 1,
+         status: TaskStatus | None = None) -> TaskRecord:
+    """As the run had it just before the cancel: running on ``agent``, or queued."""
+    status = status or (TaskStatus.QUEUED if agent is None else TaskStatus.RUNNING)
+    return TaskRecord(run_id="r1", task=task, status=status, attempt=attempt, agent_id=agent,
+                      started_at=None if status is TaskStatus.QUEUED else 1.0)
 
 
-def _failed(task: str, run_id: str = "r1") -> TaskFailed:
-    return TaskFailed(run_id=run_id, task=task, attempt=1, agent_id="a1", at=2.0, started_at=1.0,
-                      error_type="Cancelled", message="the run was cancelled")
+def _failed(task: str, run_id: str = "r1", attempt: int = 1) -> TaskFailed:
+    return TaskFailed(run_id=run_id, task=task, attempt=attempt, agent_id="a1", at=2.0,
+                      started_at=1.0, error_type="Cancelled", message="the run was cancelled")
 
 
 def _started(task: str) -> TaskStarted:
@@ -62,3 +65,19 @@ def test_a_deleted_schedule_waits_for_nothing() -> None:
     drains.forget("nightly")
     assert not drains.draining("nightly") and drains.draining("hourly")
     assert drains.report(_failed("a")) is None
+
+
+def test_only_tasks_an_agent_may_have_are_waited_for() -> None:
+    drains = CancelDrains(agent_alive=lambda _: True)
+    done = _rec("done", status=TaskStatus.SUCCEEDED)
+    mapped = _rec("mapped", status=TaskStatus.RUNNING)  # its instances run, not itself
+    assert not drains.hold("nightly", "r1", [done, mapped, _rec("waits", status=TaskStatus.PENDING)],
+                           now=0.0)
+    assert drains.hold("nightly", "r1", [_rec("fan[3]", "a1")], now=0.0)
+
+
+def test_a_report_of_an_older_attempt_ends_nothing() -> None:
+    drains = CancelDrains(agent_alive=lambda _: True)
+    drains.hold("nightly", "r1", [_rec("a", "a1", attempt=2)], now=0.0)
+    assert drains.report(_failed("a", attempt=1)) is None and drains.draining("nightly")
+    assert drains.report(_failed("a", attempt=3)) == "nightly"  # a redelivery's attempt

@@ -18,7 +18,6 @@ def test_with_nothing_going_every_policy_starts(policy: Overlap) -> None:
     (Overlap.BUFFER_ALL, 0, Action.BUFFER),
     (Overlap.BUFFER_ALL, 5, Action.BUFFER),
     (Overlap.CANCEL_OTHER, 0, Action.CANCEL_THEN_START),
-    (Overlap.CANCEL_OTHER, 1, Action.SKIP),  # one already waits for the cancelled runs to stop
     (Overlap.ALLOW_ALL, 0, Action.START),
     (Overlap.ALLOW_ALL, 3, Action.START),
 ])

@@ -2,6 +2,7 @@
 starts the new one only once the old run's tasks have stopped, as Temporal's CancelOther does."""
 
 import asyncio
+import itertools
 import time
 
 from flowforge import TaskContext, register_task_pipeline
@@ -18,13 +19,13 @@ STOPPED: dict[str, float] = {}
 """When each run's task had finished cleaning up after its cancel (run id -> time)."""
 
 
-async def holds_on(ctx: TaskContext) -> str:
-    """Runs until cancelled, then takes CLEANUP_S to clean up, as a task that writes
+async def holds_on(ctx: TaskContext, cleanup_s: float = CLEANUP_S) -> str:
+    """Runs until cancelled, then takes ``cleanup_s`` to clean up, as a task that writes
     somewhere must before another run may write there."""
     try:
         await asyncio.sleep(3600)
     except asyncio.CancelledError:
-        await asyncio.sleep(CLEANUP_S)  # the cleanup the next run must wait for
+        await asyncio.sleep(cleanup_s)  # the cleanup the next run must wait for
         STOPPED[ctx.run_id] = time.time()
         raise
     return "never"
@@ -83,3 +84,57 @@ async def test_buffer_one_keeps_one_fire_waiting_and_skips_the_rest(
     assert [f.outcome for f in fires[:2]] == [FireOutcome.STARTED, FireOutcome.BUFFERED]
     assert {f.outcome for f in fires[2:]} == {FireOutcome.SKIPPED}
     assert all("already waiting" in f.reason for f in fires[2:])
+
+
+async def test_with_cancel_other_a_newer_fire_replaces_one_waiting_and_runs_never_overlap(
+    coordinator, start_agent, client: Client
+) -> None:
+    STOPPED.clear()
+    flow = _flow()
+    await start_agent()
+    await client.register([flow])
+    await client.put_schedule(ScheduleSpec(name="swap", flow="holds_on", every_s=1.0,
+                                           params={"cleanup_s": 2.5},  # longer than a period
+                                           overlap=Overlap.CANCEL_OTHER))
+
+    async def replaced_and_started_after() -> bool:
+        fires = (await client.schedule("swap", fires=50)).fires
+        replaced = [f.nominal for f in fires if "replaced" in f.reason]
+        return bool(replaced) and any(f.outcome is FireOutcome.STARTED and f.nominal > replaced[0]
+                                      for f in fires)
+
+    await wait_for(replaced_and_started_after, timeout_s=30)
+    await client.pause_schedule("swap")
+    runs = await _runs(client)
+    for older, newer in itertools.pairwise(runs):
+        stopped = STOPPED.get(older.run_id)
+        assert stopped is not None and newer.created_at >= stopped, "two runs overlapped"
+    fires = (await client.schedule("swap", fires=50)).fires
+    assert all(f.outcome is not FireOutcome.SKIPPED or "replaced by" in f.reason or
+               "newer fire" in f.reason for f in fires)
+
+
+async def test_a_fire_that_waited_while_paused_starts_when_the_schedule_resumes(
+    coordinator, client: Client
+) -> None:
+    await client.register([inputflows.register_noop()])  # no agent: runs stay queued
+    await client.put_schedule(ScheduleSpec(name="later", flow="noop", every_s=1.0,
+                                           overlap=Overlap.BUFFER_ONE))
+
+    async def fires() -> dict[FireOutcome, list[float]]:
+        found: dict[FireOutcome, list[float]] = {}
+        for f in (await client.schedule("later", fires=50)).fires:
+            found.setdefault(f.outcome, []).append(f.nominal)
+        return found
+
+    async def one_waits() -> bool:
+        return FireOutcome.BUFFERED in await fires()
+
+    await wait_for(one_waits, timeout_s=20)
+    await client.pause_schedule("later")
+    [waiting] = (await fires())[FireOutcome.BUFFERED]
+    [first] = [r for r in await client.runs(flow="noop", limit=10) if r.schedule == "later"]
+    await client.cancel(first.run_id)  # its run ended while paused: nothing starts yet
+    assert (await fires())[FireOutcome.BUFFERED] == [waiting]
+    await client.resume_schedule("later")
+    assert waiting in (await fires())[FireOutcome.STARTED]  # in the resume's own commit
