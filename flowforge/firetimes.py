@@ -30,6 +30,8 @@ MAX_CATCHUP_RUNS = 1000
 recorded as skipped."""
 MAX_RECORDED = 100
 """Skipped fires recorded one by one per catch-up; beyond, one range says how many."""
+PROBE_MAX = 2 * (MAX_CATCHUP_RUNS + 1)
+"""Most times one walk of a cron's catch-up looks at (``_cron_tail``)."""
 
 
 def zone_of(spec: ScheduleSpec) -> zoneinfo.ZoneInfo:
@@ -236,20 +238,29 @@ def _due(spec: ScheduleSpec, since: float, now: float) -> "_Due":
 
 
 def _cron_tail(spec: ScheduleSpec, due: "_Due", now: float) -> None:
-    """The newest MAX_CATCHUP_RUNS + 1 times up to now, from a stretch before now that doubles
-    until it holds them. Reaching back to the head, every time was seen and is counted; if
-    not, the times between are not (``counted`` is False)."""
+    """The newest MAX_CATCHUP_RUNS + 1 times up to now, found by walking forward from starts
+    before now, each walk cut off at PROBE_MAX times: the start moves back (doubling) while it
+    has too few after it, and halfway back towards the last start with too few when it has
+    too many. Times are a second apart at least, so that ends within about 2 x log2(window)
+    walks, however the times bunch. Reaching back to the head, every time was seen and is
+    counted; if not, the times between are not (``counted`` is False)."""
     need, seen = MAX_CATCHUP_RUNS + 1, due.head[-1]
     span = max(1.0, (seen - due.head[0]) / MAX_RECORDED * need * 2)  # from the head's density
+    start, early, late = max(seen, now - span), None, now
     while True:
-        start = max(seen, now - span)
-        tail = list(itertools.takewhile(lambda t: t <= now, nominal_times(spec, start)))
-        if len(tail) >= need or start == seen:
+        walk = itertools.takewhile(lambda t: t <= now, nominal_times(spec, start))
+        times = list(itertools.islice(walk, PROBE_MAX))
+        if len(times) < PROBE_MAX and (len(times) >= need or start == seen):
             break
-        span *= 2
-    due.tail.extend(tail)
+        if len(times) < PROBE_MAX:  # too few after start: look further back
+            late = start
+            start = max(seen, now - 2 * (now - start)) if early is None else (early + late) / 2
+        else:  # too many to walk: halfway towards the last start with too few
+            early = start
+            start = (early + late) / 2
+    due.tail.extend(times)
     if start == seen:
-        due.count += len(tail)
+        due.count += len(times)
     else:
         due.counted = False
 

@@ -280,3 +280,23 @@ def test_a_cron_catch_up_finds_the_newest_times_a_walk_finds_without_walking_the
     for mine, theirs in zip(looked_back.skipped, walked.skipped, strict=True):
         assert (mine.first, mine.last, mine.reason) == (theirs.first, theirs.last, theirs.reason)
         assert mine.count in (theirs.count, 0)  # 0: a range whose times were not counted
+
+
+@pytest.mark.parametrize("cron", ["* * * 1-20 * *",  # every second of days 1-20: bunched
+                                  "* * * * * *", "* 0-1 * * *", "* * * * *"])
+def test_a_cron_catch_up_walks_a_bounded_number_of_times_however_long_the_window(cron: str) -> None:
+    now = datetime(2026, 12, 31, 12, tzinfo=UTC).timestamp()
+    s = spec(cron, catchup=Catchup.ALL, catchup_window_s=366 * 86400.0)
+    walked = 0
+    original = firetimes.nominal_times
+
+    def counted(spec: ScheduleSpec, after: float):  # type: ignore[no-untyped-def]
+        nonlocal walked
+        for t in original(spec, after):
+            walked += 1
+            yield t
+
+    with mock.patch.object(firetimes, "nominal_times", counted):
+        result = catch_up(s, now - 366 * 86400, now)
+    assert len(result.run) == firetimes.MAX_CATCHUP_RUNS and result.run[-1] <= now
+    assert walked <= 25 * firetimes.PROBE_MAX, walked  # about 2 x log2(a year / 1,000 s) walks
