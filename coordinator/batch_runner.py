@@ -149,17 +149,19 @@ class BatchRunner:
                 "pause the batch first")
 
     @staticmethod
-    def claim_reopened(run: RunRecord, batch: Batch) -> None:
-        """A batch's run made active again takes its parameters for this writer batch: no
-        batch starts them in it too (items are judged from committed rows, where the run is
-        still failed), and one a batch started in it is not retried alongside."""
+    def claim_reopened(run: RunRecord, batch: Batch, reopened: bool) -> None:
+        """A batch's run made active again (``reopened``) takes its parameters for this writer
+        batch: no batch starts them in it too (items are judged from committed rows, where the
+        run is still failed). Before that (not ``reopened``), it is refused if a batch started
+        them in it already."""
         if run.batch is None or run.schedule is not None:  # a backfill's run: a schedule key
             return
         key, started = item_key(run.flow, run.params), batch.batches.started_keys
-        if key in started:
+        if reopened:
+            started.add(key)
+        elif key in started:
             raise InvalidState(f"a batch started run {run.run_id}'s parameters at this moment; "
                                "retry it when that run has ended, if it still needs to")
-        started.add(key)
 
     # -- starting items -------------------------------------------------------------------------
 

@@ -31,9 +31,10 @@ class Operations:
         self.reopen_checks: list[Callable[[RunRecord], None]] = []
         """Asked before a finished run is made active again (retry, mark); one may refuse
         (raise) — a batch that has no room for another active run."""
-        self.reopen_claims: list[Callable[[RunRecord, Batch], None]] = []
-        """Told, once every check passed, of a run made active again in this writer batch
-        (a batch item's parameters are taken: another batch may not start them in it too)."""
+        self.reopen_claims: list[Callable[[RunRecord, Batch, bool], None]] = []
+        """Asked with ``False`` before a finished run is made active again in a writer batch,
+        told with ``True`` once it is: a batch item's parameters are then taken for that
+        writer batch (another batch may not start them in it too)."""
 
     async def _detail(self, run_id: str) -> RunDetail:
         detail = await self.store.get_run(run_id)
@@ -60,7 +61,12 @@ class Operations:
             for check in self.reopen_checks:
                 check(run)
             for claim in self.reopen_claims:
-                claim(run, batch)
+                claim(run, batch, False)
+
+    def _reopened(self, run: RunRecord, active: bool, batch: Batch) -> None:
+        if not active and self.scheduler.is_active(run.run_id):
+            for claim in self.reopen_claims:
+                claim(run, batch, True)
 
     async def cancel(self, req: CancelRun) -> RunRecord:
         async def act(now: float, batch: Batch) -> RunRecord:
@@ -72,23 +78,25 @@ class Operations:
         return await self.writer.submit(act)
 
     async def retry(self, req: RetryRun) -> RunRecord:
-        async def act(now: float, batch: Batch) -> RunRecord:
-            run, records, active = await self._current(req.run_id)
-            self._may_reopen(run, active, batch)
-            flow = await self.flows.version(run.flow, run.version)
-            mapped = any(t.map_over for t in flow.spec.tasks)
-            instances = await self.store.instances_of(run.run_id) if mapped else []
-            await self._hand_over_items(run.run_id, flow, active)
-            again = self.scheduler.retry(run, flow, records, now, batch.changes, instances)
-            if not active:  # its children too: the parents' next attempts find them
-                await restore_children(self.store, self.scheduler, run.run_id, now, batch.changes)
-            if not again:
-                raise InvalidState(
-                    f"run {req.run_id} has no failed, cancelled or upstream_failed task to retry"
-                )
-            return run
+        return await self.writer.submit(lambda now, batch: self.retry_in(req, now, batch))
 
-        return await self.writer.submit(act)
+    async def retry_in(self, req: RetryRun, now: float, batch: Batch) -> RunRecord:
+        """Retry a run inside the writer batch ``batch``."""
+        run, records, active = await self._current(req.run_id)
+        self._may_reopen(run, active, batch)
+        flow = await self.flows.version(run.flow, run.version)
+        mapped = any(t.map_over for t in flow.spec.tasks)
+        instances = await self.store.instances_of(run.run_id) if mapped else []
+        await self._hand_over_items(run.run_id, flow, active)
+        again = self.scheduler.retry(run, flow, records, now, batch.changes, instances)
+        if not active:  # its children too: the parents' next attempts find them
+            await restore_children(self.store, self.scheduler, run.run_id, now, batch.changes)
+        if not again:
+            raise InvalidState(
+                f"run {req.run_id} has no failed, cancelled or upstream_failed task to retry"
+            )
+        self._reopened(run, active, batch)
+        return run
 
     async def mark(self, req: MarkTask) -> TaskRecord:
         try:
@@ -114,6 +122,7 @@ class Operations:
                                       batch.changes)
             if active:  # a queued message of it need not run any more
                 batch.changes.withdrawn.append(rec)
+            self._reopened(run, active, batch)
             return rec
 
         return await self.writer.submit(act)

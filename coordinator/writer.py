@@ -145,9 +145,9 @@ class Writer:
         self.before_commit: list[Callable[[float, Batch], None]] = []
         """Called with each batch before it is committed: changes they add go in with it."""
         self.start_run: Callable[..., object] = scheduler.start_run
-        self.late_reports: list[Callable[[AttemptReport], None]] = []
-        """Told of each result or start report on a task the scheduler no longer has."""
         """Starts a new run (``coordinator.limits`` puts its run limits in between)."""
+        self.late_reports: list[Callable[[AttemptReport], None]] = []
+        """Told of each report the scheduler did not take (a task of a run that ended, say)."""
 
     async def submit(self, fn: Callable[[float, "Batch"], Awaitable[Any]]) -> Any:
         """Run ``fn`` in the next batch; returns once its changes are committed."""
@@ -309,7 +309,7 @@ class Writer:
                     batch.rejected.append(Rejected(msg.subject, exc.code, exc.message,
                                                    encoder.encode(result)))
                     continue
-                self._apply(result, now, batch)
+                self._apply_report(result, now, batch)
             return
         self.checks.check_sender(report, sender)
         if isinstance(report, TaskMetrics):
@@ -323,9 +323,10 @@ class Writer:
             batch.logs[key] = batch.logs.get(key, "") + report.text
             batch.log_msgs.append(report)
         else:
-            self._apply(self.checks.check_result(report), now, batch)
+            self._apply_report(self.checks.check_result(report), now, batch)
 
-    def _apply(self, report: AttemptReport, now: float, batch: Batch) -> None:
+    def _apply_report(self, report: AttemptReport, now: float, batch: Batch) -> None:
+        """To the scheduler; one it does not take goes to ``late_reports``."""
         if not self.scheduler.on_report(report, now, batch.changes):  # type: ignore[arg-type]
             for late in self.late_reports:
                 late(report)

@@ -13,6 +13,7 @@ import pytest
 from coordinator.batches_api import MAX_LOADING
 from flowforge import render
 from flowforge.client import Client
+from protocol.api import RetryRun
 from protocol.batch_api import AddItems, CreateBatch, ItemsAdded, StartBatch
 from protocol.batches import BatchRecord, BatchSpec, BatchState, ItemStatus, Reprocess
 from protocol.errors import InvalidState, RemoteError
@@ -419,7 +420,6 @@ async def test_a_retried_run_and_another_batch_never_start_one_item_in_the_same_
     [failed] = await _runs_of(client, first.batch.batch_id)
     assert failed.status is RunStatus.FAILED
     runner, ops = coordinator.batches, coordinator._api.operations
-    assert runner.claim_reopened in ops.reopen_claims  # what retry and mark tell
 
     async def loaded() -> str:
         record = await client.request(CreateBatch(spec=BatchSpec(
@@ -432,20 +432,21 @@ async def test_a_retried_run_and_another_batch_never_start_one_item_in_the_same_
 
     async def retried_then_started(now: float, batch) -> None:  # type: ignore[no-untyped-def]
         runner.begin(runner.records[retry_first], now, batch)
-        runner.claim_reopened(failed, batch)  # the retry, in the same writer batch
+        await ops.retry_in(RetryRun(run_id=failed.run_id), now, batch)
         await runner.fill(retry_first, now, batch)
 
     await coordinator.writer.submit(retried_then_started)
     [skipped] = (await client.batch(retry_first, items=1)).items
     assert skipped.status is ItemStatus.SKIPPED and skipped.run_id is None
     assert "at the same moment" in (skipped.reason or "")
+    await client.wait(failed.run_id, timeout_s=30)  # the retry ran (and failed again)
 
     start_first = await loaded()
 
     async def started_then_retried(now: float, batch) -> None:  # type: ignore[no-untyped-def]
         runner.begin(runner.records[start_first], now, batch)
         await runner.fill(start_first, now, batch)
-        runner.claim_reopened(failed, batch)
+        await ops.retry_in(RetryRun(run_id=failed.run_id), now, batch)
 
     with pytest.raises(InvalidState, match="at this moment"):
         await coordinator.writer.submit(started_then_retried)
