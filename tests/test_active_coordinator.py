@@ -1,7 +1,9 @@
 """One active coordinator per namespace (a lease in a NATS KV bucket), with real processes: a
 standby on the same database finishes a run after the active one is killed; an active one
-paused past its lease stops instead of committing; one on another database refuses."""
+paused past its lease stops instead of committing; one on another database refuses; a
+schedule firing through a takeover runs each nominal time once."""
 
+import contextlib
 import os
 import signal
 import time
@@ -13,9 +15,12 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError
 
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions, connect
+from protocol.errors import FlowForgeError
+from protocol.records import RunRecord
+from protocol.schedules import Catchup, Overlap, ScheduleSpec
 from protocol.states import RunStatus
 from protocol.subjects import Subjects
-from tests import batchfaultflows
+from tests import batchfaultflows, scheduleflows
 from tests.helpers import SCENARIO_LINE, coordinator_answers, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -131,3 +136,48 @@ async def _lease_gone(url: str) -> bool:
         return False
     finally:
         await nc.close()
+
+
+async def test_two_coordinators_never_fire_one_nominal_time_twice(
+    spawn, nats_server, client: Client, tmp_path: Path,
+    record_property: Callable[[str, object], None]
+) -> None:
+    """The double fire of two scheduler instances: an active coordinator paused past its
+    lease while a schedule fires every second, a standby taking over, then the paused one
+    continued. Every nominal time runs once."""
+    active, standby = await _active_and_standby(spawn, nats_server.url, tmp_path / "ff.db")
+    await client.register()
+    spawn("flowforge-agent", "--import", "tests.scheduleflows", "--lease", "3")
+    await client.put_schedule(ScheduleSpec(name="every-second", flow=scheduleflows.FLOW.name,
+                                           every_s=1.0, catchup=Catchup.ALL,
+                                           overlap=Overlap.ALLOW_ALL))
+    await wait_for(lambda: _scheduled(client, at_least=3), timeout_s=30)
+    os.killpg(active.pid, signal.SIGSTOP)  # mid-firing, holding its lease
+    try:
+        await wait_for(lambda: "coordinator ready" in standby.log(), timeout_s=30)
+    finally:
+        os.killpg(active.pid, signal.SIGCONT)  # it wakes up with its schedules due
+    await wait_for(lambda: active.popen.poll() is not None, timeout_s=30)
+    took_over = time.time()
+
+    async def settled() -> bool:
+        runs = await _scheduled(client)
+        return (max((r.scheduled_for or 0 for r in runs), default=0) > took_over + 2
+                and all(r.status is RunStatus.SUCCEEDED for r in runs))
+
+    await wait_for(settled, timeout_s=60)
+    runs = await _scheduled(client)
+    nominal = sorted(r.scheduled_for for r in runs if r.scheduled_for is not None)
+    assert len(nominal) == len(set(nominal)) == len(runs), "a nominal time ran twice"
+    assert nominal == [float(t) for t in range(int(nominal[0]), int(nominal[-1]) + 1)], (
+        "a nominal time was lost")
+    record_property(SCENARIO_LINE, f"schedule-two-coordinators: the active one paused past its "
+                    f"lease, the standby fired on; {len(nominal)} nominal times, each run once")
+
+
+async def _scheduled(client: Client, at_least: int = 0) -> list[RunRecord]:
+    with contextlib.suppress(FlowForgeError, TimeoutError):
+        runs = [r for r in await client.runs(flow=scheduleflows.FLOW.name, limit=1000)
+                if r.schedule == "every-second"]
+        return runs if len(runs) >= at_least else []
+    return []
