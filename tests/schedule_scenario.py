@@ -12,10 +12,12 @@ from the coordinator's answers:
 - expected: each schedule's nominal times from its first (the first after it was put) to the
   newest one run; lost: expected without a run; duplicates: times with more than one run;
   fires not started: recorded fire outcomes other than 'started' (there should be none).
-- caught up by kill k: the fires that came due between the previous restart answering and
-  this one answering, whose run was created after the kill (the restarted coordinator started
-  them). Catch-up delay of kill k: from the restarted coordinator's spawn until the last of
-  those runs was created. Lateness: a run's created_at minus its nominal time.
+- affected by kill k: the fires that came due after the previous restart answered and before
+  this one answered, and whose run was created after the kill (the restarted coordinator
+  started them). Of those, caught up: the ones that came due while it was down (by the
+  restarted coordinator's spawn). Catch-up delay of kill k: from the spawn until the last
+  caught-up run was created. Lateness: a run's created_at minus its nominal time; the
+  on-time lateness is that of the fires no kill affected.
 
 The test suite runs it once (``tests/test_schedule_faults.py``); ``python -m bench.faults
 --scenario schedule-kill`` runs it in rounds.
@@ -73,7 +75,11 @@ class Kill:
     spawned_at: float
     answered_at: float
     """When the restarted coordinator first answered the API."""
+    affected: int = 0
+    """Fires due from the previous restart answering up to this one answering, started by
+    the restarted coordinator."""
     caught_up: int = 0
+    """Of those, the ones due while it was down (by ``spawned_at``)."""
     catchup_s: float | None = None
     """From ``spawned_at`` until the last caught-up run was created; None: it caught up none."""
     caught_up_lateness_s: float | None = None
@@ -94,7 +100,7 @@ class ScheduleOutcome:
     not_started: dict[str, list[str]] = field(default_factory=dict)
     """Schedule -> outcomes of its recorded fires other than 'started'."""
     lateness_s: list[float] = field(default_factory=list)
-    """Of every fire no kill caught up."""
+    """Of every fire no kill affected."""
 
     @property
     def lost_count(self) -> int:
@@ -212,17 +218,19 @@ def count(out: ScheduleOutcome, cursors: dict[str, float], runs: list[RunRecord]
 
 
 def _lateness(out: ScheduleOutcome, runs: list[RunRecord]) -> None:
-    """Split the runs into those each kill caught up and the rest; fill the delays."""
-    caught: list[list[RunRecord]] = [[] for _ in out.kills]
+    """Split the runs into those each kill affected and the rest; fill the delays."""
+    affected: list[list[RunRecord]] = [[] for _ in out.kills]
     for run in runs:
         if run.scheduled_for is None:
             continue
         k = _due_during(out.kills, run.scheduled_for)
         if k is not None and run.created_at >= out.kills[k].killed_at:
-            caught[k].append(run)
+            affected[k].append(run)
         else:
             out.lateness_s.append(run.created_at - run.scheduled_for)
-    for kill, mine in zip(out.kills, caught, strict=True):
+    for kill, mine in zip(out.kills, affected, strict=True):
+        kill.affected = len(mine)
+        mine = [r for r in mine if (r.scheduled_for or 0.0) <= kill.spawned_at]
         kill.caught_up = len(mine)
         if mine:
             kill.catchup_s = max(r.created_at for r in mine) - kill.spawned_at

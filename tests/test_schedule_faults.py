@@ -47,19 +47,22 @@ def _run(schedule: str, nominal: float, created_at: float) -> RunRecord:
                      schedule=schedule, scheduled_for=nominal, created_at=created_at)
 
 
-def test_counting_finds_lost_and_doubled_times_and_who_caught_up_what() -> None:
+def test_counting_finds_lost_and_doubled_times_and_what_each_kill_caught_up() -> None:
     out = ScheduleOutcome(kills=[Kill(killed_at=103.5, down_s=1.0, spawned_at=104.5,
                                       answered_at=106.0)])
     runs = [_run("every-second", t, t + 0.01) for t in (101.0, 102.0, 103.0)]
-    runs += [_run("every-second", t, 105.5) for t in (104.0, 105.0, 106.0)]  # caught up
+    runs += [_run("every-second", 104.0, 105.0)]  # due while down: caught up
+    runs += [_run("every-second", t, t + 0.01) for t in (105.0, 106.0)]  # due while starting
     runs += [_run("every-second", 107.0, 107.02), _run("every-second", 107.0, 107.03)]
     runs += [_run("cron-second", t, t + 0.01) for t in (101.0, 103.0)]  # 102 lost
+    runs += [_run("cron-second", 104.0, 105.2), _run("every-2s", 104.0, 105.1)]  # caught up
     runs += [_run("every-2s", 102.0, 102.01)]
     count(out, {"every-second": 100.5, "cron-second": 100.5, "every-2s": 100.5}, runs, {})
     assert out.lost == {"cron-second": [102.0]}
     assert out.duplicates == {"every-second": [107.0]}
-    assert (out.expected, out.runs) == (7 + 3 + 1, 11)
+    assert (out.expected, out.runs) == (7 + 4 + 2, 13)
     [kill] = out.kills
-    assert kill.caught_up == 3 and kill.catchup_s == pytest.approx(1.0)
-    assert kill.caught_up_lateness_s == pytest.approx(1.5)
+    assert (kill.affected, kill.caught_up) == (5, 3)
+    assert kill.catchup_s == pytest.approx(0.7)
+    assert kill.caught_up_lateness_s == pytest.approx(1.2)
     assert len(out.lateness_s) == 8 and max(out.lateness_s) == pytest.approx(0.03)
