@@ -117,5 +117,6 @@ def note(s: dict[str, Any], kills: int) -> str:
             f"  tasks = nominal times expected ({s['runs']:,} runs, {s['not_started']} fires not "
             "started); recovery = catch-up delay per kill, from the restarted coordinator's "
             "spawn\n  until the runs of the times due while it was down exist "
-            f"({s['caught_up']} runs caught up{caught}; {s['affected']} affected by a kill)\n"
+            f"({s.get('recovery_samples', 0)} of {s['kills']} kills had a time due while down; "
+            f"{s['caught_up']} runs caught up{caught}; {s['affected']} affected by a kill)\n"
             f"  lateness (created - nominal) of the fires no kill affected: {late}")
