@@ -33,6 +33,20 @@ Scenarios
                     the run finished) — two samples a round in the recovery columns. Finalised
                     twice is counted from the coordinator's database (each instance's attempts),
                     re-runs from the agents' own notes of each execution.
+  schedule-kill     no run is started: three schedules of the one-task flow tick (every 1 s, the
+                    per-second cron '* * * * * *', every 2 s; catch-up all with an hour's window,
+                    overlap allow_all), one agent; the coordinator is killed --schedule-kills
+                    times (default 3), each 0.3-2.5 s after the previous restart answered, left
+                    down 0-1.5 s and restarted on the same database. Counted: nominal times
+                    expected (each schedule's from its first to the newest run; in the tasks
+                    column), lost (expected, never run), duplicates (a time run twice) and fires
+                    recorded as anything but 'started'. Recovery time, per kill: the catch-up
+                    delay, from the restarted coordinator's spawn until the runs of the times
+                    that came due while it was down (after the previous restart answered, up to
+                    this spawn; started by the restarted coordinator) exist. The lateness
+                    (created_at - nominal) p50/p99 of the fires no kill affected (those and the
+                    ones due while the restarted coordinator started, until it answered) is
+                    printed above the table. The scenario: tests/schedule_scenario.py.
   agent-cut-off, coordinator-cut-off, node-cut-off
                     separate hosts: a network namespace per nats node (a three-node cluster),
                     coordinator and agent, joined by a bridge; one host cut off by setting its
@@ -52,7 +66,7 @@ bench/results/faults-<timestamp>/. p90 is nearest-rank.
 import argparse
 import asyncio
 import dataclasses
-import math
+import functools
 import random
 import statistics
 import sys
@@ -65,8 +79,11 @@ from typing import Any
 from bench.cluster_rounds import SCENARIO as CLUSTER
 from bench.cluster_rounds import run_cluster_round
 from bench.partition_rounds import PARTITIONS, run_partition_round, unavailable
-from bench.report import RESULTS_DIR, environment, write_json
+from bench.report import RESULTS_DIR, environment, nearest_rank, write_json
 from bench.rounds import SCENARIOS, Round, Scenario, run_round
+from bench.schedule_rounds import KILLS as SCHEDULE_KILLS
+from bench.schedule_rounds import SCENARIO as SCHEDULE
+from bench.schedule_rounds import ScheduleRound, note, run_schedule_round, schedule_summary
 from bench.stack import cancel_on_signals
 from flowforge import runtime
 
@@ -76,6 +93,7 @@ EPILOG = """examples:
   python -m bench.faults --scenario coordinator-kill --rounds 50
   python -m bench.faults --scenario cluster-leader-kill --rounds 20 --seed 7
   python -m bench.faults --scenario cluster-leader-kill --rounds 1 --cluster-tasks 500
+  python -m bench.faults --scenario schedule-kill --rounds 20 --seed 12 --schedule-kills 5
 
 exit codes: 0 every round finished with nothing lost or finalised twice, 1 a round failed,
 lost tasks or finalised one twice, 2 usage, 130 interrupted (the processes are stopped first)
@@ -86,6 +104,7 @@ RoundRunner = Callable[..., Awaitable[Round]]
 ALL: dict[str, tuple[Scenario, RoundRunner]] = {
     **{name: (sc, run_round) for name, sc in SCENARIOS.items()},
     CLUSTER.name: (CLUSTER, run_cluster_round),
+    SCHEDULE.name: (SCHEDULE, run_schedule_round),
     **{name: (sc, run_partition_round) for name, sc in PARTITIONS.items()},
 }
 """Every scenario, and what plays one round of it."""
@@ -104,14 +123,11 @@ class FaultsConfig:
     """Keep every round's logs and database, not only those of bad rounds."""
     cluster_tasks: int = CLUSTER.tasks
     """Items of cluster-leader-kill's run."""
+    schedule_kills: int = SCHEDULE_KILLS
+    """Coordinator kills in each schedule-kill round."""
 
 
 # -- summary --------------------------------------------------------------------------------
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def summarise(rounds: list[Round]) -> dict[str, Any]:
@@ -134,6 +150,9 @@ def summarise(rounds: list[Round]) -> dict[str, Any]:
         out |= {"recovery_samples": len(recovery),
                 "recovery_median_s": statistics.median(recovery),
                 "recovery_p90_s": nearest_rank(recovery, 0.9), "recovery_max_s": max(recovery)}
+    schedule_rounds = [r for r in rounds if isinstance(r, ScheduleRound)]
+    if schedule_rounds:
+        out |= schedule_summary(schedule_rounds)
     return out
 
 
@@ -160,6 +179,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{CLUSTER.name}: {cfg['cluster_tasks']:,} tasks a round, two node kills "
                      "(at 5-45 % and 50-85 %); recovery columns over every kill "
                      f"({s.get('recovery_samples', 0)} samples)")
+    if SCHEDULE.name in result["summary"]:
+        lines.append(note(result["summary"][SCHEDULE.name], cfg["schedule_kills"]))
     for i, r in enumerate(rows):
         lines.append("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
         if i == 0:
@@ -184,6 +205,8 @@ async def bench(cfg: FaultsConfig, json_path: Path | None) -> int:
         sc, runner = ALL[name]
         if sc is CLUSTER:
             sc = dataclasses.replace(sc, tasks=cfg.cluster_tasks)
+        if sc is SCHEDULE:
+            runner = functools.partial(runner, kills=cfg.schedule_kills)
         for i in range(1, cfg.rounds + 1):
             rnd = await runner(sc, i, rng, lease_s=cfg.lease_s, timeout_s=cfg.timeout_s,
                                keep_dir=keep_dir, keep_all=cfg.keep_logs)
@@ -217,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-tasks", type=int, default=CLUSTER.tasks, metavar="N",
                    help="tasks of cluster-leader-kill's run; the other scenarios' flows are "
                    "fixed (default: %(default)s)")
+    p.add_argument("--schedule-kills", type=int, default=SCHEDULE_KILLS, metavar="K",
+                   help="coordinator kills in each schedule-kill round (default: %(default)s)")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the logs and database of every round under bench/results/faults-<timestamp>/ "
                    "(default: only of failed rounds and rounds that lost or duplicated tasks)")
@@ -232,6 +257,8 @@ def config_from_args(ns: argparse.Namespace) -> FaultsConfig:
         raise ValueError("--lease and --timeout must be more than 0")
     if ns.cluster_tasks < 20:
         raise ValueError("--cluster-tasks must be 20 or more (two kills need room)")
+    if ns.schedule_kills < 1:
+        raise ValueError("--schedule-kills must be 1 or more")
     why_not = unavailable()
     chosen = ns.scenarios or [n for n in ALL if n not in PARTITIONS or why_not is None]
     if why_not is not None and any(n in PARTITIONS for n in chosen):
@@ -239,7 +266,8 @@ def config_from_args(ns: argparse.Namespace) -> FaultsConfig:
     seed = ns.seed if ns.seed is not None else random.SystemRandom().randrange(1_000_000)
     return FaultsConfig(rounds=ns.rounds, seed=seed, lease_s=ns.lease, timeout_s=ns.timeout,
                         scenarios=tuple(dict.fromkeys(chosen)),
-                        keep_logs=ns.keep_logs, cluster_tasks=ns.cluster_tasks)
+                        keep_logs=ns.keep_logs, cluster_tasks=ns.cluster_tasks,
+                        schedule_kills=ns.schedule_kills)
 
 
 def main(argv: list[str] | None = None) -> int:

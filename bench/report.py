@@ -1,6 +1,7 @@
 """Results: medians over repeats, percentiles, the printed table, the JSON file and the machine."""
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -30,6 +31,13 @@ def percentile(values: list[float], q: float) -> float:
     low = int(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of ``values``: the smallest value with at least that share
+    of the values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def _run(argv: list[str]) -> str:

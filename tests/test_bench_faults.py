@@ -1,4 +1,5 @@
-"""``python -m bench.faults``: the summary's arithmetic, and one real cluster-leader-kill round."""
+"""``python -m bench.faults``: the summary's arithmetic (schedule-kill's too), and one real
+cluster-leader-kill round."""
 
 import json
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 from bench.cluster_rounds import ClusterRound, NodeKill, reruns
 from bench.faults import build_parser, config_from_args, summarise
 from bench.rounds import Round
+from bench.schedule_rounds import ScheduleRound, note
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,6 +49,32 @@ def test_cluster_tasks_is_checked_and_recorded() -> None:
     assert (cfg.scenarios, cfg.cluster_tasks) == (("cluster-leader-kill",), 500)
     with pytest.raises(ValueError, match="--cluster-tasks"):
         config_from_args(build_parser().parse_args(["--cluster-tasks", "5"]))
+
+
+def _schedule_round(index: int, catchups: list[float | None], lateness: list[float],
+                    not_started: int = 0) -> ScheduleRound:
+    kills = [{"caught_up": 2, "affected": 3, "catchup_s": c,
+              "caught_up_lateness_s": None if c is None else c + 1.0} for c in catchups]
+    return ScheduleRound("schedule-kill", index, expected=30, succeeded=30, lost=0, duplicates=0,
+                         reruns=0, kills=len(kills), runs=30, not_started=not_started,
+                         kill_details=kills, lateness_s=lateness)
+
+
+def test_schedule_kill_rounds_sample_each_catch_up_and_the_on_time_lateness() -> None:
+    rounds: list[Round] = [_schedule_round(1, [0.5, 0.4, None], [0.001, 0.002]),
+                           _schedule_round(2, [0.6, 0.3, 0.9], [0.003], not_started=1)]
+    s = summarise(rounds)
+    assert (s["kills"], s["tasks"], s["runs"], s["recovery_samples"]) == (6, 60, 60, 5)
+    assert (s["recovery_median_s"], s["recovery_max_s"]) == (0.5, 0.9)
+    assert (s["lateness_p50_s"], s["lateness_p99_s"], s["lateness_samples"]) == (0.002, 0.003, 3)
+    assert (s["caught_up"], s["affected"], s["caught_up_lateness_max_s"]) == (12, 18, 1.9)
+    assert (s["not_started"], rounds[0].bad, rounds[1].bad) == (1, False, True)
+    assert "5 of 6 kills had a time due while down" in note(s, 3)
+    cfg = config_from_args(build_parser().parse_args(
+        ["--scenario", "schedule-kill", "--schedule-kills", "5", "--seed", "1"]))
+    assert (cfg.scenarios, cfg.schedule_kills) == (("schedule-kill",), 5)
+    with pytest.raises(ValueError, match="--schedule-kills"):
+        config_from_args(build_parser().parse_args(["--schedule-kills", "0"]))
 
 
 @pytest.mark.e2e
