@@ -46,7 +46,7 @@ async def test_cancel_other_starts_the_new_run_only_after_the_cancelled_one_stop
 ) -> None:
     STOPPED.clear()
     flow = _flow()
-    await start_agent()
+    await start_agent(grace_s=0.5)  # at teardown, the holding task need not be waited for
     await client.register([flow])
     await client.put_schedule(ScheduleSpec(name="swap", flow="holds_on", every_s=2.0,
                                            overlap=Overlap.CANCEL_OTHER))
@@ -91,7 +91,7 @@ async def test_with_cancel_other_a_newer_fire_replaces_one_waiting_and_runs_neve
 ) -> None:
     STOPPED.clear()
     flow = _flow()
-    await start_agent()
+    await start_agent(grace_s=0.5)  # at teardown, the holding task need not be waited for
     await client.register([flow])
     await client.put_schedule(ScheduleSpec(name="swap", flow="holds_on", every_s=1.0,
                                            params={"cleanup_s": 2.5},  # longer than a period

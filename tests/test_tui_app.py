@@ -39,8 +39,10 @@ def app_for(source: MemorySource) -> DashboardApp:
 
 
 async def run_screen(app: DashboardApp) -> RunScreen:
-    """The run view once it is on screen with its widgets."""
-    await until(lambda: isinstance(app.screen, RunScreen) and app.screen.query("#run-dag"))
+    """The run view once it is on screen with its widgets (the task panel is mounted last:
+    under load the DAG can be there a moment before it)."""
+    await until(lambda: isinstance(app.screen, RunScreen) and app.screen.query("#run-dag")
+                and app.screen.query("#run-task"))
     assert isinstance(app.screen, RunScreen)
     return app.screen
 
