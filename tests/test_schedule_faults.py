@@ -13,7 +13,7 @@ from protocol.records import RunRecord
 from tests.helpers import SCENARIO_LINE
 from tests.schedule_scenario import Kill, ScheduleOutcome, count, schedule_kill
 
-KILLS = 5
+KILLS = 3
 
 
 def _logs(root: Path) -> str:
