@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.rounds import wait_until
 from bench.stack import Stack
 from flowforge.client import Client
 from flowforge.connection import ConnectOptions
@@ -50,7 +51,6 @@ KILL_AFTER_S = (0.3, 2.5)
 """Each kill comes this long (uniform) after the previous restart answered (or the put)."""
 DOWN_S = (0.0, 1.5)
 """How long the coordinator stays dead before it is started again (uniform)."""
-POLL_S = 0.05
 ASK_TIMEOUT_S = 2.0
 COUNT_TIMEOUT_S = 10.0
 
@@ -120,10 +120,6 @@ class ScheduleOutcome:
                 f"{sum(len(v) for v in self.not_started.values())}")
 
 
-class ScheduleScenarioError(RuntimeError):
-    """A condition of the scenario did not come true in time."""
-
-
 async def schedule_kill(root: Path, rng: random.Random, kills: int = 3,
                         timeout_s: float = 60.0) -> ScheduleOutcome:
     """Play the scenario in ``root`` (logs and database stay there); raises when a wait fails."""
@@ -162,20 +158,9 @@ async def _kill_and_restart(stack: Stack, rng: random.Random, timeout_s: float) 
 
 async def _until(cond: Callable[[], Awaitable[bool] | bool], timeout_s: float, what: str,
                  stack: Stack) -> None:
-    """Poll ``cond()`` until true; fail when a process exits or on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = cond()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        for proc in (stack.coordinator, *stack.agent_procs):
-            if proc is not None:
-                proc.check_alive()
-        if time.monotonic() > deadline:
-            raise ScheduleScenarioError(f"gave up after {timeout_s:g} s waiting for {what}")
-        await asyncio.sleep(POLL_S)
+    """Poll ``cond()`` until true; fail when the coordinator or an agent exits, or on timeout."""
+    watch = [p for p in (stack.coordinator, *stack.agent_procs) if p is not None]
+    await wait_until(cond, timeout_s, what, watch)
 
 
 async def _runs(client: Client) -> list[RunRecord]:

@@ -41,15 +41,21 @@ async def _runs(client: Client) -> list[RunRecord]:
                   key=lambda r: r.scheduled_for or 0)
 
 
-async def test_cancel_other_starts_the_new_run_only_after_the_cancelled_one_stopped(
-    coordinator, start_agent, client: Client
-) -> None:
+async def _swap_every(client: Client, start_agent, every_s: float,  # type: ignore[no-untyped-def]
+                      **params: float) -> None:
+    """An agent, the holds_on flow and a cancel_other schedule 'swap' of it."""
     STOPPED.clear()
     flow = _flow()
     await start_agent(grace_s=0.5)  # at teardown, the holding task need not be waited for
     await client.register([flow])
-    await client.put_schedule(ScheduleSpec(name="swap", flow="holds_on", every_s=2.0,
-                                           overlap=Overlap.CANCEL_OTHER))
+    await client.put_schedule(ScheduleSpec(name="swap", flow="holds_on", every_s=every_s,
+                                           params=params, overlap=Overlap.CANCEL_OTHER))
+
+
+async def test_cancel_other_starts_the_new_run_only_after_the_cancelled_one_stopped(
+    coordinator, start_agent, client: Client
+) -> None:
+    await _swap_every(client, start_agent, 2.0)
 
     async def second_started() -> bool:
         runs = await _runs(client)
@@ -89,13 +95,7 @@ async def test_buffer_one_keeps_one_fire_waiting_and_skips_the_rest(
 async def test_with_cancel_other_a_newer_fire_replaces_one_waiting_and_runs_never_overlap(
     coordinator, start_agent, client: Client
 ) -> None:
-    STOPPED.clear()
-    flow = _flow()
-    await start_agent(grace_s=0.5)  # at teardown, the holding task need not be waited for
-    await client.register([flow])
-    await client.put_schedule(ScheduleSpec(name="swap", flow="holds_on", every_s=1.0,
-                                           params={"cleanup_s": 2.5},  # longer than a period
-                                           overlap=Overlap.CANCEL_OTHER))
+    await _swap_every(client, start_agent, 1.0, cleanup_s=2.5)  # cleanup outlasts a period
 
     async def replaced_and_started_after() -> bool:
         fires = (await client.schedule("swap", fires=50)).fires
