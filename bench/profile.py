@@ -8,6 +8,7 @@ does in production (an embedded nats-server, the other component as a console sc
   python -m bench.profile coordinator triggers 5000  # 5,000 trigger messages, one run each
   python -m bench.profile coordinator chain 1000
   python -m bench.profile coordinator mapped 10000   # root → 10,000 mapped instances → join
+  python -m bench.profile coordinator batch 50000    # a batch of 50,000 items, max_active 100
 
 Prints the functions with the most time of their own, then FlowForge's own functions by
 cumulative time. cProfile roughly doubles the profiled component's CPU time: read the
@@ -34,19 +35,23 @@ from coordinator.service import Coordinator, CoordinatorConfig
 from flowforge import Client, ConnectOptions, runtime
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
+from protocol.batches import BATCH_FINAL
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
 
 OURS = "coordinator|agent|flowforge|protocol"
+BATCH_MAX_ACTIVE = 100
+BATCH_POLL_S = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("component", choices=("coordinator", "agent"))
-    p.add_argument("workload", choices=("fanout", "chain", "triggers", "mapped"))
+    p.add_argument("workload", choices=("fanout", "chain", "triggers", "mapped",
+                                                "batch"))
     p.add_argument("size", type=int, help="tasks of the fan-out or chain, instances of the "
-                   "mapped task; runs for triggers")
+                   "mapped task; runs for triggers; items of the batch")
     p.add_argument("--top", type=int, default=30, help="rows per table (default: %(default)s)")
     return p
 
@@ -59,6 +64,8 @@ def workload_flow(workload: str, size: int) -> FlowSpec:
             return flows.chain_flow(size)
         case "mapped":
             return flows.mapped_flow()
+        case "batch":
+            return flows.item_flow()
         case _:
             return flows.single_flow()
 
@@ -116,8 +123,26 @@ async def coordinator_answering(opts: ConnectOptions, timeout_s: float = 60.0) -
                 await asyncio.sleep(0.1)
 
 
+async def run_batch(client: Client, spec: FlowSpec, size: int) -> None:
+    """A batch of ``size`` items ``{"i": n}`` (one run each), BATCH_MAX_ACTIVE at once;
+    returns when it is done."""
+    items = [{"i": n} for n in range(size)]
+    sub = await client.submit_batch(spec.name, items, name="profile", max_active=BATCH_MAX_ACTIVE)
+    assert sub.batch is not None
+    timeout_s = max(300.0, size / 20)
+    deadline = time.monotonic() + timeout_s
+    while (await client.batch(sub.batch.batch_id)).batch.state not in BATCH_FINAL:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {sub.batch.batch_id} not done after {timeout_s:g} s")
+        await asyncio.sleep(BATCH_POLL_S)  # the polling interval, not a synchronisation
+
+
 async def run_once(client: Client, workload: str, spec: FlowSpec, size: int) -> None:
-    """One run of the flow, or ``size`` trigger messages; returns when all succeeded."""
+    """One run of the flow, ``size`` trigger messages, or a batch of ``size`` items; returns
+    when all succeeded."""
+    if workload == "batch":
+        await run_batch(client, spec, size)
+        return
     if workload != "triggers":
         params = {"n": size, "mod": items_mod(size)} if workload == "mapped" else {}
         run = await client.start(spec.name, params)
