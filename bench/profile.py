@@ -11,8 +11,9 @@ does in production (an embedded nats-server, the other component as a console sc
   python -m bench.profile coordinator batch 50000    # a batch of 50,000 items, max_active 100
 
 Prints the functions with the most time of their own, then FlowForge's own functions by
-cumulative time. cProfile roughly doubles the profiled component's CPU time: read the
-numbers as shares, and `python -m bench.run` for speed.
+cumulative time, and the CPU time of the event loop's thread and of the others (the SQLite
+connections' threads, whose statements cProfile does not see). cProfile roughly doubles the
+profiled component's CPU time: read the numbers as shares, and `python -m bench.run` for speed.
 """
 
 import argparse
@@ -172,15 +173,20 @@ async def profile(component: str, workload: str, size: int, top: int) -> int:
             await run_once(client, "fanout", flows.single_flow(), 1)  # warm-up
             prof = cProfile.Profile()
             started = time.perf_counter()
+            cpu0, main0 = time.process_time(), time.thread_time()
             prof.enable()
             await run_once(client, workload, spec, size)
             prof.disable()
             wall = time.perf_counter() - started
+            main_s = time.thread_time() - main0
+            others_s = time.process_time() - cpu0 - main_s
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(OURS, top)
-    print(f"{component} profiled during {workload} {size}: {wall:.3f} s wall (under cProfile)")
+    print(f"{component} profiled during {workload} {size}: {wall:.3f} s wall (under cProfile); "
+          f"CPU {main_s:.3f} s in the event loop's thread, {others_s:.3f} s in the others "
+          "(SQLite's connections: cProfile does not see them)")
     print(out.getvalue())
     return runtime.EXIT_OK
 
