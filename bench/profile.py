@@ -8,10 +8,12 @@ does in production (an embedded nats-server, the other component as a console sc
   python -m bench.profile coordinator triggers 5000  # 5,000 trigger messages, one run each
   python -m bench.profile coordinator chain 1000
   python -m bench.profile coordinator mapped 10000   # root → 10,000 mapped instances → join
+  python -m bench.profile coordinator batch 50000    # a batch of 50,000 items, max_active 100
 
 Prints the functions with the most time of their own, then FlowForge's own functions by
-cumulative time. cProfile roughly doubles the profiled component's CPU time: read the
-numbers as shares, and `python -m bench.run` for speed.
+cumulative time, and the CPU time of the event loop's thread and of the others (the SQLite
+connections' threads, whose statements cProfile does not see). cProfile roughly doubles the
+profiled component's CPU time: read the numbers as shares, and `python -m bench.run` for speed.
 """
 
 import argparse
@@ -34,19 +36,23 @@ from coordinator.service import Coordinator, CoordinatorConfig
 from flowforge import Client, ConnectOptions, runtime
 from flowforge.embedded import EmbeddedNats
 from flowforge.registry import REGISTRY
+from protocol.batches import BATCH_FINAL
 from protocol.errors import FlowForgeError
 from protocol.flows import FlowSpec
 
 OURS = "coordinator|agent|flowforge|protocol"
+BATCH_MAX_ACTIVE = 100
+BATCH_POLL_S = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("component", choices=("coordinator", "agent"))
-    p.add_argument("workload", choices=("fanout", "chain", "triggers", "mapped"))
+    p.add_argument("workload", choices=("fanout", "chain", "triggers", "mapped",
+                                                "batch"))
     p.add_argument("size", type=int, help="tasks of the fan-out or chain, instances of the "
-                   "mapped task; runs for triggers")
+                   "mapped task; runs for triggers; items of the batch")
     p.add_argument("--top", type=int, default=30, help="rows per table (default: %(default)s)")
     return p
 
@@ -59,6 +65,8 @@ def workload_flow(workload: str, size: int) -> FlowSpec:
             return flows.chain_flow(size)
         case "mapped":
             return flows.mapped_flow()
+        case "batch":
+            return flows.item_flow()
         case _:
             return flows.single_flow()
 
@@ -116,8 +124,26 @@ async def coordinator_answering(opts: ConnectOptions, timeout_s: float = 60.0) -
                 await asyncio.sleep(0.1)
 
 
+async def run_batch(client: Client, spec: FlowSpec, size: int) -> None:
+    """A batch of ``size`` items ``{"i": n}`` (one run each), BATCH_MAX_ACTIVE at once;
+    returns when it is done."""
+    items = [{"i": n} for n in range(size)]
+    sub = await client.submit_batch(spec.name, items, name="profile", max_active=BATCH_MAX_ACTIVE)
+    assert sub.batch is not None
+    timeout_s = max(300.0, size / 20)
+    deadline = time.monotonic() + timeout_s
+    while (await client.batch(sub.batch.batch_id)).batch.state not in BATCH_FINAL:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {sub.batch.batch_id} not done after {timeout_s:g} s")
+        await asyncio.sleep(BATCH_POLL_S)  # the polling interval, not a synchronisation
+
+
 async def run_once(client: Client, workload: str, spec: FlowSpec, size: int) -> None:
-    """One run of the flow, or ``size`` trigger messages; returns when all succeeded."""
+    """One run of the flow, ``size`` trigger messages, or a batch of ``size`` items; returns
+    when all succeeded."""
+    if workload == "batch":
+        await run_batch(client, spec, size)
+        return
     if workload != "triggers":
         params = {"n": size, "mod": items_mod(size)} if workload == "mapped" else {}
         run = await client.start(spec.name, params)
@@ -147,15 +173,20 @@ async def profile(component: str, workload: str, size: int, top: int) -> int:
             await run_once(client, "fanout", flows.single_flow(), 1)  # warm-up
             prof = cProfile.Profile()
             started = time.perf_counter()
+            cpu0, main0 = time.process_time(), time.thread_time()
             prof.enable()
             await run_once(client, workload, spec, size)
             prof.disable()
             wall = time.perf_counter() - started
+            main_s = time.thread_time() - main0
+            others_s = time.process_time() - cpu0 - main_s
     out = io.StringIO()
     stats = pstats.Stats(prof, stream=out)
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(OURS, top)
-    print(f"{component} profiled during {workload} {size}: {wall:.3f} s wall (under cProfile)")
+    print(f"{component} profiled during {workload} {size}: {wall:.3f} s wall (under cProfile); "
+          f"CPU {main_s:.3f} s in the event loop's thread, {others_s:.3f} s in the others "
+          "(SQLite's connections: cProfile does not see them)")
     print(out.getvalue())
     return runtime.EXIT_OK
 

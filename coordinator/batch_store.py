@@ -163,13 +163,16 @@ async def items(db: Database, batch_id: str, after_seq: int, limit: int,
 
 async def priors(db: Database, keys: Iterable[str], batch_id: str) -> dict[str, list[Prior]]:
     """What decides each key: its items in batch ``batch_id``, and its last run (in any
-    batch). Both are index lookups, whatever the number of earlier batches."""
+    batch). Both are index lookups, whatever the number of earlier batches or of the batch's
+    items (without ``INDEXED BY``, having no ANALYZE statistics, SQLite read the first through
+    the primary key's ``batch_id``: every item of the batch, at each fill and chunk added)."""
     out: dict[str, list[Prior]] = {}
     for part in _chunks(list(set(keys))):
         marks = _marks(len(part))
         own, ran = await db.fetch_together(
-            (f"SELECT item_key, batch_id, seq, status, run_id FROM batch_items "
-             f"WHERE item_key IN ({marks}) AND batch_id = ?", (*part, batch_id)),
+            (f"SELECT item_key, batch_id, seq, status, run_id FROM batch_items INDEXED BY "
+             f"batch_items_by_key WHERE item_key IN ({marks}) AND batch_id = ?",
+             (*part, batch_id)),
             (f"SELECT item_key, batch_id, seq, status, max(run_id) FROM batch_items "
              f"WHERE item_key IN ({marks}) AND run_id IS NOT NULL GROUP BY item_key", part))
         for key, b, seq, status, run_id in [*own, *ran]:

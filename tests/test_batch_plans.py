@@ -1,0 +1,56 @@
+"""The queries a batch runs while it starts its items read what they need by an index, never
+every item of the batch: each fill and each chunk added asks them, so a scan would make a
+batch of n items cost n² (SQLite plans without ANALYZE statistics, as the coordinator's)."""
+
+from pathlib import Path
+from typing import Any
+
+from coordinator import batch_store
+from coordinator.database import Database
+from coordinator.store import Store
+
+
+class Recorder:
+    """The statements sent through a Database's reads (passed on unchanged)."""
+
+    def __init__(self, db: Database) -> None:
+        self.statements: list[tuple[str, tuple[Any, ...]]] = []
+        fetchall, fetch_together = db.fetchall, db.fetch_together
+
+        async def record_all(sql: str, args: Any = ()) -> Any:
+            self.statements.append((sql, tuple(args)))
+            return await fetchall(sql, args)
+
+        async def record_together(*queries: Any) -> Any:
+            self.statements.extend((sql, tuple(args)) for sql, args in queries)
+            return await fetch_together(*queries)
+
+        db.fetchall, db.fetch_together = record_all, record_together  # type: ignore[method-assign]
+
+
+async def plans(db: Database, statements: list[tuple[str, tuple[Any, ...]]]) -> list[str]:
+    return [row[3] for sql, args in statements
+            for row in await db.fetchall(f"EXPLAIN QUERY PLAN {sql}", args)]
+
+
+async def test_a_fill_and_an_added_chunk_look_up_items_by_key_not_by_reading_the_batch(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "ff.db")
+    try:
+        db = store.database
+        await db.writer.executemany(
+            "INSERT INTO batch_items (batch_id, seq, item_key, params, status) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [("b1", n, f"k{n}", b"{}", "waiting") for n in range(1000)])
+        await db.writer.commit()
+        recorder = Recorder(db)
+        await batch_store.waiting(db, "b1", 10, 100)
+        priors = await batch_store.priors(db, ["k1", "k2", "k3"], "b1")
+        assert sorted(priors) == ["k1", "k2", "k3"]
+        read = await plans(db, list(recorder.statements))
+    finally:
+        await store.close()
+    assert len(read) == 3
+    assert all(p.startswith("SEARCH") for p in read), read
+    assert not [p for p in read if p.endswith("(batch_id=?)")], read
