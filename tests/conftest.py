@@ -7,6 +7,7 @@ so they are marked ``on_shared_stack`` and use ``shared_client``/``shared_nc``/`
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -241,3 +242,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     instead of left to one worker at the end (the suite takes as long as its busiest worker)."""
     items.sort(key=lambda item: not (item.get_closest_marker("slow")
                                      or item.get_closest_marker("netns")))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """One worker more than the cores, at least 3 and at most 4: most of the suite waits on
+    processes (leases, elections, restarts), so a third worker overlaps those waits (on 2 cores:
+    5 min 27 s with 2 workers, 3 min 51 s with 3)."""
+    return min(4, max(3, (os.cpu_count() or 1) + 1))
