@@ -3,7 +3,7 @@
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -154,8 +154,12 @@ class BatchCalls:
             schedule=schedule, start=_epoch(start), end=_epoch(end), max_active=max_active,
             name=name, dry_run=dry_run), BackfillPlan)
 
-    async def wait_batch(self, ref: str, timeout_s: float | None = None) -> BatchRecord:
-        """The batch once it is done or cancelled (its events, and a look every second)."""
+    async def wait_batch(
+        self, ref: str, timeout_s: float | None = None,
+        on_record: Callable[[BatchRecord], Awaitable[None]] | None = None,
+    ) -> BatchRecord:
+        """The batch once it is done or cancelled (its events, and a look every second);
+        ``on_record`` sees the record at each look."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         changed = asyncio.Event()
         record = (await self.batch(ref)).batch
@@ -169,6 +173,8 @@ class BatchCalls:
                 record = (await self.batch(record.batch_id)).batch
                 if record.state in BATCH_FINAL:
                     return record
+                if on_record is not None:
+                    await on_record(record)
                 left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
                 if left <= 0:
                     raise TimeoutError(f"batch {record.batch_id} is still {record.state}")

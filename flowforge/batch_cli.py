@@ -16,9 +16,11 @@ from flowforge import render, runtime
 from flowforge.batch_calls import BatchSubmission
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args
 from flowforge.terminal import out, safe_json
+from flowforge.waiting_notes import BatchWaitNotes
 from protocol.batch_api import BatchDetail
 from protocol.batches import (
     DEFAULT_MAX_ACTIVE,
+    ITEM_DONE,
     MAX_ACTIVE_LIMIT,
     MAX_ITEMS,
     BatchRecord,
@@ -32,7 +34,6 @@ from protocol.limits import MAX_LIST_LIMIT
 SKIPPED_SHOWN = 20
 """Skipped items listed by ``submit`` in text (``--json`` has them all)."""
 MAX_ITEMS_SHOWN = 1_000
-ITEM_DONE = (ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.SKIPPED)
 """Items with nothing more to come, in the order counts are shown."""
 COUNTS_ORDER = (*ITEM_DONE, ItemStatus.RUNNING, ItemStatus.PENDING, ItemStatus.WAITING)
 _ITEM_AT = re.compile(r"^item (\d+) \(line \d+\): ")
@@ -209,7 +210,9 @@ async def _submit(client: Any, ns: argparse.Namespace) -> int:
     if not ns.json:
         out(f"waiting for batch {batch_id}…", file=sys.stderr)
     try:
-        final: BatchRecord = await client.wait_batch(batch_id, timeout_s=ns.wait_timeout)
+        final: BatchRecord = await client.wait_batch(
+            batch_id, timeout_s=ns.wait_timeout,
+            on_record=None if ns.json else BatchWaitNotes(client, batch_id))
     except TimeoutError:
         if ns.json:  # a script still learns the batch's id
             print_json(sub)

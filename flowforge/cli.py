@@ -12,7 +12,17 @@ from typing import Any
 
 import msgspec
 
-from flowforge import batch_cli, graphs, limit_cli, render, runtime, schedule_cli, show_cli, stats_cli
+from flowforge import (
+    batch_cli,
+    graphs,
+    limit_cli,
+    render,
+    runtime,
+    schedule_cli,
+    show_cli,
+    stats_cli,
+    waiting_notes,
+)
 from flowforge.batch_cli import add_batch_parser
 from flowforge.client import Client
 from flowforge.connection import DEFAULT_NATS_URL, add_connection_args, options_from_args
@@ -229,14 +239,8 @@ async def _wait_and_show(c: Client, run_id: str, ns: argparse.Namespace) -> int:
     said: set[str] = set()
 
     def say_why_waiting(detail: RunDetail) -> None:  # e.g. "waiting: no agent on queue gpu"
-        why: dict[str, list[str]] = {}
-        for task in detail.tasks:
-            if task.note and task.note.startswith("waiting:") and task.note not in said:
-                why.setdefault(task.note, []).append(task.task)
-        for note, tasks in why.items():
-            said.add(note)
-            shown = ", ".join(tasks[:5]) + (f" and {len(tasks) - 5} more" if len(tasks) > 5 else "")
-            out(f"{note} ({shown})", file=sys.stderr)
+        for line in waiting_notes.new_notes([detail], said):
+            out(line, file=sys.stderr)
 
     detail = await c.wait(run_id, timeout_s=getattr(ns, "wait_timeout", None),
                           on_detail=say_why_waiting)

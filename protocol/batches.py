@@ -101,6 +101,7 @@ class ItemStatus(StrEnum):
 
 
 ITEM_ACTIVE = frozenset({ItemStatus.PENDING, ItemStatus.RUNNING})
+ITEM_DONE = (ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.SKIPPED)
 
 
 def item_status(run: RunStatus) -> ItemStatus:

@@ -2,13 +2,14 @@
 
 import asyncio
 import json
+import subprocess
 
 import pytest
 
 from coordinator import service
 from flowforge.client import Client
 from tests import taskflows  # noqa: F401 - registers the flows the agents serve
-from tests.helpers import run_cli, wait_for
+from tests.helpers import REPO, run_cli, script, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +112,22 @@ async def test_run_wait_says_why_a_task_waits_when_no_agent_serves_its_queue(
 
 async def _is_flagged(client: Client, run_id: str) -> bool:
     return any((t.note or "").startswith("waiting:") for t in (await client.get(run_id)).tasks)
+
+
+async def test_batch_wait_says_why_its_runs_wait_when_no_agent_serves_their_queue(
+    start_coordinator, client: Client, cli_env, tmp_path
+) -> None:
+    await start_coordinator(agent_lost_after_s=0.5)
+    await client.register()
+    params, said = tmp_path / "params.jsonl", tmp_path / "stderr.txt"
+    params.write_text("{}\n")
+    with said.open("w") as err:
+        waiting = subprocess.Popen(script(["flowforge", "batch", "submit", "routing", "--params",
+                                           str(params), "--wait"]),
+                                   env=cli_env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        await wait_for(lambda: "waiting: no agent" in said.read_text(), timeout_s=30)
+    finally:
+        waiting.kill()
+        waiting.wait()
+    assert "waiting: no agent on queue gpu (gpu0, gpu1, gpu2)" in said.read_text()
