@@ -11,7 +11,6 @@ starts again from the cursor, so no nominal time runs twice and none is lost.
 import asyncio
 import contextlib
 import heapq
-import itertools
 import logging
 import time
 from collections import deque
@@ -22,7 +21,7 @@ from coordinator.cancel_drain import CancelDrains
 from coordinator.firing import MAX_BUFFERED, Action, may_start_buffered, on_fire
 from coordinator.store import Store
 from coordinator.writer import Batch, Writer
-from flowforge.firetimes import MAX_RECORDED, catch_up, fire_at, next_fires, nominal_times
+from flowforge.firetimes import MAX_RECORDED, catch_up, due_span, fire_at, next_fires
 from protocol.api import StartRun
 from protocol.errors import FlowForgeError
 from protocol.messages import AttemptReport
@@ -277,10 +276,9 @@ class ScheduleClock:
         """Resuming: the times that came due while paused are recorded as skipped and the
         cursor moves to now (a pause is not downtime: nothing is caught up)."""
         name = state.spec.name
-        times = list(itertools.islice(itertools.takewhile(
-            lambda t: t <= now, nominal_times(state.spec, state.cursor)), MAX_RECORDED + 1))
-        if len(times) > MAX_RECORDED:
-            self._record(batch, name, times[0], FireOutcome.SKIPPED, "paused", now, now, 0)
+        times, last, count = due_span(state.spec, state.cursor, now)
+        if len(times) > MAX_RECORDED:  # one range: its first, its last and how many
+            self._record(batch, name, times[0], FireOutcome.SKIPPED, "paused", now, last, count)
         for t in times if len(times) <= MAX_RECORDED else []:
             self._record(batch, name, t, FireOutcome.SKIPPED, "paused", now)
         state.cursor = max(state.cursor, now)

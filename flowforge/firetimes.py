@@ -212,6 +212,14 @@ def _missed_before(spec: ScheduleSpec, out: CatchUp, until: float) -> None:
     out.cursor = missed[-1]
 
 
+def due_span(spec: ScheduleSpec, since: float, now: float) -> tuple[list[float], float, int]:
+    """The times in (since, now] without walking them all: the first MAX_RECORDED + 1, the
+    last (``since`` when none) and how many (0 when a cron's were not counted)."""
+    due = _due(spec, since, now)
+    last = due.tail[-1] if due.count else since
+    return due.head, last, due.count if due.counted else 0
+
+
 def _due(spec: ScheduleSpec, since: float, now: float) -> "_Due":
     """The times in (since, now]: past the first few, an interval's are counted and its newest
     computed, and a cron's newest found by looking back from now, not walked one by one (a

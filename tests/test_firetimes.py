@@ -300,3 +300,12 @@ def test_a_cron_catch_up_walks_a_bounded_number_of_times_however_long_the_window
         result = catch_up(s, now - 366 * 86400, now)
     assert len(result.run) == firetimes.MAX_CATCHUP_RUNS and result.run[-1] <= now
     assert walked <= 25 * firetimes.PROBE_MAX, walked  # about 2 x log2(a year / 1,000 s) walks
+
+
+def test_a_span_of_due_times_is_counted_without_walking_and_says_its_last() -> None:
+    head, last, count = firetimes.due_span(spec(every_s=1), 0, 86_400.5)
+    assert head[0] == 1 and len(head) == MAX_RECORDED + 1
+    assert (last, count) == (86_400, 86_400)
+    few, last, count = firetimes.due_span(spec("0 * * * *"), 0, 3 * 3600 + 5)
+    assert (few, last, count) == ([3600, 7200, 10800], 10800, 3)
+    assert firetimes.due_span(spec(every_s=60), 100, 110) == ([], 100, 0)

@@ -2,11 +2,13 @@
 schedule's writes share the batch's transaction with the runs they start."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from coordinator import schedule_store
 from coordinator.changes import Changes
+from coordinator.schedule_clock import ScheduleClock
 from coordinator.schedule_store import ScheduleWrites
 from coordinator.store import Store
 from protocol.records import RunRecord
@@ -100,3 +102,13 @@ async def test_a_buffered_nominal_time_is_the_one_record_that_changes_when_it_st
         assert (fire.outcome, fire.run_id) == (FireOutcome.STARTED, "r1")
     finally:
         await store.close()
+
+
+def test_resuming_after_a_long_pause_records_the_times_missed_as_one_counted_range() -> None:
+    state = ScheduleState(spec=ScheduleSpec(name="s", flow="f", every_s=1.0), cursor=0.0)
+    batch = SimpleNamespace(schedules=ScheduleWrites())
+    ScheduleClock.skip_paused(ScheduleClock.__new__(ScheduleClock), state, 3600.5, batch)  # type: ignore[arg-type]
+    [gap] = batch.schedules.fires
+    assert (gap.nominal, gap.last_nominal, gap.count) == (1.0, 3600.0, 3600)
+    assert gap.outcome is FireOutcome.SKIPPED and gap.reason == "paused"
+    assert state.cursor == 3600.5
