@@ -39,4 +39,8 @@ async def test_a_partition_loses_nothing_and_finalises_each_task_once(
     if name == "agent-cut-off":
         assert out.facts["late reports from a1"] > 0  # they came, and were not taken
     if name == "coordinator-cut-off":
-        assert out.facts["commits while cut off"] == 0 and out.facts["restarts"] == 1
+        assert out.facts["commits while cut off"] == 0
+        # one restart for the cut; a second was seen once on a loaded CI run with this test's
+        # short (6 s) lease. A restart is safe (nothing lost, nothing committed while cut off);
+        # more would be flapping
+        assert 1 <= out.facts["restarts"] <= 2, out.describe() + "\n" + _logs(tmp_path)
