@@ -17,6 +17,9 @@ class AgentRegistry:
         self.lost_after_s = lost_after_s
         self.max_agents = max_agents
         self.agents: dict[str, AgentInfo] = {}
+        self.started_at = time.time()
+        """An agent not heard from yet may be running tasks until lost_after_s after this (a
+        restarted coordinator learns its agents from their next heartbeats)."""
         self.lost_total = 0
         """Agents found lost since start (one found again and lost again counts twice)."""
 
@@ -56,11 +59,14 @@ class AgentRegistry:
 
     def may_be_running(self, agent_id: str) -> bool:
         """Whether the agent may still be running tasks: live, or stopping (it finishes or
-        hands back what it has) and heard from within ``lost_after_s``."""
-        info = self.agents.get(agent_id)
-        if info is None or info.status == LOST:
+        hands back what it has) and heard from within ``lost_after_s``, or not heard from yet
+        while the coordinator is new."""
+        info, now = self.agents.get(agent_id), time.time()
+        if info is None:
+            return now - self.started_at <= self.lost_after_s
+        if info.status == LOST:
             return False
-        return info.status == LIVE or time.time() - info.last_seen <= self.lost_after_s
+        return info.status == LIVE or now - info.last_seen <= self.lost_after_s
 
     def listing(self, include_gone: bool = True) -> list[AgentInfo]:
         items = [a for a in self.agents.values() if include_gone or a.status == LIVE]

@@ -29,7 +29,10 @@ class Held:
     """The agent that has it; None while it was only queued."""
     attempt: int
     """Reports of older attempts (a delivery another agent lost) end nothing."""
-    since: float
+    until: float | None
+    """When it is waited for no more whatever its agent does (a queued task's grace; after
+    a restart, how long a report that may have come before it is waited for); None: as long
+    as its agent may be running it."""
 
 
 class CancelDrains:
@@ -50,14 +53,21 @@ class CancelDrains:
         schedule now has any to wait for. A running task no agent has (a mapped task whose
         instances run) is not waited for itself."""
         for rec in records:
-            key = (run_id, rec.task)
             running = rec.status is TaskStatus.RUNNING and rec.agent_id is not None
-            if key in self._held or not (running or rec.status is TaskStatus.QUEUED):
-                continue
-            held = Held(rec.agent_id if running else None, rec.attempt, now)
-            self._held[key] = (schedule, held)
-            self._count[schedule] = self._count.get(schedule, 0) + 1
+            if running or rec.status is TaskStatus.QUEUED:
+                self.hold_task(schedule, run_id, rec.task, rec.attempt,
+                               rec.agent_id if running else None,
+                               None if running else now + self._grace_s)
         return self.draining(schedule)
+
+    def hold_task(self, schedule: str, run_id: str, task: str, attempt: int,
+                  agent_id: str | None, until: float | None) -> None:
+        """One task to wait for: running on ``agent_id``, or queued (None); ``until``: see
+        ``Held``."""
+        key = (run_id, task)
+        if key not in self._held:
+            self._held[key] = (schedule, Held(agent_id, attempt, until))
+            self._count[schedule] = self._count.get(schedule, 0) + 1
 
     def draining(self, schedule: str) -> bool:
         """Whether tasks of runs the schedule cancelled may still be running."""
@@ -76,17 +86,18 @@ class CancelDrains:
         if msg.attempt < held.attempt:
             return None  # from a delivery that was lost before
         if isinstance(msg, TaskStarted | TaskProgress | TaskItems):
-            held.agent_id = msg.agent_id  # an agent has it after all: wait for its result
+            if held.agent_id is None:  # an agent has it after all: wait for its result
+                held.agent_id, held.until = msg.agent_id, None
             return None
         return self._release((msg.run_id, msg.task), schedule)
 
     def sweep(self, now: float) -> list[str]:
-        """Tasks whose agent is lost, or that stayed queued past the grace; the schedules whose
-        wait is over."""
+        """Tasks whose agent is lost, or past their ``until``; the schedules whose wait is
+        over."""
         ended = []
         for key, (schedule, held) in list(self._held.items()):
-            gone = (now - held.since >= self._grace_s if held.agent_id is None
-                    else not self._alive(held.agent_id))
+            gone = ((held.until is not None and now >= held.until)
+                    or (held.agent_id is not None and not self._alive(held.agent_id)))
             if gone and self._release(key, schedule) is not None:
                 ended.append(schedule)
         return ended

@@ -32,6 +32,9 @@ from protocol.states import RUN_FINAL, RunStatus
 log = logging.getLogger("flowforge.coordinator.schedules")
 
 MISSED_REASON = "outside the catch-up window"
+RESTORED_WAIT_S = 15.0
+"""After a restart, a cancel_other fire that was waiting waits at most this long for the
+cancelled tasks' reports (they may have come before the restart, and will not again)."""
 MAX_FIRES_PER_BATCH = 256
 """Schedules dealt with in one writer batch; more due at once go in the batches after."""
 
@@ -75,6 +78,10 @@ class ScheduleClock:
             waiting = await schedule_store.waiting_fires(db, name, MAX_BUFFERED)
             if waiting:
                 self.buffered[name] = deque(waiting)
+            if waiting and state.spec.overlap is Overlap.CANCEL_OTHER:  # what it waited for
+                until = time.time() + RESTORED_WAIT_S  # their reports may have come already
+                for run_id, task, attempt, agent in await schedule_store.stopping_tasks(db, name):
+                    self.drains.hold_task(name, run_id, task, attempt, agent, until)
 
     async def start(self) -> None:
         """After the runs were rebuilt: the schedules' active runs, and the timer."""
@@ -86,6 +93,8 @@ class ScheduleClock:
         for name in list(self.buffered):
             if not self.running.get(name):
                 self._later(self._start_buffered(name))
+        if self.drains:
+            self._watching = asyncio.ensure_future(self._watch_drains())
         self._arm()
 
     def stop(self) -> None:

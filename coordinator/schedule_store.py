@@ -11,6 +11,7 @@ import msgspec
 
 from coordinator.database import Database
 from protocol.schedules import FireOutcome, FireRecord, ScheduleSpec, ScheduleState
+from protocol.states import RunStatus, TaskStatus
 
 _enc = msgspec.json.Encoder()
 _spec_dec = msgspec.json.Decoder(ScheduleSpec)
@@ -103,3 +104,20 @@ async def fires_of(db: Database, name: str, limit: int = 50,
     rows = await db.fetchall(f"SELECT {_FIRE_COLS} FROM schedule_fires WHERE {where} "
                              "ORDER BY nominal DESC LIMIT ?", (*args, limit))
     return [_fire(r) for r in rows]
+
+
+async def stopping_tasks(db: Database, name: str) -> list[tuple[str, str, int, str | None]]:
+    """The tasks a cancel_other fire still waiting may be waiting for, after a restart: those
+    that were queued or running (an attempt was sent) in the runs of ``name`` cancelled by
+    the commit that made the fire wait. (run id, task, attempt, agent id or None if queued)"""
+    row = await db.fetchone("SELECT recorded_at FROM schedule_fires WHERE schedule = ? AND "
+                            "outcome = ? ORDER BY nominal DESC LIMIT 1",
+                            (name, FireOutcome.BUFFERED.value))
+    if row is None:
+        return []
+    rows = await db.fetchall(
+        "SELECT t.run_id, t.task, t.attempt, t.agent_id, t.started_at FROM runs r "
+        "JOIN task_instances t ON t.run_id = r.run_id WHERE r.schedule = ? AND r.status = ? "
+        "AND r.finished_at = ? AND t.status = ? AND t.finished_at = ? AND t.attempt > 0",
+        (name, RunStatus.CANCELLED.value, row[0], TaskStatus.CANCELLED.value, row[0]))
+    return [(r[0], r[1], r[2], r[3] if r[4] is not None else None) for r in rows]

@@ -1,5 +1,6 @@
 """The tasks of runs a cancel_other schedule cancelled, waited for until their agents stopped."""
 
+from coordinator.agents import AgentRegistry
 from coordinator.cancel_drain import CancelDrains
 from protocol.messages import TaskFailed, TaskStarted
 from protocol.records import TaskRecord
@@ -81,3 +82,19 @@ def test_a_report_of_an_older_attempt_ends_nothing() -> None:
     drains.hold("nightly", "r1", [_rec("a", "a1", attempt=2)], now=0.0)
     assert drains.report(_failed("a", attempt=1)) is None and drains.draining("nightly")
     assert drains.report(_failed("a", attempt=3)) == "nightly"  # a redelivery's attempt
+
+
+def test_after_a_restart_a_task_is_waited_for_until_its_report_or_a_deadline() -> None:
+    drains = CancelDrains(agent_alive=lambda _: True)  # its agent may be busy cleaning up
+    drains.hold_task("nightly", "r1", "a", 1, "a1", until=15.0)  # its report may have come
+    assert drains.sweep(now=14.9) == [] and drains.draining("nightly")
+    assert drains.sweep(now=15.0) == ["nightly"]
+    drains.hold_task("nightly", "r1", "b", 1, "a1", until=15.0)
+    assert drains.report(_failed("b")) == "nightly"  # it came: no need to wait longer
+
+
+def test_a_new_coordinator_counts_agents_it_has_not_heard_from_yet_as_maybe_running() -> None:
+    registry = AgentRegistry(lost_after_s=15.0)
+    assert registry.may_be_running("a1")  # its next heartbeat will tell
+    registry.started_at -= 16.0
+    assert not registry.may_be_running("a1")  # silent since the start: gone

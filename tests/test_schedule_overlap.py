@@ -138,3 +138,28 @@ async def test_a_fire_that_waited_while_paused_starts_when_the_schedule_resumes(
     assert (await fires())[FireOutcome.BUFFERED] == [waiting]
     await client.resume_schedule("later")
     assert waiting in (await fires())[FireOutcome.STARTED]  # in the resume's own commit
+
+
+async def test_a_fire_waiting_for_cancelled_tasks_still_waits_after_a_coordinator_restart(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    coordinator = await start_coordinator()
+    await _swap_every(client, start_agent, 2.0, cleanup_s=4.0)
+
+    async def waits() -> bool:
+        return any(f.outcome is FireOutcome.BUFFERED
+                   for f in (await client.schedule("swap", fires=10)).fires)
+
+    await wait_for(waits, timeout_s=30)
+    await coordinator.shutdown()  # what it waited for is no longer in memory
+    await start_coordinator()
+
+    async def next_started() -> bool:
+        runs = await _runs(client)
+        return len(runs) >= 2 and runs[0].status is RunStatus.CANCELLED
+
+    await wait_for(next_started, timeout_s=30)
+    first, second = (await _runs(client))[:2]
+    stopped = STOPPED.get(first.run_id)
+    assert stopped is not None and second.created_at >= stopped, (
+        "after the restart the new run started before the cancelled one had stopped")
