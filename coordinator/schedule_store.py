@@ -108,12 +108,12 @@ async def fires_of(db: Database, name: str, limit: int = 50,
 
 async def stopping_tasks(db: Database, name: str) -> list[tuple[str, str, int, str | None]]:
     """The tasks a cancel_other fire still waiting may be waiting for, after a restart: those
-    that were queued or running (an attempt was sent) in the runs of ``name`` cancelled by
-    the commit that made the fire wait. (run id, task, attempt, agent id or None if queued)"""
-    row = await db.fetchone("SELECT recorded_at FROM schedule_fires WHERE schedule = ? AND "
-                            "outcome = ? ORDER BY nominal DESC LIMIT 1",
-                            (name, FireOutcome.BUFFERED.value))
-    if row is None:
+    that were queued or running (an attempt was sent) in the runs of ``name`` cancelled last
+    (one commit cancels them, so they share its time; a newer fire that replaced the one it
+    made wait came later). (run id, task, attempt, agent id or None if it was queued)"""
+    row = await db.fetchone("SELECT max(finished_at) FROM runs WHERE schedule = ? AND "
+                            "status = ?", (name, RunStatus.CANCELLED.value))
+    if row is None or row[0] is None:
         return []
     rows = await db.fetchall(
         "SELECT t.run_id, t.task, t.attempt, t.agent_id, t.started_at FROM runs r "
