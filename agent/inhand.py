@@ -61,6 +61,8 @@ class TaskInHand:
     """Its task waits for its children and lent its slot meanwhile."""
     lends: int = 0
     """Waits for children under way at once (its slot is lent while there is any)."""
+    cancelled: bool = False
+    """Its run (or it) was cancelled and its function told to stop."""
 
     @classmethod
     def of(cls, msg: Msg, queue: str) -> "TaskInHand":
@@ -73,7 +75,12 @@ class TaskInHand:
         self.state = state
 
     def cancel(self) -> None:
-        """Stop its function: its context says cancelled and its asyncio task is cancelled."""
+        """Stop its function: its context says cancelled and its asyncio task is cancelled.
+        Once: a cancel heard again (a coordinator tells it again after a restart) must not
+        interrupt the cleanup the function does on the first."""
+        if self.cancelled:
+            return
+        self.cancelled = True
         if self.ctx is not None:
             self.ctx._cancel()
         if self.task is not None:

@@ -17,9 +17,9 @@ class AgentRegistry:
         self.lost_after_s = lost_after_s
         self.max_agents = max_agents
         self.agents: dict[str, AgentInfo] = {}
-        self.started_at = time.time()
-        """An agent not heard from yet may be running tasks until lost_after_s after this (a
-        restarted coordinator learns its agents from their next heartbeats)."""
+        self.first_beat_at: float | None = None
+        """An agent not heard from yet may be running tasks until lost_after_s after the first
+        heartbeat this coordinator heard (it learns its agents from their next beats)."""
         self.lost_total = 0
         """Agents found lost since start (one found again and lost again counts twice)."""
 
@@ -33,6 +33,8 @@ class AgentRegistry:
 
     def beat(self, hb: AgentHeartbeat, now: float) -> AgentInfo | None:
         """Record a heartbeat; None when it is a new agent and there is no room for it."""
+        if self.first_beat_at is None:
+            self.first_beat_at = now
         full = hb.agent_id not in self.agents and len(self.agents) >= self.max_agents
         if full and not self._forget_one_gone():
             return None
@@ -60,10 +62,10 @@ class AgentRegistry:
     def may_be_running(self, agent_id: str) -> bool:
         """Whether the agent may still be running tasks: live, or stopping (it finishes or
         hands back what it has) and heard from within ``lost_after_s``, or not heard from yet
-        while the coordinator is new."""
+        while this coordinator is new to its agents' heartbeats."""
         info, now = self.agents.get(agent_id), time.time()
         if info is None:
-            return now - self.started_at <= self.lost_after_s
+            return self.first_beat_at is None or now - self.first_beat_at <= self.lost_after_s
         if info.status == LOST:
             return False
         return info.status == LIVE or now - info.last_seen <= self.lost_after_s

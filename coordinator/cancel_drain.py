@@ -8,6 +8,7 @@ flight has been reported back by its agent, its agent is lost, or — for a task
 that no agent said it had started — a short grace has passed.
 """
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -86,8 +87,8 @@ class CancelDrains:
         if msg.attempt < held.attempt:
             return None  # from a delivery that was lost before
         if isinstance(msg, TaskStarted | TaskProgress | TaskItems):
-            if held.agent_id is None:  # an agent has it after all: wait for its result
-                held.agent_id, held.until = msg.agent_id, None
+            if held.agent_id is None or msg.attempt > held.attempt:  # an agent has it (after
+                held.agent_id, held.attempt, held.until = msg.agent_id, msg.attempt, None  # all)
             return None
         return self._release((msg.run_id, msg.task), schedule)
 
@@ -101,6 +102,12 @@ class CancelDrains:
             if gone and self._release(key, schedule) is not None:
                 ended.append(schedule)
         return ended
+
+    def restored_until(self, until: float) -> None:
+        """Tasks held back after a restart (``until`` infinite) wait until ``until`` at most."""
+        for _, held in self._held.values():
+            if held.until == math.inf:
+                held.until = until
 
     def forget(self, schedule: str) -> None:
         """A deleted schedule waits for nothing."""

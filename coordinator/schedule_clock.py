@@ -9,9 +9,9 @@ starts again from the cursor, so no nominal time runs twice and none is lost.
 """
 
 import asyncio
-import contextlib
 import heapq
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -53,6 +53,8 @@ class ScheduleClock:
         self.drains = CancelDrains(agent_alive)
         """Runs cancelled by ``cancel_other`` whose tasks agents may still be running."""
         self._watching: asyncio.Task[None] | None = None
+        self._told_again: set[str] = set()
+        """Runs whose cancel is published again at start (their tasks are waited for)."""
         self.states: dict[str, ScheduleState] = {}
         self.running: dict[str, set[str]] = {}
         """Active runs of each schedule."""
@@ -79,9 +81,9 @@ class ScheduleClock:
             if waiting:
                 self.buffered[name] = deque(waiting)
             if waiting and state.spec.overlap is Overlap.CANCEL_OTHER:  # what it waited for
-                until = time.time() + RESTORED_WAIT_S  # their reports may have come already
                 for run_id, task, attempt, agent in await schedule_store.stopping_tasks(db, name):
-                    self.drains.hold_task(name, run_id, task, attempt, agent, until)
+                    self.drains.hold_task(name, run_id, task, attempt, agent, math.inf)
+                    self._told_again.add(run_id)
 
     async def start(self) -> None:
         """After the runs were rebuilt: the schedules' active runs, and the timer."""
@@ -93,8 +95,12 @@ class ScheduleClock:
         for name in list(self.buffered):
             if not self.running.get(name):
                 self._later(self._start_buffered(name))
-        if self.drains:
+        if self.drains:  # restored: their reports may have come before, and will not again
+            self.drains.restored_until(time.time() + RESTORED_WAIT_S)
             self._watching = asyncio.ensure_future(self._watch_drains())
+        for run_id in self._told_again:  # a cancel's news is lost if it crashed right after
+            self._later(self.writer.publisher.cancel(run_id))
+        self._told_again.clear()
         self._arm()
 
     def stop(self) -> None:
@@ -177,7 +183,13 @@ class ScheduleClock:
         for gap in result.skipped:
             outcome = FireOutcome.MISSED if gap.reason == MISSED_REASON else FireOutcome.SKIPPED
             self._record(batch, name, gap.first, outcome, gap.reason, now, gap.last, gap.count)
-        for nominal in result.run:
+        times = result.run
+        if state.spec.overlap is Overlap.CANCEL_OTHER and len(times) > 1:  # each would cancel
+            for older in times[:-1]:                                       # the one before it
+                self._record(batch, name, older, FireOutcome.SKIPPED,
+                             "overlap cancel_other: a newer time of the same catch-up ran", now)
+            times = times[-1:]
+        for nominal in times:
             await self._one_time(name, nominal, now, batch)
         state.cursor = max(state.cursor, result.cursor)
         state.updated_at = now
@@ -333,7 +345,14 @@ class ScheduleClock:
 
     async def _start_buffered(self, name: str) -> None:
         async def act(now: float, batch: Batch) -> None:
-            await self.start_waiting(name, now, batch)
+            waiting = list(self.buffered.get(name, ()))
+            try:
+                await self.start_waiting(name, now, batch)
+            except Exception as exc:  # noqa: BLE001 - the flow changed under it, say
+                self.buffered[name] = deque(waiting)  # it still waits, for a resume
+                self._pause_broken(name, exc, now, batch)
 
-        with contextlib.suppress(Exception):
+        try:
             await self.writer.submit(act)
+        except Exception:
+            log.exception("starting a waiting fire of schedule %s failed", name)

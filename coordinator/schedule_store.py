@@ -112,12 +112,13 @@ async def stopping_tasks(db: Database, name: str) -> list[tuple[str, str, int, s
     (one commit cancels them, so they share its time; a newer fire that replaced the one it
     made wait came later). (run id, task, attempt, agent id or None if it was queued)"""
     row = await db.fetchone("SELECT max(finished_at) FROM runs WHERE schedule = ? AND "
-                            "status = ?", (name, RunStatus.CANCELLED.value))
+                            "status = ? AND batch IS NULL", (name, RunStatus.CANCELLED.value))
     if row is None or row[0] is None:
         return []
-    rows = await db.fetchall(
-        "SELECT t.run_id, t.task, t.attempt, t.agent_id, t.started_at FROM runs r "
-        "JOIN task_instances t ON t.run_id = r.run_id WHERE r.schedule = ? AND r.status = ? "
-        "AND r.finished_at = ? AND t.status = ? AND t.finished_at = ? AND t.attempt > 0",
+    rows = await db.fetchall(  # not a mapped task (started, no agent) nor one waiting a retry
+        "SELECT t.run_id, t.task, t.attempt, t.agent_id FROM runs r JOIN task_instances t "
+        "ON t.run_id = r.run_id WHERE r.schedule = ? AND r.status = ? AND r.batch IS NULL "
+        "AND r.finished_at = ? AND t.status = ? AND t.finished_at = ? AND t.attempt > 0 "
+        "AND t.retry_at IS NULL AND (t.started_at IS NULL OR t.agent_id IS NOT NULL)",
         (name, RunStatus.CANCELLED.value, row[0], TaskStatus.CANCELLED.value, row[0]))
-    return [(r[0], r[1], r[2], r[3] if r[4] is not None else None) for r in rows]
+    return [(r[0], r[1], r[2], r[3]) for r in rows]

@@ -2,6 +2,7 @@
 cannot start (no agent on their queue, a full limit), for ``run --wait`` and
 ``batch submit --wait``."""
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterable
@@ -9,10 +10,13 @@ from typing import Any
 
 from flowforge.terminal import out
 from protocol.batches import ITEM_ACTIVE, ITEM_DONE, BatchRecord
+from protocol.errors import FlowForgeError
 from protocol.records import RunDetail
 
 QUIET_S = 2.0
-"""A batch whose done count has not moved for this long is asked why its runs wait."""
+"""A batch whose done count has not moved for this long is asked why its runs wait; after
+each look the next one comes twice as late, up to QUIET_MAX_S, until something ends."""
+QUIET_MAX_S = 60.0
 RUNS_ASKED = 3
 """Active runs of a batch looked at each time."""
 
@@ -40,21 +44,25 @@ class BatchWaitNotes:
     def __init__(self, client: Any, batch_id: str) -> None:
         self.client, self.batch_id = client, batch_id
         self.said: set[str] = set()
-        self._done, self._since = -1, time.monotonic()
+        self._done, self._since, self._quiet_s = -1, time.monotonic(), QUIET_S
 
     async def __call__(self, record: BatchRecord) -> None:
         done, now = sum(record.counts.get(s, 0) for s in ITEM_DONE), time.monotonic()
         if done != self._done:
-            self._done, self._since = done, now
+            self._done, self._since, self._quiet_s = done, now, QUIET_S
             return
-        if now - self._since < QUIET_S:
+        if now - self._since < self._quiet_s:
             return
-        self._since = now  # look again after another quiet spell
+        self._since, self._quiet_s = now, min(QUIET_MAX_S, 2 * self._quiet_s)
+        with contextlib.suppress(FlowForgeError, TimeoutError):  # a note is not worth failing
+            for line in new_notes(await self._active_runs(), self.said):  # the wait for
+                out(line, file=sys.stderr)
+
+    async def _active_runs(self) -> list[RunDetail]:
         details = []
         for status in ITEM_ACTIVE:
             page = await self.client.batch(self.batch_id, items=RUNS_ASKED, status=status)
             for item in page.items:
                 if item.run_id is not None:
                     details.append(await self.client.get(item.run_id))
-        for line in new_notes(details, self.said):
-            out(line, file=sys.stderr)
+        return details

@@ -185,3 +185,25 @@ async def test_a_message_arriving_while_others_wait_queues_behind_them_even_if_t
     running.move(TaskState.REPORTING)
     await ledger.release(running)
     assert owner.started == [running, waiting]
+
+
+async def test_a_cancel_heard_twice_does_not_interrupt_the_cleanup_of_the_first() -> None:
+    cleaned = asyncio.Event()
+
+    async def cleans_up() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # its cleanup, which a second cancel would cut short
+            cleaned.set()
+            raise
+
+    item = TaskInHand(msg=None, queue="q", delivery=1)  # type: ignore[arg-type]
+    item.task = asyncio.ensure_future(cleans_up())
+    await asyncio.sleep(0)  # it runs up to its first await
+    item.cancel()
+    await asyncio.sleep(0)  # the cancel reaches it: it is cleaning up
+    item.cancel()  # a coordinator tells it again, after a restart
+    with pytest.raises(asyncio.CancelledError):
+        await item.task
+    assert cleaned.is_set()

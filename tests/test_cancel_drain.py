@@ -1,8 +1,10 @@
 """The tasks of runs a cancel_other schedule cancelled, waited for until their agents stopped."""
 
+import time
+
 from coordinator.agents import AgentRegistry
 from coordinator.cancel_drain import CancelDrains
-from protocol.messages import TaskFailed, TaskStarted
+from protocol.messages import AgentHeartbeat, TaskFailed, TaskStarted
 from protocol.records import TaskRecord
 from protocol.states import TaskStatus
 
@@ -95,6 +97,11 @@ def test_after_a_restart_a_task_is_waited_for_until_its_report_or_a_deadline() -
 
 def test_a_new_coordinator_counts_agents_it_has_not_heard_from_yet_as_maybe_running() -> None:
     registry = AgentRegistry(lost_after_s=15.0)
-    assert registry.may_be_running("a1")  # its next heartbeat will tell
-    registry.started_at -= 16.0
-    assert not registry.may_be_running("a1")  # silent since the start: gone
+    assert registry.may_be_running("a1")  # no heartbeat heard yet: its next one will tell
+    registry.beat(AgentHeartbeat(agent_id="a2", host="h", pid=1, queues=("default",),
+                                 functions=(), slots_total=1, slots_busy=0, started_at=0.0,
+                                 at=0.0),
+                  now=time.time())
+    assert registry.may_be_running("a1")
+    registry.first_beat_at = time.time() - 16.0
+    assert not registry.may_be_running("a1")  # others beat for a while, not it: gone

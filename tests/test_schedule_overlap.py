@@ -9,7 +9,7 @@ from flowforge import TaskContext, register_task_pipeline
 from flowforge.client import Client
 from protocol.flows import FlowSpec
 from protocol.records import RunRecord
-from protocol.schedules import FireOutcome, Overlap, ScheduleSpec
+from protocol.schedules import Catchup, FireOutcome, Overlap, ScheduleSpec
 from protocol.states import RunStatus
 from tests import inputflows
 from tests.helpers import wait_for
@@ -17,11 +17,14 @@ from tests.helpers import wait_for
 CLEANUP_S = 0.5
 STOPPED: dict[str, float] = {}
 """When each run's task had finished cleaning up after its cancel (run id -> time)."""
+STARTED: set[str] = set()
+"""Runs whose task started (one cancelled while queued never runs, nor stops)."""
 
 
 async def holds_on(ctx: TaskContext, cleanup_s: float = CLEANUP_S) -> str:
     """Runs until cancelled, then takes ``cleanup_s`` to clean up, as a task that writes
     somewhere must before another run may write there."""
+    STARTED.add(ctx.run_id)
     try:
         await asyncio.sleep(3600)
     except asyncio.CancelledError:
@@ -45,6 +48,7 @@ async def _swap_every(client: Client, start_agent, every_s: float,  # type: igno
                       **params: float) -> None:
     """An agent, the holds_on flow and a cancel_other schedule 'swap' of it."""
     STOPPED.clear()
+    STARTED.clear()
     flow = _flow()
     await start_agent(grace_s=0.5)  # at teardown, the holding task need not be waited for
     await client.register([flow])
@@ -107,8 +111,9 @@ async def test_with_cancel_other_a_newer_fire_replaces_one_waiting_and_runs_neve
     await client.pause_schedule("swap")
     runs = await _runs(client)
     for older, newer in itertools.pairwise(runs):
-        stopped = STOPPED.get(older.run_id)
-        assert stopped is not None and newer.created_at >= stopped, "two runs overlapped"
+        if older.run_id in STARTED:  # a run cancelled while still queued never ran
+            stopped = STOPPED.get(older.run_id)
+            assert stopped is not None and newer.created_at >= stopped, "two runs overlapped"
     fires = (await client.schedule("swap", fires=50)).fires
     assert all(f.outcome is not FireOutcome.SKIPPED or "replaced by" in f.reason or
                "newer fire" in f.reason for f in fires)
@@ -163,3 +168,33 @@ async def test_a_fire_waiting_for_cancelled_tasks_still_waits_after_a_coordinato
     stopped = STOPPED.get(first.run_id)
     assert stopped is not None and second.created_at >= stopped, (
         "after the restart the new run started before the cancelled one had stopped")
+
+
+async def test_a_cancel_other_catch_up_runs_only_its_newest_time(
+    start_coordinator, start_agent, client: Client
+) -> None:
+    """Each caught-up time would cancel the one before it in the same commit: only the newest
+    runs, the others are recorded skipped."""
+    coordinator = await start_coordinator()
+    flow = inputflows.register_noop()
+    await start_agent()
+    await client.register([flow])
+    await client.put_schedule(ScheduleSpec(name="latest", flow="noop", every_s=1.0,
+                                           catchup=Catchup.ALL, overlap=Overlap.CANCEL_OTHER))
+
+    async def ran(n: int) -> bool:
+        runs = [r for r in await client.runs(flow="noop", limit=100) if r.schedule == "latest"]
+        return sum(r.status is RunStatus.SUCCEEDED for r in runs) >= n
+
+    await wait_for(lambda: ran(1), timeout_s=20)
+    await coordinator.shutdown()
+    await asyncio.sleep(3.5)  # down: three or four times come due
+    await start_coordinator()
+
+    async def caught_up() -> bool:
+        fires = (await client.schedule("latest", fires=50)).fires
+        return any("newer time of the same catch-up" in f.reason for f in fires)
+
+    await wait_for(caught_up, timeout_s=20)
+    runs = [r for r in await client.runs(flow="noop", limit=100) if r.schedule == "latest"]
+    assert all(r.status is not RunStatus.CANCELLED for r in runs), "a caught-up time was cancelled"
