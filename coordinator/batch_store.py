@@ -81,10 +81,11 @@ class BatchWrites:
                 "UPDATE batch_items SET status = ?, reason = ? WHERE batch_id = ? AND status = ?",
                 [(ItemStatus.CANCELLED.value, "the batch was cancelled before it started",
                   b, ItemStatus.WAITING.value) for b in self.cancelled])
-        if self.reconcile:
+        if self.reconcile:  # by state: the primary key would read every item of the batch
             await conn.executemany(
-                "UPDATE batch_items SET status = (SELECT r.status FROM runs r WHERE r.run_id = "
-                "batch_items.run_id) WHERE batch_id = ? AND status IN (?, ?) AND run_id IS NOT NULL",
+                "UPDATE batch_items INDEXED BY batch_items_by_status SET status = (SELECT "
+                "r.status FROM runs r WHERE r.run_id = batch_items.run_id) "
+                "WHERE batch_id = ? AND status IN (?, ?) AND run_id IS NOT NULL",
                 [(b, ItemStatus.PENDING.value, ItemStatus.RUNNING.value) for b in self.reconcile])
 
 

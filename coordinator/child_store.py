@@ -27,6 +27,7 @@ OPEN_STATES = tuple(sorted(s.value for s in OPEN))
 MAX_COUNTED = 2_000
 """Counts of at most this many (parent, state) pairs go in one listing (the first parents in
 name order): an answer must fit in one message, however many parents a run has."""
+_MAX_SEQ = (1 << 63) - 1
 _spawn_dec = msgspec.json.Decoder(ChildSpawn)
 _STATUS = {s.value: s for s in TaskStatus}
 
@@ -130,8 +131,9 @@ async def listing(db: Database, req: ListChildren, budget: int) -> ChildList:
         page_where += " AND t.status = ?"
         args_page.append(req.status.value)
     if req.after:
-        page_where += " AND (t.parent > ? OR (t.parent = ? AND t.seq > ?))"
-        args_page += [after_parent, after_parent, int(after_seq or -1)]
+        after_where, after_args = _after(req.parent, after_parent, int(after_seq or -1))
+        page_where += after_where
+        args_page += after_args
     rows, counts = await db.fetch_together(
         ("SELECT t.parent, t.seq, s.function, t.status, t.attempt, t.agent_id, t.started_at, "
          "t.finished_at, t.output, t.error_type, t.error_message, t.note FROM child_tasks t "
@@ -151,6 +153,18 @@ async def listing(db: Database, req: ListChildren, budget: int) -> ChildList:
             return ChildList(children=out, counts=_counts(counts), more=True)
         out.append(info)
     return ChildList(children=out, counts=_counts(counts), more=len(rows) > req.limit)
+
+
+def _after(parent: str | None, after_parent: str, after_seq: int) -> tuple[str, list[Any]]:
+    """Where a page starts, as a range of the key: past the cursor's ``(parent, seq)``, or
+    within one parent past the cursor's spawn number (a cursor of another parent is before
+    its first child or after its last). An ``OR`` of the two columns read every child of the
+    run before the cursor, at each page."""
+    if parent is None:
+        return " AND (t.parent, t.seq) > (?, ?)", [after_parent, after_seq]
+    if parent != after_parent:
+        after_seq = -1 if parent > after_parent else _MAX_SEQ
+    return " AND t.seq > ?", [after_seq]
 
 
 def _counts(rows: list[Any]) -> dict[str, dict[str, int]]:

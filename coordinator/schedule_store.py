@@ -97,11 +97,13 @@ async def waiting_fires(db: Database, name: str, limit: int) -> list[float]:
 
 async def fires_of(db: Database, name: str, limit: int = 50,
                    outcome: FireOutcome | None = None) -> list[FireRecord]:
-    """The newest records of a schedule's nominal times, newest first."""
-    where, args = "schedule = ?", [name]
+    """The newest records of a schedule's nominal times, newest first (of one outcome: by its
+    index, where the primary key, in order, would walk every fire of the schedule)."""
+    source, where, args = "schedule_fires", "schedule = ?", [name]
     if outcome is not None:
+        source = "schedule_fires INDEXED BY schedule_fires_by_outcome"
         where, args = where + " AND outcome = ?", [*args, outcome.value]
-    rows = await db.fetchall(f"SELECT {_FIRE_COLS} FROM schedule_fires WHERE {where} "
+    rows = await db.fetchall(f"SELECT {_FIRE_COLS} FROM {source} WHERE {where} "
                              "ORDER BY nominal DESC LIMIT ?", (*args, limit))
     return [_fire(r) for r in rows]
 

@@ -326,4 +326,12 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX run_metrics_by_flow ON run_metrics (flow, name, value);
     """,
+    # 14: reads that an index of their own keeps from walking a growing table (SQLite plans
+    # without statistics): a flow's runs in one state, newest first (``runs list --flow F
+    # --status S`` walked every run in that state); a schedule's fires of one outcome (a
+    # restart read every fire of each schedule to find those still buffered)
+    """
+    CREATE INDEX runs_by_flow_status ON runs (flow, status, created_at);
+    CREATE INDEX schedule_fires_by_outcome ON schedule_fires (schedule, outcome, nominal);
+    """,
 )

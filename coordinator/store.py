@@ -60,8 +60,8 @@ PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_ti
 _TASKS_OF = f"SELECT {TASK_COLS} FROM task_instances WHERE run_id = ? ORDER BY task"
 
 _RUN_UPDATE = "UPDATE runs SET status = ?, started_at = ?, finished_at = ?, counts = ? WHERE run_id = ?"
-"""What changes on a stored run: an update touches one of its four indexes, where a replace
-rewrites all four (a quarter of the cost)."""
+"""What changes on a stored run: an update touches only the indexes that hold its status,
+where a replace rewrites all of them."""
 
 
 async def _write_batch(
@@ -348,10 +348,12 @@ class Store:
         return [_run_from_row(r) for r in await self._db.fetchall(sql, args)]
 
     async def active_runs(self) -> list[RunRecord]:
-        final = tuple(s.value for s in RUN_FINAL)
+        """Runs not finished, oldest first: the active states looked up in ``runs_by_status``
+        (``NOT IN`` the final ones read every run ever stored, at each start)."""
+        active = tuple(s.value for s in RunStatus if s not in RUN_FINAL)
         rows = await self._db.fetchall(
-            f"SELECT {_RUN_COLS} FROM runs WHERE status NOT IN ({_marks(len(final))}) "
-            "ORDER BY created_at", final)
+            f"SELECT {_RUN_COLS} FROM runs WHERE status IN ({_marks(len(active))}) "
+            "ORDER BY created_at", active)
         return [_run_from_row(r) for r in rows]
 
     async def list_rejected(self, limit: int = 50) -> list[RejectedMessage]:
