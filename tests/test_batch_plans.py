@@ -3,34 +3,10 @@ every item of the batch: each fill and each chunk added asks them, so a scan wou
 batch of n items cost n² (SQLite plans without ANALYZE statistics, as the coordinator's)."""
 
 from pathlib import Path
-from typing import Any
 
 from coordinator import batch_store
-from coordinator.database import Database
 from coordinator.store import Store
-
-
-class Recorder:
-    """The statements sent through a Database's reads (passed on unchanged)."""
-
-    def __init__(self, db: Database) -> None:
-        self.statements: list[tuple[str, tuple[Any, ...]]] = []
-        fetchall, fetch_together = db.fetchall, db.fetch_together
-
-        async def record_all(sql: str, args: Any = ()) -> Any:
-            self.statements.append((sql, tuple(args)))
-            return await fetchall(sql, args)
-
-        async def record_together(*queries: Any) -> Any:
-            self.statements.extend((sql, tuple(args)) for sql, args in queries)
-            return await fetch_together(*queries)
-
-        db.fetchall, db.fetch_together = record_all, record_together  # type: ignore[method-assign]
-
-
-async def plans(db: Database, statements: list[tuple[str, tuple[Any, ...]]]) -> list[str]:
-    return [row[3] for sql, args in statements
-            for row in await db.fetchall(f"EXPLAIN QUERY PLAN {sql}", args)]
+from tests.query_plans import Recorder, plans
 
 
 async def test_a_fill_and_an_added_chunk_look_up_items_by_key_not_by_reading_the_batch(
