@@ -524,5 +524,14 @@ async def test_the_schedules_view_lists_schedules_and_pauses_resumes_and_runs_on
                                                     last_nominal=T0, outcome=FireOutcome.MISSED,
                                                     reason="outside the catch-up window")]))
         await until(lambda: str(table.get_row_at(1)[4]) == "missed")
+        source.push(ScheduleEvent(name="nightly-ml", state=source.schedule_states["nightly-ml"],
+                                  fires=[FireRecord(schedule="nightly-ml", nominal=T0 + 86400,
+                                                    last_nominal=T0 + 86400, run_id="sched-1",
+                                                    outcome=FireOutcome.STARTED)]))
+        await until(lambda: str(table.get_row_at(1)[4]) == "started")
+        source.push(RunRecord(run_id="sched-1", flow="pipeline_simple_ml", version="v",
+                              status=RunStatus.FAILED, schedule="nightly-ml",
+                              scheduled_for=T0 + 86400))
+        await until(lambda: str(table.get_row_at(1)[4]) == "failed")  # the last run's state
         source.push(ScheduleEvent(name="every-15m", state=None))
         await until(lambda: table.row_count == 1)
