@@ -187,8 +187,9 @@ async def test_a_cancel_other_catch_up_runs_only_its_newest_time(
         return sum(r.status is RunStatus.SUCCEEDED for r in runs) >= n
 
     await wait_for(lambda: ran(1), timeout_s=20)
+    cursor = (await client.schedule("latest")).state.cursor
     await coordinator.shutdown()
-    await asyncio.sleep(3.5)  # down: three or four times come due
+    await wait_for(lambda: time.time() >= cursor + 3.5, timeout_s=10)  # 3 times due while down
     await start_coordinator()
 
     async def caught_up() -> bool:
