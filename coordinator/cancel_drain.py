@@ -44,8 +44,7 @@ class CancelDrains:
         self._alive = agent_alive
         self._grace_s = queued_grace_s
         self._held: dict[tuple[str, str], tuple[str, Held]] = {}
-        """(run id, task) -> (schedule, what holds it)."""
-        self._count: dict[str, int] = {}
+        """(run id, task) -> (schedule, what holds it); a few tasks of a run or two."""
 
     def hold(self, schedule: str, run_id: str, records: Iterable[TaskRecord],
              now: float) -> bool:
@@ -65,14 +64,15 @@ class CancelDrains:
                   agent_id: str | None, until: float | None) -> None:
         """One task to wait for: running on ``agent_id``, or queued (None); ``until``: see
         ``Held``."""
-        key = (run_id, task)
-        if key not in self._held:
-            self._held[key] = (schedule, Held(agent_id, attempt, until))
-            self._count[schedule] = self._count.get(schedule, 0) + 1
+        self._held.setdefault((run_id, task), (schedule, Held(agent_id, attempt, until)))
 
     def draining(self, schedule: str) -> bool:
         """Whether tasks of runs the schedule cancelled may still be running."""
-        return self._count.get(schedule, 0) > 0
+        return any(name == schedule for name, _ in self._held.values())
+
+    def runs(self) -> set[str]:
+        """The cancelled runs whose tasks are waited for."""
+        return {run_id for run_id, _ in self._held}
 
     def __bool__(self) -> bool:
         """Whether any schedule waits."""
@@ -114,12 +114,8 @@ class CancelDrains:
         for key, (name, _) in list(self._held.items()):
             if name == schedule:
                 del self._held[key]
-        self._count.pop(schedule, None)
 
     def _release(self, key: tuple[str, str], schedule: str) -> str | None:
+        """Wait for ``key`` no more; the schedule if that was the last of its tasks."""
         del self._held[key]
-        left = self._count[schedule] = self._count[schedule] - 1
-        if left:
-            return None
-        del self._count[schedule]
-        return schedule
+        return None if self.draining(schedule) else schedule

@@ -53,8 +53,6 @@ class ScheduleClock:
         self.drains = CancelDrains(agent_alive)
         """Runs cancelled by ``cancel_other`` whose tasks agents may still be running."""
         self._watching: asyncio.Task[None] | None = None
-        self._told_again: set[str] = set()
-        """Runs whose cancel is published again at start (their tasks are waited for)."""
         self.states: dict[str, ScheduleState] = {}
         self.running: dict[str, set[str]] = {}
         """Active runs of each schedule."""
@@ -83,7 +81,6 @@ class ScheduleClock:
             if waiting and state.spec.overlap is Overlap.CANCEL_OTHER:  # what it waited for
                 for run_id, task, attempt, agent in await schedule_store.stopping_tasks(db, name):
                     self.drains.hold_task(name, run_id, task, attempt, agent, math.inf)
-                    self._told_again.add(run_id)
 
     async def start(self) -> None:
         """After the runs were rebuilt: the schedules' active runs, and the timer."""
@@ -98,9 +95,8 @@ class ScheduleClock:
         if self.drains:  # restored: their reports may have come before, and will not again
             self.drains.restored_until(time.time() + RESTORED_WAIT_S)
             self._watching = asyncio.ensure_future(self._watch_drains())
-        for run_id in self._told_again:  # a cancel's news is lost if it crashed right after
+        for run_id in self.drains.runs():  # a cancel's news is lost if it crashed right after
             self._later(self.writer.publisher.cancel(run_id))
-        self._told_again.clear()
         self._arm()
 
     def stop(self) -> None:
