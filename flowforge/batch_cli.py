@@ -265,10 +265,6 @@ def _counts(record: BatchRecord) -> str:
                      if record.counts.get(s)) or "no items"
 
 
-def _done(record: BatchRecord) -> int:
-    return sum(record.counts.get(s, 0) for s in ITEM_DONE)
-
-
 def submission_text(sub: BatchSubmission, f: ParamsFile) -> str:
     skipped = sub.total - sub.to_run
     if sub.batch is None:
@@ -301,7 +297,7 @@ def list_text(records: list[BatchRecord]) -> str:
         return "no batches"
     rows = [[r.batch_id, r.spec.name or "-", r.spec.flow,
              r.state.value + (f": {render.cut(r.note, 30)}" if r.note else ""),
-             f"{_done(r)}/{r.total}", _counts(r)]
+             f"{r.done()}/{r.total}", _counts(r)]
             for r in records]
     return render.table(["batch", "name", "flow", "state", "done", "items"], rows)
 
@@ -314,7 +310,7 @@ def show_text(detail: BatchDetail, page: int) -> str:
     lines = [headline(r),
              f"{origin}  max active {spec.max_active}  "
              f"created {render.stamp(r.created_at)}  finished {render.stamp(r.finished_at)}",
-             f"{r.total} items, {_done(r)} done: {_counts(r)}"]
+             f"{r.total} items, {r.done()} done: {_counts(r)}"]
     if not detail.items:
         return "\n".join(lines)
     nominal = any(i.scheduled_for is not None for i in detail.items)

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from flowforge.terminal import out
-from protocol.batches import ITEM_ACTIVE, ITEM_DONE, BatchRecord
+from protocol.batches import ITEM_ACTIVE, BatchRecord
 from protocol.errors import FlowForgeError
 from protocol.records import RunDetail
 
@@ -47,7 +47,7 @@ class BatchWaitNotes:
         self._done, self._since, self._quiet_s = -1, time.monotonic(), QUIET_S
 
     async def __call__(self, record: BatchRecord) -> None:
-        done, now = sum(record.counts.get(s, 0) for s in ITEM_DONE), time.monotonic()
+        done, now = record.done(), time.monotonic()
         if done != self._done:
             self._done, self._since, self._quiet_s = done, now, QUIET_S
             return

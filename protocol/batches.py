@@ -133,6 +133,10 @@ class BatchRecord(msgspec.Struct, kw_only=True):
     counts: dict[str, int] = {}
     """Items by status (``ItemStatus``); filled in when read, not stored."""
 
+    def done(self) -> int:
+        """Items that will not change any more (ended or skipped)."""
+        return sum(self.counts.get(s, 0) for s in ITEM_DONE)
+
 
 class BatchItem(msgspec.Struct, kw_only=True):
     batch_id: str
