@@ -7,7 +7,7 @@ import msgspec
 from rich.text import Text
 
 from flowforge.render import cut, stamp
-from protocol.batches import BATCH_FINAL, BatchItem, BatchRecord, BatchState, ItemStatus
+from protocol.batches import BATCH_FINAL, ITEM_DONE, BatchItem, BatchRecord, BatchState, ItemStatus
 from tui import palette
 from tui.table_sync import Row, unlisted
 
@@ -18,7 +18,7 @@ MAX_ITEM_ROWS = 300
 """Most items listed for one batch (a batch may have a million): the first of each status."""
 MAX_ITEMS_PER_REQUEST = 1_000
 """Most items one ``batches.get`` returns (``GetBatch.items``)."""
-FINISHED = (ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED, ItemStatus.SKIPPED)
+FINISHED = ITEM_DONE
 """Statuses an item keeps, in the order the progress bar draws them."""
 BAR_WIDTH = 10
 COUNT_COLUMNS = ("succeeded", "failed", "running", "waiting", "skipped", "cancelled")
@@ -96,7 +96,7 @@ def batch_detail(batch: BatchRecord) -> str:
     if batch.finished_at is not None:
         when += f", finished {stamp(batch.finished_at)}"
     head = f"{label(batch)}" + (f" ({batch.batch_id})" if spec.name else "")
-    done = sum(batch.counts.get(s, 0) for s in FINISHED)
+    done = batch.done()
     state = batch.state.value + (f": {batch.note}" if batch.note else "")
     counts = ", ".join(f"{batch.counts[s]:,} {s.value}" for s in ITEM_ORDER if batch.counts.get(s))
     return (f"{head}: {', '.join(what)}; {when}\n"
